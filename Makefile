@@ -1,0 +1,32 @@
+# Thin wrapper over CMake. Quick start: `make run`, then `make test`.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+KEEL := $(BUILD)/keel
+
+.PHONY: setup configure build run test bench clean format
+
+setup:
+	@./scripts/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: setup build
+	./scripts/run_default.sh $(KEEL)
+
+test: setup build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+bench: setup build
+	./scripts/bench.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cpp')
+
+clean:
+	rm -rf $(BUILD)

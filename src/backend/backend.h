@@ -1,0 +1,216 @@
+// The kernel interface: every piece of math keel runs goes through a Backend.
+// Kernels take raw buffers plus explicit sizes and trust their inputs; shape
+// and dtype validation happens once, in backend/ops.h. A new accelerator is a
+// new subclass that passes `keel verify kernels` against the `ref` backend.
+//
+// Conventions (all kernels):
+//  - `dt` is the activation dtype, F32 or BF16 (F16 where supports() says so).
+//    Statistics saved for backward (mean, rstd, lse) are always F32.
+//    Parameter gradients (dw, db, dtable) are always F32.
+//  - Backward kernels ACCUMULATE into every gradient output (dx += ...), so
+//    residual branches, tied weights and micro-batches need no extra adds.
+//  - Results must not depend on thread count or timing: reductions run over
+//    fixed-size chunks combined in a fixed order.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace keel::backend {
+
+// Every kernel family, for supports(), conformance tables and error messages.
+enum class Kernel : uint8_t {
+  Matmul,
+  Embedding,
+  LayerNorm,
+  RmsNorm,
+  Rope,
+  Attention,
+  Gelu,
+  Silu,
+  SwiGlu,
+  Add,
+  BiasAdd,
+  CrossEntropy,
+  AdamW,
+  Reduce,
+  SumSquares,
+  Cast,
+  Quantize,
+  QMatmul,
+  kCount
+};
+inline constexpr int kKernelCount = int(Kernel::kCount);
+std::string_view kernel_name(Kernel k);
+
+// C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, for b < batch.
+// op(A) is MxK, op(B) is KxN, C is MxN. lda/ldb/ldc are row strides of the
+// stored (untransposed) matrices; stride_* are element offsets between batches.
+// Accumulation is f32. Dtypes: (a,b,c) in {(F32,F32,F32), (BF16,BF16,F32),
+// (BF16,BF16,BF16)}.
+struct MatmulArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
+  float alpha = 1.f, beta = 0.f;
+  DType a_dtype = DType::F32, b_dtype = DType::F32, c_dtype = DType::F32;
+};
+
+// Causal scaled-dot-product attention with grouped-query heads.
+// q[b, t, h, d] = q[b*q_batch_stride + t*q_row_stride + h*HS + d] (t < Tq);
+// k, v likewise with kv strides (t < Tk) and NKV heads; query head h reads kv
+// head h / (NH / NKV). Query t sits at absolute position Tk - Tq + t and sees
+// keys 0..Tk-Tq+t (Tq == Tk in training; Tq < Tk when decoding with a cache).
+// o is contiguous (B, Tq, NH, HS); lse is (B, NH, Tq) f32, the log-sum-exp of
+// the scaled scores of each query row, saved for backward.
+struct AttentionArgs {
+  int64_t B = 0, Tq = 0, Tk = 0, NH = 0, NKV = 0, HS = 0;
+  int64_t q_row_stride = 0, q_batch_stride = 0;
+  int64_t kv_row_stride = 0, kv_batch_stride = 0;
+  float scale = 1.f;
+  DType dt = DType::F32;
+};
+
+// Rotary embedding over (B, T, NH, HS) rows with row stride `row_stride`
+// (elements between consecutive tokens); rotates adjacent pairs (x[2i],
+// x[2i+1]) by angle pos * theta^(-2i/HS), pos = pos0 + t. HS must be even.
+struct RopeArgs {
+  int64_t B = 0, T = 0, NH = 0, HS = 0, row_stride = 0, batch_stride = 0;
+  int64_t pos0 = 0;
+  float theta = 10000.f;
+  DType dt = DType::F32;
+};
+
+// Decoupled AdamW on f32 master weights. g is multiplied by grad_scale first
+// (global-norm clipping); bias correction uses step t (1-based). When
+// param_bf16 is non-null the updated weights are also written there in bf16.
+struct AdamWArgs {
+  int64_t n = 0;
+  float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0;
+  float grad_scale = 1.f;
+  int64_t t = 1;
+};
+
+enum class ReduceOp : uint8_t { Sum, Mean, Max };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  // Human-readable description of what runs (e.g. GEMM library and kernel).
+  virtual std::string describe() const { return std::string(name()); }
+  // Whether kernel k accepts activation dtype dt. Unsupported means the
+  // conformance suite reports SKIP and ops.h throws KernelError.
+  virtual bool supports(Kernel k, DType dt) const = 0;
+  // Threads the backend may use (1 = serial). Results must not change with it.
+  virtual void set_threads(int n) { (void)n; }
+  virtual int threads() const { return 1; }
+
+  // ---- dense linear algebra
+  virtual void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) = 0;
+
+  // ---- embedding: out[i, :] = table[ids[i], :]  (ids: int32, n rows, C cols)
+  virtual void embedding_forward(DType dt, const int32_t* ids, const void* table, void* out,
+                                 int64_t n, int64_t C) = 0;
+  // dtable[ids[i], :] += dout[i, :]  (dtable f32)
+  virtual void embedding_backward(DType dt, const int32_t* ids, const void* dout, float* dtable,
+                                  int64_t n, int64_t C) = 0;
+
+  // ---- norms over rows of x (N, C). b may be null (no bias).
+  virtual void layernorm_forward(DType dt, const void* x, const void* w, const void* b, void* y,
+                                 float* mean, float* rstd, int64_t N, int64_t C, float eps) = 0;
+  // dx += ..., dw += ..., db += ... (db may be null)
+  virtual void layernorm_backward(DType dt, const void* dy, const void* x, const void* w,
+                                  const float* mean, const float* rstd, void* dx, float* dw,
+                                  float* db, int64_t N, int64_t C) = 0;
+  virtual void rmsnorm_forward(DType dt, const void* x, const void* w, void* y, float* rstd,
+                               int64_t N, int64_t C, float eps) = 0;
+  virtual void rmsnorm_backward(DType dt, const void* dy, const void* x, const void* w,
+                                const float* rstd, void* dx, float* dw, int64_t N, int64_t C) = 0;
+
+  // ---- rotary embedding; y may alias x. Backward: dx += rotate(dy, -angle).
+  virtual void rope_forward(const RopeArgs& a, const void* x, void* y) = 0;
+  virtual void rope_backward(const RopeArgs& a, const void* dy, void* dx) = 0;
+
+  // ---- causal attention (see AttentionArgs)
+  virtual void attention_forward(const AttentionArgs& a, const void* q, const void* k,
+                                 const void* v, void* o, float* lse) = 0;
+  // dq, dk, dv share the layouts (and strides) of q, k, v; accumulated.
+  virtual void attention_backward(const AttentionArgs& a, const void* dout, const void* q,
+                                  const void* k, const void* v, const void* o, const float* lse,
+                                  void* dq, void* dk, void* dv) = 0;
+
+  // ---- elementwise activations over n elements
+  // gelu: tanh approximation (GPT-2's).
+  virtual void gelu_forward(DType dt, const void* x, void* y, int64_t n) = 0;
+  virtual void gelu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) = 0;
+  virtual void silu_forward(DType dt, const void* x, void* y, int64_t n) = 0;
+  virtual void silu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) = 0;
+  // y = silu(gate) * up
+  virtual void swiglu_forward(DType dt, const void* gate, const void* up, void* y, int64_t n) = 0;
+  virtual void swiglu_backward(DType dt, const void* gate, const void* up, const void* dy,
+                               void* dgate, void* dup, int64_t n) = 0;
+
+  // ---- y = a + b (y may alias a or b); backward is accumulate().
+  virtual void add(DType dt, const void* a, const void* b, void* y, int64_t n) = 0;
+  // y += alpha * x  (the gradient accumulator; also scales when y is zero)
+  virtual void accumulate(DType dt, const void* x, void* y, int64_t n, float alpha) = 0;
+  // y[N, C] += bias[C]; backward: dbias[c] += sum_i dy[i, c] (dbias f32)
+  virtual void bias_add(DType dt, void* y, const void* bias, int64_t N, int64_t C) = 0;
+  virtual void bias_backward(DType dt, const void* dy, float* dbias, int64_t N, int64_t C) = 0;
+
+  // ---- softmax cross-entropy over rows of logits (N, V). targets < 0 are
+  // ignored (loss 0, gradient 0). losses[i] = lse[i] - logits[i, t_i].
+  virtual void cross_entropy_forward(DType dt, const void* logits, const int32_t* targets,
+                                     float* losses, float* lse, int64_t N, int64_t V) = 0;
+  // dlogits[i, :] += dloss[i] * (softmax(logits[i]) - onehot(t_i))
+  virtual void cross_entropy_backward(DType dt, const void* logits, const int32_t* targets,
+                                      const float* lse, const float* dloss, void* dlogits,
+                                      int64_t N, int64_t V) = 0;
+
+  // ---- optimizer (all f32); param_bf16 may be null
+  virtual void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m,
+                            float* v, uint16_t* param_bf16) = 0;
+
+  // ---- reductions over the last axis: y[i] = op_j x[i, j] (y f32)
+  virtual void reduce_forward(ReduceOp op, DType dt, const void* x, float* y, int64_t N,
+                              int64_t C) = 0;
+  // dx[i, j] += dy[i] (Sum), dy[i]/C (Mean), dy[i] at the first argmax (Max)
+  virtual void reduce_backward(ReduceOp op, DType dt, const void* x, const float* dy, void* dx,
+                               int64_t N, int64_t C) = 0;
+  // sum of x[i]^2 in f64 over fixed chunks (gradient norms, health checks)
+  virtual double sum_squares(DType dt, const void* x, int64_t n) = 0;
+
+  // ---- conversions between F32, BF16 and F16 (round to nearest even)
+  virtual void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;
+
+  // ---- weight quantization of w (N, K) f32 rows (round = nearest, ties to even).
+  // I8: q[N, K] int8 and scale[N] f32 with scale = max|w_row| / 127, q = round(w / scale)
+  //     (scale 0 and q 0 for an all-zero row).
+  // Q8_0: per block of 32, d = f16(amax / 127), q = round(w / d).
+  // Q4_0: per block of 32, m = the value of largest magnitude (sign kept), d = f16(m / -8),
+  //     q = min(15, int(w / d + 8.5)) (llama.cpp's rule, so GGUF export is a copy).
+  // Blocked types need K % 32 == 0 and take scale = null.
+  virtual void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N,
+                        int64_t K) = 0;
+  virtual void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N,
+                          int64_t K) = 0;
+  // y[M, N] f32 = x[M, K] f32 @ dequant(W)^T, with x itself quantized first:
+  // for I8 weights, per row of x to int8 (scale max|x_row|/127); for Q4_0/Q8_0
+  // weights, per block of 32 to Q8_0. Integer dot products, then scaled: so a
+  // fast backend matches ref up to f32 rounding.
+  virtual void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y,
+                       int64_t M, int64_t N, int64_t K) = 0;
+};
+
+// Backends present in this build, by name ("ref", "cpu", "cuda").
+std::vector<std::string> backend_names();
+// Creates a backend by name; throws keel::Error listing the names present.
+std::unique_ptr<Backend> make_backend(std::string_view name);
+
+}  // namespace keel::backend

@@ -1,0 +1,22 @@
+// GEMM and quantized matmul for the cpu backend: BLAS loaded at run time (so
+// its kernel choice can be corrected before it initialises), bf16 through a
+// library or a fallback, int8/4-bit through vector kernels.
+#pragma once
+#include <string>
+
+#include "backend/backend.h"
+
+namespace keel::backend::cpu {
+
+// C = alpha op(A) op(B) + beta C for the dtype combinations of MatmulArgs.
+void gemm(const MatmulArgs& a, const void* A, const void* B, void* C, int threads);
+// Which implementation and kernel run, e.g. "openblas 0.3.21 openmp core=SkylakeX".
+std::string gemm_describe();
+
+void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K, int threads);
+void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N, int64_t K,
+                int threads);
+void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
+             int64_t N, int64_t K, int threads);
+
+}  // namespace keel::backend::cpu

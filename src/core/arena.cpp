@@ -1,0 +1,49 @@
+#include "core/arena.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace keel {
+
+Arena::Arena(size_t chunk_bytes) : chunk_bytes_(chunk_bytes) {}
+
+Arena::~Arena() {
+  for (auto& c : chunks_) std::free(c.data);
+}
+
+void* Arena::alloc(size_t bytes) {
+  size_t need = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  while (current_ < chunks_.size()) {
+    Chunk& c = chunks_[current_];
+    if (c.top + need <= c.size) {
+      void* p = c.data + c.top;
+      c.top += need;
+      used_ += need;
+      high_water_ = std::max(high_water_, used_);
+      return p;
+    }
+    ++current_;
+  }
+  size_t size = std::max(chunk_bytes_, need);
+  char* d = static_cast<char*>(std::aligned_alloc(64, size));
+  if (!d) fail("arena: out of memory allocating a chunk of {} bytes", size);
+  chunks_.push_back({d, size, 0});
+  current_ = chunks_.size() - 1;
+  return alloc(bytes);
+}
+
+void Arena::reset() {
+  for (auto& c : chunks_) c.top = 0;
+  current_ = 0;
+  used_ = 0;
+}
+
+size_t Arena::capacity() const {
+  size_t n = 0;
+  for (auto& c : chunks_) n += c.size;
+  return n;
+}
+
+}  // namespace keel

@@ -1,0 +1,61 @@
+// Model: the public face of every architecture (gpt2, llama, ...) to the
+// trainer, the generator and the exporters. An architecture only writes its
+// forward pass from nn modules; loss and backward come from the tape.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "nn/parameter.h"
+
+namespace keel::model {
+
+struct ModelConfig {
+  std::string arch = "gpt2";  // "gpt2" | "llama"
+  int64_t vocab_size = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_kv_head = 0;    // llama GQA; gpt2 uses n_head
+  int64_t n_embd = 0;
+  int64_t ffn_hidden = 0;   // MLP inner width (gpt2: 4*n_embd by default)
+  int64_t max_seq_len = 0;  // learned positions (gpt2) / rope range (llama)
+  float rope_theta = 10000.f;
+  float norm_eps = 1e-5f;
+  float init_std = 0.02f;
+  DType compute_dtype = DType::F32;  // F32 or BF16 (master weights stay f32)
+  bool recompute = false;            // recompute each block's activations in backward
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Every trainable parameter, in a fixed order (the order of the checkpoint).
+  virtual std::vector<nn::Parameter*> parameters() = 0;
+  // Deterministic initialisation from a seed (each parameter has its own RNG stream).
+  virtual void init(uint64_t seed) = 0;
+  // After the f32 master weights change (optimizer, load), refresh compute copies.
+  virtual void sync_compute_weights() = 0;
+
+  // One micro-batch: forward, loss, backward. ids and targets are i32 (B, T);
+  // targets < 0 are ignored. Gradients of loss * grad_scale are ACCUMULATED
+  // into Parameter::grad. Returns the mean loss over counted targets.
+  virtual float forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale) = 0;
+  // Forward only: mean loss (evaluation).
+  virtual float loss(const Tensor& ids, const Tensor& targets) = 0;
+  // Forward only: f32 logits (B, T, V) for ids (B, T).
+  virtual Tensor logits(const Tensor& ids) = 0;
+
+  // Total parameter count and FLOPs of one forward+backward token (for MFU).
+  int64_t num_parameters();
+  virtual double flops_per_token(int64_t seq_len) const = 0;
+};
+
+// Builds the architecture named by cfg.arch on the given backend (which must
+// outlive the model). Throws ConfigError for an unknown arch or bad sizes.
+std::unique_ptr<Model> make_model(const ModelConfig& cfg, backend::Backend& be);
+
+}  // namespace keel::model
