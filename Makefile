@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup configure build run test bench clean format
+.PHONY: setup configure build run test bench bench-train clean format
 
 setup:
 	@./scripts/setup.sh
@@ -24,6 +24,10 @@ test: setup build
 
 bench: setup build
 	./scripts/bench.sh $(BUILD)
+
+bench-train: setup build
+	cmake --build $(BUILD) --target bench_train -j $(JOBS)
+	$(BUILD)/bench_train --source-dir .
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

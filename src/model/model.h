@@ -18,7 +18,7 @@ struct ModelConfig {
   int64_t vocab_size = 0;
   int64_t n_layer = 0;
   int64_t n_head = 0;
-  int64_t n_kv_head = 0;    // llama GQA; gpt2 uses n_head
+  int64_t n_kv_head = 0;  // llama GQA; gpt2 uses n_head
   int64_t n_embd = 0;
   int64_t ffn_hidden = 0;   // MLP inner width (gpt2: 4*n_embd by default)
   int64_t max_seq_len = 0;  // learned positions (gpt2) / rope range (llama)
@@ -51,11 +51,25 @@ class Model {
 
   // Total parameter count and FLOPs of one forward+backward token (for MFU).
   int64_t num_parameters();
+  // 6 * (parameters of every matrix product, the LM head included, embedding
+  // lookups excluded) + 12 * n_layer * n_embd * seq_len (attention scores and
+  // weighted sum, forward and backward, PaLM's convention; causal masking not
+  // subtracted).
   virtual double flops_per_token(int64_t seq_len) const = 0;
+
+  // Sets every Parameter::grad to zero (gradients otherwise accumulate).
+  void zero_grad();
+  // Peak bytes of activations (and their gradients) held by one step so far.
+  virtual size_t activation_bytes() const { return 0; }
 };
 
 // Builds the architecture named by cfg.arch on the given backend (which must
 // outlive the model). Throws ConfigError for an unknown arch or bad sizes.
+// The model's config() has defaults filled in: n_kv_head = n_head when 0;
+// ffn_hidden = 4 * n_embd (gpt2) or 8/3 * n_embd rounded up to a multiple of
+// 64 (llama) when 0. Parameters start zeroed: call init(seed).
 std::unique_ptr<Model> make_model(const ModelConfig& cfg, backend::Backend& be);
+// The same defaults and checks without building anything (ConfigError naming the field).
+ModelConfig resolve_config(const ModelConfig& cfg);
 
 }  // namespace keel::model

@@ -1,9 +1,200 @@
+// CpuBackend: GEMM and quantized matmul from gemm.h, every other kernel from
+// the KernelTable of the chosen vector level, all with the same thread count.
 #include "backend/cpu/cpu_backend.h"
 
+#include <omp.h>
+
+#include <fmt/format.h>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm.h"
 #include "core/error.h"
 
 namespace keel::backend {
+namespace {
 
-std::unique_ptr<Backend> make_cpu_backend() { fail("backend cpu: not implemented yet"); }
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(cpu::Level level)
+      : level_(level), k_(cpu::kernels_for(level)), threads_(omp_get_max_threads()) {
+    if (threads_ < 1) threads_ = 1;
+  }
+
+  std::string_view name() const override { return "cpu"; }
+  std::string describe() const override {
+    return fmt::format("cpu: vector level {}, {} thread{}, gemm: {}", cpu::level_name(level_),
+                       threads_, threads_ == 1 ? "" : "s", cpu::gemm_describe());
+  }
+
+  bool supports(Kernel k, DType dt) const override {
+    const bool f32_bf16 = dt == DType::F32 || dt == DType::BF16;
+    const bool any_float = f32_bf16 || dt == DType::F16;
+    switch (k) {
+      case Kernel::Gelu:
+      case Kernel::Silu:
+      case Kernel::SwiGlu:
+      case Kernel::Add:
+      case Kernel::BiasAdd:
+      case Kernel::Cast:
+      case Kernel::SumSquares:
+        return any_float;
+      case Kernel::AdamW:
+        return dt == DType::F32;
+      case Kernel::Quantize:
+      case Kernel::QMatmul:
+        return dt == DType::I8 || dt == DType::Q4_0 || dt == DType::Q8_0;
+      case Kernel::kCount:
+        return false;
+      default:
+        return f32_bf16;
+    }
+  }
+
+  void set_threads(int n) override { threads_ = n < 1 ? 1 : n; }
+  int threads() const override { return threads_; }
+
+  void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) override {
+    cpu::gemm(a, A, B, C, threads_);
+  }
+
+  void embedding_forward(DType dt, const int32_t* ids, const void* table, void* out, int64_t n,
+                         int64_t C) override {
+    k_.embedding_forward(dt, ids, table, out, n, C, threads_);
+  }
+  void embedding_backward(DType dt, const int32_t* ids, const void* dout, float* dtable, int64_t n,
+                          int64_t C) override {
+    k_.embedding_backward(dt, ids, dout, dtable, n, C, threads_);
+  }
+
+  void layernorm_forward(DType dt, const void* x, const void* w, const void* b, void* y,
+                         float* mean, float* rstd, int64_t N, int64_t C, float eps) override {
+    k_.layernorm_forward(dt, x, w, b, y, mean, rstd, N, C, eps, threads_);
+  }
+  void layernorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* mean,
+                          const float* rstd, void* dx, float* dw, float* db, int64_t N,
+                          int64_t C) override {
+    k_.layernorm_backward(dt, dy, x, w, mean, rstd, dx, dw, db, N, C, threads_);
+  }
+  void rmsnorm_forward(DType dt, const void* x, const void* w, void* y, float* rstd, int64_t N,
+                       int64_t C, float eps) override {
+    k_.rmsnorm_forward(dt, x, w, y, rstd, N, C, eps, threads_);
+  }
+  void rmsnorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                        void* dx, float* dw, int64_t N, int64_t C) override {
+    k_.rmsnorm_backward(dt, dy, x, w, rstd, dx, dw, N, C, threads_);
+  }
+
+  void rope_forward(const RopeArgs& a, const void* x, void* y) override {
+    k_.rope_forward(a, x, y, threads_);
+  }
+  void rope_backward(const RopeArgs& a, const void* dy, void* dx) override {
+    k_.rope_backward(a, dy, dx, threads_);
+  }
+
+  void attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
+                         void* o, float* lse) override {
+    k_.attention_forward(a, q, k, v, o, lse, threads_);
+  }
+  void attention_backward(const AttentionArgs& a, const void* dout, const void* q, const void* k,
+                          const void* v, const void* o, const float* lse, void* dq, void* dk,
+                          void* dv) override {
+    k_.attention_backward(a, dout, q, k, v, o, lse, dq, dk, dv, threads_);
+  }
+
+  void gelu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    k_.gelu_forward(dt, x, y, n, threads_);
+  }
+  void gelu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    k_.gelu_backward(dt, x, dy, dx, n, threads_);
+  }
+  void silu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    k_.silu_forward(dt, x, y, n, threads_);
+  }
+  void silu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    k_.silu_backward(dt, x, dy, dx, n, threads_);
+  }
+  void swiglu_forward(DType dt, const void* gate, const void* up, void* y, int64_t n) override {
+    k_.swiglu_forward(dt, gate, up, y, n, threads_);
+  }
+  void swiglu_backward(DType dt, const void* gate, const void* up, const void* dy, void* dgate,
+                       void* dup, int64_t n) override {
+    k_.swiglu_backward(dt, gate, up, dy, dgate, dup, n, threads_);
+  }
+
+  void add(DType dt, const void* a, const void* b, void* y, int64_t n) override {
+    k_.add(dt, a, b, y, n, threads_);
+  }
+  void accumulate(DType dt, const void* x, void* y, int64_t n, float alpha) override {
+    k_.accumulate(dt, x, y, n, alpha, threads_);
+  }
+  void bias_add(DType dt, void* y, const void* bias, int64_t N, int64_t C) override {
+    k_.bias_add(dt, y, bias, N, C, threads_);
+  }
+  void bias_backward(DType dt, const void* dy, float* dbias, int64_t N, int64_t C) override {
+    k_.bias_backward(dt, dy, dbias, N, C, threads_);
+  }
+
+  void cross_entropy_forward(DType dt, const void* logits, const int32_t* targets, float* losses,
+                             float* lse, int64_t N, int64_t V) override {
+    k_.cross_entropy_forward(dt, logits, targets, losses, lse, N, V, threads_);
+  }
+  void cross_entropy_backward(DType dt, const void* logits, const int32_t* targets,
+                              const float* lse, const float* dloss, void* dlogits, int64_t N,
+                              int64_t V) override {
+    k_.cross_entropy_backward(dt, logits, targets, lse, dloss, dlogits, N, V, threads_);
+  }
+
+  void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m, float* v,
+                    uint16_t* param_bf16) override {
+    k_.adamw_update(a, param, grad, m, v, param_bf16, threads_);
+  }
+
+  void reduce_forward(ReduceOp op, DType dt, const void* x, float* y, int64_t N,
+                      int64_t C) override {
+    k_.reduce_forward(op, dt, x, y, N, C, threads_);
+  }
+  void reduce_backward(ReduceOp op, DType dt, const void* x, const float* dy, void* dx, int64_t N,
+                       int64_t C) override {
+    k_.reduce_backward(op, dt, x, dy, dx, N, C, threads_);
+  }
+  double sum_squares(DType dt, const void* x, int64_t n) override {
+    return k_.sum_squares(dt, x, n, threads_);
+  }
+
+  void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
+    k_.cast(src_dt, src, dst_dt, dst, n, threads_);
+  }
+
+  void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K) override {
+    cpu::quantize(qdt, w, q, scale, N, K, threads_);
+  }
+  void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N,
+                  int64_t K) override {
+    cpu::dequantize(qdt, q, scale, w, N, K, threads_);
+  }
+  void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
+               int64_t N, int64_t K) override {
+    cpu::qmatmul(qdt, x, wq, wscale, y, M, N, K, threads_);
+  }
+
+ private:
+  cpu::Level level_;
+  const cpu::KernelTable& k_;
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() {
+  return std::make_unique<CpuBackend>(cpu::detect_level());
+}
+
+std::unique_ptr<Backend> make_cpu_backend(std::string_view level) {
+  cpu::Level l = cpu::parse_level(level);
+  if (!cpu::level_available(l))
+    fail("backend cpu: this CPU cannot run vector level '{}' (best here: {})", level,
+         cpu::level_name(cpu::detect_level()));
+  return std::make_unique<CpuBackend>(l);
+}
 
 }  // namespace keel::backend

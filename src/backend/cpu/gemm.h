@@ -9,6 +9,11 @@
 namespace keel::backend::cpu {
 
 // C = alpha op(A) op(B) + beta C for the dtype combinations of MatmulArgs.
+// C is split into blocks fixed by the shape (never by `threads`), each computed
+// single-threaded, so the result is bit-identical for any thread count.
+// Environment: KEEL_GEMM=auto|openblas|onednn|portable picks the f32 library
+// (auto: oneDNN for A^T B, OpenBLAS otherwise); KEEL_BF16_GEMM=auto|onednn|convert
+// picks oneDNN's bf16 matmul or widening to f32 (auto: oneDNN on AVX512-BF16).
 void gemm(const MatmulArgs& a, const void* A, const void* B, void* C, int threads);
 // Which implementation and kernel run, e.g. "openblas 0.3.21 openmp core=SkylakeX".
 std::string gemm_describe();

@@ -1,9 +1,178 @@
+// RefBackend: the Backend table over the scalar kernels of ref_*.cpp. It
+// declares which dtypes each kernel accepts and forwards every call.
 #include "backend/ref/ref_backend.h"
 
-#include "core/error.h"
+#include "backend/ref/ref_kernels.h"
 
 namespace keel::backend {
+namespace {
 
-std::unique_ptr<Backend> make_ref_backend() { fail("backend ref: not implemented yet"); }
+class RefBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "ref"; }
+  std::string describe() const override {
+    return "ref (scalar C++, f64 accumulation, single thread)";
+  }
+
+  bool supports(Kernel k, DType dt) const override {
+    const bool f32_bf16 = dt == DType::F32 || dt == DType::BF16;
+    const bool any_float = f32_bf16 || dt == DType::F16;
+    switch (k) {
+      case Kernel::Gelu:
+      case Kernel::Silu:
+      case Kernel::SwiGlu:
+      case Kernel::Add:
+      case Kernel::BiasAdd:
+      case Kernel::Cast:
+      case Kernel::SumSquares:
+        return any_float;
+      case Kernel::AdamW:
+        return dt == DType::F32;
+      case Kernel::Quantize:
+      case Kernel::QMatmul:
+        return dt == DType::I8 || dt == DType::Q4_0 || dt == DType::Q8_0;
+      case Kernel::kCount:
+        return false;
+      default:
+        return f32_bf16;
+    }
+  }
+
+  void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) override {
+    ref::matmul(a, A, B, C);
+  }
+
+  void embedding_forward(DType dt, const int32_t* ids, const void* table, void* out, int64_t n,
+                         int64_t C) override {
+    ref::embedding_forward(dt, ids, table, out, n, C);
+  }
+  void embedding_backward(DType dt, const int32_t* ids, const void* dout, float* dtable, int64_t n,
+                          int64_t C) override {
+    ref::embedding_backward(dt, ids, dout, dtable, n, C);
+  }
+
+  void layernorm_forward(DType dt, const void* x, const void* w, const void* b, void* y,
+                         float* mean, float* rstd, int64_t N, int64_t C, float eps) override {
+    ref::layernorm_forward(dt, x, w, b, y, mean, rstd, N, C, eps);
+  }
+  void layernorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* mean,
+                          const float* rstd, void* dx, float* dw, float* db, int64_t N,
+                          int64_t C) override {
+    ref::layernorm_backward(dt, dy, x, w, mean, rstd, dx, dw, db, N, C);
+  }
+  void rmsnorm_forward(DType dt, const void* x, const void* w, void* y, float* rstd, int64_t N,
+                       int64_t C, float eps) override {
+    ref::rmsnorm_forward(dt, x, w, y, rstd, N, C, eps);
+  }
+  void rmsnorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                        void* dx, float* dw, int64_t N, int64_t C) override {
+    ref::rmsnorm_backward(dt, dy, x, w, rstd, dx, dw, N, C);
+  }
+
+  void rope_forward(const RopeArgs& a, const void* x, void* y) override {
+    ref::rope_forward(a, x, y);
+  }
+  void rope_backward(const RopeArgs& a, const void* dy, void* dx) override {
+    ref::rope_backward(a, dy, dx);
+  }
+
+  void attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
+                         void* o, float* lse) override {
+    ref::attention_forward(a, q, k, v, o, lse);
+  }
+  // The oracle recomputes probabilities in f64 instead of reading the saved
+  // f32 o and lse, so its gradients carry no f32 rounding from the forward.
+  void attention_backward(const AttentionArgs& a, const void* dout, const void* q, const void* k,
+                          const void* v, const void* o, const float* lse, void* dq, void* dk,
+                          void* dv) override {
+    (void)o;
+    (void)lse;
+    ref::attention_backward(a, dout, q, k, v, dq, dk, dv);
+  }
+
+  void gelu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    ref::gelu_forward(dt, x, y, n);
+  }
+  void gelu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    ref::gelu_backward(dt, x, dy, dx, n);
+  }
+  void silu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    ref::silu_forward(dt, x, y, n);
+  }
+  void silu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    ref::silu_backward(dt, x, dy, dx, n);
+  }
+  void swiglu_forward(DType dt, const void* gate, const void* up, void* y, int64_t n) override {
+    ref::swiglu_forward(dt, gate, up, y, n);
+  }
+  void swiglu_backward(DType dt, const void* gate, const void* up, const void* dy, void* dgate,
+                       void* dup, int64_t n) override {
+    ref::swiglu_backward(dt, gate, up, dy, dgate, dup, n);
+  }
+
+  void add(DType dt, const void* a, const void* b, void* y, int64_t n) override {
+    ref::add(dt, a, b, y, n);
+  }
+  void accumulate(DType dt, const void* x, void* y, int64_t n, float alpha) override {
+    ref::accumulate(dt, x, y, n, alpha);
+  }
+  void bias_add(DType dt, void* y, const void* bias, int64_t N, int64_t C) override {
+    ref::bias_add(dt, y, bias, N, C);
+  }
+  void bias_backward(DType dt, const void* dy, float* dbias, int64_t N, int64_t C) override {
+    ref::bias_backward(dt, dy, dbias, N, C);
+  }
+
+  void cross_entropy_forward(DType dt, const void* logits, const int32_t* targets, float* losses,
+                             float* lse, int64_t N, int64_t V) override {
+    ref::cross_entropy_forward(dt, logits, targets, losses, lse, N, V);
+  }
+  // Recomputes the softmax in f64 rather than using the saved f32 lse.
+  void cross_entropy_backward(DType dt, const void* logits, const int32_t* targets,
+                              const float* lse, const float* dloss, void* dlogits, int64_t N,
+                              int64_t V) override {
+    (void)lse;
+    ref::cross_entropy_backward(dt, logits, targets, dloss, dlogits, N, V);
+  }
+
+  void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m, float* v,
+                    uint16_t* param_bf16) override {
+    ref::adamw_update(a, param, grad, m, v, param_bf16);
+  }
+
+  void reduce_forward(ReduceOp op, DType dt, const void* x, float* y, int64_t N,
+                      int64_t C) override {
+    ref::reduce_forward(op, dt, x, y, N, C);
+  }
+  void reduce_backward(ReduceOp op, DType dt, const void* x, const float* dy, void* dx, int64_t N,
+                       int64_t C) override {
+    ref::reduce_backward(op, dt, x, dy, dx, N, C);
+  }
+  double sum_squares(DType dt, const void* x, int64_t n) override {
+    return ref::sum_squares(dt, x, n);
+  }
+
+  void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
+    ref::cast(src_dt, src, dst_dt, dst, n);
+  }
+
+  void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K) override {
+    ref::quantize(qdt, w, q, scale, N, K);
+  }
+  void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N,
+                  int64_t K) override {
+    ref::dequantize(qdt, q, scale, w, N, K);
+  }
+  void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
+               int64_t N, int64_t K) override {
+    ref::qmatmul(qdt, x, wq, wscale, y, M, N, K);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_ref_backend() {
+  return std::make_unique<RefBackend>();
+}
 
 }  // namespace keel::backend

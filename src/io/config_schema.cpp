@@ -1,0 +1,192 @@
+#include "io/config_schema.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace keel::io {
+
+namespace {
+
+#define KEEL_FIELD(sec, name, kind, check, ...)                         \
+  ConfigField {                                                         \
+#sec "." #name, FieldKind::kind, FieldCheck::check,                 \
+        {__VA_ARGS__ }, [](Config & c) -> void* { return &c.sec.name; } \
+  }
+
+const std::vector<ConfigField>& schema() {
+  static const std::vector<ConfigField> fields = {
+      KEEL_FIELD(model, arch, String, Choices, "gpt2", "llama"),
+      KEEL_FIELD(model, vocab_size, Int, NonNegative),
+      KEEL_FIELD(model, n_layer, Int, Positive),
+      KEEL_FIELD(model, n_head, Int, Positive),
+      KEEL_FIELD(model, n_kv_head, Int, NonNegative),
+      KEEL_FIELD(model, n_embd, Int, Positive),
+      KEEL_FIELD(model, ffn_hidden, Int, NonNegative),
+      KEEL_FIELD(model, max_seq_len, Int, NonNegative),
+      KEEL_FIELD(model, rope_theta, Float, Positive),
+      KEEL_FIELD(model, norm_eps, Float, Positive),
+      KEEL_FIELD(model, init_std, Float, Positive),
+      KEEL_FIELD(model, compute_dtype, DTypeName, Choices, "f32", "bf16"),
+      KEEL_FIELD(model, recompute, Bool, None),
+      KEEL_FIELD(data, corpus, String, None),
+      KEEL_FIELD(data, tokenizer, String, Choices, "bpe", "gpt2"),
+      KEEL_FIELD(data, vocab_size, Int, Positive),
+      KEEL_FIELD(data, gpt2_dir, String, None),
+      KEEL_FIELD(data, val_fraction, Float, UnitInterval),
+      KEEL_FIELD(data, split_seed, UInt, NonNegative),
+      KEEL_FIELD(data, cache_dir, String, None),
+      KEEL_FIELD(train, seed, UInt, NonNegative),
+      KEEL_FIELD(train, batch_size, Int, Positive),
+      KEEL_FIELD(train, seq_len, Int, Positive),
+      KEEL_FIELD(train, grad_accum, Int, Positive),
+      KEEL_FIELD(train, steps, Int, Positive),
+      KEEL_FIELD(train, lr, Float, Positive),
+      KEEL_FIELD(train, min_lr, Float, NonNegative),
+      KEEL_FIELD(train, warmup_steps, Int, NonNegative),
+      KEEL_FIELD(train, weight_decay, Float, NonNegative),
+      KEEL_FIELD(train, beta1, Float, UnitInterval),
+      KEEL_FIELD(train, beta2, Float, UnitInterval),
+      KEEL_FIELD(train, eps, Float, Positive),
+      KEEL_FIELD(train, grad_clip, Float, NonNegative),
+      KEEL_FIELD(train, eval_every, Int, NonNegative),
+      KEEL_FIELD(train, eval_batches, Int, Positive),
+      KEEL_FIELD(train, backend, String, Choices, "cpu", "ref"),
+      KEEL_FIELD(train, threads, Int, NonNegative),
+      KEEL_FIELD(train, peak_gflops, Float, NonNegative),
+      KEEL_FIELD(train, log_every, Int, Positive),
+      KEEL_FIELD(run, dir, String, None),
+  };
+  return fields;
+}
+
+#undef KEEL_FIELD
+
+std::string choices_text(const ConfigField& f) {
+  std::string s;
+  for (auto c : f.choices) s += fmt::format("{}\"{}\"", s.empty() ? "" : ", ", c);
+  return s;
+}
+
+// TOML basic string with the escapes TOML requires.
+std::string toml_quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::span<const ConfigField> config_fields() {
+  return schema();
+}
+
+const ConfigField* find_config_field(std::string_view key) {
+  for (const auto& f : schema())
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+std::string_view field_kind_name(FieldKind k) {
+  switch (k) {
+    case FieldKind::Int:
+      return "an integer";
+    case FieldKind::UInt:
+      return "a non-negative integer";
+    case FieldKind::Float:
+      return "a number";
+    case FieldKind::Bool:
+      return "a boolean (true or false)";
+    case FieldKind::String:
+      return "a string";
+    case FieldKind::DTypeName:
+      return "a dtype string";
+  }
+  return "?";
+}
+
+void store_config_field(Config& cfg, const ConfigField& f, const FieldValue& v,
+                        const std::string& where) {
+  void* p = f.member(cfg);
+  const bool numeric =
+      f.kind == FieldKind::Int || f.kind == FieldKind::UInt || f.kind == FieldKind::Float;
+  if (numeric) {
+    const double x = f.kind == FieldKind::Float ? v.f : double(v.i);
+    if (!std::isfinite(x))
+      fail<ConfigError>("{}: {}: must be a finite number, got {}", where, f.key, x);
+    const std::string shown =
+        f.kind == FieldKind::Float ? fmt::format("{}", v.f) : fmt::format("{}", v.i);
+    if (f.check == FieldCheck::Positive && !(x > 0))
+      fail<ConfigError>("{}: {}: must be > 0, got {}", where, f.key, shown);
+    if ((f.check == FieldCheck::NonNegative || f.kind == FieldKind::UInt) && x < 0)
+      fail<ConfigError>("{}: {}: must be >= 0, got {}", where, f.key, shown);
+    if (f.check == FieldCheck::UnitInterval && !(x >= 0 && x < 1))
+      fail<ConfigError>("{}: {}: must be in [0, 1), got {}", where, f.key, shown);
+  }
+  if (f.check == FieldCheck::Choices) {
+    bool ok = false;
+    for (auto c : f.choices) ok = ok || c == v.s;
+    if (!ok)
+      fail<ConfigError>("{}: {}: unknown value \"{}\" (expected one of {})", where, f.key, v.s,
+                        choices_text(f));
+  }
+  switch (f.kind) {
+    case FieldKind::Int:
+      *static_cast<int64_t*>(p) = v.i;
+      break;
+    case FieldKind::UInt:
+      *static_cast<uint64_t*>(p) = uint64_t(v.i);
+      break;
+    case FieldKind::Float:
+      *static_cast<double*>(p) = v.f;
+      break;
+    case FieldKind::Bool:
+      *static_cast<bool*>(p) = v.b;
+      break;
+    case FieldKind::String:
+      *static_cast<std::string*>(p) = v.s;
+      break;
+    case FieldKind::DTypeName:
+      *static_cast<DType*>(p) = dtype_from_name(v.s);
+      break;
+  }
+}
+
+std::string format_config_field(const Config& cfg, const ConfigField& f) {
+  const void* p = f.member(const_cast<Config&>(cfg));
+  switch (f.kind) {
+    case FieldKind::Int:
+      return fmt::format("{}", *static_cast<const int64_t*>(p));
+    case FieldKind::UInt:
+      return fmt::format("{}", *static_cast<const uint64_t*>(p));
+    case FieldKind::Float: {
+      // Shortest round-trip form, always with a '.' or an exponent so TOML reads a float.
+      std::string s = fmt::format("{}", *static_cast<const double*>(p));
+      if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+      return s;
+    }
+    case FieldKind::Bool:
+      return *static_cast<const bool*>(p) ? "true" : "false";
+    case FieldKind::String:
+      return toml_quote(*static_cast<const std::string*>(p));
+    case FieldKind::DTypeName:
+      return toml_quote(std::string(dtype_name(*static_cast<const DType*>(p))));
+  }
+  return "";
+}
+
+}  // namespace keel::io

@@ -1,0 +1,12 @@
+// Constructors of the architectures behind make_model (cfg already resolved).
+#pragma once
+#include <memory>
+
+#include "model/model.h"
+
+namespace keel::model {
+
+std::unique_ptr<Model> make_gpt2(const ModelConfig& cfg, backend::Backend& be);
+std::unique_ptr<Model> make_llama(const ModelConfig& cfg, backend::Backend& be);
+
+}  // namespace keel::model

@@ -1,0 +1,134 @@
+// Tape bookkeeping: values and their lazily created gradients, node replay,
+// and recomputed segments (activation checkpointing).
+#include "nn/tape.h"
+
+#include "backend/ops.h"
+#include "core/error.h"
+
+namespace keel::nn {
+
+Tape::Tape(backend::Backend& be, DType act_dtype)
+    : be_(be), dtype_(act_dtype), main_(size_t(32) << 20), scratch_arena_(size_t(16) << 20) {
+  if (act_dtype != DType::F32 && act_dtype != DType::BF16)
+    fail<ConfigError>("compute dtype must be f32 or bf16, got {}", dtype_name(act_dtype));
+}
+
+void Tape::begin(bool record) {
+  recording_ = record;
+  values_.clear();
+  grads_.clear();
+  value_arena_.clear();
+  nodes_.clear();
+  main_.reset();
+  scratch_arena_.reset();
+  cur_ = &main_;
+}
+
+Value Tape::register_value(const Tensor& t, Arena* a) {
+  Value v;
+  v.t = t;
+  v.id = int32_t(values_.size());
+  values_.push_back(t);
+  grads_.emplace_back();
+  value_arena_.push_back(a);
+  return v;
+}
+
+Value Tape::make(const Shape& shape, DType dtype) {
+  return register_value(Tensor::in_arena(*cur_, shape, dtype), cur_);
+}
+
+Tensor Tape::scratch(const Shape& shape, DType dtype) {
+  return Tensor::in_arena(*cur_, shape, dtype);
+}
+
+Tensor Tape::scratch_zeros(const Shape& shape, DType dtype) {
+  Tensor t = Tensor::in_arena(*cur_, shape, dtype);
+  t.fill_zero();
+  return t;
+}
+
+Tensor& Tape::grad(int32_t id) {
+  Tensor& g = grads_[size_t(id)];
+  if (!g.defined()) {
+    const Tensor& v = values_[size_t(id)];
+    g = Tensor::in_arena(*value_arena_[size_t(id)], v.shape(), v.dtype());
+    g.fill_zero();
+  }
+  return g;
+}
+
+Tensor& Tape::grad_for_write(int32_t id, bool* fresh) {
+  Tensor& g = grads_[size_t(id)];
+  *fresh = !g.defined();
+  if (*fresh) {
+    const Tensor& v = values_[size_t(id)];
+    g = Tensor::in_arena(*value_arena_[size_t(id)], v.shape(), v.dtype());
+  }
+  return g;
+}
+
+void Tape::record(const Node& n) {
+  if (recording_) nodes_.push_back(n);
+}
+
+void Tape::backward() {
+  if (!recording_) fail("backward() on a tape that did not record (forward-only step)");
+  // By index: a recomputed segment appends (and then drops) nodes while we iterate.
+  for (size_t k = nodes_.size(); k-- > 0;) nodes_[k].backward(*this, nodes_[k]);
+}
+
+Value Tape::checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x) {
+  if (!recording_) return fn(*this, ctx, index, x);
+  // Forward without recording, inside the recompute arena, which the next
+  // segment reuses: only x and the copied output stay alive.
+  const size_t vmark = values_.size();
+  recording_ = false;
+  Arena* prev = cur_;
+  cur_ = &scratch_arena_;
+  scratch_arena_.reset();
+  Value y = fn(*this, ctx, index, x);
+  cur_ = prev;
+  recording_ = true;
+  Tensor out = Tensor::in_arena(*cur_, y.t.shape(), y.t.dtype());
+  ops::cast(be_, y.t, out);
+  values_.resize(vmark);
+  grads_.resize(vmark);
+  value_arena_.resize(vmark);
+  Value o = register_value(out, cur_);
+  Node n;
+  n.backward = &Tape::checkpoint_backward;
+  n.in[0] = x.id;
+  n.out = o.id;
+  n.ctx = ctx;
+  n.segment = fn;
+  n.i[0] = index;
+  record(n);
+  return o;
+}
+
+void Tape::checkpoint_backward(Tape& tape, const Node& node) {
+  // Copy what we need: recording below may reallocate the node vector.
+  const int32_t xid = node.in[0], oid = node.out;
+  void* ctx = node.ctx;
+  const SegmentFn fn = node.segment;
+  const int64_t index = node.i[0];
+  if (!tape.has_grad(oid)) return;
+  const size_t vmark = tape.values_.size(), nmark = tape.nodes_.size();
+  Arena* prev = tape.cur_;
+  tape.scratch_arena_.reset();
+  tape.cur_ = &tape.scratch_arena_;
+  Value x;
+  x.t = tape.values_[size_t(xid)];
+  x.id = xid;
+  Value y = fn(tape, ctx, index, x);
+  tape.cur_ = prev;
+  tape.alias_grad(y.id, tape.grad(oid));
+  for (size_t k = tape.nodes_.size(); k-- > nmark;) tape.nodes_[k].backward(tape, tape.nodes_[k]);
+  tape.nodes_.resize(nmark);
+  tape.values_.resize(vmark);
+  tape.grads_.resize(vmark);
+  tape.value_arena_.resize(vmark);
+}
+
+}  // namespace keel::nn

@@ -1,0 +1,106 @@
+// Tape: reverse-mode autograd for one step. Each differentiable op records a
+// Node (a backward function pointer plus the tensors it needs); backward()
+// replays the nodes in reverse and accumulates gradients. Activations and their
+// gradients live in arenas that are reset at the start of every step.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "core/tensor.h"
+#include "nn/parameter.h"
+
+namespace keel::nn {
+
+class Tape;
+
+// An activation recorded on the tape: its tensor and the id of its gradient slot.
+struct Value {
+  Tensor t;
+  int32_t id = -1;
+  bool defined() const { return id >= 0; }
+};
+
+struct Node;
+using BackwardFn = void (*)(Tape& tape, const Node& node);
+// A recomputable segment (one transformer block): y = fn(tape, ctx, index, x).
+using SegmentFn = Value (*)(Tape& tape, void* ctx, int64_t index, const Value& x);
+
+// One recorded op. Fixed-size so recording never allocates beyond the node
+// vector, whose capacity is kept from step to step.
+struct Node {
+  BackwardFn backward = nullptr;
+  int32_t in[3] = {-1, -1, -1};  // value ids of the inputs that need gradients
+  int32_t out = -1;              // value id of the output
+  Tensor saved[3];               // what backward needs beyond in/out (stats, ids)
+  Parameter* param[2] = {nullptr, nullptr};
+  int64_t i[8] = {};
+  float f[2] = {};
+  void* ctx = nullptr;
+  SegmentFn segment = nullptr;
+};
+
+class Tape {
+ public:
+  // act_dtype: dtype of activations and their gradients (F32 or BF16).
+  Tape(backend::Backend& be, DType act_dtype);
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  backend::Backend& backend() const { return be_; }
+  DType dtype() const { return dtype_; }
+
+  // Starts a step: forgets every value, node and gradient and resets the arenas.
+  // With record=false ops run forward only (evaluation).
+  void begin(bool record);
+  bool recording() const { return recording_; }
+
+  // A new uninitialised activation in the current arena.
+  Value make(const Shape& shape, DType dtype);
+  Value make(const Shape& shape) { return make(shape, dtype_); }
+  // Uninitialised temporary in the current arena (not a value; no gradient).
+  Tensor scratch(const Shape& shape, DType dtype);
+  Tensor scratch_zeros(const Shape& shape, DType dtype);
+
+  const Tensor& value(int32_t id) const { return values_[size_t(id)]; }
+  // The gradient of a value, zero-filled in the value's arena on first use.
+  Tensor& grad(int32_t id);
+  bool has_grad(int32_t id) const { return grads_[size_t(id)].defined(); }
+  // The gradient for an op that can overwrite instead of accumulate (a matmul
+  // with beta = 0): allocated uninitialised when new, and *fresh says so.
+  Tensor& grad_for_write(int32_t id, bool* fresh);
+  // Makes g the gradient of value id (when it has none yet): lets an op whose
+  // input gradient equals its output gradient pass the buffer on uncopied.
+  void alias_grad(int32_t id, const Tensor& g) { grads_[size_t(id)] = g; }
+
+  void record(const Node& n);
+  // Replays every recorded node in reverse. Seeds (the loss node) are nodes
+  // that need no output gradient.
+  void backward();
+
+  // Runs fn as a recomputed segment: forward keeps only x and the output;
+  // backward runs fn again (recording) and back-propagates through it.
+  Value checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x);
+
+  size_t nodes() const { return nodes_.size(); }
+  // Peak activation bytes of the main and the recompute arena.
+  size_t high_water() const { return main_.high_water() + scratch_arena_.high_water(); }
+
+ private:
+  static void checkpoint_backward(Tape& tape, const Node& node);
+  Value register_value(const Tensor& t, Arena* a);
+
+  backend::Backend& be_;
+  DType dtype_;
+  bool recording_ = false;
+  Arena main_;
+  Arena scratch_arena_;  // activations inside a recomputed segment
+  Arena* cur_ = &main_;
+  std::vector<Tensor> values_;
+  std::vector<Tensor> grads_;
+  std::vector<Arena*> value_arena_;
+  std::vector<Node> nodes_;
+};
+
+}  // namespace keel::nn

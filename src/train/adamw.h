@@ -1,0 +1,56 @@
+// AdamW over a model's parameters: f32 master weights and f32 moments, the
+// update itself run by the backend's adamw_update kernel, decoupled weight
+// decay only on parameters marked decay. Also the global gradient norm used
+// for clipping. The moments and the step count are the optimizer's whole state.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "nn/parameter.h"
+
+namespace keel::train {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  // Allocates zero moments shaped like each parameter (params must outlive this).
+  AdamW(backend::Backend& be, std::vector<nn::Parameter*> params, AdamWConfig cfg);
+
+  // One update of every parameter at rate lr; each gradient is multiplied by
+  // grad_scale first (clipping). Bias correction uses t() + 1, then t() advances.
+  // Compute copies (bf16) are NOT refreshed here: call Model::sync_compute_weights().
+  void step(double lr, float grad_scale);
+
+  // Optimizer steps taken so far.
+  int64_t t() const { return t_; }
+  void set_t(int64_t t) { t_ = t; }
+  const AdamWConfig& config() const { return cfg_; }
+  // First and second moments, in parameter order (same shapes, f32). Mutable
+  // so that a checkpoint can restore them in place.
+  std::vector<Tensor>& m() { return m_; }
+  std::vector<Tensor>& v() { return v_; }
+  const std::vector<Tensor>& m() const { return m_; }
+  const std::vector<Tensor>& v() const { return v_; }
+  const std::vector<nn::Parameter*>& params() const { return params_; }
+
+ private:
+  backend::Backend& be_;
+  std::vector<nn::Parameter*> params_;
+  AdamWConfig cfg_;
+  std::vector<Tensor> m_, v_;
+  int64_t t_ = 0;
+};
+
+// sqrt of the sum over parameters of sum(grad^2), accumulated in f64 in
+// parameter order (deterministic).
+double grad_global_norm(backend::Backend& be, const std::vector<nn::Parameter*>& params);
+
+// Sets every gradient to zero.
+void zero_grads(const std::vector<nn::Parameter*>& params);
+
+}  // namespace keel::train

@@ -1,0 +1,58 @@
+#include "train/metrics.h"
+
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace keel::train {
+
+namespace {
+// JSON has no NaN/Inf: write null so a diverged step is still a valid line.
+nlohmann::ordered_json num(double x) {
+  return std::isfinite(x) ? nlohmann::ordered_json(x) : nullptr;
+}
+}  // namespace
+
+std::string metrics_json(const StepMetrics& m) {
+  nlohmann::ordered_json j;
+  j["step"] = m.step;
+  j["loss"] = num(m.loss);
+  if (m.val_loss) j["val_loss"] = num(*m.val_loss);
+  j["lr"] = num(m.lr);
+  j["grad_norm"] = num(m.grad_norm);
+  j["tokens_per_s"] = num(m.tokens_per_s);
+  j["mfu"] = num(m.mfu);
+  j["peak_rss_mb"] = num(m.peak_rss_mb);
+  j["step_seconds"] = num(m.step_seconds);
+  if (m.skipped) j["skipped"] = true;
+  return j.dump();
+}
+
+MetricsLog::MetricsLog(const std::string& path, bool truncate) : path_(path) {
+  f_ = std::fopen(path.c_str(), truncate ? "w" : "a");
+  if (!f_) fail<IoError>("{}: cannot open metrics file: {}", path, std::strerror(errno));
+}
+
+MetricsLog::~MetricsLog() {
+  if (f_) std::fclose(f_);
+}
+
+void MetricsLog::append(const StepMetrics& m) {
+  const std::string line = metrics_json(m) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
+    fail<IoError>("{}: cannot append metrics: {}", path_, std::strerror(errno));
+}
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+}  // namespace keel::train

@@ -1,0 +1,30 @@
+#include "train/peak_flops.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "backend/ops.h"
+#include "core/rng.h"
+
+namespace keel::train {
+
+double measure_sgemm_gflops(backend::Backend& be, int n, double seconds) {
+  const Shape s{n, n};
+  Tensor a = Tensor::zeros(s, DType::F32), b = Tensor::zeros(s, DType::F32),
+         c = Tensor::zeros(s, DType::F32);
+  Rng(0, 0).fill_uniform(a.data<float>(), a.numel(), -1.f, 1.f);
+  Rng(0, 1).fill_uniform(b.data<float>(), b.numel(), -1.f, 1.f);
+  ops::matmul(be, a, false, b, false, c);  // warm-up: thread pools, page faults
+  const double flops = 2.0 * double(n) * n * n;
+  double best = 0, total = 0;
+  for (int rep = 0; rep < 100 && (rep < 3 || total < seconds); ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ops::matmul(be, a, false, b, false, c);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    total += dt;
+    best = std::max(best, flops / std::max(dt, 1e-9) / 1e9);
+  }
+  return best;
+}
+
+}  // namespace keel::train

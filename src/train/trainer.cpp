@@ -1,0 +1,90 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace keel::train {
+
+Trainer::Trainer(model::Model& model, backend::Backend& be, data::BatchSampler train,
+                 std::optional<data::EvalSampler> val, TrainerOptions opt)
+    : model_(model),
+      be_(be),
+      train_(std::move(train)),
+      val_(std::move(val)),
+      opt_(opt),
+      params_(model.parameters()),
+      opt_state_(be, params_, opt.adamw) {
+  if (train_.batch_size() != opt_.batch_size || train_.seq_len() != opt_.seq_len)
+    fail("Trainer: sampler gives ({}, {}) batches but the options say batch_size {} seq_len {}",
+         train_.batch_size(), train_.seq_len(), opt_.batch_size, opt_.seq_len);
+  if (opt_.grad_accum < 1 || opt_.steps < 1 || opt_.data_world < 1 || opt_.data_rank < 0 ||
+      opt_.data_rank >= opt_.data_world)
+    fail("Trainer: need grad_accum >= 1, steps >= 1 and 0 <= data_rank < data_world");
+  inputs_ = Tensor::zeros({opt_.batch_size, opt_.seq_len}, DType::I32);
+  targets_ = Tensor::zeros({opt_.batch_size, opt_.seq_len}, DType::I32);
+}
+
+int64_t Trainer::tokens_per_step() const {
+  return opt_.batch_size * opt_.seq_len * opt_.grad_accum;
+}
+
+uint64_t Trainer::micro_batch_index(int64_t s, int64_t m) const {
+  return uint64_t(s) * uint64_t(opt_.data_world * opt_.grad_accum) +
+         uint64_t(opt_.data_rank * opt_.grad_accum + m);
+}
+
+StepMetrics Trainer::step() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  StepMetrics m;
+  m.lr = opt_.schedule.at(step_);
+  zero_grads(params_);
+  const float scale = 1.f / float(opt_.grad_accum);
+  double loss_sum = 0;
+  for (int64_t k = 0; k < opt_.grad_accum; ++k) {
+    train_.fill(micro_batch_index(step_, k), 0, inputs_, targets_);
+    loss_sum += double(model_.forward_backward(inputs_, targets_, scale));
+  }
+  m.loss = loss_sum / double(opt_.grad_accum);
+  m.grad_norm = grad_global_norm(be_, params_);
+  if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+    m.skipped = true;
+    log().warn("step {}: non-finite loss {} or gradient norm {}: update skipped", step_ + 1, m.loss,
+               m.grad_norm);
+  } else {
+    float clip = 1.f;
+    if (opt_.grad_clip > 0 && m.grad_norm > opt_.grad_clip)
+      clip = float(opt_.grad_clip / m.grad_norm);
+    opt_state_.step(m.lr, clip);
+    model_.sync_compute_weights();
+  }
+  ++step_;
+  m.step = step_;
+  m.step_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  const double tokens = double(tokens_per_step());
+  m.tokens_per_s = tokens / std::max(m.step_seconds, 1e-9);
+  if (opt_.peak_flops > 0)
+    m.mfu = model_.flops_per_token(opt_.seq_len) * m.tokens_per_s / opt_.peak_flops;
+  if (val_ && ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || step_ == opt_.steps))
+    m.val_loss = evaluate();
+  m.peak_rss_mb = peak_rss_mb();
+  return m;
+}
+
+double Trainer::evaluate() {
+  if (!val_ || val_->num_batches() == 0) fail("Trainer: no validation batches to evaluate on");
+  Tensor in = Tensor::zeros({val_->batch_size(), val_->seq_len()}, DType::I32);
+  Tensor tg = Tensor::zeros({val_->batch_size(), val_->seq_len()}, DType::I32);
+  double sum = 0;
+  for (int64_t b = 0; b < val_->num_batches(); ++b) {
+    val_->fill(b, in, tg);
+    sum += double(model_.loss(in, tg));
+  }
+  last_val_ = sum / double(val_->num_batches());
+  return *last_val_;
+}
+
+}  // namespace keel::train

@@ -1,0 +1,393 @@
+// The cpu GEMM against a double-precision loop: odd shapes, every transpose,
+// padded strides, batches, alpha/beta, bf16 through both implementations, and
+// bit-identical results for 1, 2 and 3 threads with every library present.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/gemm.h"
+#include "backend/cpu/gemm_internal.h"
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace keel::backend::cpu {
+namespace {
+
+struct Case {
+  int64_t M, N, K;
+};
+
+// Engines this machine can run, as KEEL_GEMM values.
+std::vector<std::string> engines() {
+  std::vector<std::string> e{"portable"};
+  if (gemm_detail::openblas().sgemm) e.push_back("openblas");
+  if (gemm_detail::onednn_available()) e.push_back("onednn");
+  e.push_back("auto");
+  return e;
+}
+
+// Sets an environment variable for the scope of one test section.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~EnvScope() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+std::vector<float> randn(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Stored sizes of op(A) / op(B) with leading dimensions padded by `pad`.
+struct Layout {
+  MatmulArgs a;
+  size_t na, nc;  // elements of A and C (B: span_b)
+};
+
+Layout layout(Case c, bool ta, bool tb, int64_t pad, int64_t batch, bool shared_b) {
+  MatmulArgs a;
+  a.trans_a = ta;
+  a.trans_b = tb;
+  a.M = c.M;
+  a.N = c.N;
+  a.K = c.K;
+  a.lda = (ta ? c.M : c.K) + pad;
+  a.ldb = (tb ? c.K : c.N) + pad;
+  a.ldc = c.N + pad;
+  a.batch = batch;
+  a.stride_a = (ta ? c.K : c.M) * a.lda;
+  a.stride_b = shared_b ? 0 : (tb ? c.N : c.K) * a.ldb;
+  a.stride_c = c.M * a.ldc;
+  return {a, size_t(batch * a.stride_a), size_t(batch * a.stride_c)};
+}
+
+// Reference in double; also returns the error bound each element may have.
+void reference(const MatmulArgs& a, const std::vector<float>& A, const std::vector<float>& B,
+               const std::vector<float>& C0, std::vector<double>& ref, std::vector<double>& tol) {
+  ref.assign(C0.size(), 0.0);
+  tol.assign(C0.size(), 0.0);
+  const double u = std::ldexp(1.0, -24);
+  for (int64_t b = 0; b < a.batch; ++b)
+    for (int64_t i = 0; i < a.M; ++i)
+      for (int64_t j = 0; j < a.N; ++j) {
+        double s = 0, mag = 0;
+        for (int64_t k = 0; k < a.K; ++k) {
+          double x =
+              a.trans_a ? A[b * a.stride_a + k * a.lda + i] : A[b * a.stride_a + i * a.lda + k];
+          double y =
+              a.trans_b ? B[b * a.stride_b + j * a.ldb + k] : B[b * a.stride_b + k * a.ldb + j];
+          s += x * y;
+          mag += std::fabs(x * y);
+        }
+        const size_t o = size_t(b * a.stride_c + i * a.ldc + j);
+        const double c0 = a.beta == 0.f ? 0.0 : double(C0[o]);
+        ref[o] = a.alpha * s + a.beta * c0;
+        // f32 summation bound gamma_K, generous for blocked orders and FMA.
+        tol[o] = (a.K + 4) * u * (std::fabs(a.alpha) * mag + std::fabs(a.beta * c0)) + 1e-30;
+      }
+}
+
+size_t span_b(const MatmulArgs& a) {
+  const int64_t rows = a.trans_b ? a.N : a.K;
+  return size_t((a.stride_b == 0 ? 0 : (a.batch - 1) * a.stride_b) + rows * a.ldb);
+}
+
+void check_f32(Case c, bool ta, bool tb, int64_t pad, int64_t batch, bool shared_b, float alpha,
+               float beta, int threads) {
+  Layout l = layout(c, ta, tb, pad, batch, shared_b);
+  MatmulArgs a = l.a;
+  a.alpha = alpha;
+  a.beta = beta;
+  auto A = randn(l.na, 1), B = randn(span_b(a), 2), C = randn(l.nc, 3);
+  std::vector<double> ref, tol;
+  reference(a, A, B, C, ref, tol);
+  gemm(a, A.data(), B.data(), C.data(), threads);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < c.N; ++j) {
+        const size_t o = size_t(b * a.stride_c + i * a.ldc + j);
+        ASSERT_NEAR(C[o], ref[o], tol[o])
+            << "M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << ta << " tb=" << tb
+            << " batch=" << batch << " at (" << b << "," << i << "," << j << ")";
+      }
+}
+
+const Case kShapes[] = {{1, 1, 1},   {7, 5, 3},      {1, 33, 65},
+                        {33, 1, 17}, {65, 129, 257}, {200, 130, 70}};
+
+TEST(Gemm, F32AllEnginesShapesAndTransposes) {
+  for (const auto& e : engines()) {
+    EnvScope env("KEEL_GEMM", e);
+    for (Case c : kShapes)
+      for (int t = 0; t < 4; ++t) {
+        SCOPED_TRACE("engine " + e);
+        check_f32(c, t & 1, t & 2, 0, 1, false, 1.f, 0.f, 2);
+        if (HasFatalFailure()) return;
+      }
+  }
+}
+
+TEST(Gemm, F32PaddedStridesAlphaBeta) {
+  for (const auto& e : engines()) {
+    EnvScope env("KEEL_GEMM", e);
+    SCOPED_TRACE("engine " + e);
+    for (int t = 0; t < 4; ++t)
+      check_f32({65, 129, 257}, t & 1, t & 2, 3, 1, false, 0.5f, -1.25f, 2);
+    check_f32({7, 9, 11}, false, true, 1, 1, false, 2.f, 1.f, 1);
+  }
+}
+
+TEST(Gemm, F32Batched) {
+  for (const auto& e : engines()) {
+    EnvScope env("KEEL_GEMM", e);
+    SCOPED_TRACE("engine " + e);
+    check_f32({17, 33, 9}, false, false, 0, 5, false, 1.f, 0.f, 2);
+    check_f32({17, 33, 9}, true, true, 2, 3, false, 1.f, 0.5f, 2);
+    check_f32({130, 140, 150}, false, true, 0, 3, true, 1.f, 0.f, 2);  // B shared, blocked
+  }
+}
+
+TEST(Gemm, BetaZeroIgnoresNaNInC) {
+  for (const auto& e : engines()) {
+    EnvScope env("KEEL_GEMM", e);
+    MatmulArgs a;
+    a.M = 3;
+    a.N = 4;
+    a.K = 5;
+    a.lda = 5;
+    a.ldb = 4;
+    a.ldc = 4;
+    std::vector<float> A(15, 1.f), B(20, 2.f), C(12, std::numeric_limits<float>::quiet_NaN());
+    gemm(a, A.data(), B.data(), C.data(), 2);
+    for (float v : C) EXPECT_EQ(v, 10.f) << e;
+  }
+}
+
+TEST(Gemm, KZeroScalesC) {
+  MatmulArgs a;
+  a.M = 2;
+  a.N = 3;
+  a.K = 0;
+  a.lda = 1;
+  a.ldb = 3;
+  a.ldc = 3;
+  a.beta = 0.5f;
+  std::vector<float> C(6, 4.f);
+  gemm(a, nullptr, nullptr, C.data(), 2);
+  for (float v : C) EXPECT_EQ(v, 2.f);
+}
+
+// Same inputs, 1, 2 and 3 threads: C must be bit-identical (the blocks are
+// fixed by the shape; each library runs single-threaded inside a block).
+TEST(Gemm, ThreadCountDoesNotChangeBits) {
+  const Case cases[] = {{256, 1536, 384}, {1536, 384, 256}, {65, 129, 257}, {64, 64, 8192}};
+  for (const auto& e : engines()) {
+    EnvScope env("KEEL_GEMM", e);
+    for (Case c : cases) {
+      if (e == "portable" && c.M * c.N * c.K > (1 << 24)) continue;  // slow engine, small case
+      for (int t = 0; t < 4; ++t) {
+        Layout l = layout(c, t & 1, t & 2, 0, 1, false);
+        auto A = randn(l.na, 4), B = randn(span_b(l.a), 5);
+        std::vector<float> C1(l.nc), C2(l.nc), C3(l.nc);
+        gemm(l.a, A.data(), B.data(), C1.data(), 1);
+        gemm(l.a, A.data(), B.data(), C2.data(), 2);
+        gemm(l.a, A.data(), B.data(), C3.data(), 3);
+        EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4))
+            << e << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+        EXPECT_EQ(0, std::memcmp(C1.data(), C3.data(), C1.size() * 4))
+            << e << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+      }
+    }
+  }
+}
+
+std::vector<std::string> bf16_modes() {
+  std::vector<std::string> m{"convert"};
+  // oneDNN 2.x has bf16 matmul only on AVX-512 CPUs; elsewhere the mode is an error.
+  if (gemm_detail::onednn_bf16_supported()) m.push_back("onednn");
+  return m;
+}
+
+void check_bf16(Case c, bool ta, bool tb, int64_t batch, DType cdt, float alpha, float beta) {
+  Layout l = layout(c, ta, tb, 1, batch, false);
+  MatmulArgs a = l.a;
+  a.a_dtype = a.b_dtype = DType::BF16;
+  a.c_dtype = cdt;
+  a.alpha = alpha;
+  a.beta = beta;
+  // Inputs are bf16 values; the reference sees exactly those values.
+  auto A = randn(l.na, 7), B = randn(span_b(a), 8), C = randn(l.nc, 9);
+  std::vector<uint16_t> A16(A.size()), B16(B.size()), C16(C.size());
+  for (size_t i = 0; i < A.size(); ++i) A[i] = bf16_to_f32(A16[i] = f32_to_bf16(A[i]));
+  for (size_t i = 0; i < B.size(); ++i) B[i] = bf16_to_f32(B16[i] = f32_to_bf16(B[i]));
+  for (size_t i = 0; i < C.size(); ++i) C[i] = bf16_to_f32(C16[i] = f32_to_bf16(C[i]));
+  std::vector<double> ref, tol;
+  reference(a, A, B, C, ref, tol);
+  std::vector<float> Cf = C;
+  if (cdt == DType::F32)
+    gemm(a, A16.data(), B16.data(), Cf.data(), 2);
+  else
+    gemm(a, A16.data(), B16.data(), C16.data(), 2);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < c.N; ++j) {
+        const size_t o = size_t(b * a.stride_c + i * a.ldc + j);
+        if (cdt == DType::F32) {
+          ASSERT_NEAR(Cf[o], ref[o], tol[o]) << "f32 out at " << o;
+        } else {
+          // One rounding to bf16 (half an ulp = 2^-9 relative) on top of the f32 error.
+          const double t = tol[o] + std::fabs(ref[o]) * std::ldexp(1.0, -8);
+          ASSERT_NEAR(bf16_to_f32(C16[o]), ref[o], t) << "bf16 out at " << o;
+        }
+      }
+}
+
+TEST(Gemm, Bf16BothImplementations) {
+  for (const auto& m : bf16_modes()) {
+    EnvScope env("KEEL_BF16_GEMM", m);
+    SCOPED_TRACE("KEEL_BF16_GEMM=" + m);
+    for (int t = 0; t < 4; ++t) {
+      check_bf16({65, 129, 257}, t & 1, t & 2, 1, DType::F32, 1.f, 0.f);
+      check_bf16({33, 7, 65}, t & 1, t & 2, 2, DType::BF16, 1.f, 0.f);
+    }
+    check_bf16({200, 130, 70}, false, true, 1, DType::BF16, 0.5f, 1.f);
+    check_bf16({1, 40, 3}, false, false, 3, DType::F32, 2.f, -1.f);
+  }
+}
+
+TEST(Gemm, Bf16OutputRoundsOnceFromF32) {
+  // With exact products, bf16 output must equal rounding the f32 result.
+  for (const auto& m : bf16_modes()) {
+    EnvScope env("KEEL_BF16_GEMM", m);
+    MatmulArgs a;
+    a.M = 4;
+    a.N = 8;
+    a.K = 16;
+    a.lda = 16;
+    a.ldb = 8;
+    a.ldc = 8;
+    a.a_dtype = a.b_dtype = DType::BF16;
+    std::vector<uint16_t> A(64), B(128), C(32);
+    std::vector<float> Cf(32);
+    for (size_t i = 0; i < A.size(); ++i) A[i] = f32_to_bf16(1.f + float(i % 5) / 128.f);
+    for (size_t i = 0; i < B.size(); ++i) B[i] = f32_to_bf16(1.f + float(i % 7) / 64.f);
+    a.c_dtype = DType::F32;
+    gemm(a, A.data(), B.data(), Cf.data(), 1);
+    a.c_dtype = DType::BF16;
+    gemm(a, A.data(), B.data(), C.data(), 1);
+    for (size_t i = 0; i < C.size(); ++i) EXPECT_EQ(C[i], f32_to_bf16(Cf[i])) << m << " at " << i;
+  }
+}
+
+TEST(Gemm, ConversionsMatchScalar) {
+  auto v = randn(1003, 11);
+  v[0] = std::numeric_limits<float>::quiet_NaN();
+  v[1] = -std::numeric_limits<float>::infinity();
+  v[2] = 1.00390625f;  // exactly halfway between two bf16 values: ties to even
+  v[3] = 1.01171875f;
+  std::vector<uint16_t> h(v.size());
+  gemm_detail::f32_to_bf16_n(v.data(), h.data(), int64_t(v.size()));
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(h[i], f32_to_bf16(v[i])) << i;
+  std::vector<float> back(v.size());
+  gemm_detail::bf16_to_f32_n(h.data(), back.data(), int64_t(v.size()));
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float want = bf16_to_f32(h[i]);
+    EXPECT_EQ(0, std::memcmp(&back[i], &want, 4)) << i;
+  }
+}
+
+TEST(Gemm, Bf16OneDnnModeWithoutSupportIsAnError) {
+  if (gemm_detail::onednn_bf16_supported()) GTEST_SKIP() << "oneDNN bf16 runs here";
+  EnvScope env("KEEL_BF16_GEMM", "onednn");
+  MatmulArgs a;
+  a.M = a.N = a.K = a.lda = a.ldb = a.ldc = 1;
+  a.a_dtype = a.b_dtype = DType::BF16;
+  uint16_t x = 0x3f80, y = 0x3f80;
+  float z = 0;
+  EXPECT_THROW(gemm(a, &x, &y, &z, 1), KernelError);
+}
+
+// The ref backend is the oracle of `keel verify`: same answer within f32 rounding.
+TEST(Gemm, AgreesWithRefBackend) {
+  std::unique_ptr<Backend> ref;
+  try {
+    ref = make_backend("ref");
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  for (int t = 0; t < 4; ++t) {
+    Layout l = layout({33, 65, 129}, t & 1, t & 2, 2, 2, false);
+    l.a.beta = 0.5f;
+    auto A = randn(l.na, 21), B = randn(span_b(l.a), 22), C = randn(l.nc, 23);
+    std::vector<float> R = C;
+    ref->matmul(l.a, A.data(), B.data(), R.data());
+    gemm(l.a, A.data(), B.data(), C.data(), 2);
+    for (size_t i = 0; i < C.size(); ++i)
+      ASSERT_NEAR(C[i], R[i], 1e-4f * (1 + std::fabs(R[i]))) << i;
+  }
+}
+
+TEST(Gemm, BadModeIsAnError) {
+  EnvScope env("KEEL_GEMM", "fastest");
+  MatmulArgs a;
+  a.M = a.N = a.K = a.lda = a.ldb = a.ldc = 1;
+  float x = 1, y = 1, z = 0;
+  EXPECT_THROW(gemm(a, &x, &y, &z, 1), KernelError);
+}
+
+// Debian's OpenBLAS 0.3.21 does not recognise recent Xeons and falls back to
+// SSE3 kernels; keel sets OPENBLAS_CORETYPE before loading it. On any AVX2 or
+// AVX-512 CPU the loaded kernel set must match (unless the user forced one).
+TEST(Gemm, OpenBlasKernelsMatchTheCpu) {
+  const auto& ob = gemm_detail::openblas();
+  if (!ob.sgemm) GTEST_SKIP() << "no OpenBLAS";
+  const char* ct = std::getenv("OPENBLAS_CORETYPE");  // keel sets SkylakeX or Cooperlake
+  if (ct && std::string(ct) != "SkylakeX" && std::string(ct) != "Cooperlake")
+    GTEST_SKIP() << "OPENBLAS_CORETYPE=" << ct << " set by the user";
+  EXPECT_TRUE(ob.warning.empty()) << ob.warning;
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) {
+    EXPECT_TRUE(ob.corename == "SkylakeX" || ob.corename == "Cooperlake" ||
+                ob.corename == "SapphireRapids")
+        << ob.corename;
+  }
+}
+
+TEST(Gemm, DescribeNamesTheLibrary) {
+  const std::string d = gemm_describe();
+  if (gemm_detail::openblas().sgemm) {
+    EXPECT_NE(d.find("openblas"), std::string::npos) << d;
+    EXPECT_NE(d.find("core="), std::string::npos) << d;
+  } else {
+    EXPECT_NE(d.find("portable"), std::string::npos) << d;
+  }
+}
+
+}  // namespace
+}  // namespace keel::backend::cpu
