@@ -98,6 +98,11 @@ struct AdamWArgs {
 
 enum class ReduceOp : uint8_t { Sum, Mean, Max };
 
+// The dtype coverage of the host backends: F32 and BF16 for every activation
+// kernel, F16 as well for elementwise kernels and casts, F32 for AdamW, and the
+// quantized types for quantize/qmatmul. A new backend may start from it.
+bool standard_dtype_support(Kernel k, DType dt);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -174,8 +179,8 @@ class Backend {
                                       int64_t N, int64_t V) = 0;
 
   // ---- optimizer (all f32); param_bf16 may be null
-  virtual void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m,
-                            float* v, uint16_t* param_bf16) = 0;
+  virtual void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m, float* v,
+                            uint16_t* param_bf16) = 0;
 
   // ---- reductions over the last axis: y[i] = op_j x[i, j] (y f32)
   virtual void reduce_forward(ReduceOp op, DType dt, const void* x, float* y, int64_t N,
@@ -196,8 +201,7 @@ class Backend {
   // Q4_0: per block of 32, m = the value of largest magnitude (sign kept), d = f16(m / -8),
   //     q = min(15, int(w / d + 8.5)) (llama.cpp's rule, so GGUF export is a copy).
   // Blocked types need K % 32 == 0 and take scale = null.
-  virtual void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N,
-                        int64_t K) = 0;
+  virtual void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K) = 0;
   virtual void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N,
                           int64_t K) = 0;
   // y[M, N] f32 = x[M, K] f32 @ dequant(W)^T, with x itself quantized first:

@@ -26,29 +26,7 @@ class CpuBackend final : public Backend {
                        threads_, threads_ == 1 ? "" : "s", cpu::gemm_describe());
   }
 
-  bool supports(Kernel k, DType dt) const override {
-    const bool f32_bf16 = dt == DType::F32 || dt == DType::BF16;
-    const bool any_float = f32_bf16 || dt == DType::F16;
-    switch (k) {
-      case Kernel::Gelu:
-      case Kernel::Silu:
-      case Kernel::SwiGlu:
-      case Kernel::Add:
-      case Kernel::BiasAdd:
-      case Kernel::Cast:
-      case Kernel::SumSquares:
-        return any_float;
-      case Kernel::AdamW:
-        return dt == DType::F32;
-      case Kernel::Quantize:
-      case Kernel::QMatmul:
-        return dt == DType::I8 || dt == DType::Q4_0 || dt == DType::Q8_0;
-      case Kernel::kCount:
-        return false;
-      default:
-        return f32_bf16;
-    }
-  }
+  bool supports(Kernel k, DType dt) const override { return standard_dtype_support(k, dt); }
 
   void set_threads(int n) override { threads_ = n < 1 ? 1 : n; }
   int threads() const override { return threads_; }

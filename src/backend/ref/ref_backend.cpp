@@ -14,29 +14,7 @@ class RefBackend final : public Backend {
     return "ref (scalar C++, f64 accumulation, single thread)";
   }
 
-  bool supports(Kernel k, DType dt) const override {
-    const bool f32_bf16 = dt == DType::F32 || dt == DType::BF16;
-    const bool any_float = f32_bf16 || dt == DType::F16;
-    switch (k) {
-      case Kernel::Gelu:
-      case Kernel::Silu:
-      case Kernel::SwiGlu:
-      case Kernel::Add:
-      case Kernel::BiasAdd:
-      case Kernel::Cast:
-      case Kernel::SumSquares:
-        return any_float;
-      case Kernel::AdamW:
-        return dt == DType::F32;
-      case Kernel::Quantize:
-      case Kernel::QMatmul:
-        return dt == DType::I8 || dt == DType::Q4_0 || dt == DType::Q8_0;
-      case Kernel::kCount:
-        return false;
-      default:
-        return f32_bf16;
-    }
-  }
+  bool supports(Kernel k, DType dt) const override { return standard_dtype_support(k, dt); }
 
   void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) override {
     ref::matmul(a, A, B, C);
