@@ -40,10 +40,11 @@ std::string env_or(const char* name, const char* dflt) {
   return (s && *s) ? std::string(s) : std::string(dflt);
 }
 
-// KEEL_GEMM=auto|openblas|onednn|portable. "auto": oneDNN for op(A) = A^T
-// (the weight-gradient shapes, where it measured 10-25% faster on Zen 3) and
-// OpenBLAS for the rest (forward and input-gradient shapes, where OpenBLAS
-// was 5-15% faster); whichever exists when only one does.
+// KEEL_GEMM=auto|openblas|onednn|portable. "auto": oneDNN only for op(A) = A^T
+// with a very tall output (the vocabulary-sized weight gradient, 50304x256x768,
+// where it measured ~15% faster on Zen 3 through keel's blocking) and OpenBLAS
+// for the rest: on the other A^T shapes oneDNN measured at half OpenBLAS's
+// speed inside keel's blocks (`make bench`); whichever exists when only one does.
 Engine choose_engine(const MatmulArgs& a) {
   const std::string mode = env_or("KEEL_GEMM", "auto");  // read per call: tests switch it
   bool have_ob = openblas().sgemm != nullptr, have_dnnl = onednn_available();
@@ -59,7 +60,7 @@ Engine choose_engine(const MatmulArgs& a) {
   if (mode != "auto")
     fail<KernelError>("[matmul] KEEL_GEMM='{}' is not one of auto, openblas, onednn, portable",
                       mode);
-  if (have_dnnl && (a.trans_a && !a.trans_b)) return Engine::OneDnn;
+  if (have_dnnl && a.trans_a && !a.trans_b && a.M >= 8192) return Engine::OneDnn;
   if (have_ob) return Engine::OpenBlas;
   if (have_dnnl) return Engine::OneDnn;
   return Engine::Portable;
