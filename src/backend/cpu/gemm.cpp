@@ -286,7 +286,7 @@ std::string gemm_describe() {
     s += "no OpenBLAS found: portable C++ GEMM (slow)";
   if (onednn_available()) s += fmt::format("; onednn {}", onednn_version());
   s += fmt::format("; f32 engine: {}", mode == "auto" && onednn_available() && ob.sgemm
-                                           ? "onednn for A^T*B, openblas otherwise"
+                                           ? "onednn for tall A^T*B (M >= 8192), openblas otherwise"
                                            : mode);
   s += fmt::format("; bf16: {}",
                    bf16_use_onednn() ? "onednn bf16 matmul" : "widen to f32 + sgemm, round once");
