@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -59,6 +60,10 @@ class Model {
 
   // Sets every Parameter::grad to zero (gradients otherwise accumulate).
   void zero_grad();
+  // Training state that is not a parameter and not trained by the optimizer
+  // (e.g. a mixture-of-experts routing bias), as (name, tensor) pairs in a
+  // fixed order: checkpoints save and restore it so resume stays bit-exact.
+  virtual std::vector<std::pair<std::string, Tensor*>> state_buffers() { return {}; }
   // Peak bytes of activations (and their gradients) held by one step so far.
   virtual size_t activation_bytes() const { return 0; }
 };

@@ -42,6 +42,7 @@ StepMetrics Trainer::step() {
   StepMetrics m;
   m.lr = opt_.schedule.at(step_);
   zero_grads(params_);
+  if (sync_) sync_->begin_step(step_);
   const float scale = 1.f / float(opt_.grad_accum);
   double loss_sum = 0;
   for (int64_t k = 0; k < opt_.grad_accum; ++k) {
@@ -49,6 +50,10 @@ StepMetrics Trainer::step() {
     loss_sum += double(model_.forward_backward(inputs_, targets_, scale));
   }
   m.loss = loss_sum / double(opt_.grad_accum);
+  if (sync_) {
+    sync_->finish_gradients(params_);
+    m.loss = sync_->mean(m.loss);
+  }
   m.grad_norm = grad_global_norm(be_, params_);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = true;
@@ -58,7 +63,10 @@ StepMetrics Trainer::step() {
     float clip = 1.f;
     if (opt_.grad_clip > 0 && m.grad_norm > opt_.grad_clip)
       clip = float(opt_.grad_clip / m.grad_norm);
-    opt_state_.step(m.lr, clip);
+    if (sync_)
+      sync_->optimizer_step(opt_state_, m.lr, clip);
+    else
+      opt_state_.step(m.lr, clip);
     model_.sync_compute_weights();
   }
   ++step_;

@@ -14,6 +14,7 @@
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
 #include "train/metrics.h"
+#include "train/replica_sync.h"
 
 namespace keel::train {
 
@@ -62,6 +63,9 @@ class Trainer {
   int64_t tokens_per_step() const;
   // Global micro-batch index read by micro-batch m of step s (see TrainerOptions).
   uint64_t micro_batch_index(int64_t s, int64_t m) const;
+  // Data parallelism: gradients and updates go through sync (not owned; null:
+  // a single replica). Set before the first step.
+  void set_replica_sync(ReplicaSync* sync) { sync_ = sync; }
 
  private:
   model::Model& model_;
@@ -73,6 +77,7 @@ class Trainer {
   AdamW opt_state_;
   int64_t step_ = 0;
   std::optional<double> last_val_;
+  ReplicaSync* sync_ = nullptr;
   Tensor inputs_, targets_;  // (B, T) i32, reused by every micro-batch
 };
 

@@ -1,0 +1,116 @@
+// Engine: the inference side of keel. Loads a model (a run directory or an
+// exported safetensors folder), keeps a preallocated KV cache per sequence,
+// and runs prefill and batched decode for many requests at once; new requests
+// join the batch between decode steps (continuous batching). The HTTP server
+// and `keel generate` talk to it only through this header.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "data/tokenizer.h"
+
+namespace keel::serve {
+
+// A request the engine cannot take (prompt longer than the context, cache
+// full, bad sampling value). `field` names the offending request field
+// ("prompt", "max_tokens", "temperature", ...) so the server can answer 400.
+class RequestError : public Error {
+ public:
+  RequestError(std::string field, const std::string& msg)
+      : Error(msg), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
+};
+
+// The cache memory limit is reached: the server answers 429/503, not 400.
+class CapacityError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct SamplingParams {
+  int64_t max_tokens = 16;           // >= 1; prompt + max_tokens is capped at the context
+  double temperature = 1.0;          // 0: greedy
+  int64_t top_k = 0;                 // 0: no limit
+  double top_p = 1.0;                // (0, 1]
+  double repetition_penalty = 1.0;   // > 0; 1: off (CTRL-style, on prompt and output ids)
+  uint64_t seed = 0;                 // per request: same seed and prompt, same text
+  std::vector<std::string> stop;     // stop strings (not included in the output)
+  bool stop_at_eot = true;           // stop at the tokenizer's end-of-text id
+};
+
+struct Request {
+  std::vector<int32_t> prompt;  // token ids, non-empty
+  SamplingParams sampling;
+};
+
+enum class FinishReason { None, Length, Stop, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);  // "length", "stop", ...
+
+// One step of a request's output. `text` is the newly completed UTF-8 text
+// (bytes of a multi-byte character split across tokens are held back until
+// complete; stop-string candidates are held back until resolved). The last
+// event has finish != None.
+struct Event {
+  std::vector<int32_t> tokens;  // ids produced since the previous event
+  std::string text;
+  FinishReason finish = FinishReason::None;
+  std::string error;       // when finish == Error
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+};
+
+// Called on the engine's thread; must be quick. Returning false cancels the
+// request (a client that went away); its slot is freed before the next step.
+using EventFn = std::function<bool(const Event&)>;
+
+struct EngineOptions {
+  std::string backend = "cpu";   // "cpu" | "ref"
+  std::string quant = "none";    // "none" | "int8" | "q4"
+  int64_t max_batch = 8;         // sequences decoded together
+  int64_t max_queue = 256;       // waiting requests beyond this: CapacityError
+  size_t max_cache_bytes = size_t(1) << 30;  // KV cache for all sequences together
+  int threads = 0;               // 0: every core
+};
+
+struct EngineStats {
+  int64_t queued = 0, active = 0;
+  int64_t requests_total = 0, prompt_tokens_total = 0, completion_tokens_total = 0;
+  size_t cache_bytes_in_use = 0, cache_bytes_limit = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Loads `path`: a run directory written by `keel train` or a safetensors
+  // folder written by `keel export` (config.json, model.safetensors,
+  // tokenizer.json). IoError/ConfigError naming the file on bad input.
+  static std::unique_ptr<Engine> load(const std::string& path, const EngineOptions& opt);
+
+  // Queues a request; `on_event` receives its output. Validates first and
+  // throws RequestError/CapacityError without queueing. Returns an id.
+  virtual uint64_t submit(Request req, EventFn on_event) = 0;
+  // Cancels a queued or running request (its last event says Cancelled).
+  virtual void cancel(uint64_t id) = 0;
+  // Stops taking requests. With finish = true running and queued requests
+  // complete; otherwise they end with Cancelled. Blocks until the worker
+  // thread has stopped. Idempotent; the destructor calls shutdown(false).
+  virtual void shutdown(bool finish) = 0;
+
+  virtual const data::Tokenizer& tokenizer() const = 0;
+  virtual std::string model_id() const = 0;        // folder name, e.g. "tiny"
+  virtual int64_t context_length() const = 0;      // max prompt + output tokens
+  // The chat template as text, documented in the model folder; render_chat
+  // turns (role, content) messages into the prompt text the model continues.
+  virtual std::string render_chat(
+      const std::vector<std::pair<std::string, std::string>>& messages) const = 0;
+  virtual EngineStats stats() const = 0;
+};
+
+}  // namespace keel::serve

@@ -1,0 +1,34 @@
+// ReplicaSync: how one optimizer step is shared between data-parallel
+// replicas. The trainer calls it at fixed points of a step; the dist layer
+// implements it over a communicator. Without one the trainer is one replica.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "nn/parameter.h"
+
+namespace keel::train {
+
+class AdamW;
+
+class ReplicaSync {
+ public:
+  virtual ~ReplicaSync() = default;
+  // Before the step's first micro-batch (step is 0-based).
+  virtual void begin_step(int64_t step) = 0;
+  // After the last micro-batch's backward. On return every replica holds the
+  // same gradients: the mean over replicas, reduced in a fixed order.
+  virtual void finish_gradients(const std::vector<nn::Parameter*>& params) = 0;
+  // Mean of a per-replica scalar (the step's loss), identical on every replica.
+  virtual double mean(double x) = 0;
+  // Applies the update at rate lr with gradients scaled by grad_scale. The
+  // default is the plain full update; ZeRO-1 updates this replica's shard of
+  // the optimizer state and then gathers the parameters.
+  virtual void optimizer_step(AdamW& opt, double lr, float grad_scale);
+  // Before a checkpoint is taken: makes the whole optimizer state (every
+  // moment of every parameter) valid in `opt` on every replica. ZeRO-1
+  // gathers its shards here; after a load each replica keeps its own shard.
+  virtual void gather_optimizer_state(AdamW& opt) { (void)opt; }
+};
+
+}  // namespace keel::train
