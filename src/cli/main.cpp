@@ -14,6 +14,10 @@ int main(int argc, char** argv) {
   keel::cli::add_generate_command(app);
   keel::cli::add_data_command(app);
   keel::cli::add_info_command(app);
+  keel::cli::add_launch_command(app);
+  keel::cli::add_serve_command(app);
+  keel::cli::add_report_command(app);
+  keel::cli::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

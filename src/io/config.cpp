@@ -105,7 +105,8 @@ std::string unknown_key_text(std::string_view key) {
 }
 
 bool is_section(std::string_view s) {
-  return s == "model" || s == "data" || s == "train" || s == "run";
+  return s == "model" || s == "data" || s == "train" || s == "run" || s == "checkpoint" ||
+         s == "resilience" || s == "dist";
 }
 
 FieldValue value_from_node(const ConfigField& f, const toml::node& n, const std::string& where) {
@@ -212,7 +213,7 @@ Config parse_config(std::string_view toml_text, const std::string& source) {
     const std::string sec(sec_key.str());
     const std::string sec_where = fmt::format("{}:{}", source, sec_key.source().begin.line);
     if (!is_section(sec))
-      fail<ConfigError>("{}: unknown section '{}' (expected [model], [data], [train] or [run])",
+      fail<ConfigError>("{}: unknown section '{}' (expected [model], [data], [train], [run], [checkpoint], [resilience] or [dist])",
                         sec_where, sec);
     if (!sec_node.is_table())
       fail<ConfigError>("{}: {}: expected a table, got {}", sec_where, sec,
@@ -280,6 +281,24 @@ void validate_config(const Config& cfg) {
   if (m.arch == "llama" && (m.n_embd / m.n_head) % 2 != 0)
     bad("model.n_head", fmt::format("llama needs an even head size, got n_embd / n_head = {}",
                                     m.n_embd / m.n_head));
+  if (m.arch == "deepseek") {
+    if (m.n_routed_experts < 1)
+      bad("model.n_routed_experts", fmt::format("must be > 0 for deepseek, got {}", m.n_routed_experts));
+    if (m.top_k < 1 || m.top_k > m.n_routed_experts)
+      bad("model.top_k", fmt::format("must be in [1, model.n_routed_experts = {}], got {}",
+                                     m.n_routed_experts, m.top_k));
+    if (m.kv_lora_rank < 1 || m.kv_lora_rank > m.n_embd)
+      bad("model.kv_lora_rank", fmt::format("must be in [1, model.n_embd = {}], got {}", m.n_embd,
+                                            m.kv_lora_rank));
+    if (m.q_lora_rank > m.n_embd)
+      bad("model.q_lora_rank", fmt::format("must be <= model.n_embd ({}), got {}", m.n_embd,
+                                           m.q_lora_rank));
+    if (m.qk_rope_head_dim % 2 != 0)
+      bad("model.qk_rope_head_dim", fmt::format("must be even, got {}", m.qk_rope_head_dim));
+    if (m.n_dense_layers > m.n_layer)
+      bad("model.n_dense_layers", fmt::format("must be <= model.n_layer ({}), got {}", m.n_layer,
+                                              m.n_dense_layers));
+  }
   if (cfg.data.tokenizer == "bpe" && cfg.data.vocab_size < 257)
     bad("data.vocab_size",
         fmt::format("must be > 256 (the byte tokens), got {}", cfg.data.vocab_size));

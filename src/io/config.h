@@ -15,7 +15,7 @@ namespace keel::io {
 
 // Mirrors model::ModelConfig (io sits below model, so the train layer copies it over).
 struct ModelSection {
-  std::string arch = "gpt2";  // "gpt2" | "llama"
+  std::string arch = "gpt2";  // "gpt2" | "llama" | "deepseek"
   int64_t vocab_size = 0;     // 0: the tokenizer's vocabulary size
   int64_t n_layer = 4;
   int64_t n_head = 4;
@@ -28,6 +28,23 @@ struct ModelSection {
   double init_std = 0.02;
   DType compute_dtype = DType::F32;  // "f32" | "bf16"
   bool recompute = false;
+  // deepseek only (see model::ModelConfig for the meaning and defaults)
+  int64_t q_lora_rank = 0;
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  int64_t n_routed_experts = 0;
+  int64_t n_shared_experts = 0;
+  int64_t top_k = 0;
+  int64_t moe_ffn_hidden = 0;
+  int64_t n_dense_layers = 0;
+  std::string gating = "sigmoid";  // "sigmoid" | "softmax"
+  bool norm_topk_prob = true;
+  double routed_scaling = 1.0;
+  double bias_update_rate = 1e-3;
+  double aux_loss_alpha = 0.0;
+  double capacity_factor = 0.0;
 };
 
 struct DataSection {
@@ -66,11 +83,55 @@ struct RunSection {
   std::string dir = "runs/tiny";
 };
 
+// When and where training state is checkpointed (src/resilience/checkpoint_*.h).
+struct CheckpointSection {
+  int64_t every = 100;     // steps between checkpoints (and the last step); 0: none
+  int64_t keep_last = 3;   // newest checkpoints kept
+  int64_t keep_every = 0;  // also keep every step that is a multiple of this; 0: none
+  bool async = true;       // write in a background thread while training goes on
+  std::string dir;         // "": <run.dir>/checkpoints
+};
+
+// Failure detectors, fault injection and `keel launch` (docs/faults.md).
+struct ResilienceSection {
+  std::string faults;             // fault plan: a .toml file or "kind=..,step=.." entries; "": none
+  bool hang = true;               // hang watchdog
+  double hang_floor_s = 30.0;     // a step is never timed out sooner than this...
+  double hang_factor = 10.0;      // ...nor sooner than this multiple of the median step time
+  double hang_startup_s = 300.0;  // timeout until 5 steps have been timed
+  bool nan = true;
+  int64_t nan_max = 2;      // non-finite steps within nan_window steps that roll back
+  int64_t nan_window = 10;  // (a single one only skips its update)
+  bool loss_spike = true;
+  int64_t spike_window = 50;       // recent losses the median/MAD is taken over
+  int64_t spike_min_history = 20;  // losses needed before judging
+  double spike_z = 6.0;            // robust z-score of a spike
+  double spike_min_delta = 0.5;    // and nats above the median
+  bool sdc = true;
+  int64_t sdc_every = 10;  // replica parameter-hash check every K steps and before checkpoints
+  std::string skip_steps;  // "12,57": steps whose batches are skipped (replays a run's skips)
+  int64_t restart_budget = 10;  // world restarts before `keel launch` gives up
+  double backoff_s = 1.0;       // first restart delay, doubled per consecutive failure
+  double backoff_max_s = 30.0;
+  int64_t exclude_after = 2;  // consecutive failures blamed on one rank before it is excluded
+};
+
+// Data parallelism across mpirun's ranks (src/dist, docs/distributed.md).
+struct DistSection {
+  bool zero1 = false;      // shard the AdamW moments across ranks (ZeRO-1)
+  double bucket_mb = 4.0;  // gradient MiB per reduction bucket
+  bool overlap = true;     // reduce buckets while backward still runs
+  double timeout_s = 300;  // every collective fails with an error after this long
+};
+
 struct Config {
   ModelSection model;
   DataSection data;
   TrainSection train;
   RunSection run;
+  CheckpointSection checkpoint;
+  ResilienceSection resilience;
+  DistSection dist;
   // Where each key that was set came from ("tiny.toml:12", "override 'train.lr=1'").
   std::map<std::string, std::string> origin;
   // Where the file came from ("configs/tiny.toml", "<embedded default>").

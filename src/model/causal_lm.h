@@ -23,6 +23,9 @@ class CausalLM : public Model {
   float loss(const Tensor& ids, const Tensor& targets) override;
   Tensor logits(const Tensor& ids) override;
   size_t activation_bytes() const override { return tape_.high_water(); }
+  // Tells l during every later backward when a parameter's gradient is final
+  // (data parallelism overlaps its reduction with the rest of backward).
+  void set_grad_listener(nn::GradListener* l) { tape_.set_grad_listener(l); }
 
  protected:
   // ids i32 (B, T) -> f32 logits (B, T, V).

@@ -19,8 +19,9 @@ void Model::zero_grad() {
 
 ModelConfig resolve_config(const ModelConfig& in) {
   ModelConfig c = in;
-  if (c.arch != "gpt2" && c.arch != "llama")
-    fail<ConfigError>("model.arch: unknown architecture '{}' (known: gpt2, llama)", c.arch);
+  if (c.arch != "gpt2" && c.arch != "llama" && c.arch != "deepseek")
+    fail<ConfigError>("model.arch: unknown architecture '{}' (known: gpt2, llama, deepseek)",
+                      c.arch);
   auto positive = [&](const char* field, int64_t v) {
     if (v <= 0) fail<ConfigError>("model.{} must be > 0 for {}, got {}", field, c.arch, v);
   };
@@ -39,7 +40,7 @@ ModelConfig resolve_config(const ModelConfig& in) {
   if (c.arch == "gpt2" && c.n_kv_head != c.n_head)
     fail<ConfigError>("model.n_kv_head ({}) must equal model.n_head ({}) for gpt2", c.n_kv_head,
                       c.n_head);
-  if (c.arch == "llama" && (c.n_embd / c.n_head) % 2 != 0)
+  if (c.arch != "gpt2" && (c.n_embd / c.n_head) % 2 != 0)
     fail<ConfigError>(
         "model.n_embd / model.n_head (head size {}) must be even for rotary "
         "positions (llama)",
@@ -47,6 +48,7 @@ ModelConfig resolve_config(const ModelConfig& in) {
   if (c.ffn_hidden == 0)
     c.ffn_hidden = c.arch == "gpt2" ? 4 * c.n_embd : (8 * c.n_embd / 3 + 63) / 64 * 64;
   positive("ffn_hidden", c.ffn_hidden);
+  if (c.arch == "deepseek") resolve_deepseek(c);
   if (!(c.rope_theta > 0.f))
     fail<ConfigError>("model.rope_theta must be > 0, got {}", c.rope_theta);
   if (!(c.norm_eps > 0.f)) fail<ConfigError>("model.norm_eps must be > 0, got {}", c.norm_eps);
@@ -60,6 +62,7 @@ ModelConfig resolve_config(const ModelConfig& in) {
 std::unique_ptr<Model> make_model(const ModelConfig& cfg, backend::Backend& be) {
   const ModelConfig c = resolve_config(cfg);
   if (c.arch == "gpt2") return make_gpt2(c, be);
+  if (c.arch == "deepseek") return make_deepseek(c, be);
   return make_llama(c, be);
 }
 

@@ -15,7 +15,7 @@
 namespace keel::model {
 
 struct ModelConfig {
-  std::string arch = "gpt2";  // "gpt2" | "llama"
+  std::string arch = "gpt2";  // "gpt2" | "llama" | "deepseek"
   int64_t vocab_size = 0;
   int64_t n_layer = 0;
   int64_t n_head = 0;
@@ -28,6 +28,24 @@ struct ModelConfig {
   float init_std = 0.02f;
   DType compute_dtype = DType::F32;  // F32 or BF16 (master weights stay f32)
   bool recompute = false;            // recompute each block's activations in backward
+
+  // ---- deepseek: multi-head latent attention and DeepSeekMoE (model/deepseek*.cpp)
+  int64_t q_lora_rank = 0;       // 0: q projected directly from the hidden state
+  int64_t kv_lora_rank = 0;      // width of the shared compressed KV latent
+  int64_t qk_nope_head_dim = 0;  // 0: n_embd / n_head
+  int64_t qk_rope_head_dim = 0;  // 0: qk_nope_head_dim / 2 (the decoupled rotary key part)
+  int64_t v_head_dim = 0;        // 0: qk_nope_head_dim
+  int64_t n_routed_experts = 0;
+  int64_t n_shared_experts = 0;
+  int64_t top_k = 0;            // routed experts per token
+  int64_t moe_ffn_hidden = 0;   // 0: ffn_hidden / (top_k + n_shared_experts)
+  int64_t n_dense_layers = 0;   // the first layers keep a dense SwiGLU MLP
+  std::string gating = "sigmoid";  // "sigmoid" (DeepSeek-V3) | "softmax" (V2)
+  bool norm_topk_prob = true;      // normalise the top-k weights to sum 1
+  float routed_scaling = 1.f;      // scale on the routed experts' output
+  float bias_update_rate = 1e-3f;  // aux-loss-free balancing step (0: off)
+  float aux_loss_alpha = 0.f;      // sequence-level balance loss weight (0: off)
+  float capacity_factor = 0.f;     // > 0: expert capacity = ceil(f * N * top_k / experts)
 };
 
 class Model {
@@ -64,6 +82,16 @@ class Model {
   // (e.g. a mixture-of-experts routing bias), as (name, tensor) pairs in a
   // fixed order: checkpoints save and restore it so resume stays bit-exact.
   virtual std::vector<std::pair<std::string, Tensor*>> state_buffers() { return {}; }
+  // Called by the trainer once per step after the optimizer (applied = false
+  // for a skipped step), after step_statistics(): mixture-of-experts routing
+  // updates its balancing bias from the step's expert load here and clears
+  // the load. With data parallelism the load buffers (state_buffers() named
+  // "*.expert_load") must first be summed over ranks so every rank applies
+  // the same, global update.
+  virtual void on_step_end(bool applied) { (void)applied; }
+  // Per-step figures for metrics.jsonl gathered since the last on_step_end
+  // (e.g. "expert_load_max_mean", "routing_entropy"), in a fixed order.
+  virtual std::vector<std::pair<std::string, double>> step_statistics() const { return {}; }
   // Peak bytes of activations (and their gradients) held by one step so far.
   virtual size_t activation_bytes() const { return 0; }
 };

@@ -8,5 +8,8 @@ namespace keel::model {
 
 std::unique_ptr<Model> make_gpt2(const ModelConfig& cfg, backend::Backend& be);
 std::unique_ptr<Model> make_llama(const ModelConfig& cfg, backend::Backend& be);
+std::unique_ptr<Model> make_deepseek(const ModelConfig& cfg, backend::Backend& be);
+// Fills the deepseek defaults into c and checks them (ConfigError naming the key).
+void resolve_deepseek(ModelConfig& c);
 
 }  // namespace keel::model

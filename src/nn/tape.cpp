@@ -15,10 +15,12 @@ Tape::Tape(backend::Backend& be, DType act_dtype)
 
 void Tape::begin(bool record) {
   recording_ = record;
+  segment_forward_ = false;
   values_.clear();
   grads_.clear();
   value_arena_.clear();
   nodes_.clear();
+  segment_params_.clear();
   main_.reset();
   scratch_arena_.reset();
   cur_ = &main_;
@@ -69,13 +71,42 @@ Tensor& Tape::grad_for_write(int32_t id, bool* fresh) {
 }
 
 void Tape::record(const Node& n) {
-  if (recording_) nodes_.push_back(n);
+  if (recording_) {
+    nodes_.push_back(n);
+  } else if (segment_forward_) {
+    for (Parameter* p : n.param)
+      if (p) segment_params_.push_back(p);
+  }
+}
+
+template <class F>
+void Tape::for_each_param(const Node& n, F&& f) const {
+  if (n.backward == &Tape::checkpoint_backward) {
+    for (int64_t j = n.i[1]; j < n.i[2]; ++j) f(segment_params_[size_t(j)]);
+    return;
+  }
+  for (Parameter* p : n.param)
+    if (p) f(p);
 }
 
 void Tape::backward() {
   if (!recording_) fail("backward() on a tape that did not record (forward-only step)");
+  GradListener* l = listener_;
+  if (l) {
+    // A parameter's gradient is final once the last node naming it has run
+    // (a tied weight is named by two nodes).
+    pending_.clear();
+    for (const Node& n : nodes_) for_each_param(n, [&](Parameter* p) { ++pending_[p]; });
+  }
   // By index: a recomputed segment appends (and then drops) nodes while we iterate.
-  for (size_t k = nodes_.size(); k-- > 0;) nodes_[k].backward(*this, nodes_[k]);
+  for (size_t k = nodes_.size(); k-- > 0;) {
+    nodes_[k].backward(*this, nodes_[k]);
+    if (l)
+      for_each_param(nodes_[k], [&](Parameter* p) {
+        if (--pending_[p] == 0) l->on_grad_ready(*p);
+      });
+  }
+  if (l) l->on_backward_end();
 }
 
 Value Tape::checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x) {
@@ -83,12 +114,15 @@ Value Tape::checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x) {
   // Forward without recording, inside the recompute arena, which the next
   // segment reuses: only x and the copied output stay alive.
   const size_t vmark = values_.size();
+  const size_t pmark = segment_params_.size();
   recording_ = false;
+  segment_forward_ = true;
   Arena* prev = cur_;
   cur_ = &scratch_arena_;
   scratch_arena_.reset();
   Value y = fn(*this, ctx, index, x);
   cur_ = prev;
+  segment_forward_ = false;
   recording_ = true;
   Tensor out = Tensor::in_arena(*cur_, y.t.shape(), y.t.dtype());
   ops::cast(be_, y.t, out);
@@ -103,6 +137,8 @@ Value Tape::checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x) {
   n.ctx = ctx;
   n.segment = fn;
   n.i[0] = index;
+  n.i[1] = int64_t(pmark);
+  n.i[2] = int64_t(segment_params_.size());
   record(n);
   return o;
 }

@@ -4,6 +4,7 @@
 // gradients live in arenas that are reset at the start of every step.
 #pragma once
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
@@ -23,6 +24,21 @@ struct Value {
 };
 
 struct Node;
+
+// Told, during backward(), when a Parameter's gradient is final: every node
+// that names it in Node::param (or, for a recomputed segment, every node of
+// the segment that names it) has run. Data parallelism starts reducing a
+// gradient bucket from here while the rest of backward still runs. A node
+// that accumulates into a Parameter's grad must name it in Node::param.
+class GradListener {
+ public:
+  virtual ~GradListener() = default;
+  // p.grad has received its last contribution of this backward pass.
+  virtual void on_grad_ready(Parameter& p) = 0;
+  // backward() has finished (parameters no node named were never reported).
+  virtual void on_backward_end() = 0;
+};
+
 using BackwardFn = void (*)(Tape& tape, const Node& node);
 // A recomputable segment (one transformer block): y = fn(tape, ctx, index, x).
 using SegmentFn = Value (*)(Tape& tape, void* ctx, int64_t index, const Value& x);
@@ -83,6 +99,11 @@ class Tape {
   // backward runs fn again (recording) and back-propagates through it.
   Value checkpoint(SegmentFn fn, void* ctx, int64_t index, const Value& x);
 
+  // Receives gradient-ready events from every later backward (null: none).
+  // Not owned; must outlive its registration.
+  void set_grad_listener(GradListener* l) { listener_ = l; }
+  GradListener* grad_listener() const { return listener_; }
+
   size_t nodes() const { return nodes_.size(); }
   // Peak activation bytes of the main and the recompute arena.
   size_t high_water() const { return main_.high_water() + scratch_arena_.high_water(); }
@@ -90,6 +111,9 @@ class Tape {
  private:
   static void checkpoint_backward(Tape& tape, const Node& node);
   Value register_value(const Tensor& t, Arena* a);
+  // Parameters named by node k (a recomputed segment: those of its nodes).
+  template <class F>
+  void for_each_param(const Node& n, F&& f) const;
 
   backend::Backend& be_;
   DType dtype_;
@@ -101,6 +125,12 @@ class Tape {
   std::vector<Tensor> grads_;
   std::vector<Arena*> value_arena_;
   std::vector<Node> nodes_;
+  GradListener* listener_ = nullptr;
+  // Parameters used inside recomputed segments, recorded while their forward
+  // runs unrecorded; a checkpoint node names its range as i[1], i[2].
+  bool segment_forward_ = false;
+  std::vector<Parameter*> segment_params_;
+  std::unordered_map<Parameter*, int32_t> pending_;  // contributions left, per parameter
 };
 
 }  // namespace keel::nn

@@ -20,8 +20,7 @@ namespace keel::serve {
 // ("prompt", "max_tokens", "temperature", ...) so the server can answer 400.
 class RequestError : public Error {
  public:
-  RequestError(std::string field, const std::string& msg)
-      : Error(msg), field_(std::move(field)) {}
+  RequestError(std::string field, const std::string& msg) : Error(msg), field_(std::move(field)) {}
   const std::string& field() const { return field_; }
 
  private:
@@ -35,14 +34,14 @@ class CapacityError : public Error {
 };
 
 struct SamplingParams {
-  int64_t max_tokens = 16;           // >= 1; prompt + max_tokens is capped at the context
-  double temperature = 1.0;          // 0: greedy
-  int64_t top_k = 0;                 // 0: no limit
-  double top_p = 1.0;                // (0, 1]
-  double repetition_penalty = 1.0;   // > 0; 1: off (CTRL-style, on prompt and output ids)
-  uint64_t seed = 0;                 // per request: same seed and prompt, same text
-  std::vector<std::string> stop;     // stop strings (not included in the output)
-  bool stop_at_eot = true;           // stop at the tokenizer's end-of-text id
+  int64_t max_tokens = 16;          // >= 1; prompt + max_tokens is capped at the context
+  double temperature = 1.0;         // 0: greedy
+  int64_t top_k = 0;                // 0: no limit
+  double top_p = 1.0;               // (0, 1]
+  double repetition_penalty = 1.0;  // > 0; 1: off (CTRL-style, on prompt and output ids)
+  uint64_t seed = 0;                // per request: same seed and prompt, same text
+  std::vector<std::string> stop;    // stop strings (not included in the output)
+  bool stop_at_eot = true;          // stop at the tokenizer's end-of-text id
 };
 
 struct Request {
@@ -61,7 +60,7 @@ struct Event {
   std::vector<int32_t> tokens;  // ids produced since the previous event
   std::string text;
   FinishReason finish = FinishReason::None;
-  std::string error;       // when finish == Error
+  std::string error;  // when finish == Error
   int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 
@@ -70,12 +69,12 @@ struct Event {
 using EventFn = std::function<bool(const Event&)>;
 
 struct EngineOptions {
-  std::string backend = "cpu";   // "cpu" | "ref"
-  std::string quant = "none";    // "none" | "int8" | "q4"
-  int64_t max_batch = 8;         // sequences decoded together
-  int64_t max_queue = 256;       // waiting requests beyond this: CapacityError
+  std::string backend = "cpu";               // "cpu" | "ref"
+  std::string quant = "none";                // "none" | "int8" | "q8_0" | "q4"
+  int64_t max_batch = 8;                     // sequences decoded together
+  int64_t max_queue = 256;                   // waiting requests beyond this: CapacityError
   size_t max_cache_bytes = size_t(1) << 30;  // KV cache for all sequences together
-  int threads = 0;               // 0: every core
+  int threads = 0;                           // 0: every core
 };
 
 struct EngineStats {
@@ -104,8 +103,8 @@ class Engine {
   virtual void shutdown(bool finish) = 0;
 
   virtual const data::Tokenizer& tokenizer() const = 0;
-  virtual std::string model_id() const = 0;        // folder name, e.g. "tiny"
-  virtual int64_t context_length() const = 0;      // max prompt + output tokens
+  virtual std::string model_id() const = 0;    // folder name, e.g. "tiny"
+  virtual int64_t context_length() const = 0;  // max prompt + output tokens
   // The chat template as text, documented in the model folder; render_chat
   // turns (role, content) messages into the prompt text the model continues.
   virtual std::string render_chat(

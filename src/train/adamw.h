@@ -38,12 +38,30 @@ class AdamW {
   const std::vector<Tensor>& v() const { return v_; }
   const std::vector<nn::Parameter*>& params() const { return params_; }
 
+  // ---- ZeRO-1 sharding (src/dist/data_parallel.h)
+  // From now on step() updates only parameters [begin, end) (same arithmetic
+  // per parameter, so a shard's results equal the full update bit for bit),
+  // and the moments of every other parameter are released: m()[i], v()[i]
+  // are undefined tensors for them. (0, params().size()) is the full update.
+  void set_shard(size_t begin, size_t end);
+  size_t shard_begin() const { return shard_begin_; }
+  size_t shard_end() const { return shard_end_; }
+  bool sharded() const { return shard_begin_ != 0 || shard_end_ != params_.size(); }
+  // Zero moments for every released parameter, so that a full state can be
+  // gathered or restored in place (a checkpoint load into a sharded optimizer
+  // must call this first). release_unowned_moments() frees them again.
+  void materialize_moments();
+  void release_unowned_moments();
+  // Bytes held by the moments now (both m and v).
+  size_t moment_bytes() const;
+
  private:
   backend::Backend& be_;
   std::vector<nn::Parameter*> params_;
   AdamWConfig cfg_;
   std::vector<Tensor> m_, v_;
   int64_t t_ = 0;
+  size_t shard_begin_ = 0, shard_end_ = 0;  // parameters step() updates
 };
 
 // sqrt of the sum over parameters of sum(grad^2), accumulated in f64 in

@@ -5,10 +5,13 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "io/atomic_file.h"
 
 namespace keel::train {
 
@@ -31,6 +34,8 @@ std::string metrics_json(const StepMetrics& m) {
   j["peak_rss_mb"] = num(m.peak_rss_mb);
   j["step_seconds"] = num(m.step_seconds);
   if (m.skipped) j["skipped"] = true;
+  if (m.ckpt_stall_s) j["ckpt_stall_s"] = num(*m.ckpt_stall_s);
+  for (const auto& [name, v] : m.model_stats) j[name] = num(v);
   return j.dump();
 }
 
@@ -47,6 +52,31 @@ void MetricsLog::append(const StepMetrics& m) {
   const std::string line = metrics_json(m) + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     fail<IoError>("{}: cannot append metrics: {}", path_, std::strerror(errno));
+}
+
+void keep_metrics_through(const std::string& path, int64_t last_step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  const std::string text = io::read_file_bytes(path);
+  std::string kept;
+  size_t line_no = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    // A last line without its newline was cut by a crash mid-write: dropped.
+    if (end == std::string::npos) break;
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+        !j["step"].is_number_integer()) {
+      log().warn("{}:{}: dropped: not a metrics line with an integer \"step\"", path, line_no);
+      continue;
+    }
+    if (j["step"].get<int64_t>() <= last_step) kept += line + "\n";
+  }
+  io::write_file_atomic(path, kept);
 }
 
 double peak_rss_mb() {

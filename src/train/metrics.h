@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace keel::train {
 
@@ -20,6 +22,12 @@ struct StepMetrics {
   double peak_rss_mb = 0;
   double step_seconds = 0;
   bool skipped = false;  // non-finite loss or gradient: the update was not applied
+  // Seconds the loop was held by a checkpoint save after this step (waiting
+  // for the previous write + copying the snapshot); absent when none was taken.
+  std::optional<double> ckpt_stall_s;
+  // Architecture figures (Model::step_statistics, e.g. "expert_load_max_mean",
+  // "routing_entropy"), written as top-level fields in this order.
+  std::vector<std::pair<std::string, double>> model_stats;
 };
 
 // The line written for m (no trailing newline).
@@ -39,6 +47,13 @@ class MetricsLog {
   std::string path_;
   std::FILE* f_ = nullptr;
 };
+
+// Rewrites the metrics file at `path` (atomically) keeping only the lines of
+// steps <= last_step, so a run resumed from a checkpoint of last_step
+// continues a consistent file. A missing file is left missing; a line that
+// is not a JSON object with an integer "step" (a torn write) is dropped with
+// a warning naming the line.
+void keep_metrics_through(const std::string& path, int64_t last_step);
 
 // Peak resident set size of this process in MiB.
 double peak_rss_mb();

@@ -49,6 +49,22 @@ model::ModelConfig run_model_config(const io::Config& cfg, int64_t tokenizer_voc
   m.init_std = float(s.init_std);
   m.compute_dtype = s.compute_dtype;
   m.recompute = s.recompute;
+  m.q_lora_rank = s.q_lora_rank;
+  m.kv_lora_rank = s.kv_lora_rank;
+  m.qk_nope_head_dim = s.qk_nope_head_dim;
+  m.qk_rope_head_dim = s.qk_rope_head_dim;
+  m.v_head_dim = s.v_head_dim;
+  m.n_routed_experts = s.n_routed_experts;
+  m.n_shared_experts = s.n_shared_experts;
+  m.top_k = s.top_k;
+  m.moe_ffn_hidden = s.moe_ffn_hidden;
+  m.n_dense_layers = s.n_dense_layers;
+  m.gating = s.gating;
+  m.norm_topk_prob = s.norm_topk_prob;
+  m.routed_scaling = float(s.routed_scaling);
+  m.bias_update_rate = float(s.bias_update_rate);
+  m.aux_loss_alpha = float(s.aux_loss_alpha);
+  m.capacity_factor = float(s.capacity_factor);
   return m;
 }
 

@@ -69,6 +69,9 @@ StepMetrics Trainer::step() {
       opt_state_.step(m.lr, clip);
     model_.sync_compute_weights();
   }
+  // Routing statistics of this step, then the balancing update they drive.
+  m.model_stats = model_.step_statistics();
+  model_.on_step_end(!m.skipped);
   ++step_;
   m.step = step_;
   m.step_seconds = std::chrono::duration<double>(clock::now() - t0).count();

@@ -131,6 +131,40 @@ class ForwardingBackend : public Backend {
     in_->qmatmul(qdt, x, wq, wscale, y, M, N, K);
   }
 
+  void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                         float* scores, int32_t* idx, float* w) override {
+    in_->moe_route_forward(a, logits, bias, scores, idx, w);
+  }
+  void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                          const float* dw, const float* dscores, float* dlogits) override {
+    in_->moe_route_backward(a, scores, idx, dw, dscores, dlogits);
+  }
+  void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                           int64_t K, int64_t C) override {
+    in_->moe_permute_forward(dt, pos, x, xp, N, K, C);
+  }
+  void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx, int64_t N,
+                            int64_t K, int64_t C) override {
+    in_->moe_permute_backward(dt, pos, dxp, dx, N, K, C);
+  }
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                             void* y, int64_t N, int64_t K, int64_t C) override {
+    in_->moe_unpermute_forward(dt, pos, w, yp, y, N, K, C);
+  }
+  void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                              const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
+                              int64_t C) override {
+    in_->moe_unpermute_backward(dt, pos, w, yp, dy, dyp, dw, N, K, C);
+  }
+  void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
+                              void* y) override {
+    in_->grouped_matmul_forward(a, x, w, y);
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                               const void* w, void* dx, float* dw) override {
+    in_->grouped_matmul_backward(a, dy, x, w, dx, dw);
+  }
+
  protected:
   std::unique_ptr<Backend> in_;
 };

@@ -26,6 +26,10 @@ void check_adamw(Harness& h);
 void check_reduce(Harness& h);
 void check_sum_squares(Harness& h);
 void check_cast(Harness& h);
+// Mixture of experts (check_moe.cpp).
+void check_moe_route(Harness& h);
+void check_moe_permute(Harness& h);
+void check_grouped_matmul(Harness& h);
 
 // Activation dtypes a family is tried in: F32 and BF16 always (a missing one
 // is a SKIP row), F16 only where candidate or oracle claims it.

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_moe.h"
 #include "backend/cpu/gemm.h"
 #include "core/error.h"
 
@@ -153,6 +154,40 @@ class CpuBackend final : public Backend {
   void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
                int64_t N, int64_t K) override {
     cpu::qmatmul(qdt, x, wq, wscale, y, M, N, K, threads_);
+  }
+
+  void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                         float* scores, int32_t* idx, float* w) override {
+    cpu::moe::route_forward(a, logits, bias, scores, idx, w, threads_);
+  }
+  void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                          const float* dw, const float* dscores, float* dlogits) override {
+    cpu::moe::route_backward(a, scores, idx, dw, dscores, dlogits, threads_);
+  }
+  void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                           int64_t K, int64_t C) override {
+    cpu::moe::permute_forward(dt, pos, x, xp, N, K, C, threads_);
+  }
+  void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx, int64_t N,
+                            int64_t K, int64_t C) override {
+    cpu::moe::permute_backward(dt, pos, dxp, dx, N, K, C, threads_);
+  }
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                             void* y, int64_t N, int64_t K, int64_t C) override {
+    cpu::moe::unpermute_forward(dt, pos, w, yp, y, N, K, C, threads_);
+  }
+  void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                              const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
+                              int64_t C) override {
+    cpu::moe::unpermute_backward(dt, pos, w, yp, dy, dyp, dw, N, K, C, threads_);
+  }
+  void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
+                              void* y) override {
+    cpu::moe::grouped_forward(a, x, w, y, threads_);
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                               const void* w, void* dx, float* dw) override {
+    cpu::moe::grouped_backward(a, dy, x, w, dx, dw, threads_);
   }
 
  private:

@@ -13,6 +13,7 @@
 
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_internal.h"
+#include "backend/cpu/gemv.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -259,6 +260,10 @@ void gemm(const MatmulArgs& a0, const void* A, const void* B, void* C, int threa
   if ((a.trans_b ? a.N : a.K) == 1) a.ldb = std::max(a.ldb, a.trans_b ? a.K : a.N);
   if (a.M == 1) a.ldc = std::max(a.ldc, a.N);
   if (a.K <= 0) return scale_c(a, C);
+  // A few rows times W^T (decode steps): stream W once instead of packing it.
+  if (gemv_applies(a))
+    return gemv_f32(a, static_cast<const float*>(A), static_cast<const float*>(B),
+                    static_cast<float*>(C), threads);
   if (a.a_dtype == DType::F32 && a.b_dtype == DType::F32 && a.c_dtype == DType::F32)
     return gemm_f32(a, static_cast<const float*>(A), static_cast<const float*>(B),
                     static_cast<float*>(C), threads);

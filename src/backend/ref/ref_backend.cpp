@@ -145,6 +145,40 @@ class RefBackend final : public Backend {
                int64_t N, int64_t K) override {
     ref::qmatmul(qdt, x, wq, wscale, y, M, N, K);
   }
+
+  void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                         float* scores, int32_t* idx, float* w) override {
+    ref::moe_route_forward(a, logits, bias, scores, idx, w);
+  }
+  void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                          const float* dw, const float* dscores, float* dlogits) override {
+    ref::moe_route_backward(a, scores, idx, dw, dscores, dlogits);
+  }
+  void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                           int64_t K, int64_t C) override {
+    ref::moe_permute_forward(dt, pos, x, xp, N, K, C);
+  }
+  void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx, int64_t N,
+                            int64_t K, int64_t C) override {
+    ref::moe_permute_backward(dt, pos, dxp, dx, N, K, C);
+  }
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                             void* y, int64_t N, int64_t K, int64_t C) override {
+    ref::moe_unpermute_forward(dt, pos, w, yp, y, N, K, C);
+  }
+  void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                              const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
+                              int64_t C) override {
+    ref::moe_unpermute_backward(dt, pos, w, yp, dy, dyp, dw, N, K, C);
+  }
+  void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
+                              void* y) override {
+    ref::grouped_matmul_forward(a, x, w, y);
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                               const void* w, void* dx, float* dw) override {
+    ref::grouped_matmul_backward(a, dy, x, w, dx, dw);
+  }
 };
 
 }  // namespace

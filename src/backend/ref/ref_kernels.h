@@ -95,4 +95,21 @@ void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t 
 void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
              int64_t N, int64_t K);
 
+// ---- mixture of experts (ref_moe.cpp)
+void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                       float* scores, int32_t* idx, float* w);
+void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                        const float* dw, const float* dscores, float* dlogits);
+void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                         int64_t K, int64_t C);
+void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx, int64_t N,
+                          int64_t K, int64_t C);
+void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp, void* y,
+                           int64_t N, int64_t K, int64_t C);
+void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                            const void* dy, void* dyp, float* dw, int64_t N, int64_t K, int64_t C);
+void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w, void* y);
+void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                             const void* w, void* dx, float* dw);
+
 }  // namespace keel::backend::ref

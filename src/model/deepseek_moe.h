@@ -1,0 +1,63 @@
+// DeepSeekMoE feed-forward: always-on shared experts plus fine-grained routed
+// experts, top-k gating, and auxiliary-loss-free load balancing (a per-expert
+// bias that shifts only the top-k selection, nudged each step toward equal
+// load), with an optional small sequence-level balance loss.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/model.h"
+#include "nn/modules.h"
+
+namespace keel::model {
+
+class MoeFeedForward {
+ public:
+  MoeFeedForward() = default;
+  MoeFeedForward(nn::ParamStore& ps, const std::string& prefix, const ModelConfig& c, float std,
+                 float out_std);
+
+  // x (B, T, C) -> (B, T, C). When `train` is set the routing feeds the step's
+  // statistics (once per micro-batch: a recomputed forward does not count
+  // twice) and, with aux_loss_alpha > 0, the balance loss, whose gradient
+  // (times grad_scale) enters backward and whose value is added to *aux_loss.
+  nn::Value forward(nn::Tape& tape, const nn::Value& x, bool train, float grad_scale,
+                    double* aux_loss);
+  // A new micro-batch: the next training forward counts again.
+  void begin_micro_batch() { counted_ = false; }
+  // bias += rate * sign(mean load - load) when applied; clears the step's load.
+  void end_step(bool applied);
+
+  Tensor& bias() { return bias_; }  // f32 (E): selection-only routing bias
+  Tensor& load() { return load_; }  // f32 (E): tokens routed to each expert this step
+  // max / mean of this step's load (0 when nothing was routed).
+  double load_max_over_mean() const;
+  double mean_entropy() const { return tokens_ > 0 ? entropy_sum_ / double(tokens_) : 0.0; }
+  int64_t dropped() const { return dropped_; }
+  // Routing decisions of the last forward: i32 (N, K) (valid until the next step).
+  const Tensor& last_idx() const { return last_idx_; }
+
+ private:
+  void count(const Tensor& idx, const Tensor& scores, int64_t dropped);
+  Tensor aux_gradient(nn::Tape& tape, const Tensor& idx, const Tensor& scores, int64_t B, int64_t T,
+                      float grad_scale, double* loss) const;
+
+  backend::MoeRouteArgs route_;
+  int64_t E_ = 0, K_ = 0;
+  float capacity_factor_ = 0, bias_rate_ = 0, aux_alpha_ = 0;
+  nn::Linear gate_;                  // mlp.gate (E, C)
+  nn::Parameter* w_gate_ = nullptr;  // mlp.experts.gate_proj (E, F, C)
+  nn::Parameter* w_up_ = nullptr;    // mlp.experts.up_proj (E, F, C)
+  nn::Parameter* w_down_ = nullptr;  // mlp.experts.down_proj (E, C, F)
+  bool has_shared_ = false;
+  nn::SwiGLUMLP shared_;  // mlp.shared_experts
+  Tensor bias_, load_;
+  Tensor last_idx_;
+  bool counted_ = false;
+  double entropy_sum_ = 0;
+  int64_t tokens_ = 0, dropped_ = 0;
+};
+
+}  // namespace keel::model

@@ -1,0 +1,69 @@
+#include "resilience/checkpoint_state.h"
+
+#include <cstring>
+
+namespace keel::resilience {
+
+namespace {
+
+// Copies src into dst[i], reallocating dst[i] only when its name, dtype or
+// shape differ from what is wanted.
+void copy_slot(std::vector<io::NamedTensor>& dst, size_t i, const std::string& name,
+               const Tensor& src) {
+  if (i >= dst.size()) dst.resize(i + 1);
+  io::NamedTensor& slot = dst[i];
+  if (slot.name != name || !slot.tensor.defined() || slot.tensor.dtype() != src.dtype() ||
+      slot.tensor.shape() != src.shape()) {
+    slot.name = name;
+    slot.tensor = Tensor::zeros(src.shape(), src.dtype());
+  }
+  if (src.is_contiguous()) {
+    std::memcpy(slot.tensor.raw(), src.raw(), src.nbytes());
+  } else {
+    slot.tensor = src.clone();
+  }
+}
+
+}  // namespace
+
+size_t CheckpointState::nbytes() const {
+  size_t n = 0;
+  for (const auto* list : {&params, &optimizer, &model_state, &extra})
+    for (const auto& t : *list) n += t.tensor.nbytes();
+  return n;
+}
+
+CheckpointLayout training_state_layout(train::Trainer& trainer) {
+  CheckpointLayout l;
+  const auto& ps = trainer.optimizer().params();
+  for (auto* p : ps) l.params.push_back({p->name, p->value.dtype(), p->value.shape()});
+  for (size_t i = 0; i < ps.size(); ++i)
+    l.optimizer.push_back(
+        {"exp_avg." + ps[i]->name, DType::F32, trainer.optimizer().m()[i].shape()});
+  for (size_t i = 0; i < ps.size(); ++i)
+    l.optimizer.push_back(
+        {"exp_avg_sq." + ps[i]->name, DType::F32, trainer.optimizer().v()[i].shape()});
+  for (auto& [name, t] : trainer.model().state_buffers())
+    l.model_state.push_back({name, t->dtype(), t->shape()});
+  return l;
+}
+
+void capture_training_state(train::Trainer& trainer, CheckpointState& out) {
+  train::AdamW& opt = trainer.optimizer();
+  const auto& ps = opt.params();
+  for (size_t i = 0; i < ps.size(); ++i) copy_slot(out.params, i, ps[i]->name, ps[i]->value);
+  out.params.resize(ps.size());
+  for (size_t i = 0; i < ps.size(); ++i)
+    copy_slot(out.optimizer, i, "exp_avg." + ps[i]->name, opt.m()[i]);
+  for (size_t i = 0; i < ps.size(); ++i)
+    copy_slot(out.optimizer, ps.size() + i, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
+  out.optimizer.resize(2 * ps.size());
+  const auto bufs = trainer.model().state_buffers();
+  for (size_t i = 0; i < bufs.size(); ++i)
+    copy_slot(out.model_state, i, bufs[i].first, *bufs[i].second);
+  out.model_state.resize(bufs.size());
+  out.manifest.step = trainer.step_count();
+  out.manifest.optimizer_t = opt.t();
+}
+
+}  // namespace keel::resilience

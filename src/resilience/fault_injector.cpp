@@ -1,0 +1,194 @@
+#include "resilience/fault_injector.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <thread>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace keel::resilience {
+
+namespace fs = std::filesystem;
+
+std::set<int> fired_fault_ids(const std::vector<Event>& events) {
+  std::set<int> ids;
+  for (const Event& e : events)
+    if (e.event == "inject" && e.extra.contains("fault_id") && e.extra["fault_id"].is_number() &&
+        !e.extra.value("every_start", false))
+      ids.insert(e.extra["fault_id"].get<int>());
+  return ids;
+}
+
+void flip_f32_bit(float* data, int64_t index, int bit) {
+  uint32_t u;
+  std::memcpy(&u, data + index, 4);
+  u ^= uint32_t(1) << bit;
+  std::memcpy(data + index, &u, 4);
+}
+
+FaultInjector::FaultInjector(FaultPlan plan, int rank, int world_size, EventsLog* events,
+                             std::set<int> fired)
+    : plan_(std::move(plan)),
+      rank_(rank),
+      world_(world_size),
+      events_(events),
+      fired_(std::move(fired)) {
+  for (const Fault& f : plan_.faults)
+    if (f.every_start) fired_.erase(f.id);
+}
+
+void FaultInjector::record(const Fault& f, int64_t step, const std::string& detail) {
+  log().warn("fault injection: {} at step {} on rank {}{}", fault_kind_name(f.kind), step, rank_,
+             detail.empty() ? "" : ": " + detail);
+  if (!events_) return;
+  Event e;
+  e.event = "inject";
+  e.rank = rank_;
+  e.step = step;
+  e.world_size = world_;
+  e.detail = fmt::format("{}{}", fault_kind_name(f.kind), detail.empty() ? "" : ": " + detail);
+  e.extra = {{"fault_id", f.id}, {"kind", fault_kind_name(f.kind)}};
+  if (f.every_start) e.extra["every_start"] = true;
+  events_->append(e);
+}
+
+std::vector<const Fault*> FaultInjector::due(FaultKind kind, int64_t step) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<const Fault*> out;
+  for (const Fault& f : plan_.faults) {
+    if (f.kind != kind || (f.rank != -1 && f.rank != rank_)) continue;
+    // A NaN fault covers `repeat` consecutive steps from its first firing.
+    const bool in_repeat = kind == FaultKind::Nan && step > f.step && step < f.step + f.repeat;
+    if (step != f.step && !in_repeat) continue;
+    if (step == f.step) {
+      if (fired_.count(f.id)) continue;
+      fired_.insert(f.id);
+      fired_here_.insert(f.id);
+    } else if (!fired_here_.count(f.id)) {
+      continue;  // the first step of the repeat did not fire in this world
+    }
+    out.push_back(&f);
+  }
+  return out;
+}
+
+namespace {
+[[noreturn]] void sleep_forever() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+nn::Parameter* find_param(const std::vector<nn::Parameter*>& params, const Fault& f) {
+  if (params.empty()) fail("fault injection: the model has no parameters");
+  if (f.param.empty()) return params.front();
+  for (nn::Parameter* p : params)
+    if (p->name == f.param) return p;
+  fail<ConfigError>("fault {} (bitflip): no parameter named '{}' (first is '{}')", f.id, f.param,
+                    params.front()->name);
+}
+}  // namespace
+
+void FaultInjector::before_step(int64_t step) {
+  for (const Fault* f : due(FaultKind::Straggler, step)) {
+    record(*f, step, fmt::format("sleep {}s", f->seconds));
+    std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
+  }
+  for (const Fault* f : due(FaultKind::Kill, step)) {
+    record(*f, step, "SIGKILL");
+    ::kill(::getpid(), SIGKILL);
+    sleep_forever();
+  }
+  for (const Fault* f : due(FaultKind::Hang, step)) {
+    if (f->where != "kernel") {
+      std::lock_guard<std::mutex> lk(mu_);
+      fired_.erase(f->id);  // fires in after_backward
+      fired_here_.erase(f->id);
+      continue;
+    }
+    record(*f, step, "hang in a kernel");
+    sleep_forever();
+  }
+}
+
+bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter*>& params) {
+  bool nan = false;
+  for (const Fault* f : due(FaultKind::Hang, step)) {
+    record(*f, step, "hang inside a collective");
+    sleep_forever();
+  }
+  for (const Fault* f : due(FaultKind::Nan, step)) {
+    nn::Parameter* p = find_param(params, *f);
+    const int64_t i = f->index % p->numel();
+    record(*f, step, fmt::format("NaN into grad of {}[{}]", p->name, i));
+    p->grad.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+    nan = true;
+  }
+  for (const Fault* f : due(FaultKind::BitFlip, step)) {
+    if (f->target != "grad") {
+      std::lock_guard<std::mutex> lk(mu_);
+      fired_.erase(f->id);  // fires in after_update
+      fired_here_.erase(f->id);
+      continue;
+    }
+    nn::Parameter* p = find_param(params, *f);
+    const int64_t i = f->index % p->numel();
+    record(*f, step, fmt::format("flip bit {} of grad {}[{}]", f->bit, p->name, i));
+    flip_f32_bit(p->grad.data<float>(), i, f->bit);
+  }
+  return nan;
+}
+
+void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params) {
+  for (const Fault* f : due(FaultKind::BitFlip, step)) {
+    nn::Parameter* p = find_param(params, *f);
+    const int64_t i = f->index % p->numel();
+    record(*f, step, fmt::format("flip bit {} of {}[{}]", f->bit, p->name, i));
+    flip_f32_bit(p->value.data<float>(), i, f->bit);
+  }
+}
+
+double FaultInjector::loss_offset(int64_t step) {
+  double off = 0;
+  for (const Fault* f : due(FaultKind::LossSpike, step)) {
+    record(*f, step, fmt::format("loss +{}", f->magnitude));
+    off += f->magnitude;
+  }
+  return off;
+}
+
+std::string FaultInjector::after_checkpoint(int64_t step, const std::string& checkpoint_dir) {
+  std::string corrupted;
+  for (const Fault* f : due(FaultKind::CorruptCheckpoint, step)) {
+    std::string largest;
+    uintmax_t size = 0;
+    std::error_code ec;
+    for (const auto& ent : fs::recursive_directory_iterator(checkpoint_dir, ec))
+      if (ent.is_regular_file() && ent.file_size() > size) {
+        size = ent.file_size();
+        largest = ent.path().string();
+      }
+    if (largest.empty())
+      fail<IoError>("fault {} (corrupt_checkpoint): no file in {}", f->id, checkpoint_dir);
+    const off_t off = off_t(size / 2);
+    record(*f, step, fmt::format("flip a byte of {} at offset {}", largest, off));
+    const int fd = ::open(largest.c_str(), O_RDWR);
+    if (fd < 0) fail<IoError>("{}: cannot open to corrupt: {}", largest, std::strerror(errno));
+    unsigned char b = 0;
+    if (::pread(fd, &b, 1, off) != 1) fail<IoError>("{}: cannot read offset {}", largest, off);
+    b ^= 0xff;
+    if (::pwrite(fd, &b, 1, off) != 1 || ::fsync(fd) != 0)
+      fail<IoError>("{}: cannot write offset {}", largest, off);
+    ::close(fd);
+    corrupted = largest;
+  }
+  return corrupted;
+}
+
+}  // namespace keel::resilience

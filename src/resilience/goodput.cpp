@@ -1,0 +1,161 @@
+#include "resilience/goodput.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace keel::resilience {
+
+namespace {
+
+using Json = nlohmann::json;
+
+double number_field(const Json& j, const char* key, double dflt, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_number())
+    fail<IoError>("{}: field '{}': expected a number, got {}", where, key, it->type_name());
+  return it->get<double>();
+}
+
+int64_t int_field(const Json& j, const char* key, int64_t dflt, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (it->is_number_integer()) return it->get<int64_t>();
+  // 3.0 is accepted as 3; 3.5 is not an integer.
+  if (it->is_number_float()) {
+    const double v = it->get<double>();
+    if (std::isfinite(v) && v == std::floor(v)) return int64_t(v);
+  }
+  fail<IoError>("{}: field '{}': expected an integer, got {}", where, key, it->dump());
+}
+
+std::string string_field(const Json& j, const char* key, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return "";
+  if (!it->is_string())
+    fail<IoError>("{}: field '{}': expected a string, got {}", where, key, it->type_name());
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+GoodputEvent parse_goodput_event(std::string_view line, const std::string& where) {
+  Json j;
+  try {
+    j = Json::parse(line);
+  } catch (const Json::parse_error& e) {
+    fail<IoError>("{}: not a JSON line (byte {}): {}", where, e.byte, e.what());
+  }
+  if (!j.is_object()) fail<IoError>("{}: expected a JSON object, got {}", where, j.type_name());
+  GoodputEvent ev;
+  ev.time = number_field(j, "time", 0, where);
+  ev.event = string_field(j, "event", where);
+  ev.detector = string_field(j, "detector", where);
+  ev.rank = int_field(j, "rank", -1, where);
+  ev.step = int_field(j, "step", 0, where);
+  ev.steps_lost = int_field(j, "steps_lost", 0, where);
+  ev.time_lost_s = number_field(j, "time_lost_s", 0, where);
+  ev.world_size = int_field(j, "world_size", 0, where);
+  ev.detail = string_field(j, "detail", where);
+  if (ev.event.empty()) fail<IoError>("{}: field 'event' is missing or empty", where);
+  return ev;
+}
+
+Goodput compute_goodput(const std::vector<GoodputEvent>& events,
+                        const std::vector<GoodputStep>& steps, std::optional<double> wall_hint) {
+  Goodput g;
+  g.events = int64_t(events.size());
+  g.step_records = int64_t(steps.size());
+
+  // A step recorded again after a rollback replaces the earlier record: only
+  // the last record of each step number stands.
+  std::unordered_map<int64_t, size_t> last;
+  for (size_t i = 0; i < steps.size(); ++i) last[steps[i].step] = i;
+  double recorded_s = 0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const double s =
+        std::isfinite(steps[i].step_seconds) ? std::max(0.0, steps[i].step_seconds) : 0;
+    recorded_s += s;
+    g.final_step = std::max(g.final_step, steps[i].step);
+    if (last[steps[i].step] != i)
+      g.recomputed_s += s;
+    else if (steps[i].skipped)
+      g.skipped_s += s;
+    else
+      g.productive_s += s;
+  }
+
+  std::string current_kind;
+  double t_min = INFINITY, t_max = -INFINITY;
+  for (const auto& ev : events) {
+    if (std::isfinite(ev.time) && ev.time > 0) {
+      t_min = std::min(t_min, ev.time);
+      t_max = std::max(t_max, ev.time);
+    }
+    if (ev.event == "fault") {
+      current_kind = ev.detector.empty() ? "unknown" : ev.detector;
+      ++g.faults_by_kind[current_kind];
+    }
+    g.steps_recomputed += std::max<int64_t>(0, ev.steps_lost);
+    if (ev.time_lost_s > 0) {
+      const std::string kind = !ev.detector.empty()    ? ev.detector
+                               : !current_kind.empty() ? current_kind
+                                                       : "other";
+      g.lost_by_kind[kind] += ev.time_lost_s;
+    }
+  }
+
+  g.wall_s = recorded_s;
+  if (t_max > t_min) g.wall_s = std::max(g.wall_s, t_max - t_min);
+  if (wall_hint && std::isfinite(*wall_hint)) g.wall_s = std::max(g.wall_s, *wall_hint);
+  g.ratio = g.wall_s > 0 ? std::clamp(g.productive_s / g.wall_s, 0.0, 1.0) : 0.0;
+  return g;
+}
+
+nlohmann::ordered_json Goodput::to_json() const {
+  nlohmann::ordered_json j;
+  j["wall_s"] = wall_s;
+  j["productive_s"] = productive_s;
+  j["recomputed_s"] = recomputed_s;
+  j["skipped_s"] = skipped_s;
+  j["lost_by_kind"] = lost_by_kind;
+  j["faults_by_kind"] = faults_by_kind;
+  j["steps_recomputed"] = steps_recomputed;
+  j["step_records"] = step_records;
+  j["final_step"] = final_step;
+  j["events"] = events;
+  j["ratio"] = ratio;
+  return j;
+}
+
+std::string format_goodput(const Goodput& g) {
+  std::string out;
+  out += fmt::format("wall time             {:10.3f} s\n", g.wall_s);
+  out += fmt::format("productive steps      {:10.3f} s  ({} steps stand, {} step records)\n",
+                     g.productive_s, g.final_step, g.step_records);
+  out += fmt::format("recomputed steps      {:10.3f} s\n", g.recomputed_s);
+  out += fmt::format("skipped updates       {:10.3f} s\n", g.skipped_s);
+  double lost = 0;
+  for (const auto& [kind, s] : g.lost_by_kind) lost += s;
+  out += fmt::format("time lost to faults   {:10.3f} s\n", lost);
+  for (const auto& [kind, s] : g.lost_by_kind) {
+    const auto it = g.faults_by_kind.find(kind);
+    out += fmt::format("  {:<20}{:10.3f} s  ({} fault{})\n", kind, s,
+                       it == g.faults_by_kind.end() ? 0 : it->second,
+                       it != g.faults_by_kind.end() && it->second == 1 ? "" : "s");
+  }
+  for (const auto& [kind, n] : g.faults_by_kind)
+    if (!g.lost_by_kind.count(kind))
+      out += fmt::format("  {:<20}{:10.3f} s  ({} fault{})\n", kind, 0.0, n, n == 1 ? "" : "s");
+  out += fmt::format("steps recomputed      {:10}\n", g.steps_recomputed);
+  out += fmt::format("events                {:10}\n", g.events);
+  out += fmt::format("effective-training-time ratio {:.4f} ({:.1f}%)\n", g.ratio, 100 * g.ratio);
+  return out;
+}
+
+}  // namespace keel::resilience

@@ -1,0 +1,34 @@
+#include "resilience/injecting_sync.h"
+
+#include <limits>
+
+#include "train/adamw.h"
+
+namespace keel::resilience {
+
+void InjectingSync::begin_step(int64_t step) {
+  step_ = step + 1;  // the trainer passes the 0-based index
+  poisoned_ = false;
+  if (on_begin_) on_begin_(step_);
+  if (inner_) inner_->begin_step(step);
+}
+
+void InjectingSync::finish_gradients(const std::vector<nn::Parameter*>& params) {
+  poisoned_ = injector_->after_backward(step_, params);
+  if (inner_) inner_->finish_gradients(params);
+}
+
+double InjectingSync::mean(double x) {
+  if (poisoned_) x = std::numeric_limits<double>::quiet_NaN();
+  return inner_ ? inner_->mean(x) : x;
+}
+
+void InjectingSync::optimizer_step(train::AdamW& opt, double lr, float grad_scale) {
+  if (inner_)
+    inner_->optimizer_step(opt, lr, grad_scale);
+  else
+    opt.step(lr, grad_scale);
+  injector_->after_update(step_, opt.params());
+}
+
+}  // namespace keel::resilience

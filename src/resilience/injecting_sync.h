@@ -1,0 +1,40 @@
+// A ReplicaSync that wraps the real one (or none, for one replica) and gives
+// the resilience guard its places inside a step: the step's start (watchdog,
+// injected kills and stragglers), after the local backward and before the
+// gradient exchange (injected NaN, hang in the collective), and right after
+// the optimizer update (injected parameter bit flip).
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "resilience/fault_injector.h"
+#include "train/replica_sync.h"
+
+namespace keel::resilience {
+
+class InjectingSync : public train::ReplicaSync {
+ public:
+  // inner may be null (a single replica); neither pointer is owned.
+  // on_begin(step) runs first in begin_step, with the 1-based step.
+  InjectingSync(train::ReplicaSync* inner, FaultInjector* injector,
+                std::function<void(int64_t)> on_begin = nullptr)
+      : inner_(inner), injector_(injector), on_begin_(std::move(on_begin)) {}
+
+  void begin_step(int64_t step) override;
+  void finish_gradients(const std::vector<nn::Parameter*>& params) override;
+  // The step's loss; NaN from this rank when a NaN was injected this step.
+  double mean(double x) override;
+  void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
+  void gather_optimizer_state(train::AdamW& opt) override {
+    if (inner_) inner_->gather_optimizer_state(opt);
+  }
+
+ private:
+  train::ReplicaSync* inner_;
+  FaultInjector* injector_;
+  std::function<void(int64_t)> on_begin_;
+  int64_t step_ = 0;  // 1-based step in progress
+  bool poisoned_ = false;
+};
+
+}  // namespace keel::resilience

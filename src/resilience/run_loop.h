@@ -1,0 +1,114 @@
+// The training loop of a run, shared by `keel train`, the supervisor and the
+// data-parallel launcher: resume from the newest verified checkpoint (or
+// start fresh), step the trainer, append metrics.jsonl, checkpoint every
+// checkpoint.every steps and at the last step (asynchronously by default),
+// and record checkpoint/resume events in events.jsonl.
+//
+// Data parallelism: every rank runs a RunLoop over its own trainer. Before a
+// save every rank calls ReplicaSync::gather_optimizer_state (a collective);
+// only rank 0 writes checkpoints, metrics.jsonl and events.jsonl. Every rank
+// loads the same newest verified checkpoint when it starts.
+//
+// Other components plug in through RunLoopOptions: a per-step callback
+// (progress bars, failure detectors), and save/load hooks for the
+// health-detector state (the manifest's "health" object) and for extra
+// per-component state (the manifest's "extra" object plus named tensors in
+// extra.safetensors).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/config.h"
+#include "resilience/async_checkpointer.h"
+#include "resilience/checkpoint_reader.h"
+#include "resilience/events_log.h"
+#include "train/metrics.h"
+#include "train/replica_sync.h"
+#include "train/trainer.h"
+
+namespace keel::resilience {
+
+enum class ResumeMode {
+  Auto,     // resume when the checkpoint directory holds checkpoints, else start fresh
+  Require,  // resume; no checkpoint at all is an error
+  Never,    // start fresh; existing checkpoints are moved aside, never deleted
+};
+
+struct RunLoopOptions {
+  int rank = 0;
+  int world_size = 1;
+  // Installed on the trainer when set (not owned).
+  train::ReplicaSync* sync = nullptr;
+  ResumeMode resume = ResumeMode::Auto;
+  std::string tokenizer_id;  // recorded in, and checked against, each checkpoint
+  // After every step (rank 0 and others alike), with the metrics just logged.
+  std::function<void(const train::StepMetrics&)> on_step;
+  // Health-detector state: saved into / restored from the manifest's "health".
+  std::function<nlohmann::json()> save_health;
+  std::function<void(const nlohmann::json&)> load_health;
+  // Extra component state: `json` goes to the manifest's "extra", tensors to
+  // extra.safetensors. load_extra gets the manifest's "extra" and the
+  // extra file (nullptr when the checkpoint has none).
+  std::function<void(CheckpointExtra&)> save_extra;
+  std::function<void(const nlohmann::json&, const io::SafetensorsFile*)> load_extra;
+};
+
+struct ResumeInfo {
+  std::string path;  // checkpoint directory resumed from
+  int64_t step = 0;
+  std::vector<RejectedCheckpoint> rejected;  // newer ones skipped, with reasons
+};
+
+class RunLoop {
+ public:
+  // trainer must outlive the loop; cfg supplies [checkpoint], run.dir and the
+  // config recorded in each manifest.
+  RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions opt = {});
+  ~RunLoop();
+  RunLoop(const RunLoop&) = delete;
+  RunLoop& operator=(const RunLoop&) = delete;
+
+  // Applies the resume mode and opens metrics.jsonl (truncated on a fresh
+  // start; on resume, kept through the resumed step and appended to).
+  // Returns where it resumed from (nullopt: fresh start). CheckpointError
+  // when checkpoints exist but none verifies, or none exists under Require.
+  std::optional<ResumeInfo> start();
+  // Steps until the trainer is done, then waits for the last write.
+  void run();
+  // One step: train, checkpoint when due (the stall goes into the metrics),
+  // append metrics.jsonl, call on_step.
+  train::StepMetrics step();
+  // Checkpoints the current state now; returns the stall in seconds.
+  double save_checkpoint();
+  // Waits for a checkpoint write in flight (rethrows its error).
+  void finish();
+  // Rollback: waits for writes in flight, then restores the newest verified
+  // checkpoint (nullopt when there is none; the state is then unchanged).
+  std::optional<ResumeInfo> restore_newest();
+
+  const std::string& checkpoint_dir() const { return ckpt_dir_; }
+  bool checkpoint_due(int64_t step) const;
+  train::Trainer& trainer() { return trainer_; }
+
+ private:
+  std::optional<ResumeInfo> load_newest(bool report);
+  void fill_state(CheckpointState& st);
+  void event(Event e) const;
+
+  train::Trainer& trainer_;
+  io::CheckpointSection ckpt_cfg_;
+  io::TrainSection train_cfg_;
+  nlohmann::json config_map_;
+  std::string run_dir_, ckpt_dir_;
+  RunLoopOptions opt_;
+  std::unique_ptr<AsyncCheckpointer> writer_;   // rank 0 only
+  std::unique_ptr<train::MetricsLog> metrics_;  // rank 0 only
+};
+
+}  // namespace keel::resilience

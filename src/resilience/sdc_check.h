@@ -1,0 +1,34 @@
+// Silent-data-corruption check: data-parallel replicas must hold bit-identical
+// parameters after every step, so every K steps each rank hashes its
+// parameters (xxh3) and the ranks compare hashes. With three or more ranks the
+// odd one out is found by majority and treated as faulty; with two a mismatch
+// cannot say which is wrong, and both roll back to the last checkpoint.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "nn/parameter.h"
+
+namespace keel::resilience {
+
+// xxh3-64 over every parameter's name, shape and f32 master bytes, in order.
+uint64_t parameters_hash(const std::vector<nn::Parameter*>& params);
+
+struct SdcVerdict {
+  bool ok = true;              // every hash equal
+  uint64_t majority = 0;       // the hash held by a strict majority (valid if has_majority)
+  bool has_majority = false;   // a strict majority agrees
+  std::vector<int> odd_ranks;  // ranks whose hash differs from the majority
+};
+
+// Votes over the hashes of all ranks (index = rank).
+SdcVerdict sdc_vote(const std::vector<uint64_t>& hashes);
+
+// Gathers one value from every rank (index = rank); the dist layer provides it.
+using AllGatherU64 = std::function<std::vector<uint64_t>(uint64_t)>;
+
+// Hashes the parameters, gathers the hashes of all ranks and votes.
+SdcVerdict sdc_check(const std::vector<nn::Parameter*>& params, const AllGatherU64& allgather);
+
+}  // namespace keel::resilience

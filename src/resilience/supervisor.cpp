@@ -1,0 +1,366 @@
+#include "resilience/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/atomic_file.h"
+#include "resilience/checkpoint_checksum.h"
+#include "resilience/checkpoint_manifest.h"
+#include "resilience/checkpoint_retention.h"
+#include "resilience/exit_codes.h"
+
+extern char** environ;
+
+namespace keel::resilience {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<pid_t> g_child{0};
+
+// Ctrl-C or a scheduler's SIGTERM on `keel launch` goes to the world too.
+void forward_signal(int sig) {
+  const pid_t p = g_child.load();
+  if (p > 0) ::kill(p, sig);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+struct WorldRun {
+  int wait_status = 0;
+  std::string output;  // the last 64 KiB of the world's stdout+stderr
+  double started = 0, ended = 0;
+};
+
+// Spawns argv with stdout+stderr into a pipe, echoes and keeps the tail of
+// the output, waits for it to end.
+WorldRun run_world(const std::vector<std::string>& argv, bool echo) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) fail("keel launch: pipe: {}", std::strerror(errno));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  WorldRun r;
+  r.started = unix_now();
+  pid_t pid = 0;
+  const int rc = ::posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    fail("keel launch: cannot start {}: {}", argv[0], std::strerror(rc));
+  }
+  g_child = pid;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (echo) {
+      std::fwrite(buf, 1, size_t(n), stdout);
+      std::fflush(stdout);
+    }
+    r.output.append(buf, size_t(n));
+    if (r.output.size() > (128u << 10)) r.output.erase(0, r.output.size() - (64u << 10));
+  }
+  ::close(fds[0]);
+  while (::waitpid(pid, &r.wait_status, 0) < 0 && errno == EINTR) {
+  }
+  g_child = 0;
+  r.ended = unix_now();
+  return r;
+}
+
+std::string describe_status(int st) {
+  if (WIFEXITED(st))
+    return fmt::format("exit code {} ({})", WEXITSTATUS(st), exit_code_name(WEXITSTATUS(st)));
+  if (WIFSIGNALED(st)) return fmt::format("killed by signal {}", WTERMSIG(st));
+  return "ended";
+}
+
+}  // namespace
+
+int64_t elastic_grad_accum(int world0, int64_t accum0, int world) {
+  const int64_t global = int64_t(world0) * accum0;
+  if (world < 1 || global % world != 0) return 0;
+  return global / world;
+}
+
+std::vector<std::string> world_command(const SupervisorOptions& o, int world, int64_t grad_accum,
+                                       const std::vector<std::string>& hosts) {
+  std::vector<std::string> cmd;
+  if (o.use_mpirun) {
+    cmd = {o.mpirun, "-n", std::to_string(world)};
+    if (::geteuid() == 0) cmd.push_back("--allow-run-as-root");
+    // Ranks are single-threaded by default; let the OS place them, and allow
+    // more ranks than cores on a small machine.
+    cmd.insert(cmd.end(), {"--oversubscribe", "--bind-to", "none"});
+    if (!hosts.empty()) {
+      std::string h;
+      for (const auto& x : hosts) h += (h.empty() ? "" : ",") + x;
+      cmd.insert(cmd.end(), {"--host", h});
+    } else if (!o.hostfile.empty()) {
+      cmd.insert(cmd.end(), {"--hostfile", o.hostfile});
+    }
+    cmd.insert(cmd.end(), o.mpirun_args.begin(), o.mpirun_args.end());
+  }
+  cmd.push_back(o.program);
+  cmd.insert(cmd.end(), o.args.begin(), o.args.end());
+  // Later overrides win, so these are appended after the user's.
+  cmd.push_back(fmt::format("train.grad_accum={}", grad_accum));
+  if (!o.faults.empty()) cmd.push_back(fmt::format("resilience.faults={}", o.faults));
+  return cmd;
+}
+
+int blamed_rank_from_output(const std::string& output) {
+  static const std::regex kPatterns[] = {
+      std::regex(R"(process rank (\d+) with PID)"),
+      std::regex(R"(Process name: \[\[\d+,\d+\],(\d+)\])"),
+      std::regex(R"(rank (\d+) (?:exited|died))"),
+  };
+  for (const auto& re : kPatterns) {
+    std::smatch m;
+    if (std::regex_search(output, m, re)) return std::stoi(m[1].str());
+  }
+  return -1;
+}
+
+WorldFailure classify_failure(const std::vector<Event>& world_events, const std::string& output,
+                              int wait_status) {
+  WorldFailure f;
+  for (const Event& e : world_events) {
+    if (e.event == "rollback") f.rank_wrote_rollback = true;
+    if (e.event == "fault" && !e.detector.empty() && e.detector != "checkpoint_corrupt" &&
+        !f.rank_wrote_fault) {
+      f.rank_wrote_fault = true;
+      f.detector = e.detector;
+      f.rank = e.rank;
+      f.step = e.step;
+      f.detail = e.detail;
+    }
+  }
+  // A NaN that only skipped its update is not what ended the world.
+  if (f.rank_wrote_fault && f.detector == "nan" && !f.rank_wrote_rollback) {
+    f = WorldFailure{};
+    for (const Event& e : world_events) {
+      if (e.event == "fault" && !e.detector.empty() && e.detector != "nan" &&
+          e.detector != "checkpoint_corrupt") {
+        f.rank_wrote_fault = true;
+        f.detector = e.detector;
+        f.rank = e.rank;
+        f.step = e.step;
+        f.detail = e.detail;
+        break;
+      }
+    }
+  }
+  if (!f.rank_wrote_fault) {
+    f.detector = "crash";
+    f.rank = blamed_rank_from_output(output);
+    f.detail = fmt::format("the world ended with {}{}", describe_status(wait_status),
+                           f.rank >= 0 ? fmt::format("; mpirun blames rank {}", f.rank) : "");
+  }
+  return f;
+}
+
+int64_t newest_intact_checkpoint_step(const std::string& root) {
+  std::vector<int64_t> steps = list_checkpoint_steps(root);
+  std::sort(steps.rbegin(), steps.rend());
+  for (int64_t s : steps) {
+    const fs::path dir = fs::path(root) / checkpoint_dir_name(s);
+    try {
+      const std::string mpath = (dir / kCheckpointManifestFile).string();
+      const CheckpointManifest m = parse_manifest(io::read_file_bytes(mpath), mpath);
+      bool ok = true;
+      for (const auto& f : m.files) {
+        const FileChecksum c = checksum_file((dir / f.name).string());
+        ok = ok && c.bytes == f.bytes && c.xxh3 == f.xxh3;
+      }
+      if (ok) return m.step;
+    } catch (const Error&) {
+      // Damaged: the ranks will skip it too and try the next older one.
+    }
+  }
+  return 0;
+}
+
+int64_t last_metrics_step(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty() && line.back() == '}') last = line;
+  if (last.empty()) return 0;
+  try {
+    return nlohmann::json::parse(last).value("step", int64_t(0));
+  } catch (const nlohmann::json::exception&) {
+    return 0;
+  }
+}
+
+SupervisorResult run_supervisor(const SupervisorOptions& o) {
+  if (o.world_size < 1) fail<ConfigError>("keel launch: -n must be >= 1, got {}", o.world_size);
+  if (!o.hosts.empty() && int(o.hosts.size()) != o.world_size)
+    fail<ConfigError>("keel launch: --hosts lists {} hosts for -n {} (one rank per host)",
+                      o.hosts.size(), o.world_size);
+  io::make_dirs(o.run_dir);
+  EventsLog events((fs::path(o.run_dir) / kEventsFile).string());
+  const std::string metrics = (fs::path(o.run_dir) / "metrics.jsonl").string();
+  const std::string ckpt_root =
+      o.checkpoint_dir.empty() ? (fs::path(o.run_dir) / "checkpoints").string() : o.checkpoint_dir;
+  ::signal(SIGINT, forward_signal);
+  ::signal(SIGTERM, forward_signal);
+
+  SupervisorResult res;
+  int world = o.world_size;
+  int64_t accum = o.grad_accum;
+  std::vector<std::string> hosts = o.hosts;
+  std::vector<int> blame_streak(size_t(world), 0);  // consecutive failures per rank
+  int64_t failures_without_progress = 0, last_ckpt = newest_intact_checkpoint_step(ckpt_root);
+  double restart_time_lost = 0;
+  {
+    Event e;
+    e.event = "start";
+    e.world_size = world;
+    e.step = last_ckpt;
+    e.detail = fmt::format("keel launch: {} rank(s), grad_accum {}", world, accum);
+    e.extra = {{"source", "supervisor"}};
+    events.append(e);
+  }
+  for (;;) {
+    const auto cmd = world_command(o, world, accum, hosts);
+    log().info("keel launch: starting {} rank(s): {}", world, fmt::join(cmd, " "));
+    const size_t events_before = read_events(events.path()).size();
+    const WorldRun run = run_world(cmd, o.echo);
+    const auto all = read_events(events.path());
+    const std::vector<Event> world_events(
+        all.begin() + int64_t(std::min(events_before, all.size())), all.end());
+    if (WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) == kExitFinished) {
+      Event e;
+      e.event = "finish";
+      e.world_size = world;
+      e.step = last_metrics_step(metrics);
+      e.detail = fmt::format("finished after {} restart(s)", res.restarts);
+      e.extra = {{"source", "supervisor"}};
+      events.append(e);
+      res.finished = true;
+      break;
+    }
+    if (WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) == kExitError &&
+        world_events.empty()) {
+      // A configuration or input error before training began: restarting repeats it.
+      Event e;
+      e.event = "finish";
+      e.world_size = world;
+      e.detail = "gave up: the world failed with an error before training (see its output)";
+      e.extra = {{"source", "supervisor"}};
+      events.append(e);
+      break;
+    }
+    const WorldFailure f = classify_failure(world_events, run.output, run.wait_status);
+    const int64_t reached = last_metrics_step(metrics);
+    if (!f.rank_wrote_fault) {
+      Event e;
+      e.time = run.ended;
+      e.event = "fault";
+      e.detector = f.detector;
+      e.rank = f.rank;
+      e.step = reached + 1;  // the step in progress when it died
+      e.world_size = world;
+      e.detail = f.detail;
+      events.append(e);
+    }
+    // Blame: only faults tied to a rank count towards its exclusion.
+    const bool blames = f.rank >= 0 && f.rank < world &&
+                        (f.detector == "crash" || f.detector == "hang" || f.detector == "sdc");
+    for (int r = 0; r < world; ++r)
+      blame_streak[size_t(r)] = (blames && r == f.rank) ? blame_streak[size_t(r)] + 1 : 0;
+
+    const int64_t resume = newest_intact_checkpoint_step(ckpt_root);
+    failures_without_progress = resume > last_ckpt ? 1 : failures_without_progress + 1;
+    last_ckpt = resume;
+    if (res.restarts >= o.restart_budget) {
+      Event e;
+      e.event = "finish";
+      e.world_size = world;
+      e.step = reached;
+      e.detail = fmt::format("gave up: restart budget of {} spent", o.restart_budget);
+      e.extra = {{"source", "supervisor"}};
+      events.append(e);
+      break;
+    }
+    if (blames && blame_streak[size_t(f.rank)] >= o.exclude_after && world > 1) {
+      int smaller = world - 1;
+      while (smaller >= 1 && elastic_grad_accum(o.world_size, o.grad_accum, smaller) == 0)
+        --smaller;
+      if (smaller >= 1) {
+        const int bad = f.rank;
+        if (!hosts.empty()) hosts.erase(hosts.begin() + bad);
+        // mpirun places ranks in order; removing the last slot stands for
+        // removing the bad one on a single machine (the ranks are equal).
+        while (int(hosts.size()) > smaller) hosts.pop_back();
+        Event e;
+        e.event = "exclude";
+        e.rank = bad;
+        e.step = resume;
+        e.world_size = smaller;
+        accum = elastic_grad_accum(o.world_size, o.grad_accum, smaller);
+        e.detail = fmt::format(
+            "rank {} failed {} times in a row: world {} -> {}, grad_accum {} (global batch kept)",
+            bad, blame_streak[size_t(bad)], world, smaller, accum);
+        events.append(e);
+        res.excluded.push_back(bad);
+        world = smaller;
+        blame_streak.assign(size_t(world), 0);
+        failures_without_progress = 1;
+      }
+    }
+    const double backoff = std::min(
+        o.backoff_max_s, o.backoff_s * std::pow(2.0, double(failures_without_progress - 1)));
+    std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    ++res.restarts;
+    restart_time_lost = unix_now() - run.ended;
+    Event e;
+    e.event = "restart";
+    e.detector = f.detector;
+    e.rank = f.rank;
+    e.step = resume;
+    // A rank that rolled back already counted the steps it threw away.
+    e.steps_lost = f.rank_wrote_rollback ? 0 : std::max<int64_t>(0, reached - resume);
+    e.time_lost_s = restart_time_lost;
+    e.world_size = world;
+    e.detail = fmt::format("restart {} of {} after {:.1f}s backoff, from the checkpoint of step {}",
+                           res.restarts, o.restart_budget, backoff, resume);
+    e.extra = {{"source", "supervisor"}, {"backoff_s", backoff}};
+    events.append(e);
+  }
+  res.final_world = world;
+  res.final_grad_accum = accum;
+  return res;
+}
+
+}  // namespace keel::resilience

@@ -1,0 +1,351 @@
+// The engine's worker: a queue of validated requests, a batch of running
+// sequences, and one thread that alternates between admitting queued
+// requests (prefill, first token) and one decode step for the whole batch.
+#include "serve/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "backend/backend.h"
+#include "core/log.h"
+#include "serve/chat_template.h"
+#include "serve/inference_model.h"
+#include "serve/kv_cache.h"
+#include "serve/model_weights.h"
+#include "serve/request_validation.h"
+#include "serve/sampler.h"
+#include "serve/text_stream.h"
+
+namespace keel::serve {
+
+namespace fs = std::filesystem;
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None:
+      return "";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
+  }
+  return "";
+}
+
+namespace {
+
+struct Pending {
+  uint64_t id;
+  Request req;
+  EventFn on_event;
+  int64_t max_new;  // max_tokens capped by the context
+  size_t bytes;     // cache reserved at submit
+};
+
+struct Running {
+  Pending p;
+  std::unique_ptr<KvSequence> seq;
+  std::vector<int32_t> seen;  // prompt + output ids (repetition penalty)
+  TextStream text;
+  int64_t produced = 0;
+  int32_t last = 0;  // the id to feed next
+  bool done = false;
+  bool released = false;  // cache and reservation given back
+};
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(ModelWeights w, const EngineOptions& opt)
+      : opt_(opt),
+        tokenizer_(std::move(w.tokenizer)),
+        model_id_(fs::path(w.dir).lexically_normal().filename().string()),
+        chat_(ChatTemplate::load_or_default(w.dir)),
+        backend_(backend::make_backend(opt.backend)) {
+    if (model_id_.empty() || model_id_ == ".")
+      model_id_ = fs::path(w.dir).lexically_normal().parent_path().filename().string();
+    if (opt.max_batch < 1) fail<ConfigError>("max_batch: must be >= 1, got {}", opt.max_batch);
+    if (opt.threads > 0) backend_->set_threads(opt.threads);
+    model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant));
+    pool_ = std::make_unique<KvCachePool>(model_->config().n_layer, model_->kv_dim(),
+                                          opt.max_cache_bytes);
+    eot_ = tokenizer_.eot_id();
+    worker_ = std::thread([this] { run(); });
+  }
+  ~EngineImpl() override { shutdown(false); }
+
+  uint64_t submit(Request req, EventFn on_event) override {
+    const auto& cfg = model_->config();
+    const int64_t max_new = validate_request(req, cfg.vocab_size, cfg.max_seq_len);
+    const size_t bytes = pool_->bytes_for(int64_t(req.prompt.size()) + max_new);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) fail<CapacityError>("the engine is shutting down");
+    if (int64_t(queue_.size()) >= opt_.max_queue)
+      fail<CapacityError>("the request queue is full ({} waiting)", queue_.size());
+    if (bytes > pool_->limit())
+      throw RequestError("max_tokens",
+                         fmt::format("max_tokens: prompt + max_tokens needs {} bytes of KV "
+                                     "cache, more than the limit of {} bytes",
+                                     bytes, pool_->limit()));
+    if (reserved_ + bytes > pool_->limit())
+      fail<CapacityError>("the KV cache is full ({} of {} bytes reserved; {} more needed)",
+                          reserved_, pool_->limit(), bytes);
+    reserved_ += bytes;
+    const uint64_t id = next_id_++;
+    queue_.push_back({id, std::move(req), std::move(on_event), max_new, bytes});
+    ++stats_.requests_total;
+    cv_.notify_all();
+    return id;
+  }
+
+  void cancel(uint64_t id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_.insert(id);
+    cv_.notify_all();
+  }
+
+  void shutdown(bool finish) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      if (!finish) abort_all_ = true;
+      cv_.notify_all();
+    }
+    std::lock_guard<std::mutex> join_lock(join_mu_);
+    if (worker_.joinable()) worker_.join();
+  }
+
+  const data::Tokenizer& tokenizer() const override { return tokenizer_; }
+  std::string model_id() const override { return model_id_; }
+  int64_t context_length() const override { return model_->config().max_seq_len; }
+  std::string render_chat(
+      const std::vector<std::pair<std::string, std::string>>& messages) const override {
+    return chat_.render(messages);
+  }
+  EngineStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    EngineStats s = stats_;
+    s.queued = int64_t(queue_.size());
+    s.cache_bytes_in_use = pool_->in_use();
+    s.cache_bytes_limit = pool_->limit();
+    return s;
+  }
+
+ private:
+  // Delivers an event; a false return or a throw from the callback cancels.
+  bool emit(Running& r, Event ev) {
+    ev.prompt_tokens = int64_t(r.p.req.prompt.size());
+    ev.completion_tokens = r.produced;
+    const bool last = ev.finish != FinishReason::None;
+    // The cache is free before the client hears the end, so a client that
+    // submits again on its last event finds the room it just left.
+    if (last) release(r);
+    bool keep = true;
+    try {
+      keep = r.p.on_event(ev);
+    } catch (const std::exception& e) {
+      keel::log().warn("serve: request {}: event callback threw: {}", r.p.id, e.what());
+      keep = false;
+    }
+    if (last) r.done = true;
+    return keep;
+  }
+
+  void finish(Running& r, FinishReason why, std::string text = {}, std::string error = {}) {
+    Event ev;
+    ev.text = std::move(text);
+    ev.text += r.text.flush();  // "" after a stop string: the held text was the match
+    ev.finish = why;
+    ev.error = std::move(error);
+    emit(r, std::move(ev));
+  }
+
+  void release(Running& r) {
+    if (r.released) return;
+    r.released = true;
+    r.seq.reset();
+    std::lock_guard<std::mutex> lock(mu_);
+    reserved_ -= r.p.bytes;
+    stats_.completion_tokens_total += r.produced;
+  }
+
+  // Takes a sampled id: updates text, emits, decides whether the sequence ends.
+  void accept(Running& r, int32_t id) {
+    ++r.produced;
+    r.seen.push_back(id);
+    r.last = id;
+    const auto& sp = r.p.req.sampling;
+    if (sp.stop_at_eot && id == eot_) return finish(r, FinishReason::Stop);
+    Event ev;
+    ev.tokens = {id};
+    ev.text = r.text.push(tokenizer_.token_bytes(id));
+    if (r.text.stopped()) {
+      ev.finish = FinishReason::Stop;
+      emit(r, std::move(ev));
+      return;
+    }
+    if (r.produced >= r.p.max_new) {
+      ev.text += r.text.flush();
+      ev.finish = FinishReason::Length;
+      emit(r, std::move(ev));
+      return;
+    }
+    if (!emit(r, std::move(ev))) finish(r, FinishReason::Cancelled);
+  }
+
+  int32_t pick(Running& r, float* logits) {
+    const int64_t V = model_->config().vocab_size;
+    return sample_next({logits, size_t(V)}, r.seen, r.p.req.sampling, uint64_t(r.produced));
+  }
+
+  void admit(Pending p) {
+    auto r = std::make_unique<Running>();
+    const int64_t T = int64_t(p.req.prompt.size());
+    r->text = TextStream(p.req.sampling.stop);
+    r->seen = p.req.prompt;
+    r->p = std::move(p);
+    r->seq = pool_->try_allocate(T + r->p.max_new);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.prompt_tokens_total += T;
+    }
+    if (!r->seq) {
+      // Reserved at submit, so only a host out of memory gets here.
+      finish(*r, FinishReason::Error, {}, "the KV cache could not be allocated");
+      release(*r);
+      return;
+    }
+    try {
+      logits_.resize(size_t(model_->config().vocab_size));
+      model_->prefill(*r->seq, r->p.req.prompt, logits_.data());
+      accept(*r, pick(*r, logits_.data()));
+    } catch (const std::exception& e) {
+      finish(*r, FinishReason::Error, {}, e.what());
+    }
+    if (r->done) {
+      release(*r);
+      return;
+    }
+    active_.push_back(std::move(r));
+  }
+
+  void decode_step() {
+    std::vector<KvSequence*> seqs;
+    std::vector<int32_t> toks;
+    for (auto& r : active_) {
+      seqs.push_back(r->seq.get());
+      toks.push_back(r->last);
+    }
+    const int64_t V = model_->config().vocab_size;
+    logits_.resize(size_t(V) * seqs.size());
+    try {
+      model_->decode(seqs, toks, logits_.data());
+    } catch (const std::exception& e) {
+      for (auto& r : active_) finish(*r, FinishReason::Error, {}, e.what());
+      return;
+    }
+    for (size_t b = 0; b < active_.size(); ++b)
+      accept(*active_[b], pick(*active_[b], logits_.data() + b * size_t(V)));
+  }
+
+  void reap() {
+    for (auto& r : active_)
+      if (r->done) release(*r);
+    std::erase_if(active_, [](const auto& r) { return r->done; });
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.active = int64_t(active_.size());
+  }
+
+  void run() {
+    for (;;) {
+      std::vector<Pending> admitted, dropped;
+      std::unordered_set<uint64_t> cancelled;
+      bool abort_all = false, exit = false;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] {
+          return !active_.empty() || !queue_.empty() || stopping_ || !cancelled_.empty();
+        });
+        abort_all = abort_all_;
+        cancelled.swap(cancelled_);
+        // Cancelled or aborted requests still in the queue leave it now.
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (abort_all || cancelled.count(it->id)) {
+            dropped.push_back(std::move(*it));
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        while (!queue_.empty() && int64_t(active_.size() + admitted.size()) < opt_.max_batch) {
+          admitted.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        exit =
+            stopping_ && queue_.empty() && admitted.empty() && active_.empty() && dropped.empty();
+      }
+      for (auto& p : dropped) {
+        Running r;
+        r.p = std::move(p);
+        finish(r, FinishReason::Cancelled);
+        release(r);
+      }
+      for (auto& r : active_)
+        if (abort_all || cancelled.count(r->p.id)) finish(*r, FinishReason::Cancelled);
+      reap();
+      if (exit) break;
+      if (abort_all && active_.empty() && admitted.empty()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (queue_.empty()) break;
+        continue;
+      }
+      // New requests join between decode steps (continuous batching).
+      for (auto& p : admitted) admit(std::move(p));
+      reap();
+      if (!active_.empty()) decode_step();
+      reap();
+    }
+  }
+
+  EngineOptions opt_;
+  data::Tokenizer tokenizer_;
+  std::string model_id_;
+  ChatTemplate chat_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<InferenceModel> model_;
+  std::unique_ptr<KvCachePool> pool_;
+  int32_t eot_ = -1;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  std::unordered_set<uint64_t> cancelled_;
+  bool stopping_ = false, abort_all_ = false;
+  size_t reserved_ = 0;
+  uint64_t next_id_ = 1;
+  EngineStats stats_;
+
+  // Worker thread only.
+  std::vector<std::unique_ptr<Running>> active_;
+  std::vector<float> logits_;
+  std::mutex join_mu_;
+  std::thread worker_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opt) {
+  return std::make_unique<EngineImpl>(load_model_weights(path), opt);
+}
+
+}  // namespace keel::serve

@@ -1,0 +1,260 @@
+#include "serve/inference_model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace keel::serve {
+
+DType weight_format_from_name(const std::string& name) {
+  if (name == "none" || name == "f32") return DType::F32;
+  if (name == "int8" || name == "i8") return DType::I8;
+  if (name == "q8_0" || name == "q8") return DType::Q8_0;
+  if (name == "q4" || name == "q4_0") return DType::Q4_0;
+  fail<ConfigError>("quant: unknown weight format '{}' (none, int8, q8_0, q4)", name);
+}
+
+InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DType format)
+    : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
+  if (cfg_.arch != "gpt2" && cfg_.arch != "llama")
+    fail<ConfigError>("{}: model.arch '{}' cannot be served (gpt2, llama)", w.dir, cfg_.arch);
+  const int64_t C = cfg_.n_embd, V = cfg_.vocab_size, F = cfg_.ffn_hidden, kv = kv_dim();
+  const auto t = [&](const std::string& n, const Shape& s) { return &weight(w, n, s); };
+  layers_.resize(size_t(cfg_.n_layer));
+  if (!llama_) {
+    tok_emb_ = *t("wte.weight", {V, C});
+    pos_emb_ = *t("wpe.weight", {cfg_.max_seq_len, C});
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "h." + std::to_string(l) + ".";
+      Layer& L = layers_[size_t(l)];
+      L.norm1_w = *t(p + "ln_1.weight", {C});
+      L.norm1_b = *t(p + "ln_1.bias", {C});
+      L.norm2_w = *t(p + "ln_2.weight", {C});
+      L.norm2_b = *t(p + "ln_2.bias", {C});
+      L.qkv = make_linear({t(p + "attn.c_attn.weight", {C + 2 * kv, C})},
+                          t(p + "attn.c_attn.bias", {C + 2 * kv}));
+      L.out = make_linear({t(p + "attn.c_proj.weight", {C, C})}, t(p + "attn.c_proj.bias", {C}));
+      L.up = make_linear({t(p + "mlp.c_fc.weight", {F, C})}, t(p + "mlp.c_fc.bias", {F}));
+      L.down = make_linear({t(p + "mlp.c_proj.weight", {C, F})}, t(p + "mlp.c_proj.bias", {C}));
+    }
+    final_w_ = *t("ln_f.weight", {C});
+    final_b_ = *t("ln_f.bias", {C});
+    head_ = make_linear({&tok_emb_}, nullptr);  // tied to the token embedding
+  } else {
+    tok_emb_ = *t("model.embed_tokens.weight", {V, C});
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      Layer& L = layers_[size_t(l)];
+      L.norm1_w = *t(p + "input_layernorm.weight", {C});
+      L.norm2_w = *t(p + "post_attention_layernorm.weight", {C});
+      L.qkv = make_linear(
+          {t(p + "self_attn.q_proj.weight", {C, C}), t(p + "self_attn.k_proj.weight", {kv, C}),
+           t(p + "self_attn.v_proj.weight", {kv, C})},
+          nullptr);
+      L.out = make_linear({t(p + "self_attn.o_proj.weight", {C, C})}, nullptr);
+      L.up = make_linear(
+          {t(p + "mlp.gate_proj.weight", {F, C}), t(p + "mlp.up_proj.weight", {F, C})}, nullptr);
+      L.down = make_linear({t(p + "mlp.down_proj.weight", {C, F})}, nullptr);
+    }
+    final_w_ = *t("model.norm.weight", {C});
+    head_ = make_linear({t("lm_head.weight", {V, C})}, nullptr);
+  }
+}
+
+InferenceModel::Linear InferenceModel::make_linear(const std::vector<const Tensor*>& parts,
+                                                   const Tensor* bias) const {
+  Linear l;
+  l.K = parts[0]->dim(1);
+  for (const Tensor* p : parts) l.N += p->dim(0);
+  Tensor f = parts.size() == 1 ? *parts[0] : Tensor::zeros({l.N, l.K}, DType::F32);
+  if (parts.size() > 1) {
+    char* dst = static_cast<char*>(f.raw());
+    for (const Tensor* p : parts) {
+      std::memcpy(dst, p->raw(), p->nbytes());
+      dst += p->nbytes();
+    }
+  }
+  if (bias) l.bias = *bias;
+  l.dt = format_;
+  if (dtype_is_blocked(l.dt) && l.K % kQBlock != 0) {
+    keel::log().warn("quant: {} needs an inner size divisible by {}; a ({}, {}) weight stays f32",
+                     dtype_name(l.dt), kQBlock, l.N, l.K);
+    l.dt = DType::F32;
+  }
+  if (l.dt == DType::F32) {
+    l.w = f;
+    return l;
+  }
+  l.w = Tensor::zeros({l.N, l.K}, l.dt);
+  if (l.dt == DType::I8) l.scale = Tensor::zeros({l.N}, DType::F32);
+  be_.quantize(l.dt, f.data<float>(), l.w.raw(),
+               l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
+  return l;
+}
+
+size_t InferenceModel::weight_bytes_per_token() const {
+  size_t b = 0;
+  const auto lin = [&](const Linear& l) {
+    b += l.w.nbytes() + (l.scale.defined() ? l.scale.nbytes() : 0) +
+         (l.bias.defined() ? l.bias.nbytes() : 0);
+  };
+  for (const Layer& L : layers_) {
+    lin(L.qkv);
+    lin(L.out);
+    lin(L.up);
+    lin(L.down);
+    for (const Tensor* t : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b})
+      if (t->defined()) b += t->nbytes();
+  }
+  lin(head_);
+  const size_t row = size_t(cfg_.n_embd) * sizeof(float);
+  return b + row * (pos_emb_.defined() ? 2 : 1);
+}
+
+void InferenceModel::linear(const Linear& l, const float* x, float* y, int64_t M) {
+  if (l.dt == DType::F32) {
+    backend::MatmulArgs a;
+    a.trans_b = true;
+    a.M = M;
+    a.N = l.N;
+    a.K = l.K;
+    a.lda = l.K;
+    a.ldb = l.K;
+    a.ldc = l.N;
+    be_.matmul(a, x, l.w.raw(), y);
+  } else {
+    be_.qmatmul(l.dt, x, l.w.raw(), l.scale.defined() ? l.scale.data<float>() : nullptr, y, M, l.N,
+                l.K);
+  }
+  if (l.bias.defined()) be_.bias_add(DType::F32, y, l.bias.raw(), M, l.N);
+}
+
+void InferenceModel::norm(const Tensor& w, const Tensor& b, const float* x, float* y, int64_t M) {
+  if (stats_.size() < size_t(2 * M)) stats_.resize(size_t(2 * M));
+  if (llama_)
+    be_.rmsnorm_forward(DType::F32, x, w.raw(), y, stats_.data(), M, cfg_.n_embd, cfg_.norm_eps);
+  else
+    be_.layernorm_forward(DType::F32, x, w.raw(), b.raw(), y, stats_.data(), stats_.data() + M, M,
+                          cfg_.n_embd, cfg_.norm_eps);
+}
+
+void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
+                             std::span<const int64_t> logit_rows, float* logits) {
+  const int64_t C = cfg_.n_embd, NH = cfg_.n_head, NKV = cfg_.n_kv_head, HS = head_size();
+  const int64_t kvd = kv_dim(), R = C + 2 * kvd, F = cfg_.ffn_hidden;
+  const int64_t up_w = llama_ ? 2 * F : F;
+  const auto grow = [](std::vector<float>& v, int64_t n) {
+    if (v.size() < size_t(n)) v.resize(size_t(n));
+  };
+  grow(x_, M * C);
+  grow(h_, M * C);
+  grow(qkv_, M * R);
+  grow(att_, M * C);
+  grow(ff_, M * up_w);
+  grow(ff2_, M * F);
+  float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *att = att_.data();
+  int64_t max_rows = 0;
+  for (const Segment& s : segs) max_rows = std::max(max_rows, s.rows);
+  grow(lse_, NH * max_rows);
+
+  be_.embedding_forward(DType::F32, ids, tok_emb_.raw(), x, M, C);
+  if (!llama_) {
+    pos_.resize(size_t(M));
+    for (const Segment& s : segs)
+      for (int64_t t = 0; t < s.rows; ++t) pos_[size_t(s.row0 + t)] = int32_t(s.pos0 + t);
+    be_.embedding_forward(DType::F32, pos_.data(), pos_emb_.raw(), h, M, C);
+    be_.add(DType::F32, x, h, x, M * C);
+  }
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    const Layer& L = layers_[size_t(l)];
+    norm(L.norm1_w, L.norm1_b, x, h, M);
+    linear(L.qkv, h, qkv, M);
+    for (const Segment& s : segs) {
+      float* q = qkv + s.row0 * R;
+      if (llama_) {
+        // q and k heads sit side by side in each row: one rotation covers both.
+        backend::RopeArgs r;
+        r.B = 1;
+        r.T = s.rows;
+        r.NH = NH + NKV;
+        r.HS = HS;
+        r.row_stride = R;
+        r.batch_stride = s.rows * R;
+        r.pos0 = s.pos0;
+        r.theta = cfg_.rope_theta;
+        be_.rope_forward(r, q, q);
+      }
+      float *kc = s.seq->keys(l), *vc = s.seq->values(l);
+      for (int64_t t = 0; t < s.rows; ++t) {
+        std::memcpy(kc + (s.pos0 + t) * kvd, q + t * R + C, size_t(kvd) * sizeof(float));
+        std::memcpy(vc + (s.pos0 + t) * kvd, q + t * R + C + kvd, size_t(kvd) * sizeof(float));
+      }
+      backend::AttentionArgs a;
+      a.B = 1;
+      a.Tq = s.rows;
+      a.Tk = s.pos0 + s.rows;
+      a.NH = NH;
+      a.NKV = NKV;
+      a.HS = HS;
+      a.q_row_stride = R;
+      a.q_batch_stride = s.rows * R;
+      a.kv_row_stride = kvd;
+      a.kv_batch_stride = s.seq->capacity() * kvd;
+      a.scale = float(1.0 / std::sqrt(double(HS)));
+      be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse_.data());
+    }
+    linear(L.out, att, h, M);
+    be_.add(DType::F32, x, h, x, M * C);
+    norm(L.norm2_w, L.norm2_b, x, h, M);
+    linear(L.up, h, ff_.data(), M);
+    if (llama_) {
+      for (int64_t r = 0; r < M; ++r)
+        be_.swiglu_forward(DType::F32, ff_.data() + r * up_w, ff_.data() + r * up_w + F,
+                           ff2_.data() + r * F, F);
+    } else {
+      be_.gelu_forward(DType::F32, ff_.data(), ff2_.data(), M * F);
+    }
+    linear(L.down, ff2_.data(), h, M);
+    be_.add(DType::F32, x, h, x, M * C);
+  }
+  const int64_t NL = int64_t(logit_rows.size());
+  grow(rows_, NL * C);
+  for (int64_t i = 0; i < NL; ++i)
+    std::memcpy(rows_.data() + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
+  norm(final_w_, final_b_, rows_.data(), h, NL);
+  linear(head_, h, logits, NL);
+}
+
+void InferenceModel::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,
+                             bool all_logits) {
+  const int64_t T = int64_t(ids.size()), pos0 = seq.length();
+  KEEL_ASSERT(T > 0 && pos0 + T <= seq.capacity());
+  const Segment s{&seq, 0, T, pos0};
+  std::vector<int64_t> rows;
+  if (all_logits)
+    for (int64_t t = 0; t < T; ++t) rows.push_back(t);
+  else
+    rows.push_back(T - 1);
+  forward({&s, 1}, ids.data(), T, rows, logits);
+  seq.set_length(pos0 + T);
+}
+
+void InferenceModel::decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens,
+                            float* logits) {
+  const int64_t B = int64_t(seqs.size());
+  KEEL_ASSERT(int64_t(tokens.size()) == B);
+  std::vector<Segment> segs;
+  std::vector<int64_t> rows;
+  for (int64_t b = 0; b < B; ++b) {
+    KvSequence* s = seqs[size_t(b)];
+    KEEL_ASSERT(s->length() < s->capacity());
+    segs.push_back({s, b, 1, s->length()});
+    rows.push_back(b);
+  }
+  forward(segs, tokens.data(), B, rows, logits);
+  for (KvSequence* s : seqs) s->set_length(s->length() + 1);
+}
+
+}  // namespace keel::serve

@@ -1,0 +1,87 @@
+// The inference forward of gpt2 and llama written directly over backend
+// kernels and the parameters by name (no autograd tape): prefill of T tokens
+// of one sequence, and decode of one token for each of B sequences at their
+// own positions, reading and appending to each sequence's KV cache. Linear
+// weights are f32 or quantized at load time (int8 per output row, Q8_0 or
+// Q4_0 blocks of 32) and multiplied through the backend's qmatmul.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "model/model.h"
+#include "serve/kv_cache.h"
+#include "serve/model_weights.h"
+
+namespace keel::serve {
+
+// "none"/"f32" -> F32, "int8" -> I8 (per output row), "q8_0" -> Q8_0,
+// "q4"/"q4_0" -> Q4_0. RequestError-free: ConfigError naming the value.
+DType weight_format_from_name(const std::string& name);
+
+class InferenceModel {
+ public:
+  // Copies (or quantizes) every weight it needs out of w; w may go away after.
+  InferenceModel(const ModelWeights& w, backend::Backend& be, DType format);
+
+  const model::ModelConfig& config() const { return cfg_; }
+  DType format() const { return format_; }
+  int64_t kv_dim() const { return cfg_.n_kv_head * head_size(); }
+  int64_t head_size() const { return cfg_.n_embd / cfg_.n_head; }
+  // Bytes of weights one decode step reads (every matrix once, plus one
+  // embedding row per token): the numerator of the bandwidth roofline.
+  size_t weight_bytes_per_token() const;
+
+  // Runs ids at positions seq.length() .. seq.length() + T - 1, appending
+  // their keys and values to seq (which must have room). logits receives
+  // the last position's row (V), or every position's (T, V) when all_logits.
+  void prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,
+               bool all_logits = false);
+  // One token per sequence, each at its own position seq->length(); appends
+  // to each cache. logits is (B, V).
+  void decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens, float* logits);
+
+ private:
+  struct Linear {
+    int64_t N = 0, K = 0;
+    DType dt = DType::F32;
+    Tensor w;      // (N, K) f32 or quantized
+    Tensor scale;  // (N) f32 for I8
+    Tensor bias;   // (N) f32 or undefined
+  };
+  struct Layer {
+    Tensor norm1_w, norm1_b, norm2_w, norm2_b;  // biases: gpt2 only
+    Linear qkv;                                 // (C + 2 kv, C): q, k, v rows
+    Linear out;                                 // (C, C)
+    Linear up;    // gpt2: c_fc (F, C); llama: gate and up stacked (2F, C)
+    Linear down;  // (C, F)
+  };
+  // One sequence's rows in a forward call.
+  struct Segment {
+    KvSequence* seq;
+    int64_t row0, rows, pos0;
+  };
+
+  Linear make_linear(const std::vector<const Tensor*>& parts, const Tensor* bias) const;
+  void linear(const Linear& l, const float* x, float* y, int64_t M);
+  void norm(const Tensor& w, const Tensor& b, const float* x, float* y, int64_t M);
+  void forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
+               std::span<const int64_t> logit_rows, float* logits);
+
+  model::ModelConfig cfg_;
+  backend::Backend& be_;
+  DType format_;
+  bool llama_;
+  Tensor tok_emb_, pos_emb_;  // pos_emb_: gpt2 only
+  std::vector<Layer> layers_;
+  Tensor final_w_, final_b_;
+  Linear head_;
+  // Scratch reused across calls (one engine thread drives a model).
+  std::vector<float> x_, h_, qkv_, att_, ff_, ff2_, stats_, lse_, rows_;
+  std::vector<int32_t> pos_;
+};
+
+}  // namespace keel::serve

@@ -1,0 +1,66 @@
+// The KV cache: one preallocated block per sequence holding every layer's
+// keys and values for up to `capacity` positions, drawn from a pool with a
+// byte limit. A sequence that would push the pool past its limit is refused
+// (try_allocate returns null), never allocated and never a crash.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace keel::serve {
+
+class KvCachePool;
+
+// Keys and values of one sequence: layer l's keys are rows [0, length) of a
+// (capacity, kv_dim) f32 matrix, likewise its values.
+class KvSequence {
+ public:
+  ~KvSequence();
+  KvSequence(const KvSequence&) = delete;
+  KvSequence& operator=(const KvSequence&) = delete;
+
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }  // positions filled so far
+  void set_length(int64_t n) { length_ = n; }
+  int64_t kv_dim() const { return kv_dim_; }
+  float* keys(int64_t layer) { return data_.get() + layer * 2 * capacity_ * kv_dim_; }
+  float* values(int64_t layer) { return keys(layer) + capacity_ * kv_dim_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  friend class KvCachePool;
+  KvSequence(KvCachePool* pool, int64_t n_layer, int64_t capacity, int64_t kv_dim);
+  KvCachePool* pool_;
+  int64_t capacity_, kv_dim_, length_ = 0;
+  size_t bytes_;
+  std::unique_ptr<float[]> data_;
+};
+
+class KvCachePool {
+ public:
+  KvCachePool(int64_t n_layer, int64_t kv_dim, size_t limit_bytes)
+      : n_layer_(n_layer), kv_dim_(kv_dim), limit_(limit_bytes) {}
+
+  // Bytes one sequence of `capacity` positions takes.
+  size_t bytes_for(int64_t capacity) const {
+    return size_t(n_layer_) * 2 * size_t(capacity) * size_t(kv_dim_) * sizeof(float);
+  }
+  // A sequence of `capacity` positions, or null when the limit would be passed.
+  // The pool must outlive every sequence it hands out. Thread-safe.
+  std::unique_ptr<KvSequence> try_allocate(int64_t capacity);
+
+  size_t in_use() const;
+  size_t limit() const { return limit_; }
+
+ private:
+  friend class KvSequence;
+  void release(size_t bytes);
+  int64_t n_layer_, kv_dim_;
+  size_t limit_;
+  mutable std::mutex mu_;
+  size_t used_ = 0;
+};
+
+}  // namespace keel::serve

@@ -1,0 +1,28 @@
+// What the engine loads before it can run: the resolved model config, the
+// tokenizer and every parameter as an f32 tensor by its Hugging Face name,
+// from a run directory (`keel train`) or an exported safetensors folder
+// (`keel export`: config.json, model.safetensors, tokenizer.json).
+#pragma once
+#include <map>
+#include <string>
+
+#include "core/tensor.h"
+#include "data/tokenizer.h"
+#include "model/model.h"
+
+namespace keel::serve {
+
+struct ModelWeights {
+  model::ModelConfig config;  // resolved (defaults filled in)
+  data::Tokenizer tokenizer;
+  std::map<std::string, Tensor> tensors;  // f32, by parameter name
+  std::string dir;                        // where it came from
+};
+
+// IoError/ConfigError naming the file on bad input.
+ModelWeights load_model_weights(const std::string& path);
+
+// The tensor called `name` with the given shape; IoError naming it otherwise.
+const Tensor& weight(const ModelWeights& w, const std::string& name, const Shape& shape);
+
+}  // namespace keel::serve

@@ -1,0 +1,26 @@
+// Token selection for the serving engine: repetition penalty applied to the
+// logits, then train::sample_token (greedy, temperature, top-k, top-p) with
+// a uniform draw from the request's own counter-based RNG stream, so one
+// (seed, prompt) pair always gives the same text whatever else is batched.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "serve/engine.h"
+
+namespace keel::serve {
+
+// CTRL-style repetition penalty in place: every id in `seen` (prompt and
+// output ids; duplicates count once) has its logit divided by `penalty` when
+// positive and multiplied by it when negative. penalty == 1 is a no-op.
+void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> seen,
+                              double penalty);
+
+// Picks the next id for token number `index` (0-based count of output tokens)
+// of a request. `logits` is modified (penalty). Deterministic in
+// (params.seed, index, logits, seen).
+int32_t sample_next(std::span<float> logits, std::span<const int32_t> seen,
+                    const SamplingParams& params, uint64_t index);
+
+}  // namespace keel::serve

@@ -1,0 +1,344 @@
+#include "train/model_export.h"
+
+#include <cstring>
+#include <filesystem>
+#include <regex>
+
+#include "backend/ops.h"
+#include "core/error.h"
+#include "data/byte_unicode.h"
+#include "io/atomic_file.h"
+#include "io/gguf_writer.h"
+
+namespace keel::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Hugging Face's Conv1D stores GPT-2's projections as (in, out).
+bool is_gpt2_conv1d_weight(const std::string& name) {
+  static const std::regex re(
+      R"(h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight)");
+  return std::regex_match(name, re);
+}
+
+Tensor transpose_2d(const Tensor& w) {
+  const int64_t R = w.dim(0), C = w.dim(1);
+  Tensor out = Tensor::zeros(Shape{C, R}, DType::F32);
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
+  return out;
+}
+
+Tensor permute_rope_rows(const Tensor& w, int64_t n_heads, bool to_hf) {
+  if (w.rank() != 2 || w.dtype() != DType::F32 || n_heads <= 0 || w.dim(0) % n_heads != 0 ||
+      (w.dim(0) / n_heads) % 2 != 0)
+    fail("rope row permutation: weight {} does not split into {} heads of even size", w.desc(),
+         n_heads);
+  const int64_t HS = w.dim(0) / n_heads, C = w.dim(1), half = HS / 2;
+  Tensor out = Tensor::zeros(w.shape(), DType::F32);
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t h = 0; h < n_heads; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t keel_row = h * HS + 2 * i + j, hf_row = h * HS + j * half + i;
+        const int64_t from = to_hf ? keel_row : hf_row, to = to_hf ? hf_row : keel_row;
+        std::memcpy(dst + to * C, src + from * C, size_t(C) * sizeof(float));
+      }
+  return out;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string hf_vocab_token(const data::Tokenizer& tok, int32_t id,
+                           const std::vector<bool>& special) {
+  return special[size_t(id)] ? tok.token_bytes(id)
+                             : data::bytes_to_gpt2_unicode(tok.token_bytes(id));
+}
+
+std::vector<bool> special_mask(const data::Tokenizer& tok) {
+  std::vector<bool> m(size_t(tok.vocab_size()), false);
+  for (const auto& s : tok.special_tokens()) m[size_t(s.id)] = true;
+  return m;
+}
+
+std::vector<std::string> merge_strings(const data::Tokenizer& tok) {
+  std::vector<std::string> out;
+  out.reserve(tok.merges().size());
+  for (const auto& [l, r] : tok.merges())
+    out.push_back(data::bytes_to_gpt2_unicode(tok.token_bytes(l)) + " " +
+                  data::bytes_to_gpt2_unicode(tok.token_bytes(r)));
+  return out;
+}
+
+void write_tokenizer_files(const std::string& dir, const data::Tokenizer& tok) {
+  const auto special = special_mask(tok);
+  json vocab = json::object();
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) vocab[hf_vocab_token(tok, id, special)] = id;
+  io::write_file_atomic((fs::path(dir) / kHfVocabFile).string(), vocab.dump() + "\n");
+  std::string merges = "#version: 0.2\n";
+  const auto ms = merge_strings(tok);
+  for (const auto& m : ms) merges += m + "\n";
+  io::write_file_atomic((fs::path(dir) / kHfMergesFile).string(), merges);
+
+  // The `tokenizers` library's own file: byte-level BPE with GPT-2's regex.
+  json added = json::array();
+  for (const auto& s : tok.special_tokens())
+    added.push_back({{"id", s.id},
+                     {"content", s.text},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", true},
+                     {"special", true}});
+  const json byte_level = {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", true},
+                           {"use_regex", true}};
+  json t = {{"version", "1.0"},
+            {"truncation", nullptr},
+            {"padding", nullptr},
+            {"added_tokens", added},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", byte_level},
+            {"post_processor", byte_level},
+            {"decoder", byte_level},
+            {"model",
+             {{"type", "BPE"},
+              {"dropout", nullptr},
+              {"unk_token", nullptr},
+              {"continuing_subword_prefix", ""},
+              {"end_of_word_suffix", ""},
+              {"fuse_unk", false},
+              {"byte_fallback", false},
+              {"vocab", vocab},
+              {"merges", ms}}}};
+  io::write_file_atomic((fs::path(dir) / kHfTokenizerFile).string(), t.dump() + "\n");
+  json tc = {{"tokenizer_class", "GPT2Tokenizer"},
+             {"add_prefix_space", false},
+             {"model_max_length", 1000000000}};
+  if (tok.eot_id() >= 0)
+    for (const char* k : {"bos_token", "eos_token", "unk_token"})
+      tc[k] = std::string(data::kEndOfText);
+  io::write_file_atomic((fs::path(dir) / kHfTokenizerConfigFile).string(), tc.dump(2) + "\n");
+}
+
+// keel parameter name -> GGUF tensor name, per architecture.
+std::string map_gguf_name(const std::string& arch, const std::string& n) {
+  std::smatch m;
+  if (arch == "llama") {
+    static const std::pair<const char*, const char*> top[] = {
+        {"model.embed_tokens.weight", "token_embd.weight"},
+        {"model.norm.weight", "output_norm.weight"},
+        {"lm_head.weight", "output.weight"}};
+    for (const auto& [k, v] : top)
+      if (n == k) return v;
+    static const std::regex re(R"(model\.layers\.(\d+)\.(.+)\.weight)");
+    static const std::pair<const char*, const char*> blk[] = {
+        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
+        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
+        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
+        {"mlp.down_proj", "ffn_down"}};
+    if (std::regex_match(n, m, re))
+      for (const auto& [k, v] : blk)
+        if (m[2] == k) return "blk." + m[1].str() + "." + v + ".weight";
+  } else if (arch == "gpt2") {
+    static const std::pair<const char*, const char*> top[] = {
+        {"wte.weight", "token_embd.weight"},
+        {"wpe.weight", "position_embd.weight"},
+        {"ln_f.weight", "output_norm.weight"},
+        {"ln_f.bias", "output_norm.bias"}};
+    for (const auto& [k, v] : top)
+      if (n == k) return v;
+    static const std::regex re(R"(h\.(\d+)\.(.+)\.(weight|bias))");
+    static const std::pair<const char*, const char*> blk[] = {
+        {"ln_1", "attn_norm"}, {"attn.c_attn", "attn_qkv"}, {"attn.c_proj", "attn_output"},
+        {"ln_2", "ffn_norm"},  {"mlp.c_fc", "ffn_up"},      {"mlp.c_proj", "ffn_down"}};
+    if (std::regex_match(n, m, re))
+      for (const auto& [k, v] : blk)
+        if (m[2] == k) return "blk." + m[1].str() + "." + v + "." + m[3].str();
+  }
+  fail("GGUF export: no GGUF name for parameter '{}' of architecture '{}'", n, arch);
+}
+
+void add_tokenizer(io::GgufWriter& w, const data::Tokenizer& tok, int64_t model_vocab) {
+  // llama.cpp's token types: 1 normal, 3 control, 5 unused.
+  const auto special = special_mask(tok);
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  tokens.reserve(size_t(model_vocab));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) {
+    tokens.push_back(hf_vocab_token(tok, id, special));
+    types.push_back(special[size_t(id)] ? 3 : 1);
+  }
+  // Rows of the embedding beyond the tokenizer (a padded vocabulary) get
+  // placeholder tokens that BPE never produces.
+  for (int64_t id = tok.vocab_size(); id < model_vocab; ++id) {
+    tokens.push_back("[PAD" + std::to_string(id) + "]");
+    types.push_back(5);
+  }
+  w.add_string("tokenizer.ggml.model", "gpt2");
+  w.add_string("tokenizer.ggml.pre", "gpt-2");
+  w.add_string_array("tokenizer.ggml.tokens", tokens);
+  w.add_i32_array("tokenizer.ggml.token_type", types);
+  w.add_string_array("tokenizer.ggml.merges", merge_strings(tok));
+  if (tok.eot_id() >= 0) {
+    w.add_u32("tokenizer.ggml.bos_token_id", uint32_t(tok.eot_id()));
+    w.add_u32("tokenizer.ggml.eos_token_id", uint32_t(tok.eot_id()));
+  }
+  w.add_bool("tokenizer.ggml.add_bos_token", false);
+  w.add_bool("tokenizer.ggml.add_eos_token", false);
+}
+
+}  // namespace
+
+nlohmann::json hf_config_json(const model::ModelConfig& c, const data::Tokenizer& tok) {
+  const int32_t eot = tok.eot_id();
+  json j;
+  if (c.arch == "gpt2") {
+    j = {{"architectures", {"GPT2LMHeadModel"}},
+         {"model_type", "gpt2"},
+         {"vocab_size", c.vocab_size},
+         {"n_positions", c.max_seq_len},
+         {"n_ctx", c.max_seq_len},
+         {"n_embd", c.n_embd},
+         {"n_layer", c.n_layer},
+         {"n_head", c.n_head},
+         {"n_inner", c.ffn_hidden},
+         {"activation_function", "gelu_new"},
+         {"layer_norm_epsilon", c.norm_eps},
+         {"tie_word_embeddings", true},
+         {"resid_pdrop", 0.0},
+         {"embd_pdrop", 0.0},
+         {"attn_pdrop", 0.0}};
+  } else if (c.arch == "llama") {
+    j = {{"architectures", {"LlamaForCausalLM"}},
+         {"model_type", "llama"},
+         {"vocab_size", c.vocab_size},
+         {"hidden_size", c.n_embd},
+         {"intermediate_size", c.ffn_hidden},
+         {"num_hidden_layers", c.n_layer},
+         {"num_attention_heads", c.n_head},
+         {"num_key_value_heads", c.n_kv_head},
+         {"head_dim", c.n_embd / c.n_head},
+         {"max_position_embeddings", c.max_seq_len},
+         {"rms_norm_eps", c.norm_eps},
+         {"rope_theta", c.rope_theta},
+         {"hidden_act", "silu"},
+         {"attention_bias", false},
+         {"mlp_bias", false},
+         {"tie_word_embeddings", false}};
+  } else {
+    fail("export: architecture '{}' has no Hugging Face mapping", c.arch);
+  }
+  j["torch_dtype"] = "float32";
+  if (eot >= 0) {
+    j["bos_token_id"] = eot;
+    j["eos_token_id"] = eot;
+  }
+  return j;
+}
+
+Tensor rope_rows_keel_to_hf(const Tensor& w, int64_t n_heads) {
+  return permute_rope_rows(w, n_heads, true);
+}
+Tensor rope_rows_hf_to_keel(const Tensor& w, int64_t n_heads) {
+  return permute_rope_rows(w, n_heads, false);
+}
+
+std::vector<io::NamedTensor> hf_tensors(model::Model& model) {
+  const auto& c = model.config();
+  std::vector<io::NamedTensor> out;
+  for (auto* p : model.parameters()) {
+    Tensor t = p->value;
+    if (c.arch == "gpt2" && is_gpt2_conv1d_weight(p->name)) {
+      t = transpose_2d(t);
+    } else if (c.arch == "llama" && ends_with(p->name, ".self_attn.q_proj.weight")) {
+      t = rope_rows_keel_to_hf(t, c.n_head);
+    } else if (c.arch == "llama" && ends_with(p->name, ".self_attn.k_proj.weight")) {
+      t = rope_rows_keel_to_hf(t, c.n_kv_head);
+    } else if (c.arch != "gpt2" && c.arch != "llama") {
+      fail("export: architecture '{}' has no Hugging Face mapping", c.arch);
+    }
+    out.push_back({p->name, t});
+  }
+  return out;
+}
+
+void export_hf_folder(const std::string& dir, model::Model& model, const data::Tokenizer& tok) {
+  io::make_dirs(dir);
+  const json cfg = hf_config_json(model.config(), tok);
+  io::write_safetensors((fs::path(dir) / kHfWeightsFile).string(), hf_tensors(model),
+                        {{"format", "pt"}});
+  io::write_file_atomic((fs::path(dir) / kHfConfigFile).string(), cfg.dump(2) + "\n");
+  write_tokenizer_files(dir, tok);
+}
+
+GgufWeights gguf_weights_from_name(const std::string& s) {
+  if (s == "f32") return GgufWeights::F32;
+  if (s == "f16") return GgufWeights::F16;
+  if (s == "q8_0") return GgufWeights::Q8_0;
+  fail("GGUF weight type '{}' is not one of f32, f16, q8_0", s);
+}
+
+std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name) {
+  return map_gguf_name(arch, keel_name);
+}
+
+void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,
+                 GgufWeights weights, backend::Backend& be) {
+  const auto& c = model.config();
+  if (c.vocab_size < tok.vocab_size())
+    fail("GGUF export: the model's vocabulary ({}) is smaller than the tokenizer's ({})",
+         c.vocab_size, tok.vocab_size());
+  io::GgufWriter w;
+  const std::string a = c.arch;
+  if (a != "llama" && a != "gpt2") fail("GGUF export: architecture '{}' is not supported", a);
+  w.add_string("general.architecture", a);
+  w.add_string("general.name", "keel-" + a);
+  // llama.cpp's file types: 0 all f32, 1 mostly f16, 7 mostly q8_0.
+  w.add_u32("general.file_type",
+            weights == GgufWeights::F32 ? 0u : (weights == GgufWeights::F16 ? 1u : 7u));
+  w.add_u32("general.quantization_version", 2);
+  w.add_u32(a + ".context_length", uint32_t(c.max_seq_len));
+  w.add_u32(a + ".embedding_length", uint32_t(c.n_embd));
+  w.add_u32(a + ".feed_forward_length", uint32_t(c.ffn_hidden));
+  w.add_u32(a + ".block_count", uint32_t(c.n_layer));
+  w.add_u32(a + ".attention.head_count", uint32_t(c.n_head));
+  if (a == "llama") {
+    w.add_u32(a + ".attention.head_count_kv", uint32_t(c.n_kv_head));
+    w.add_f32(a + ".attention.layer_norm_rms_epsilon", c.norm_eps);
+    w.add_f32(a + ".rope.freq_base", c.rope_theta);
+    w.add_u32(a + ".rope.dimension_count", uint32_t(c.n_embd / c.n_head));
+    w.add_u32(a + ".vocab_size", uint32_t(c.vocab_size));
+  } else {
+    w.add_f32(a + ".attention.layer_norm_epsilon", c.norm_eps);
+  }
+  add_tokenizer(w, tok, c.vocab_size);
+  for (auto* p : model.parameters()) {
+    const Tensor& v = p->value;
+    Tensor t = v;
+    if (v.rank() == 2 && weights != GgufWeights::F32) {
+      if (weights == GgufWeights::Q8_0 && v.dim(1) % kQBlock == 0) {
+        t = Tensor::zeros(v.shape(), DType::Q8_0);
+        Tensor scale;
+        ops::quantize(be, v, t, scale);
+      } else {
+        t = v.to(DType::F16);
+      }
+    }
+    w.add_tensor(map_gguf_name(a, p->name), t);
+  }
+  w.write(path);
+}
+
+}  // namespace keel::train

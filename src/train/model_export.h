@@ -1,0 +1,63 @@
+// Carrying a trained model out of keel: a Hugging Face style folder
+// (model.safetensors, config.json, GPT-2 style tokenizer files) that
+// transformers' GPT2LMHeadModel / LlamaForCausalLM load, and a single GGUF
+// file (llama or gpt2 architecture, tokenizer embedded) that llama.cpp loads.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "data/tokenizer.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+namespace keel::train {
+
+// Files of an exported Hugging Face style folder.
+inline constexpr const char* kHfWeightsFile = "model.safetensors";
+inline constexpr const char* kHfConfigFile = "config.json";
+inline constexpr const char* kHfVocabFile = "vocab.json";
+inline constexpr const char* kHfMergesFile = "merges.txt";
+inline constexpr const char* kHfTokenizerFile = "tokenizer.json";
+inline constexpr const char* kHfTokenizerConfigFile = "tokenizer_config.json";
+
+// Hugging Face config.json for the model (GPT2LMHeadModel or LlamaForCausalLM);
+// bos/eos are the tokenizer's <|endoftext|> when it has one.
+nlohmann::json hf_config_json(const model::ModelConfig& cfg, const data::Tokenizer& tok);
+
+// keel's llama rotates adjacent pairs (x[2i], x[2i+1]) of each head; Hugging
+// Face's rotates x[i] with x[i + HS/2]. These move the rows of a q or k
+// projection weight (n_heads * HS, C) between the two layouts, per head:
+// keel row 2i + j <-> Hugging Face row j * HS/2 + i.
+Tensor rope_rows_keel_to_hf(const Tensor& w, int64_t n_heads);
+Tensor rope_rows_hf_to_keel(const Tensor& w, int64_t n_heads);
+
+// The model's parameters under Hugging Face names and layouts (gpt2: the
+// Conv1D weights transposed to (in, out); llama: q/k rows permuted), f32.
+std::vector<io::NamedTensor> hf_tensors(model::Model& model);
+
+// Writes dir/{model.safetensors, config.json, vocab.json, merges.txt,
+// tokenizer.json, tokenizer_config.json}; every file atomically.
+void export_hf_folder(const std::string& dir, model::Model& model, const data::Tokenizer& tok);
+
+// Weight type of the 2-D tensors in a GGUF export; 1-D tensors (norms,
+// biases) always stay f32, and under Q8_0 a matrix whose rows are not a
+// multiple of 32 falls back to f16 (as llama.cpp's converter does).
+enum class GgufWeights { F32, F16, Q8_0 };
+// "f32" | "f16" | "q8_0"; anything else is a keel::Error naming the value.
+GgufWeights gguf_weights_from_name(const std::string& s);
+
+// The GGUF tensor name of a keel parameter ("model.layers.3.self_attn.q_proj.weight"
+// -> "blk.3.attn_q.weight"); an unknown name is a keel::Error.
+std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name);
+
+// Writes a GGUF file for llama.cpp: general.architecture = "llama" or "gpt2",
+// the hyperparameters, the tokenizer (tokenizer.ggml.model "gpt2", pre-tokenizer
+// "gpt-2", tokens, token types, merges, <|endoftext|> as bos/eos) and the
+// weights. Quantization to q8_0 runs on `be`.
+void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,
+                 GgufWeights weights, backend::Backend& be);
+
+}  // namespace keel::train

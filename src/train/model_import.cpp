@@ -1,0 +1,337 @@
+#include "train/model_import.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/byte_unicode.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "train/model_export.h"
+#include "train/run_dir.h"
+
+namespace keel::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json read_json(const std::string& path) {
+  const std::string text = io::read_file_bytes(path);
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail<IoError>("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
+int64_t int_key(const json& j, const std::string& key, const std::string& path,
+                std::optional<int64_t> def = std::nullopt) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (def) return *def;
+    fail<IoError>("{}: key '{}' is missing", path, key);
+  }
+  if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0)
+    fail<IoError>("{}: key '{}' must be a positive integer, got {}", path, key, j[key].dump());
+  return j[key].get<int64_t>();
+}
+
+float float_key(const json& j, const std::string& key, const std::string& path, float def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_number())
+    fail<IoError>("{}: key '{}' must be a number, got {}", path, key, j[key].dump());
+  return j[key].get<float>();
+}
+
+bool bool_key(const json& j, const std::string& key, bool def) {
+  return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : def;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Hugging Face tensor name -> keel parameter name; nullopt for buffers keel
+// recomputes (GPT-2's attention masks, rotary tables) and GPT-2's tied head.
+std::optional<std::string> keel_name(const std::string& arch, std::string n) {
+  if (arch == "gpt2") {
+    if (n.rfind("transformer.", 0) == 0) n = n.substr(12);
+    if (n == "lm_head.weight" || ends_with(n, ".attn.bias") || ends_with(n, ".attn.masked_bias"))
+      return std::nullopt;
+  } else if (ends_with(n, ".rotary_emb.inv_freq")) {
+    return std::nullopt;
+  }
+  return n;
+}
+
+Tensor transpose_2d(const Tensor& w) {
+  const int64_t R = w.dim(0), C = w.dim(1);
+  Tensor out = Tensor::zeros(Shape{C, R}, DType::F32);
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
+  return out;
+}
+
+// The safetensors files of a folder: model.safetensors, or the shards listed
+// by model.safetensors.index.json.
+std::vector<std::string> weight_files(const std::string& dir) {
+  const fs::path single = fs::path(dir) / kHfWeightsFile;
+  if (fs::exists(single)) return {single.string()};
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  if (!fs::exists(index))
+    fail<IoError>(
+        "{}: no model.safetensors or model.safetensors.index.json (other weight "
+        "formats such as pytorch_model.bin are not read)",
+        dir);
+  const json j = read_json(index.string());
+  if (!j.contains("weight_map") || !j["weight_map"].is_object())
+    fail<IoError>("{}: key 'weight_map' is missing or not an object", index.string());
+  std::set<std::string> files;
+  for (const auto& [name, file] : j["weight_map"].items()) {
+    if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos)
+      fail<IoError>("{}: weight_map['{}'] must be a file name in the folder", index.string(), name);
+    files.insert((fs::path(dir) / file.get<std::string>()).string());
+  }
+  return {files.begin(), files.end()};
+}
+
+data::Tokenizer tokenizer_from_hf_json(const std::string& path) {
+  const json j = read_json(path);
+  if (!j.contains("model") || !j["model"].is_object() || j["model"].value("type", "") != "BPE" ||
+      !j["model"].contains("vocab") || !j["model"]["vocab"].is_object() ||
+      !j["model"].contains("merges") || !j["model"]["merges"].is_array())
+    fail<IoError>("{}: field 'model' is not a byte-level BPE model with 'vocab' and 'merges'",
+                  path);
+  const json& vocab = j["model"]["vocab"];
+  std::set<std::string> special_text;
+  if (j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (const auto& t : j["added_tokens"])
+      if (t.is_object() && t.value("special", false) && t.contains("content") &&
+          t["content"].is_string())
+        special_text.insert(t["content"].get<std::string>());
+  std::vector<std::string> tokens(vocab.size());
+  std::vector<bool> seen(vocab.size(), false);
+  std::vector<data::SpecialToken> specials;
+  std::map<std::string, int32_t> by_str;
+  for (const auto& [text, idv] : vocab.items()) {
+    if (!idv.is_number_integer() || idv.get<int64_t>() < 0 ||
+        idv.get<int64_t>() >= int64_t(vocab.size()) || seen[size_t(idv.get<int64_t>())])
+      fail<IoError>("{}: model.vocab['{}'] must be a unique id below {}", path, text, vocab.size());
+    const auto id = int32_t(idv.get<int64_t>());
+    seen[size_t(id)] = true;
+    by_str[text] = id;
+    if (special_text.count(text)) {
+      tokens[size_t(id)] = text;
+      specials.push_back({text, id});
+    } else if (!data::gpt2_unicode_to_bytes(text, tokens[size_t(id)])) {
+      fail<IoError>("{}: model.vocab token '{}' is not in GPT-2's byte-level alphabet", path, text);
+    }
+  }
+  std::vector<std::pair<int32_t, int32_t>> merges;
+  for (const auto& m : j["model"]["merges"]) {
+    std::string a, b;
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      const size_t sp = s.find(' ', 1);
+      if (sp == std::string::npos) fail<IoError>("{}: merge '{}' has no space", path, s);
+      a = s.substr(0, sp);
+      b = s.substr(sp + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      a = m[0].get<std::string>();
+      b = m[1].get<std::string>();
+    } else {
+      fail<IoError>("{}: merge {} is neither \"a b\" nor [a, b]", path, m.dump());
+    }
+    if (!by_str.count(a) || !by_str.count(b))
+      fail<IoError>("{}: merge '{} {}' names a token not in the vocabulary", path, a, b);
+    merges.emplace_back(by_str[a], by_str[b]);
+  }
+  try {
+    return data::Tokenizer::from_parts(std::move(tokens), std::move(merges), std::move(specials));
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    fail<IoError>("{}: {}", path, e.what());
+  }
+}
+
+}  // namespace
+
+model::ModelConfig model_config_from_hf(const json& j, const std::string& path) {
+  if (!j.is_object()) fail<IoError>("{}: must be a JSON object", path);
+  const std::string type = j.value("model_type", "");
+  model::ModelConfig c;
+  if (type == "gpt2") {
+    c.arch = "gpt2";
+    c.vocab_size = int_key(j, "vocab_size", path);
+    c.n_embd = int_key(j, "n_embd", path);
+    c.n_layer = int_key(j, "n_layer", path);
+    c.n_head = int_key(j, "n_head", path);
+    c.n_kv_head = c.n_head;
+    c.ffn_hidden = int_key(j, "n_inner", path, 4 * c.n_embd);
+    c.max_seq_len = int_key(j, "n_positions", path, int_key(j, "n_ctx", path, 1024));
+    c.norm_eps = float_key(j, "layer_norm_epsilon", path, 1e-5f);
+    const std::string act = j.value("activation_function", "gelu_new");
+    if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+      fail<IoError>("{}: key 'activation_function' is '{}'; keel's gpt2 uses tanh GELU (gelu_new)",
+                    path, act);
+    if (!bool_key(j, "tie_word_embeddings", true))
+      fail<IoError>("{}: key 'tie_word_embeddings' is false; keel's gpt2 ties the LM head", path);
+  } else if (type == "llama") {
+    c.arch = "llama";
+    c.vocab_size = int_key(j, "vocab_size", path);
+    c.n_embd = int_key(j, "hidden_size", path);
+    c.n_layer = int_key(j, "num_hidden_layers", path);
+    c.n_head = int_key(j, "num_attention_heads", path);
+    c.n_kv_head = int_key(j, "num_key_value_heads", path, c.n_head);
+    c.ffn_hidden = int_key(j, "intermediate_size", path);
+    c.max_seq_len = int_key(j, "max_position_embeddings", path, 2048);
+    c.norm_eps = float_key(j, "rms_norm_eps", path, 1e-6f);
+    c.rope_theta = float_key(j, "rope_theta", path, 10000.f);
+    if (c.n_embd % c.n_head != 0)
+      fail<IoError>("{}: hidden_size {} is not a multiple of num_attention_heads {}", path,
+                    c.n_embd, c.n_head);
+    if (int_key(j, "head_dim", path, c.n_embd / c.n_head) != c.n_embd / c.n_head)
+      fail<IoError>("{}: key 'head_dim' differs from hidden_size / num_attention_heads", path);
+    if (j.value("hidden_act", "silu") != "silu")
+      fail<IoError>("{}: key 'hidden_act' must be 'silu' for keel's llama", path);
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+      fail<IoError>("{}: key 'rope_scaling' is set; keel's llama has plain RoPE only", path);
+    if (bool_key(j, "attention_bias", false) || bool_key(j, "mlp_bias", false))
+      fail<IoError>("{}: attention_bias/mlp_bias are set; keel's llama has no biases", path);
+  } else {
+    fail<IoError>("{}: key 'model_type' is '{}'; keel imports 'gpt2' and 'llama'", path, type);
+  }
+  return c;
+}
+
+data::Tokenizer load_folder_tokenizer(const std::string& dir) {
+  const fs::path vocab = fs::path(dir) / kHfVocabFile, merges = fs::path(dir) / kHfMergesFile;
+  if (fs::exists(vocab) && fs::exists(merges))
+    return data::Tokenizer::load_gpt2(vocab.string(), merges.string());
+  const fs::path tj = fs::path(dir) / kHfTokenizerFile;
+  if (fs::exists(tj)) return tokenizer_from_hf_json(tj.string());
+  fail<IoError>(
+      "{}: no GPT-2 style tokenizer (vocab.json + merges.txt, or a byte-level BPE "
+      "tokenizer.json)",
+      dir);
+}
+
+void load_hf_weights(const std::string& dir, model::Model& model) {
+  const auto& c = model.config();
+  std::map<std::string, nn::Parameter*> params;
+  for (auto* p : model.parameters()) params[p->name] = p;
+  std::set<std::string> loaded;
+  for (const auto& file : weight_files(dir)) {
+    const auto st = io::SafetensorsFile::open(file);
+    for (const auto& e : st.entries()) {
+      const auto name = keel_name(c.arch, e.name);
+      if (!name) continue;
+      auto it = params.find(*name);
+      if (it == params.end())
+        fail<IoError>("{}: tensor '{}' is not a parameter of keel's {} model", file, e.name,
+                      c.arch);
+      if (e.dtype != DType::F32 && e.dtype != DType::F16 && e.dtype != DType::BF16)
+        fail<IoError>("{}: tensor '{}' has dtype {}; f32, f16 or bf16 expected", file, e.name,
+                      dtype_name(e.dtype));
+      if (!loaded.insert(*name).second)
+        fail<IoError>("{}: tensor '{}' appears more than once in the folder", file, e.name);
+      Tensor t = st.get(e.name);
+      if (t.dtype() != DType::F32) t = t.to(DType::F32);
+      if (c.arch == "gpt2" && t.rank() == 2 &&
+          std::regex_match(*name, std::regex(R"(h\.\d+\.(attn|mlp)\.c_\w+\.weight)"))) {
+        t = transpose_2d(t);
+      } else if (c.arch == "llama" && t.rank() == 2 &&
+                 ends_with(*name, ".self_attn.q_proj.weight")) {
+        t = rope_rows_hf_to_keel(t, c.n_head);
+      } else if (c.arch == "llama" && t.rank() == 2 &&
+                 ends_with(*name, ".self_attn.k_proj.weight")) {
+        t = rope_rows_hf_to_keel(t, c.n_kv_head);
+      }
+      nn::Parameter* p = it->second;
+      if (t.shape() != p->value.shape())
+        fail<IoError>("{}: tensor '{}' has shape {} but the model needs {}", file, e.name,
+                      t.shape().str(), p->value.shape().str());
+      std::memcpy(p->value.raw(), t.raw(), t.nbytes());
+    }
+  }
+  // Tied llama heads (tie_word_embeddings) store no lm_head.
+  if (c.arch == "llama" && !loaded.count("lm_head.weight") &&
+      loaded.count("model.embed_tokens.weight")) {
+    auto* head = params.at("lm_head.weight");
+    std::memcpy(head->value.raw(), params.at("model.embed_tokens.weight")->value.raw(),
+                head->value.nbytes());
+    loaded.insert("lm_head.weight");
+  }
+  for (const auto& [name, p] : params)
+    if (!loaded.count(name))
+      fail<IoError>("{}: no tensor for parameter '{}' (the model needs it)", dir, name);
+  model.sync_compute_weights();
+}
+
+LoadedModel load_model_folder(const std::string& dir, backend::Backend& be) {
+  if (!fs::is_directory(dir)) fail<IoError>("{}: model folder not found", dir);
+  const fs::path cfg_path = fs::path(dir) / kHfConfigFile;
+  if (!fs::exists(cfg_path))
+    fail<IoError>(
+        "{}: missing config.json (a Hugging Face style model folder is expected; use "
+        "--run for a keel run directory)",
+        cfg_path.string());
+  LoadedModel r;
+  r.config = model_config_from_hf(read_json(cfg_path.string()), cfg_path.string());
+  r.tokenizer = load_folder_tokenizer(dir);
+  if (r.config.vocab_size < r.tokenizer.vocab_size())
+    fail<IoError>("{}: vocab_size {} is smaller than the tokenizer's vocabulary ({})",
+                  cfg_path.string(), r.config.vocab_size, r.tokenizer.vocab_size());
+  r.model = model::make_model(r.config, be);
+  r.config = r.model->config();
+  load_hf_weights(dir, *r.model);
+  return r;
+}
+
+void init_weights_from(const std::string& from, model::Model& model,
+                       const data::Tokenizer* tokenizer) {
+  const fs::path p(from);
+  auto check_tokenizer = [&](const data::Tokenizer& theirs) {
+    if (tokenizer && theirs.id() != tokenizer->id())
+      fail<IoError>("{}: its tokenizer ({}, {} tokens) differs from this run's ({}, {} tokens)",
+                    from, theirs.id(), theirs.vocab_size(), tokenizer->id(),
+                    tokenizer->vocab_size());
+  };
+  if (fs::is_regular_file(p) && p.extension() == ".safetensors") {
+    load_weights(from, model);
+    return;
+  }
+  if (!fs::is_directory(p))
+    fail<IoError>("{}: --init must name a model folder, a run directory or a .safetensors file",
+                  from);
+  if (fs::exists(p / kHfConfigFile)) {
+    const std::string cfg_path = (p / kHfConfigFile).string();
+    const model::ModelConfig c = model_config_from_hf(read_json(cfg_path), cfg_path);
+    if (c.arch != model.config().arch)
+      fail<IoError>("{}: the folder holds a {} model but this run trains a {} model", cfg_path,
+                    c.arch, model.config().arch);
+    check_tokenizer(load_folder_tokenizer(from));
+    load_hf_weights(from, model);
+    return;
+  }
+  if (fs::exists(p / kRunWeightsFile)) {
+    if (fs::exists(p / kRunTokenizerFile))
+      check_tokenizer(data::Tokenizer::load((p / kRunTokenizerFile).string()));
+    load_weights((p / kRunWeightsFile).string(), model);
+    return;
+  }
+  fail<IoError>("{}: neither config.json (model folder) nor model.safetensors (run directory)",
+                from);
+}
+
+}  // namespace keel::train

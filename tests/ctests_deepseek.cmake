@@ -1,0 +1,54 @@
+# deepseek from the command line: bad MoE/MLA settings are one clear error line
+# naming the key; a short real run trains (metrics carry the expert load and
+# routing entropy), samples with `keel generate`, and the KV cache bench runs.
+set(_dsb ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli)
+set(_dsc ${CMAKE_SOURCE_DIR}/configs/deepseek-tiny.toml)
+
+# Usage: keel_deepseek_cli_error(name regex args...): exit != 0, one output line matching regex.
+function(keel_deepseek_cli_error name regex)
+  add_test(NAME ${name}
+           COMMAND sh -c "out=$(\"$0\" \"$@\" 2>&1); rc=$?; echo \"$out\"; [ $rc -ne 0 ] && \
+[ $(printf '%s\\n' \"$out\" | wc -l) -eq 1 ] && printf '%s' \"$out\" | grep -q -- \"${regex}\""
+                   $<TARGET_FILE:keel> ${ARGN})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 60 LABELS deepseek)
+endfunction()
+
+keel_deepseek_cli_error(deepseek_cli_top_k_too_large
+  "model.top_k: must be in \\[1, model.n_routed_experts = 8\\], got 9"
+  train --config ${_dsc} model.top_k=9 run.dir=${_dsb}/bad)
+keel_deepseek_cli_error(deepseek_cli_latent_too_wide
+  "model.kv_lora_rank: must be in \\[1, model.n_embd = 128\\], got 256"
+  train --config ${_dsc} model.kv_lora_rank=256 run.dir=${_dsb}/bad)
+keel_deepseek_cli_error(deepseek_cli_zero_experts
+  "model.n_routed_experts: must be > 0 for deepseek, got 0"
+  train --config ${_dsc} model.n_routed_experts=0 run.dir=${_dsb}/bad)
+keel_deepseek_cli_error(deepseek_cli_bad_gating
+  "model.gating"
+  train --config ${_dsc} model.gating=relu run.dir=${_dsb}/bad)
+
+set(_sotu ${CMAKE_SOURCE_DIR}/third_party/sotu/data)
+if(EXISTS ${_sotu}/1790_george_washington_n.txt)
+  file(MAKE_DIRECTORY ${_dsb}/corpus)
+  foreach(f 1790_george_washington_n.txt 1791_george_washington_n.txt 1792_george_washington_n.txt)
+    file(COPY ${_sotu}/${f} DESTINATION ${_dsb}/corpus)
+  endforeach()
+  add_test(NAME deepseek_cli_short_run
+           COMMAND $<TARGET_FILE:keel> train --config ${_dsc} data.corpus=${_dsb}/corpus
+                   data.vocab_size=384 data.val_fraction=0.25 data.cache_dir=${_dsb}/cache
+                   model.n_layer=2 model.n_embd=64 model.kv_lora_rank=16 model.qk_nope_head_dim=16
+                   model.qk_rope_head_dim=8 model.v_head_dim=16 model.moe_ffn_hidden=32
+                   model.max_seq_len=32 train.seq_len=32 train.batch_size=8 train.steps=40
+                   train.warmup_steps=5 train.eval_every=20 train.eval_batches=2 run.dir=${_dsb}/run)
+  set_tests_properties(deepseek_cli_short_run PROPERTIES TIMEOUT 120 LABELS deepseek
+                       FIXTURES_SETUP deepseek_run)
+  add_test(NAME deepseek_cli_metrics
+           COMMAND sh -c "[ $(wc -l < \"$0\") -eq 40 ] && tail -n 1 \"$0\" | grep -q '\"expert_load_max_mean\":[0-9.]*,\"expert_load_max_mean_worst\":[0-9.]*,\"routing_entropy\":[0-9.]*'"
+                   ${_dsb}/run/metrics.jsonl)
+  set_tests_properties(deepseek_cli_metrics PROPERTIES TIMEOUT 30 LABELS deepseek
+                       FIXTURES_REQUIRED deepseek_run)
+  add_test(NAME deepseek_cli_generate
+           COMMAND $<TARGET_FILE:keel> generate --run ${_dsb}/run --prompt "The Congress"
+                   --max-tokens 8 --temperature 0)
+  set_tests_properties(deepseek_cli_generate PROPERTIES TIMEOUT 60 LABELS deepseek
+                       FIXTURES_REQUIRED deepseek_run PASS_REGULAR_EXPRESSION "^The Congress")
+endif()

@@ -1,0 +1,74 @@
+# Export/import tests that are not gtest programs: llama.cpp interop through
+# node-llama-cpp (installed by scripts/setup.sh, used offline), `keel export`
+# command-line errors, and the bounded libFuzzer run of the file readers.
+set(_eb ${CMAKE_CURRENT_BINARY_DIR}/export_cli)
+set(_sotu ${CMAKE_SOURCE_DIR}/third_party/sotu/data)
+
+find_program(KEEL_NODE node)
+if(KEEL_NODE AND EXISTS ${_sotu}/1790_george_washington_n.txt)
+  file(MAKE_DIRECTORY ${_eb}/corpus)
+  foreach(f 1790_george_washington_n.txt 1791_george_washington_n.txt 1792_george_washington_n.txt
+            1793_george_washington_n.txt 1794_george_washington_n.txt)
+    file(COPY ${_sotu}/${f} DESTINATION ${_eb}/corpus)
+  endforeach()
+  # One run per GGUF architecture: llama (the tiny Llama) and gpt2.
+  foreach(arch llama gpt2)
+    set(_t export_llama_cpp_interop)
+    if(NOT arch STREQUAL "llama")
+      set(_t export_llama_cpp_interop_${arch})
+    endif()
+    add_test(NAME ${_t}
+             COMMAND ${KEEL_NODE} ${CMAKE_SOURCE_DIR}/tests/node/llama_interop.mjs $<TARGET_FILE:keel>
+                     ${_eb}/interop_${arch} ${CMAKE_SOURCE_DIR}/third_party/node-llama-cpp ${_eb}/corpus ${arch})
+    # No network at test time: node-llama-cpp must use its installed prebuilt binaries.
+    set_tests_properties(${_t} PROPERTIES TIMEOUT 300 LABELS export
+                         ENVIRONMENT "NODE_LLAMA_CPP_SKIP_DOWNLOAD=true"
+                         PASS_REGULAR_EXPRESSION "llama.cpp interop \\(${arch}\\): all checks passed")
+  endforeach()
+  set_tests_properties(export_llama_cpp_interop PROPERTIES FIXTURES_SETUP export_llama_run)
+  # `keel train --init`: the exported Hugging Face folder of the interop run starts a new
+  # run of the same shape, whose first loss is that of a trained model (random: ln 384 = 5.95).
+  add_test(NAME export_train_init_from_folder
+           COMMAND sh -c "\"$0\" export --run \"$1\" --format safetensors --out \"$2/hf\" && \
+\"$0\" train --init \"$2/hf\" model.arch=llama model.n_layer=2 model.n_head=4 model.n_kv_head=2 \
+model.n_embd=64 model.max_seq_len=128 train.seq_len=64 train.batch_size=8 train.steps=1 \
+train.eval_every=1000 train.eval_batches=1 train.peak_gflops=100 data.corpus=\"$3\" \
+data.vocab_size=384 data.val_fraction=0.1 data.cache_dir=\"$2/cache\" run.dir=\"$2/init_run\""
+                   $<TARGET_FILE:keel> ${_eb}/interop_llama/run_llama ${_eb}/interop_llama ${_eb}/corpus)
+  set_tests_properties(export_train_init_from_folder PROPERTIES TIMEOUT 120 LABELS export
+                       FIXTURES_REQUIRED export_llama_run
+                       PASS_REGULAR_EXPRESSION "init: weights from .*step 1/1 loss [0-4]\\.")
+else()
+  message(WARNING "node or the corpus not found: export_llama_cpp_interop is not registered "
+                  "(run scripts/setup.sh)")
+endif()
+
+# A failing `keel export` exits non-zero with one error line containing regex.
+function(keel_export_cli_error name regex)
+  add_test(NAME ${name}
+           COMMAND sh -c "out=$(\"$0\" \"$@\" 2>&1); rc=$?; echo \"$out\"; [ $rc -ne 0 ] && \
+[ $(printf '%s\\n' \"$out\" | wc -l) -eq 1 ] && printf '%s' \"$out\" | grep -q -- \"${regex}\""
+                   $<TARGET_FILE:keel> ${ARGN})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 60 LABELS export)
+endfunction()
+keel_export_cli_error(export_cli_missing_run "${_eb}/no_such_run: run directory not found"
+                      export --run ${_eb}/no_such_run)
+keel_export_cli_error(export_cli_bad_format "--format: 'onnx' is not one of gguf, safetensors"
+                      export --run ${_eb}/no_such_run --format onnx)
+keel_export_cli_error(export_cli_bad_dtype "GGUF weight type 'q2_k' is not one of f32, f16, q8_0"
+                      export --run ${_eb}/no_such_run --dtype q2_k)
+keel_export_cli_error(export_cli_no_source "give exactly one of --run"
+                      export --format gguf)
+keel_export_cli_error(generate_cli_missing_model_folder "${_eb}/no_such_folder: model folder not found"
+                      generate --model ${_eb}/no_such_folder --prompt hi)
+
+# libFuzzer on the GGUF and safetensors readers for a bounded time (20 s each).
+find_program(KEEL_CLANGXX clang++)
+if(KEEL_CLANGXX)
+  add_test(NAME export_fuzz_readers
+           COMMAND ${CMAKE_SOURCE_DIR}/fuzz/run_fuzz.sh 20 ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
+  set_tests_properties(export_fuzz_readers PROPERTIES TIMEOUT 400 LABELS "export;fuzz"
+                       PASS_REGULAR_EXPRESSION "\\[fuzz\\] no crash")
+else()
+  message(WARNING "clang++ not found: export_fuzz_readers is not registered (run scripts/setup.sh)")
+endif()

@@ -1,0 +1,52 @@
+# `keel serve` over real loopback sockets: OpenAI's npm client, 64 concurrent
+# streaming clients, malformed and hostile input, SIGTERM draining. The model
+# is a tiny run trained here (a few steps) by the serve_model fixture.
+find_program(KEEL_SERVE_NODE node)
+set(_sotu_serve ${CMAKE_SOURCE_DIR}/third_party/sotu/data)
+if(NOT KEEL_SERVE_NODE OR NOT EXISTS ${_sotu_serve}/1790_george_washington_n.txt)
+  message(WARNING "node or the corpus is missing: serve ctests are not registered (run scripts/setup.sh)")
+  return()
+endif()
+set(_sb ${CMAKE_CURRENT_BINARY_DIR}/serve_cli)
+file(MAKE_DIRECTORY ${_sb}/corpus)
+foreach(f 1790_george_washington_n.txt 1791_george_washington_n.txt 1792_george_washington_n.txt)
+  file(COPY ${_sotu_serve}/${f} DESTINATION ${_sb}/corpus)
+endforeach()
+
+# The model folder is named "tiny": that is the model id the server reports.
+add_test(NAME serve_fixture_model
+         COMMAND $<TARGET_FILE:keel> train --no-resume data.corpus=${_sb}/corpus data.vocab_size=320
+                 data.val_fraction=0.25 data.cache_dir=${_sb}/cache model.n_layer=1 model.n_head=2
+                 model.n_embd=32 model.max_seq_len=128 train.seq_len=64 train.batch_size=4
+                 train.steps=20 train.warmup_steps=2 train.lr=3e-3 train.eval_every=20
+                 train.eval_batches=1 train.peak_gflops=100 run.dir=${_sb}/tiny)
+set_tests_properties(serve_fixture_model PROPERTIES TIMEOUT 120 LABELS serve FIXTURES_SETUP serve_model)
+
+set(_nd ${CMAKE_SOURCE_DIR}/tests/node)
+if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
+  add_test(NAME serve_openai_client
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_openai_client.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai)
+  set_tests_properties(serve_openai_client PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
+else()
+  message(WARNING "third_party/openai missing: serve_openai_client is not registered (run scripts/setup.sh)")
+endif()
+add_test(NAME serve_load_64_streams
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_load.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(serve_load_64_streams PROPERTIES TIMEOUT 120 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
+add_test(NAME serve_bad_input
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_bad_input.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(serve_bad_input PROPERTIES TIMEOUT 120 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
+add_test(NAME serve_sigterm_drain
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_shutdown.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(serve_sigterm_drain PROPERTIES TIMEOUT 120 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
+# A model path that is not there: one clear error line, exit 1, no listener.
+add_test(NAME serve_cli_missing_model
+         COMMAND sh -c "out=$(\"$0\" serve --model \"$1\" --port 0 2>&1); rc=$?; echo \"$out\"; \
+[ $rc -eq 1 ] && [ $(printf '%s\\n' \"$out\" | wc -l) -eq 1 ] && printf '%s' \"$out\" | grep -q 'no_such_model'"
+                 $<TARGET_FILE:keel> ${_sb}/no_such_model)
+set_tests_properties(serve_cli_missing_model PROPERTIES TIMEOUT 60 LABELS serve)

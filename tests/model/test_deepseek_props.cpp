@@ -1,0 +1,186 @@
+// deepseek properties that need no PyTorch: routing ties go to the smaller
+// expert id, the balancing bias moves toward equal load and only at step end,
+// a capacity limit drops slots, training with the bias update is bit-exact
+// across two runs and across thread counts, and the cache sizes follow the config.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/deepseek.h"
+#include "model/model.h"
+
+namespace keel::model {
+namespace {
+
+ModelConfig small_cfg() {
+  ModelConfig c;
+  c.arch = "deepseek";
+  c.vocab_size = 50;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.max_seq_len = 8;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 8;
+  c.qk_rope_head_dim = 4;
+  c.n_routed_experts = 4;
+  c.top_k = 2;
+  c.n_shared_experts = 1;
+  c.moe_ffn_hidden = 8;
+  c.bias_update_rate = 0.01f;
+  return c;
+}
+
+Tensor batch(uint64_t seed, int64_t V) {
+  std::vector<int32_t> v(16);
+  Rng r(seed, 0);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = int32_t(r.below(i, uint64_t(V)));
+  return Tensor::from_i32(v, Shape{2, 8});
+}
+
+TEST(DeepSeekRouting, TiesGoToTheSmallerExpertId) {
+  for (const char* name : {"ref", "cpu"}) {
+    auto be = backend::make_backend(name);
+    backend::MoeRouteArgs a;
+    a.N = 1;
+    a.E = 6;
+    a.K = 3;
+    a.gating = backend::MoeGating::Sigmoid;
+    std::vector<float> logits(6, 0.25f), bias(6, 0.f), scores(6), w(3);
+    std::vector<int32_t> idx(3);
+    be->moe_route_forward(a, logits.data(), bias.data(), scores.data(), idx.data(), w.data());
+    EXPECT_EQ(idx, (std::vector<int32_t>{0, 1, 2})) << name;
+    bias[4] = 0.5f;  // bias alone lifts expert 4 to the front; weights stay unbiased
+    be->moe_route_forward(a, logits.data(), bias.data(), scores.data(), idx.data(), w.data());
+    EXPECT_EQ(idx, (std::vector<int32_t>{4, 0, 1})) << name;
+    EXPECT_FLOAT_EQ(w[0], 1.f / 3.f) << name;
+  }
+}
+
+TEST(DeepSeekBalance, BiasMovesTowardEqualLoadAtStepEnd) {
+  auto be = backend::make_backend("cpu");
+  auto m = make_model(small_cfg(), *be);
+  m->init(3);
+  const Tensor ids = batch(1, 50);
+  m->zero_grad();
+  m->forward_backward(ids, ids, 1.f);
+  std::vector<std::vector<float>> load, bias_before;
+  for (auto& [name, t] : m->state_buffers()) {
+    if (name.find("expert_load") != std::string::npos) load.push_back(t->to_f32_vector());
+    if (name.find("e_score_correction_bias") != std::string::npos)
+      bias_before.push_back(t->to_f32_vector());
+  }
+  ASSERT_EQ(load.size(), 2u);
+  float total = 0;
+  for (float x : load[0]) total += x;
+  EXPECT_EQ(total, 16.f * 2.f);  // every token's top-2 counted once
+  bool has_stats = false;
+  for (auto& [k, v] : m->step_statistics())
+    if (k == "expert_load_max_mean") has_stats = v >= 1.0;
+  EXPECT_TRUE(has_stats);
+  m->on_step_end(true);
+  size_t li = 0;
+  for (auto& [name, t] : m->state_buffers()) {
+    if (name.find("e_score_correction_bias") == std::string::npos) continue;
+    const std::vector<float> b = t->to_f32_vector();
+    const float mean = total / 4.f;
+    for (size_t e = 0; e < b.size(); ++e) {
+      const float want = load[li][e] < mean ? 0.01f : load[li][e] > mean ? -0.01f : 0.f;
+      EXPECT_FLOAT_EQ(b[e] - bias_before[li][e], want) << name << " expert " << e;
+    }
+    ++li;
+  }
+  for (auto& [name, t] : m->state_buffers()) {
+    if (name.find("expert_load") == std::string::npos) continue;
+    for (float x : t->to_f32_vector()) EXPECT_EQ(x, 0.f);
+  }
+}
+
+TEST(DeepSeekBalance, CapacityDropsSlots) {
+  ModelConfig c = small_cfg();
+  c.capacity_factor = 0.5f;
+  auto be = backend::make_backend("ref");
+  auto m = make_model(c, *be);
+  m->init(3);
+  const Tensor ids = batch(2, 50);
+  m->zero_grad();
+  const float loss = m->forward_backward(ids, ids, 1.f);
+  EXPECT_TRUE(std::isfinite(loss));
+  double dropped = -1;
+  for (auto& [k, v] : m->step_statistics())
+    if (k == "dropped_tokens") dropped = v;
+  // capacity ceil(0.5 * 16 * 2 / 4) = 4 per expert: at least half of 32 slots dropped per layer.
+  EXPECT_GE(dropped, 2 * 16.0);
+}
+
+std::vector<float> train_and_dump(int threads) {
+  auto be = backend::make_backend("cpu");
+  be->set_threads(threads);
+  auto m = make_model(small_cfg(), *be);
+  m->init(5);
+  for (int s = 0; s < 3; ++s) {
+    m->zero_grad();
+    const Tensor ids = batch(10 + uint64_t(s), 50);
+    m->forward_backward(ids, ids, 1.f);
+    for (nn::Parameter* p : m->parameters()) {  // plain SGD keeps the test independent of AdamW
+      float* v = p->value.data<float>();
+      const float* g = p->grad.data<float>();
+      for (int64_t i = 0; i < p->numel(); ++i) v[i] -= 0.1f * g[i];
+    }
+    m->sync_compute_weights();
+    m->on_step_end(true);
+  }
+  std::vector<float> out;
+  for (nn::Parameter* p : m->parameters()) {
+    const std::vector<float> v = p->value.to_f32_vector();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  for (auto& [name, t] : m->state_buffers()) {
+    const std::vector<float> v = t->to_f32_vector();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+TEST(DeepSeekDeterminism, BitExactAcrossRunsAndThreads) {
+  const std::vector<float> a = train_and_dump(1), b = train_and_dump(1), c = train_and_dump(2);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * 4), 0);
+}
+
+TEST(DeepSeekConfig, BadSettingsNameTheKey) {
+  auto expect_error = [](ModelConfig c, const char* key) {
+    try {
+      resolve_config(c);
+      ADD_FAILURE() << "no error for " << key;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  };
+  ModelConfig c = small_cfg();
+  c.top_k = 5;
+  expect_error(c, "model.top_k");
+  c = small_cfg();
+  c.kv_lora_rank = 17;
+  expect_error(c, "model.kv_lora_rank");
+  c = small_cfg();
+  c.n_routed_experts = 0;
+  expect_error(c, "model.n_routed_experts");
+  c = small_cfg();
+  c.qk_rope_head_dim = 3;
+  expect_error(c, "model.qk_rope_head_dim");
+}
+
+TEST(DeepSeekCache, BytesPerTokenFollowTheConfig) {
+  const ModelConfig c = resolve_config(small_cfg());
+  EXPECT_EQ(mla_cache_bytes_per_token(c, 4), 2 * (8 + 4) * 4);
+  EXPECT_EQ(mha_cache_bytes_per_token(c, 4), 2 * 2 * 16 * 4);
+}
+
+}  // namespace
+}  // namespace keel::model

@@ -1,0 +1,89 @@
+// Sampling (repetition penalty, per-request seeds) and streamed text
+// (UTF-8 hold-back, stop strings across token boundaries).
+#include <gtest/gtest.h>
+
+#include "serve/sampler.h"
+#include "serve/text_stream.h"
+
+using namespace keel::serve;
+
+TEST(Sampling, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
+  std::vector<float> l = {2.f, -2.f, 1.f, 4.f};
+  const std::vector<int32_t> seen = {0, 1, 1, 1};
+  apply_repetition_penalty(l, seen, 2.0);
+  EXPECT_EQ(l, (std::vector<float>{1.f, -4.f, 1.f, 4.f}));  // each id once
+  apply_repetition_penalty(l, seen, 1.0);
+  EXPECT_EQ(l, (std::vector<float>{1.f, -4.f, 1.f, 4.f}));
+}
+
+TEST(Sampling, GreedyHonoursPenaltyAndSeedsReproduce) {
+  SamplingParams p;
+  p.temperature = 0;
+  std::vector<float> l = {3.f, 2.9f, 0.f};
+  EXPECT_EQ(sample_next(l, {}, p, 0), 0);
+  p.repetition_penalty = 1.5;
+  l = {3.f, 2.9f, 0.f};
+  const std::vector<int32_t> seen = {0};
+  EXPECT_EQ(sample_next(l, seen, p, 0), 1);  // 3 / 1.5 = 2 < 2.9
+
+  p = {};
+  p.temperature = 1.0;
+  std::vector<int32_t> a, b, c;
+  for (uint64_t i = 0; i < 64; ++i) {
+    std::vector<float> flat(50, 0.f);
+    p.seed = 1;
+    a.push_back(sample_next(flat, {}, p, i));
+    b.push_back(sample_next(flat, {}, p, i));
+    p.seed = 2;
+    c.push_back(sample_next(flat, {}, p, i));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(TextStream, HoldsBackSplitUtf8Characters) {
+  TextStream s;
+  const std::string e_acute = "\xc3\xa9", kanji = "\xe6\x97\xa5";
+  EXPECT_EQ(s.push("h\xc3"), "h");
+  EXPECT_EQ(s.push("\xa9"), e_acute);
+  EXPECT_EQ(s.push("\xe6"), "");
+  EXPECT_EQ(s.push("\x97"), "");
+  EXPECT_EQ(s.push("\xa4!"), "\xe6\x97\xa4!");
+  EXPECT_EQ(s.push(kanji.substr(0, 2)), "");
+  EXPECT_EQ(s.flush(), "\xef\xbf\xbd\xef\xbf\xbd");  // cut short: replaced, not raw bytes
+  // A byte that can never start a character is replaced at once.
+  EXPECT_EQ(s.push("\xff"
+                   "a"),
+            "\xef\xbf\xbd"
+            "a");
+}
+
+TEST(TextStream, StopStringAcrossTokens) {
+  TextStream s({"###", "END"});
+  EXPECT_EQ(s.push("hello #"), "hello ");
+  EXPECT_EQ(s.push("# wor"), "## wor");  // "## " cannot become "###"
+  EXPECT_EQ(s.push("ld E"), "ld ");
+  EXPECT_EQ(s.push("N"), "");
+  EXPECT_FALSE(s.stopped());
+  EXPECT_EQ(s.push("Dtail"), "");
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(s.push("more"), "");
+  EXPECT_EQ(s.flush(), "");
+
+  TextStream t({"ab"});
+  EXPECT_EQ(t.push("xa"), "x");
+  EXPECT_EQ(t.flush(), "a");  // the output ended without the stop string
+
+  TextStream u({"b"});
+  EXPECT_EQ(u.push("aab c"), "aa");
+  EXPECT_TRUE(u.stopped());
+}
+
+TEST(TextStream, Utf8Helpers) {
+  EXPECT_EQ(utf8_complete_prefix("ab\xc3"), 2u);
+  EXPECT_EQ(utf8_complete_prefix("ab\xc3\xa9"), 4u);
+  EXPECT_EQ(utf8_complete_prefix("\xf0\x9f\x98"), 0u);
+  EXPECT_EQ(utf8_complete_prefix("a\xe0\x80"), 3u);  // overlong lead pair: invalid, not held
+  EXPECT_EQ(utf8_sanitize("ok\xed\xa0\x80"), "ok\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(utf8_sanitize("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");
+}
