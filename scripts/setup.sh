@@ -13,6 +13,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libcpp-httplib-dev
       chromium
       clang libclang-rt-14-dev
+      iproute2
       python3 python3-torch python3-numpy)
 
 missing=()

@@ -154,6 +154,11 @@ double DataParallel::mean(double x) {
   return s / double(comm_.size());
 }
 
+void DataParallel::sum_state(std::span<float> x) {
+  comm_.allreduce_sum(x);
+  stats_.bytes_sent += uint64_t(comm_.size() - 1) * x.size() * sizeof(float);
+}
+
 template <class Get>
 void DataParallel::gather_shards(Get get, const char* what) {
   const int N = comm_.size(), me = comm_.rank();

@@ -62,6 +62,7 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   double mean(double x) override;
   void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
   void gather_optimizer_state(train::AdamW& opt) override;
+  void sum_state(std::span<float> x) override;
 
   // ---- nn::GradListener (called by the tape during backward)
   void on_grad_ready(nn::Parameter& p) override;

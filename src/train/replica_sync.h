@@ -3,6 +3,7 @@
 // implements it over a communicator. Without one the trainer is one replica.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "nn/parameter.h"
@@ -29,6 +30,10 @@ class ReplicaSync {
   // moment of every parameter) valid in `opt` on every replica. ZeRO-1
   // gathers its shards here; after a load each replica keeps its own shard.
   virtual void gather_optimizer_state(AdamW& opt) { (void)opt; }
+  // In place: x := the sum of x over replicas, the same bits everywhere. For
+  // model state that must agree across replicas (a mixture of experts' load
+  // counts, which drive its routing bias).
+  virtual void sum_state(std::span<float> x) { (void)x; }
 };
 
 }  // namespace keel::train

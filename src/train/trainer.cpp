@@ -69,7 +69,11 @@ StepMetrics Trainer::step() {
       opt_state_.step(m.lr, clip);
     model_.sync_compute_weights();
   }
-  // Routing statistics of this step, then the balancing update they drive.
+  // Routing statistics of this step, then the balancing update they drive;
+  // replicas first agree on the global load so their routing biases stay equal.
+  if (sync_)
+    for (auto& [name, t] : model_.state_buffers())
+      if (name.ends_with(".expert_load")) sync_->sum_state({t->data<float>(), size_t(t->numel())});
   m.model_stats = model_.step_statistics();
   model_.on_step_end(!m.skipped);
   ++step_;
