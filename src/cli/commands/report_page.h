@@ -65,8 +65,8 @@ details{margin:6px 0}
   const T0 = performance.now();
   let D = JSON.parse(document.getElementById("keel-data").textContent);
   // Run colours leave out red, which marks faults.
-  const COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22"];
-  const EVCOLOR = {start: "#2ca02c", fault: "#d62728", rollback: "#ff7f0e", restart: "#9467bd", exclude: "#8c564b",
+  const COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#a0522d", "#e377c2", "#bcbd22"];
+  const EVCOLOR = {start: "#2ca02c", fault: "#d62728", rollback: "#ff7f0e", restart: "#9467bd", exclude: "#a0522d",
                    checkpoint: "#1f77b4", resume: "#17becf", finish: "#2ca02c", skip_batches: "#e377c2"};
   const NS = "http://www.w3.org/2000/svg";
   const charts = [];
@@ -247,7 +247,7 @@ details{margin:6px 0}
     chart(root, {id: "grad-norm", title: "Gradient norm (before clipping)", xlabel: "step", xname: "step", lines: seriesLines(runs, "grad_norm", {color: "#9467bd"}), vmarks: faultMarks(runs, false)});
     chart(root, {id: "tokens-per-s", title: "Throughput (tokens/s)", xlabel: "step", xname: "step", lines: seriesLines(runs, "tokens_per_s", {color: "#17becf"})});
     chart(root, {id: "mfu", title: "MFU (%; hover shows the recorded fraction)", xlabel: "step", xname: "step", lines: seriesLines(runs, "mfu", {mul: 100, label: "mfu", color: "#ff7f0e"})});
-    chart(root, {id: "memory", title: "Peak memory (MiB, resident)", xlabel: "step", xname: "step", lines: seriesLines(runs, "peak_rss_mb", {label: "peak RSS MiB", color: "#8c564b"})});
+    chart(root, {id: "memory", title: "Peak memory (MiB, resident)", xlabel: "step", xname: "step", lines: seriesLines(runs, "peak_rss_mb", {label: "peak RSS MiB", color: "#a0522d"})});
     chart(root, {id: "step-time", title: "Step time (s)", xlabel: "step", xname: "step", lines: seriesLines(runs, "step_seconds", {color: "#bcbd22"})});
     const extra = {};
     runs.forEach(function (r) { Object.keys(r.series).forEach(function (k) { if (!KNOWN[k]) extra[k] = 1; }); });
