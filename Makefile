@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-serve clean format
+.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-goodput bench-serve clean format
 
 setup:
 	@./scripts/setup.sh
@@ -35,6 +35,9 @@ bench-train: setup build
 bench-checkpoint: setup build
 	cmake --build $(BUILD) --target bench_checkpoint -j $(JOBS)
 	$(BUILD)/bench_checkpoint --source-dir . --micro-batch 1
+
+bench-goodput: setup build
+	python3 bench/bench_goodput.py --keel $(BUILD)/keel --work $(BUILD)/bench/goodput
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

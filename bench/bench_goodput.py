@@ -93,7 +93,8 @@ def main():
              "model.n_embd=64", "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8",
              "train.steps=200", "train.eval_every=0", "train.threads=1", "train.peak_gflops=100",
              "checkpoint.every=20", "checkpoint.async=false", "resilience.hang_floor_s=3",
-             "resilience.sdc_every=5", "resilience.backoff_s=0.2", "resilience.backoff_max_s=1"]
+             "resilience.sdc_every=5", "resilience.backoff_s=0.2", "resilience.backoff_max_s=1",
+             "resilience.spike_min_delta=1.5"]
     _, _, kind_ev = run(a.keel, a.work, "each_kind", small, KIND_PLAN, 2)
     kinds = per_kind(ev)
     kinds.update({k: v for k, v in per_kind(kind_ev).items() if k != "crash"})

@@ -133,6 +133,10 @@ bool config_key_may_differ(std::string_view key) {
   };
   for (auto k : kFree)
     if (key == k) return true;
+  // An elastic restart on fewer ranks raises the accumulation to keep the
+  // global batch: what must match is world size x grad_accum, which the run
+  // loop records as train.micro_batches_per_step (compared like any key).
+  if (key == "train.grad_accum") return true;
   // Only the sections that shape the trajectory are compared.
   return !(key.starts_with("model.") || key.starts_with("data.") || key.starts_with("train."));
 }

@@ -5,6 +5,7 @@
 // the optimizer update (injected parameter bit flip).
 #pragma once
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "resilience/fault_injector.h"
@@ -27,6 +28,9 @@ class InjectingSync : public train::ReplicaSync {
   void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
   void gather_optimizer_state(train::AdamW& opt) override {
     if (inner_) inner_->gather_optimizer_state(opt);
+  }
+  void sum_state(std::span<float> x) override {
+    if (inner_) inner_->sum_state(x);
   }
 
  private:

@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -155,14 +157,18 @@ void ResilienceGuard::rollback(int64_t step, const std::string& detector, int ra
     r.event = "rollback";
     r.detector = detector;
     r.rank = rank;
-    r.step = last_ckpt_;
-    r.steps_lost = step - last_ckpt_;
-    r.detail = fmt::format("back to the checkpoint of step {}", last_ckpt_);
+    r.step = last_ckpt_.load();
+    r.steps_lost = step - r.step;
+    r.detail = fmt::format("back to the checkpoint of step {}", r.step);
     record(r);
   }
   log().error("{} at step {}: {}; rolling back to the checkpoint of step {}", detector, step,
-              detail, last_ckpt_);
+              detail, last_ckpt_.load());
   if (watchdog_) watchdog_->pause();
+  // Rank 0 ends the world once its events are on disk; another rank aborting
+  // first would kill rank 0 before it wrote them (the supervisor would then
+  // see a crash). The wait is bounded in case rank 0 cannot get there.
+  if (rank_ != 0) std::this_thread::sleep_for(std::chrono::seconds(10));
   abort_(kExitRollback);
   ::_exit(kExitRollback);  // abort_ must not return
 }

@@ -7,6 +7,7 @@
 // checkpoint (rollback by restart: the same path as a crash, so it is always
 // exercised and leaves no half-reloaded state behind).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -83,7 +84,8 @@ class ResilienceGuard {
   // Before saving the checkpoint of (1-based) step: the watchdog pauses and the
   // replicas compare hashes, so a checkpoint never holds corrupted parameters.
   void before_checkpoint(int64_t step);
-  // After the checkpoint of step was written (and verified) into dir.
+  // After the checkpoint of step was written (and verified) into dir; may be
+  // called from the checkpoint writer's thread.
   void after_checkpoint(int64_t step, const std::string& dir);
 
   // Appends an event (rank and world size filled in when left at -1 / 0).
@@ -109,7 +111,9 @@ class ResilienceGuard {
   NanPolicy nan_;
   LossSpikeDetector spike_;
   std::set<int64_t> skip_;  // 1-based steps
-  int64_t last_ckpt_ = 0;
+  // Written by the checkpoint writer's thread (after_checkpoint) when writes
+  // are asynchronous, read by the training thread on a rollback.
+  std::atomic<int64_t> last_ckpt_{0};
   bool warned_no_sdc_ = false;
   int64_t last_sdc_step_ = -1;
 };

@@ -27,6 +27,10 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
       ckpt_dir_(cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.dir) / "checkpoints").string()
                                            : cfg.checkpoint.dir),
       opt_(std::move(opt)) {
+  // The global batch, which the data order depends on; train.grad_accum alone
+  // may differ after an elastic restart (config_key_may_differ).
+  config_map_["train.micro_batches_per_step"] =
+      std::to_string(int64_t(opt_.world_size) * cfg.train.grad_accum);
   if (opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
     fail("RunLoop: rank {} is outside world size {}", opt_.rank, opt_.world_size);
   if (opt_.sync) trainer_.set_replica_sync(opt_.sync);
@@ -40,6 +44,7 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
           e.detail = w.path;
           e.extra = {{"bytes", w.bytes}, {"write_s", w.seconds}};
           event(std::move(e));
+          if (opt_.on_checkpoint_written) opt_.on_checkpoint_written(w.step, w.path);
         });
 }
 
@@ -149,6 +154,7 @@ void RunLoop::fill_state(CheckpointState& st) {
 double RunLoop::save_checkpoint() {
   const auto t0 = std::chrono::steady_clock::now();
   // Collective: every rank takes part even though only rank 0 writes.
+  if (opt_.before_checkpoint) opt_.before_checkpoint(trainer_.step_count());
   if (opt_.sync) opt_.sync->gather_optimizer_state(trainer_.optimizer());
   if (opt_.rank == 0) {
     if (!writer_)
@@ -162,6 +168,7 @@ double RunLoop::save_checkpoint() {
 
 train::StepMetrics RunLoop::step() {
   train::StepMetrics m = trainer_.step();
+  if (opt_.after_train_step) opt_.after_train_step(m);
   if (checkpoint_due(m.step)) m.ckpt_stall_s = save_checkpoint();
   if (metrics_) metrics_->append(m);
   if (opt_.on_step) opt_.on_step(m);
@@ -171,7 +178,16 @@ train::StepMetrics RunLoop::step() {
 void RunLoop::run() {
   if (opt_.rank == 0 && !metrics_)
     fail("RunLoop::run: call start() first (it resumes and opens metrics.jsonl)");
-  while (!trainer_.done()) step();
+  while (!trainer_.done()) {
+    // A skipped step keeps its place in the data order and the LR schedule
+    // (both are indexed by the step count) but applies no update.
+    if (opt_.skip_step && opt_.skip_step(trainer_.step_count())) {
+      log().info("step {}: batches skipped (resilience skip list)", trainer_.step_count() + 1);
+      trainer_.set_step_count(trainer_.step_count() + 1);
+      continue;
+    }
+    step();
+  }
   finish();
 }
 

@@ -49,6 +49,19 @@ struct RunLoopOptions {
   std::string tokenizer_id;  // recorded in, and checked against, each checkpoint
   // After every step (rank 0 and others alike), with the metrics just logged.
   std::function<void(const train::StepMetrics&)> on_step;
+  // Right after trainer.step(), before the step can be checkpointed or
+  // logged: failure detectors judge it here (a step that is saved must have
+  // been judged first).
+  std::function<void(const train::StepMetrics&)> after_train_step;
+  // Whether the batches of the 0-based step index s are skipped: run() then
+  // advances the step counter without an update.
+  std::function<bool(int64_t)> skip_step;
+  // After a checkpoint of (1-based) step was written and verified into path
+  // (rank 0 only; called from the writer's thread when writes are async).
+  std::function<void(int64_t step, const std::string& path)> on_checkpoint_written;
+  // Before the checkpoint of (1-based) step is saved, on every rank (the
+  // replicas compare parameter hashes there).
+  std::function<void(int64_t step)> before_checkpoint;
   // Health-detector state: saved into / restored from the manifest's "health".
   std::function<nlohmann::json()> save_health;
   std::function<void(const nlohmann::json&)> load_health;

@@ -294,15 +294,27 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       e.detail = f.detail;
       events.append(e);
     }
-    // Blame: only faults tied to a rank count towards its exclusion.
+    const int64_t resume = newest_intact_checkpoint_step(ckpt_root);
+    const bool progressed = resume > last_ckpt;  // this world saved a newer checkpoint
+    failures_without_progress = progressed ? 1 : failures_without_progress + 1;
+    last_ckpt = resume;
+
+    // Blame: only faults tied to a rank count towards its exclusion, and only
+    // failures in a row without progress: a rank that failed once, after the
+    // run moved on since its last failure, starts a new streak. (A hang ends
+    // every rank of a collective by its own watchdog, so which one is named
+    // is not certain; a single such blame must not exclude a healthy rank.)
     const bool blames = f.rank >= 0 && f.rank < world &&
                         (f.detector == "crash" || f.detector == "hang" || f.detector == "sdc");
-    for (int r = 0; r < world; ++r)
-      blame_streak[size_t(r)] = (blames && r == f.rank) ? blame_streak[size_t(r)] + 1 : 0;
-
-    const int64_t resume = newest_intact_checkpoint_step(ckpt_root);
-    failures_without_progress = resume > last_ckpt ? 1 : failures_without_progress + 1;
-    last_ckpt = resume;
+    // A crash mpirun did not attribute is no evidence about any rank: it
+    // leaves the streaks alone unless the run moved on.
+    for (int r = 0; r < world; ++r) {
+      int& streak = blame_streak[size_t(r)];
+      if (blames)
+        streak = r == f.rank ? (progressed ? 1 : streak + 1) : 0;
+      else if (progressed)
+        streak = 0;
+    }
     if (res.restarts >= o.restart_budget) {
       Event e;
       e.event = "finish";

@@ -2,10 +2,10 @@
 // watches it, and when it dies (a rank crashed, was killed, or a detector
 // aborted it) restarts it with backoff, up to a restart budget; the ranks
 // resume by themselves from the newest verified checkpoint of the run
-// directory. A rank blamed for `exclude_after` consecutive failures is
-// excluded and the world shrinks, gradient accumulation growing so that the
-// global batch (ranks x accumulation) stays the same. Every decision goes to
-// <run>/events.jsonl.
+// directory. A rank blamed for `exclude_after` consecutive failures (with no
+// newer checkpoint written in between) is excluded and the world shrinks,
+// gradient accumulation growing so that the global batch (ranks x
+// accumulation) stays the same. Every decision goes to <run>/events.jsonl.
 #pragma once
 #include <cstdint>
 #include <functional>

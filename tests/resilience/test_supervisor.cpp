@@ -151,17 +151,31 @@ TEST(Supervisor, MpirunExcludesRankThatAlwaysFails) {
   o.exclude_after = 2;
   const SupervisorResult r = run_supervisor(o);
   EXPECT_TRUE(r.finished);
-  EXPECT_EQ(r.restarts, 2);
+  // mpirun does not always name the rank that died (a loaded machine can end
+  // the world before it reports); an unnamed crash neither blames nor clears.
+  EXPECT_GE(r.restarts, 2);
   EXPECT_EQ(r.final_world, 1);
   EXPECT_EQ(r.final_grad_accum, 2);
   EXPECT_EQ(r.excluded, std::vector<int>{1});
   const auto ev = read_events(run + "/events.jsonl");
-  EXPECT_EQ(names(ev),
-            (std::vector<std::string>{"start", "fault:crash", "restart:crash", "fault:crash",
-                                      "exclude", "restart:crash", "finish"}));
-  EXPECT_EQ(ev[1].rank, 1);
-  EXPECT_EQ(ev[4].rank, 1);
-  EXPECT_EQ(ev[4].world_size, 1);
+  ASSERT_GE(ev.size(), 7u);
+  EXPECT_EQ(ev.front().event, "start");
+  EXPECT_EQ(ev.back().event, "finish");
+  int excludes = 0, named = 0;
+  for (const auto& e : ev) {
+    if (e.event == "fault") {
+      EXPECT_EQ(e.detector, "crash");
+      EXPECT_TRUE(e.rank == 1 || e.rank == -1) << "a crash blamed on healthy rank " << e.rank;
+      named += e.rank == 1;
+    }
+    if (e.event == "exclude") {
+      ++excludes;
+      EXPECT_EQ(e.rank, 1);
+      EXPECT_EQ(e.world_size, 1);
+    }
+  }
+  EXPECT_EQ(excludes, 1);
+  EXPECT_GE(named, 2);
   std::ifstream in(run + "/args");
   std::string args;
   std::getline(in, args);

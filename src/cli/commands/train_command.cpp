@@ -23,6 +23,7 @@
 #include "dist/run_world.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
+#include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
 #include "train/metrics.h"
 #include "train/model_import.h"
@@ -158,7 +159,22 @@ void run_train(const TrainArgs& args) {
   loop_opt.tokenizer_id = prep.tokenizer_id;
   loop_opt.rank = world.rank();
   loop_opt.world_size = world.size();
-  loop_opt.sync = world.attach(*model, trainer);
+  // The failure detectors and the fault injector (docs/faults.md); a fault
+  // plan reaches every rank as the resilience.faults key.
+  resilience::AllGatherU64 allgather = world.allgather_u64();
+  if (!allgather) allgather = [](uint64_t h) { return std::vector<uint64_t>{h}; };
+  resilience::ResilienceGuard guard(resilience::guard_options(cfg), run, world.rank(), world.size(),
+                                    model->parameters(), std::move(allgather),
+                                    [&world](int code) { world.abort(code); });
+  loop_opt.sync = guard.wrap_sync(world.attach(*model, trainer));
+  loop_opt.save_health = [&guard] { return guard.state(); };
+  loop_opt.load_health = [&guard](const nlohmann::json& j) { guard.load_state(j); };
+  loop_opt.after_train_step = [&guard](const train::StepMetrics& m) { guard.end_step(m); };
+  loop_opt.skip_step = [&guard](int64_t s) { return guard.skip_step(s); };
+  loop_opt.before_checkpoint = [&guard](int64_t step) { guard.before_checkpoint(step); };
+  loop_opt.on_checkpoint_written = [&guard](int64_t step, const std::string& path) {
+    guard.after_checkpoint(step, path);
+  };
   std::unique_ptr<Progress> progress;
   auto t_train = std::chrono::steady_clock::now();
   double tokens_per_s_sum = 0, mfu_sum = 0;
@@ -179,6 +195,7 @@ void run_train(const TrainArgs& args) {
     fmt::print("resumed from {} (step {} of {})\n", resumed->path, resumed->step, cfg.train.steps);
     first_step = resumed->step;
   }
+  guard.started_at(first_step);
   if (cfg.checkpoint.every > 0)
     fmt::print("checkpoints: every {} steps into {} (keep last {}{}, {})\n", cfg.checkpoint.every,
                loop.checkpoint_dir(), cfg.checkpoint.keep_last,
