@@ -30,7 +30,7 @@ if(KEEL_NODE AND EXISTS ${_sotu}/1790_george_washington_n.txt)
   # run of the same shape, whose first loss is that of a trained model (random: ln 384 = 5.95).
   add_test(NAME export_train_init_from_folder
            COMMAND sh -c "\"$0\" export --run \"$1\" --format safetensors --out \"$2/hf\" && \
-\"$0\" train --init \"$2/hf\" model.arch=llama model.n_layer=2 model.n_head=4 model.n_kv_head=2 \
+\"$0\" train --no-resume --init \"$2/hf\" model.arch=llama model.n_layer=2 model.n_head=4 model.n_kv_head=2 \
 model.n_embd=64 model.max_seq_len=128 train.seq_len=64 train.batch_size=8 train.steps=1 \
 train.eval_every=1000 train.eval_batches=1 train.peak_gflops=100 data.corpus=\"$3\" \
 data.vocab_size=384 data.val_fraction=0.1 data.cache_dir=\"$2/cache\" run.dir=\"$2/init_run\""

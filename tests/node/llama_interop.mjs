@@ -42,7 +42,7 @@ const runDir = path.join(work, `run_${arch}`);
 fs.rmSync(runDir, { recursive: true, force: true });
 fs.mkdirSync(work, { recursive: true });
 const t0 = Date.now();
-run(['train', `model.arch=${arch}`, 'model.n_layer=2', 'model.n_head=4',
+run(['train', '--no-resume', 'resilience.loss_spike=false', `model.arch=${arch}`, 'model.n_layer=2', 'model.n_head=4',
   ...(arch === 'llama' ? ['model.n_kv_head=2'] : []), 'model.n_embd=64',
   'model.max_seq_len=128', 'train.seq_len=64', 'train.batch_size=8', 'train.steps=100',
   'train.warmup_steps=10', 'train.lr=3e-3', 'train.eval_every=1000', 'train.eval_batches=1',
