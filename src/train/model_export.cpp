@@ -17,23 +17,6 @@ using nlohmann::json;
 
 namespace {
 
-// Hugging Face's Conv1D stores GPT-2's projections as (in, out).
-bool is_gpt2_conv1d_weight(const std::string& name) {
-  static const std::regex re(
-      R"(h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight)");
-  return std::regex_match(name, re);
-}
-
-Tensor transpose_2d(const Tensor& w) {
-  const int64_t R = w.dim(0), C = w.dim(1);
-  Tensor out = Tensor::zeros(Shape{C, R}, DType::F32);
-  const float* src = w.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
-  return out;
-}
-
 Tensor permute_rope_rows(const Tensor& w, int64_t n_heads, bool to_hf) {
   if (w.rank() != 2 || w.dtype() != DType::F32 || n_heads <= 0 || w.dim(0) % n_heads != 0 ||
       (w.dim(0) / n_heads) % 2 != 0)
@@ -51,11 +34,6 @@ Tensor permute_rope_rows(const Tensor& w, int64_t n_heads, bool to_hf) {
         std::memcpy(dst + to * C, src + from * C, size_t(C) * sizeof(float));
       }
   return out;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string hf_vocab_token(const data::Tokenizer& tok, int32_t id,
@@ -248,6 +226,22 @@ nlohmann::json hf_config_json(const model::ModelConfig& c, const data::Tokenizer
   return j;
 }
 
+bool is_gpt2_conv1d_weight(const std::string& name) {
+  static const std::regex re(
+      R"(h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight)");
+  return std::regex_match(name, re);
+}
+
+Tensor transpose_2d(const Tensor& w) {
+  const int64_t R = w.dim(0), C = w.dim(1);
+  Tensor out = Tensor::zeros(Shape{C, R}, DType::F32);
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
+  return out;
+}
+
 Tensor rope_rows_keel_to_hf(const Tensor& w, int64_t n_heads) {
   return permute_rope_rows(w, n_heads, true);
 }
@@ -262,9 +256,9 @@ std::vector<io::NamedTensor> hf_tensors(model::Model& model) {
     Tensor t = p->value;
     if (c.arch == "gpt2" && is_gpt2_conv1d_weight(p->name)) {
       t = transpose_2d(t);
-    } else if (c.arch == "llama" && ends_with(p->name, ".self_attn.q_proj.weight")) {
+    } else if (c.arch == "llama" && p->name.ends_with(".self_attn.q_proj.weight")) {
       t = rope_rows_keel_to_hf(t, c.n_head);
-    } else if (c.arch == "llama" && ends_with(p->name, ".self_attn.k_proj.weight")) {
+    } else if (c.arch == "llama" && p->name.ends_with(".self_attn.k_proj.weight")) {
       t = rope_rows_keel_to_hf(t, c.n_kv_head);
     } else if (c.arch != "gpt2" && c.arch != "llama") {
       fail("export: architecture '{}' has no Hugging Face mapping", c.arch);

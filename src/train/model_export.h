@@ -32,6 +32,11 @@ nlohmann::json hf_config_json(const model::ModelConfig& cfg, const data::Tokeniz
 // projection weight (n_heads * HS, C) between the two layouts, per head:
 // keel row 2i + j <-> Hugging Face row j * HS/2 + i.
 Tensor rope_rows_keel_to_hf(const Tensor& w, int64_t n_heads);
+// Hugging Face's Conv1D stores GPT-2's attention and MLP projections as
+// (in, out), keel as (out, in): true for those parameter names (keel names).
+bool is_gpt2_conv1d_weight(const std::string& name);
+// A rank-2 f32 tensor transposed (a new tensor).
+Tensor transpose_2d(const Tensor& w);
 Tensor rope_rows_hf_to_keel(const Tensor& w, int64_t n_heads);
 
 // The model's parameters under Hugging Face names and layouts (gpt2: the

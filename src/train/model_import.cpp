@@ -4,7 +4,6 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -53,32 +52,17 @@ bool bool_key(const json& j, const std::string& key, bool def) {
   return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : def;
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Hugging Face tensor name -> keel parameter name; nullopt for buffers keel
 // recomputes (GPT-2's attention masks, rotary tables) and GPT-2's tied head.
 std::optional<std::string> keel_name(const std::string& arch, std::string n) {
   if (arch == "gpt2") {
     if (n.rfind("transformer.", 0) == 0) n = n.substr(12);
-    if (n == "lm_head.weight" || ends_with(n, ".attn.bias") || ends_with(n, ".attn.masked_bias"))
+    if (n == "lm_head.weight" || n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias"))
       return std::nullopt;
-  } else if (ends_with(n, ".rotary_emb.inv_freq")) {
+  } else if (n.ends_with(".rotary_emb.inv_freq")) {
     return std::nullopt;
   }
   return n;
-}
-
-Tensor transpose_2d(const Tensor& w) {
-  const int64_t R = w.dim(0), C = w.dim(1);
-  Tensor out = Tensor::zeros(Shape{C, R}, DType::F32);
-  const float* src = w.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) dst[c * R + r] = src[r * C + c];
-  return out;
 }
 
 // The safetensors files of a folder: model.safetensors, or the shards listed
@@ -247,14 +231,13 @@ void load_hf_weights(const std::string& dir, model::Model& model) {
         fail<IoError>("{}: tensor '{}' appears more than once in the folder", file, e.name);
       Tensor t = st.get(e.name);
       if (t.dtype() != DType::F32) t = t.to(DType::F32);
-      if (c.arch == "gpt2" && t.rank() == 2 &&
-          std::regex_match(*name, std::regex(R"(h\.\d+\.(attn|mlp)\.c_\w+\.weight)"))) {
+      if (c.arch == "gpt2" && t.rank() == 2 && is_gpt2_conv1d_weight(*name)) {
         t = transpose_2d(t);
       } else if (c.arch == "llama" && t.rank() == 2 &&
-                 ends_with(*name, ".self_attn.q_proj.weight")) {
+                 name->ends_with(".self_attn.q_proj.weight")) {
         t = rope_rows_hf_to_keel(t, c.n_head);
       } else if (c.arch == "llama" && t.rank() == 2 &&
-                 ends_with(*name, ".self_attn.k_proj.weight")) {
+                 name->ends_with(".self_attn.k_proj.weight")) {
         t = rope_rows_hf_to_keel(t, c.n_kv_head);
       }
       nn::Parameter* p = it->second;
