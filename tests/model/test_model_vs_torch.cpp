@@ -20,12 +20,14 @@
 #include "backend/ops.h"
 #include "core/rng.h"
 #include "model/model.h"
+#include "torch_oracle.h"
 
 namespace keel::model {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr const char* kPython = "/usr/bin/python3";
+using torch_oracle::read_f64;
+using torch_oracle::rel_err;
 
 struct Case {
   std::string arch, backend;
@@ -45,31 +47,6 @@ struct Bounds {
 Bounds bounds_for(DType dt) {
   if (dt == DType::F32) return {1e-5, 1e-4, 1e-4, 1e-5, 1e-2, 1e-3};
   return {1e-3, 2e-2, 5e-2, 1e-3, 6.0, 0.1};
-}
-
-std::vector<double> read_f64(const fs::path& p, size_t n) {
-  std::vector<double> v(n);
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + p.string());
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n * 8));
-  if (size_t(f.gcount()) != n * 8) throw std::runtime_error("short file " + p.string());
-  return v;
-}
-
-void write_raw(const fs::path& p, const void* data, size_t bytes) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(static_cast<const char*>(data), std::streamsize(bytes));
-  if (!f) throw std::runtime_error("cannot write " + p.string());
-}
-
-// max |a - b| / max |b|
-double rel_err(const std::vector<float>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
-    den = std::max(den, std::abs(b[i]));
-  }
-  return den > 0 ? num / den : num;
 }
 
 ModelConfig tiny(const std::string& arch, DType dt) {
@@ -134,36 +111,10 @@ TEST_P(ModelVsTorch, LossLogitsGradsAndAdamW) {
                    {"max_seq_len", cfg.max_seq_len},
                    {"rope_theta", cfg.rope_theta},
                    {"norm_eps", cfg.norm_eps}};
-  man["B"] = B;
-  man["T"] = T;
-  man["ids"] = "ids.i32";
-  man["targets"] = "targets.i32";
-  write_raw(dir / "ids.i32", ids.data(), ids.size() * 4);
-  write_raw(dir / "targets.i32", targets.data(), targets.size() * 4);
   const std::vector<nn::Parameter*> params = model->parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const nn::Parameter& p = *params[i];
-    const std::string file = fmt::format("p.{}.f32", i);
-    write_raw(dir / file, p.value.raw(), p.value.nbytes());
-    man["params"].push_back(
-        {{"name", p.name}, {"shape", p.value.shape().dims()}, {"file", file}, {"decay", p.decay}});
-  }
-  man["adamw"] = {{"lr", opt.lr},
-                  {"beta1", opt.beta1},
-                  {"beta2", opt.beta2},
-                  {"eps", opt.eps},
-                  {"weight_decay", opt.weight_decay},
-                  {"steps", steps}};
-  std::ofstream(dir / "manifest.json") << man.dump(1);
-  const std::string cmd =
-      fmt::format("{} {}/tests/reference/{}_torch.py {} > {} 2>&1", kPython, KEEL_SOURCE_DIR,
-                  tc.arch, dir.string(), (dir / "python.log").string());
-  const int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    std::ifstream log(dir / "python.log");
-    std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-    FAIL() << "PyTorch reference failed (" << cmd << "):\n" << text;
-  }
+  torch_oracle::write_inputs(dir, man, ids, targets, B, T, params, opt, steps);
+  if (const std::string err = torch_oracle::run_reference(tc.arch + "_torch.py", dir); !err.empty())
+    FAIL() << "PyTorch reference failed (" << err;
   const std::vector<double> ref_losses = read_f64(dir / "losses.f64", steps);
   const std::vector<double> ref_logits = read_f64(dir / "logits.f64", size_t(B * T * V));
 
