@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-goodput bench-serve clean format
+.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
 
 setup:
 	@./scripts/setup.sh
@@ -32,9 +32,16 @@ bench-train: setup build
 	cmake --build $(BUILD) --target bench_train -j $(JOBS)
 	$(BUILD)/bench_train --source-dir .
 
+bench-mla: setup build
+	cmake --build $(BUILD) --target bench_mla_cache -j $(JOBS)
+	$(BUILD)/bench_mla_cache configs/deepseek-tiny.toml configs/deepseek-small.toml
+
 bench-checkpoint: setup build
 	cmake --build $(BUILD) --target bench_checkpoint -j $(JOBS)
 	$(BUILD)/bench_checkpoint --source-dir . --micro-batch 1
+
+bench-links: setup build
+	python3 bench/bench_links.py --keel $(BUILD)/keel --work $(BUILD)/bench/links
 
 bench-goodput: setup build
 	python3 bench/bench_goodput.py --keel $(BUILD)/keel --work $(BUILD)/bench/goodput

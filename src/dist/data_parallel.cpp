@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "dist/replica_state.h"
 #include "dist/zero_partition.h"
 #include "model/causal_lm.h"
 #include "train/adamw.h"
@@ -38,6 +40,14 @@ DataParallel::DataParallel(Communicator& comm, model::Model& model, DataParallel
   } else {
     bounds_.assign(size_t(comm_.size()) + 1, params_.size());
     bounds_[0] = 0;
+  }
+  if (opt_.codec.kind != GradCodecKind::None) {
+    int64_t n = 0;
+    for (int64_t k : numels) n += k;
+    compressed_ = std::make_unique<CompressedSum>(comm_, opt_.codec, n);
+    flat_.resize(size_t(n));
+    summed_.resize(size_t(n));
+    opt_.overlap = false;
   }
   if (opt_.overlap) {
     listened_ = dynamic_cast<model::CausalLM*>(&model);
@@ -92,6 +102,7 @@ void DataParallel::launch(Bucket& b) {
 // Buckets start strictly in bucket order, so every rank issues the same
 // collectives in the same order whatever order gradients became final in.
 void DataParallel::launch_ready_buckets(bool all) {
+  if (compressed_) return;
   while (next_launch_ < buckets_.size() && (all || buckets_[next_launch_].remaining == 0)) {
     Bucket& b = buckets_[next_launch_++];
     b.overlapped = !all;
@@ -127,9 +138,25 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
         "DataParallel: rank {} step {}: {} backward passes in the step, but grad_accum is {}",
         comm_.rank(), step_, backwards_, opt_.grad_accum);
   in_step_ = false;
-  launch_ready_buckets(true);
   const auto t0 = std::chrono::steady_clock::now();
   const float N = float(comm_.size());
+  if (compressed_) {
+    size_t off = 0;
+    for (auto* p : params_) {
+      std::memcpy(flat_.data() + off, p->grad.raw(), p->grad.nbytes());
+      off += size_t(p->numel());
+    }
+    stats_.bytes_sent += compressed_->sum(flat_, summed_, "gradient");
+    off = 0;
+    for (auto* p : params_) {
+      float* d = p->grad.data<float>();
+      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j) d[j] = summed_[off + j] / N;
+      off += size_t(p->numel());
+    }
+    stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return;
+  }
+  launch_ready_buckets(true);
   for (Bucket& b : buckets_) {
     b.sum->wait();
     const std::span<const float> r = b.sum->result();
@@ -211,11 +238,34 @@ void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale
 }
 
 void DataParallel::gather_optimizer_state(train::AdamW& opt) {
+  if (compressed_) residuals_ = gather_rank_vectors(comm_, compressed_->residual());
   if (!opt_.zero1) return;
   check_params(opt.params(), "gather_optimizer_state");
   opt.materialize_moments();
   gather_shards([&](size_t i) -> Tensor& { return opt.m()[i]; }, "the first moment");
   gather_shards([&](size_t i) -> Tensor& { return opt.v()[i]; }, "the second moment");
+}
+
+void DataParallel::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& tensors) {
+  if (!compressed_) return;
+  if (residuals_.size() != size_t(comm_.size()))
+    fail<DistError>("DataParallel: rank {}: gather_optimizer_state must precede save_state",
+                    comm_.rank());
+  j["gradient_compression"] = {{"codec", grad_codec_name(opt_.codec.kind)},
+                               {"world_size", comm_.size()}};
+  add_rank_tensors("dist.grad_residual", residuals_, tensors);
+  residuals_.clear();
+}
+
+void DataParallel::load_state(const nlohmann::json& j, const io::SafetensorsFile* f) {
+  (void)j;
+  if (!compressed_) return;
+  std::span<float> r = compressed_->residual();
+  if (!load_rank_tensor(f, "dist.grad_residual", comm_.rank(), r)) {
+    std::fill(r.begin(), r.end(), 0.f);
+    log().warn("rank {}: the checkpoint holds no gradient residual for this rank; starting from 0",
+               comm_.rank());
+  }
 }
 
 }  // namespace keel::dist

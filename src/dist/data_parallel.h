@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/compressed_sum.h"
+#include "dist/grad_codec.h"
 #include "model/model.h"
 #include "nn/tape.h"
 #include "train/replica_sync.h"
@@ -37,6 +39,11 @@ struct DataParallelOptions {
   double bucket_mb = 4;    // gradient bytes per reduction bucket (MiB)
   int64_t grad_accum = 1;  // backward passes per step on this rank (the trainer's)
   bool overlap = true;     // start bucket sums during backward (needs a CausalLM)
+  // Lossy gradient exchange with error feedback (grad_codec.h). With a codec
+  // the whole gradient is one compressed all-gather in finish_gradients (no
+  // buckets, no overlap): on a link slow enough to want it, the wire time
+  // dominates and one message beats many.
+  GradCodecConfig codec;
 };
 
 // What the last step's communication did (for metrics and tests).
@@ -63,6 +70,10 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
   void gather_optimizer_state(train::AdamW& opt) override;
   void sum_state(std::span<float> x) override;
+  uint64_t step_bytes_sent() const override { return stats_.bytes_sent; }
+  // The error-feedback residual of every rank (collected in gather_optimizer_state).
+  void save_state(nlohmann::json& j, std::vector<io::NamedTensor>& tensors) override;
+  void load_state(const nlohmann::json& j, const io::SafetensorsFile* f) override;
 
   // ---- nn::GradListener (called by the tape during backward)
   void on_grad_ready(nn::Parameter& p) override;
@@ -106,6 +117,9 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   int64_t step_ = 0;
   std::vector<size_t> bounds_;  // ZeRO-1 partition (zero_partition.h)
   DataParallelStats stats_;
+  std::unique_ptr<CompressedSum> compressed_;  // with a codec
+  std::vector<float> flat_, summed_;           // compressed path's buffers
+  std::vector<std::vector<float>> residuals_;  // every rank's, for the next save
 };
 
 }  // namespace keel::dist

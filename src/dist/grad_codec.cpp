@@ -61,7 +61,7 @@ size_t encoded_bytes(const GradCodecConfig& cfg, int64_t n) {
     case GradCodecKind::Int8:
       return size_t(n) + size_t(int8_blocks(cfg, n)) * 4;
     case GradCodecKind::TopK:
-      return size_t(topk_count(cfg, n)) * 8;  // u32 index + f32 value
+      return size_t(topk_count(cfg, n)) * 8;  // u32 index gap + f32 value
   }
   return 0;
 }
@@ -114,10 +114,14 @@ void encode_with_feedback(const GradCodecConfig& cfg, std::span<const float> x,
       });
       std::sort(idx.begin(), idx.begin() + k);
       for (int64_t i = 0; i < n; ++i) residual[i] = v[i];
+      // Index gaps, then values: small gaps leave most high bytes zero, which
+      // the wire's entropy coder (compressed_sum.cpp) then removes.
+      uint32_t prev = 0;
       for (int64_t j = 0; j < k; ++j) {
-        const uint32_t i = idx[j];
-        std::memcpy(out.data() + 8 * j, &i, 4);
-        std::memcpy(out.data() + 8 * j + 4, &v[i], 4);
+        const uint32_t i = idx[j], gap = i - prev;
+        prev = i;
+        std::memcpy(out.data() + 4 * j, &gap, 4);
+        std::memcpy(out.data() + 4 * (k + j), &v[i], 4);
         residual[i] = 0;
       }
       return;
@@ -156,13 +160,17 @@ void decode_accumulate(const GradCodecConfig& cfg, std::span<const uint8_t> payl
     }
     case GradCodecKind::TopK: {
       const int64_t k = topk_count(cfg, n);
+      int64_t i = 0;
       for (int64_t j = 0; j < k; ++j) {
-        uint32_t i;
+        uint32_t gap;
         float v;
-        std::memcpy(&i, payload.data() + 8 * j, 4);
-        std::memcpy(&v, payload.data() + 8 * j + 4, 4);
-        if (int64_t(i) >= n) fail<DistError>("top-k payload: index {} out of range {}", i, n);
-        acc[i] += v;
+        std::memcpy(&gap, payload.data() + 4 * j, 4);
+        std::memcpy(&v, payload.data() + 4 * (k + j), 4);
+        i += int64_t(gap);
+        if (i >= n || (j > 0 && gap == 0))
+          fail<DistError>("top-k payload: entry {} has index {} (out of range {} or repeated)", j,
+                          i, n);
+        acc[size_t(i)] += v;
       }
       return;
     }

@@ -18,12 +18,39 @@ RunWorld::RunWorld(const io::DistSection& cfg) : cfg_(cfg) {
 RunWorld::~RunWorld() = default;
 
 train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& trainer) {
-  if (size() == 1) return nullptr;
+  const bool diloco = cfg_.sync == "diloco";
+  GradCodecConfig codec;
+  codec.kind = parse_grad_codec(cfg_.compression, "dist.compression");
+  codec.topk_fraction = cfg_.topk_fraction;
+  codec.int8_block = cfg_.int8_block;
+  if (size() == 1) {
+    // Nothing crosses a link in a world of one: asking for it is a mistake.
+    if (codec.kind != GradCodecKind::None)
+      fail<ConfigError>(
+          "dist.compression = \"{}\" needs a world of more than one rank (run under mpirun or "
+          "keel launch -n N), or set dist.compression = \"none\"",
+          cfg_.compression);
+    if (diloco)
+      fail<ConfigError>(
+          "dist.sync = \"diloco\" needs a world of more than one rank (run under mpirun or keel "
+          "launch -n N), or set dist.sync = \"allreduce\"");
+    return nullptr;
+  }
   const train::TrainerOptions& o = trainer.options();
   if (o.data_world != size() || o.data_rank != rank())
     fail<DistError>("rank {} of {}: the trainer reads data slice {} of {}", rank(), size(),
                     o.data_rank, o.data_world);
+  if (diloco) {
+    DilocoOptions d;
+    d.inner_steps = cfg_.diloco_steps;
+    d.outer = {cfg_.outer_lr, cfg_.outer_momentum};
+    d.codec = codec;
+    d.total_steps = o.steps;
+    diloco_ = std::make_unique<DilocoSync>(world_->comm(), model, trainer.optimizer(), d);
+    return diloco_.get();
+  }
   DataParallelOptions dpo;
+  dpo.codec = codec;
   dpo.zero1 = cfg_.zero1;
   dpo.bucket_mb = cfg_.bucket_mb;
   dpo.overlap = cfg_.overlap;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dist/data_parallel.h"
+#include "dist/diloco_sync.h"
 #include "dist/mpi_world.h"
 #include "io/config.h"
 #include "train/trainer.h"
@@ -25,8 +26,11 @@ class RunWorld {
   int size() const { return world_ ? world_->size() : 1; }
 
   // For a trainer built with data_world = size() and data_rank = rank():
-  // the ReplicaSync to install (null in a world of one). With ZeRO-1 the
-  // optimizer is sharded at once. model and trainer must outlive this.
+  // the ReplicaSync to install (null in a world of one): DataParallel
+  // (gradient compression per dist.compression), or DilocoSync with
+  // dist.sync = "diloco". With ZeRO-1 the optimizer is sharded at once.
+  // ConfigError when compression or DiLoCo is asked of a world of one.
+  // model and trainer must outlive this.
   train::ReplicaSync* attach(model::Model& model, train::Trainer& trainer);
   DataParallel* data_parallel() { return dp_.get(); }
 
@@ -43,6 +47,7 @@ class RunWorld {
   io::DistSection cfg_;
   std::unique_ptr<World> world_;
   std::unique_ptr<DataParallel> dp_;
+  std::unique_ptr<DilocoSync> diloco_;
 };
 
 }  // namespace keel::dist

@@ -302,6 +302,11 @@ void validate_config(const Config& cfg) {
   if (cfg.data.tokenizer == "bpe" && cfg.data.vocab_size < 257)
     bad("data.vocab_size",
         fmt::format("must be > 256 (the byte tokens), got {}", cfg.data.vocab_size));
+  const auto& d = cfg.dist;
+  if (!(d.topk_fraction > 0 && d.topk_fraction <= 1))
+    bad("dist.topk_fraction", fmt::format("must be in (0, 1], got {}", d.topk_fraction));
+  if (d.sync == "diloco" && d.zero1)
+    bad("dist.zero1", "must be false with dist.sync = \"diloco\" (each rank keeps its own inner optimizer)");
   if (cfg.run.dir.empty()) bad("run.dir", "must not be empty");
   if (cfg.data.corpus.empty()) bad("data.corpus", "must not be empty");
 }

@@ -122,6 +122,18 @@ struct DistSection {
   double bucket_mb = 4.0;  // gradient MiB per reduction bucket
   bool overlap = true;     // reduce buckets while backward still runs
   double timeout_s = 300;  // every collective fails with an error after this long
+  // "allreduce": gradients averaged every step. "diloco": each rank takes
+  // diloco_steps local AdamW steps, then an outer Nesterov step on the mean
+  // pseudo-gradient (docs/distributed.md, "Slow links").
+  std::string sync = "allreduce";
+  // What crosses the link (gradients, or DiLoCo's pseudo-gradients), with
+  // error feedback: "none" | "bf16" | "int8" (per int8_block scale) | "topk".
+  std::string compression = "none";
+  double topk_fraction = 0.01;  // share of elements sent with "topk", in (0, 1]
+  int64_t int8_block = 256;     // elements per f32 scale with "int8"
+  int64_t diloco_steps = 32;    // H: local steps per outer step
+  double outer_lr = 0.7;        // DiLoCo outer (Nesterov SGD) learning rate
+  double outer_momentum = 0.9;  // DiLoCo outer momentum, in [0, 1)
 };
 
 struct Config {

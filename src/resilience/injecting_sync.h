@@ -32,6 +32,15 @@ class InjectingSync : public train::ReplicaSync {
   void sum_state(std::span<float> x) override {
     if (inner_) inner_->sum_state(x);
   }
+  bool end_step() override { return inner_ && inner_->end_step(); }
+  bool replicas_identical() const override { return !inner_ || inner_->replicas_identical(); }
+  uint64_t step_bytes_sent() const override { return inner_ ? inner_->step_bytes_sent() : 0; }
+  void save_state(nlohmann::json& j, std::vector<io::NamedTensor>& tensors) override {
+    if (inner_) inner_->save_state(j, tensors);
+  }
+  void load_state(const nlohmann::json& j, const io::SafetensorsFile* f) override {
+    if (inner_) inner_->load_state(j, f);
+  }
 
  private:
   train::ReplicaSync* inner_;

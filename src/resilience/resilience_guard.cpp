@@ -211,7 +211,11 @@ void ResilienceGuard::end_step(const train::StepMetrics& m) {
     }
   }
   const bool checkpoint_step = opt_.checkpoint_every > 0 && step % opt_.checkpoint_every == 0;
-  if (opt_.sdc && ((opt_.sdc_every > 0 && step % opt_.sdc_every == 0) || checkpoint_step))
+  // DiLoCo replicas differ between outer steps by design: compare them only
+  // where they agree.
+  const bool comparable = !sync_ || sync_->replicas_identical();
+  if (opt_.sdc && comparable &&
+      ((opt_.sdc_every > 0 && step % opt_.sdc_every == 0) || checkpoint_step))
     run_sdc(step);
 }
 

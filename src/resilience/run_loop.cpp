@@ -85,6 +85,9 @@ std::optional<ResumeInfo> RunLoop::load_newest(bool report) {
   restore_training_state(*ckpt, trainer_);
   if (opt_.load_health) opt_.load_health(ckpt->manifest.health);
   if (opt_.load_extra) opt_.load_extra(ckpt->manifest.extra, ckpt->extra ? &*ckpt->extra : nullptr);
+  if (opt_.sync)
+    opt_.sync->load_state(ckpt->manifest.extra.value("replicas", nlohmann::json::object()),
+                          ckpt->extra ? &*ckpt->extra : nullptr);
   if (ckpt->manifest.world_size != opt_.world_size)
     log().warn("{}: written by {} ranks, resumed on {}", ckpt->path, ckpt->manifest.world_size,
                opt_.world_size);
@@ -147,6 +150,11 @@ void RunLoop::fill_state(CheckpointState& st) {
   m.health = opt_.save_health ? opt_.save_health() : nlohmann::json::object();
   CheckpointExtra extra;
   if (opt_.save_extra) opt_.save_extra(extra);
+  if (opt_.sync) {
+    nlohmann::json replicas = nlohmann::json::object();
+    opt_.sync->save_state(replicas, extra.tensors);
+    if (!replicas.empty()) extra.json["replicas"] = std::move(replicas);
+  }
   m.extra = extra.json;
   st.extra = std::move(extra.tensors);
 }
@@ -169,7 +177,13 @@ double RunLoop::save_checkpoint() {
 train::StepMetrics RunLoop::step() {
   train::StepMetrics m = trainer_.step();
   if (opt_.after_train_step) opt_.after_train_step(m);
-  if (checkpoint_due(m.step)) m.ckpt_stall_s = save_checkpoint();
+  // A sync whose replicas drift apart between outer steps (DiLoCo) holds a
+  // due checkpoint until they agree again (at the latest, the last step).
+  if (checkpoint_due(m.step)) checkpoint_pending_ = true;
+  if (checkpoint_pending_ && (!opt_.sync || opt_.sync->replicas_identical())) {
+    checkpoint_pending_ = false;
+    m.ckpt_stall_s = save_checkpoint();
+  }
   if (metrics_) metrics_->append(m);
   if (opt_.on_step) opt_.on_step(m);
   return m;

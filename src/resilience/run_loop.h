@@ -122,6 +122,7 @@ class RunLoop {
   RunLoopOptions opt_;
   std::unique_ptr<AsyncCheckpointer> writer_;   // rank 0 only
   std::unique_ptr<train::MetricsLog> metrics_;  // rank 0 only
+  bool checkpoint_pending_ = false;             // due, but the replicas differ now
 };
 
 }  // namespace keel::resilience

@@ -35,6 +35,7 @@ std::string metrics_json(const StepMetrics& m) {
   j["step_seconds"] = num(m.step_seconds);
   if (m.skipped) j["skipped"] = true;
   if (m.ckpt_stall_s) j["ckpt_stall_s"] = num(*m.ckpt_stall_s);
+  if (m.bytes_sent) j["bytes_sent"] = *m.bytes_sent;
   for (const auto& [name, v] : m.model_stats) j[name] = num(v);
   return j.dump();
 }

@@ -25,6 +25,8 @@ struct StepMetrics {
   // Seconds the loop was held by a checkpoint save after this step (waiting
   // for the previous write + copying the snapshot); absent when none was taken.
   std::optional<double> ckpt_stall_s;
+  // Bytes this replica sent to its peers in the step (data parallelism only).
+  std::optional<uint64_t> bytes_sent;
   // Architecture figures (Model::step_statistics, e.g. "expert_load_max_mean",
   // "routing_entropy"), written as top-level fields in this order.
   std::vector<std::pair<std::string, double>> model_stats;

@@ -6,6 +6,9 @@
 #include <span>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
 #include "nn/parameter.h"
 
 namespace keel::train {
@@ -34,6 +37,33 @@ class ReplicaSync {
   // model state that must agree across replicas (a mixture of experts' load
   // counts, which drive its routing bias).
   virtual void sum_state(std::span<float> x) { (void)x; }
+
+  // After the step's update (or its skip), on every replica: a sync that
+  // changes parameters outside the optimizer (DiLoCo's outer step) does it
+  // here and returns true, so the trainer refreshes its compute weights.
+  virtual bool end_step() { return false; }
+  // Whether every replica holds the same parameters now. DiLoCo's replicas
+  // drift apart between outer steps: checkpoints and replica hash checks
+  // wait for the next outer step.
+  virtual bool replicas_identical() const { return true; }
+  // Bytes this replica sent in the last step (metrics.jsonl "bytes_sent").
+  virtual uint64_t step_bytes_sent() const { return 0; }
+
+  // Per-replica state a checkpoint must hold besides the model and the
+  // optimizer (error-feedback residuals, DiLoCo's outer momentum and the
+  // other replicas' inner moments). Collected on every replica inside
+  // gather_optimizer_state (a collective); save_state is then called on the
+  // replica that writes, with the manifest's "extra" object and the extra
+  // tensors to add to. load_state gets them back on every replica (f null:
+  // the checkpoint has no extra tensors) after the common state was restored.
+  virtual void save_state(nlohmann::json& j, std::vector<io::NamedTensor>& tensors) {
+    (void)j;
+    (void)tensors;
+  }
+  virtual void load_state(const nlohmann::json& j, const io::SafetensorsFile* f) {
+    (void)j;
+    (void)f;
+  }
 };
 
 }  // namespace keel::train

@@ -76,6 +76,10 @@ StepMetrics Trainer::step() {
       if (name.ends_with(".expert_load")) sync_->sum_state({t->data<float>(), size_t(t->numel())});
   m.model_stats = model_.step_statistics();
   model_.on_step_end(!m.skipped);
+  if (sync_) {
+    if (sync_->end_step()) model_.sync_compute_weights();
+    m.bytes_sent = sync_->step_bytes_sent();
+  }
   ++step_;
   m.step = step_;
   m.step_seconds = std::chrono::duration<double>(clock::now() - t0).count();
