@@ -35,3 +35,8 @@ fi
 
 grep -h "gemm:" "$OUT"/bench_gemm.log >&2 || true
 python3 "$ROOT/bench/report.py" "$OUT"
+
+# KV cache bytes per token of the deepseek configs, MLA against MHA (one JSON line each).
+[ -n "${KEEL_BENCH_NO_BUILD:-}" ] || cmake --build "$BUILD" --target bench_mla_cache -j "${JOBS:-2}" >&2
+(cd "$ROOT" && "$BUILD/bench_mla_cache" configs/deepseek-tiny.toml configs/deepseek-small.toml) ||
+  echo "[bench] bench_mla_cache failed" >&2

@@ -5,20 +5,30 @@
 # directory; `keel export --format gguf` turns it into f32 and q8_0 GGUF files
 # that llama.cpp (node-llama-cpp, third_party/node-llama-cpp) then runs with
 # the same prompt length, step count and threads. Prints every JSON line and
-# a last one with the ratios keel / llama.cpp. Raw output: <build>/bench/serve/.
+# a last one with the ratios keel / llama.cpp, the batch-1 roofline fractions
+# of both (weight bytes per token x tokens/s / read bandwidth measured by
+# bench_serve) and the load average before and after (the figures are only
+# as good as the machine was quiet). Raw output: <build>/bench/serve/.
 # Usage: scripts/bench_serve.sh [build-dir]
+# Environment: KEEL_BENCH_THREADS (2), KEEL_BENCH_PROMPT (128),
+# KEEL_BENCH_STEPS (32 decode steps per window), KEEL_BENCH_REPS (3 windows).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
 OUT="$BUILD/bench/serve"
 THREADS="${KEEL_BENCH_THREADS:-2}"
+PROMPT="${KEEL_BENCH_PROMPT:-128}"
+STEPS="${KEEL_BENCH_STEPS:-32}"
+REPS="${KEEL_BENCH_REPS:-3}"
+LOAD_BEFORE="$(cut -d' ' -f1 /proc/loadavg)"
 mkdir -p "$OUT"
 cd "$ROOT"
 [ -n "${KEEL_BENCH_NO_BUILD:-}" ] || cmake --build "$BUILD" --target bench_serve keel -j "${JOBS:-2}" >&2
 
 echo "[bench-serve] keel: f32, int8, q8_0, q4" >&2
 rm -rf "$OUT/run"
-"$BUILD/bench_serve" --save-run "$OUT/run" --threads "$THREADS" >"$OUT/keel.jsonl" 2>"$OUT/keel.log" ||
+"$BUILD/bench_serve" --save-run "$OUT/run" --threads "$THREADS" --prompt "$PROMPT" \
+  --steps "$STEPS" --reps "$REPS" >"$OUT/keel.jsonl" 2>"$OUT/keel.log" ||
   { cat "$OUT/keel.log" >&2; exit 1; }
 cat "$OUT/keel.jsonl"
 
@@ -31,17 +41,31 @@ for dt in f32 q8_0; do
     continue
   fi
   echo "[bench-serve] llama.cpp: $dt" >&2
-  node "$ROOT/scripts/bench_serve_llamacpp.js" "$gguf" "$dt" "$THREADS" >>"$OUT/llamacpp.jsonl" \
+  node "$ROOT/scripts/bench_serve_llamacpp.js" "$gguf" "$dt" "$THREADS" "$PROMPT" "$STEPS" "$REPS" \
+    >>"$OUT/llamacpp.jsonl" \
     2>"$OUT/llamacpp-$dt.log" || echo "[bench-serve] llama.cpp $dt failed; see $OUT/llamacpp-$dt.log" >&2
 done
 cat "$OUT/llamacpp.jsonl"
 
-python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" <<'PY'
+LOAD_AFTER="$(cut -d' ' -f1 /proc/loadavg)"
+python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
 import json, sys
 keel = {j["format"]: j for j in map(json.loads, open(sys.argv[1]))}
 ll = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[2])))}
-out = {"bench": "serve_summary",
-       "roofline_fraction_b1": {f: round(j["roofline_fraction"], 3) for f, j in keel.items()}}
+out = {"bench": "serve_summary", "load_avg_before": float(sys.argv[3]),
+       "load_avg_after": float(sys.argv[4])}
+any_keel = next(iter(keel.values()), {})
+out["threads"] = any_keel.get("threads")
+out["read_bandwidth_gb_s"] = round(any_keel.get("read_bandwidth_gb_s", 0), 2)
+out["decode_b1_tok_s"] = {f"keel_{f}": round(j["decode_b1_tok_s"], 1) for f, j in keel.items()}
+out["decode_b1_tok_s"].update({f"llamacpp_{f}": round(j["decode_b1_tok_s"], 1) for f, j in ll.items()})
+out["roofline_fraction_b1"] = {f"keel_{f}": round(j["roofline_fraction"], 3) for f, j in keel.items()}
+# llama.cpp reads the same weights in the same format (GGUF f32 / q8_0 are
+# keel's bytes), so keel's bytes per token and bandwidth give its fraction too.
+for f, j in ll.items():
+    if f in keel:
+        out["roofline_fraction_b1"][f"llamacpp_{f}"] = round(
+            j["decode_b1_tok_s"] / keel[f]["roofline_b1_tok_s"], 3)
 # keel's int8 (per-row) is compared with llama.cpp's 8-bit format too.
 for kf, lf in (("f32", "f32"), ("q8_0", "q8_0"), ("int8", "q8_0")):
     if kf in keel and lf in ll:

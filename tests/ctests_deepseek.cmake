@@ -1,6 +1,7 @@
 # deepseek from the command line: bad MoE/MLA settings are one clear error line
 # naming the key; a short real run trains (metrics carry the expert load and
-# routing entropy), samples with `keel generate`, and the KV cache bench runs.
+# routing entropy), samples with `keel generate`, is served by the inference
+# engine (`keel verify model`), and resumes bit-exactly after kill -9.
 set(_dsb ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli)
 set(_dsc ${CMAKE_SOURCE_DIR}/configs/deepseek-tiny.toml)
 
@@ -33,7 +34,7 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     file(COPY ${_sotu}/${f} DESTINATION ${_dsb}/corpus)
   endforeach()
   add_test(NAME deepseek_cli_short_run
-           COMMAND $<TARGET_FILE:keel> train --config ${_dsc} data.corpus=${_dsb}/corpus
+           COMMAND $<TARGET_FILE:keel> train --no-resume --config ${_dsc} data.corpus=${_dsb}/corpus
                    data.vocab_size=384 data.val_fraction=0.25 data.cache_dir=${_dsb}/cache
                    model.n_layer=2 model.n_embd=64 model.kv_lora_rank=16 model.qk_nope_head_dim=16
                    model.qk_rope_head_dim=8 model.v_head_dim=16 model.moe_ffn_hidden=32
@@ -51,4 +52,27 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
                    --max-tokens 8 --temperature 0)
   set_tests_properties(deepseek_cli_generate PROPERTIES TIMEOUT 60 LABELS deepseek
                        FIXTURES_REQUIRED deepseek_run PASS_REGULAR_EXPRESSION "^The Congress")
+  # The inference engine on the trained run (latent KV cache, MoE decode with
+  # the saved routing biases): ref and cpu agree on every greedy token.
+  add_test(NAME deepseek_verify_model
+           COMMAND $<TARGET_FILE:keel> verify model --model ${_dsb}/run --backends ref,cpu
+                   --max-tokens 16 --ppl-tokens 256)
+  set_tests_properties(deepseek_verify_model PROPERTIES TIMEOUT 120 LABELS deepseek
+                       FIXTURES_REQUIRED deepseek_run
+                       PASS_REGULAR_EXPRESSION "top-1 agreement [0-9]+/[0-9]+ = 100.00%")
+  # No deepseek2 GGUF mapping yet: a clear error, not a broken file.
+  keel_deepseek_cli_error(deepseek_cli_export_gguf
+    "GGUF export: architecture 'deepseek' is not supported"
+    export --run ${_dsb}/run --format gguf --out ${_dsb}/model.gguf)
+  set_tests_properties(deepseek_cli_export_gguf PROPERTIES FIXTURES_REQUIRED deepseek_run)
+  # kill -9 at a random step after 20, resume: parameters, AdamW state, the
+  # routing biases and every loss equal an uninterrupted run bit for bit.
+  add_test(NAME deepseek_kill9_resume
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/scripts/checkpoint_kill9_resume.py
+                   --keel $<TARGET_FILE:keel> --corpus ${_dsb}/corpus --mode random
+                   --workdir ${_dsb}/kill9 --config ${_dsc}
+                   --set model.kv_lora_rank=16 --set model.qk_nope_head_dim=16
+                   --set model.qk_rope_head_dim=8 --set model.v_head_dim=16
+                   --set model.moe_ffn_hidden=32)
+  set_tests_properties(deepseek_kill9_resume PROPERTIES TIMEOUT 180 LABELS deepseek)
 endif()

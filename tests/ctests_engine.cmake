@@ -10,7 +10,7 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     file(COPY ${_sotu}/${f} DESTINATION ${_eb}/corpus)
   endforeach()
   add_test(NAME engine_cli_train
-           COMMAND $<TARGET_FILE:keel> train data.corpus=${_eb}/corpus data.vocab_size=384
+           COMMAND $<TARGET_FILE:keel> train --no-resume data.corpus=${_eb}/corpus data.vocab_size=384
                    data.val_fraction=0.25 data.cache_dir=${_eb}/cache model.arch=llama
                    model.n_layer=2 model.n_head=4 model.n_kv_head=2 model.n_embd=64
                    model.max_seq_len=64 train.seq_len=64 train.batch_size=8 train.steps=120

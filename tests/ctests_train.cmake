@@ -49,7 +49,7 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     file(COPY ${_sotu}/${f} DESTINATION ${_tb}/corpus)
   endforeach()
   add_test(NAME train_cli_short_run
-           COMMAND $<TARGET_FILE:keel> train data.corpus=${_tb}/corpus data.vocab_size=384
+           COMMAND $<TARGET_FILE:keel> train --no-resume data.corpus=${_tb}/corpus data.vocab_size=384
                    data.val_fraction=0.25 data.cache_dir=${_tb}/cache model.n_layer=1 model.n_head=2
                    model.n_embd=64 model.max_seq_len=32 train.seq_len=32 train.batch_size=8 train.steps=200
                    train.warmup_steps=5 train.lr=3e-3 train.eval_every=50 train.eval_batches=2

@@ -213,8 +213,10 @@ Config parse_config(std::string_view toml_text, const std::string& source) {
     const std::string sec(sec_key.str());
     const std::string sec_where = fmt::format("{}:{}", source, sec_key.source().begin.line);
     if (!is_section(sec))
-      fail<ConfigError>("{}: unknown section '{}' (expected [model], [data], [train], [run], [checkpoint], [resilience] or [dist])",
-                        sec_where, sec);
+      fail<ConfigError>(
+          "{}: unknown section '{}' (expected [model], [data], [train], [run], [checkpoint], "
+          "[resilience] or [dist])",
+          sec_where, sec);
     if (!sec_node.is_table())
       fail<ConfigError>("{}: {}: expected a table, got {}", sec_where, sec,
                         node_type_name(sec_node.type()));
@@ -283,21 +285,22 @@ void validate_config(const Config& cfg) {
                                     m.n_embd / m.n_head));
   if (m.arch == "deepseek") {
     if (m.n_routed_experts < 1)
-      bad("model.n_routed_experts", fmt::format("must be > 0 for deepseek, got {}", m.n_routed_experts));
+      bad("model.n_routed_experts",
+          fmt::format("must be > 0 for deepseek, got {}", m.n_routed_experts));
     if (m.top_k < 1 || m.top_k > m.n_routed_experts)
       bad("model.top_k", fmt::format("must be in [1, model.n_routed_experts = {}], got {}",
                                      m.n_routed_experts, m.top_k));
     if (m.kv_lora_rank < 1 || m.kv_lora_rank > m.n_embd)
-      bad("model.kv_lora_rank", fmt::format("must be in [1, model.n_embd = {}], got {}", m.n_embd,
-                                            m.kv_lora_rank));
+      bad("model.kv_lora_rank",
+          fmt::format("must be in [1, model.n_embd = {}], got {}", m.n_embd, m.kv_lora_rank));
     if (m.q_lora_rank > m.n_embd)
-      bad("model.q_lora_rank", fmt::format("must be <= model.n_embd ({}), got {}", m.n_embd,
-                                           m.q_lora_rank));
+      bad("model.q_lora_rank",
+          fmt::format("must be <= model.n_embd ({}), got {}", m.n_embd, m.q_lora_rank));
     if (m.qk_rope_head_dim % 2 != 0)
       bad("model.qk_rope_head_dim", fmt::format("must be even, got {}", m.qk_rope_head_dim));
     if (m.n_dense_layers > m.n_layer)
-      bad("model.n_dense_layers", fmt::format("must be <= model.n_layer ({}), got {}", m.n_layer,
-                                              m.n_dense_layers));
+      bad("model.n_dense_layers",
+          fmt::format("must be <= model.n_layer ({}), got {}", m.n_layer, m.n_dense_layers));
   }
   if (cfg.data.tokenizer == "bpe" && cfg.data.vocab_size < 257)
     bad("data.vocab_size",
@@ -306,7 +309,8 @@ void validate_config(const Config& cfg) {
   if (!(d.topk_fraction > 0 && d.topk_fraction <= 1))
     bad("dist.topk_fraction", fmt::format("must be in (0, 1], got {}", d.topk_fraction));
   if (d.sync == "diloco" && d.zero1)
-    bad("dist.zero1", "must be false with dist.sync = \"diloco\" (each rank keeps its own inner optimizer)");
+    bad("dist.zero1",
+        "must be false with dist.sync = \"diloco\" (each rank keeps its own inner optimizer)");
   if (cfg.run.dir.empty()) bad("run.dir", "must not be empty");
   if (cfg.data.corpus.empty()) bad("data.corpus", "must not be empty");
 }

@@ -42,7 +42,7 @@ struct ModelSection {
   std::string gating = "sigmoid";  // "sigmoid" | "softmax"
   bool norm_topk_prob = true;
   double routed_scaling = 1.0;
-  double bias_update_rate = 1e-3;
+  double bias_update_rate = 0.5;
   double aux_loss_alpha = 0.0;
   double capacity_factor = 0.0;
 };
@@ -108,8 +108,8 @@ struct ResilienceSection {
   double spike_z = 6.0;            // robust z-score of a spike
   double spike_min_delta = 0.5;    // and nats above the median
   bool sdc = true;
-  int64_t sdc_every = 10;  // replica parameter-hash check every K steps and before checkpoints
-  std::string skip_steps;  // "12,57": steps whose batches are skipped (replays a run's skips)
+  int64_t sdc_every = 10;       // replica parameter-hash check every K steps and before checkpoints
+  std::string skip_steps;       // "12,57": steps whose batches are skipped (replays a run's skips)
   int64_t restart_budget = 10;  // world restarts before `keel launch` gives up
   double backoff_s = 1.0;       // first restart delay, doubled per consecutive failure
   double backoff_max_s = 30.0;
@@ -132,8 +132,11 @@ struct DistSection {
   double topk_fraction = 0.01;  // share of elements sent with "topk", in (0, 1]
   int64_t int8_block = 256;     // elements per f32 scale with "int8"
   int64_t diloco_steps = 32;    // H: local steps per outer step
-  double outer_lr = 0.7;        // DiLoCo outer (Nesterov SGD) learning rate
-  double outer_momentum = 0.9;  // DiLoCo outer momentum, in [0, 1)
+  // DiLoCo's outer Nesterov SGD. The paper's 0.7 / 0.9 suit long runs with
+  // many outer steps; over a few hundred steps plain averaging (1.0 / 0) was
+  // best measured (docs/distributed.md).
+  double outer_lr = 1.0;
+  double outer_momentum = 0.0;  // in [0, 1)
 };
 
 struct Config {

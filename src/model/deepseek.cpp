@@ -33,6 +33,8 @@ class DeepSeek final : public CausalLM {
       } else {
         b.moe = std::make_unique<MoeFeedForward>(params_, p + ".mlp", c, std, out_std);
         state_.emplace_back(p + ".mlp.gate.e_score_correction_bias", &b.moe->bias());
+        inference_.emplace_back(p + ".mlp.gate.e_score_correction_bias", &b.moe->bias());
+        state_.emplace_back(p + ".mlp.gate.balance_integral", &b.moe->integral());
         state_.emplace_back(p + ".mlp.expert_load", &b.moe->load());
       }
       blocks_.push_back(std::move(b));
@@ -76,6 +78,7 @@ class DeepSeek final : public CausalLM {
   }
 
   std::vector<std::pair<std::string, Tensor*>> state_buffers() override { return state_; }
+  std::vector<std::pair<std::string, Tensor*>> inference_buffers() override { return inference_; }
 
   std::vector<Tensor> last_routing() const {
     std::vector<Tensor> out;
@@ -141,7 +144,7 @@ class DeepSeek final : public CausalLM {
   std::vector<Block> blocks_;
   nn::RMSNorm norm_;
   nn::Linear lm_head_;
-  std::vector<std::pair<std::string, Tensor*>> state_;
+  std::vector<std::pair<std::string, Tensor*>> state_, inference_;
   bool train_ = false;
   float grad_scale_ = 1.f;
   double aux_loss_ = 0;

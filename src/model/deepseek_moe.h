@@ -27,11 +27,18 @@ class MoeFeedForward {
                     double* aux_loss);
   // A new micro-batch: the next training forward counts again.
   void begin_micro_batch() { counted_ = false; }
-  // bias += rate * sign(mean load - load) when applied; clears the step's load.
+  // When applied: c_e += rate * sd_e * clamp((mean load - load_e) / mean
+  // load, -1, 1) and bias_e = c_e - (m_e - mean_e' m_e'), with m_e and sd_e
+  // the mean and spread of expert e's score over the step's tokens (see the
+  // definition for why). Clears the step's statistics.
   void end_step(bool applied);
 
   Tensor& bias() { return bias_; }  // f32 (E): selection-only routing bias
-  Tensor& load() { return load_; }  // f32 (E): tokens routed to each expert this step
+  // f32 (3, E): this step's tokens routed to each expert, then the sums of
+  // each expert's score and squared score over the step's tokens (sums, so
+  // data-parallel ranks add them up to the global figures).
+  Tensor& load() { return load_; }
+  Tensor& integral() { return integral_; }  // f32 (E): the load feedback part of the bias
   // max / mean of this step's load (0 when nothing was routed).
   double load_max_over_mean() const;
   double mean_entropy() const { return tokens_ > 0 ? entropy_sum_ / double(tokens_) : 0.0; }
@@ -53,7 +60,7 @@ class MoeFeedForward {
   nn::Parameter* w_down_ = nullptr;  // mlp.experts.down_proj (E, C, F)
   bool has_shared_ = false;
   nn::SwiGLUMLP shared_;  // mlp.shared_experts
-  Tensor bias_, load_;
+  Tensor bias_, load_, integral_;
   Tensor last_idx_;
   bool counted_ = false;
   double entropy_sum_ = 0;

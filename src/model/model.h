@@ -37,13 +37,13 @@ struct ModelConfig {
   int64_t v_head_dim = 0;        // 0: qk_nope_head_dim
   int64_t n_routed_experts = 0;
   int64_t n_shared_experts = 0;
-  int64_t top_k = 0;            // routed experts per token
-  int64_t moe_ffn_hidden = 0;   // 0: ffn_hidden / (top_k + n_shared_experts)
-  int64_t n_dense_layers = 0;   // the first layers keep a dense SwiGLU MLP
+  int64_t top_k = 0;               // routed experts per token
+  int64_t moe_ffn_hidden = 0;      // 0: ffn_hidden / (top_k + n_shared_experts)
+  int64_t n_dense_layers = 0;      // the first layers keep a dense SwiGLU MLP
   std::string gating = "sigmoid";  // "sigmoid" (DeepSeek-V3) | "softmax" (V2)
   bool norm_topk_prob = true;      // normalise the top-k weights to sum 1
   float routed_scaling = 1.f;      // scale on the routed experts' output
-  float bias_update_rate = 1e-3f;  // aux-loss-free balancing step (0: off)
+  float bias_update_rate = 0.5f;   // aux-loss-free balancing gain (see deepseek_moe.h; 0: off)
   float aux_loss_alpha = 0.f;      // sequence-level balance loss weight (0: off)
   float capacity_factor = 0.f;     // > 0: expert capacity = ceil(f * N * top_k / experts)
 };
@@ -82,6 +82,9 @@ class Model {
   // (e.g. a mixture-of-experts routing bias), as (name, tensor) pairs in a
   // fixed order: checkpoints save and restore it so resume stays bit-exact.
   virtual std::vector<std::pair<std::string, Tensor*>> state_buffers() { return {}; }
+  // The part of that state inference needs (e.g. the routing bias, which
+  // decides which experts run): saved with the weights and loaded with them.
+  virtual std::vector<std::pair<std::string, Tensor*>> inference_buffers() { return {}; }
   // Called by the trainer once per step after the optimizer (applied = false
   // for a skipped step), after step_statistics(): mixture-of-experts routing
   // updates its balancing bias from the step's expert load here and clears

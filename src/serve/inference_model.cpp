@@ -1,10 +1,14 @@
 #include "serve/inference_model.h"
 
+#include <sys/mman.h>
+
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "serve/inference_deepseek.h"
 
 namespace keel::serve {
 
@@ -18,8 +22,15 @@ DType weight_format_from_name(const std::string& name) {
 
 InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DType format)
     : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
+  if (cfg_.arch == "deepseek") {
+    deepseek_ = std::make_unique<DeepSeekInference>(w, be, format);
+    kv_dim_ = deepseek_->pool_kv_dim();
+    return;
+  }
   if (cfg_.arch != "gpt2" && cfg_.arch != "llama")
-    fail<ConfigError>("{}: model.arch '{}' cannot be served (gpt2, llama)", w.dir, cfg_.arch);
+    fail<ConfigError>("{}: model.arch '{}' cannot be served (gpt2, llama, deepseek)", w.dir,
+                      cfg_.arch);
+  kv_dim_ = cfg_.n_kv_head * head_size();
   const int64_t C = cfg_.n_embd, V = cfg_.vocab_size, F = cfg_.ffn_hidden, kv = kv_dim();
   const auto t = [&](const std::string& n, const Shape& s) { return &weight(w, n, s); };
   layers_.resize(size_t(cfg_.n_layer));
@@ -63,6 +74,28 @@ InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DTyp
   }
 }
 
+InferenceModel::~InferenceModel() = default;
+
+namespace {
+
+// Linux's synchronous collapse into 2 MiB pages (uapi value; older libc
+// headers lack the name).
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+// Decode streams every weight from memory once per token; backing them with
+// 2 MiB pages saves a page walk every 4 KiB (llama.cpp's mmap of a GGUF file
+// gets the same from the page cache's large folios). Only a hint: where the
+// kernel lacks it or has no huge page free, the 4 KiB pages stay, unchanged.
+void prefer_huge_pages(const Tensor& t) {
+  const uintptr_t huge = uintptr_t(1) << 21, p = reinterpret_cast<uintptr_t>(t.raw());
+  const uintptr_t lo = (p + huge - 1) & ~(huge - 1), hi = (p + t.nbytes()) & ~(huge - 1);
+  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_COLLAPSE);
+}
+
+}  // namespace
+
 InferenceModel::Linear InferenceModel::make_linear(const std::vector<const Tensor*>& parts,
                                                    const Tensor* bias) const {
   Linear l;
@@ -85,16 +118,19 @@ InferenceModel::Linear InferenceModel::make_linear(const std::vector<const Tenso
   }
   if (l.dt == DType::F32) {
     l.w = f;
+    prefer_huge_pages(l.w);
     return l;
   }
   l.w = Tensor::zeros({l.N, l.K}, l.dt);
   if (l.dt == DType::I8) l.scale = Tensor::zeros({l.N}, DType::F32);
   be_.quantize(l.dt, f.data<float>(), l.w.raw(),
                l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
+  prefer_huge_pages(l.w);
   return l;
 }
 
 size_t InferenceModel::weight_bytes_per_token() const {
+  if (deepseek_) return deepseek_->weight_bytes_per_token();
   size_t b = 0;
   const auto lin = [&](const Linear& l) {
     b += l.w.nbytes() + (l.scale.defined() ? l.scale.nbytes() : 0) +
@@ -229,6 +265,7 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
 
 void InferenceModel::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,
                              bool all_logits) {
+  if (deepseek_) return deepseek_->prefill(seq, ids, logits, all_logits);
   const int64_t T = int64_t(ids.size()), pos0 = seq.length();
   KEEL_ASSERT(T > 0 && pos0 + T <= seq.capacity());
   const Segment s{&seq, 0, T, pos0};
@@ -243,6 +280,7 @@ void InferenceModel::prefill(KvSequence& seq, std::span<const int32_t> ids, floa
 
 void InferenceModel::decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens,
                             float* logits) {
+  if (deepseek_) return deepseek_->decode(seqs, tokens, logits);
   const int64_t B = int64_t(seqs.size());
   KEEL_ASSERT(int64_t(tokens.size()) == B);
   std::vector<Segment> segs;

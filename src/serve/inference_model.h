@@ -6,6 +6,7 @@
 // Q4_0 blocks of 32) and multiplied through the backend's qmatmul.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,14 +23,20 @@ namespace keel::serve {
 // "q4"/"q4_0" -> Q4_0. RequestError-free: ConfigError naming the value.
 DType weight_format_from_name(const std::string& name);
 
+class DeepSeekInference;
+
 class InferenceModel {
  public:
   // Copies (or quantizes) every weight it needs out of w; w may go away after.
+  // deepseek runs through DeepSeekInference (serve/inference_deepseek.h).
   InferenceModel(const ModelWeights& w, backend::Backend& be, DType format);
+  ~InferenceModel();
 
   const model::ModelConfig& config() const { return cfg_; }
   DType format() const { return format_; }
-  int64_t kv_dim() const { return cfg_.n_kv_head * head_size(); }
+  // The KvCachePool kv_dim: n_kv_head * head_size, or for deepseek half the
+  // per-layer latent cache width (rounded up; see DeepSeekInference).
+  int64_t kv_dim() const { return kv_dim_; }
   int64_t head_size() const { return cfg_.n_embd / cfg_.n_head; }
   // Bytes of weights one decode step reads (every matrix once, plus one
   // embedding row per token): the numerator of the bandwidth roofline.
@@ -75,6 +82,8 @@ class InferenceModel {
   backend::Backend& be_;
   DType format_;
   bool llama_;
+  int64_t kv_dim_ = 0;
+  std::unique_ptr<DeepSeekInference> deepseek_;
   Tensor tok_emb_, pos_emb_;  // pos_emb_: gpt2 only
   std::vector<Layer> layers_;
   Tensor final_w_, final_b_;

@@ -14,7 +14,9 @@ namespace keel::serve {
 class KvCachePool;
 
 // Keys and values of one sequence: layer l's keys are rows [0, length) of a
-// (capacity, kv_dim) f32 matrix, likewise its values.
+// (capacity, kv_dim) f32 matrix, likewise its values; the two are contiguous
+// from keys(l), so a model that caches one latent row per token (deepseek's
+// MLA: 2 * kv_dim >= its width) uses them as one (capacity, 2 * kv_dim) block.
 class KvSequence {
  public:
   ~KvSequence();

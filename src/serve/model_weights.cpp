@@ -22,6 +22,7 @@ ModelWeights load_model_weights(const std::string& path) {
     w.config = run.model->config();
     w.tokenizer = std::move(run.tokenizer);
     for (nn::Parameter* p : run.model->parameters()) w.tensors[p->name] = p->value;
+    for (auto& [name, t] : run.model->inference_buffers()) w.tensors[name] = *t;
     return w;
   }
   if (fs::exists(dir / "config.json")) {

@@ -9,8 +9,8 @@
 namespace keel::train {
 
 struct OuterConfig {
-  double lr = 0.7;        // the DiLoCo paper's outer learning rate
-  double momentum = 0.9;  // in [0, 1)
+  double lr = 1.0;        // 1 with momentum 0: the replicas' mean, plain averaging
+  double momentum = 0.0;  // in [0, 1); the DiLoCo paper uses lr 0.7, momentum 0.9
 };
 
 class OuterOptimizer {

@@ -17,6 +17,7 @@ void save_run(const std::string& dir, const io::Config& cfg, model::Model& model
   io::make_dirs(dir);
   std::vector<io::NamedTensor> tensors;
   for (auto* p : model.parameters()) tensors.push_back({p->name, p->value});
+  for (auto& [name, t] : model.inference_buffers()) tensors.push_back({name, *t});
   io::write_safetensors((fs::path(dir) / kRunWeightsFile).string(), tensors,
                         {{"format", "pt"}, {"keel.arch", model.config().arch}});
   // The saved config pins what was derived at run time, so loading needs no guesswork.
@@ -38,6 +39,12 @@ void load_weights(const std::string& path, model::Model& model) {
       fail<IoError>("{}: no tensor named '{}' (the model needs it)", path, p->name);
     file.read_into(p->name, p->value);
     used.insert(p->name);
+  }
+  for (auto& [name, t] : model.inference_buffers()) {
+    if (!file.contains(name))
+      fail<IoError>("{}: no tensor named '{}' (the model's routing needs it)", path, name);
+    file.read_into(name, *t);
+    used.insert(name);
   }
   for (const auto& e : file.entries())
     if (!used.count(e.name))

@@ -1,7 +1,8 @@
 // The run directory's final products: model.safetensors (f32 master weights
-// named by Parameter::name), config.toml (the resolved config), tokenizer.json
-// and summary.json; and loading them back into a ready model for
-// `keel generate`. Every file is written atomically.
+// named by Parameter::name, plus Model::inference_buffers such as routing
+// biases), config.toml (the resolved config), tokenizer.json and
+// summary.json; and loading them back into a ready model for `keel
+// generate`. Every file is written atomically.
 #pragma once
 #include <memory>
 #include <string>
@@ -25,7 +26,7 @@ void save_run(const std::string& dir, const io::Config& cfg, model::Model& model
               const data::Tokenizer& tok, const nlohmann::json& summary);
 
 // Copies f32 master weights from a safetensors file into the model's
-// parameters (names and shapes must match exactly; IoError naming the
+// parameters and inference buffers (names and shapes must match exactly; IoError naming the
 // tensor otherwise), then refreshes the compute copies.
 void load_weights(const std::string& path, model::Model& model);
 

@@ -72,6 +72,12 @@ def state_digest(run):
         whole.update(("p:" + name + ":" + params[name][2]).encode())
     for name in sorted(opt):
         whole.update(("o:" + name + ":" + opt[name][2]).encode())
+    # Training state beside the parameters (e.g. mixture-of-experts routing biases).
+    ms = os.path.join(ck, "model_state.safetensors")
+    state = tensor_hashes(ms) if os.path.exists(ms) else {}
+    for name in sorted(state):
+        whole.update(("s:" + name + ":" + state[name][2]).encode())
+        opt["state:" + name] = state[name]
     whole.update(("t:%d step:%d" % (man["optimizer_t"], man["step"])).encode())
     return whole.hexdigest(), params, opt
 
@@ -94,7 +100,8 @@ class Runner:
 
     def cmd(self, run, extra=()):
         a = self.args
-        return [a.keel, "train", *extra,
+        config = ["--config", a.config] if a.config else []
+        return [a.keel, "train", *config, *extra,
                 "data.corpus=" + a.corpus, "data.vocab_size=384", "data.val_fraction=0.25",
                 "data.cache_dir=" + os.path.join(self.work, "cache"),
                 "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.max_seq_len=64",
@@ -103,7 +110,7 @@ class Runner:
                 "train.eval_every=0", "train.eval_batches=1", "train.peak_gflops=100",
                 "train.threads=1", "train.log_every=5",
                 "checkpoint.every=5", "checkpoint.keep_last=3",
-                "run.dir=" + os.path.join(self.work, run)]
+                "run.dir=" + os.path.join(self.work, run), *a.set]
 
     def run(self, run, extra=(), env=None, expect_rc=0):
         p = subprocess.run(self.cmd(run, extra), env=env, stdout=subprocess.PIPE,
@@ -210,6 +217,9 @@ def main():
     ap.add_argument("--compute", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--mode", choices=["random", "during-write", "corrupt"], default="random")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--config", default=None, help="TOML config (default: keel's embedded one)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="extra key=value override, after the built-in ones (repeatable)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print("mode %s compute %s seed %d" % (args.mode, args.compute, seed), flush=True)

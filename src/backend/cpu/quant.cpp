@@ -1,7 +1,7 @@
 // Weight quantization and quantized matmul for the cpu backend. The rounding
 // rules are backend.h's (llama.cpp's for the block types, so GGUF export is a
 // copy); the dot products run in integers through the fastest kernel table
-// the CPU allows, parallel over output rows with a static schedule.
+// the CPU allows, parallel over fixed blocks of output rows.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -119,35 +119,56 @@ void check_qdt(const char* kernel, DType qdt, int64_t K) {
     fail<KernelError>("[{}] {} needs K % {} == 0, got K={}", kernel, dtype_name(qdt), kQBlock, K);
 }
 
-// ---- scalar dot kernels (the reference the vector tables must match bit for bit)
+// ---- scalar dot kernels and activation quantizers (the reference the
+// vector tables must match bit for bit; the order is quant_internal.h's)
 
-int32_t dot_i8_scalar(const int8_t* a, const int8_t* b, int64_t K) {
-  int32_t s = 0;
-  for (int64_t k = 0; k < K; ++k) s += int32_t(a[k]) * int32_t(b[k]);
-  return s;
-}
-
-float dot_q8_scalar(const BlockQ8_0* w, const BlockQ8_0* x, const float* xd, int64_t nb) {
-  float acc = 0.f;
-  for (int64_t i = 0; i < nb; ++i) {
+void dot_i8_scalar(const int8_t* w, const int8_t* x, int64_t K, int64_t M, int32_t* out) {
+  for (int64_t m = 0; m < M; ++m) {
     int32_t s = 0;
-    for (int j = 0; j < kQBlock; ++j) s += int32_t(w[i].qs[j]) * int32_t(x[i].qs[j]);
-    acc = std::fma(float(s), f16_to_f32(w[i].d) * xd[i], acc);
+    for (int64_t k = 0; k < K; ++k) s += int32_t(w[k]) * int32_t(x[m * K + k]);
+    out[m] = s;
   }
-  return acc;
 }
 
-float dot_q4_scalar(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb) {
-  float acc = 0.f;
-  for (int64_t i = 0; i < nb; ++i) {
-    int32_t s = 0;
-    for (int j = 0; j < kQBlock / 2; ++j) {
-      s += ((w[i].qs[j] & 0x0f) - 8) * int32_t(x[i].qs[j]);
-      s += ((w[i].qs[j] >> 4) - 8) * int32_t(x[i].qs[j + kQBlock / 2]);
+// wq(blk, e): element e of weight block blk as a signed integer.
+template <class Block, class WQ>
+float dot_blocked_scalar(const Block* w, WQ wq, const BlockQ8_0* x, const float* xd, int64_t nb) {
+  float acc[8] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = f16_to_f32(w[b].d) * xd[b];
+    for (int j = 0; j < 8; ++j) {
+      int32_t p = 0;
+      for (int e = 4 * j; e < 4 * j + 4; ++e) p += wq(w[b], e) * int32_t(x[b].qs[e]);
+      acc[j] = std::fma(float(p), d, acc[j]);
     }
-    acc = std::fma(float(s), f16_to_f32(w[i].d) * xd[i], acc);
   }
-  return acc;
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+void dot_q8_scalar(const BlockQ8_0* w, const BlockQ8_0* x, const float* xd, int64_t nb, int64_t M,
+                   float* out) {
+  const auto wq = [](const BlockQ8_0& blk, int e) { return int32_t(blk.qs[e]); };
+  for (int64_t m = 0; m < M; ++m) out[m] = dot_blocked_scalar(w, wq, x + m * nb, xd + m * nb, nb);
+}
+
+void dot_q4_scalar(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb, int64_t M,
+                   float* out) {
+  const auto wq = [](const BlockQ4_0& blk, int e) {
+    const uint8_t v = blk.qs[e % (kQBlock / 2)];
+    return int32_t(e < kQBlock / 2 ? (v & 0x0f) : (v >> 4)) - 8;
+  };
+  for (int64_t m = 0; m < M; ++m) out[m] = dot_blocked_scalar(w, wq, x + m * nb, xd + m * nb, nb);
+}
+
+void quantize_i8_scalar(const float* x, int8_t* q, float* scale, int64_t K) {
+  quantize_row_i8(x, q, scale, K);
+}
+
+void quantize_q8_scalar(const float* x, BlockQ8_0* q, float* xd, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b) {
+    quantize_block_q8_0(x + b * kQBlock, q + b);
+    xd[b] = f16_to_f32(q[b].d);
+  }
 }
 
 const QDotTable& qdot_best() {
@@ -159,7 +180,8 @@ const QDotTable& qdot_best() {
 }  // namespace
 
 const QDotTable& quant_detail::qdot_scalar() {
-  static const QDotTable t{&dot_i8_scalar, &dot_q8_scalar, &dot_q4_scalar};
+  static const QDotTable t{&dot_i8_scalar, &dot_q8_scalar, &dot_q4_scalar, &quantize_i8_scalar,
+                           &quantize_q8_scalar};
   return t;
 }
 
@@ -189,44 +211,51 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
   const QDotTable& dot = qdot_best();
   const size_t wrow = dtype_bytes(qdt, size_t(K));
   // x quantized once: int8 rows + scale for I8 weights, Q8_0 blocks otherwise.
-  const DType xdt = qdt == DType::I8 ? DType::I8 : DType::Q8_0;
-  const size_t xrow = dtype_bytes(xdt, size_t(K));
-  const int64_t nb = K / kQBlock;
+  const bool i8 = qdt == DType::I8;
+  const size_t xrow = dtype_bytes(i8 ? DType::I8 : DType::Q8_0, size_t(K));
+  const int64_t nb = K / kQBlock, ns = i8 ? 1 : nb;
+  // Grown, never shrunk: decode calls this with the same shapes every step.
   thread_local std::vector<char> xq;
   thread_local std::vector<float> xs;
-  xq.resize(size_t(M) * xrow);
-  xs.resize(size_t(M * (xdt == DType::I8 ? 1 : nb)));
+  if (xq.size() < size_t(M) * xrow) xq.resize(size_t(M) * xrow);
+  if (xs.size() < size_t(M * ns)) xs.resize(size_t(M * ns));
   char* xqp = xq.data();
   float* xsp = xs.data();
 #pragma omp parallel for num_threads(threads) schedule(static) if (M > 1)
   for (int64_t m = 0; m < M; ++m) {
-    if (xdt == DType::I8) {
-      quantize_row_i8(x + m * K, reinterpret_cast<int8_t*>(xqp + m * xrow), xsp + m, K);
-    } else {
-      auto* blocks = reinterpret_cast<BlockQ8_0*>(xqp + m * xrow);
-      for (int64_t b = 0; b < nb; ++b) {
-        quantize_block_q8_0(x + m * K + b * kQBlock, blocks + b);
-        xsp[m * nb + b] = f16_to_f32(blocks[b].d);
-      }
-    }
+    if (i8)
+      dot.quantize_i8(x + m * K, reinterpret_cast<int8_t*>(xqp + m * xrow), xsp + m, K);
+    else
+      dot.quantize_q8(x + m * K, reinterpret_cast<BlockQ8_0*>(xqp + m * xrow), xsp + m * nb, nb);
   }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const char* w = static_cast<const char*>(wq) + n * wrow;
-    for (int64_t m = 0; m < M; ++m) {
-      const char* xr = xqp + m * xrow;
-      float v;
-      if (qdt == DType::I8)
-        v = float(dot.dot_i8(reinterpret_cast<const int8_t*>(w),
-                             reinterpret_cast<const int8_t*>(xr), K)) *
-            (xsp[m] * wscale[n]);
-      else if (qdt == DType::Q8_0)
-        v = dot.dot_q8(reinterpret_cast<const BlockQ8_0*>(w),
-                       reinterpret_cast<const BlockQ8_0*>(xr), xsp + m * nb, nb);
-      else
-        v = dot.dot_q4(reinterpret_cast<const BlockQ4_0*>(w),
-                       reinterpret_cast<const BlockQ8_0*>(xr), xsp + m * nb, nb);
-      y[m * N + n] = v;
+  // Rows of W in fixed blocks, each taken by whichever thread is free (one
+  // the OS preempts does not hold the others up): each y element is one dot
+  // in one fixed order, so y depends neither on the thread count nor on who
+  // computed it.
+  const int64_t block = 64, nblocks = (N + block - 1) / block;
+  const int nt = int(std::min<int64_t>(threads, nblocks));
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+  for (int64_t ib = 0; ib < nblocks; ++ib) {
+    float out[kQRows];
+    int32_t iout[kQRows];
+    for (int64_t n = ib * block; n < std::min(N, (ib + 1) * block); ++n) {
+      const char* w = static_cast<const char*>(wq) + size_t(n) * wrow;
+      for (int64_t m0 = 0; m0 < M; m0 += kQRows) {
+        const int64_t mc = std::min(kQRows, M - m0);
+        const char* xr = xqp + size_t(m0) * xrow;
+        if (i8) {
+          dot.dot_i8(reinterpret_cast<const int8_t*>(w), reinterpret_cast<const int8_t*>(xr), K, mc,
+                     iout);
+          for (int64_t i = 0; i < mc; ++i) out[i] = float(iout[i]) * (xsp[m0 + i] * wscale[n]);
+        } else if (qdt == DType::Q8_0) {
+          dot.dot_q8(reinterpret_cast<const BlockQ8_0*>(w), reinterpret_cast<const BlockQ8_0*>(xr),
+                     xsp + m0 * nb, nb, mc, out);
+        } else {
+          dot.dot_q4(reinterpret_cast<const BlockQ4_0*>(w), reinterpret_cast<const BlockQ8_0*>(xr),
+                     xsp + m0 * nb, nb, mc, out);
+        }
+        for (int64_t i = 0; i < mc; ++i) y[(m0 + i) * N + n] = out[i];
+      }
     }
   }
 }

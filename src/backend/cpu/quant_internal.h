@@ -1,7 +1,7 @@
-// Internal to the cpu quantized matmul: the integer dot-product kernels, one
-// table per vector level (scalar in quant.cpp, AVX2 and AVX-512 VNNI in
-// quant_<isa>.cpp). Integer sums are exact, and the per-block float sums run
-// in the same order at every level, so all levels give bit-identical y.
+// Internal to the cpu quantized matmul: the integer dot-product kernels and
+// the activation quantizers, one table per vector level (scalar in quant.cpp,
+// AVX2 and AVX-512 VNNI in quant_<isa>.cpp). Integer sums are exact and every
+// float operation is fixed below, so all levels give bit-identical results.
 #pragma once
 #include <cstdint>
 
@@ -9,13 +9,32 @@
 
 namespace keel::backend::cpu::quant_detail {
 
+// x rows one dot call handles: each weight block is loaded (and for Q4_0
+// unpacked) once for up to this many rows of x.
+inline constexpr int64_t kQRows = 4;
+
+// The blocked dot order, written once here for every level. For block b and
+// lane j in [0, 8), p_j = sum of w[e] * x[e] over the block's elements
+// e = 4j .. 4j+3 (an exact int32), and acc_j = fma(float(p_j), d_w[b] * d_x[b],
+// acc_j) with blocks in order from acc_j = 0. The result is
+// ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7)).
+// Eight lanes in one register across all blocks is what keeps the vector
+// kernels at memory speed (no horizontal sum per block).
 struct QDotTable {
-  // sum_k a[k] * b[k], exact (|a|, |b| <= 127).
-  int32_t (*dot_i8)(const int8_t* a, const int8_t* b, int64_t K);
-  // acc = fma(float(isum_b), d_w[b] * xd[b], acc) over nb blocks in order;
-  // xd holds the x blocks' scales already widened to f32.
-  float (*dot_q8)(const BlockQ8_0* w, const BlockQ8_0* x, const float* xd, int64_t nb);
-  float (*dot_q4)(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb);
+  // out[m] = sum_k w[k] * x[m * K + k] for m < M <= kQRows, exact
+  // (|w|, |x| <= 127, K * 127^2 < 2^31).
+  void (*dot_i8)(const int8_t* w, const int8_t* x, int64_t K, int64_t M, int32_t* out);
+  // out[m] = the blocked dot above of weight row w (nb blocks) with x row m
+  // (blocks x + m * nb, f32 scales xd + m * nb), for m < M <= kQRows.
+  void (*dot_q8)(const BlockQ8_0* w, const BlockQ8_0* x, const float* xd, int64_t nb, int64_t M,
+                 float* out);
+  void (*dot_q4)(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb, int64_t M,
+                 float* out);
+  // Activation rows, by backend.h's rules: K values to int8 with one scale
+  // (max|x| / 127), or nb blocks of 32 to Q8_0 with each block's stored
+  // scale widened back to f32 in xd[b].
+  void (*quantize_i8)(const float* x, int8_t* q, float* scale, int64_t K);
+  void (*quantize_q8)(const float* x, BlockQ8_0* q, float* xd, int64_t nb);
 };
 
 const QDotTable& qdot_scalar();

@@ -64,6 +64,7 @@ class Progress {
     const double eta =
         elapsed / double(std::max<int64_t>(m.step - first_, 1)) * double(total_ - m.step);
     const std::string val = m.val_loss ? fmt::format(" val {:.4f}", *m.val_loss) : "";
+    const std::string moe = moe_stats(m);
     if (tty_) {
       constexpr int kWidth = 24;
       const int filled = int(kWidth * m.step / total_);
@@ -71,19 +72,31 @@ class Progress {
                  std::string(kWidth - filled, '.'), m.step, total_, m.loss, m.tokens_per_s,
                  format_duration(eta));
       if (m.val_loss)
-        fmt::print("\rstep {}/{}: train loss {:.4f}{}{}\n", m.step, total_, m.loss, val,
+        fmt::print("\rstep {}/{}: train loss {:.4f}{}{}{}\n", m.step, total_, m.loss, val, moe,
                    std::string(40, ' '));
       std::fflush(stdout);
     } else if (m.step % log_every_ == 0 || m.val_loss || m.step == total_ || m.step == first_ + 1) {
       fmt::print(
-          "step {}/{} loss {:.4f}{} lr {:.3g} grad_norm {:.3f} tok/s {:.0f} mfu {:.1f}% eta {}\n",
+          "step {}/{} loss {:.4f}{} lr {:.3g} grad_norm {:.3f} tok/s {:.0f} mfu {:.1f}% eta {}{}\n",
           m.step, total_, m.loss, val, m.lr, m.grad_norm, m.tokens_per_s, 100 * m.mfu,
-          format_duration(eta));
+          format_duration(eta), moe);
       std::fflush(stdout);
     }
   }
   void finish() {
     if (tty_) fmt::print("\n");
+  }
+  // Mixture-of-experts balance: " expert load max/mean 1.12 [1.10 1.15]
+  // entropy 2.07" (mean over layers, then each layer), empty for dense models.
+  static std::string moe_stats(const train::StepMetrics& m) {
+    std::string all, layers, ent;
+    for (const auto& [k, v] : m.model_stats) {
+      if (k == "expert_load_max_mean") all = fmt::format(" expert load max/mean {:.2f}", v);
+      if (k.starts_with("expert_load_max_mean.layer"))
+        layers += fmt::format("{}{:.2f}", layers.empty() ? " [" : " ", v);
+      if (k == "routing_entropy") ent = fmt::format(" entropy {:.3f}", v);
+    }
+    return all.empty() ? "" : all + (layers.empty() ? "" : layers + "]") + ent;
   }
 
  private:

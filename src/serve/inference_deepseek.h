@@ -1,0 +1,89 @@
+// The inference forward of deepseek (multi-head latent attention and
+// DeepSeekMoE) over backend kernels and the parameters by name: the KV cache
+// holds per token and layer only the normalised latent (kv_lora_rank) and the
+// rotated shared key (qk_rope_head_dim); each forward rebuilds the per-head
+// keys and values from it. Routing uses the trained selection bias, so a token
+// goes to the experts it went to in training.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "model/model.h"
+#include "serve/kv_cache.h"
+#include "serve/model_weights.h"
+
+namespace keel::serve {
+
+class DeepSeekInference {
+ public:
+  // Copies (or quantizes to `format`) the weights it needs out of w; the
+  // router stays f32 so that quantization cannot change which experts run.
+  DeepSeekInference(const ModelWeights& w, backend::Backend& be, DType format);
+
+  // Floats cached per token and layer: kv_lora_rank + qk_rope_head_dim.
+  int64_t cache_width() const { return cfg_.kv_lora_rank + cfg_.qk_rope_head_dim; }
+  // The KvCachePool kv_dim that holds cache_width() floats per token and
+  // layer in its 2 * kv_dim slots (one float wasted when the width is odd).
+  int64_t pool_kv_dim() const { return (cache_width() + 1) / 2; }
+  // Bytes of weights one decode token reads: every dense matrix, the router,
+  // the top_k routed experts' matrices and one embedding row.
+  size_t weight_bytes_per_token() const;
+
+  // Same contracts as InferenceModel::prefill / decode.
+  void prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits, bool all_logits);
+  void decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens, float* logits);
+
+ private:
+  struct Linear {
+    int64_t N = 0, K = 0;
+    DType dt = DType::F32;
+    Tensor w;      // (N, K) f32 or quantized
+    Tensor scale;  // (N) f32 for I8
+  };
+  struct Mlp {       // SwiGLU: gate and up stacked (2F, C), down (C, F)
+    Linear gate_up;  // rows [0, F) gate, [F, 2F) up
+    Linear down;
+  };
+  struct Layer {
+    Tensor attn_norm, ffn_norm, q_a_norm, kv_a_norm;
+    Linear q, q_a, q_b, kv_a, kv_b, o;
+    bool moe = false;
+    Mlp dense;                 // first n_dense_layers
+    Linear router;             // (E, C), f32
+    Tensor bias;               // (E) selection bias
+    std::vector<Mlp> experts;  // E routed experts
+    bool has_shared = false;
+    Mlp shared;
+  };
+  struct Segment {
+    KvSequence* seq;
+    int64_t row0, rows, pos0;
+  };
+
+  Linear make_linear(const Tensor& f, bool keep_f32 = false) const;
+  Linear stacked(const Tensor& a, const Tensor& b) const;
+  void linear(const Linear& l, const float* x, float* y, int64_t M);
+  void rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C);
+  void mlp(const Mlp& m, const float* x, float* y, int64_t M);
+  void attention(const Layer& L, int64_t layer, std::span<const Segment> segs, const float* h,
+                 int64_t M, float* out);
+  void moe(const Layer& L, const float* h, int64_t M, float* out);
+  void forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
+               std::span<const int64_t> logit_rows, float* logits);
+
+  model::ModelConfig cfg_;
+  backend::Backend& be_;
+  DType format_;
+  Tensor tok_emb_, final_norm_;
+  std::vector<Layer> layers_;
+  Linear head_;
+  // Scratch reused across calls (one engine thread drives a model).
+  std::vector<float> x_, h_, a_, q_, qa_, ckv_, lat_, kv_, k_, v_, o_, ov_, f1_, f2_, f3_,
+      route_logits_, scores_, wts_, gx_, gy_, slots_, stats_, lse_, rows_;
+  std::vector<int32_t> idx_;
+};
+
+}  // namespace keel::serve

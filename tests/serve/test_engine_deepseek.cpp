@@ -1,0 +1,258 @@
+// deepseek through the inference engine: prefill and batched decode over the
+// latent KV cache equal the training forward Model::logits (ref and cpu, with
+// and without a query latent, with non-zero routing biases); the engine's
+// greedy output equals the training model's greedy generation from a saved
+// run; the cache pool sizes a token from the latent width.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <future>
+#include <mutex>
+
+#include "backend/backend.h"
+#include "core/rng.h"
+#include "model/deepseek.h"
+#include "model/model.h"
+#include "serve/engine.h"
+#include "serve/inference_model.h"
+#include "serve/kv_cache.h"
+#include "test_engine_util.h"
+#include "train/generation.h"
+
+using namespace keel;
+using namespace keel::serve;
+
+namespace {
+
+model::ModelConfig ds_config(int64_t q_lora) {
+  model::ModelConfig c;
+  c.arch = "deepseek";
+  c.vocab_size = 96;
+  c.n_layer = 3;
+  c.n_head = 4;
+  c.n_embd = 64;
+  c.max_seq_len = 32;
+  c.q_lora_rank = q_lora;
+  c.kv_lora_rank = 16;
+  c.qk_nope_head_dim = 16;
+  c.qk_rope_head_dim = 8;
+  c.v_head_dim = 12;
+  c.n_routed_experts = 6;
+  c.n_shared_experts = 1;
+  c.top_k = 2;
+  c.moe_ffn_hidden = 24;
+  c.n_dense_layers = 1;
+  c.gating = "sigmoid";
+  return c;
+}
+
+// Routing biases big enough to change the top-k choice of many tokens.
+void randomize_biases(model::Model& m, uint64_t seed) {
+  const Rng rng(seed, 2);
+  uint64_t i = 0;
+  for (auto& [name, t] : m.inference_buffers()) {
+    float* b = t->data<float>();
+    for (int64_t e = 0; e < t->numel(); ++e) b[e] = 0.1f * (float(rng.uniform(i++)) - 0.5f);
+  }
+}
+
+ModelWeights weights_with_buffers(model::Model& m) {
+  ModelWeights w = serve::testing::weights_of(m);
+  for (auto& [name, t] : m.inference_buffers()) w.tensors[name] = *t;
+  return w;
+}
+
+std::vector<int32_t> some_ids(int64_t n, int64_t V, uint64_t seed) {
+  const Rng rng(seed, 1);
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(int32_t(rng.below(uint64_t(i), uint64_t(V))));
+  return ids;
+}
+
+float max_abs_diff(const float* a, const float* b, int64_t n) {
+  float d = 0;
+  for (int64_t i = 0; i < n; ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+struct Case {
+  std::string backend;
+  int64_t q_lora;
+};
+
+class DeepSeekForward : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DeepSeekForward, PrefillAndDecodeMatchModelLogits) {
+  const Case c = GetParam();
+  auto be = backend::make_backend(c.backend);
+  auto m = model::make_model(ds_config(c.q_lora), *be);
+  m->init(11);
+  randomize_biases(*m, 5);
+  m->sync_compute_weights();
+  const auto& cfg = m->config();
+  const int64_t T = 20, V = cfg.vocab_size;
+  const auto ids = some_ids(T, V, 3);
+  const std::vector<float> ref = m->logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
+
+  InferenceModel im(weights_with_buffers(*m), *be, DType::F32);
+  KvCachePool pool(cfg.n_layer, im.kv_dim(), size_t(1) << 24);
+  auto s1 = pool.try_allocate(T);
+  ASSERT_TRUE(s1);
+  std::vector<float> all(size_t(T * V));
+  im.prefill(*s1, ids, all.data(), true);
+  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), 1e-4f);
+
+  // Prefill of 5, then one token at a time through the latent cache.
+  auto s2 = pool.try_allocate(T);
+  std::vector<float> row(static_cast<size_t>(V));
+  const int64_t P = 5;
+  im.prefill(*s2, {ids.data(), size_t(P)}, row.data());
+  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), 1e-4f);
+  for (int64_t t = P; t < T; ++t) {
+    KvSequence* seqs[] = {s2.get()};
+    im.decode(seqs, {&ids[size_t(t)], 1}, row.data());
+    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 1e-4f) << "position " << t;
+  }
+
+  // Sequences at different positions decoded as one batch (their tokens
+  // routed together) give the rows each gets alone.
+  const std::vector<int64_t> lens = {2, 7, 13};
+  std::vector<std::unique_ptr<KvSequence>> seqs;
+  std::vector<KvSequence*> ptrs;
+  std::vector<int32_t> next;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    const auto other = some_ids(lens[i] + 1, V, 20 + i);
+    seqs.push_back(pool.try_allocate(T));
+    im.prefill(*seqs.back(), {other.data(), size_t(lens[i])}, row.data());
+    ptrs.push_back(seqs.back().get());
+    next.push_back(other.back());
+  }
+  std::vector<float> batch(lens.size() * size_t(V));
+  im.decode(ptrs, next, batch.data());
+  for (size_t i = 0; i < lens.size(); ++i) {
+    const auto other = some_ids(lens[i] + 1, V, 20 + i);
+    const auto full = m->logits(Tensor::from_i32(other, {1, lens[i] + 1})).to_f32_vector();
+    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), 1e-4f)
+        << "sequence " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, DeepSeekForward,
+                         ::testing::Values(Case{"ref", 0}, Case{"cpu", 0}, Case{"ref", 24},
+                                           Case{"cpu", 24}),
+                         [](const auto& info) {
+                           return info.param.backend + "_qlora" + std::to_string(info.param.q_lora);
+                         });
+
+TEST(DeepSeekForward, RoutingBiasIsUsed) {
+  // Zero biases route differently (the test's biases matter), and weights
+  // that lack them are an error rather than served as if they were zero.
+  auto be = backend::make_backend("ref");
+  auto m = model::make_model(ds_config(0), *be);
+  m->init(11);
+  randomize_biases(*m, 5);
+  ModelWeights w = weights_with_buffers(*m);
+  const int64_t T = 12, V = m->config().vocab_size;
+  const auto ids = some_ids(T, V, 4);
+  const auto prefill = [&](const ModelWeights& mw) {
+    InferenceModel im(mw, *be, DType::F32);
+    KvCachePool pool(m->config().n_layer, im.kv_dim(), SIZE_MAX);
+    auto s = pool.try_allocate(T);
+    std::vector<float> out(size_t(T * V));
+    im.prefill(*s, ids, out.data(), true);
+    return out;
+  };
+  const std::vector<float> with = prefill(w);
+  ModelWeights zero = w;
+  for (auto& [name, t] : m->inference_buffers())
+    zero.tensors[name] = Tensor::zeros(t->shape(), DType::F32);
+  const std::vector<float> without = prefill(zero);
+  EXPECT_GT(max_abs_diff(with.data(), without.data(), T * V), 1e-3f);
+  w.tensors.erase("model.layers.1.mlp.gate.e_score_correction_bias");
+  EXPECT_THROW(InferenceModel(w, *be, DType::F32), IoError);
+}
+
+TEST(DeepSeekCache, PoolSizesATokenFromTheLatentWidth) {
+  auto be = backend::make_backend("ref");
+  auto m = model::make_model(ds_config(0), *be);
+  m->init(1);
+  const auto& cfg = m->config();
+  InferenceModel im(weights_with_buffers(*m), *be, DType::F32);
+  const KvCachePool pool(cfg.n_layer, im.kv_dim(), SIZE_MAX);
+  // (16 + 8) floats per token and layer, against 2 * 64 for multi-head attention.
+  EXPECT_EQ(pool.bytes_for(1), size_t(cfg.n_layer * (16 + 8) * 4));
+  EXPECT_EQ(int64_t(pool.bytes_for(1)), model::mla_cache_bytes_per_token(cfg, 4));
+  EXPECT_LE(4 * model::mla_cache_bytes_per_token(cfg, 4), model::mha_cache_bytes_per_token(cfg, 4));
+}
+
+// A run directory with random weights and non-zero routing biases.
+std::string deepseek_run() {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("keel_engine_deepseek_" + std::to_string(::getpid())) / "tiny";
+  if (std::filesystem::exists(dir / train::kRunWeightsFile)) return dir.string();
+  const data::Tokenizer tok = serve::testing::small_tokenizer();
+  io::Config cfg = io::default_config();
+  io::apply_overrides(
+      cfg,
+      {"model.arch=deepseek", "model.n_layer=3", "model.n_head=4", "model.n_embd=64",
+       "model.max_seq_len=48", "model.kv_lora_rank=16", "model.qk_nope_head_dim=16",
+       "model.qk_rope_head_dim=8", "model.v_head_dim=16", "model.n_routed_experts=6",
+       "model.top_k=2", "model.moe_ffn_hidden=32", "train.seq_len=48", "run.dir=" + dir.string()});
+  auto be = train::make_run_backend(cfg);
+  auto m = model::make_model(train::run_model_config(cfg, tok.vocab_size()), *be);
+  m->init(7);
+  randomize_biases(*m, 9);
+  m->sync_compute_weights();
+  train::save_run(dir.string(), cfg, *m, tok, {{"val_loss", 0.0}});
+  return dir.string();
+}
+
+TEST(DeepSeekEngine, GreedyMatchesTrainingGreedyGeneration) {
+  const std::string dir = deepseek_run();
+  auto run = train::load_run(dir, "ref");
+  // The saved run carries the biases (they are not zero after loading).
+  float babs = 0;
+  for (auto& [name, t] : run.model->inference_buffers())
+    for (float v : t->to_f32_vector()) babs = std::max(babs, std::fabs(v));
+  EXPECT_GT(babs, 0.01f);
+  EngineOptions o;
+  o.backend = "ref";
+  o.threads = 2;
+  auto eng = Engine::load(dir, o);
+  const std::vector<std::string> prompts = {"the union", "strong states make", "héllo"};
+  struct Out {
+    std::mutex mu;
+    std::vector<int32_t> tokens;
+    std::promise<void> done;
+  };
+  std::vector<std::unique_ptr<Out>> outs;
+  for (const auto& p : prompts) {
+    Request r;
+    r.prompt = eng->tokenizer().encode(p);
+    r.sampling.temperature = 0;
+    r.sampling.max_tokens = 10;
+    r.sampling.stop_at_eot = false;
+    outs.push_back(std::make_unique<Out>());
+    Out* out = outs.back().get();
+    eng->submit(r, [out](const Event& e) {
+      std::lock_guard<std::mutex> lock(out->mu);
+      out->tokens.insert(out->tokens.end(), e.tokens.begin(), e.tokens.end());
+      if (e.finish != FinishReason::None) out->done.set_value();
+      return true;
+    });
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(outs[i]->done.get_future().wait_for(std::chrono::seconds(60)),
+              std::future_status::ready);
+    train::SampleOptions so;
+    so.temperature = 0;
+    so.max_tokens = 10;
+    const auto want = train::generate(*run.model, eng->tokenizer().encode(prompts[i]), so);
+    std::lock_guard<std::mutex> lock(outs[i]->mu);
+    EXPECT_EQ(outs[i]->tokens, want) << prompts[i];
+  }
+}
+
+}  // namespace
