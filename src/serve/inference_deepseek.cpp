@@ -84,31 +84,11 @@ DeepSeekInference::DeepSeekInference(const ModelWeights& w, backend::Backend& be
 }
 
 DeepSeekInference::Linear DeepSeekInference::make_linear(const Tensor& f, bool keep_f32) const {
-  Linear l;
-  l.N = f.dim(0);
-  l.K = f.dim(1);
-  l.dt = keep_f32 ? DType::F32 : format_;
-  if (dtype_is_blocked(l.dt) && l.K % kQBlock != 0) {
-    keel::log().warn("quant: {} needs an inner size divisible by {}; a ({}, {}) weight stays f32",
-                     dtype_name(l.dt), kQBlock, l.N, l.K);
-    l.dt = DType::F32;
-  }
-  if (l.dt == DType::F32) {
-    l.w = f;
-    return l;
-  }
-  l.w = Tensor::zeros({l.N, l.K}, l.dt);
-  if (l.dt == DType::I8) l.scale = Tensor::zeros({l.N}, DType::F32);
-  be_.quantize(l.dt, f.data<float>(), l.w.raw(),
-               l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
-  return l;
+  return make_inference_linear(be_, {&f}, nullptr, keep_f32 ? DType::F32 : format_);
 }
 
 DeepSeekInference::Linear DeepSeekInference::stacked(const Tensor& a, const Tensor& b) const {
-  Tensor f = Tensor::zeros({a.dim(0) + b.dim(0), a.dim(1)}, DType::F32);
-  std::memcpy(f.raw(), a.raw(), a.nbytes());
-  std::memcpy(static_cast<char*>(f.raw()) + a.nbytes(), b.raw(), b.nbytes());
-  return make_linear(f);
+  return make_inference_linear(be_, {&a, &b}, nullptr, format_);
 }
 
 size_t DeepSeekInference::weight_bytes_per_token() const {
@@ -130,20 +110,7 @@ size_t DeepSeekInference::weight_bytes_per_token() const {
 }
 
 void DeepSeekInference::linear(const Linear& l, const float* x, float* y, int64_t M) {
-  if (l.dt == DType::F32) {
-    backend::MatmulArgs a;
-    a.trans_b = true;
-    a.M = M;
-    a.N = l.N;
-    a.K = l.K;
-    a.lda = l.K;
-    a.ldb = l.K;
-    a.ldc = l.N;
-    be_.matmul(a, x, l.w.raw(), y);
-  } else {
-    be_.qmatmul(l.dt, x, l.w.raw(), l.scale.defined() ? l.scale.data<float>() : nullptr, y, M, l.N,
-                l.K);
-  }
+  apply_inference_linear(be_, l, x, y, M);
 }
 
 void DeepSeekInference::rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C) {

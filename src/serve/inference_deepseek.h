@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/model.h"
+#include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
 #include "serve/model_weights.h"
 
@@ -37,12 +38,7 @@ class DeepSeekInference {
   void decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens, float* logits);
 
  private:
-  struct Linear {
-    int64_t N = 0, K = 0;
-    DType dt = DType::F32;
-    Tensor w;      // (N, K) f32 or quantized
-    Tensor scale;  // (N) f32 for I8
-  };
+  using Linear = InferenceLinear;
   struct Mlp {       // SwiGLU: gate and up stacked (2F, C), down (C, F)
     Linear gate_up;  // rows [0, F) gate, [F, 2F) up
     Linear down;

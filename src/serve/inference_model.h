@@ -14,6 +14,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/model.h"
+#include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
 #include "serve/model_weights.h"
 
@@ -52,13 +53,7 @@ class InferenceModel {
   void decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens, float* logits);
 
  private:
-  struct Linear {
-    int64_t N = 0, K = 0;
-    DType dt = DType::F32;
-    Tensor w;      // (N, K) f32 or quantized
-    Tensor scale;  // (N) f32 for I8
-    Tensor bias;   // (N) f32 or undefined
-  };
+  using Linear = InferenceLinear;
   struct Layer {
     Tensor norm1_w, norm1_b, norm2_w, norm2_b;  // biases: gpt2 only
     Linear qkv;                                 // (C + 2 kv, C): q, k, v rows

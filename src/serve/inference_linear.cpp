@@ -1,0 +1,83 @@
+#include "serve/inference_linear.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace keel::serve {
+
+namespace {
+
+// Linux's synchronous collapse into 2 MiB pages (uapi value; older libc
+// headers lack the name).
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+// Decode streams every weight from memory once per token; backing them with
+// 2 MiB pages saves a page walk every 4 KiB (llama.cpp's mmap of a GGUF file
+// gets the same from the page cache's large folios). Only a hint: where the
+// kernel lacks it or has no huge page free, the 4 KiB pages stay, unchanged.
+void prefer_huge_pages(const Tensor& t) {
+  const uintptr_t huge = uintptr_t(1) << 21, p = reinterpret_cast<uintptr_t>(t.raw());
+  const uintptr_t lo = (p + huge - 1) & ~(huge - 1), hi = (p + t.nbytes()) & ~(huge - 1);
+  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_COLLAPSE);
+}
+
+}  // namespace
+
+InferenceLinear make_inference_linear(backend::Backend& be, const std::vector<const Tensor*>& parts,
+                                      const Tensor* bias, DType format) {
+  InferenceLinear l;
+  l.K = parts[0]->dim(1);
+  for (const Tensor* p : parts) l.N += p->dim(0);
+  Tensor f = parts.size() == 1 ? *parts[0] : Tensor::zeros({l.N, l.K}, DType::F32);
+  if (parts.size() > 1) {
+    char* dst = static_cast<char*>(f.raw());
+    for (const Tensor* p : parts) {
+      std::memcpy(dst, p->raw(), p->nbytes());
+      dst += p->nbytes();
+    }
+  }
+  if (bias) l.bias = *bias;
+  l.dt = format;
+  if (dtype_is_blocked(l.dt) && l.K % kQBlock != 0) {
+    keel::log().warn("quant: {} needs an inner size divisible by {}; a ({}, {}) weight stays f32",
+                     dtype_name(l.dt), kQBlock, l.N, l.K);
+    l.dt = DType::F32;
+  }
+  if (l.dt == DType::F32) {
+    l.w = f;
+  } else {
+    l.w = Tensor::zeros({l.N, l.K}, l.dt);
+    if (l.dt == DType::I8) l.scale = Tensor::zeros({l.N}, DType::F32);
+    be.quantize(l.dt, f.data<float>(), l.w.raw(),
+                l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
+  }
+  prefer_huge_pages(l.w);
+  return l;
+}
+
+void apply_inference_linear(backend::Backend& be, const InferenceLinear& l, const float* x,
+                            float* y, int64_t M) {
+  if (l.dt == DType::F32) {
+    backend::MatmulArgs a;
+    a.trans_b = true;
+    a.M = M;
+    a.N = l.N;
+    a.K = l.K;
+    a.lda = l.K;
+    a.ldb = l.K;
+    a.ldc = l.N;
+    be.matmul(a, x, l.w.raw(), y);
+  } else {
+    be.qmatmul(l.dt, x, l.w.raw(), l.scale.defined() ? l.scale.data<float>() : nullptr, y, M, l.N,
+               l.K);
+  }
+  if (l.bias.defined()) be.bias_add(DType::F32, y, l.bias.raw(), M, l.N);
+}
+
+}  // namespace keel::serve
