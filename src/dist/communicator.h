@@ -77,4 +77,11 @@ std::vector<T> allgather_value(Communicator& c, const T& x) {
   return out;
 }
 
+// The mean of every rank's x, summed in rank order: the same bits on every rank.
+inline double mean_in_rank_order(Communicator& c, double x) {
+  double s = 0;
+  for (double v : allgather_value(c, x)) s += v;
+  return s / double(c.size());
+}
+
 }  // namespace keel::dist

@@ -174,11 +174,8 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
 }
 
 double DataParallel::mean(double x) {
-  const std::vector<double> all = allgather_value(comm_, x);
   stats_.bytes_sent += uint64_t(comm_.size() - 1) * sizeof(double);
-  double s = 0;
-  for (double v : all) s += v;  // rank order: the same bits everywhere
-  return s / double(comm_.size());
+  return mean_in_rank_order(comm_, x);
 }
 
 void DataParallel::sum_state(std::span<float> x) {
