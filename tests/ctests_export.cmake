@@ -11,8 +11,10 @@ if(KEEL_NODE AND EXISTS ${_sotu}/1790_george_washington_n.txt)
             1793_george_washington_n.txt 1794_george_washington_n.txt)
     file(COPY ${_sotu}/${f} DESTINATION ${_eb}/corpus)
   endforeach()
-  # One run per GGUF architecture: llama (the tiny Llama) and gpt2.
-  foreach(arch llama gpt2)
+  # One run per GGUF architecture: llama (the tiny Llama), gpt2, and deepseek (llama.cpp's
+  # deepseek2) twice: plain q projection, sigmoid gating and a shared expert; then q
+  # compression, softmax gating without renormalisation, routed scaling and no shared expert.
+  foreach(arch llama gpt2 deepseek deepseek_qlora)
     set(_t export_llama_cpp_interop)
     if(NOT arch STREQUAL "llama")
       set(_t export_llama_cpp_interop_${arch})

@@ -9,6 +9,7 @@
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
 #include "io/gguf_writer.h"
+#include "train/gguf_deepseek_export.h"
 
 namespace keel::train {
 
@@ -144,6 +145,8 @@ std::string map_gguf_name(const std::string& arch, const std::string& n) {
     if (std::regex_match(n, m, re))
       for (const auto& [k, v] : blk)
         if (m[2] == k) return "blk." + m[1].str() + "." + v + "." + m[3].str();
+  } else if (arch == "deepseek") {
+    return deepseek2_gguf_name(n);
   }
   fail("GGUF export: no GGUF name for parameter '{}' of architecture '{}'", n, arch);
 }
@@ -294,11 +297,20 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
   if (c.vocab_size < tok.vocab_size())
     fail("GGUF export: the model's vocabulary ({}) is smaller than the tokenizer's ({})",
          c.vocab_size, tok.vocab_size());
+  if (c.arch != "llama" && c.arch != "gpt2" && c.arch != "deepseek")
+    fail("GGUF export: architecture '{}' is not supported", c.arch);
+  // The tensors first: a configuration GGUF cannot express fails before any work.
+  std::vector<io::NamedTensor> tensors;
+  if (c.arch == "deepseek") {
+    tensors = deepseek2_gguf_tensors(model);
+  } else {
+    for (auto* p : model.parameters())
+      tensors.push_back({map_gguf_name(c.arch, p->name), p->value});
+  }
   io::GgufWriter w;
-  const std::string a = c.arch;
-  if (a != "llama" && a != "gpt2") fail("GGUF export: architecture '{}' is not supported", a);
+  const std::string a = c.arch == "deepseek" ? kDeepseek2GgufArch : c.arch;
   w.add_string("general.architecture", a);
-  w.add_string("general.name", "keel-" + a);
+  w.add_string("general.name", "keel-" + c.arch);
   // llama.cpp's file types: 0 all f32, 1 mostly f16, 7 mostly q8_0.
   w.add_u32("general.file_type",
             weights == GgufWeights::F32 ? 0u : (weights == GgufWeights::F16 ? 1u : 7u));
@@ -314,23 +326,29 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
     w.add_f32(a + ".rope.freq_base", c.rope_theta);
     w.add_u32(a + ".rope.dimension_count", uint32_t(c.n_embd / c.n_head));
     w.add_u32(a + ".vocab_size", uint32_t(c.vocab_size));
-  } else {
+  } else if (a == "gpt2") {
     w.add_f32(a + ".attention.layer_norm_epsilon", c.norm_eps);
+  } else {
+    add_deepseek2_metadata(w, c);
   }
   add_tokenizer(w, tok, c.vocab_size);
-  for (auto* p : model.parameters()) {
-    const Tensor& v = p->value;
+  for (const auto& [name, v] : tensors) {
+    // Matrices (and stacks of them, the experts) take the weight type; the
+    // MoE router stays f32 as in llama.cpp's converter: it decides which
+    // experts run, and a flipped choice costs more than its size saves.
     Tensor t = v;
-    if (v.rank() == 2 && weights != GgufWeights::F32) {
-      if (weights == GgufWeights::Q8_0 && v.dim(1) % kQBlock == 0) {
-        t = Tensor::zeros(v.shape(), DType::Q8_0);
+    if (v.rank() >= 2 && weights != GgufWeights::F32 && !name.ends_with(".ffn_gate_inp.weight")) {
+      const int64_t cols = v.dim(v.rank() - 1);
+      if (weights == GgufWeights::Q8_0 && cols % kQBlock == 0) {
+        Tensor q = Tensor::zeros(Shape{v.numel() / cols, cols}, DType::Q8_0);
         Tensor scale;
-        ops::quantize(be, v, t, scale);
+        ops::quantize(be, v.reshape(Shape{v.numel() / cols, cols}), q, scale);
+        t = q.reshape(v.shape());
       } else {
         t = v.to(DType::F16);
       }
     }
-    w.add_tensor(map_gguf_name(a, p->name), t);
+    w.add_tensor(name, t);
   }
   w.write(path);
 }

@@ -1,7 +1,8 @@
 // Carrying a trained model out of keel: a Hugging Face style folder
 // (model.safetensors, config.json, GPT-2 style tokenizer files) that
 // transformers' GPT2LMHeadModel / LlamaForCausalLM load, and a single GGUF
-// file (llama or gpt2 architecture, tokenizer embedded) that llama.cpp loads.
+// file (llama, gpt2 or deepseek2 architecture, tokenizer embedded) that
+// llama.cpp loads.
 #pragma once
 #include <string>
 #include <vector>
@@ -55,13 +56,17 @@ enum class GgufWeights { F32, F16, Q8_0 };
 GgufWeights gguf_weights_from_name(const std::string& s);
 
 // The GGUF tensor name of a keel parameter ("model.layers.3.self_attn.q_proj.weight"
-// -> "blk.3.attn_q.weight"); an unknown name is a keel::Error.
+// -> "blk.3.attn_q.weight"); an unknown name is a keel::Error, and so is a
+// deepseek kv_b_proj, which becomes two tensors (gguf_deepseek_export.h).
 std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name);
 
-// Writes a GGUF file for llama.cpp: general.architecture = "llama" or "gpt2",
-// the hyperparameters, the tokenizer (tokenizer.ggml.model "gpt2", pre-tokenizer
-// "gpt-2", tokens, token types, merges, <|endoftext|> as bos/eos) and the
-// weights. Quantization to q8_0 runs on `be`.
+// Writes a GGUF file for llama.cpp: general.architecture = "llama", "gpt2" or
+// (keel's deepseek) "deepseek2", the hyperparameters, the tokenizer
+// (tokenizer.ggml.model "gpt2", pre-tokenizer "gpt-2", tokens, token types,
+// merges, <|endoftext|> as bos/eos) and the weights; f16/q8_0 apply to
+// matrices and expert stacks, except the f32 MoE router. Quantization to q8_0
+// runs on `be`. A deepseek configuration deepseek2 cannot express is a
+// keel::Error naming the model key (check_deepseek2_exportable).
 void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,
                  GgufWeights weights, backend::Backend& be);
 
