@@ -141,9 +141,30 @@ bool config_key_may_differ(std::string_view key) {
   return !(key.starts_with("model.") || key.starts_with("data.") || key.starts_with("train."));
 }
 
+namespace {
+
+bool deepseek_only_key(std::string_view key) {
+  static constexpr std::string_view kKeys[] = {"model.q_lora_rank",      "model.kv_lora_rank",
+                                               "model.qk_nope_head_dim", "model.qk_rope_head_dim",
+                                               "model.v_head_dim",       "model.n_routed_experts",
+                                               "model.n_shared_experts", "model.top_k",
+                                               "model.moe_ffn_hidden",   "model.n_dense_layers",
+                                               "model.gating",           "model.norm_topk_prob",
+                                               "model.routed_scaling",   "model.bias_update_rate",
+                                               "model.aux_loss_alpha",   "model.capacity_factor"};
+  for (auto k : kKeys)
+    if (key == k) return true;
+  return false;
+}
+
+}  // namespace
+
 std::string config_difference(const nlohmann::json& checkpoint, const nlohmann::json& run) {
+  const auto arch = run.find("model.arch");
+  const bool deepseek = arch == run.end() || *arch == "deepseek";
   for (auto it = run.begin(); it != run.end(); ++it) {
     if (config_key_may_differ(it.key()) || !checkpoint.contains(it.key())) continue;
+    if (!deepseek && deepseek_only_key(it.key())) continue;
     const json& theirs = checkpoint[it.key()];
     if (theirs != it.value())
       return fmt::format(

@@ -76,7 +76,9 @@ bool config_key_may_differ(std::string_view key);
 
 // First difference between a checkpoint's config and this run's, as
 // "model.n_layer is 2 in the checkpoint but 4 in this run"; "" when they match.
-// Keys present on only one side (a newer or older schema) are not compared.
+// Keys present on only one side (a newer or older schema) are not compared,
+// nor are the keys only the deepseek architecture reads when this run's
+// model.arch is another one (their defaults may change without changing it).
 std::string config_difference(const nlohmann::json& checkpoint, const nlohmann::json& run);
 
 }  // namespace keel::resilience

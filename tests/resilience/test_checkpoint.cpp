@@ -12,6 +12,7 @@
 #include "io/atomic_file.h"
 #include "resilience/async_checkpointer.h"
 #include "resilience/checkpoint_checksum.h"
+#include "resilience/checkpoint_manifest.h"
 #include "resilience/checkpoint_retention.h"
 #include "train/metrics.h"
 
@@ -333,4 +334,20 @@ TEST(Metrics, KeepThroughDropsLaterStepsAndTornLines) {
   EXPECT_NE(train::metrics_json(m).find("\"ckpt_stall_s\":0.5"), std::string::npos);
   m.ckpt_stall_s.reset();
   EXPECT_EQ(train::metrics_json(m).find("ckpt_stall_s"), std::string::npos);
+}
+
+TEST(CheckpointConfig, DeepseekOnlyKeysAreComparedOnlyForDeepseekRuns) {
+  const nlohmann::json ckpt = {
+      {"model.arch", "gpt2"}, {"model.n_layer", 2}, {"model.bias_update_rate", 0.001}};
+  nlohmann::json run = ckpt;
+  run["model.bias_update_rate"] = 0.5;
+  EXPECT_EQ(resilience::config_difference(ckpt, run), "");
+  run["model.n_layer"] = 4;
+  EXPECT_EQ(resilience::config_difference(ckpt, run),
+            "model.n_layer is 2 in the checkpoint but 4 in this run");
+  nlohmann::json ds = ckpt, ds_run = ckpt;
+  ds["model.arch"] = ds_run["model.arch"] = "deepseek";
+  ds_run["model.bias_update_rate"] = 0.5;
+  EXPECT_EQ(resilience::config_difference(ds, ds_run),
+            "model.bias_update_rate is 0.001 in the checkpoint but 0.5 in this run");
 }
