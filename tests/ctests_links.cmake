@@ -19,10 +19,23 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
   # One rank SIGKILLed at a random step, the world rerun: every tensor of the
   # last checkpoint (residuals and DiLoCo state included) and every loss equal
   # the uninterrupted run's. DiLoCo checkpoints wait for outer steps
-  # (checkpoint.every = 6, H = 4: saved at 8, 12, 20, 24).
-  foreach(_mode bf16 int8 topk diloco diloco_int8)
+  # (checkpoint.every = 6, H = 4: saved at 8, 12, 20, 24). topk_update: per-rank
+  # AdamW moments and a sparsity warm-up spanning the first checkpoint;
+  # diloco_warm: a checkpoint inside the int8 gradient warm-up (6), then rounds.
+  foreach(_mode bf16 int8 topk topk_update diloco diloco_int8 diloco_warm)
+    set(_expect)
     if(_mode STREQUAL "diloco")
       set(_ov dist.sync=diloco dist.diloco_steps=4)
+    elseif(_mode STREQUAL "topk_update")
+      set(_ov dist.compression=topk dist.compress_update=true dist.topk_warmup_steps=10
+              dist.topk_values=int8)
+      set(_expect --expect-tensor dist.update.exp_avg.rank1 --expect-tensor
+                  dist.update.exp_avg_sq.rank1 --expect-tensor dist.grad_residual.rank1)
+    elseif(_mode STREQUAL "diloco_warm")
+      set(_ov dist.sync=diloco dist.diloco_steps=4 dist.compression=int8
+              dist.diloco_warmup_steps=7)
+      set(_expect --expect-tensor dist.diloco.grad_residual.rank1 --expect-tensor
+                  dist.diloco.residual.rank1)
     elseif(_mode STREQUAL "diloco_int8")
       set(_ov dist.sync=diloco dist.diloco_steps=4 dist.compression=int8)
     else()
@@ -32,7 +45,7 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
     add_test(NAME links_kill9_resume_${_mode}
              COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/scripts/dist_kill9_resume.py
                      --keel $<TARGET_FILE:keel> --mpirun "${_mpi}" --corpus ${_lk}/corpus
-                     --workdir ${_lk}/kill9_${_mode} ${_ov})
+                     --workdir ${_lk}/kill9_${_mode} ${_expect} ${_ov})
     set_tests_properties(links_kill9_resume_${_mode} PROPERTIES TIMEOUT 180 LABELS "dist;links")
   endforeach()
 
@@ -55,7 +68,13 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
                 "dist.compression=int8|dist.compression = \"int8\" needs a world of more than one rank"
                 "dist.sync=diloco|dist.sync = \"diloco\" needs a world of more than one rank"
                 "dist.compression=zip|dist.compression"
-                "dist.outer_momentum=1|dist.outer_momentum")
+                "dist.outer_momentum=1|dist.outer_momentum"
+                "dist.compress_update=true|dist.compress_update: needs a codec"
+                "dist.topk_warmup_steps=-1|dist.topk_warmup_steps"
+                "dist.diloco_warmup_steps=5|dist.diloco_warmup_steps: needs dist.sync"
+                "dist.topk_values=int8|dist.topk_values: applies to dist.compression"
+                "dist.topk_values=fp8|dist.topk_values"
+                "dist.topk_warmup_start=0|dist.topk_warmup_start: must be in \\(0, 1\\]")
     string(REPLACE "|" ";" _parts "${_case}")
     list(GET _parts 0 _kv)
     list(GET _parts 1 _want)
@@ -68,4 +87,16 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
            COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.sync=diloco dist.zero1=true)
   set_tests_properties(links_config_error_diloco_zero1 PROPERTIES
                        PASS_REGULAR_EXPRESSION "dist.zero1: must be false with dist.sync" LABELS links)
+  add_test(NAME links_config_error_update_zero1
+           COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.compression=topk
+                   dist.compress_update=true dist.zero1=true)
+  set_tests_properties(links_config_error_update_zero1 PROPERTIES
+                       PASS_REGULAR_EXPRESSION "dist.zero1: must be false with dist.compress_update"
+                       LABELS links)
+  add_test(NAME links_config_error_update_diloco
+           COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.compression=topk
+                   dist.compress_update=true dist.sync=diloco)
+  set_tests_properties(links_config_error_update_diloco PROPERTIES
+                       PASS_REGULAR_EXPRESSION "dist.compress_update: must be false with dist.sync"
+                       LABELS links)
 endif()

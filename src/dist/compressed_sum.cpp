@@ -24,9 +24,17 @@ CompressedSum::CompressedSum(Communicator& comm, GradCodecConfig cfg, int64_t n)
   unpacked_.resize(payload_.size());
 }
 
-uint64_t CompressedSum::sum(std::span<const float> x, std::span<float> out, const char* what) {
+uint64_t CompressedSum::sum(std::span<const float> x, std::span<float> out, const char* what,
+                            double topk_fraction) {
   KEEL_ASSERT(int64_t(x.size()) == n_ && int64_t(out.size()) == n_);
-  encode_with_feedback(cfg_, x, residual_, payload_);
+  GradCodecConfig cfg = cfg_;
+  if (topk_fraction > 0) cfg.topk_fraction = topk_fraction;
+  if (const size_t bytes = encoded_bytes(cfg, n_); bytes != payload_.size()) {
+    payload_.resize(bytes);
+    packed_.resize(ZSTD_compressBound(bytes));
+    unpacked_.resize(bytes);
+  }
+  encode_with_feedback(cfg, x, residual_, payload_);
   const size_t packed =
       ZSTD_compress(packed_.data(), packed_.size(), payload_.data(), payload_.size(), kZstdLevel);
   if (ZSTD_isError(packed))
@@ -50,7 +58,7 @@ uint64_t CompressedSum::sum(std::span<const float> x, std::span<float> out, cons
           "bytes: {}",
           comm_.rank(), what, r, counts[size_t(r)], off, unpacked_.size(),
           ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size");
-    decode_accumulate(cfg_, unpacked_, out);
+    decode_accumulate(cfg, unpacked_, out);
     off += counts[size_t(r)];
   }
   const uint64_t peers = uint64_t(comm_.size() - 1);

@@ -23,7 +23,10 @@ class CompressedSum {
   // residual := what this rank's encoding dropped. Returns the bytes this rank
   // sent (its compressed payload to each peer, plus the size exchange).
   // `what` names the vector in errors (a corrupt payload names rank and size).
-  uint64_t sum(std::span<const float> x, std::span<float> out, const char* what);
+  // topk_fraction > 0 overrides the codec's share for this call (the sparsity
+  // warm-up); every rank must pass the same.
+  uint64_t sum(std::span<const float> x, std::span<float> out, const char* what,
+               double topk_fraction = 0);
 
   int64_t size() const { return n_; }
   const GradCodecConfig& codec() const { return cfg_; }

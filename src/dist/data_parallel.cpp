@@ -2,8 +2,11 @@
 // and the ZeRO-1 sharded update with its parameter and moment gathers.
 #include "dist/data_parallel.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -47,7 +50,16 @@ DataParallel::DataParallel(Communicator& comm, model::Model& model, DataParallel
     compressed_ = std::make_unique<CompressedSum>(comm_, opt_.codec, n);
     flat_.resize(size_t(n));
     summed_.resize(size_t(n));
+    if (opt_.compress_update) {
+      if (opt_.zero1)
+        fail<ConfigError>(
+            "dist.compress_update: each rank keeps its own optimizer moments, so dist.zero1 must "
+            "be false");
+      before_.resize(size_t(n));
+    }
     opt_.overlap = false;
+  } else if (opt_.compress_update) {
+    fail<ConfigError>("dist.compress_update: needs a codec (dist.compression other than none)");
   }
   if (opt_.overlap) {
     listened_ = dynamic_cast<model::CausalLM*>(&model);
@@ -140,13 +152,33 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
   in_step_ = false;
   const auto t0 = std::chrono::steady_clock::now();
   const float N = float(comm_.size());
+  if (compressed_ && opt_.compress_update) {
+    // Each rank keeps its own gradient for its own AdamW step; the replicas
+    // only have to agree on whether the step is skipped (a non-finite
+    // gradient on one rank skips it everywhere).
+    double ss = 0;
+    for (auto* p : params_) {
+      const float* g = p->grad.data<float>();
+      for (int64_t j = 0; j < p->numel(); ++j) ss += double(g[j]) * double(g[j]);
+    }
+    const std::vector<uint64_t> bad = allgather_value(comm_, uint64_t(!std::isfinite(ss)));
+    stats_.bytes_sent += uint64_t(comm_.size() - 1) * sizeof(uint64_t);
+    if (std::find(bad.begin(), bad.end(), uint64_t(1)) != bad.end())
+      for (auto* p : params_) {
+        float* g = p->grad.data<float>();
+        std::fill(g, g + p->numel(), std::numeric_limits<float>::quiet_NaN());
+      }
+    stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return;
+  }
   if (compressed_) {
     size_t off = 0;
     for (auto* p : params_) {
       std::memcpy(flat_.data() + off, p->grad.raw(), p->grad.nbytes());
       off += size_t(p->numel());
     }
-    stats_.bytes_sent += compressed_->sum(flat_, summed_, "gradient");
+    stats_.bytes_sent +=
+        compressed_->sum(flat_, summed_, "gradient", topk_fraction_at(opt_.codec, step_));
     off = 0;
     for (auto* p : params_) {
       float* d = p->grad.data<float>();
@@ -215,6 +247,7 @@ void DataParallel::gather_shards(Get get, const char* what) {
 }
 
 void DataParallel::shard_optimizer(train::AdamW& opt) {
+  opt_moments_ = &opt;
   if (!opt_.zero1) return;
   check_params(opt.params(), "shard_optimizer");
   const auto [b, e] = shard(comm_.rank());
@@ -225,6 +258,35 @@ void DataParallel::shard_optimizer(train::AdamW& opt) {
 }
 
 void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale) {
+  if (compressed_ && opt_.compress_update) {
+    // update := before - after of this rank's own AdamW step; the replicas
+    // then all move from `before` by the mean decoded update, so they keep
+    // the same bits while their moments differ.
+    size_t off = 0;
+    for (auto* p : params_) {
+      std::memcpy(before_.data() + off, p->value.raw(), p->value.nbytes());
+      off += size_t(p->numel());
+    }
+    opt.step(lr, grad_scale);
+    off = 0;
+    for (auto* p : params_) {
+      const float* v = p->value.data<float>();
+      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j)
+        flat_[off + j] = before_[off + j] - v[j];
+      off += size_t(p->numel());
+    }
+    stats_.bytes_sent +=
+        compressed_->sum(flat_, summed_, "update", topk_fraction_at(opt_.codec, step_));
+    const float N = float(comm_.size());
+    off = 0;
+    for (auto* p : params_) {
+      float* v = p->value.data<float>();
+      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j)
+        v[j] = before_[off + j] - summed_[off + j] / N;
+      off += size_t(p->numel());
+    }
+    return;
+  }
   if (!opt_.zero1) {
     opt.step(lr, grad_scale);  // identical gradients and state: identical updates
     return;
@@ -236,6 +298,18 @@ void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale
 
 void DataParallel::gather_optimizer_state(train::AdamW& opt) {
   if (compressed_) residuals_ = gather_rank_vectors(comm_, compressed_->residual());
+  if (compressed_ && opt_.compress_update) {
+    check_params(opt.params(), "gather_optimizer_state");
+    std::vector<float> m(flat_.size(), 0.f), v(flat_.size(), 0.f);
+    size_t off = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (opt.m()[i].defined()) std::memcpy(m.data() + off, opt.m()[i].raw(), opt.m()[i].nbytes());
+      if (opt.v()[i].defined()) std::memcpy(v.data() + off, opt.v()[i].raw(), opt.v()[i].nbytes());
+      off += size_t(params_[i]->numel());
+    }
+    saved_m_ = gather_rank_vectors(comm_, m);
+    saved_v_ = gather_rank_vectors(comm_, v);
+  }
   if (!opt_.zero1) return;
   check_params(opt.params(), "gather_optimizer_state");
   opt.materialize_moments();
@@ -252,11 +326,40 @@ void DataParallel::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& t
                                {"world_size", comm_.size()}};
   add_rank_tensors("dist.grad_residual", residuals_, tensors);
   residuals_.clear();
+  if (opt_.compress_update) {
+    j["gradient_compression"]["compress_update"] = true;
+    // Rank 0's moments are the checkpoint's optimizer state already.
+    add_rank_tensors("dist.update.exp_avg", saved_m_, tensors, 1);
+    add_rank_tensors("dist.update.exp_avg_sq", saved_v_, tensors, 1);
+    saved_m_.clear();
+    saved_v_.clear();
+  }
 }
 
 void DataParallel::load_state(const nlohmann::json& j, const io::SafetensorsFile* f) {
   (void)j;
   if (!compressed_) return;
+  if (opt_.compress_update && comm_.rank() > 0) {
+    // Rank 0 keeps the optimizer state restored from the checkpoint.
+    if (!opt_moments_)
+      fail<DistError>("DataParallel: rank {}: load_state before the optimizer was attached",
+                      comm_.rank());
+    const int me = comm_.rank();
+    std::vector<float> m(flat_.size()), v(flat_.size());
+    if (load_rank_tensor(f, "dist.update.exp_avg", me, m) &&
+        load_rank_tensor(f, "dist.update.exp_avg_sq", me, v)) {
+      opt_moments_->materialize_moments();
+      size_t off = 0;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        std::memcpy(opt_moments_->m()[i].raw(), m.data() + off, opt_moments_->m()[i].nbytes());
+        std::memcpy(opt_moments_->v()[i].raw(), v.data() + off, opt_moments_->v()[i].nbytes());
+        off += size_t(params_[i]->numel());
+      }
+    } else {
+      log().warn("rank {}: the checkpoint holds no optimizer moments for this rank; using rank 0's",
+                 me);
+    }
+  }
   std::span<float> r = compressed_->residual();
   if (!load_rank_tensor(f, "dist.grad_residual", comm_.rank(), r)) {
     std::fill(r.begin(), r.end(), 0.f);

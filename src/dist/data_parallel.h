@@ -44,6 +44,15 @@ struct DataParallelOptions {
   // buckets, no overlap): on a link slow enough to want it, the wire time
   // dominates and one message beats many.
   GradCodecConfig codec;
+  // With a codec: what crosses the link. false: the gradient, which the
+  // shared optimizer then applies. true: each rank runs AdamW on its own
+  // gradient (its own moments, clipped by its own norm) and the codec carries
+  // the parameter update; replicas apply the mean decoded update. Adam's
+  // per-coordinate normalization then happens before the sparsification, so
+  // a coordinate that top-k delivers late still moves by its full update
+  // (on raw gradients a burst delivered after ~1/fraction steps moves it
+  // about as much as one step's worth).
+  bool compress_update = false;
 };
 
 // What the last step's communication did (for metrics and tests).
@@ -79,8 +88,9 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   void on_grad_ready(nn::Parameter& p) override;
   void on_backward_end() override;
 
-  // ZeRO-1: restricts opt to this rank's shard now (releasing the other
-  // moments) instead of at the first optimizer_step. No-op without zero1.
+  // Attaches the trainer's optimizer (whose per-rank moments compress_update
+  // restores on load). ZeRO-1: restricts opt to this rank's shard now
+  // (releasing the other moments) instead of at the first optimizer_step.
   void shard_optimizer(train::AdamW& opt);
   // Parameter index range [first, second) whose optimizer state rank r owns
   // (the whole list for every rank without zero1).
@@ -118,7 +128,10 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   std::vector<size_t> bounds_;  // ZeRO-1 partition (zero_partition.h)
   DataParallelStats stats_;
   std::unique_ptr<CompressedSum> compressed_;  // with a codec
-  std::vector<float> flat_, summed_;           // compressed path's buffers
+  std::vector<float> flat_, summed_, before_;  // compressed path's buffers
+  // compress_update: every rank's AdamW moments, for the next save.
+  std::vector<std::vector<float>> saved_m_, saved_v_;
+  train::AdamW* opt_moments_ = nullptr;        // the optimizer (set by shard_optimizer)
   std::vector<std::vector<float>> residuals_;  // every rank's, for the next save
 };
 

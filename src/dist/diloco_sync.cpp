@@ -32,8 +32,17 @@ DilocoSync::DilocoSync(Communicator& comm, model::Model& model, train::AdamW& in
   anchor_.resize(size_t(n_));
   delta_.resize(size_t(n_));
   mean_delta_.resize(size_t(n_));
-  if (opt_.codec.kind != GradCodecKind::None)
+  if (opt_.warmup_steps < 0)
+    fail<ConfigError>("dist.diloco_warmup_steps: must be >= 0, got {}", opt_.warmup_steps);
+  if (opt_.codec.kind != GradCodecKind::None) {
     compressed_ = std::make_unique<CompressedSum>(comm_, opt_.codec, n_);
+    if (opt_.warmup_steps > 0)
+      grad_compressed_ = std::make_unique<CompressedSum>(comm_, opt_.codec, n_);
+  }
+  if (opt_.warmup_steps > 0)
+    for (auto* p : params_)
+      if (p->grad.dtype() != DType::F32 || !p->grad.is_contiguous())
+        fail<DistError>("DilocoSync: parameter '{}' needs a contiguous f32 gradient", p->name);
 }
 
 void DilocoSync::flatten_params(std::vector<float>& out) const {
@@ -60,6 +69,10 @@ void DilocoSync::flatten_moments(std::vector<float>& m, std::vector<float>& v) c
 void DilocoSync::begin_step(int64_t step) {
   step_ = step;
   stats_ = DilocoStats{};
+  if (warming(step)) {
+    anchored_ = false;  // the first round starts after the warm-up
+    return;
+  }
   // A round starts where the replicas agree: at the start, after a resume
   // (checkpoints are taken only then) or after the previous outer step.
   if (!anchored_) {
@@ -75,6 +88,30 @@ void DilocoSync::finish_gradients(const std::vector<nn::Parameter*>& params) {
   if (params != params_)
     fail<DistError>("DilocoSync: rank {} step {}: parameters are not the model's", comm_.rank(),
                     step_ + 1);
+  if (warming(step_)) average_gradients();
+}
+
+void DilocoSync::average_gradients() {
+  size_t off = 0;
+  for (auto* p : params_) {
+    std::memcpy(delta_.data() + off, p->grad.raw(), p->grad.nbytes());
+    off += size_t(p->numel());
+  }
+  if (grad_compressed_) {
+    stats_.bytes_sent += grad_compressed_->sum(delta_, mean_delta_, "gradient");
+  } else {
+    mean_delta_ = delta_;
+    comm_.allreduce_sum(mean_delta_);
+    const uint64_t N = uint64_t(comm_.size());
+    stats_.bytes_sent += 2 * (N - 1) * ((uint64_t(n_) + N - 1) / N) * sizeof(float);
+  }
+  const float N = float(comm_.size());
+  off = 0;
+  for (auto* p : params_) {
+    float* g = p->grad.data<float>();
+    for (size_t j = 0, n = size_t(p->numel()); j < n; ++j) g[j] = mean_delta_[off + j] / N;
+    off += size_t(p->numel());
+  }
 }
 
 double DilocoSync::mean(double x) {
@@ -89,6 +126,7 @@ void DilocoSync::sum_state(std::span<float> x) {
 
 bool DilocoSync::end_step() {
   const int64_t done = step_ + 1;
+  if (warming(step_)) return false;  // same gradients, same optimizer: same parameters
   synced_ = false;
   if (done % opt_.inner_steps != 0 && done != opt_.total_steps) return false;
   outer_step();
@@ -129,6 +167,8 @@ void DilocoSync::gather_optimizer_state(train::AdamW& opt) {
   saved_v_ = gather_rank_vectors(comm_, v);
   saved_t_ = allgather_value(comm_, inner_.t());
   if (compressed_) saved_residual_ = gather_rank_vectors(comm_, compressed_->residual());
+  if (grad_compressed_)
+    saved_grad_residual_ = gather_rank_vectors(comm_, grad_compressed_->residual());
 }
 
 void DilocoSync::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& tensors) {
@@ -141,7 +181,8 @@ void DilocoSync::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& ten
   j["diloco"] = {{"inner_steps", opt_.inner_steps},
                  {"world_size", comm_.size()},
                  {"inner_t", saved_t_},
-                 {"codec", grad_codec_name(opt_.codec.kind)}};
+                 {"codec", grad_codec_name(opt_.codec.kind)},
+                 {"warmup_steps", opt_.warmup_steps}};
   const std::span<const float> mom = outer_.momentum();
   tensors.push_back({"dist.diloco.outer_momentum",
                      Tensor::from_f32(std::vector<float>(mom.begin(), mom.end()), Shape{n_})});
@@ -149,6 +190,9 @@ void DilocoSync::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& ten
   add_rank_tensors("dist.diloco.exp_avg", saved_m_, tensors, 1);
   add_rank_tensors("dist.diloco.exp_avg_sq", saved_v_, tensors, 1);
   if (compressed_) add_rank_tensors("dist.diloco.residual", saved_residual_, tensors);
+  if (grad_compressed_)
+    add_rank_tensors("dist.diloco.grad_residual", saved_grad_residual_, tensors);
+  saved_grad_residual_.clear();
   saved_m_.clear();
   saved_v_.clear();
   saved_residual_.clear();
@@ -193,6 +237,12 @@ void DilocoSync::load_state(const nlohmann::json& j, const io::SafetensorsFile* 
     std::span<float> r = compressed_->residual();
     std::fill(r.begin(), r.end(), 0.f);
     log().warn("rank {}: the checkpoint holds no pseudo-gradient residual for this rank", me);
+  }
+  if (grad_compressed_ &&
+      !load_rank_tensor(f, "dist.diloco.grad_residual", me, grad_compressed_->residual())) {
+    std::span<float> r = grad_compressed_->residual();
+    std::fill(r.begin(), r.end(), 0.f);
+    log().warn("rank {}: the checkpoint holds no warm-up gradient residual for this rank", me);
   }
   synced_ = true;
   anchored_ = false;  // the restored parameters start the next round

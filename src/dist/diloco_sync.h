@@ -31,6 +31,11 @@ struct DilocoOptions {
   train::OuterConfig outer;
   GradCodecConfig codec;    // for the pseudo-gradient; None: exact f32 sum
   int64_t total_steps = 0;  // the run's last step also ends a round
+  // The first warmup_steps steps average gradients every step (through
+  // `codec` when set, with its own residual) like plain data parallelism;
+  // local rounds start after them. Early training moves fast and the
+  // replicas' local models would diverge most there.
+  int64_t warmup_steps = 0;
 };
 
 // What the last step's communication did.
@@ -64,6 +69,8 @@ class DilocoSync final : public train::ReplicaSync {
 
  private:
   void outer_step();
+  bool warming(int64_t step) const { return step < opt_.warmup_steps; }
+  void average_gradients();
   void flatten_params(std::vector<float>& out) const;
   void flatten_moments(std::vector<float>& m, std::vector<float>& v) const;
 
@@ -78,9 +85,10 @@ class DilocoSync final : public train::ReplicaSync {
   std::vector<float> anchor_, delta_, mean_delta_;
   train::OuterOptimizer outer_;
   std::unique_ptr<CompressedSum> compressed_;
+  std::unique_ptr<CompressedSum> grad_compressed_;  // warm-up gradients, with a codec
   DilocoStats stats_;
   // Gathered for the next save: every rank's moments, step count, residual.
-  std::vector<std::vector<float>> saved_m_, saved_v_, saved_residual_;
+  std::vector<std::vector<float>> saved_m_, saved_v_, saved_residual_, saved_grad_residual_;
   std::vector<int64_t> saved_t_;
 };
 

@@ -38,6 +38,13 @@ GradCodecKind parse_grad_codec(const std::string& name, const std::string& key) 
                     key, name);
 }
 
+double topk_fraction_at(const GradCodecConfig& cfg, int64_t step) {
+  const double end = cfg.topk_fraction, start = cfg.topk_warmup_start;
+  if (step >= cfg.topk_warmup_steps || end >= start) return end;
+  const double t = double(step) / double(cfg.topk_warmup_steps);
+  return std::max(end, start * std::pow(end / start, t));
+}
+
 const char* grad_codec_name(GradCodecKind k) {
   switch (k) {
     case GradCodecKind::None:
@@ -60,8 +67,12 @@ size_t encoded_bytes(const GradCodecConfig& cfg, int64_t n) {
       return size_t(n) * 2;
     case GradCodecKind::Int8:
       return size_t(n) + size_t(int8_blocks(cfg, n)) * 4;
-    case GradCodecKind::TopK:
-      return size_t(topk_count(cfg, n)) * 8;  // u32 index gap + f32 value
+    case GradCodecKind::TopK: {
+      const int64_t k = topk_count(cfg, n);
+      if (cfg.topk_int8)  // u32 index gaps, int8 values, f32 scale per block
+        return size_t(k) * 5 + size_t((k + cfg.int8_block - 1) / cfg.int8_block) * 4;
+      return size_t(k) * 8;  // u32 index gap + f32 value
+    }
   }
   return 0;
 }
@@ -121,8 +132,27 @@ void encode_with_feedback(const GradCodecConfig& cfg, std::span<const float> x,
         const uint32_t i = idx[j], gap = i - prev;
         prev = i;
         std::memcpy(out.data() + 4 * j, &gap, 4);
-        std::memcpy(out.data() + 4 * (k + j), &v[i], 4);
-        residual[i] = 0;
+        if (!cfg.topk_int8) {
+          std::memcpy(out.data() + 4 * (k + j), &v[i], 4);
+          residual[i] = 0;
+        }
+      }
+      if (cfg.topk_int8) {
+        uint8_t* q8 = out.data() + 4 * k;
+        uint8_t* scales = q8 + k;
+        for (int64_t lo = 0, b = 0; lo < k; lo += cfg.int8_block, ++b) {
+          const int64_t hi = std::min(k, lo + cfg.int8_block);
+          float amax = 0;
+          for (int64_t j = lo; j < hi; ++j) amax = std::max(amax, std::fabs(v[idx[j]]));
+          const float scale = amax / 127.f;
+          const float inv = scale > 0 ? 1.f / scale : 0.f;
+          std::memcpy(scales + 4 * b, &scale, 4);
+          for (int64_t j = lo; j < hi; ++j) {
+            const int8_t q = quantize_int8(v[idx[j]], inv);
+            q8[j] = uint8_t(q);
+            residual[idx[j]] = v[idx[j]] - float(q) * scale;
+          }
+        }
       }
       return;
     }
@@ -161,11 +191,19 @@ void decode_accumulate(const GradCodecConfig& cfg, std::span<const uint8_t> payl
     case GradCodecKind::TopK: {
       const int64_t k = topk_count(cfg, n);
       int64_t i = 0;
+      const uint8_t* q8 = payload.data() + 4 * k;
+      const uint8_t* scales = q8 + k;
       for (int64_t j = 0; j < k; ++j) {
         uint32_t gap;
         float v;
         std::memcpy(&gap, payload.data() + 4 * j, 4);
-        std::memcpy(&v, payload.data() + 4 * (k + j), 4);
+        if (cfg.topk_int8) {
+          float scale;
+          std::memcpy(&scale, scales + 4 * (j / cfg.int8_block), 4);
+          v = float(int8_t(q8[j])) * scale;
+        } else {
+          std::memcpy(&v, payload.data() + 4 * (k + j), 4);
+        }
         i += int64_t(gap);
         if (i >= n || (j > 0 && gap == 0))
           fail<DistError>("top-k payload: entry {} has index {} (out of range {} or repeated)", j,

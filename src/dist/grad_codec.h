@@ -16,7 +16,21 @@ struct GradCodecConfig {
   GradCodecKind kind = GradCodecKind::None;
   int64_t int8_block = 256;     // elements sharing one f32 scale (Int8)
   double topk_fraction = 0.01;  // share of elements sent (TopK), in (0, 1]
+  // Sparsity warm-up (TopK): the share sent at step s < topk_warmup_steps decays
+  // exponentially from topk_warmup_start to topk_fraction (Deep Gradient
+  // Compression's dense start); 0: topk_fraction from the first step.
+  int64_t topk_warmup_steps = 0;
+  double topk_warmup_start = 0.25;
+  // TopK: the selected values as int8 with one f32 scale per int8_block of
+  // them (what rounding drops stays in the residual) instead of f32: about
+  // half the bytes per sent element.
+  bool topk_int8 = false;
 };
+
+// The top-k share for 0-based step `step` under cfg's warm-up (cfg.topk_fraction
+// once the warm-up is over, or without one). A pure function of the step, so a
+// resumed run sends what the uninterrupted one did.
+double topk_fraction_at(const GradCodecConfig& cfg, int64_t step);
 
 // "none" | "bf16" | "int8" | "topk"; throws ConfigError naming `key` otherwise.
 GradCodecKind parse_grad_codec(const std::string& name, const std::string& key);

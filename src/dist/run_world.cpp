@@ -22,6 +22,9 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
   GradCodecConfig codec;
   codec.kind = parse_grad_codec(cfg_.compression, "dist.compression");
   codec.topk_fraction = cfg_.topk_fraction;
+  codec.topk_warmup_steps = cfg_.topk_warmup_steps;
+  codec.topk_warmup_start = cfg_.topk_warmup_start;
+  codec.topk_int8 = cfg_.topk_values == "int8";
   codec.int8_block = cfg_.int8_block;
   if (size() == 1) {
     // Nothing crosses a link in a world of one: asking for it is a mistake.
@@ -43,6 +46,7 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
   if (diloco) {
     DilocoOptions d;
     d.inner_steps = cfg_.diloco_steps;
+    d.warmup_steps = cfg_.diloco_warmup_steps;
     d.outer = {cfg_.outer_lr, cfg_.outer_momentum};
     d.codec = codec;
     d.total_steps = o.steps;
@@ -51,6 +55,7 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
   }
   DataParallelOptions dpo;
   dpo.codec = codec;
+  dpo.compress_update = cfg_.compress_update;
   dpo.zero1 = cfg_.zero1;
   dpo.bucket_mb = cfg_.bucket_mb;
   dpo.overlap = cfg_.overlap;

@@ -311,6 +311,19 @@ void validate_config(const Config& cfg) {
   if (d.sync == "diloco" && d.zero1)
     bad("dist.zero1",
         "must be false with dist.sync = \"diloco\" (each rank keeps its own inner optimizer)");
+  if (d.compress_update && d.compression == "none")
+    bad("dist.compress_update", "needs a codec: set dist.compression (e.g. \"topk\")");
+  if (d.compress_update && d.sync == "diloco")
+    bad("dist.compress_update",
+        "must be false with dist.sync = \"diloco\" (DiLoCo compresses its pseudo-gradients)");
+  if (d.compress_update && d.zero1)
+    bad("dist.zero1", "must be false with dist.compress_update (each rank keeps its own moments)");
+  if (!(d.topk_warmup_start > 0 && d.topk_warmup_start <= 1))
+    bad("dist.topk_warmup_start", fmt::format("must be in (0, 1], got {}", d.topk_warmup_start));
+  if (d.topk_values != "f32" && d.compression != "topk")
+    bad("dist.topk_values", "applies to dist.compression = \"topk\" only");
+  if (d.diloco_warmup_steps > 0 && d.sync != "diloco")
+    bad("dist.diloco_warmup_steps", "needs dist.sync = \"diloco\"");
   if (cfg.run.dir.empty()) bad("run.dir", "must not be empty");
   if (cfg.data.corpus.empty()) bad("data.corpus", "must not be empty");
 }

@@ -130,8 +130,19 @@ struct DistSection {
   // error feedback: "none" | "bf16" | "int8" (per int8_block scale) | "topk".
   std::string compression = "none";
   double topk_fraction = 0.01;  // share of elements sent with "topk", in (0, 1]
-  int64_t int8_block = 256;     // elements per f32 scale with "int8"
-  int64_t diloco_steps = 32;    // H: local steps per outer step
+  // "topk" sparsity warm-up: the share decays exponentially from
+  // topk_warmup_start to topk_fraction over the first topk_warmup_steps steps.
+  int64_t topk_warmup_steps = 0;
+  double topk_warmup_start = 0.25;
+  std::string topk_values = "f32";  // "topk" values as "f32" or "int8" (int8_block per scale)
+  // With a codec: false, the gradient crosses the link; true, each rank
+  // runs its own AdamW and the parameter update crosses it.
+  bool compress_update = false;
+  int64_t int8_block = 256;   // elements per f32 scale with "int8"
+  int64_t diloco_steps = 32;  // H: local steps per outer step
+  // DiLoCo's first steps average gradients every step like "allreduce"
+  // (through dist.compression's codec when set), then local rounds begin.
+  int64_t diloco_warmup_steps = 0;
   // DiLoCo's outer Nesterov SGD. The paper's 0.7 / 0.9 suit long runs with
   // many outer steps; over a few hundred steps plain averaging (1.0 / 0) was
   // best measured (docs/distributed.md).

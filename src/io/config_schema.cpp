@@ -107,8 +107,13 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(dist, sync, String, Choices, "allreduce", "diloco"),
       KEEL_FIELD(dist, compression, String, Choices, "none", "bf16", "int8", "topk"),
       KEEL_FIELD(dist, topk_fraction, Float, None),
+      KEEL_FIELD(dist, topk_warmup_steps, Int, NonNegative),
+      KEEL_FIELD(dist, topk_warmup_start, Float, None),
+      KEEL_FIELD(dist, topk_values, String, Choices, "f32", "int8"),
+      KEEL_FIELD(dist, compress_update, Bool, None),
       KEEL_FIELD(dist, int8_block, Int, Positive),
       KEEL_FIELD(dist, diloco_steps, Int, Positive),
+      KEEL_FIELD(dist, diloco_warmup_steps, Int, NonNegative),
       KEEL_FIELD(dist, outer_lr, Float, Positive),
       KEEL_FIELD(dist, outer_momentum, Float, UnitInterval),
   };

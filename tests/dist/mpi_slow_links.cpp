@@ -74,8 +74,13 @@ std::vector<float> rank_vector(int64_t n, int rank) {
 TEST(CompressedSum, SameBitsOnEveryRankAndCloseToTheExactSum) {
   Communicator& c = world().comm();
   const int64_t n = 5000;
-  for (GradCodecKind kind : {GradCodecKind::Bf16, GradCodecKind::Int8, GradCodecKind::TopK}) {
+  for (int kind_i = 0; kind_i < 4; ++kind_i) {
+    // The fourth: top-k with int8 values (their rounding stays in the residual).
+    const GradCodecKind kind = kind_i == 0   ? GradCodecKind::Bf16
+                               : kind_i == 1 ? GradCodecKind::Int8
+                                             : GradCodecKind::TopK;
     GradCodecConfig cfg{kind, 256, 0.05};
+    cfg.topk_int8 = kind_i == 3;
     CompressedSum cs(c, cfg, n);
     const size_t un = static_cast<size_t>(n);
     std::vector<float> exact(un, 0.f), out(un), delivered(un, 0.f);
@@ -101,8 +106,8 @@ TEST(CompressedSum, SameBitsOnEveryRankAndCloseToTheExactSum) {
       scale = std::max(scale, double(std::fabs(exact[size_t(i)])));
     }
     EXPECT_LT(worst, 1e-5 * scale) << grad_codec_name(kind);
-    print0(fmt::format("{}: delivered + residual vs exact over {} rounds: {:.3g} (scale {:.3g})",
-                       grad_codec_name(kind), rounds, worst, scale));
+    print0(fmt::format("{}{}: delivered + residual vs exact over {} rounds: {:.3g} (scale {:.3g})",
+                       grad_codec_name(kind), cfg.topk_int8 ? " int8" : "", rounds, worst, scale));
   }
 }
 
@@ -142,6 +147,102 @@ TEST(CompressedDataParallel, ReplicasIdenticalAndTrafficReduced) {
   EXPECT_GE(bytes["none"] / bytes["bf16"], 1.9 * 2 / N);
   EXPECT_GE(bytes["none"] / bytes["int8"], 4.0 * 2 / N);
   EXPECT_GE(bytes["none"] / bytes["topk"], 20.0 * 2 / N);
+}
+
+// The sparsity warm-up's share: topk_warmup_start (25% by default) at the
+// first step, decaying exponentially to topk_fraction at topk_warmup_steps,
+// then constant.
+TEST(TopkWarmup, ShareDecaysFromAQuarterToTheFraction) {
+  GradCodecConfig cfg{GradCodecKind::TopK, 256, 0.01, 100};
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 0), 0.25);
+  EXPECT_NEAR(topk_fraction_at(cfg, 50), std::sqrt(0.25 * 0.01), 1e-12);
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 100), 0.01);
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 1000), 0.01);
+  for (int64_t s = 1; s <= 100; ++s)
+    EXPECT_LT(topk_fraction_at(cfg, s), topk_fraction_at(cfg, s - 1));
+  cfg.topk_warmup_steps = 0;
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 0), 0.01);
+  cfg = GradCodecConfig{GradCodecKind::TopK, 256, 0.5, 100};  // denser than the start
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 0), 0.5);
+  cfg = GradCodecConfig{GradCodecKind::TopK, 256, 0.01, 10};  // a dense start
+  cfg.topk_warmup_start = 1.0;
+  EXPECT_DOUBLE_EQ(topk_fraction_at(cfg, 0), 1.0);
+  EXPECT_NEAR(topk_fraction_at(cfg, 5), 0.1, 1e-12);
+}
+
+// dist.compress_update: each rank takes its own AdamW step (own moments, own
+// clip) and the replicas apply the mean of those updates. With top-k sending
+// every element the result equals, to rounding, before - mean_r(before -
+// after_r) computed here in double from twin trainers that step without any
+// sync from the same parameters. With top-k 1% and a sparsity warm-up the
+// replicas stay bit-identical and the bytes fall as the share decays.
+TEST(CompressedDataParallel, CompressUpdateAppliesTheMeanOfEveryRanksOwnUpdate) {
+  Communicator& c = world().comm();
+  const int64_t steps = 5;
+  auto be = single_threaded_cpu();
+  auto m = make_tiny(*be);
+  Trainer t = make_trainer(*m, *be, options(steps));
+  DataParallelOptions dpo;
+  dpo.codec = GradCodecConfig{GradCodecKind::TopK, 256, 1.0};
+  dpo.compress_update = true;
+  DataParallel dp(c, *m, dpo);
+  dp.shard_optimizer(t.optimizer());
+  t.set_replica_sync(&dp);
+  auto twin_m = make_tiny(*be);
+  Trainer twin = make_trainer(*twin_m, *be, options(steps));
+  double worst = 0;
+  bool ranks_differ = false;
+  while (!t.done()) {
+    const auto before = flat_params(*m);
+    t.step();
+    twin.step();
+    const auto all = gather_rank_vectors(c, flat_params(*twin_m));
+    const auto got = flat_params(*m);
+    ASSERT_TRUE(same_as_rank0(got));
+    for (size_t i = 0; i < got.size(); ++i) {
+      double u = 0;
+      for (const auto& r : all) u += double(before[i]) - double(r[i]);
+      const double want = double(before[i]) - u / double(all.size());
+      worst = std::max(worst, std::fabs(want - double(got[i])));
+      if (all.back()[i] != all.front()[i]) ranks_differ = true;
+    }
+    auto tw = twin_m->parameters();
+    size_t off = 0;
+    for (auto* p : tw) {
+      std::memcpy(p->value.raw(), got.data() + off, p->value.nbytes());
+      off += size_t(p->numel());
+    }
+    twin_m->sync_compute_weights();
+  }
+  EXPECT_LT(worst, 1e-6);
+  EXPECT_TRUE(ranks_differ) << "every rank's own update should differ (different data)";
+  print0(fmt::format("compress_update vs mean of own AdamW updates (double): max |diff| {:.3g}",
+                     worst));
+
+  // Top-k 1% (int8 values) with a 6-step sparsity warm-up: identical replicas,
+  // falling bytes.
+  auto m2 = make_tiny(*be);
+  const int64_t steps2 = 8;
+  Trainer t2 = make_trainer(*m2, *be, options(steps2));
+  dpo.codec = GradCodecConfig{GradCodecKind::TopK, 256, 0.01, 6, 0.25, true};
+  DataParallel dp2(c, *m2, dpo);
+  dp2.shard_optimizer(t2.optimizer());
+  t2.set_replica_sync(&dp2);
+  std::vector<double> sent;
+  double first = 0, last = 0;
+  while (!t2.done()) {
+    const StepMetrics sm = t2.step();
+    if (sm.step == 1) first = sm.loss;
+    last = sm.loss;
+    sent.push_back(double(*sm.bytes_sent));
+    ASSERT_TRUE(same_as_rank0(flat_params(*m2))) << "step " << sm.step;
+  }
+  EXPECT_LT(last, first);
+  // 25% -> 1%: the payload shrinks roughly with the share (zstd aside).
+  EXPECT_GT(sent.front(), 8 * sent.back());
+  for (size_t s = 1; s < 6; ++s) EXPECT_LT(sent[s], sent[s - 1]) << "step " << s + 1;
+  print0(fmt::format("top-k update 1% int8 with warm-up: bytes at step 1 {:.0f}, step {} {:.0f}",
+                     sent.front(), steps2, sent.back()));
 }
 
 // DiLoCo with H = 3 over 7 steps (rounds end at 3, 6 and the last step, 7):
@@ -213,6 +314,50 @@ TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
   EXPECT_EQ(outer_steps, 3);
   EXPECT_LT(worst, 1e-5);
   print0(fmt::format("DiLoCo outer step vs hand computation (double): max |diff| {:.3g}", worst));
+}
+
+// dist.diloco_warmup_steps: the first W steps average (int8-compressed)
+// gradients every step exactly as DataParallel does with the same codec (bit
+// for bit), then rounds of H local steps start; replicas agree through the
+// warm-up and again at round ends.
+TEST(Diloco, WarmupIsDataParallelThenRounds) {
+  Communicator& c = world().comm();
+  const int64_t steps = 9, H = 3, W = 4;
+  const GradCodecConfig int8{GradCodecKind::Int8, 256, 0.01};
+  auto be = single_threaded_cpu();
+  auto m = make_tiny(*be);
+  Trainer t = make_trainer(*m, *be, options(steps));
+  DilocoOptions d;
+  d.inner_steps = H;
+  d.total_steps = steps;
+  d.warmup_steps = W;
+  d.codec = int8;
+  DilocoSync sync(c, *m, t.optimizer(), d);
+  t.set_replica_sync(&sync);
+  auto dp_m = make_tiny(*be);
+  Trainer dp_t = make_trainer(*dp_m, *be, options(steps));
+  DataParallelOptions dpo;
+  dpo.codec = int8;
+  DataParallel dp(c, *dp_m, dpo);
+  dp_t.set_replica_sync(&dp);
+  while (!t.done()) {
+    const StepMetrics sm = t.step();
+    const bool warm = sm.step <= W;
+    const bool round_end = sm.step % H == 0 || sm.step == steps;
+    EXPECT_EQ(sync.replicas_identical(), warm || round_end) << "step " << sm.step;
+    EXPECT_EQ(sync.last_step_stats().outer_step, !warm && round_end) << "step " << sm.step;
+    const bool same = same_as_rank0(flat_params(*m));
+    if (warm || round_end) {
+      EXPECT_TRUE(same) << "step " << sm.step;
+    } else if (c.rank() != 0) {
+      EXPECT_FALSE(same) << "step " << sm.step;
+    }
+    if (warm) {
+      const StepMetrics dsm = dp_t.step();
+      EXPECT_EQ(*sm.bytes_sent, *dsm.bytes_sent) << "step " << sm.step;
+      EXPECT_EQ(flat_params(*m), flat_params(*dp_m)) << "warm-up step " << sm.step;
+    }
+  }
 }
 
 int main(int argc, char** argv) {
