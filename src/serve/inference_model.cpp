@@ -1,5 +1,6 @@
 #include "serve/inference_model.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -16,6 +17,33 @@ DType weight_format_from_name(const std::string& name) {
   if (name == "q8_0" || name == "q8") return DType::Q8_0;
   if (name == "q4" || name == "q4_0") return DType::Q4_0;
   fail<ConfigError>("quant: unknown weight format '{}' (none, int8, q8_0, q4)", name);
+}
+
+namespace {
+
+// The backend's thread count set to n for a scope, then restored.
+class ScopedThreads {
+ public:
+  ScopedThreads(backend::Backend& be, int n) : be_(be), saved_(be.threads()) {
+    if (n != saved_) be_.set_threads(n);
+  }
+  ~ScopedThreads() {
+    if (be_.threads() != saved_) be_.set_threads(saved_);
+  }
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  backend::Backend& be_;
+  int saved_;
+};
+
+}  // namespace
+
+const char* ForwardProfile::name(int phase) {
+  static const char* const names[kCount] = {"embed", "norm",       "qkv",  "attention", "out",
+                                            "up",    "activation", "down", "residual",  "head"};
+  return phase >= 0 && phase < kCount ? names[phase] : "?";
 }
 
 InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DType format)
@@ -100,6 +128,7 @@ size_t InferenceModel::weight_bytes_per_token() const {
 }
 
 void InferenceModel::linear(const Linear& l, const float* x, float* y, int64_t M) {
+  const ScopedThreads st(be_, linear_threads_);
   apply_inference_linear(be_, l, x, y, M);
 }
 
@@ -127,6 +156,16 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   grow(ff_, M * up_w);
   grow(ff2_, M * F);
   float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *att = att_.data();
+  // Profiling: the time since the previous mark goes to phase ph.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point t_mark = profile_ ? Clock::now() : Clock::time_point{};
+  const auto mark = [&](ForwardProfile::Phase ph) {
+    if (!profile_) return;
+    const Clock::time_point t = Clock::now();
+    profile_->seconds[ph] += std::chrono::duration<double>(t - t_mark).count();
+    t_mark = t;
+  };
+  using P = ForwardProfile;
   int64_t max_rows = 0;
   for (const Segment& s : segs) max_rows = std::max(max_rows, s.rows);
   grow(lse_, NH * max_rows);
@@ -139,10 +178,28 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     be_.embedding_forward(DType::F32, pos_.data(), pos_emb_.raw(), h, M, C);
     be_.add(DType::F32, x, h, x, M * C);
   }
+  mark(P::kEmbed);
+  // A decode step's norms, activations and residual adds are a few thousand
+  // values, and its attention over a short cache a few tens of
+  // microseconds: split over threads, each fork and join costs more than
+  // the split saves, and the pool's threads then spin on the cores the next
+  // matmul's team needs. So at decode sizes everything but the matmuls (and
+  // attention from kSerialAttention query x key x head triples up) runs on
+  // this thread; results do not depend on the thread count.
+  constexpr int64_t kSerialRows = 8, kSerialAttention = int64_t(1) << 14;
+  const int threads = be_.threads();
+  int64_t att_work = 0;
+  for (const Segment& s : segs) att_work += s.rows * (s.pos0 + s.rows) * NH;
+  const bool serial = M <= kSerialRows;
+  const int att_threads = serial && att_work < kSerialAttention ? 1 : threads;
+  const ScopedThreads scoped(be_, serial ? 1 : threads);
+  linear_threads_ = threads;
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
     norm(L.norm1_w, L.norm1_b, x, h, M);
+    mark(P::kNorm);
     linear(L.qkv, h, qkv, M);
+    mark(P::kQkv);
     for (const Segment& s : segs) {
       float* q = qkv + s.row0 * R;
       if (llama_) {
@@ -175,12 +232,18 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
       a.kv_row_stride = kvd;
       a.kv_batch_stride = s.seq->capacity() * kvd;
       a.scale = float(1.0 / std::sqrt(double(HS)));
+      const ScopedThreads st(be_, att_threads);
       be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse_.data());
     }
+    mark(P::kAttention);
     linear(L.out, att, h, M);
+    mark(P::kOut);
     be_.add(DType::F32, x, h, x, M * C);
+    mark(P::kResidual);
     norm(L.norm2_w, L.norm2_b, x, h, M);
+    mark(P::kNorm);
     linear(L.up, h, ff_.data(), M);
+    mark(P::kUp);
     if (llama_) {
       for (int64_t r = 0; r < M; ++r)
         be_.swiglu_forward(DType::F32, ff_.data() + r * up_w, ff_.data() + r * up_w + F,
@@ -188,15 +251,21 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     } else {
       be_.gelu_forward(DType::F32, ff_.data(), ff2_.data(), M * F);
     }
+    mark(P::kActivation);
     linear(L.down, ff2_.data(), h, M);
+    mark(P::kDown);
     be_.add(DType::F32, x, h, x, M * C);
+    mark(P::kResidual);
   }
   const int64_t NL = int64_t(logit_rows.size());
   grow(rows_, NL * C);
   for (int64_t i = 0; i < NL; ++i)
     std::memcpy(rows_.data() + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
   norm(final_w_, final_b_, rows_.data(), h, NL);
+  mark(P::kNorm);
   linear(head_, h, logits, NL);
+  mark(P::kHead);
+  if (profile_) ++profile_->calls;
 }
 
 void InferenceModel::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,

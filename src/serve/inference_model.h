@@ -26,6 +26,27 @@ DType weight_format_from_name(const std::string& name);
 
 class DeepSeekInference;
 
+// Wall seconds per phase of the gpt2/llama forward, summed over calls while
+// attached (bench_serve --profile): where a decode step's time goes.
+struct ForwardProfile {
+  enum Phase {
+    kEmbed,
+    kNorm,
+    kQkv,
+    kAttention,
+    kOut,
+    kUp,
+    kActivation,
+    kDown,
+    kResidual,
+    kHead,
+    kCount
+  };
+  static const char* name(int phase);
+  double seconds[kCount] = {};
+  int64_t calls = 0;
+};
+
 class InferenceModel {
  public:
   // Copies (or quantizes) every weight it needs out of w; w may go away after.
@@ -51,6 +72,9 @@ class InferenceModel {
   // One token per sequence, each at its own position seq->length(); appends
   // to each cache. logits is (B, V).
   void decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens, float* logits);
+  // Attaches (or with null detaches) a profile that forward() adds its phase
+  // times to; the model does not own it. Not for deepseek.
+  void set_profile(ForwardProfile* p) { profile_ = p; }
 
  private:
   using Linear = InferenceLinear;
@@ -86,6 +110,8 @@ class InferenceModel {
   // Scratch reused across calls (one engine thread drives a model).
   std::vector<float> x_, h_, qkv_, att_, ff_, ff2_, stats_, lse_, rows_;
   std::vector<int32_t> pos_;
+  ForwardProfile* profile_ = nullptr;
+  int linear_threads_ = 1;  // the backend's thread count when forward() began
 };
 
 }  // namespace keel::serve

@@ -1,10 +1,9 @@
 // GEMV driver and scalar lanes: W's rows are cut into blocks fixed by the
-// shape and handed to whichever thread is free (a thread the OS preempts
-// does not hold the others up); each output element is computed by one
-// thread in one fixed order, so the result never depends on which.
+// shape and handed to whichever thread of the team (gemv_team.h) is free (a
+// thread the OS preempts does not hold the others up); each output element
+// is computed by one thread in one fixed order, so the result never depends
+// on which.
 #include "backend/cpu/gemv.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -12,6 +11,7 @@
 
 #include "backend/cpu/gemm_internal.h"
 #include "backend/cpu/gemv_impl.h"
+#include "backend/cpu/gemv_team.h"
 
 namespace keel::backend::cpu {
 
@@ -58,10 +58,10 @@ void gemv_f32(const MatmulArgs& a, const float* A, const float* B, float* C, int
   // enough that the scheduling costs nothing next to streaming 64 rows.
   const int64_t block = 64, nblocks = (a.N + block - 1) / block;
   const int nt = int(std::max<int64_t>(1, std::min<int64_t>(threads, nblocks)));
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-  for (int64_t b = 0; b < nblocks; ++b)
+  team_for(nt, nblocks, [&](int64_t b) {
     fn(A, a.lda, a.M, B, a.ldb, a.K, C, a.ldc, b * block, std::min(a.N, (b + 1) * block), a.alpha,
        a.beta);
+  });
 }
 
 }  // namespace keel::backend::cpu

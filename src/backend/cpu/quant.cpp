@@ -8,6 +8,7 @@
 
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_internal.h"
+#include "backend/cpu/gemv_team.h"
 #include "backend/cpu/quant_internal.h"
 #include "core/error.h"
 
@@ -221,21 +222,21 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
   if (xs.size() < size_t(M * ns)) xs.resize(size_t(M * ns));
   char* xqp = xq.data();
   float* xsp = xs.data();
-#pragma omp parallel for num_threads(threads) schedule(static) if (M > 1)
-  for (int64_t m = 0; m < M; ++m) {
+  // On the same team as the dots below: an OpenMP region here would leave
+  // its threads spinning on the cores the team needs next.
+  team_for(threads, M, [&](int64_t m) {
     if (i8)
       dot.quantize_i8(x + m * K, reinterpret_cast<int8_t*>(xqp + m * xrow), xsp + m, K);
     else
       dot.quantize_q8(x + m * K, reinterpret_cast<BlockQ8_0*>(xqp + m * xrow), xsp + m * nb, nb);
-  }
-  // Rows of W in fixed blocks, each taken by whichever thread is free (one
-  // the OS preempts does not hold the others up): each y element is one dot
-  // in one fixed order, so y depends neither on the thread count nor on who
-  // computed it.
+  });
+  // Rows of W in fixed blocks, each taken by whichever thread of the team
+  // (gemv_team.h) is free, so one the OS preempts does not hold the others
+  // up: each y element is one dot in one fixed order, so y depends neither
+  // on the thread count nor on who computed it.
   const int64_t block = 64, nblocks = (N + block - 1) / block;
   const int nt = int(std::min<int64_t>(threads, nblocks));
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-  for (int64_t ib = 0; ib < nblocks; ++ib) {
+  team_for(nt, nblocks, [&](int64_t ib) {
     float out[kQRows];
     int32_t iout[kQRows];
     for (int64_t n = ib * block; n < std::min(N, (ib + 1) * block); ++n) {
@@ -257,7 +258,7 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
         for (int64_t i = 0; i < mc; ++i) y[(m0 + i) * N + n] = out[i];
       }
     }
-  }
+  });
 }
 
 }  // namespace keel::backend::cpu

@@ -65,19 +65,38 @@ void dot_i8_rows(const int8_t* w, const int8_t* x, int64_t K, int32_t* out) {
   }
 }
 
-// Unpack: the weight block's 32 signed bytes (element e in byte e).
+// Unpack: the weight block's 32 signed bytes (element e in byte e). The
+// scale products d_w * d_x are formed eight blocks at a time (one f16
+// widening, one multiply) and each block's taken out by a lane permute:
+// per block that is one instruction where widening one f16 scale takes five.
 template <class D, int MR, class Block, class Unpack>
 void dot_blocked_rows(const Block* w, const BlockQ8_0* x, const float* xd, int64_t nb, float* out,
                       Unpack unpack) {
   __m256 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
+  const auto block = [&](int64_t b, const __m256* d, int j) {
     const __m256i a = unpack(w[b]), ua = _mm256_sign_epi8(a, a);
-    const float dw = _cvtsh_ss(w[b].d);
+    const __m256i lane = _mm256_set1_epi32(j);
     for (int m = 0; m < MR; ++m) {
       const __m256i p = dot32<D>(_mm256_setzero_si256(), a, ua, load32(x[m * nb + b].qs));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xd[m * nb + b]), acc[m]);
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutevar8x32_ps(d[m], lane), acc[m]);
     }
+  };
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    const __m128i h =
+        _mm_setr_epi16(short(w[b].d), short(w[b + 1].d), short(w[b + 2].d), short(w[b + 3].d),
+                       short(w[b + 4].d), short(w[b + 5].d), short(w[b + 6].d), short(w[b + 7].d));
+    const __m256 dw = _mm256_cvtph_ps(h);
+    __m256 d[MR];
+    for (int m = 0; m < MR; ++m) d[m] = _mm256_mul_ps(dw, _mm256_loadu_ps(xd + m * nb + b));
+    for (int j = 0; j < 8; ++j) block(b + j, d, j);
+  }
+  for (; b < nb; ++b) {
+    const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+    __m256 d[MR];
+    for (int m = 0; m < MR; ++m) d[m] = _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b]));
+    block(b, d, 0);
   }
   for (int m = 0; m < MR; ++m) out[m] = hsum_f32(acc[m]);
 }
