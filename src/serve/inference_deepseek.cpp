@@ -295,33 +295,18 @@ void DeepSeekInference::forward(std::span<const Segment> segs, const int32_t* id
 
 void DeepSeekInference::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,
                                 bool all_logits) {
-  const int64_t T = int64_t(ids.size()), pos0 = seq.length();
-  KEEL_ASSERT(T > 0 && pos0 + T <= seq.capacity());
   KEEL_ASSERT(2 * seq.kv_dim() >= cache_width());
-  const Segment s{&seq, 0, T, pos0};
-  std::vector<int64_t> rows;
-  if (all_logits)
-    for (int64_t t = 0; t < T; ++t) rows.push_back(t);
-  else
-    rows.push_back(T - 1);
-  forward({&s, 1}, ids.data(), T, rows, logits);
-  seq.set_length(pos0 + T);
+  prefill_through(seq, ids, all_logits,
+                  [&](std::span<const Segment> segs, const int32_t* x, int64_t M,
+                      std::span<const int64_t> rows) { forward(segs, x, M, rows, logits); });
 }
 
 void DeepSeekInference::decode(std::span<KvSequence* const> seqs, std::span<const int32_t> tokens,
                                float* logits) {
-  const int64_t B = int64_t(seqs.size());
-  KEEL_ASSERT(int64_t(tokens.size()) == B);
-  std::vector<Segment> segs;
-  std::vector<int64_t> rows;
-  for (int64_t b = 0; b < B; ++b) {
-    KvSequence* s = seqs[size_t(b)];
-    KEEL_ASSERT(s->length() < s->capacity() && 2 * s->kv_dim() >= cache_width());
-    segs.push_back({s, b, 1, s->length()});
-    rows.push_back(b);
-  }
-  forward(segs, tokens.data(), B, rows, logits);
-  for (KvSequence* s : seqs) s->set_length(s->length() + 1);
+  for (const KvSequence* s : seqs) KEEL_ASSERT(2 * s->kv_dim() >= cache_width());
+  decode_through(seqs, tokens,
+                 [&](std::span<const Segment> segs, const int32_t* x, int64_t M,
+                     std::span<const int64_t> rows) { forward(segs, x, M, rows, logits); });
 }
 
 }  // namespace keel::serve

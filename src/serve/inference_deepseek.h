@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/model.h"
+#include "serve/forward_batch.h"
 #include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
 #include "serve/model_weights.h"
@@ -54,10 +55,7 @@ class DeepSeekInference {
     bool has_shared = false;
     Mlp shared;
   };
-  struct Segment {
-    KvSequence* seq;
-    int64_t row0, rows, pos0;
-  };
+  using Segment = ForwardSegment;
 
   Linear make_linear(const Tensor& f, bool keep_f32 = false) const;
   Linear stacked(const Tensor& a, const Tensor& b) const;

@@ -14,6 +14,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/model.h"
+#include "serve/forward_batch.h"
 #include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
 #include "serve/model_weights.h"
@@ -85,11 +86,7 @@ class InferenceModel {
     Linear up;    // gpt2: c_fc (F, C); llama: gate and up stacked (2F, C)
     Linear down;  // (C, F)
   };
-  // One sequence's rows in a forward call.
-  struct Segment {
-    KvSequence* seq;
-    int64_t row0, rows, pos0;
-  };
+  using Segment = ForwardSegment;
 
   Linear make_linear(const std::vector<const Tensor*>& parts, const Tensor* bias) const;
   void linear(const Linear& l, const float* x, float* y, int64_t M);
