@@ -23,6 +23,8 @@
 
 using namespace keel;
 using namespace keel::serve;
+using serve::testing::max_abs_diff;
+using serve::testing::some_ids;
 
 namespace {
 
@@ -64,19 +66,6 @@ ModelWeights weights_with_buffers(model::Model& m) {
   return w;
 }
 
-std::vector<int32_t> some_ids(int64_t n, int64_t V, uint64_t seed) {
-  const Rng rng(seed, 1);
-  std::vector<int32_t> ids;
-  for (int64_t i = 0; i < n; ++i) ids.push_back(int32_t(rng.below(uint64_t(i), uint64_t(V))));
-  return ids;
-}
-
-float max_abs_diff(const float* a, const float* b, int64_t n) {
-  float d = 0;
-  for (int64_t i = 0; i < n; ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
-}
-
 struct Case {
   std::string backend;
   int64_t q_lora;
@@ -91,52 +80,9 @@ TEST_P(DeepSeekForward, PrefillAndDecodeMatchModelLogits) {
   m->init(11);
   randomize_biases(*m, 5);
   m->sync_compute_weights();
-  const auto& cfg = m->config();
-  const int64_t T = 20, V = cfg.vocab_size;
-  const auto ids = some_ids(T, V, 3);
-  const std::vector<float> ref = m->logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
-
   InferenceModel im(weights_with_buffers(*m), *be, DType::F32);
-  KvCachePool pool(cfg.n_layer, im.kv_dim(), size_t(1) << 24);
-  auto s1 = pool.try_allocate(T);
-  ASSERT_TRUE(s1);
-  std::vector<float> all(size_t(T * V));
-  im.prefill(*s1, ids, all.data(), true);
-  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), 1e-4f);
-
-  // Prefill of 5, then one token at a time through the latent cache.
-  auto s2 = pool.try_allocate(T);
-  std::vector<float> row(static_cast<size_t>(V));
-  const int64_t P = 5;
-  im.prefill(*s2, {ids.data(), size_t(P)}, row.data());
-  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), 1e-4f);
-  for (int64_t t = P; t < T; ++t) {
-    KvSequence* seqs[] = {s2.get()};
-    im.decode(seqs, {&ids[size_t(t)], 1}, row.data());
-    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 1e-4f) << "position " << t;
-  }
-
-  // Sequences at different positions decoded as one batch (their tokens
-  // routed together) give the rows each gets alone.
-  const std::vector<int64_t> lens = {2, 7, 13};
-  std::vector<std::unique_ptr<KvSequence>> seqs;
-  std::vector<KvSequence*> ptrs;
-  std::vector<int32_t> next;
-  for (size_t i = 0; i < lens.size(); ++i) {
-    const auto other = some_ids(lens[i] + 1, V, 20 + i);
-    seqs.push_back(pool.try_allocate(T));
-    im.prefill(*seqs.back(), {other.data(), size_t(lens[i])}, row.data());
-    ptrs.push_back(seqs.back().get());
-    next.push_back(other.back());
-  }
-  std::vector<float> batch(lens.size() * size_t(V));
-  im.decode(ptrs, next, batch.data());
-  for (size_t i = 0; i < lens.size(); ++i) {
-    const auto other = some_ids(lens[i] + 1, V, 20 + i);
-    const auto full = m->logits(Tensor::from_i32(other, {1, lens[i] + 1})).to_f32_vector();
-    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), 1e-4f)
-        << "sequence " << i;
-  }
+  // Batched decode routes the sequences' tokens together.
+  serve::testing::expect_inference_matches_logits(*m, im, 20, 5, {2, 7, 13});
 }
 
 INSTANTIATE_TEST_SUITE_P(All, DeepSeekForward,

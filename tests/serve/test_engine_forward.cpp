@@ -15,6 +15,8 @@
 
 using namespace keel;
 using namespace keel::serve;
+using serve::testing::max_abs_diff;
+using serve::testing::some_ids;
 
 namespace {
 
@@ -30,19 +32,6 @@ model::ModelConfig config(const std::string& arch) {
   return c;
 }
 
-std::vector<int32_t> some_ids(int64_t n, int64_t V, uint64_t seed) {
-  const Rng rng(seed, 1);
-  std::vector<int32_t> ids;
-  for (int64_t i = 0; i < n; ++i) ids.push_back(int32_t(rng.below(uint64_t(i), uint64_t(V))));
-  return ids;
-}
-
-float max_abs_diff(const float* a, const float* b, int64_t n) {
-  float d = 0;
-  for (int64_t i = 0; i < n; ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
-}
-
 struct Case {
   std::string arch, backend;
 };
@@ -55,56 +44,8 @@ TEST_P(ForwardVsTraining, PrefillAndDecodeMatchModelLogits) {
   auto m = model::make_model(config(c.arch), *be);
   m->init(11);
   m->sync_compute_weights();
-  const auto& cfg = m->config();
-  const int64_t T = 20, V = cfg.vocab_size;
-  const auto ids = some_ids(T, V, 3);
-  const std::vector<float> ref = m->logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
-
   InferenceModel im(serve::testing::weights_of(*m), *be, DType::F32);
-  KvCachePool pool(cfg.n_layer, im.kv_dim(), size_t(1) << 24);
-
-  // Prefill of all T tokens, every position's logits.
-  auto s1 = pool.try_allocate(T);
-  ASSERT_TRUE(s1);
-  std::vector<float> all(size_t(T * V));
-  im.prefill(*s1, ids, all.data(), true);
-  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), 1e-4f);
-  EXPECT_EQ(s1->length(), T);
-
-  // Prefill of 6, then one token at a time through the cache.
-  auto s2 = pool.try_allocate(T);
-  std::vector<float> row(static_cast<size_t>(V));
-  const int64_t P = 6;
-  im.prefill(*s2, {ids.data(), size_t(P)}, row.data());
-  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), 1e-4f);
-  for (int64_t t = P; t < T; ++t) {
-    KvSequence* seqs[] = {s2.get()};
-    im.decode(seqs, {&ids[size_t(t)], 1}, row.data());
-    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 1e-4f) << "position " << t;
-  }
-
-  // Three sequences at different positions decoded as one batch give the
-  // rows each gets alone.
-  const std::vector<int64_t> lens = {3, 9, 14};
-  std::vector<std::unique_ptr<KvSequence>> seqs;
-  std::vector<KvSequence*> ptrs;
-  std::vector<int32_t> next;
-  for (size_t i = 0; i < lens.size(); ++i) {
-    const auto other = some_ids(lens[i] + 1, V, 20 + i);
-    seqs.push_back(pool.try_allocate(T));
-    im.prefill(*seqs.back(), {other.data(), size_t(lens[i])}, row.data());
-    ptrs.push_back(seqs.back().get());
-    next.push_back(other.back());
-  }
-  std::vector<float> batch(lens.size() * size_t(V));
-  im.decode(ptrs, next, batch.data());
-  for (size_t i = 0; i < lens.size(); ++i) {
-    auto other = some_ids(lens[i] + 1, V, 20 + i);
-    const auto full = m->logits(Tensor::from_i32(other, {1, lens[i] + 1})).to_f32_vector();
-    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), 1e-4f)
-        << "sequence " << i;
-    EXPECT_EQ(seqs[i]->length(), lens[i] + 1);
-  }
+  serve::testing::expect_inference_matches_logits(*m, im, 20, 6, {3, 9, 14});
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ForwardVsTraining,

@@ -4,12 +4,22 @@
 #pragma once
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
+#include "core/tensor.h"
 #include "data/tokenizer.h"
 #include "io/config.h"
+#include "model/model.h"
+#include "serve/inference_model.h"
+#include "serve/kv_cache.h"
 #include "serve/model_weights.h"
 #include "train/run_dir.h"
 #include "train/run_setup.h"
@@ -57,6 +67,68 @@ inline ModelWeights weights_of(model::Model& m) {
   for (nn::Parameter* p : m.parameters()) w.tensors[p->name] = p->value;
   w.dir = "<memory>";
   return w;
+}
+
+inline std::vector<int32_t> some_ids(int64_t n, int64_t V, uint64_t seed) {
+  const Rng rng(seed, 1);
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(int32_t(rng.below(uint64_t(i), uint64_t(V))));
+  return ids;
+}
+
+inline float max_abs_diff(const float* a, const float* b, int64_t n) {
+  float d = 0;
+  for (int64_t i = 0; i < n; ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+// The inference forward against the training forward m.logits on T tokens,
+// each logit within 1e-4: a prefill of all T (every row's logits); a prefill
+// of P then one token at a time through the cache; and sequences prefilled to
+// `lens` decoded as one batch, each row equal to its sequence's alone.
+inline void expect_inference_matches_logits(model::Model& m, InferenceModel& im, int64_t T,
+                                            int64_t P, const std::vector<int64_t>& lens) {
+  const int64_t V = m.config().vocab_size;
+  const auto ids = some_ids(T, V, 3);
+  const std::vector<float> ref = m.logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
+  KvCachePool pool(m.config().n_layer, im.kv_dim(), size_t(1) << 24);
+
+  auto s1 = pool.try_allocate(T);
+  ASSERT_TRUE(s1);
+  std::vector<float> all(size_t(T * V));
+  im.prefill(*s1, ids, all.data(), true);
+  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), 1e-4f);
+  EXPECT_EQ(s1->length(), T);
+
+  auto s2 = pool.try_allocate(T);
+  std::vector<float> row(static_cast<size_t>(V));
+  im.prefill(*s2, {ids.data(), size_t(P)}, row.data());
+  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), 1e-4f);
+  for (int64_t t = P; t < T; ++t) {
+    KvSequence* seqs[] = {s2.get()};
+    im.decode(seqs, {&ids[size_t(t)], 1}, row.data());
+    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 1e-4f) << "position " << t;
+  }
+
+  std::vector<std::unique_ptr<KvSequence>> seqs;
+  std::vector<KvSequence*> ptrs;
+  std::vector<int32_t> next;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    const auto other = some_ids(lens[i] + 1, V, 20 + i);
+    seqs.push_back(pool.try_allocate(T));
+    im.prefill(*seqs.back(), {other.data(), size_t(lens[i])}, row.data());
+    ptrs.push_back(seqs.back().get());
+    next.push_back(other.back());
+  }
+  std::vector<float> batch(lens.size() * size_t(V));
+  im.decode(ptrs, next, batch.data());
+  for (size_t i = 0; i < lens.size(); ++i) {
+    const auto other = some_ids(lens[i] + 1, V, 20 + i);
+    const auto full = m.logits(Tensor::from_i32(other, {1, lens[i] + 1})).to_f32_vector();
+    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), 1e-4f)
+        << "sequence " << i;
+    EXPECT_EQ(seqs[i]->length(), lens[i] + 1);
+  }
 }
 
 }  // namespace keel::serve::testing
