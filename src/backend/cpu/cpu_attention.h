@@ -123,7 +123,7 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
     int64_t t0 = qb * kQueryBlock, nq = imin(a.Tq - t0, kQueryBlock);
     const T* kb = k + b * a.kv_batch_stride + kvh * HS;
     const T* vb = v + b * a.kv_batch_stride + kvh * HS;
-    Buf<float> qs(nq * HS), acc(nq * HS), Kt(HS * kKeyBlock);
+    Buf<float> qs(nq * HS), acc(nq * HS), Kt(nq > 1 ? HS * kKeyBlock : 1);
     float m[kQueryBlock], l[kQueryBlock];
     alignas(64) float s[kKeyBlock];
     for (int64_t r = 0; r < nq; ++r) {
@@ -134,13 +134,22 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
       l[r] = 0.f;
     }
     int64_t nk_max = visible_keys(a, t0 + nq - 1);
+    // One query row (decode): a dot per key beats transposing the block
+    // for a single use (measured: the transpose was most of a decode
+    // step's attention time).
+    const bool direct = nq == 1;
     for (int64_t j0 = 0; j0 < nk_max; j0 += kKeyBlock) {
-      transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, imin(nk_max - j0, kKeyBlock),
-                         HS, Kt.p);
+      if (!direct)
+        transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride,
+                           imin(nk_max - j0, kKeyBlock), HS, Kt.p);
       for (int64_t r = 0; r < nq; ++r) {
         int64_t jn = imin(visible_keys(a, t0 + r) - j0, kKeyBlock);
         if (jn <= 0) continue;
-        block_scores<S>(qs.p + r * HS, Kt.p, HS, a.scale, s);
+        if (direct)
+          for (int64_t j = 0; j < jn; ++j)
+            s[j] = dot_row<S>(qs.p, kb + (j0 + j) * a.kv_row_stride, HS) * a.scale;
+        else
+          block_scores<S>(qs.p + r * HS, Kt.p, HS, a.scale, s);
         float bm = -INFINITY;
         for (int64_t j = 0; j < jn; ++j) bm = Scalar::max(bm, s[j]);
         float m_new = Scalar::max(m[r], bm);

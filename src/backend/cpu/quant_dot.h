@@ -33,6 +33,18 @@ inline __m256i load32(const void* p) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
 
+// Weight rows are streamed once per token from memory; the hardware
+// prefetcher alone keeps too few lines in flight for the integer kernels
+// (q8_0 decode-shaped matmul out of cache: 9.7-11.1 GB/s on 2 Zen 3 threads
+// against 12.3-13.3 with this, distances 1.5-3 KiB alike; in cache no change).
+inline constexpr int64_t kPrefetchBytes = 2048;
+
+// Asks for the lines of [p + kPrefetchBytes, p + kPrefetchBytes + n).
+inline void prefetch_ahead(const void* p, int64_t n) {
+  const char* c = static_cast<const char*>(p) + kPrefetchBytes;
+  for (int64_t o = 0; o < n; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
+
 // Element j of a Q4_0 block in byte j, as a signed value q - 8.
 inline __m256i unpack_q4(const uint8_t* qs) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -54,10 +66,16 @@ void dot_i8_rows(const int8_t* w, const int8_t* x, int64_t K, int32_t* out) {
   __m256i acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_si256();
   int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m256i a = load32(w + k), ua = _mm256_sign_epi8(a, a);
-    for (int m = 0; m < MR; ++m) acc[m] = dot32<D>(acc[m], a, ua, load32(x + m * K + k));
+  const auto step = [&](int64_t at) {
+    const __m256i a = load32(w + at), ua = _mm256_sign_epi8(a, a);
+    for (int m = 0; m < MR; ++m) acc[m] = dot32<D>(acc[m], a, ua, load32(x + m * K + at));
+  };
+  for (; k + 64 <= K; k += 64) {  // one cache line per iteration, one prefetch
+    prefetch_ahead(w + k, 64);
+    step(k);
+    step(k + 32);
   }
+  for (; k + 32 <= K; k += 32) step(k);
   for (int m = 0; m < MR; ++m) {
     int32_t s = hsum_i32(acc[m]);
     for (int64_t t = k; t < K; ++t) s += int32_t(w[t]) * int32_t(x[m * K + t]);
@@ -84,6 +102,7 @@ void dot_blocked_rows(const Block* w, const BlockQ8_0* x, const float* xd, int64
   };
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8) {
+    prefetch_ahead(w + b, int64_t(8 * sizeof(Block)));
     const __m128i h =
         _mm_setr_epi16(short(w[b].d), short(w[b + 1].d), short(w[b + 2].d), short(w[b + 3].d),
                        short(w[b + 4].d), short(w[b + 5].d), short(w[b + 6].d), short(w[b + 7].d));
