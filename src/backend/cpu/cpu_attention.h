@@ -140,8 +140,8 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
     const bool direct = nq == 1;
     for (int64_t j0 = 0; j0 < nk_max; j0 += kKeyBlock) {
       if (!direct)
-        transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride,
-                           imin(nk_max - j0, kKeyBlock), HS, Kt.p);
+        transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, imin(nk_max - j0, kKeyBlock),
+                           HS, Kt.p);
       for (int64_t r = 0; r < nq; ++r) {
         int64_t jn = imin(visible_keys(a, t0 + r) - j0, kKeyBlock);
         if (jn <= 0) continue;
