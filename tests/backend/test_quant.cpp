@@ -229,6 +229,21 @@ TEST(Quant, VectorLevelsMatchScalarBitForBit) {
         EXPECT_EQ(0, std::memcmp(&one[0], &v4[m], 4)) << "q4 row " << m << " of " << M;
       }
     }
+    // The fused pair of Q4_0 rows is two single-row calls, bit for bit (nb = 9:
+    // one group of eight blocks and the tail).
+    {
+      std::vector<BlockQ4_0> w2(w4);
+      w2.insert(w2.end(), w4.rbegin(), w4.rend());
+      float pv[2], ps[2], r0[1], r1[1];
+      t->dot_q4_pair(w2.data(), x8.data(), xd.data(), nb, pv);
+      s.dot_q4_pair(w2.data(), x8.data(), xd.data(), nb, ps);
+      t->dot_q4(w2.data(), x8.data(), xd.data(), nb, 1, r0);
+      t->dot_q4(w2.data() + nb, x8.data(), xd.data(), nb, 1, r1);
+      EXPECT_EQ(0, std::memcmp(pv, ps, sizeof pv)) << "q4 pair vs scalar pair";
+      EXPECT_EQ(0, std::memcmp(&pv[0], r0, 4)) << "q4 pair row 0";
+      EXPECT_EQ(0, std::memcmp(&pv[1], r1, 4)) << "q4 pair row 1";
+      EXPECT_NE(pv[0], pv[1]);  // the second row is really the reversed one
+    }
     // Activation quantizers: same bytes and scales, ties and zero blocks included.
     auto x = randn(size_t(K), 6, 3.f);
     for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = 0.f;  // an all-zero block

@@ -161,6 +161,12 @@ void dot_q4_scalar(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int6
   for (int64_t m = 0; m < M; ++m) out[m] = dot_blocked_scalar(w, wq, x + m * nb, xd + m * nb, nb);
 }
 
+void dot_q4_pair_scalar(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb,
+                        float* out) {
+  dot_q4_scalar(w, x, xd, nb, 1, out);
+  dot_q4_scalar(w + nb, x, xd, nb, 1, out + 1);
+}
+
 void quantize_i8_scalar(const float* x, int8_t* q, float* scale, int64_t K) {
   quantize_row_i8(x, q, scale, K);
 }
@@ -181,8 +187,8 @@ const QDotTable& qdot_best() {
 }  // namespace
 
 const QDotTable& quant_detail::qdot_scalar() {
-  static const QDotTable t{&dot_i8_scalar, &dot_q8_scalar, &dot_q4_scalar, &quantize_i8_scalar,
-                           &quantize_q8_scalar};
+  static const QDotTable t{&dot_i8_scalar,      &dot_q8_scalar,      &dot_q4_scalar,
+                           &dot_q4_pair_scalar, &quantize_i8_scalar, &quantize_q8_scalar};
   return t;
 }
 
@@ -259,8 +265,16 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
   for_blocks(team, nt, nblocks, [&](int64_t ib) {
     float out[kQRows];
     int32_t iout[kQRows];
-    for (int64_t n = ib * block; n < std::min(N, (ib + 1) * block); ++n) {
+    const int64_t n1 = std::min(N, (ib + 1) * block);
+    for (int64_t n = ib * block; n < n1; ++n) {
       const char* w = static_cast<const char*>(wq) + size_t(n) * wrow;
+      if (M == 1 && qdt == DType::Q4_0 && n + 1 < n1) {  // batch-1 decode: two rows per pass
+        dot.dot_q4_pair(reinterpret_cast<const BlockQ4_0*>(w),
+                        reinterpret_cast<const BlockQ8_0*>(xqp), xsp, nb, out);
+        y[n] = out[0];
+        y[++n] = out[1];
+        continue;
+      }
       for (int64_t m0 = 0; m0 < M; m0 += kQRows) {
         const int64_t mc = std::min(kQRows, M - m0);
         const char* xr = xqp + size_t(m0) * xrow;

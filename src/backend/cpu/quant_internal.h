@@ -30,6 +30,11 @@ struct QDotTable {
                  float* out);
   void (*dot_q4)(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb, int64_t M,
                  float* out);
+  // out[0], out[1] = the blocked dots of Q4_0 weight rows w and w + nb with
+  // the single x row (x, xd): bit for bit two dot_q4 calls with M = 1,
+  // fused for batch-1 decode.
+  void (*dot_q4_pair)(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb,
+                      float* out);
   // Activation rows, by backend.h's rules: K values to int8 with one scale
   // (max|x| / 127), or nb blocks of 32 to Q8_0 with each block's stored
   // scale widened back to f32 in xd[b].
