@@ -60,6 +60,10 @@ out["read_bandwidth_gb_s"] = round(any_keel.get("read_bandwidth_gb_s", 0), 2)
 out["decode_b1_tok_s"] = {f"keel_{f}": round(j["decode_b1_tok_s"], 1) for f, j in keel.items()}
 out["decode_b1_tok_s"].update({f"llamacpp_{f}": round(j["decode_b1_tok_s"], 1) for f, j in ll.items()})
 out["roofline_fraction_b1"] = {f"keel_{f}": round(j["roofline_fraction"], 3) for f, j in keel.items()}
+# Each keel decode window against the bandwidth measured right after it, as
+# long (median over windows): the host's neighbours weigh on both alike.
+out["roofline_fraction_b1_paired"] = {
+    f"keel_{f}": round(j["roofline_fraction_paired"], 3) for f, j in keel.items()}
 # llama.cpp reads the same weights in the same format (GGUF f32 / q8_0 are
 # keel's bytes), so keel's bytes per token and bandwidth give its fraction too.
 for f, j in ll.items():
