@@ -97,14 +97,7 @@ void DilocoSync::average_gradients() {
     std::memcpy(delta_.data() + off, p->grad.raw(), p->grad.nbytes());
     off += size_t(p->numel());
   }
-  if (grad_compressed_) {
-    stats_.bytes_sent += grad_compressed_->sum(delta_, mean_delta_, "gradient");
-  } else {
-    mean_delta_ = delta_;
-    comm_.allreduce_sum(mean_delta_);
-    const uint64_t N = uint64_t(comm_.size());
-    stats_.bytes_sent += 2 * (N - 1) * ((uint64_t(n_) + N - 1) / N) * sizeof(float);
-  }
+  sum_deltas(grad_compressed_.get(), "gradient");
   const float N = float(comm_.size());
   off = 0;
   for (auto* p : params_) {
@@ -112,6 +105,17 @@ void DilocoSync::average_gradients() {
     for (size_t j = 0, n = size_t(p->numel()); j < n; ++j) g[j] = mean_delta_[off + j] / N;
     off += size_t(p->numel());
   }
+}
+
+void DilocoSync::sum_deltas(CompressedSum* codec, const char* what) {
+  if (codec) {
+    stats_.bytes_sent += codec->sum(delta_, mean_delta_, what);
+    return;
+  }
+  mean_delta_ = delta_;
+  comm_.allreduce_sum(mean_delta_);
+  const uint64_t N = uint64_t(comm_.size());
+  stats_.bytes_sent += 2 * (N - 1) * ((uint64_t(n_) + N - 1) / N) * sizeof(float);
 }
 
 double DilocoSync::mean(double x) {
@@ -138,14 +142,7 @@ void DilocoSync::outer_step() {
   // delta := anchor - local parameters (the round's pseudo-gradient).
   flatten_params(delta_);
   for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = anchor_[i] - delta_[i];
-  if (compressed_) {
-    stats_.bytes_sent += compressed_->sum(delta_, mean_delta_, "pseudo-gradient");
-  } else {
-    mean_delta_ = delta_;
-    comm_.allreduce_sum(mean_delta_);
-    const uint64_t N = uint64_t(comm_.size());
-    stats_.bytes_sent += 2 * (N - 1) * ((uint64_t(n_) + N - 1) / N) * sizeof(float);
-  }
+  sum_deltas(compressed_.get(), "pseudo-gradient");
   const float inv = 1.f / float(comm_.size());
   for (float& d : mean_delta_) d *= inv;
   outer_.step(anchor_, mean_delta_);

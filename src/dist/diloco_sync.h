@@ -71,6 +71,9 @@ class DilocoSync final : public train::ReplicaSync {
   void outer_step();
   bool warming(int64_t step) const { return step < opt_.warmup_steps; }
   void average_gradients();
+  // mean_delta_ := the sum over ranks of delta_, through `codec` (its
+  // residual) or a lossless allreduce when null; counts the bytes sent.
+  void sum_deltas(CompressedSum* codec, const char* what);
   void flatten_params(std::vector<float>& out) const;
   void flatten_moments(std::vector<float>& m, std::vector<float>& v) const;
 

@@ -206,13 +206,7 @@ TEST(CompressedDataParallel, CompressUpdateAppliesTheMeanOfEveryRanksOwnUpdate) 
       worst = std::max(worst, std::fabs(want - double(got[i])));
       if (all.back()[i] != all.front()[i]) ranks_differ = true;
     }
-    auto tw = twin_m->parameters();
-    size_t off = 0;
-    for (auto* p : tw) {
-      std::memcpy(p->value.raw(), got.data() + off, p->value.nbytes());
-      off += size_t(p->numel());
-    }
-    twin_m->sync_compute_weights();
+    set_flat_params(*twin_m, got);
   }
   EXPECT_LT(worst, 1e-6);
   EXPECT_TRUE(ranks_differ) << "every rank's own update should differ (different data)";
@@ -303,13 +297,7 @@ TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
       worst = std::max(worst, std::fabs(anchor[i] - double(got[i])));
     }
     // The twin continues from the synced parameters, like every rank.
-    auto tw = twin_m->parameters();
-    size_t off = 0;
-    for (auto* p : tw) {
-      std::memcpy(p->value.raw(), got.data() + off, p->value.nbytes());
-      off += size_t(p->numel());
-    }
-    twin_m->sync_compute_weights();
+    set_flat_params(*twin_m, got);
   }
   EXPECT_EQ(outer_steps, 3);
   EXPECT_LT(worst, 1e-5);

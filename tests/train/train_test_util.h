@@ -3,6 +3,7 @@
 #pragma once
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -92,6 +93,17 @@ inline std::vector<float> flat_params(model::Model& m) {
     out.insert(out.end(), v.begin(), v.end());
   }
   return out;
+}
+
+// The inverse: sets every parameter from `flat` (flat_params' layout) and
+// refreshes the compute weights.
+inline void set_flat_params(model::Model& m, const std::vector<float>& flat) {
+  size_t off = 0;
+  for (auto* p : m.parameters()) {
+    std::memcpy(p->value.raw(), flat.data() + off, p->value.nbytes());
+    off += size_t(p->numel());
+  }
+  m.sync_compute_weights();
 }
 
 }  // namespace keel::train::testing

@@ -83,6 +83,14 @@ void dot_i8_rows(const int8_t* w, const int8_t* x, int64_t K, int32_t* out) {
   }
 }
 
+// The f16 scales of blocks r[0..8) widened to f32, in order.
+template <class Block>
+inline __m256 scales8(const Block* r) {
+  return _mm256_cvtph_ps(_mm_setr_epi16(short(r[0].d), short(r[1].d), short(r[2].d), short(r[3].d),
+                                        short(r[4].d), short(r[5].d), short(r[6].d),
+                                        short(r[7].d)));
+}
+
 // Unpack: the weight block's 32 signed bytes (element e in byte e). The
 // scale products d_w * d_x are formed eight blocks at a time (one f16
 // widening, one multiply) and each block's taken out by a lane permute:
@@ -103,10 +111,7 @@ void dot_blocked_rows(const Block* w, const BlockQ8_0* x, const float* xd, int64
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8) {
     prefetch_ahead(w + b, int64_t(8 * sizeof(Block)));
-    const __m128i h =
-        _mm_setr_epi16(short(w[b].d), short(w[b + 1].d), short(w[b + 2].d), short(w[b + 3].d),
-                       short(w[b + 4].d), short(w[b + 5].d), short(w[b + 6].d), short(w[b + 7].d));
-    const __m256 dw = _mm256_cvtph_ps(h);
+    const __m256 dw = scales8(w + b);
     __m256 d[MR];
     for (int m = 0; m < MR; ++m) d[m] = _mm256_mul_ps(dw, _mm256_loadu_ps(xd + m * nb + b));
     for (int j = 0; j < 8; ++j) block(b + j, d, j);
@@ -139,11 +144,6 @@ void dot_blocked_pair(const Block* w, const BlockQ8_0* x, const float* xd, int64
     const __m256i p1 = dot32<D>(_mm256_setzero_si256(), a1, _mm256_sign_epi8(a1, a1), xb);
     acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_permutevar8x32_ps(d0, lane), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_permutevar8x32_ps(d1, lane), acc1);
-  };
-  const auto scales8 = [](const Block* r) {
-    return _mm256_cvtph_ps(_mm_setr_epi16(short(r[0].d), short(r[1].d), short(r[2].d),
-                                          short(r[3].d), short(r[4].d), short(r[5].d),
-                                          short(r[6].d), short(r[7].d)));
   };
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8) {
