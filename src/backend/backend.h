@@ -97,6 +97,13 @@ struct AdamWArgs {
   float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0;
   float grad_scale = 1.f;
   int64_t t = 1;
+  // Share of the second moment's noise kept: the denominator uses
+  // sqrt(k * vhat + (1 - k) * mhat^2). 1 is AdamW. A gradient from 1/N of the
+  // batch carries N times the noise variance of the batch's mean gradient;
+  // k = 1/N estimates the second moment that mean would have (mhat^2 stands
+  // for the squared signal), so a rank stepping on its own share of the batch
+  // normalises like the whole batch would.
+  float variance_keep = 1.f;
 };
 
 enum class ReduceOp : uint8_t { Sum, Mean, Max };

@@ -157,6 +157,8 @@ void adamw_update(Backend& be, const backend::AdamWArgs& args, Tensor& param, co
     ck.require(param_bf16.dtype() == DType::BF16 && param_bf16.numel() == n,
                "param_bf16 must be bf16 with {} elements (param's element count)", n);
   ck.require(args.t >= 1, "step t={} must be >= 1 (bias correction is 1-based)", args.t);
+  ck.require(args.variance_keep > 0.f && args.variance_keep <= 1.f,
+             "variance_keep={} must be in (0, 1]", args.variance_keep);
   backend::AdamWArgs a = args;
   a.n = n;
   be.adamw_update(a, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),

@@ -267,7 +267,7 @@ void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale
       std::memcpy(before_.data() + off, p->value.raw(), p->value.nbytes());
       off += size_t(p->numel());
     }
-    opt.step(lr, grad_scale);
+    opt.step(lr, grad_scale, opt_.variance_keep);
     off = 0;
     for (auto* p : params_) {
       const float* v = p->value.data<float>();
@@ -328,6 +328,7 @@ void DataParallel::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& t
   residuals_.clear();
   if (opt_.compress_update) {
     j["gradient_compression"]["compress_update"] = true;
+    j["gradient_compression"]["variance_keep"] = opt_.variance_keep;
     // Rank 0's moments are the checkpoint's optimizer state already.
     add_rank_tensors("dist.update.exp_avg", saved_m_, tensors, 1);
     add_rank_tensors("dist.update.exp_avg_sq", saved_v_, tensors, 1);

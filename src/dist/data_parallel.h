@@ -53,6 +53,8 @@ struct DataParallelOptions {
   // (on raw gradients a burst delivered after ~1/fraction steps moves it
   // about as much as one step's worth).
   bool compress_update = false;
+  // compress_update: AdamWArgs::variance_keep of each rank's own step.
+  float variance_keep = 1.f;
 };
 
 // What the last step's communication did (for metrics and tests).

@@ -123,6 +123,10 @@ double DilocoSync::mean(double x) {
   return mean_in_rank_order(comm_, x);
 }
 
+void DilocoSync::optimizer_step(train::AdamW& opt, double lr, float grad_scale) {
+  opt.step(lr, grad_scale, warming(step_) ? 1.f : opt_.variance_keep);
+}
+
 void DilocoSync::sum_state(std::span<float> x) {
   comm_.allreduce_sum(x);
   stats_.bytes_sent += uint64_t(comm_.size() - 1) * x.size() * sizeof(float);
@@ -179,7 +183,8 @@ void DilocoSync::save_state(nlohmann::json& j, std::vector<io::NamedTensor>& ten
                  {"world_size", comm_.size()},
                  {"inner_t", saved_t_},
                  {"codec", grad_codec_name(opt_.codec.kind)},
-                 {"warmup_steps", opt_.warmup_steps}};
+                 {"warmup_steps", opt_.warmup_steps},
+                 {"variance_keep", opt_.variance_keep}};
   const std::span<const float> mom = outer_.momentum();
   tensors.push_back({"dist.diloco.outer_momentum",
                      Tensor::from_f32(std::vector<float>(mom.begin(), mom.end()), Shape{n_})});

@@ -36,6 +36,9 @@ struct DilocoOptions {
   // local rounds start after them. Early training moves fast and the
   // replicas' local models would diverge most there.
   int64_t warmup_steps = 0;
+  // AdamWArgs::variance_keep of the local steps (warm-up steps average
+  // gradients and use 1).
+  float variance_keep = 1.f;
 };
 
 // What the last step's communication did.
@@ -55,6 +58,7 @@ class DilocoSync final : public train::ReplicaSync {
   // Local steps: the gradients stay this rank's own.
   void finish_gradients(const std::vector<nn::Parameter*>& params) override;
   double mean(double x) override;
+  void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
   void sum_state(std::span<float> x) override;
   // Ends a round every inner_steps steps and at the last step.
   bool end_step() override;

@@ -49,6 +49,7 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
     d.warmup_steps = cfg_.diloco_warmup_steps;
     d.outer = {cfg_.outer_lr, cfg_.outer_momentum};
     d.codec = codec;
+    d.variance_keep = local_variance_keep();
     d.total_steps = o.steps;
     diloco_ = std::make_unique<DilocoSync>(world_->comm(), model, trainer.optimizer(), d);
     return diloco_.get();
@@ -56,6 +57,7 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
   DataParallelOptions dpo;
   dpo.codec = codec;
   dpo.compress_update = cfg_.compress_update;
+  dpo.variance_keep = local_variance_keep();
   dpo.zero1 = cfg_.zero1;
   dpo.bucket_mb = cfg_.bucket_mb;
   dpo.overlap = cfg_.overlap;

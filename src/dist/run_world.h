@@ -44,6 +44,11 @@ class RunWorld {
   [[noreturn]] void abort(int exit_code);
 
  private:
+  // AdamWArgs::variance_keep for a rank stepping on its own gradient.
+  float local_variance_keep() const {
+    return cfg_.local_moment_correction ? 1.f / float(size()) : 1.f;
+  }
+
   io::DistSection cfg_;
   std::unique_ptr<World> world_;
   std::unique_ptr<DataParallel> dp_;

@@ -138,6 +138,11 @@ struct DistSection {
   // With a codec: false, the gradient crosses the link; true, each rank
   // runs its own AdamW and the parameter update crosses it.
   bool compress_update = false;
+  // When a rank takes AdamW steps on its own gradient (compress_update,
+  // DiLoCo's local steps), normalise them by the second moment the whole
+  // global batch's gradient would have (AdamWArgs::variance_keep = 1/world)
+  // instead of the noisier one of this rank's share.
+  bool local_moment_correction = true;
   int64_t int8_block = 256;   // elements per f32 scale with "int8"
   int64_t diloco_steps = 32;  // H: local steps per outer step
   // DiLoCo's first steps average gradients every step like "allreduce"

@@ -50,13 +50,14 @@ size_t AdamW::moment_bytes() const {
   return n;
 }
 
-void AdamW::step(double lr, float grad_scale) {
+void AdamW::step(double lr, float grad_scale, float variance_keep) {
   backend::AdamWArgs a;
   a.lr = float(lr);
   a.beta1 = float(cfg_.beta1);
   a.beta2 = float(cfg_.beta2);
   a.eps = float(cfg_.eps);
   a.grad_scale = grad_scale;
+  a.variance_keep = variance_keep;
   a.t = t_ + 1;
   Tensor no_bf16;
   for (size_t i = shard_begin_; i < shard_end_; ++i) {

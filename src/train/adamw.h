@@ -24,7 +24,9 @@ class AdamW {
   // One update of every parameter at rate lr; each gradient is multiplied by
   // grad_scale first (clipping). Bias correction uses t() + 1, then t() advances.
   // Compute copies (bf16) are NOT refreshed here: call Model::sync_compute_weights().
-  void step(double lr, float grad_scale);
+  // variance_keep < 1 (backend::AdamWArgs): the gradient is one rank's share
+  // of a larger batch and is normalised like that batch's mean would be.
+  void step(double lr, float grad_scale, float variance_keep = 1.f);
 
   // Optimizer steps taken so far.
   int64_t t() const { return t_; }

@@ -430,31 +430,36 @@ TEST(RefVsTorch, ActivationsLossOptimizer) {
   add_cross_entropy(tc, *be, DType::F32);
   add_cross_entropy(tc, *be, DType::BF16);
 
-  const int64_t n = 37;
-  Tensor p = tc.randn({n}), g = tc.randn({n}), m = tc.randn({n}, 0.1f), v = tc.randn({n}, 0.1f);
-  for (int64_t i = 0; i < n; ++i) v.data<float>()[i] *= v.data<float>()[i];  // v >= 0
-  Tensor pb = Tensor::zeros({n}, DType::BF16);
-  keel::backend::AdamWArgs args;
-  args.lr = 1e-2f;
-  args.beta1 = 0.9f;
-  args.beta2 = 0.95f;
-  args.eps = 1e-8f;
-  args.weight_decay = 0.1f;
-  args.grad_scale = 0.5f;
-  args.t = 3;
-  tc.begin("adamw", "adamw",
-           fmt::format(R"("lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, )"
-                       R"("grad_scale": {}, "t": {})",
-                       num(args.lr), num(args.beta1), num(args.beta2), num(args.eps),
-                       num(args.weight_decay), num(args.grad_scale), args.t));
-  for (auto [nm, t] : {std::pair{"param", &p}, {"grad", &g}, {"m", &m}, {"v", &v}})
-    tc.input(nm, *t);
-  ops::adamw_update(*be, args, p, g, m, v, pb);
-  tc.expect("param", p, 1e-6);
-  tc.expect("m", m, 1e-6);
-  tc.expect("v", v, 1e-6);
-  tc.expect("param_bf16", pb, kBF16);
-  tc.run();
+  // Plain AdamW against torch.optim.AdamW; with a kept share of the second
+  // moment's noise (one rank's own step) against the formula written in torch.
+  for (float keep : {1.f, 0.5f}) {
+    const int64_t n = 37;
+    Tensor p = tc.randn({n}), g = tc.randn({n}), m = tc.randn({n}, 0.1f), v = tc.randn({n}, 0.1f);
+    for (int64_t i = 0; i < n; ++i) v.data<float>()[i] *= v.data<float>()[i];  // v >= 0
+    Tensor pb = Tensor::zeros({n}, DType::BF16);
+    keel::backend::AdamWArgs args;
+    args.lr = 1e-2f;
+    args.beta1 = 0.9f;
+    args.beta2 = 0.95f;
+    args.eps = 1e-8f;
+    args.weight_decay = 0.1f;
+    args.grad_scale = 0.5f;
+    args.t = 3;
+    args.variance_keep = keep;
+    tc.begin(keep == 1.f ? "adamw" : "adamw_variance_keep", "adamw",
+             fmt::format(R"("lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, )"
+                         R"("grad_scale": {}, "t": {}, "variance_keep": {})",
+                         num(args.lr), num(args.beta1), num(args.beta2), num(args.eps),
+                         num(args.weight_decay), num(args.grad_scale), args.t, num(keep)));
+    for (auto [nm, t] : {std::pair{"param", &p}, {"grad", &g}, {"m", &m}, {"v", &v}})
+      tc.input(nm, *t);
+    ops::adamw_update(*be, args, p, g, m, v, pb);
+    tc.expect("param", p, 1e-6);
+    tc.expect("m", m, 1e-6);
+    tc.expect("v", v, 1e-6);
+    tc.expect("param_bf16", pb, kBF16);
+    tc.run();
+  }
 }
 
 // ------------------------------------------------------------------ reductions, casts,

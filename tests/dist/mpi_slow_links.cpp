@@ -69,6 +69,22 @@ std::vector<float> rank_vector(int64_t n, int rank) {
   return v;
 }
 
+// A twin's sync: no exchange at all, only the rank's own AdamW step with the
+// given variance_keep (what compress_update runs before its codec).
+class OwnStepOnly final : public ReplicaSync {
+ public:
+  explicit OwnStepOnly(float keep) : keep_(keep) {}
+  void begin_step(int64_t) override {}
+  void finish_gradients(const std::vector<nn::Parameter*>&) override {}
+  double mean(double x) override { return x; }
+  void optimizer_step(AdamW& opt, double lr, float grad_scale) override {
+    opt.step(lr, grad_scale, keep_);
+  }
+
+ private:
+  float keep_;
+};
+
 }  // namespace
 
 TEST(CompressedSum, SameBitsOnEveryRankAndCloseToTheExactSum) {
@@ -174,44 +190,59 @@ TEST(TopkWarmup, ShareDecaysFromAQuarterToTheFraction) {
 // clip) and the replicas apply the mean of those updates. With top-k sending
 // every element the result equals, to rounding, before - mean_r(before -
 // after_r) computed here in double from twin trainers that step without any
-// sync from the same parameters. With top-k 1% and a sparsity warm-up the
-// replicas stay bit-identical and the bytes fall as the share decays.
+// sync from the same parameters, with plain AdamW and with the second moment
+// corrected to the whole batch (variance_keep = 1/N, which must change the
+// update). With top-k 1% and a sparsity warm-up the replicas stay
+// bit-identical and the bytes fall as the share decays.
 TEST(CompressedDataParallel, CompressUpdateAppliesTheMeanOfEveryRanksOwnUpdate) {
   Communicator& c = world().comm();
   const int64_t steps = 5;
   auto be = single_threaded_cpu();
-  auto m = make_tiny(*be);
-  Trainer t = make_trainer(*m, *be, options(steps));
   DataParallelOptions dpo;
   dpo.codec = GradCodecConfig{GradCodecKind::TopK, 256, 1.0};
   dpo.compress_update = true;
-  DataParallel dp(c, *m, dpo);
-  dp.shard_optimizer(t.optimizer());
-  t.set_replica_sync(&dp);
-  auto twin_m = make_tiny(*be);
-  Trainer twin = make_trainer(*twin_m, *be, options(steps));
-  double worst = 0;
-  bool ranks_differ = false;
-  while (!t.done()) {
-    const auto before = flat_params(*m);
-    t.step();
-    twin.step();
-    const auto all = gather_rank_vectors(c, flat_params(*twin_m));
-    const auto got = flat_params(*m);
-    ASSERT_TRUE(same_as_rank0(got));
-    for (size_t i = 0; i < got.size(); ++i) {
-      double u = 0;
-      for (const auto& r : all) u += double(before[i]) - double(r[i]);
-      const double want = double(before[i]) - u / double(all.size());
-      worst = std::max(worst, std::fabs(want - double(got[i])));
-      if (all.back()[i] != all.front()[i]) ranks_differ = true;
+  std::vector<std::vector<float>> finals;
+  for (float keep : {1.f, 1.f / float(c.size())}) {
+    auto m = make_tiny(*be);
+    Trainer t = make_trainer(*m, *be, options(steps));
+    dpo.variance_keep = keep;
+    DataParallel dp(c, *m, dpo);
+    dp.shard_optimizer(t.optimizer());
+    t.set_replica_sync(&dp);
+    auto twin_m = make_tiny(*be);
+    Trainer twin = make_trainer(*twin_m, *be, options(steps));
+    OwnStepOnly own(keep);
+    twin.set_replica_sync(&own);
+    double worst = 0;
+    bool ranks_differ = false;
+    while (!t.done()) {
+      const auto before = flat_params(*m);
+      t.step();
+      twin.step();
+      const auto all = gather_rank_vectors(c, flat_params(*twin_m));
+      const auto got = flat_params(*m);
+      ASSERT_TRUE(same_as_rank0(got));
+      for (size_t i = 0; i < got.size(); ++i) {
+        double u = 0;
+        for (const auto& r : all) u += double(before[i]) - double(r[i]);
+        const double want = double(before[i]) - u / double(all.size());
+        worst = std::max(worst, std::fabs(want - double(got[i])));
+        if (all.back()[i] != all.front()[i]) ranks_differ = true;
+      }
+      set_flat_params(*twin_m, got);
     }
-    set_flat_params(*twin_m, got);
+    EXPECT_LT(worst, 1e-6) << "variance_keep " << keep;
+    EXPECT_TRUE(ranks_differ) << "every rank's own update should differ (different data)";
+    print0(fmt::format(
+        "compress_update (variance_keep {:.3g}) vs mean of own AdamW updates (double): max "
+        "|diff| {:.3g}",
+        keep, worst));
+    finals.push_back(flat_params(*m));
   }
-  EXPECT_LT(worst, 1e-6);
-  EXPECT_TRUE(ranks_differ) << "every rank's own update should differ (different data)";
-  print0(fmt::format("compress_update vs mean of own AdamW updates (double): max |diff| {:.3g}",
-                     worst));
+  double moved = 0;
+  for (size_t i = 0; i < finals[0].size(); ++i)
+    moved = std::max(moved, std::fabs(double(finals[0][i]) - double(finals[1][i])));
+  EXPECT_GT(moved, 1e-5) << "the corrected second moment should change the updates";
 
   // Top-k 1% (int8 values) with a 6-step sparsity warm-up: identical replicas,
   // falling bytes.
@@ -242,11 +273,13 @@ TEST(CompressedDataParallel, CompressUpdateAppliesTheMeanOfEveryRanksOwnUpdate) 
 // DiLoCo with H = 3 over 7 steps (rounds end at 3, 6 and the last step, 7):
 // replicas differ inside rounds and agree after each outer step, whose result
 // equals anchor - lr * (d + mu * v) computed here in double from every rank's
-// pre-sync parameters (gathered from a twin trainer without any sync).
+// pre-sync parameters (gathered from a twin trainer without any sync). The
+// local steps use the whole-batch second moment (variance_keep = 1/N).
 TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
   Communicator& c = world().comm();
   const int64_t steps = 7, H = 3;
   const double lr = 0.7, mu = 0.9;
+  const float keep = 1.f / float(c.size());
   auto be = single_threaded_cpu();
   auto m = make_tiny(*be);
   Trainer t = make_trainer(*m, *be, options(steps));
@@ -254,12 +287,15 @@ TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
   d.inner_steps = H;
   d.outer = {lr, mu};
   d.total_steps = steps;
+  d.variance_keep = keep;
   DilocoSync sync(c, *m, t.optimizer(), d);
   t.set_replica_sync(&sync);
   // The twin: the same local trainer, stepped without sync, reset to the
   // synced parameters after every outer step (so it sees what each rank saw).
   auto twin_m = make_tiny(*be);
   Trainer twin = make_trainer(*twin_m, *be, options(steps));
+  OwnStepOnly own(keep);
+  twin.set_replica_sync(&own);
   std::vector<double> anchor, v;
   {
     const auto p = flat_params(*m);
@@ -281,7 +317,7 @@ TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
       if (c.rank() != 0) {
         EXPECT_FALSE(same) << "step " << sm.step;
       }
-      EXPECT_EQ(flat_params(*m), local) << "a local step is plain AdamW, step " << sm.step;
+      EXPECT_EQ(flat_params(*m), local) << "a local step is the rank's own AdamW, step " << sm.step;
       continue;
     }
     ++outer_steps;
@@ -307,7 +343,8 @@ TEST(Diloco, OuterStepMatchesHandComputationAndReplicasAgreeAtRoundEnds) {
 // dist.diloco_warmup_steps: the first W steps average (int8-compressed)
 // gradients every step exactly as DataParallel does with the same codec (bit
 // for bit), then rounds of H local steps start; replicas agree through the
-// warm-up and again at round ends.
+// warm-up (its averaged gradients take plain AdamW, not the local steps'
+// corrected second moment) and again at round ends.
 TEST(Diloco, WarmupIsDataParallelThenRounds) {
   Communicator& c = world().comm();
   const int64_t steps = 9, H = 3, W = 4;
@@ -320,6 +357,7 @@ TEST(Diloco, WarmupIsDataParallelThenRounds) {
   d.total_steps = steps;
   d.warmup_steps = W;
   d.codec = int8;
+  d.variance_keep = 1.f / float(c.size());
   DilocoSync sync(c, *m, t.optimizer(), d);
   t.set_replica_sync(&sync);
   auto dp_m = make_tiny(*be);

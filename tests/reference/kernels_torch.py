@@ -172,6 +172,9 @@ def op_cross_entropy(x, a):
 
 
 def op_adamw(x, a):
+    k = a.get("variance_keep", 1.0)
+    if k != 1.0:
+        return adamw_variance_keep(x, a, k)
     p = torch.nn.Parameter(x["param"].clone())
     opt = torch.optim.AdamW([p], lr=a["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"],
                             weight_decay=a["weight_decay"])
@@ -182,6 +185,21 @@ def op_adamw(x, a):
     st = opt.state[p]
     new = p.detach()
     return {"param": new, "m": st["exp_avg"], "v": st["exp_avg_sq"],
+            "param_bf16": new.to(torch.float32).to(torch.bfloat16).to(F64)}
+
+
+def adamw_variance_keep(x, a, k):
+    # torch.optim.AdamW has no such variant: the update written out, with the
+    # denominator sqrt(k * vhat + (1 - k) * mhat^2).
+    g = x["grad"] * a["grad_scale"]
+    b1, b2, t = a["beta1"], a["beta2"], a["t"]
+    m = b1 * x["m"] + (1 - b1) * g
+    v = b2 * x["v"] + (1 - b2) * g * g
+    mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    denom = torch.sqrt(k * vhat + (1 - k) * mhat * mhat) + a["eps"]
+    p0 = x["param"]
+    new = p0 - a["lr"] * (mhat / denom + a["weight_decay"] * p0)
+    return {"param": new, "m": m, "v": v,
             "param_bf16": new.to(torch.float32).to(torch.bfloat16).to(F64)}
 
 

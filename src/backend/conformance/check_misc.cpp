@@ -66,6 +66,8 @@ void check_adamw(Harness& h) {
       a.lr = variant % 2 ? 3e-2f : 1e-3f;
       a.weight_decay = variant % 3 ? 0.1f : 0.f;
       a.grad_scale = variant % 2 ? 0.7f : 1.f;
+      // Ranks stepping on their own share of the batch (2 and 3 ranks).
+      a.variance_keep = variant % 5 == 1 ? 0.5f : variant % 5 == 3 ? 1.f / 3.f : 1.f;
       const bool bf16_copy = variant++ % 2 == 0;
       Gen g = h.gen();
       Io io;
@@ -82,8 +84,9 @@ void check_adamw(Harness& h) {
         g.normal(io.out[3], 1.f);
       }
       std::string desc =
-          fmt::format("{} t={} lr={} wd={} grad_scale={}{}", dims({{"n", n}}), t, a.lr,
-                      a.weight_decay, a.grad_scale, bf16_copy ? " +bf16 copy" : "");
+          fmt::format("{} t={} lr={} wd={} grad_scale={} variance_keep={}{}", dims({{"n", n}}), t,
+                      a.lr, a.weight_decay, a.grad_scale, a.variance_keep,
+                      bf16_copy ? " +bf16 copy" : "");
       h.run(desc, io, [a, bf16_copy](Backend& be, Io& x) {
         be.adamw_update(a, x.ot<float>(0), x.it<float>(0), x.ot<float>(1), x.ot<float>(2),
                         bf16_copy ? x.ot<uint16_t>(3) : nullptr);

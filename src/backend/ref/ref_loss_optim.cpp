@@ -55,7 +55,8 @@ void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m,
     const double g = double(grad[i]) * double(a.grad_scale);
     const double mi = b1 * double(m[i]) + (1.0 - b1) * g;
     const double vi = b2 * double(v[i]) + (1.0 - b2) * g * g;
-    const double mhat = mi / bc1, vhat = vi / bc2;
+    const double k = a.variance_keep, mhat = mi / bc1;
+    const double vhat = k * (vi / bc2) + (1.0 - k) * mhat * mhat;
     const double p = double(param[i]);
     const double upd = mhat / (std::sqrt(vhat) + double(a.eps)) + double(a.weight_decay) * p;
     m[i] = float(mi);
