@@ -83,10 +83,9 @@ void check_adamw(Harness& h) {
         io.out.emplace_back("param_bf16", DType::BF16, n);
         g.normal(io.out[3], 1.f);
       }
-      std::string desc =
-          fmt::format("{} t={} lr={} wd={} grad_scale={} variance_keep={}{}", dims({{"n", n}}), t,
-                      a.lr, a.weight_decay, a.grad_scale, a.variance_keep,
-                      bf16_copy ? " +bf16 copy" : "");
+      std::string desc = fmt::format("{} t={} lr={} wd={} grad_scale={} variance_keep={}{}",
+                                     dims({{"n", n}}), t, a.lr, a.weight_decay, a.grad_scale,
+                                     a.variance_keep, bf16_copy ? " +bf16 copy" : "");
       h.run(desc, io, [a, bf16_copy](Backend& be, Io& x) {
         be.adamw_update(a, x.ot<float>(0), x.it<float>(0), x.ot<float>(1), x.ot<float>(2),
                         bf16_copy ? x.ot<uint16_t>(3) : nullptr);
