@@ -22,9 +22,16 @@ int64_t int8_blocks(const GradCodecConfig& cfg, int64_t n) {
 }
 
 // Round half to even, as the hardware does, so encode is exactly reproducible.
-int8_t quantize_int8(float v, float inv_scale) {
+int8_t quantize_int8(float v, float inv_scale, float qmax = 127.f) {
   const float q = std::nearbyint(v * inv_scale);
-  return int8_t(std::clamp(q, -127.f, 127.f));
+  return int8_t(std::clamp(q, -qmax, qmax));
+}
+
+// Int4: two values per byte, the even element in the low nibble, each in
+// [-7, 7] as 4-bit two's complement.
+float int4_at(const uint8_t* packed, int64_t i) {
+  const uint8_t nib = uint8_t(packed[i / 2] >> (4 * (i % 2))) & 0xF;
+  return float(int(nib) - (nib & 8 ? 16 : 0));
 }
 
 }  // namespace
@@ -33,9 +40,10 @@ GradCodecKind parse_grad_codec(const std::string& name, const std::string& key) 
   if (name == "none") return GradCodecKind::None;
   if (name == "bf16") return GradCodecKind::Bf16;
   if (name == "int8") return GradCodecKind::Int8;
+  if (name == "int4") return GradCodecKind::Int4;
   if (name == "topk") return GradCodecKind::TopK;
-  fail<ConfigError>("{}: unknown gradient compression '{}' (expected none, bf16, int8 or topk)",
-                    key, name);
+  fail<ConfigError>(
+      "{}: unknown gradient compression '{}' (expected none, bf16, int8, int4 or topk)", key, name);
 }
 
 double topk_fraction_at(const GradCodecConfig& cfg, int64_t step) {
@@ -55,6 +63,8 @@ const char* grad_codec_name(GradCodecKind k) {
       return "int8";
     case GradCodecKind::TopK:
       return "topk";
+    case GradCodecKind::Int4:
+      return "int4";
   }
   return "?";
 }
@@ -67,6 +77,8 @@ size_t encoded_bytes(const GradCodecConfig& cfg, int64_t n) {
       return size_t(n) * 2;
     case GradCodecKind::Int8:
       return size_t(n) + size_t(int8_blocks(cfg, n)) * 4;
+    case GradCodecKind::Int4:
+      return size_t((n + 1) / 2) + size_t(int8_blocks(cfg, n)) * 4;
     case GradCodecKind::TopK: {
       const int64_t k = topk_count(cfg, n);
       if (cfg.topk_int8)  // u32 index gaps, int8 values, f32 scale per block
@@ -93,20 +105,27 @@ void encode_with_feedback(const GradCodecConfig& cfg, std::span<const float> x,
         residual[i] = v - bf16_to_f32(h);
       }
       return;
-    case GradCodecKind::Int8: {
+    case GradCodecKind::Int8:
+    case GradCodecKind::Int4: {
+      const bool four = cfg.kind == GradCodecKind::Int4;
+      const float qmax = four ? 7.f : 127.f;
       const int64_t nb = int8_blocks(cfg, n);
-      uint8_t* scales = out.data() + n;
+      uint8_t* scales = out.data() + (four ? (n + 1) / 2 : n);
+      if (four) std::fill_n(out.data(), (n + 1) / 2, uint8_t(0));
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t lo = b * cfg.int8_block, hi = std::min(n, lo + cfg.int8_block);
         float amax = 0;
         for (int64_t i = lo; i < hi; ++i) amax = std::max(amax, std::fabs(x[i] + residual[i]));
-        const float scale = amax / 127.f;
+        const float scale = amax / qmax;
         const float inv = scale > 0 ? 1.f / scale : 0.f;
         std::memcpy(scales + 4 * b, &scale, 4);
         for (int64_t i = lo; i < hi; ++i) {
           const float v = x[i] + residual[i];
-          const int8_t q = quantize_int8(v, inv);
-          out[size_t(i)] = uint8_t(q);
+          const int8_t q = quantize_int8(v, inv, qmax);
+          if (four)
+            out[size_t(i / 2)] |= uint8_t((uint8_t(q) & 0xF) << (4 * (i % 2)));
+          else
+            out[size_t(i)] = uint8_t(q);
           residual[i] = v - float(q) * scale;
         }
       }
@@ -185,6 +204,16 @@ void decode_accumulate(const GradCodecConfig& cfg, std::span<const uint8_t> payl
         std::memcpy(&scale, scales + 4 * b, 4);
         const int64_t lo = b * cfg.int8_block, hi = std::min(n, lo + cfg.int8_block);
         for (int64_t i = lo; i < hi; ++i) acc[i] += float(int8_t(payload[size_t(i)])) * scale;
+      }
+      return;
+    }
+    case GradCodecKind::Int4: {
+      const uint8_t* scales = payload.data() + (n + 1) / 2;
+      for (int64_t b = 0; b < int8_blocks(cfg, n); ++b) {
+        float scale;
+        std::memcpy(&scale, scales + 4 * b, 4);
+        const int64_t lo = b * cfg.int8_block, hi = std::min(n, lo + cfg.int8_block);
+        for (int64_t i = lo; i < hi; ++i) acc[i] += int4_at(payload.data(), i) * scale;
       }
       return;
     }

@@ -10,11 +10,11 @@
 
 namespace keel::dist {
 
-enum class GradCodecKind : uint8_t { None, Bf16, Int8, TopK };
+enum class GradCodecKind : uint8_t { None, Bf16, Int8, TopK, Int4 };
 
 struct GradCodecConfig {
   GradCodecKind kind = GradCodecKind::None;
-  int64_t int8_block = 256;     // elements sharing one f32 scale (Int8)
+  int64_t int8_block = 256;     // elements sharing one f32 scale (Int8, Int4)
   double topk_fraction = 0.01;  // share of elements sent (TopK), in (0, 1]
   // Sparsity warm-up (TopK): the share sent at step s < topk_warmup_steps decays
   // exponentially from topk_warmup_start to topk_fraction (Deep Gradient
@@ -32,7 +32,7 @@ struct GradCodecConfig {
 // resumed run sends what the uninterrupted one did.
 double topk_fraction_at(const GradCodecConfig& cfg, int64_t step);
 
-// "none" | "bf16" | "int8" | "topk"; throws ConfigError naming `key` otherwise.
+// "none" | "bf16" | "int8" | "int4" | "topk"; throws ConfigError naming `key` otherwise.
 GradCodecKind parse_grad_codec(const std::string& name, const std::string& key);
 const char* grad_codec_name(GradCodecKind k);
 

@@ -127,7 +127,8 @@ struct DistSection {
   // pseudo-gradient (docs/distributed.md, "Slow links").
   std::string sync = "allreduce";
   // What crosses the link (gradients, or DiLoCo's pseudo-gradients), with
-  // error feedback: "none" | "bf16" | "int8" (per int8_block scale) | "topk".
+  // error feedback: "none" | "bf16" | "int8" | "int4" (one f32 scale per
+  // int8_block elements; int4 packs two values in [-7, 7] per byte) | "topk".
   std::string compression = "none";
   double topk_fraction = 0.01;  // share of elements sent with "topk", in (0, 1]
   // "topk" sparsity warm-up: the share decays exponentially from

@@ -105,7 +105,7 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(dist, overlap, Bool, None),
       KEEL_FIELD(dist, timeout_s, Float, Positive),
       KEEL_FIELD(dist, sync, String, Choices, "allreduce", "diloco"),
-      KEEL_FIELD(dist, compression, String, Choices, "none", "bf16", "int8", "topk"),
+      KEEL_FIELD(dist, compression, String, Choices, "none", "bf16", "int8", "int4", "topk"),
       KEEL_FIELD(dist, topk_fraction, Float, None),
       KEEL_FIELD(dist, topk_warmup_steps, Int, NonNegative),
       KEEL_FIELD(dist, topk_warmup_start, Float, None),

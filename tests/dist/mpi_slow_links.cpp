@@ -90,10 +90,11 @@ class OwnStepOnly final : public ReplicaSync {
 TEST(CompressedSum, SameBitsOnEveryRankAndCloseToTheExactSum) {
   Communicator& c = world().comm();
   const int64_t n = 5000;
-  for (int kind_i = 0; kind_i < 4; ++kind_i) {
+  for (int kind_i = 0; kind_i < 5; ++kind_i) {
     // The fourth: top-k with int8 values (their rounding stays in the residual).
     const GradCodecKind kind = kind_i == 0   ? GradCodecKind::Bf16
                                : kind_i == 1 ? GradCodecKind::Int8
+                               : kind_i == 4 ? GradCodecKind::Int4
                                              : GradCodecKind::TopK;
     GradCodecConfig cfg{kind, 256, 0.05};
     cfg.topk_int8 = kind_i == 3;
@@ -133,8 +134,8 @@ TEST(CompressedDataParallel, ReplicasIdenticalAndTrafficReduced) {
   Communicator& c = world().comm();
   const int64_t steps = 6;
   std::map<std::string, double> bytes;
-  for (GradCodecKind kind :
-       {GradCodecKind::None, GradCodecKind::Bf16, GradCodecKind::Int8, GradCodecKind::TopK}) {
+  for (GradCodecKind kind : {GradCodecKind::None, GradCodecKind::Bf16, GradCodecKind::Int8,
+                             GradCodecKind::Int4, GradCodecKind::TopK}) {
     auto be = single_threaded_cpu();
     auto m = make_tiny(*be);
     Trainer t = make_trainer(*m, *be, options(steps));
@@ -154,14 +155,16 @@ TEST(CompressedDataParallel, ReplicasIdenticalAndTrafficReduced) {
     EXPECT_LT(last, first) << grad_codec_name(kind);
     bytes[grad_codec_name(kind)] = sent / double(steps);
   }
-  print0(fmt::format("bytes sent per step: none {:.0f}, bf16 {:.0f}, int8 {:.0f}, topk {:.0f}",
-                     bytes["none"], bytes["bf16"], bytes["int8"], bytes["topk"]));
+  print0(fmt::format(
+      "bytes sent per step: none {:.0f}, bf16 {:.0f}, int8 {:.0f}, int4 {:.0f}, topk {:.0f}",
+      bytes["none"], bytes["bf16"], bytes["int8"], bytes["int4"], bytes["topk"]));
   // The plain sum sends 2 (N-1)/N of the vector per rank (reduce-scatter +
   // all-gather); a compressed all-gather sends (N-1) payloads: the advantage
   // is the codec's ratio times 2/N (4x / 20x at the 2 ranks of the bench).
   const double N = double(c.size());
   EXPECT_GE(bytes["none"] / bytes["bf16"], 1.9 * 2 / N);
   EXPECT_GE(bytes["none"] / bytes["int8"], 4.0 * 2 / N);
+  EXPECT_GE(bytes["none"] / bytes["int4"], 7.5 * 2 / N);
   EXPECT_GE(bytes["none"] / bytes["topk"], 20.0 * 2 / N);
 }
 

@@ -64,24 +64,36 @@ TEST(GradCodec, Bf16ResidualHoldsExactlyWhatWasRoundedAway) {
   EXPECT_GT(rounded, 900);  // the codec really drops bits
 }
 
-TEST(GradCodec, Int8ErrorIsAtMostHalfAStepPerBlock) {
-  GradCodecConfig cfg{GradCodecKind::Int8, 64};
-  auto x = random_grad(1000, 3);
-  x[70] = 0.5f;  // one large value sets its block's scale
-  const Coded c = code(cfg, x, std::vector<float>(x.size(), 0.f));
-  EXPECT_EQ(c.bytes.size(), 1000u + 16u * 4u);  // 16 blocks of 64 (the last partial)
-  for (int64_t b = 0; b < 16; ++b) {
-    float amax = 0;
-    for (int64_t i = b * 64; i < std::min<int64_t>(1000, b * 64 + 64); ++i)
-      amax = std::max(amax, std::fabs(x[i]));
-    const float step = amax / 127.f;
-    for (int64_t i = b * 64; i < std::min<int64_t>(1000, b * 64 + 64); ++i) {
-      EXPECT_LE(std::fabs(c.decoded[i] - x[i]), 0.5f * step * 1.0001f) << i;
-      EXPECT_NEAR(c.decoded[i] + c.residual[i], x[i], 1e-9f) << i;
+// Int8 (127 steps per side) and Int4 (7 steps, two values per byte; an odd
+// count leaves the last high nibble unused).
+TEST(GradCodec, IntegerErrorIsAtMostHalfAStepPerBlock) {
+  for (auto [kind, qmax] : {std::pair{GradCodecKind::Int8, 127.f}, {GradCodecKind::Int4, 7.f}}) {
+    GradCodecConfig cfg{kind, 64};
+    const size_t n = 999;
+    auto x = random_grad(n, 3);
+    x[70] = 0.5f;     // one large value sets its block's scale
+    x[998] = -0.25f;  // the unpaired last value
+    const Coded c = code(cfg, x, std::vector<float>(x.size(), 0.f));
+    const size_t values = kind == GradCodecKind::Int8 ? n : (n + 1) / 2;
+    EXPECT_EQ(c.bytes.size(), values + 16u * 4u);  // 16 blocks of 64 (the last partial)
+    int rounded = 0;
+    for (int64_t b = 0; b < 16; ++b) {
+      const int64_t lo = b * 64, hi = std::min<int64_t>(int64_t(n), b * 64 + 64);
+      float amax = 0;
+      for (int64_t i = lo; i < hi; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float step = amax / qmax;
+      for (int64_t i = lo; i < hi; ++i) {
+        EXPECT_LE(std::fabs(c.decoded[i] - x[i]), 0.5f * step * 1.0001f)
+            << grad_codec_name(kind) << " " << i;
+        EXPECT_NEAR(c.decoded[i] + c.residual[i], x[i], 1e-9f) << grad_codec_name(kind) << " " << i;
+        rounded += c.residual[i] != 0;
+      }
     }
+    // The block maxima are exact, including the signs packed into nibbles.
+    EXPECT_EQ(c.decoded[70], 0.5f) << grad_codec_name(kind);
+    EXPECT_EQ(c.decoded[998], -0.25f) << grad_codec_name(kind);
+    EXPECT_GT(rounded, 900) << grad_codec_name(kind);
   }
-  // The block with the large value lost small entries to zero, others did not.
-  EXPECT_EQ(c.decoded[70], 0.5f);
 }
 
 TEST(GradCodec, TopKSendsTheLargestWithTiesToTheSmallerIndex) {
@@ -108,7 +120,8 @@ TEST(GradCodec, TopKSendsTheLargestWithTiesToTheSmallerIndex) {
 TEST(GradCodec, ErrorFeedbackDeliversTheWholeGradientOverTime) {
   // With a constant gradient g, after N steps the decoded sum is N*g minus the
   // final residual: nothing is lost, only delayed.
-  for (GradCodecKind kind : {GradCodecKind::Bf16, GradCodecKind::Int8, GradCodecKind::TopK}) {
+  for (GradCodecKind kind :
+       {GradCodecKind::Bf16, GradCodecKind::Int8, GradCodecKind::Int4, GradCodecKind::TopK}) {
     GradCodecConfig cfg{kind, 32, 0.05};
     const auto g = random_grad(200, 4);
     std::vector<float> residual(g.size(), 0.f), total(g.size(), 0.f);
