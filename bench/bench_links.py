@@ -39,10 +39,14 @@ MODES = {
     # DiLoCo after 32 steps of int8-compressed gradient averaging.
     "diloco32_int8_warm": ["dist.sync=diloco", "dist.diloco_steps=32", "dist.compression=int8",
                            "dist.diloco_warmup_steps=32"],
+    # DiLoCo after 48 steps of int4-compressed gradient averaging (about the
+    # bytes of 21 int8 steps), int4 pseudo-gradients.
+    "diloco32_int4_warm": ["dist.sync=diloco", "dist.diloco_steps=32", "dist.compression=int4",
+                           "dist.diloco_warmup_steps=48"],
 }
 # Modes whose first steps send more than the rest (a warm-up): a prefix does
 # not predict their wall time, so they always run to the end.
-UNEVEN = {"topk_update", "diloco32_int8_warm"}
+UNEVEN = {"topk_update", "diloco32_int8_warm", "diloco32_int4_warm"}
 
 
 def read_metrics(run):
@@ -113,7 +117,7 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES), help="modes run on the unshaped link")
     ap.add_argument("--shaped-modes",
                     default="dp,int8,topk,topk_update,diloco8,diloco32,diloco32_int8,"
-                            "diloco32_int8_warm",
+                            "diloco32_int8_warm,diloco32_int4_warm",
                     help="modes run on the shaped links")
     ap.add_argument("--max-run-s", type=float, default=300)
     ap.add_argument("--probe-steps", type=int, default=6)
@@ -148,8 +152,8 @@ def main():
                                                "val_loss_vs_dp", "traffic_reduction_vs_dp")}
                         for r in results]}
     slow = a.rates.split(",")[-1]
-    d32 = (pick("diloco32_int8_warm", slow) or pick("diloco32_int8", slow)
-           or pick("diloco32", slow))
+    d32 = (pick("diloco32_int4_warm", slow) or pick("diloco32_int8_warm", slow)
+           or pick("diloco32_int8", slow) or pick("diloco32", slow))
     if d32:
         summary["diloco32_slowest_link"] = {
             "mode": d32["mode"], "link": slow,
