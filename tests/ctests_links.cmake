@@ -21,7 +21,7 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
   # the uninterrupted run's. DiLoCo checkpoints wait for outer steps
   # (checkpoint.every = 6, H = 4: saved at 8, 12, 20, 24). topk_update: per-rank
   # AdamW moments and a sparsity warm-up spanning the first checkpoint;
-  # diloco_warm: a checkpoint inside the int8 gradient warm-up (6), then rounds.
+  # diloco_warm: a checkpoint inside the int4 gradient warm-up (6), then rounds.
   foreach(_mode bf16 int8 topk topk_update diloco diloco_int8 diloco_warm)
     set(_expect)
     if(_mode STREQUAL "diloco")
@@ -32,7 +32,7 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
       set(_expect --expect-tensor dist.update.exp_avg.rank1 --expect-tensor
                   dist.update.exp_avg_sq.rank1 --expect-tensor dist.grad_residual.rank1)
     elseif(_mode STREQUAL "diloco_warm")
-      set(_ov dist.sync=diloco dist.diloco_steps=4 dist.compression=int8
+      set(_ov dist.sync=diloco dist.diloco_steps=4 dist.compression=int4
               dist.diloco_warmup_steps=7)
       set(_expect --expect-tensor dist.diloco.grad_residual.rank1 --expect-tensor
                   dist.diloco.residual.rank1)
