@@ -25,6 +25,7 @@
 #include "io/config.h"
 #include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
+#include "train/balance_summary.h"
 #include "train/metrics.h"
 #include "train/model_import.h"
 #include "train/peak_flops.h"
@@ -192,7 +193,9 @@ void run_train(const TrainArgs& args) {
   auto t_train = std::chrono::steady_clock::now();
   double tokens_per_s_sum = 0, mfu_sum = 0;
   int64_t timed_steps = 0, first_step = 0;
+  train::BalanceSummary balance(cfg.train.warmup_steps);
   loop_opt.on_step = [&](const train::StepMetrics& m) {
+    balance.add(m);
     // The first step pays for warm-up allocations: averaged only when it is the only one.
     if (m.step > first_step + 1 || m.step == cfg.train.steps) {
       tokens_per_s_sum += m.tokens_per_s;
@@ -238,6 +241,7 @@ void run_train(const TrainArgs& args) {
       {"peak_gflops", peak / 1e9},
       {"parameters", model->num_parameters()},
       {"tokenizer", prep.tokenizer_id}};
+  if (!balance.empty()) summary["expert_load_after_warmup"] = balance.json();
   if (world.rank() == 0) train::save_run(run, cfg, *model, tok, summary);
   if (!trainer.has_validation())
     fmt::print(
@@ -250,6 +254,7 @@ void run_train(const TrainArgs& args) {
                val < prep.unigram_entropy_nats
                    ? fmt::format("{:.3f} below", prep.unigram_entropy_nats - val)
                    : std::string("NOT below"));
+  if (!balance.empty()) fmt::print("{}\n", balance.line());
   fmt::print("trained in {} ({:.0f} tokens/s); total {}; run saved to {}\n",
              format_duration(train_s), summary["tokens_per_s"].get<double>(),
              format_duration(
