@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/flat_params.h"
 #include "dist/replica_state.h"
 #include "dist/zero_partition.h"
 #include "model/causal_lm.h"
@@ -172,19 +173,11 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
     return;
   }
   if (compressed_) {
-    size_t off = 0;
-    for (auto* p : params_) {
-      std::memcpy(flat_.data() + off, p->grad.raw(), p->grad.nbytes());
-      off += size_t(p->numel());
-    }
+    copy_to_flat(params_, &nn::Parameter::grad, flat_);
     stats_.bytes_sent +=
         compressed_->sum(flat_, summed_, "gradient", topk_fraction_at(opt_.codec, step_));
-    off = 0;
-    for (auto* p : params_) {
-      float* d = p->grad.data<float>();
-      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j) d[j] = summed_[off + j] / N;
-      off += size_t(p->numel());
-    }
+    for (float& s : summed_) s /= N;
+    copy_from_flat(summed_, params_, &nn::Parameter::grad);
     stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;
   }
@@ -262,29 +255,15 @@ void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale
     // update := before - after of this rank's own AdamW step; the replicas
     // then all move from `before` by the mean decoded update, so they keep
     // the same bits while their moments differ.
-    size_t off = 0;
-    for (auto* p : params_) {
-      std::memcpy(before_.data() + off, p->value.raw(), p->value.nbytes());
-      off += size_t(p->numel());
-    }
+    copy_to_flat(params_, &nn::Parameter::value, before_);
     opt.step(lr, grad_scale, opt_.variance_keep);
-    off = 0;
-    for (auto* p : params_) {
-      const float* v = p->value.data<float>();
-      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j)
-        flat_[off + j] = before_[off + j] - v[j];
-      off += size_t(p->numel());
-    }
+    copy_to_flat(params_, &nn::Parameter::value, flat_);
+    for (size_t j = 0; j < flat_.size(); ++j) flat_[j] = before_[j] - flat_[j];
     stats_.bytes_sent +=
         compressed_->sum(flat_, summed_, "update", topk_fraction_at(opt_.codec, step_));
     const float N = float(comm_.size());
-    off = 0;
-    for (auto* p : params_) {
-      float* v = p->value.data<float>();
-      for (size_t j = 0, n = size_t(p->numel()); j < n; ++j)
-        v[j] = before_[off + j] - summed_[off + j] / N;
-      off += size_t(p->numel());
-    }
+    for (size_t j = 0; j < flat_.size(); ++j) flat_[j] = before_[j] - summed_[j] / N;
+    copy_from_flat(flat_, params_, &nn::Parameter::value);
     return;
   }
   if (!opt_.zero1) {
@@ -301,12 +280,8 @@ void DataParallel::gather_optimizer_state(train::AdamW& opt) {
   if (compressed_ && opt_.compress_update) {
     check_params(opt.params(), "gather_optimizer_state");
     std::vector<float> m(flat_.size(), 0.f), v(flat_.size(), 0.f);
-    size_t off = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (opt.m()[i].defined()) std::memcpy(m.data() + off, opt.m()[i].raw(), opt.m()[i].nbytes());
-      if (opt.v()[i].defined()) std::memcpy(v.data() + off, opt.v()[i].raw(), opt.v()[i].nbytes());
-      off += size_t(params_[i]->numel());
-    }
+    copy_to_flat(params_, opt.m(), m);
+    copy_to_flat(params_, opt.v(), v);
     saved_m_ = gather_rank_vectors(comm_, m);
     saved_v_ = gather_rank_vectors(comm_, v);
   }
@@ -350,12 +325,8 @@ void DataParallel::load_state(const nlohmann::json& j, const io::SafetensorsFile
     if (load_rank_tensor(f, "dist.update.exp_avg", me, m) &&
         load_rank_tensor(f, "dist.update.exp_avg_sq", me, v)) {
       opt_moments_->materialize_moments();
-      size_t off = 0;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        std::memcpy(opt_moments_->m()[i].raw(), m.data() + off, opt_moments_->m()[i].nbytes());
-        std::memcpy(opt_moments_->v()[i].raw(), v.data() + off, opt_moments_->v()[i].nbytes());
-        off += size_t(params_[i]->numel());
-      }
+      copy_from_flat(m, params_, opt_moments_->m());
+      copy_from_flat(v, params_, opt_moments_->v());
     } else {
       log().warn("rank {}: the checkpoint holds no optimizer moments for this rank; using rank 0's",
                  me);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/flat_params.h"
 #include "dist/replica_state.h"
 
 namespace keel::dist {
@@ -45,27 +46,6 @@ DilocoSync::DilocoSync(Communicator& comm, model::Model& model, train::AdamW& in
         fail<DistError>("DilocoSync: parameter '{}' needs a contiguous f32 gradient", p->name);
 }
 
-void DilocoSync::flatten_params(std::vector<float>& out) const {
-  size_t off = 0;
-  for (auto* p : params_) {
-    std::memcpy(out.data() + off, p->value.raw(), p->value.nbytes());
-    off += size_t(p->numel());
-  }
-}
-
-void DilocoSync::flatten_moments(std::vector<float>& m, std::vector<float>& v) const {
-  m.assign(size_t(n_), 0.f);
-  v.assign(size_t(n_), 0.f);
-  size_t off = 0;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& mi = inner_.m()[i];
-    const Tensor& vi = inner_.v()[i];
-    if (mi.defined()) std::memcpy(m.data() + off, mi.raw(), mi.nbytes());
-    if (vi.defined()) std::memcpy(v.data() + off, vi.raw(), vi.nbytes());
-    off += size_t(params_[i]->numel());
-  }
-}
-
 void DilocoSync::begin_step(int64_t step) {
   step_ = step;
   stats_ = DilocoStats{};
@@ -79,7 +59,7 @@ void DilocoSync::begin_step(int64_t step) {
     if (!synced_)
       fail<DistError>("DilocoSync: rank {} step {}: no round start to anchor to", comm_.rank(),
                       step + 1);
-    flatten_params(anchor_);
+    copy_to_flat(params_, &nn::Parameter::value, anchor_);
     anchored_ = true;
   }
 }
@@ -92,19 +72,11 @@ void DilocoSync::finish_gradients(const std::vector<nn::Parameter*>& params) {
 }
 
 void DilocoSync::average_gradients() {
-  size_t off = 0;
-  for (auto* p : params_) {
-    std::memcpy(delta_.data() + off, p->grad.raw(), p->grad.nbytes());
-    off += size_t(p->numel());
-  }
+  copy_to_flat(params_, &nn::Parameter::grad, delta_);
   sum_deltas(grad_compressed_.get(), "gradient");
   const float N = float(comm_.size());
-  off = 0;
-  for (auto* p : params_) {
-    float* g = p->grad.data<float>();
-    for (size_t j = 0, n = size_t(p->numel()); j < n; ++j) g[j] = mean_delta_[off + j] / N;
-    off += size_t(p->numel());
-  }
+  for (float& d : mean_delta_) d /= N;
+  copy_from_flat(mean_delta_, params_, &nn::Parameter::grad);
 }
 
 void DilocoSync::sum_deltas(CompressedSum* codec, const char* what) {
@@ -144,17 +116,13 @@ bool DilocoSync::end_step() {
 void DilocoSync::outer_step() {
   const auto t0 = std::chrono::steady_clock::now();
   // delta := anchor - local parameters (the round's pseudo-gradient).
-  flatten_params(delta_);
+  copy_to_flat(params_, &nn::Parameter::value, delta_);
   for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = anchor_[i] - delta_[i];
   sum_deltas(compressed_.get(), "pseudo-gradient");
   const float inv = 1.f / float(comm_.size());
   for (float& d : mean_delta_) d *= inv;
   outer_.step(anchor_, mean_delta_);
-  size_t off = 0;
-  for (auto* p : params_) {
-    std::memcpy(p->value.raw(), anchor_.data() + off, p->value.nbytes());
-    off += size_t(p->numel());
-  }
+  copy_from_flat(anchor_, params_, &nn::Parameter::value);
   synced_ = true;
   stats_.outer_step = true;
   stats_.outer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -162,8 +130,9 @@ void DilocoSync::outer_step() {
 
 void DilocoSync::gather_optimizer_state(train::AdamW& opt) {
   if (&opt != &inner_) fail<DistError>("DilocoSync: asked to gather another optimizer's state");
-  std::vector<float> m, v;
-  flatten_moments(m, v);
+  std::vector<float> m(size_t(n_), 0.f), v(size_t(n_), 0.f);
+  copy_to_flat(params_, inner_.m(), m);
+  copy_to_flat(params_, inner_.v(), v);
   saved_m_ = gather_rank_vectors(comm_, m);
   saved_v_ = gather_rank_vectors(comm_, v);
   saved_t_ = allgather_value(comm_, inner_.t());
@@ -219,12 +188,8 @@ void DilocoSync::load_state(const nlohmann::json& j, const io::SafetensorsFile* 
     std::vector<float> m(n), s(n);
     if (load_rank_tensor(f, "dist.diloco.exp_avg", me, m) &&
         load_rank_tensor(f, "dist.diloco.exp_avg_sq", me, s)) {
-      size_t off = 0;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        std::memcpy(inner_.m()[i].raw(), m.data() + off, inner_.m()[i].nbytes());
-        std::memcpy(inner_.v()[i].raw(), s.data() + off, inner_.v()[i].nbytes());
-        off += size_t(params_[i]->numel());
-      }
+      copy_from_flat(m, params_, inner_.m());
+      copy_from_flat(s, params_, inner_.v());
     } else {
       log().warn(
           "rank {}: the checkpoint holds no inner optimizer state for this rank; using "

@@ -78,8 +78,6 @@ class DilocoSync final : public train::ReplicaSync {
   // mean_delta_ := the sum over ranks of delta_, through `codec` (its
   // residual) or a lossless allreduce when null; counts the bytes sent.
   void sum_deltas(CompressedSum* codec, const char* what);
-  void flatten_params(std::vector<float>& out) const;
-  void flatten_moments(std::vector<float>& m, std::vector<float>& v) const;
 
   Communicator& comm_;
   train::AdamW& inner_;
