@@ -197,23 +197,17 @@ void decode_accumulate(const GradCodecConfig& cfg, std::span<const uint8_t> payl
         acc[i] += bf16_to_f32(h);
       }
       return;
-    case GradCodecKind::Int8: {
-      const uint8_t* scales = payload.data() + n;
-      for (int64_t b = 0; b < int8_blocks(cfg, n); ++b) {
-        float scale;
-        std::memcpy(&scale, scales + 4 * b, 4);
-        const int64_t lo = b * cfg.int8_block, hi = std::min(n, lo + cfg.int8_block);
-        for (int64_t i = lo; i < hi; ++i) acc[i] += float(int8_t(payload[size_t(i)])) * scale;
-      }
-      return;
-    }
+    case GradCodecKind::Int8:
     case GradCodecKind::Int4: {
-      const uint8_t* scales = payload.data() + (n + 1) / 2;
+      const bool four = cfg.kind == GradCodecKind::Int4;
+      const uint8_t* q = payload.data();
+      const uint8_t* scales = q + (four ? (n + 1) / 2 : n);
       for (int64_t b = 0; b < int8_blocks(cfg, n); ++b) {
         float scale;
         std::memcpy(&scale, scales + 4 * b, 4);
         const int64_t lo = b * cfg.int8_block, hi = std::min(n, lo + cfg.int8_block);
-        for (int64_t i = lo; i < hi; ++i) acc[i] += int4_at(payload.data(), i) * scale;
+        for (int64_t i = lo; i < hi; ++i)
+          acc[i] += (four ? int4_at(q, i) : float(int8_t(q[size_t(i)]))) * scale;
       }
       return;
     }
