@@ -109,6 +109,16 @@ TEST_F(OpsValidation, UnsupportedDtypeNamesBackend) {
                   {"[adamw]", "param bf16[4]", "param must be f32"});
 }
 
+TEST_F(OpsValidation, AdamWVarianceKeepOutsideUnitInterval) {
+  Tensor p = Z({4}), g = Z({4}), mm = Z({4}), vv = Z({4}), pb;
+  for (float keep : {0.f, 1.5f}) {
+    keel::backend::AdamWArgs a;
+    a.variance_keep = keep;
+    expect_contains(kernel_error([&] { ops::adamw_update(*be, a, p, g, mm, vv, pb); }),
+                    {"[adamw]", "variance_keep=", "must be in (0, 1]"});
+  }
+}
+
 TEST_F(OpsValidation, AttentionShapes) {
   Tensor q = Z({1, 4, 6, 8}), k = Z({1, 4, 4, 8}), v = Z({1, 4, 4, 8}), o = Z({1, 4, 6, 8}),
          lse = Z({1, 6, 4});
