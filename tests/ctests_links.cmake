@@ -74,29 +74,17 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
                 "dist.diloco_warmup_steps=5|dist.diloco_warmup_steps: needs dist.sync"
                 "dist.topk_values=int8|dist.topk_values: applies to dist.compression"
                 "dist.topk_values=fp8|dist.topk_values"
-                "dist.topk_warmup_start=0|dist.topk_warmup_start: must be in \\(0, 1\\]")
+                "dist.topk_warmup_start=0|dist.topk_warmup_start: must be in \\(0, 1\\]"
+                "dist.sync=diloco dist.zero1=true|dist.zero1: must be false with dist.sync"
+                "dist.compression=topk dist.compress_update=true dist.zero1=true|dist.zero1: must be false with dist.compress_update"
+                "dist.compression=topk dist.compress_update=true dist.sync=diloco|dist.compress_update: must be false with dist.sync")
     string(REPLACE "|" ";" _parts "${_case}")
     list(GET _parts 0 _kv)
     list(GET _parts 1 _want)
     string(REGEX REPLACE "[^a-z0-9_]" "_" _n "${_kv}")
+    string(REPLACE " " ";" _kv "${_kv}")  # several overrides: one argument each
     add_test(NAME links_config_error_${_n} COMMAND $<TARGET_FILE:keel> train ${_lk_args} ${_kv})
     set_tests_properties(links_config_error_${_n} PROPERTIES WILL_FAIL FALSE
                          PASS_REGULAR_EXPRESSION "${_want}" LABELS links TIMEOUT 60)
   endforeach()
-  add_test(NAME links_config_error_diloco_zero1
-           COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.sync=diloco dist.zero1=true)
-  set_tests_properties(links_config_error_diloco_zero1 PROPERTIES
-                       PASS_REGULAR_EXPRESSION "dist.zero1: must be false with dist.sync" LABELS links)
-  add_test(NAME links_config_error_update_zero1
-           COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.compression=topk
-                   dist.compress_update=true dist.zero1=true)
-  set_tests_properties(links_config_error_update_zero1 PROPERTIES
-                       PASS_REGULAR_EXPRESSION "dist.zero1: must be false with dist.compress_update"
-                       LABELS links)
-  add_test(NAME links_config_error_update_diloco
-           COMMAND $<TARGET_FILE:keel> train ${_lk_args} dist.compression=topk
-                   dist.compress_update=true dist.sync=diloco)
-  set_tests_properties(links_config_error_update_diloco PROPERTIES
-                       PASS_REGULAR_EXPRESSION "dist.compress_update: must be false with dist.sync"
-                       LABELS links)
 endif()
