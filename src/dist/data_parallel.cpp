@@ -99,12 +99,9 @@ void DataParallel::begin_step(int64_t step) {
 
 void DataParallel::launch(Bucket& b) {
   std::vector<float> data(b.numel);
-  size_t off = 0;
-  for (size_t i : b.params) {
-    const Tensor& g = params_[i]->grad;
-    std::memcpy(data.data() + off, g.raw(), g.nbytes());
-    off += size_t(g.numel());
-  }
+  for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
+    std::memcpy(data.data() + off, params_[i]->grad.raw(), n * sizeof(float));
+  });
   const uint64_t N = uint64_t(comm_.size());
   const uint64_t chunk = (b.numel + N - 1) / N;
   stats_.bytes_sent += 2 * (N - 1) * chunk * sizeof(float);  // all-to-all + all-gather
@@ -185,14 +182,10 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
   for (Bucket& b : buckets_) {
     b.sum->wait();
     const std::span<const float> r = b.sum->result();
-    size_t off = 0;
-    for (size_t i : b.params) {
-      Tensor& g = params_[i]->grad;
-      float* d = g.data<float>();
-      const size_t n = size_t(g.numel());
+    for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
+      float* d = params_[i]->grad.data<float>();
       for (size_t j = 0; j < n; ++j) d[j] = r[off + j] / N;
-      off += n;
-    }
+    });
     b.sum.reset();
   }
   stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -211,32 +204,34 @@ void DataParallel::sum_state(std::span<float> x) {
 template <class Get>
 void DataParallel::gather_shards(Get get, const char* what) {
   const int N = comm_.size(), me = comm_.rank();
+  const auto shard = [&](int r) {
+    return std::views::iota(bounds_[size_t(r)], bounds_[size_t(r) + 1]);
+  };
   std::vector<size_t> counts(size_t(N), 0);
   for (int r = 0; r < N; ++r)
-    for (size_t i = bounds_[size_t(r)]; i < bounds_[size_t(r) + 1]; ++i)
-      counts[size_t(r)] += size_t(params_[i]->numel()) * sizeof(float);
-  std::vector<std::byte> mine(counts[size_t(me)]);
-  size_t off = 0;
-  for (size_t i = bounds_[size_t(me)]; i < bounds_[size_t(me) + 1]; ++i) {
+    for_each_slice(params_, shard(r),
+                   [&](size_t, size_t, size_t n) { counts[size_t(r)] += n * sizeof(float); });
+  std::vector<float> mine(counts[size_t(me)] / sizeof(float));
+  for_each_slice(params_, shard(me), [&](size_t i, size_t off, size_t n) {
     const Tensor& t = get(i);
-    if (!t.defined() || t.nbytes() != size_t(params_[i]->numel()) * sizeof(float))
+    if (!t.defined() || t.nbytes() != n * sizeof(float))
       fail<DistError>("DataParallel: rank {}: {} of owned parameter '{}' is missing", me, what,
                       params_[i]->name);
     std::memcpy(mine.data() + off, t.raw(), t.nbytes());
-    off += t.nbytes();
-  }
+  });
   size_t total = 0;
   for (size_t c : counts) total += c;
   std::vector<std::byte> all(total);
-  comm_.allgatherv(mine, all, counts);
+  comm_.allgatherv(std::as_bytes(std::span<const float>(mine)), all, counts);
   stats_.bytes_sent += uint64_t(N - 1) * counts[size_t(me)];
-  off = 0;
-  for (int r = 0; r < N; ++r)
-    for (size_t i = bounds_[size_t(r)]; i < bounds_[size_t(r) + 1]; ++i) {
-      const size_t n = size_t(params_[i]->numel()) * sizeof(float);
-      if (r != me) std::memcpy(get(i).raw(), all.data() + off, n);
-      off += n;
-    }
+  size_t base = 0;  // bytes of the lower ranks' shards
+  for (int r = 0; r < N; ++r) {
+    if (r != me)
+      for_each_slice(params_, shard(r), [&](size_t i, size_t off, size_t n) {
+        std::memcpy(get(i).raw(), all.data() + base + off * sizeof(float), n * sizeof(float));
+      });
+    base += counts[size_t(r)];
+  }
 }
 
 void DataParallel::shard_optimizer(train::AdamW& opt) {

@@ -3,6 +3,8 @@
 // pseudo-gradients) and of every per-rank tensor in a checkpoint.
 #pragma once
 #include <cstring>
+#include <ranges>
+#include <utility>
 #include <span>
 #include <vector>
 
@@ -11,16 +13,23 @@
 
 namespace keel::dist {
 
-// Calls f(i, off, n) for each parameter i, which holds [off, off + n) of the
-// flat vector.
-template <class F>
-void for_each_slice(const std::vector<nn::Parameter*>& ps, F&& f) {
+// Calls f(i, off, n) for each parameter index i of `indices`, in that order;
+// parameter i holds [off, off + n) of the flat vector of those parameters (a
+// bucket, a rank's shard).
+template <class Indices, class F>
+void for_each_slice(const std::vector<nn::Parameter*>& ps, const Indices& indices, F&& f) {
   size_t off = 0;
-  for (size_t i = 0; i < ps.size(); ++i) {
+  for (const size_t i : indices) {
     const size_t n = size_t(ps[i]->numel());
     f(i, off, n);
     off += n;
   }
+}
+
+// The same over every parameter: the whole-model layout.
+template <class F>
+void for_each_slice(const std::vector<nn::Parameter*>& ps, F&& f) {
+  for_each_slice(ps, std::views::iota(size_t(0), ps.size()), std::forward<F>(f));
 }
 
 // out := every parameter's `member` (value or grad), end to end.
