@@ -4,8 +4,8 @@
 #pragma once
 #include <cstring>
 #include <ranges>
-#include <utility>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
