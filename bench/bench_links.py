@@ -32,10 +32,11 @@ MODES = {
     "diloco32": ["dist.sync=diloco", "dist.diloco_steps=32"],
     "diloco32_int8": ["dist.sync=diloco", "dist.diloco_steps=32", "dist.compression=int8"],
     # Each rank's own AdamW step, its update sent as top-k (int8 values) with a
-    # sparsity warm-up from dense to 1% over the first 100 steps.
+    # sparsity warm-up from dense to 1% over the first 100 steps, and less
+    # explicit momentum than plain DP (the delay adds its own).
     "topk_update": ["dist.compression=topk", "dist.topk_fraction=0.01", "dist.compress_update=true",
                     "dist.topk_warmup_steps=100", "dist.topk_warmup_start=1.0",
-                    "dist.topk_values=int8"],
+                    "dist.topk_values=int8", "dist.update_beta1=0.7"],
     # DiLoCo after 32 steps of int8-compressed gradient averaging.
     "diloco32_int8_warm": ["dist.sync=diloco", "dist.diloco_steps=32", "dist.compression=int8",
                            "dist.diloco_warmup_steps=32"],

@@ -28,7 +28,7 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
       set(_ov dist.sync=diloco dist.diloco_steps=4)
     elseif(_mode STREQUAL "topk_update")
       set(_ov dist.compression=topk dist.compress_update=true dist.topk_warmup_steps=10
-              dist.topk_values=int8)
+              dist.topk_values=int8 dist.update_beta1=0.7)
       set(_expect --expect-tensor dist.update.exp_avg.rank1 --expect-tensor
                   dist.update.exp_avg_sq.rank1 --expect-tensor dist.grad_residual.rank1)
     elseif(_mode STREQUAL "diloco_warm")
@@ -77,7 +77,9 @@ if(EXISTS ${_lk_sotu}/1790_george_washington_n.txt)
                 "dist.topk_warmup_start=0|dist.topk_warmup_start: must be in \\(0, 1\\]"
                 "dist.sync=diloco dist.zero1=true|dist.zero1: must be false with dist.sync"
                 "dist.compression=topk dist.compress_update=true dist.zero1=true|dist.zero1: must be false with dist.compress_update"
-                "dist.compression=topk dist.compress_update=true dist.sync=diloco|dist.compress_update: must be false with dist.sync")
+                "dist.compression=topk dist.compress_update=true dist.sync=diloco|dist.compress_update: must be false with dist.sync"
+                "dist.update_beta1=0.7|dist.update_beta1: applies to dist.compress_update"
+                "dist.compression=topk dist.compress_update=true dist.update_beta1=1|dist.update_beta1: must be in \\[0, 1\\)")
     string(REPLACE "|" ";" _parts "${_case}")
     list(GET _parts 0 _kv)
     list(GET _parts 1 _want)

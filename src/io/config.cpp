@@ -322,6 +322,10 @@ void validate_config(const Config& cfg) {
     bad("dist.topk_warmup_start", fmt::format("must be in (0, 1], got {}", d.topk_warmup_start));
   if (d.topk_values != "f32" && d.compression != "topk")
     bad("dist.topk_values", "applies to dist.compression = \"topk\" only");
+  if (!(d.update_beta1 >= 0 && d.update_beta1 < 1))
+    bad("dist.update_beta1", fmt::format("must be in [0, 1), got {}", d.update_beta1));
+  if (d.update_beta1 > 0 && !d.compress_update)
+    bad("dist.update_beta1", "applies to dist.compress_update = true only");
   if (d.diloco_warmup_steps > 0 && d.sync != "diloco")
     bad("dist.diloco_warmup_steps", "needs dist.sync = \"diloco\"");
   if (cfg.run.dir.empty()) bad("run.dir", "must not be empty");

@@ -144,6 +144,11 @@ struct DistSection {
   // global batch's gradient would have (AdamWArgs::variance_keep = 1/world)
   // instead of the noisier one of this rank's share.
   bool local_moment_correction = true;
+  // With compress_update: the first-moment decay (beta1) of each rank's AdamW,
+  // 0 for train.beta1. Error feedback delays an update until its coordinate is
+  // sent, and a delayed update already acts as momentum, so top-k wants less
+  // explicit momentum than a lossless exchange (docs/distributed.md).
+  double update_beta1 = 0.0;
   int64_t int8_block = 256;   // elements per f32 scale with "int8"
   int64_t diloco_steps = 32;  // H: local steps per outer step
   // DiLoCo's first steps average gradients every step like "allreduce"

@@ -112,6 +112,7 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(dist, topk_values, String, Choices, "f32", "int8"),
       KEEL_FIELD(dist, compress_update, Bool, None),
       KEEL_FIELD(dist, local_moment_correction, Bool, None),
+      KEEL_FIELD(dist, update_beta1, Float, None),
       KEEL_FIELD(dist, int8_block, Int, Positive),
       KEEL_FIELD(dist, diloco_steps, Int, Positive),
       KEEL_FIELD(dist, diloco_warmup_steps, Int, NonNegative),

@@ -77,6 +77,9 @@ TrainerOptions run_trainer_options(const io::Config& cfg, double peak_flops) {
   o.steps = t.steps;
   o.schedule = LrSchedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
   o.adamw = AdamWConfig{t.beta1, t.beta2, t.eps, t.weight_decay};
+  // Every step under compress_update is a rank's own AdamW step on a delayed
+  // exchange (io/config.h).
+  if (cfg.dist.compress_update && cfg.dist.update_beta1 > 0) o.adamw.beta1 = cfg.dist.update_beta1;
   o.grad_clip = t.grad_clip;
   o.eval_every = t.eval_every;
   o.peak_flops = t.peak_gflops > 0 ? t.peak_gflops * 1e9 : peak_flops;
