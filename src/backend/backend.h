@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/rng.h"
 
 namespace keel::backend {
 
@@ -115,7 +116,17 @@ struct MoeRouteArgs {
   MoeGating gating = MoeGating::Softmax;
   bool norm_topk = true;  // divide the K selected scores by their sum
   float scale = 1.f;      // routed scaling factor on the weights
+  // Selection jitter (training): token n's key for expert e gains
+  // route_jitter(*this, n, e), uniform in [-noise, noise). It moves which
+  // experts are chosen, never the scores or the weights; 0 turns it off.
+  float noise = 0.f;
+  uint64_t noise_seed = 0;
 };
+// noise * (2u - 1) with u = Rng(noise_seed, 0).uniform(n * E + e): the same
+// bits in every backend.
+inline float route_jitter(const MoeRouteArgs& a, int64_t n, int64_t e) {
+  return a.noise * (2.f * Rng(a.noise_seed, 0).uniform(uint64_t(n * a.E + e)) - 1.f);
+}
 // Every group's weight is (N, K), stored at w[g*N*K + n*K + k]; group g owns
 // rows offsets[g] <= r < offsets[g+1] of x and y (offsets: G + 1 ascending
 // entries from 0). x, y, w and the activation gradients have dtype dt.
@@ -253,8 +264,8 @@ class Backend {
   // pos (N, K) i32: the row of token n's k-th expert slot in the permuted
   // buffer (rows grouped by expert), or -1 for a dropped slot.
   // xp[pos[n, k], :] = x[n, :] (C columns); rows no slot names are untouched.
-  virtual void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp,
-                                   int64_t N, int64_t K, int64_t C) = 0;
+  virtual void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                                   int64_t K, int64_t C) = 0;
   // dx[n, :] += sum over k ascending of dxp[pos[n, k], :]
   virtual void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx,
                                     int64_t N, int64_t K, int64_t C) = 0;
@@ -262,9 +273,9 @@ class Backend {
   virtual void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
                                      void* y, int64_t N, int64_t K, int64_t C) = 0;
   // dyp[pos[n, k], :] += w[n, k] * dy[n, :]; dw[n, k] += dy[n, :] . yp[pos[n, k], :] (dw f32)
-  virtual void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w,
-                                      const void* yp, const void* dy, void* dyp, float* dw,
-                                      int64_t N, int64_t K, int64_t C) = 0;
+  virtual void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                                      const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
+                                      int64_t C) = 0;
   // y[r, :] = x[r, :] @ w[g]^T for the rows r of group g: x (R, K), y (R, N).
   virtual void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
                                       void* y) = 0;

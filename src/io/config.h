@@ -45,6 +45,7 @@ struct ModelSection {
   double bias_update_rate = 0.5;
   double aux_loss_alpha = 0.0;
   double capacity_factor = 0.0;
+  double router_noise = 0.0;
 };
 
 struct DataSection {

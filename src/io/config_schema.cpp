@@ -48,6 +48,7 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(model, bias_update_rate, Float, NonNegative),
       KEEL_FIELD(model, aux_loss_alpha, Float, NonNegative),
       KEEL_FIELD(model, capacity_factor, Float, NonNegative),
+      KEEL_FIELD(model, router_noise, Float, NonNegative),
       KEEL_FIELD(data, corpus, String, None),
       KEEL_FIELD(data, tokenizer, String, Choices, "bpe", "gpt2"),
       KEEL_FIELD(data, vocab_size, Int, Positive),

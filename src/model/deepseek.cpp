@@ -6,7 +6,11 @@
 // experts are stacked: mlp.experts.{gate,up,down}_proj.weight (E, out, in).
 #include <cmath>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "core/error.h"
+#include "core/rng.h"
 #include "model/causal_lm.h"
 #include "model/deepseek.h"
 #include "model/deepseek_mla.h"
@@ -61,8 +65,12 @@ class DeepSeek final : public CausalLM {
   }
 
   float forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale) override {
-    for (Block& b : blocks_)
-      if (b.moe) b.moe->begin_micro_batch();
+    // The routing jitter of a micro-batch follows from its tokens: the same
+    // batch (a resumed run, a recomputed forward) routes the same way, with
+    // no counter to checkpoint.
+    const uint64_t tokens_hash = XXH3_64bits(ids.raw(), ids.nbytes());
+    for (size_t l = 0; l < blocks_.size(); ++l)
+      if (blocks_[l].moe) blocks_[l].moe->begin_micro_batch(Rng(tokens_hash, l).u64(0));
     train_ = true;
     grad_scale_ = grad_scale;
     aux_loss_ = 0;
@@ -90,6 +98,18 @@ class DeepSeek final : public CausalLM {
   void on_step_end(bool applied) override {
     for (Block& b : blocks_)
       if (b.moe) b.moe->end_step(applied);
+  }
+
+  std::vector<std::pair<std::string, double>> take_eval_statistics() override {
+    double sum = 0;
+    int64_t n = 0;
+    for (Block& b : blocks_)
+      if (b.moe) {
+        const double r = b.moe->take_eval_load_max_over_mean();
+        if (r > 0) sum += r, ++n;
+      }
+    if (n == 0) return {};
+    return {{"val_expert_load_max_mean", sum / double(n)}};
   }
 
   std::vector<std::pair<std::string, double>> step_statistics() const override {

@@ -16,7 +16,8 @@ MoeFeedForward::MoeFeedForward(nn::ParamStore& ps, const std::string& p, const M
       K_(c.top_k),
       capacity_factor_(c.capacity_factor),
       bias_rate_(c.bias_update_rate),
-      aux_alpha_(c.aux_loss_alpha) {
+      aux_alpha_(c.aux_loss_alpha),
+      noise_(c.router_noise) {
   route_.E = E_;
   route_.K = K_;
   route_.gating = c.gating == "sigmoid" ? backend::MoeGating::Sigmoid : backend::MoeGating::Softmax;
@@ -34,7 +35,7 @@ MoeFeedForward::MoeFeedForward(nn::ParamStore& ps, const std::string& p, const M
     shared_ = nn::SwiGLUMLP(ps, p + ".shared_experts", C, F * c.n_shared_experts, std, out_std);
   }
   bias_ = Tensor::zeros(Shape{E_}, DType::F32);
-  load_ = Tensor::zeros(Shape{3, E_}, DType::F32);
+  load_ = Tensor::zeros(Shape{4, E_}, DType::F32);
   integral_ = Tensor::zeros(Shape{E_}, DType::F32);
 }
 
@@ -43,6 +44,7 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
   const int64_t B = x.t.dim(0), T = x.t.dim(1), N = B * T;
   backend::MoeRouteArgs a = route_;
   a.N = N;
+  if (train) a.noise = noise_, a.noise_seed = noise_seed_;
   const nn::Value logits = nn::linear_out(tape, x, *gate_.weight, nullptr, DType::F32);
   // The balance loss's gradient depends on the routing below; its buffer is
   // handed to the routing node now and filled once the routing is known.
@@ -65,6 +67,14 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
   if (train && !counted_) {
     count(d.idx, d.scores, d.dropped);
     counted_ = true;
+  }
+  if (!train) {
+    std::vector<int64_t> load(static_cast<size_t>(E_), 0);
+    const int32_t* id = d.idx.data<int32_t>();
+    for (int64_t i = 0; i < N * K_; ++i) ++load[size_t(id[i])];
+    const int64_t mx = *std::max_element(load.begin(), load.end());
+    eval_load_sum_ += double(mx) * double(E_) / double(N * K_);
+    ++eval_forwards_;
   }
   const nn::Value xp = nn::moe_permute(tape, x, d);
   const nn::Value h = nn::swiglu(tape, nn::grouped_linear(tape, xp, *w_gate_, d),
@@ -118,6 +128,28 @@ void MoeFeedForward::count(const Tensor& idx, const Tensor& scores, int64_t drop
   float* load = load_.data<float>();
   for (int64_t i = 0; i < N * K_; ++i) load[id[i]] += 1.f;  // exact integers in f32
   const float* s = scores.data<float>();
+  // Row 3: the choice without the jitter, which is what inference makes and
+  // what the bias balances (the kernels' rule: larger key, then smaller id).
+  float* plain = load + 3 * E_;
+  if (noise_ == 0.f) {
+    for (int64_t i = 0; i < N * K_; ++i) plain[id[i]] += 1.f;
+  } else {
+    const float* bias = bias_.data<float>();
+    std::vector<char> taken(static_cast<size_t>(E_));
+    for (int64_t n = 0; n < N; ++n) {
+      std::fill(taken.begin(), taken.end(), 0);
+      for (int64_t k = 0; k < K_; ++k) {
+        int64_t best = -1;
+        float bk = 0;
+        for (int64_t e = 0; e < E_; ++e) {
+          const float key = s[n * E_ + e] + bias[e];
+          if (!taken[size_t(e)] && (best < 0 || key > bk)) best = e, bk = key;
+        }
+        taken[size_t(best)] = 1;
+        plain[best] += 1.f;
+      }
+    }
+  }
   for (int64_t e = 0; e < E_; ++e) {  // per-expert score sums for the spread (f64 per micro-batch)
     double s1 = 0, s2 = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -151,11 +183,19 @@ double MoeFeedForward::load_max_over_mean() const {
   return sum > 0 ? mx / (sum / double(E_)) : 0.0;
 }
 
+double MoeFeedForward::take_eval_load_max_over_mean() {
+  const double r = eval_forwards_ > 0 ? eval_load_sum_ / double(eval_forwards_) : 0.0;
+  eval_load_sum_ = 0;
+  eval_forwards_ = 0;
+  return r;
+}
+
 void MoeFeedForward::end_step(bool applied) {
   float* l = load_.data<float>();
   if (applied && bias_rate_ > 0.f) {
+    const float* plain = l + 3 * E_;  // the load without the jitter
     double sum = 0;
-    for (int64_t e = 0; e < E_; ++e) sum += double(l[e]);
+    for (int64_t e = 0; e < E_; ++e) sum += double(plain[e]);
     const double mean = sum / double(E_), tokens = sum / double(K_);
     // bias_e = c_e - (m_e - mean over experts of m), m_e the mean score of
     // expert e over the step's tokens, c_e += rate * sd_e * clamp((mean load -
@@ -185,13 +225,13 @@ void MoeFeedForward::end_step(bool applied) {
       for (int64_t e = 0; e < E_; ++e) {
         const double m2 = double(l[2 * E_ + e]) / tokens;
         const double sd = std::sqrt(std::max(0.0, m2 - m[size_t(e)] * m[size_t(e)]));
-        const double gap = std::clamp((mean - double(l[e])) / mean, -1.0, 1.0);
+        const double gap = std::clamp((mean - double(plain[e])) / mean, -1.0, 1.0);
         c[e] = float(double(c[e]) + double(bias_rate_) * sd * gap);
         b[e] = float(double(c[e]) - (m[size_t(e)] - mm));
       }
     }
   }
-  std::fill_n(l, 3 * E_, 0.f);
+  std::fill_n(l, 4 * E_, 0.f);
   entropy_sum_ = 0;
   tokens_ = 0;
   dropped_ = 0;

@@ -25,24 +25,34 @@ class MoeFeedForward {
   // (times grad_scale) enters backward and whose value is added to *aux_loss.
   nn::Value forward(nn::Tape& tape, const nn::Value& x, bool train, float grad_scale,
                     double* aux_loss);
-  // A new micro-batch: the next training forward counts again.
-  void begin_micro_batch() { counted_ = false; }
+  // A new micro-batch: the next training forward counts again, and its
+  // routing jitter (ModelConfig::router_noise) comes from noise_seed, so a
+  // recomputed forward routes the same way.
+  void begin_micro_batch(uint64_t noise_seed) {
+    counted_ = false;
+    noise_seed_ = noise_seed;
+  }
   // When applied: c_e += rate * sd_e * clamp((mean load - load_e) / mean
-  // load, -1, 1) and bias_e = c_e - (m_e - mean_e' m_e'), with m_e and sd_e
-  // the mean and spread of expert e's score over the step's tokens (see the
-  // definition for why). Clears the step's statistics.
+  // load, -1, 1) (the load without the jitter) and bias_e = c_e - (m_e -
+  // mean_e' m_e'), with m_e and sd_e the mean and spread of expert e's score
+  // over the step's tokens (see the definition for why). Clears the step's
+  // statistics.
   void end_step(bool applied);
 
   Tensor& bias() { return bias_; }  // f32 (E): selection-only routing bias
-  // f32 (3, E): this step's tokens routed to each expert, then the sums of
-  // each expert's score and squared score over the step's tokens (sums, so
-  // data-parallel ranks add them up to the global figures).
+  // f32 (4, E): this step's tokens routed to each expert, the sums of each
+  // expert's score and squared score over the step's tokens, and the tokens
+  // each expert would get without the jitter (the load the bias balances;
+  // sums, so data-parallel ranks add them up to the global figures).
   Tensor& load() { return load_; }
   Tensor& integral() { return integral_; }  // f32 (E): the load feedback part of the bias
   // max / mean of this step's load (0 when nothing was routed).
   double load_max_over_mean() const;
   double mean_entropy() const { return tokens_ > 0 ? entropy_sum_ / double(tokens_) : 0.0; }
   int64_t dropped() const { return dropped_; }
+  // Mean over the forward-only passes since the last call of their load
+  // max/mean (0 when there were none); clears it.
+  double take_eval_load_max_over_mean();
   // Routing decisions of the last forward: i32 (N, K) (valid until the next step).
   const Tensor& last_idx() const { return last_idx_; }
 
@@ -53,7 +63,8 @@ class MoeFeedForward {
 
   backend::MoeRouteArgs route_;
   int64_t E_ = 0, K_ = 0;
-  float capacity_factor_ = 0, bias_rate_ = 0, aux_alpha_ = 0;
+  float capacity_factor_ = 0, bias_rate_ = 0, aux_alpha_ = 0, noise_ = 0;
+  uint64_t noise_seed_ = 0;
   nn::Linear gate_;                  // mlp.gate (E, C)
   nn::Parameter* w_gate_ = nullptr;  // mlp.experts.gate_proj (E, F, C)
   nn::Parameter* w_up_ = nullptr;    // mlp.experts.up_proj (E, F, C)
@@ -64,6 +75,8 @@ class MoeFeedForward {
   Tensor last_idx_;
   bool counted_ = false;
   double entropy_sum_ = 0;
+  double eval_load_sum_ = 0;
+  int64_t eval_forwards_ = 0;
   int64_t tokens_ = 0, dropped_ = 0;
 };
 

@@ -46,6 +46,10 @@ struct ModelConfig {
   float bias_update_rate = 0.5f;   // aux-loss-free balancing gain (see deepseek_moe.h; 0: off)
   float aux_loss_alpha = 0.f;      // sequence-level balance loss weight (0: off)
   float capacity_factor = 0.f;     // > 0: expert capacity = ceil(f * N * top_k / experts)
+  // Training only: each routing key gains a uniform jitter in [-router_noise,
+  // router_noise) (backend::route_jitter), so tokens whose scores nearly tie
+  // spread over experts instead of following the bias together (0: off).
+  float router_noise = 0.f;
 };
 
 class Model {
@@ -92,6 +96,10 @@ class Model {
   // "*.expert_load") must first be summed over ranks so every rank applies
   // the same, global update.
   virtual void on_step_end(bool applied) { (void)applied; }
+  // Figures of the forward-only passes (loss, logits) since the last call,
+  // e.g. "val_expert_load_max_mean": the routing a served model does, which
+  // training's jitter does not touch. Clears them.
+  virtual std::vector<std::pair<std::string, double>> take_eval_statistics() { return {}; }
   // Per-step figures for metrics.jsonl gathered since the last on_step_end
   // (e.g. "expert_load_max_mean", "routing_entropy"), in a fixed order.
   virtual std::vector<std::pair<std::string, double>> step_statistics() const { return {}; }

@@ -19,6 +19,8 @@ double quantile(const std::vector<double>& sorted, double q) {
 }  // namespace
 
 void BalanceSummary::add(const StepMetrics& m) {
+  for (const auto& [k, v] : m.model_stats)
+    if (k == "val_expert_load_max_mean") val_ = {m.step, v};
   if (m.step <= warmup_ || m.skipped) return;
   for (const auto& [k, v] : m.model_stats) {
     if (k != "expert_load_max_mean") continue;
@@ -35,26 +37,35 @@ nlohmann::json BalanceSummary::json() const {
   double sum = 0;
   for (double v : s) sum += v;
   const auto above = std::count_if(s.begin(), s.end(), [&](double v) { return v > limit_; });
-  return {{"from_step", first_},
-          {"to_step", last_},
-          {"steps", int64_t(s.size())},
-          {"mean", sum / double(s.size())},
-          {"median", quantile(s, 0.5)},
-          {"p90", quantile(s, 0.9)},
-          {"max", s.back()},
-          {"limit", limit_},
-          {"steps_above_limit", int64_t(above)}};
+  nlohmann::json j = {{"from_step", first_},
+                      {"to_step", last_},
+                      {"steps", int64_t(s.size())},
+                      {"mean", sum / double(s.size())},
+                      {"median", quantile(s, 0.5)},
+                      {"p90", quantile(s, 0.9)},
+                      {"max", s.back()},
+                      {"limit", limit_},
+                      {"steps_above_limit", int64_t(above)}};
+  if (val_) {
+    j["val_step"] = val_->first;
+    j["val_load_max_mean"] = val_->second;
+  }
+  return j;
 }
 
 std::string BalanceSummary::line() const {
   if (loads_.empty()) return "";
   const nlohmann::json j = json();
-  return fmt::format(
+  std::string out = fmt::format(
       "expert load max/mean after the {}-step warm-up (steps {}-{}): mean {:.3f}, median {:.3f}, "
       "p90 {:.3f}, max {:.3f}; {} of {} steps above {}",
       warmup_, first_, last_, j["mean"].get<double>(), j["median"].get<double>(),
       j["p90"].get<double>(), j["max"].get<double>(), j["steps_above_limit"].get<int64_t>(),
       loads_.size(), limit_);
+  if (val_)
+    out += fmt::format("; validation batches at step {} (routing without jitter): {:.3f}",
+                       val_->first, val_->second);
+  return out;
 }
 
 }  // namespace keel::train

@@ -20,11 +20,14 @@ class BalanceSummary {
   explicit BalanceSummary(int64_t warmup_steps, double balance_limit = 1.3)
       : warmup_(warmup_steps), limit_(balance_limit) {}
 
-  // Records m's "expert_load_max_mean" when it has one and is past the warm-up.
+  // Records m's "expert_load_max_mean" when it has one and is past the
+  // warm-up, and its "val_expert_load_max_mean" (the routing of evaluation,
+  // without training's jitter) when it has one.
   void add(const StepMetrics& m);
   bool empty() const { return loads_.empty(); }
   // {"from_step", "to_step", "steps", "mean", "median", "p90", "max",
-  //  "limit", "steps_above_limit"}; null when nothing was recorded.
+  //  "limit", "steps_above_limit"} and, after an evaluation, "val_step" and
+  //  "val_load_max_mean" (the last one); null when nothing was recorded.
   nlohmann::json json() const;
   // One line for the end of a run, or "" when nothing was recorded.
   std::string line() const;
@@ -33,6 +36,7 @@ class BalanceSummary {
   int64_t warmup_;
   double limit_;
   int64_t first_ = 0, last_ = 0;
+  std::optional<std::pair<int64_t, double>> val_;  // (step, max/mean) of the last evaluation
   std::vector<double> loads_;
 };
 

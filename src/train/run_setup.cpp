@@ -65,6 +65,7 @@ model::ModelConfig run_model_config(const io::Config& cfg, int64_t tokenizer_voc
   m.bias_update_rate = float(s.bias_update_rate);
   m.aux_loss_alpha = float(s.aux_loss_alpha);
   m.capacity_factor = float(s.capacity_factor);
+  m.router_noise = float(s.router_noise);
   return m;
 }
 

@@ -87,8 +87,10 @@ StepMetrics Trainer::step() {
   m.tokens_per_s = tokens / std::max(m.step_seconds, 1e-9);
   if (opt_.peak_flops > 0)
     m.mfu = model_.flops_per_token(opt_.seq_len) * m.tokens_per_s / opt_.peak_flops;
-  if (val_ && ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || step_ == opt_.steps))
+  if (val_ && ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || step_ == opt_.steps)) {
     m.val_loss = evaluate();
+    for (auto& kv : model_.take_eval_statistics()) m.model_stats.push_back(kv);
+  }
   m.peak_rss_mb = peak_rss_mb();
   return m;
 }

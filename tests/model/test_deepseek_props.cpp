@@ -1,7 +1,8 @@
 // deepseek properties that need no PyTorch: routing ties go to the smaller
 // expert id, the balancing bias moves toward equal load and only at step end,
 // a capacity limit drops slots, training with the bias update is bit-exact
-// across two runs and across thread counts, and the cache sizes follow the config.
+// across two runs and across thread counts (with the routing jitter too), the
+// jitter moves training choices only, and the cache sizes follow the config.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -77,14 +78,18 @@ TEST(DeepSeekBalance, BiasMovesTowardEqualLoadAtStepEnd) {
     if (name.ends_with("balance_integral")) integral_before.push_back(t->to_f32_vector());
   }
   ASSERT_EQ(load.size(), 2u);
-  ASSERT_EQ(load[0].size(), 3u * 4u);  // (3, E): load, score sum, squared score sum
+  // (4, E): load, score sum, squared score sum, load without the jitter (none here)
+  ASSERT_EQ(load[0].size(), 4u * 4u);
   const std::vector<Tensor> routing = deepseek_last_routing(*m);
   ASSERT_EQ(routing.size(), 2u);
   for (size_t li = 0; li < 2; ++li) {
     std::vector<float> counted(4, 0.f);
     const int32_t* id = routing[li].data<int32_t>();
     for (int64_t i = 0; i < routing[li].numel(); ++i) counted[size_t(id[i])] += 1.f;
-    for (size_t e = 0; e < 4; ++e) EXPECT_EQ(load[li][e], counted[e]) << "layer " << li;
+    for (size_t e = 0; e < 4; ++e) {
+      EXPECT_EQ(load[li][e], counted[e]) << "layer " << li;
+      EXPECT_EQ(load[li][12 + e], counted[e]) << "layer " << li;  // no jitter: the same choice
+    }
   }
   float total = 0;
   for (size_t e = 0; e < 4; ++e) total += load[0][e];
@@ -143,10 +148,12 @@ TEST(DeepSeekBalance, CapacityDropsSlots) {
   EXPECT_GE(dropped, 2 * 16.0);
 }
 
-std::vector<float> train_and_dump(int threads) {
+std::vector<float> train_and_dump(int threads, float router_noise = 0.f) {
   auto be = backend::make_backend("cpu");
   be->set_threads(threads);
-  auto m = make_model(small_cfg(), *be);
+  ModelConfig cfg = small_cfg();
+  cfg.router_noise = router_noise;
+  auto m = make_model(cfg, *be);
   m->init(5);
   for (int s = 0; s < 3; ++s) {
     m->zero_grad();
@@ -177,6 +184,78 @@ TEST(DeepSeekDeterminism, BitExactAcrossRunsAndThreads) {
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
   EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * 4), 0);
+  // The routing jitter comes from each batch's tokens, not from a thread or a call count.
+  const std::vector<float> d = train_and_dump(1, 0.3f), e = train_and_dump(2, 0.3f);
+  ASSERT_EQ(d.size(), e.size());
+  EXPECT_EQ(std::memcmp(d.data(), e.data(), d.size() * 4), 0);
+  EXPECT_NE(std::memcmp(a.data(), d.data(), a.size() * 4), 0);
+}
+
+TEST(DeepSeekRouting, JitterMovesTrainingChoicesOnlyAndRepeats) {
+  auto be = backend::make_backend("cpu");
+  ModelConfig c = small_cfg();
+  auto plain = make_model(c, *be);
+  c.router_noise = 0.5f;
+  auto jittered = make_model(c, *be);
+  plain->init(7);
+  jittered->init(7);
+  const Tensor ids = batch(3, 50);
+  const auto routing = [&](Model& m, bool train) {
+    if (train) {
+      m.zero_grad();
+      m.forward_backward(ids, ids, 1.f);
+    } else {
+      m.loss(ids, ids);
+    }
+    std::vector<int32_t> out;
+    for (const Tensor& t : deepseek_last_routing(m)) {
+      const int32_t* p = t.data<int32_t>();
+      out.insert(out.end(), p, p + t.numel());
+    }
+    return out;
+  };
+  const std::vector<int32_t> train_plain = routing(*plain, true),
+                             train_jittered = routing(*jittered, true);
+  ASSERT_EQ(train_plain.size(), train_jittered.size());
+  size_t moved = 0;
+  for (size_t i = 0; i < train_plain.size(); ++i) moved += train_plain[i] != train_jittered[i];
+  EXPECT_GT(moved, 0u) << "a jitter of 0.5 on scores in (0, 1) moved no choice";
+  // The step's load counts the jittered choice; the bias follows the plain one.
+  size_t li = 0;
+  for (auto& [name, t] : jittered->state_buffers()) {
+    if (!name.ends_with("expert_load")) continue;
+    const std::vector<float> l = t->to_f32_vector();
+    std::vector<float> got(4, 0.f), plain_got(4, 0.f);
+    for (size_t i = 0; i < 32; ++i) {
+      got[size_t(train_jittered[li * 32 + i])] += 1.f;
+      plain_got[size_t(train_plain[li * 32 + i])] += 1.f;
+    }
+    for (size_t e = 0; e < 4; ++e) {
+      EXPECT_EQ(l[e], got[e]) << name;
+      EXPECT_EQ(l[12 + e], plain_got[e]) << name;
+    }
+    ++li;
+  }
+  EXPECT_EQ(li, 2u);
+  // The same batch again (a recomputed or resumed step) routes the same way.
+  EXPECT_EQ(routing(*jittered, true), train_jittered);
+  // Evaluation and inference route on the scores and the bias alone.
+  EXPECT_EQ(routing(*jittered, false), routing(*plain, false));
+  // The evaluation's load figure is the mean over passes and layers of each
+  // pass's max/mean; this pass repeated the last one, so it is that pass's.
+  jittered->take_eval_statistics();
+  const std::vector<int32_t> eval_routing = routing(*jittered, false);
+  double want = 0;
+  for (size_t l = 0; l < 2; ++l) {
+    std::vector<double> load(4, 0);
+    for (size_t i = 0; i < 32; ++i) load[size_t(eval_routing[l * 32 + i])] += 1;
+    want += *std::max_element(load.begin(), load.end()) / 8.0 / 2.0;
+  }
+  const auto stats = jittered->take_eval_statistics();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].first, "val_expert_load_max_mean");
+  EXPECT_NEAR(stats[0].second, want, 1e-12);
+  EXPECT_TRUE(jittered->take_eval_statistics().empty());  // taken
 }
 
 TEST(DeepSeekConfig, BadSettingsNameTheKey) {

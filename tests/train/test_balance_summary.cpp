@@ -1,5 +1,6 @@
 // BalanceSummary: only steps after the warm-up count, skipped steps and dense
-// models (no expert load) are left out, and the figures are what the loads give.
+// models (no expert load) are left out, the figures are what the loads give,
+// and the last evaluation's routing balance is kept.
 #include <gtest/gtest.h>
 
 #include "train/balance_summary.h"
@@ -48,4 +49,21 @@ TEST(BalanceSummary, DenseModelsHaveNone) {
   EXPECT_TRUE(b.empty());
   EXPECT_TRUE(b.json().is_null());
   EXPECT_EQ(b.line(), "");
+}
+
+TEST(BalanceSummary, KeepsTheLastEvaluationsRouting) {
+  BalanceSummary b(2);
+  b.add(step(3, 1.2));
+  EXPECT_FALSE(b.json().contains("val_load_max_mean"));
+  EXPECT_EQ(b.line().find("validation"), std::string::npos) << b.line();
+  for (auto [s, v] : {std::pair<int64_t, double>{4, 1.4}, {6, 1.25}}) {
+    StepMetrics m = step(s, 1.1);
+    m.model_stats.emplace_back("val_expert_load_max_mean", v);
+    b.add(m);
+  }
+  const auto j = b.json();
+  EXPECT_EQ(j["val_step"].get<int64_t>(), 6);
+  EXPECT_DOUBLE_EQ(j["val_load_max_mean"].get<double>(), 1.25);
+  EXPECT_NE(b.line().find("at step 6 (routing without jitter): 1.250"), std::string::npos)
+      << b.line();
 }

@@ -61,6 +61,7 @@ void check_moe_route(Harness& h) {
         a.norm_topk = v < 2;
         a.scale = v == 3 ? 2.5f : 1.f;
         const bool with_bias = variant % 3 != 0;
+        if (variant % 5 == 2) a.noise = 0.2f, a.noise_seed = uint64_t(variant) + 1;  // jitter
         Gen g = h.gen();
         Buffer logits("logits", DType::F32, a.N * a.E), bias("bias", DType::F32, a.E);
         g.normal(logits, 2.f);
@@ -74,10 +75,10 @@ void check_moe_route(Harness& h) {
             bias.set(2, 0.f), bias.set(3, 0.f);
           }
         }
-        const std::string desc = fmt::format("{} {} norm_topk={} scale={} bias={}",
+        const std::string desc = fmt::format("{} {} norm_topk={} scale={} bias={} noise={}",
                                              dims({{"N", a.N}, {"E", a.E}, {"K", a.K}}),
                                              a.gating == MoeGating::Sigmoid ? "sigmoid" : "softmax",
-                                             a.norm_topk, a.scale, with_bias);
+                                             a.norm_topk, a.scale, with_bias, a.noise);
         if (dir == Direction::Forward) {
           Io io;
           io.in = {logits, bias};

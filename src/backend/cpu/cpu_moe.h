@@ -55,7 +55,8 @@ inline void route_forward(const MoeRouteArgs& a, const float* logits, const floa
         bool taken = false;
         for (int64_t j = 0; j < k; ++j) taken = taken || id[j] == e;
         if (taken) continue;
-        const float key = bias ? s[e] + bias[e] : s[e];
+        float key = bias ? s[e] + bias[e] : s[e];
+        if (a.noise > 0.f) key += route_jitter(a, n, e);
         if (best < 0 || key > bk) {
           best = int32_t(e);
           bk = key;

@@ -27,6 +27,7 @@ void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* 
     for (int64_t e = 0; e < a.E; ++e) {
       order[size_t(e)] = int32_t(e);
       key[size_t(e)] = bias ? s[e] + bias[e] : s[e];
+      if (a.noise > 0.f) key[size_t(e)] += route_jitter(a, n, e);
     }
     // Larger key first; equal keys keep the smaller expert id first.
     std::stable_sort(order.begin(), order.end(),
