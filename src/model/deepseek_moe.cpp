@@ -65,7 +65,14 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
     if (!counted_ && aux_loss) *aux_loss += l;
   }
   if (train && !counted_) {
-    count(d.idx, d.scores, d.dropped);
+    // The choice without the jitter is what inference makes and what the bias balances.
+    Tensor plain_idx = d.idx;
+    if (a.noise > 0.f) {
+      backend::MoeRouteArgs plain = a;
+      plain.noise = 0.f;
+      plain_idx = nn::moe_route_choice(tape, logits, bias_, plain);
+    }
+    count(d.idx, plain_idx, d.scores, d.dropped);
     counted_ = true;
   }
   if (!train) {
@@ -122,34 +129,15 @@ Tensor MoeFeedForward::aux_gradient(nn::Tape& tape, const Tensor& idx, const Ten
   return g;
 }
 
-void MoeFeedForward::count(const Tensor& idx, const Tensor& scores, int64_t dropped) {
+void MoeFeedForward::count(const Tensor& idx, const Tensor& plain_idx, const Tensor& scores,
+                           int64_t dropped) {
   const int64_t N = idx.dim(0);
   const int32_t* id = idx.data<int32_t>();
   float* load = load_.data<float>();
   for (int64_t i = 0; i < N * K_; ++i) load[id[i]] += 1.f;  // exact integers in f32
   const float* s = scores.data<float>();
-  // Row 3: the choice without the jitter, which is what inference makes and
-  // what the bias balances (the kernels' rule: larger key, then smaller id).
-  float* plain = load + 3 * E_;
-  if (noise_ == 0.f) {
-    for (int64_t i = 0; i < N * K_; ++i) plain[id[i]] += 1.f;
-  } else {
-    const float* bias = bias_.data<float>();
-    std::vector<char> taken(static_cast<size_t>(E_));
-    for (int64_t n = 0; n < N; ++n) {
-      std::fill(taken.begin(), taken.end(), 0);
-      for (int64_t k = 0; k < K_; ++k) {
-        int64_t best = -1;
-        float bk = 0;
-        for (int64_t e = 0; e < E_; ++e) {
-          const float key = s[n * E_ + e] + bias[e];
-          if (!taken[size_t(e)] && (best < 0 || key > bk)) best = e, bk = key;
-        }
-        taken[size_t(best)] = 1;
-        plain[best] += 1.f;
-      }
-    }
-  }
+  const int32_t* plain_id = plain_idx.data<int32_t>();
+  for (int64_t i = 0; i < N * K_; ++i) load[3 * E_ + plain_id[i]] += 1.f;
   for (int64_t e = 0; e < E_; ++e) {  // per-expert score sums for the spread (f64 per micro-batch)
     double s1 = 0, s2 = 0;
     for (int64_t n = 0; n < N; ++n) {

@@ -57,7 +57,8 @@ class MoeFeedForward {
   const Tensor& last_idx() const { return last_idx_; }
 
  private:
-  void count(const Tensor& idx, const Tensor& scores, int64_t dropped);
+  // idx: the step's choice; plain_idx: the same without the jitter (load row 3).
+  void count(const Tensor& idx, const Tensor& plain_idx, const Tensor& scores, int64_t dropped);
   Tensor aux_gradient(nn::Tape& tape, const Tensor& idx, const Tensor& scores, int64_t B, int64_t T,
                       float grad_scale, double* loss) const;
 

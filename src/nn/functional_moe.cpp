@@ -72,9 +72,10 @@ void grouped_bw(Tape& tape, const Node& n) {
 
 }  // namespace
 
-Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backend::MoeRouteArgs& a,
-                const Tensor& aux_dscores, MoeDispatch& d) {
-  backend::Backend& be = tape.backend();
+namespace {
+
+void check_route(backend::Backend& be, const Value& logits, const Tensor& bias,
+                 const backend::MoeRouteArgs& a) {
   check_float(be, backend::Kernel::MoeRoute, DType::F32, "moe_route");
   if (logits.t.dtype() != DType::F32 || logits.t.numel() != a.N * a.E || !logits.t.is_contiguous())
     fail<KernelError>("[moe_route] logits {} must be contiguous f32 ({}, {})", logits.t.desc(), a.N,
@@ -83,6 +84,26 @@ Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backe
     fail<KernelError>("[moe_route] top-k {} must be in [1, {}] (experts)", a.K, a.E);
   if (bias.defined() && (bias.dtype() != DType::F32 || bias.numel() != a.E))
     fail<KernelError>("[moe_route] bias {} must be f32 ({})", bias.desc(), a.E);
+}
+
+}  // namespace
+
+Tensor moe_route_choice(Tape& tape, const Value& logits, const Tensor& bias,
+                        const backend::MoeRouteArgs& a) {
+  backend::Backend& be = tape.backend();
+  check_route(be, logits, bias, a);
+  Tensor scores = tape.scratch(Shape{a.N, a.E}, DType::F32);
+  Tensor idx = tape.scratch(Shape{a.N, a.K}, DType::I32);
+  Tensor w = tape.scratch(Shape{a.N, a.K}, DType::F32);
+  be.moe_route_forward(a, logits.t.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+                       scores.data<float>(), idx.data<int32_t>(), w.data<float>());
+  return idx;
+}
+
+Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backend::MoeRouteArgs& a,
+                const Tensor& aux_dscores, MoeDispatch& d) {
+  backend::Backend& be = tape.backend();
+  check_route(be, logits, bias, a);
   d.scores = tape.scratch(Shape{a.N, a.E}, DType::F32);
   d.idx = tape.scratch(Shape{a.N, a.K}, DType::I32);
   Value w = tape.make(Shape{a.N, a.K}, DType::F32);

@@ -29,6 +29,10 @@ struct MoeDispatch {
 // auxiliary balance loss, already multiplied by its loss scale).
 Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backend::MoeRouteArgs& a,
                 const Tensor& aux_dscores, MoeDispatch& d);
+// The experts moe_route(tape, logits, bias, a, ...) chooses, as i32 (N, K),
+// without a gradient (no tape node).
+Tensor moe_route_choice(Tape& tape, const Value& logits, const Tensor& bias,
+                        const backend::MoeRouteArgs& a);
 // Fills d.pos, d.offsets, d.rows and d.dropped from d.idx: slots grouped by
 // expert in token order; with capacity > 0 an expert keeps only its first
 // `capacity` slots.
