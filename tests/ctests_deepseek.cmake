@@ -23,6 +23,9 @@ keel_deepseek_cli_error(deepseek_cli_latent_too_wide
 keel_deepseek_cli_error(deepseek_cli_zero_experts
   "model.n_routed_experts: must be > 0 for deepseek, got 0"
   train --config ${_dsc} model.n_routed_experts=0 run.dir=${_dsb}/bad)
+keel_deepseek_cli_error(deepseek_cli_negative_router_noise
+  "model.router_noise: must be >= 0, got -1"
+  train --config ${_dsc} model.router_noise=-1 run.dir=${_dsb}/bad)
 keel_deepseek_cli_error(deepseek_cli_bad_gating
   "model.gating"
   train --config ${_dsc} model.gating=relu run.dir=${_dsb}/bad)
