@@ -3,10 +3,14 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup configure build run test bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
+.PHONY: setup setup-tests configure build keel run test bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
 
+# What training and sampling need; the test oracles and peers come with setup-tests.
 setup:
 	@./scripts/setup.sh
+
+setup-tests:
+	@./scripts/setup.sh --tests
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -16,34 +20,43 @@ configure: $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-run: setup build
+keel: configure
+	cmake --build $(BUILD) --target keel -j $(JOBS)
+
+# Only the program: the tests are built by `make test`.
+run: setup
+	$(MAKE) --no-print-directory keel
 	./scripts/run_default.sh $(KEEL)
 
-test: setup build
+# Configure again after setup-tests: tests whose oracles were missing when
+# `make run` configured the tree are registered now.
+test: setup-tests
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
-bench: setup build
+bench: setup-tests build
 	./scripts/bench.sh $(BUILD)
 
-bench-serve: setup build
+bench-serve: setup-tests build
 	./scripts/bench_serve.sh $(BUILD)
 
-bench-train: setup build
+bench-train: setup-tests build
 	cmake --build $(BUILD) --target bench_train -j $(JOBS)
 	$(BUILD)/bench_train --source-dir .
 
-bench-mla: setup build
+bench-mla: setup-tests build
 	cmake --build $(BUILD) --target bench_mla_cache -j $(JOBS)
 	$(BUILD)/bench_mla_cache configs/deepseek-tiny.toml configs/deepseek-small.toml
 
-bench-checkpoint: setup build
+bench-checkpoint: setup-tests build
 	cmake --build $(BUILD) --target bench_checkpoint -j $(JOBS)
 	$(BUILD)/bench_checkpoint --source-dir . --micro-batch 1
 
-bench-links: setup build
+bench-links: setup-tests build
 	python3 bench/bench_links.py --keel $(BUILD)/keel --work $(BUILD)/bench/links
 
-bench-goodput: setup build
+bench-goodput: setup-tests build
 	python3 bench/bench_goodput.py --keel $(BUILD)/keel --work $(BUILD)/bench/goodput
 
 format:

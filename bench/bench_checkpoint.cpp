@@ -31,6 +31,7 @@
 #include "io/config.h"
 #include "model/model.h"
 #include "resilience/run_loop.h"
+#include "store/run_model.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
 
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
     auto be = backend::make_backend("cpu");
     const char* th = std::getenv("KEEL_BENCH_THREADS");
     be->set_threads(th ? std::atoi(th) : 2);
-    auto model = model::make_model(train::run_model_config(cfg, kVocab), *be);
+    auto model = model::make_model(store::run_model_config(cfg, kVocab), *be);
     model->init(cfg.train.seed);
     model->sync_compute_weights();
     train::TrainerOptions o = train::run_trainer_options(cfg, 1e12);

@@ -16,7 +16,7 @@
 #include "model/model.h"
 #include "serve/inference_model.h"
 #include "serve/kv_cache.h"
-#include "train/run_setup.h"
+#include "store/run_model.h"
 
 int main(int argc, char** argv) {
   std::vector<std::string> paths;
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   for (const std::string& p : paths) {
     try {
       const keel::io::Config cfg = keel::io::load_config(p);
-      const keel::model::ModelConfig m = keel::model::resolve_config(keel::train::run_model_config(
+      const keel::model::ModelConfig m = keel::model::resolve_config(keel::store::run_model_config(
           cfg, cfg.model.vocab_size > 0 ? cfg.model.vocab_size : cfg.data.vocab_size));
       const int64_t es = int64_t(keel::dtype_size(
           m.compute_dtype == keel::DType::BF16 ? keel::DType::BF16 : keel::DType::F32));
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
       auto be = keel::backend::make_backend("ref");
       auto model = keel::model::make_model(m, *be);
       model->init(1);
-      keel::serve::ModelWeights w;
+      keel::store::ModelWeights w;
       w.config = model->config();
       for (keel::nn::Parameter* prm : model->parameters()) w.tensors[prm->name] = prm->value;
       for (auto& [name, t] : model->inference_buffers()) w.tensors[name] = *t;

@@ -30,8 +30,8 @@
 #include "serve/inference_model.h"
 #include "serve/kv_cache.h"
 #include "serve/sampler.h"
-#include "train/run_dir.h"
-#include "train/run_setup.h"
+#include "store/run_dir.h"
+#include "store/run_model.h"
 
 using namespace keel;
 using Clock = std::chrono::steady_clock;
@@ -295,7 +295,7 @@ int main(int argc, char** argv) try {
   auto ref = backend::make_backend("ref");
   auto model = model::make_model(c, *ref);
   model->init(1);
-  serve::ModelWeights w;
+  store::ModelWeights w;
   w.config = model->config();
   w.tokenizer = tok;
   w.dir = "<bench>";
@@ -311,7 +311,7 @@ int main(int argc, char** argv) try {
          fmt::format("model.vocab_size={}", c.vocab_size), "data.tokenizer=gpt2",
          "data.gpt2_dir=" + a.tokenizer_dir, fmt::format("train.seq_len={}", c.max_seq_len),
          "run.dir=" + a.save_run});
-    train::save_run(a.save_run, cfg, *model, tok, {{"note", "untrained, for bench-serve"}});
+    store::save_run(a.save_run, cfg, *model, tok, {{"note", "untrained, for bench-serve"}});
   }
   auto be = backend::make_backend("cpu");
   be->set_threads(a.threads);

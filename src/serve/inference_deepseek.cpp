@@ -28,14 +28,15 @@ Tensor expert_slice(const Tensor& t, int64_t e) {
 
 }  // namespace
 
-DeepSeekInference::DeepSeekInference(const ModelWeights& w, backend::Backend& be, DType format)
+DeepSeekInference::DeepSeekInference(const store::ModelWeights& w, backend::Backend& be,
+                                     DType format)
     : cfg_(w.config), be_(be), format_(format) {
   const model::ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, V = c.vocab_size, NH = c.n_head;
   const int64_t D = c.qk_nope_head_dim + c.qk_rope_head_dim, R = c.kv_lora_rank;
   const int64_t E = c.n_routed_experts, F = c.moe_ffn_hidden;
   const auto t = [&](const std::string& n, const Shape& s) -> const Tensor& {
-    return weight(w, n, s);
+    return store::weight(w, n, s);
   };
   tok_emb_ = t("model.embed_tokens.weight", {V, C});
   layers_.resize(size_t(c.n_layer));

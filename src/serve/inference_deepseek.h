@@ -15,7 +15,7 @@
 #include "serve/forward_batch.h"
 #include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
-#include "serve/model_weights.h"
+#include "store/model_weights.h"
 
 namespace keel::serve {
 
@@ -23,7 +23,7 @@ class DeepSeekInference {
  public:
   // Copies (or quantizes to `format`) the weights it needs out of w; the
   // router stays f32 so that quantization cannot change which experts run.
-  DeepSeekInference(const ModelWeights& w, backend::Backend& be, DType format);
+  DeepSeekInference(const store::ModelWeights& w, backend::Backend& be, DType format);
 
   // Floats cached per token and layer: kv_lora_rank + qk_rope_head_dim.
   int64_t cache_width() const { return cfg_.kv_lora_rank + cfg_.qk_rope_head_dim; }

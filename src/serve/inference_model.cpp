@@ -46,7 +46,7 @@ const char* ForwardProfile::name(int phase) {
   return phase >= 0 && phase < kCount ? names[phase] : "?";
 }
 
-InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DType format)
+InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format)
     : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
   if (cfg_.arch == "deepseek") {
     deepseek_ = std::make_unique<DeepSeekInference>(w, be, format);
@@ -58,7 +58,7 @@ InferenceModel::InferenceModel(const ModelWeights& w, backend::Backend& be, DTyp
                       cfg_.arch);
   kv_dim_ = cfg_.n_kv_head * head_size();
   const int64_t C = cfg_.n_embd, V = cfg_.vocab_size, F = cfg_.ffn_hidden, kv = kv_dim();
-  const auto t = [&](const std::string& n, const Shape& s) { return &weight(w, n, s); };
+  const auto t = [&](const std::string& n, const Shape& s) { return &store::weight(w, n, s); };
   layers_.resize(size_t(cfg_.n_layer));
   if (!llama_) {
     tok_emb_ = *t("wte.weight", {V, C});

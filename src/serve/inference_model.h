@@ -17,7 +17,7 @@
 #include "serve/forward_batch.h"
 #include "serve/inference_linear.h"
 #include "serve/kv_cache.h"
-#include "serve/model_weights.h"
+#include "store/model_weights.h"
 
 namespace keel::serve {
 
@@ -52,7 +52,7 @@ class InferenceModel {
  public:
   // Copies (or quantizes) every weight it needs out of w; w may go away after.
   // deepseek runs through DeepSeekInference (serve/inference_deepseek.h).
-  InferenceModel(const ModelWeights& w, backend::Backend& be, DType format);
+  InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format);
   ~InferenceModel();
 
   const model::ModelConfig& config() const { return cfg_; }

@@ -5,10 +5,10 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "data/run_corpus.h"
 #include "data/token_shard.h"
 #include "io/config.h"
-#include "train/run_dir.h"
-#include "train/run_setup.h"
+#include "store/run_dir.h"
 
 namespace keel::serve {
 
@@ -100,11 +100,11 @@ std::vector<int32_t> held_out_tokens(const std::string& model_path, const std::s
                                      int64_t max_tokens) {
   std::string path = shard;
   if (path.empty()) {
-    const fs::path cfg_file = fs::path(model_path) / train::kRunConfigFile;
+    const fs::path cfg_file = fs::path(model_path) / store::kRunConfigFile;
     if (!fs::exists(cfg_file))
       fail<IoError>("{}: no run config to find the held-out split; pass --data VAL_SHARD",
                     cfg_file.string());
-    path = train::prepare_run_data(io::load_config(cfg_file.string())).val_path;
+    path = data::prepare_run_corpus(io::load_config(cfg_file.string())).val_path;
   }
   const data::TokenShard s = data::TokenShard::open(path);
   const int64_t n = std::min<int64_t>(s.size(), max_tokens);

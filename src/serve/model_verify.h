@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "serve/inference_model.h"
-#include "serve/model_weights.h"
+#include "store/model_weights.h"
 
 namespace keel::serve {
 

@@ -1,9 +1,12 @@
 #include "serve/sampler.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
-#include "train/generation.h"
 
 namespace keel::serve {
 
@@ -21,15 +24,48 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
   }
 }
 
+int32_t sample_token(std::span<const float> logits, const SamplingParams& params, double u) {
+  const int64_t V = int64_t(logits.size());
+  if (V == 0) fail("sample_token: empty logits");
+  if (params.temperature <= 0)
+    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  // Candidates by descending logit (stable: ties keep the smaller id first).
+  std::vector<int32_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  int64_t keep = V;
+  if (params.top_k > 0) keep = std::min(keep, params.top_k);
+  std::vector<double> p(static_cast<size_t>(keep));
+  const double mx = double(logits[order[0]]);
+  double sum = 0;
+  for (int64_t i = 0; i < keep; ++i)
+    sum += p[i] = std::exp((double(logits[order[i]]) - mx) / params.temperature);
+  if (params.top_p < 1.0) {
+    double c = 0;
+    int64_t n = 0;
+    while (n < keep) {
+      c += p[n] / sum;
+      ++n;
+      if (c >= params.top_p) break;
+    }
+    keep = n;
+    sum = std::accumulate(p.begin(), p.begin() + keep, 0.0);
+  }
+  const double target = u * sum;
+  double c = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    c += p[i];
+    if (target < c) return order[i];
+  }
+  return order[keep - 1];
+}
+
 int32_t sample_next(std::span<float> logits, std::span<const int32_t> seen,
                     const SamplingParams& params, uint64_t index) {
   apply_repetition_penalty(logits, seen, params.repetition_penalty);
-  train::SampleOptions o;
-  o.temperature = params.temperature;
-  o.top_k = params.top_k;
-  o.top_p = params.top_p;
   const Rng rng(params.seed, 0x7365727665);  // stream "serve"
-  return train::sample_token(logits, o, double(rng.uniform(index)));
+  return sample_token(logits, params, double(rng.uniform(index)));
 }
 
 }  // namespace keel::serve

@@ -1,7 +1,8 @@
-// Token selection for the serving engine: repetition penalty applied to the
-// logits, then train::sample_token (greedy, temperature, top-k, top-p) with
-// a uniform draw from the request's own counter-based RNG stream, so one
-// (seed, prompt) pair always gives the same text whatever else is batched.
+// Token selection, the one sampler keel has (`keel serve` and `keel generate`
+// both decode through the engine): repetition penalty applied to the logits,
+// then greedy, temperature, top-k and top-p with a uniform draw from the
+// request's own counter-based RNG stream, so one (seed, prompt) pair always
+// gives the same text whatever else is batched.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -16,6 +17,11 @@ namespace keel::serve {
 // positive and multiplied by it when negative. penalty == 1 is a no-op.
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> seen,
                               double penalty);
+
+// Picks one id from a row of logits with uniform draw u in [0, 1), using
+// params.temperature (0: argmax), top_k (0: no limit) and top_p (1: no
+// limit). Ties in greedy mode and in the top-k cut go to the smaller id.
+int32_t sample_token(std::span<const float> logits, const SamplingParams& params, double u);
 
 // Picks the next id for token number `index` (0-based count of output tokens)
 // of a request. `logits` is modified (penalty). Deterministic in

@@ -1,8 +1,8 @@
 // OpenAI's own npm client (third_party/openai) against a running `keel serve`
 // on loopback: model list, completions, chat, streaming of both, errors as
 // the client's typed exceptions, then /metrics and a clean SIGTERM exit.
-// Oracle for greedy text: `keel generate` (train::generate, no KV cache, no
-// batching) on the same run must produce the same continuation.
+// Greedy text must equal `keel generate`'s (the same engine, alone in its
+// batch); generate_vs_serve.mjs checks that path against the training model.
 // Usage: node serve_openai_client.mjs <keel> <model dir> <openai package dir>
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';

@@ -12,7 +12,6 @@
 #include "serve/engine.h"
 #include "serve/text_stream.h"
 #include "test_engine_util.h"
-#include "train/generation.h"
 
 using namespace keel;
 using namespace keel::serve;
@@ -59,7 +58,7 @@ class EngineGreedy : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EngineGreedy, MatchesTrainingGreedyGeneration) {
   const std::string arch = GetParam();
-  auto run = train::load_run(serve::testing::tiny_run(arch), "ref");
+  auto run = store::load_run(serve::testing::tiny_run(arch), "ref");
   EngineOptions o;
   o.backend = "ref";
   auto eng = load(arch, o);
@@ -80,10 +79,8 @@ TEST_P(EngineGreedy, MatchesTrainingGreedyGeneration) {
   }
   for (size_t i = 0; i < prompts.size(); ++i) {
     cs[i]->wait();
-    train::SampleOptions so;
-    so.temperature = 0;
-    so.max_tokens = 12;
-    const auto want = train::generate(*run.model, eng->tokenizer().encode(prompts[i]), so);
+    const auto want =
+        serve::testing::full_recompute_greedy(*run.model, eng->tokenizer().encode(prompts[i]), 12);
     EXPECT_EQ(cs[i]->tokens(), want) << prompts[i];
     EXPECT_EQ(cs[i]->finish(), FinishReason::Length);
     EXPECT_EQ(cs[i]->events.back().completion_tokens, 12);

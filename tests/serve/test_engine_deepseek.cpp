@@ -19,7 +19,6 @@
 #include "serve/inference_model.h"
 #include "serve/kv_cache.h"
 #include "test_engine_util.h"
-#include "train/generation.h"
 
 using namespace keel;
 using namespace keel::serve;
@@ -60,8 +59,8 @@ void randomize_biases(model::Model& m, uint64_t seed) {
   }
 }
 
-ModelWeights weights_with_buffers(model::Model& m) {
-  ModelWeights w = serve::testing::weights_of(m);
+store::ModelWeights weights_with_buffers(model::Model& m) {
+  store::ModelWeights w = serve::testing::weights_of(m);
   for (auto& [name, t] : m.inference_buffers()) w.tensors[name] = *t;
   return w;
 }
@@ -99,10 +98,10 @@ TEST(DeepSeekForward, RoutingBiasIsUsed) {
   auto m = model::make_model(ds_config(0), *be);
   m->init(11);
   randomize_biases(*m, 5);
-  ModelWeights w = weights_with_buffers(*m);
+  store::ModelWeights w = weights_with_buffers(*m);
   const int64_t T = 12, V = m->config().vocab_size;
   const auto ids = some_ids(T, V, 4);
-  const auto prefill = [&](const ModelWeights& mw) {
+  const auto prefill = [&](const store::ModelWeights& mw) {
     InferenceModel im(mw, *be, DType::F32);
     KvCachePool pool(m->config().n_layer, im.kv_dim(), SIZE_MAX);
     auto s = pool.try_allocate(T);
@@ -111,7 +110,7 @@ TEST(DeepSeekForward, RoutingBiasIsUsed) {
     return out;
   };
   const std::vector<float> with = prefill(w);
-  ModelWeights zero = w;
+  store::ModelWeights zero = w;
   for (auto& [name, t] : m->inference_buffers())
     zero.tensors[name] = Tensor::zeros(t->shape(), DType::F32);
   const std::vector<float> without = prefill(zero);
@@ -137,7 +136,7 @@ TEST(DeepSeekCache, PoolSizesATokenFromTheLatentWidth) {
 std::string deepseek_run() {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("keel_engine_deepseek_" + std::to_string(::getpid())) / "tiny";
-  if (std::filesystem::exists(dir / train::kRunWeightsFile)) return dir.string();
+  if (std::filesystem::exists(dir / store::kRunWeightsFile)) return dir.string();
   const data::Tokenizer tok = serve::testing::small_tokenizer();
   io::Config cfg = io::default_config();
   io::apply_overrides(
@@ -146,18 +145,18 @@ std::string deepseek_run() {
        "model.max_seq_len=48", "model.kv_lora_rank=16", "model.qk_nope_head_dim=16",
        "model.qk_rope_head_dim=8", "model.v_head_dim=16", "model.n_routed_experts=6",
        "model.top_k=2", "model.moe_ffn_hidden=32", "train.seq_len=48", "run.dir=" + dir.string()});
-  auto be = train::make_run_backend(cfg);
-  auto m = model::make_model(train::run_model_config(cfg, tok.vocab_size()), *be);
+  auto be = store::make_run_backend(cfg);
+  auto m = model::make_model(store::run_model_config(cfg, tok.vocab_size()), *be);
   m->init(7);
   randomize_biases(*m, 9);
   m->sync_compute_weights();
-  train::save_run(dir.string(), cfg, *m, tok, {{"val_loss", 0.0}});
+  store::save_run(dir.string(), cfg, *m, tok, {{"val_loss", 0.0}});
   return dir.string();
 }
 
 TEST(DeepSeekEngine, GreedyMatchesTrainingGreedyGeneration) {
   const std::string dir = deepseek_run();
-  auto run = train::load_run(dir, "ref");
+  auto run = store::load_run(dir, "ref");
   // The saved run carries the biases (they are not zero after loading).
   float babs = 0;
   for (auto& [name, t] : run.model->inference_buffers())
@@ -192,10 +191,8 @@ TEST(DeepSeekEngine, GreedyMatchesTrainingGreedyGeneration) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     ASSERT_EQ(outs[i]->done.get_future().wait_for(std::chrono::seconds(60)),
               std::future_status::ready);
-    train::SampleOptions so;
-    so.temperature = 0;
-    so.max_tokens = 10;
-    const auto want = train::generate(*run.model, eng->tokenizer().encode(prompts[i]), so);
+    const auto want =
+        serve::testing::full_recompute_greedy(*run.model, eng->tokenizer().encode(prompts[i]), 10);
     std::lock_guard<std::mutex> lock(outs[i]->mu);
     EXPECT_EQ(outs[i]->tokens, want) << prompts[i];
   }

@@ -20,9 +20,9 @@
 #include "model/model.h"
 #include "serve/inference_model.h"
 #include "serve/kv_cache.h"
-#include "serve/model_weights.h"
-#include "train/run_dir.h"
-#include "train/run_setup.h"
+#include "store/model_weights.h"
+#include "store/run_dir.h"
+#include "store/run_model.h"
 
 namespace keel::serve::testing {
 
@@ -49,20 +49,38 @@ inline io::Config small_config(const std::string& arch, const std::string& dir) 
 inline std::string tiny_run(const std::string& arch) {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("keel_engine_" + arch + "_" + std::to_string(::getpid())) / "tiny";
-  if (std::filesystem::exists(dir / train::kRunWeightsFile)) return dir.string();
+  if (std::filesystem::exists(dir / store::kRunWeightsFile)) return dir.string();
   const data::Tokenizer tok = small_tokenizer();
   const io::Config cfg = small_config(arch, dir.string());
-  auto be = train::make_run_backend(cfg);
-  auto m = model::make_model(train::run_model_config(cfg, tok.vocab_size()), *be);
+  auto be = store::make_run_backend(cfg);
+  auto m = model::make_model(store::run_model_config(cfg, tok.vocab_size()), *be);
   m->init(7);
   m->sync_compute_weights();
-  train::save_run(dir.string(), cfg, *m, tok, {{"val_loss", 0.0}});
+  store::save_run(dir.string(), cfg, *m, tok, {{"val_loss", 0.0}});
   return dir.string();
 }
 
+// The independent oracle for the engine's greedy decoding: the training
+// model's full forward pass over the whole context for every new token (no
+// KV cache, no inference code). Ties go to the smaller id, as the sampler's.
+inline std::vector<int32_t> full_recompute_greedy(model::Model& m, std::vector<int32_t> ids,
+                                                  int64_t max_tokens) {
+  const int64_t V = m.config().vocab_size;
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < max_tokens; ++i) {
+    const auto T = int64_t(ids.size());
+    const Tensor logits = m.logits(Tensor::from_i32(ids, {1, T}));
+    const float* last = logits.data<float>() + (T - 1) * V;
+    const auto next = int32_t(std::max_element(last, last + V) - last);
+    ids.push_back(next);
+    out.push_back(next);
+  }
+  return out;
+}
+
 // The engine's view of an in-memory model's weights.
-inline ModelWeights weights_of(model::Model& m) {
-  ModelWeights w;
+inline store::ModelWeights weights_of(model::Model& m) {
+  store::ModelWeights w;
   w.config = m.config();
   for (nn::Parameter* p : m.parameters()) w.tensors[p->name] = p->value;
   w.dir = "<memory>";

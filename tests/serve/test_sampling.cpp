@@ -2,6 +2,8 @@
 // (UTF-8 hold-back, stop strings across token boundaries).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "serve/sampler.h"
 #include "serve/text_stream.h"
 
@@ -86,4 +88,36 @@ TEST(TextStream, Utf8Helpers) {
   EXPECT_EQ(utf8_complete_prefix("a\xe0\x80"), 3u);  // overlong lead pair: invalid, not held
   EXPECT_EQ(utf8_sanitize("ok\xed\xa0\x80"), "ok\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
   EXPECT_EQ(utf8_sanitize("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");
+}
+
+TEST(Sampling, GreedyAndCuts) {
+  const std::vector<float> logits = {1.f, 3.f, 2.f, 3.f, -1.f};
+  SamplingParams g;
+  g.temperature = 0;
+  EXPECT_EQ(sample_token(logits, g, 0.99), 1);  // ties go to the smaller id
+  SamplingParams k1;
+  k1.top_k = 1;
+  for (double u : {0.0, 0.5, 0.999}) EXPECT_EQ(sample_token(logits, k1, u), 1);
+  SamplingParams p;
+  p.temperature = 1;
+  p.top_p = 1e-6;  // the nucleus holds only the most likely token
+  EXPECT_EQ(sample_token(logits, p, 0.9), 1);
+  SamplingParams k2;
+  k2.temperature = 1;
+  k2.top_k = 2;  // only ids 1 and 3 (equal logits): half of u each
+  EXPECT_EQ(sample_token(logits, k2, 0.25), 1);
+  EXPECT_EQ(sample_token(logits, k2, 0.75), 3);
+}
+
+TEST(Sampling, FrequenciesFollowTheSoftmax) {
+  const std::vector<float> logits = {0.f, 1.f, 2.f};
+  SamplingParams o;
+  o.temperature = 2.0;
+  std::vector<int> counts(3, 0);
+  const int n = 10000;
+  for (int i = 0; i < n; ++i) ++counts[sample_token(logits, o, (i + 0.5) / n)];
+  double z = 0;
+  for (float l : logits) z += std::exp(l / 2.0);
+  for (int j = 0; j < 3; ++j)
+    EXPECT_NEAR(counts[j] / double(n), std::exp(logits[j] / 2.0) / z, 2.0 / n) << j;
 }

@@ -19,6 +19,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(cpu::Level level)
       : level_(level), k_(cpu::kernels_for(level)), threads_(omp_get_max_threads()) {
     if (threads_ < 1) threads_ = 1;
+    cpu::gemm_load();
   }
 
   std::string_view name() const override { return "cpu"; }
@@ -172,8 +173,8 @@ class CpuBackend final : public Backend {
                             int64_t K, int64_t C) override {
     cpu::moe::permute_backward(dt, pos, dxp, dx, N, K, C, threads_);
   }
-  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
-                             void* y, int64_t N, int64_t K, int64_t C) override {
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp, void* y,
+                             int64_t N, int64_t K, int64_t C) override {
     cpu::moe::unpermute_forward(dt, pos, w, yp, y, N, K, C, threads_);
   }
   void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,

@@ -17,6 +17,10 @@ namespace keel::backend::cpu {
 void gemm(const MatmulArgs& a, const void* A, const void* B, void* C, int threads);
 // Which implementation and kernel run, e.g. "openblas 0.3.21 openmp core=SkylakeX".
 std::string gemm_describe();
+// Loads the BLAS now rather than at the first GEMM, so its warnings (a weak
+// kernel for this CPU, say) reach stderr once, before a run prints its first
+// step or token. Idempotent.
+void gemm_load();
 
 void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K, int threads);
 void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N, int64_t K,

@@ -10,9 +10,9 @@
 #include "backend/backend.h"
 #include "cli/commands/commands.h"
 #include "core/error.h"
-#include "train/model_export.h"
-#include "train/model_import.h"
-#include "train/run_dir.h"
+#include "store/model_export.h"
+#include "store/model_import.h"
+#include "store/run_dir.h"
 
 namespace keel::cli {
 
@@ -29,7 +29,7 @@ void run_export(const ExportArgs& a) {
     fail("export: give exactly one of --run DIR (a keel run) or --model FOLDER (a model folder)");
   if (a.format != "gguf" && a.format != "safetensors")
     fail("--format: '{}' is not one of gguf, safetensors", a.format);
-  const train::GgufWeights weights = train::gguf_weights_from_name(a.dtype);
+  const store::GgufWeights weights = store::gguf_weights_from_name(a.dtype);
   if (a.format == "safetensors" && a.dtype != "f32")
     fail("--dtype: a safetensors export is always f32 (got '{}')", a.dtype);
 
@@ -40,14 +40,14 @@ void run_export(const ExportArgs& a) {
   data::Tokenizer tok;
   std::string src;
   if (!a.run_dir.empty()) {
-    train::LoadedRun run = train::load_run(a.run_dir, "cpu");
+    store::LoadedRun run = store::load_run(a.run_dir, "cpu");
     be = std::move(run.backend);
     model = std::move(run.model);
     tok = std::move(run.tokenizer);
     src = a.run_dir;
   } else {
     be = backend::make_backend("cpu");
-    train::LoadedModel m = train::load_model_folder(a.model_dir, *be);
+    store::LoadedModel m = store::load_model_folder(a.model_dir, *be);
     model = std::move(m.model);
     tok = std::move(m.tokenizer);
     src = a.model_dir;
@@ -61,9 +61,9 @@ void run_export(const ExportArgs& a) {
                              : fmt::format("{}/hf", stem);
   }
   if (a.format == "gguf") {
-    train::export_gguf(out, *model, tok, weights, *be);
+    store::export_gguf(out, *model, tok, weights, *be);
   } else {
-    train::export_hf_folder(out, *model, tok);
+    store::export_hf_folder(out, *model, tok);
   }
   std::printf("exported %s model (%lld parameters) to %s\n", model->config().arch.c_str(),
               static_cast<long long>(model->num_parameters()), out.c_str());

@@ -20,16 +20,17 @@
 #include "cli/commands/commands.h"
 #include "cli/commands/report_environment.h"
 #include "core/error.h"
+#include "data/run_corpus.h"
 #include "dist/run_world.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
 #include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
+#include "store/model_import.h"
+#include "store/run_dir.h"
 #include "train/balance_summary.h"
 #include "train/metrics.h"
-#include "train/model_import.h"
 #include "train/peak_flops.h"
-#include "train/run_dir.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
 
@@ -119,7 +120,7 @@ void run_train(const TrainArgs& args) {
   const auto t_start = std::chrono::steady_clock::now();
   // Rank 0 fills the shared data cache first; the others then find it.
   if (world.rank() != 0) world.barrier(24 * 3600.0);
-  const data::PrepareResult prep = train::prepare_run_data(cfg);
+  const data::PrepareResult prep = data::prepare_run_corpus(cfg);
   if (world.rank() == 0) world.barrier(24 * 3600.0);
   const data::Tokenizer tok = data::Tokenizer::load(prep.tokenizer_path);
   fmt::print(
@@ -128,13 +129,13 @@ void run_train(const TrainArgs& args) {
       prep.train_tokens, prep.val_tokens, prep.tokenizer_id, prep.vocab_size,
       prep.unigram_entropy_nats);
 
-  auto be = train::make_run_backend(cfg);
-  auto model = model::make_model(train::run_model_config(cfg, tok.vocab_size()), *be);
+  auto be = store::make_run_backend(cfg);
+  auto model = model::make_model(store::run_model_config(cfg, tok.vocab_size()), *be);
   model->init(cfg.train.seed);
   model->sync_compute_weights();
   // --init replaces the random start; a checkpoint resumed below still wins.
   if (!args.init_from.empty()) {
-    train::init_weights_from(args.init_from, *model, &tok);
+    store::init_weights_from(args.init_from, *model, &tok);
     fmt::print("init: weights from {}\n", args.init_from);
   }
   const double peak = cfg.train.peak_gflops > 0
@@ -161,7 +162,7 @@ void run_train(const TrainArgs& args) {
   const std::string run = cfg.run.dir;
   // The config goes in first, so even an interrupted run says what it was.
   if (world.rank() == 0)
-    io::write_file_atomic((std::filesystem::path(run) / train::kRunConfigFile).string(),
+    io::write_file_atomic((std::filesystem::path(run) / store::kRunConfigFile).string(),
                           io::config_to_toml(cfg));
   // Backend, GEMM, threads, versions for `keel report`.
   if (world.rank() == 0) report::write_run_environment(run, *be, world.size());
@@ -242,7 +243,7 @@ void run_train(const TrainArgs& args) {
       {"parameters", model->num_parameters()},
       {"tokenizer", prep.tokenizer_id}};
   if (!balance.empty()) summary["expert_load_after_warmup"] = balance.json();
-  if (world.rank() == 0) train::save_run(run, cfg, *model, tok, summary);
+  if (world.rank() == 0) store::save_run(run, cfg, *model, tok, summary);
   if (!trainer.has_validation())
     fmt::print(
         "no validation split (data.val_fraction {} holds too few tokens); unigram entropy "

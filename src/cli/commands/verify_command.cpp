@@ -97,9 +97,9 @@ struct VerifyModelOptions {
   int threads = 0;
 };
 
-serve::Perplexity model_perplexity(const serve::ModelWeights& w, const std::string& backend,
-                                   DType format, int threads,
-                                   const std::vector<int32_t>& tokens, int64_t n) {
+serve::Perplexity model_perplexity(const store::ModelWeights& w, const std::string& backend,
+                                   DType format, int threads, const std::vector<int32_t>& tokens,
+                                   int64_t n) {
   auto be = backend::make_backend(backend);
   if (threads > 0) be->set_threads(threads);
   serve::InferenceModel m(w, *be, format);
@@ -111,7 +111,7 @@ void verify_model(const VerifyModelOptions& o) {
   if (names.size() != 2)
     fail("--backends: give exactly two backends (e.g. ref,cpu), got '{}'", o.backends);
   const DType format = serve::weight_format_from_name(o.quant);
-  const serve::ModelWeights w = serve::load_model_weights(o.model);
+  const store::ModelWeights w = store::load_model_weights(o.model);
   const auto& c = w.config;
   std::vector<std::unique_ptr<backend::Backend>> bes;
   std::vector<std::unique_ptr<serve::InferenceModel>> ms;
@@ -126,15 +126,15 @@ void verify_model(const VerifyModelOptions& o) {
              names[1]);
   fmt::print("{:>3}  {:>6}  {:>5}  {:>12}  {:>9}  {}\n", "#", "prompt", "steps", "max|dlogit|",
              "top-1", "text");
-  const auto rows = serve::compare_greedy(*ms[0], *ms[1], w.tokenizer, serve::verify_prompts(),
-                                          o.max_new);
+  const auto rows =
+      serve::compare_greedy(*ms[0], *ms[1], w.tokenizer, serve::verify_prompts(), o.max_new);
   int64_t steps = 0, agree = 0;
   float worst = 0;
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     fmt::print("{:>3}  {:>6}  {:>5}  {:>12.3e}  {:>8.1f}%  {}\n", i, r.prompt_tokens, r.steps,
-               r.max_logit_diff, 100.0 * double(r.top1_agree) / double(std::max<int64_t>(1, r.steps)),
-               r.prompt);
+               r.max_logit_diff,
+               100.0 * double(r.top1_agree) / double(std::max<int64_t>(1, r.steps)), r.prompt);
     steps += r.steps;
     agree += r.top1_agree;
     worst = std::max(worst, r.max_logit_diff);
@@ -146,13 +146,15 @@ void verify_model(const VerifyModelOptions& o) {
     const auto tokens = serve::held_out_tokens(o.model, o.data, o.ppl_tokens + 1);
     for (size_t i = 0; i < names.size(); ++i) {
       const auto p = serve::perplexity(*ms[i], tokens, o.ppl_tokens);
-      fmt::print("perplexity on the held-out split ({} tokens), {} {}: {:.4f} ({:.4f} nats/token)\n",
-                 p.tokens, names[i], o.quant, p.ppl, p.nats);
+      fmt::print(
+          "perplexity on the held-out split ({} tokens), {} {}: {:.4f} ({:.4f} nats/token)\n",
+          p.tokens, names[i], o.quant, p.ppl, p.nats);
       if (format != DType::F32 && i == 0) {
         const auto f = model_perplexity(w, names[0], DType::F32, o.threads, tokens, o.ppl_tokens);
-        fmt::print("perplexity on the held-out split ({} tokens), {} f32: {:.4f}; {} changes it by "
-                   "{:+.3f}%\n",
-                   f.tokens, names[0], f.ppl, o.quant, 100.0 * (p.ppl / f.ppl - 1.0));
+        fmt::print(
+            "perplexity on the held-out split ({} tokens), {} f32: {:.4f}; {} changes it by "
+            "{:+.3f}%\n",
+            f.tokens, names[0], f.ppl, o.quant, 100.0 * (p.ppl / f.ppl - 1.0));
       }
     }
   } catch (const IoError& e) {

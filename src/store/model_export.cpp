@@ -1,4 +1,4 @@
-#include "train/model_export.h"
+#include "store/model_export.h"
 
 #include <cstring>
 #include <filesystem>
@@ -9,9 +9,9 @@
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
 #include "io/gguf_writer.h"
-#include "train/gguf_deepseek_export.h"
+#include "store/gguf_deepseek_export.h"
 
-namespace keel::train {
+namespace keel::store {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -353,4 +353,4 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
   w.write(path);
 }
 
-}  // namespace keel::train
+}  // namespace keel::store

@@ -10,7 +10,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 
-namespace keel::train {
+namespace keel::store {
 
 // general.architecture of a keel deepseek model in GGUF.
 inline constexpr const char* kDeepseek2GgufArch = "deepseek2";
@@ -40,4 +40,4 @@ std::string deepseek2_gguf_name(const std::string& keel_name);
 // model.n_shared_experts = 0 (llama.cpp requires one; zero adds exactly 0).
 std::vector<io::NamedTensor> deepseek2_gguf_tensors(model::Model& m);
 
-}  // namespace keel::train
+}  // namespace keel::store

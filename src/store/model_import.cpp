@@ -1,4 +1,4 @@
-#include "train/model_import.h"
+#include "store/model_import.h"
 
 #include <filesystem>
 #include <fstream>
@@ -11,10 +11,10 @@
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "train/model_export.h"
-#include "train/run_dir.h"
+#include "store/model_export.h"
+#include "store/run_dir.h"
 
-namespace keel::train {
+namespace keel::store {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -317,4 +317,4 @@ void init_weights_from(const std::string& from, model::Model& model,
                 from);
 }
 
-}  // namespace keel::train
+}  // namespace keel::store

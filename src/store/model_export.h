@@ -14,7 +14,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 
-namespace keel::train {
+namespace keel::store {
 
 // Files of an exported Hugging Face style folder.
 inline constexpr const char* kHfWeightsFile = "model.safetensors";
@@ -70,4 +70,4 @@ std::string gguf_tensor_name(const std::string& arch, const std::string& keel_na
 void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,
                  GgufWeights weights, backend::Backend& be);
 
-}  // namespace keel::train
+}  // namespace keel::store

@@ -19,8 +19,8 @@
 #include "io/atomic_file.h"
 #include "io/gguf_reader.h"
 #include "model/model.h"
-#include "train/model_export.h"
-#include "train/model_import.h"
+#include "store/model_export.h"
+#include "store/model_import.h"
 
 using namespace keel;
 namespace fs = std::filesystem;
@@ -83,25 +83,25 @@ TEST(ModelExport, RopeRowPermutationByHand) {
   // Two heads of size 4, one column holding the row index.
   const Tensor w = Tensor::from_f32({0, 1, 2, 3, 4, 5, 6, 7}, Shape{8, 1});
   // keel row 2i + j -> Hugging Face row j * HS/2 + i: per head [r0, r2, r1, r3].
-  const Tensor hf = train::rope_rows_keel_to_hf(w, 2);
+  const Tensor hf = store::rope_rows_keel_to_hf(w, 2);
   EXPECT_EQ(hf.to_f32_vector(), (std::vector<float>{0, 2, 1, 3, 4, 6, 5, 7}));
-  EXPECT_EQ(train::rope_rows_hf_to_keel(hf, 2).to_f32_vector(), w.to_f32_vector());
+  EXPECT_EQ(store::rope_rows_hf_to_keel(hf, 2).to_f32_vector(), w.to_f32_vector());
   // Head size 8: keel [0..7] -> [0, 2, 4, 6, 1, 3, 5, 7].
   const Tensor w8 = Tensor::from_f32({0, 1, 2, 3, 4, 5, 6, 7}, Shape{8, 1});
-  EXPECT_EQ(train::rope_rows_keel_to_hf(w8, 1).to_f32_vector(),
+  EXPECT_EQ(store::rope_rows_keel_to_hf(w8, 1).to_f32_vector(),
             (std::vector<float>{0, 2, 4, 6, 1, 3, 5, 7}));
-  EXPECT_THROW(train::rope_rows_keel_to_hf(Tensor::from_f32({0, 1, 2}, Shape{3, 1}), 1), Error);
+  EXPECT_THROW(store::rope_rows_keel_to_hf(Tensor::from_f32({0, 1, 2}, Shape{3, 1}), 1), Error);
 }
 
 TEST_P(ExportArch, HfFolderLoadsBackToTheSameLogits) {
   auto be = backend::make_backend("cpu");
   auto m = make(*be, GetParam(), 3);
   const std::string dir = temp_dir("roundtrip_" + GetParam());
-  train::export_hf_folder(dir, *m, tokenizer());
+  store::export_hf_folder(dir, *m, tokenizer());
   for (const char* f : {"model.safetensors", "config.json", "vocab.json", "merges.txt",
                         "tokenizer.json", "tokenizer_config.json"})
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
-  train::LoadedModel back = train::load_model_folder(dir, *be);
+  store::LoadedModel back = store::load_model_folder(dir, *be);
   EXPECT_EQ(back.config.n_layer, 2);
   EXPECT_EQ(back.config.vocab_size, config(GetParam()).vocab_size);
   EXPECT_EQ(back.tokenizer.id(), tokenizer().id());
@@ -111,7 +111,7 @@ TEST_P(ExportArch, HfFolderLoadsBackToTheSameLogits) {
   // --init: a model started from another seed takes the folder's weights.
   auto fresh = make(*be, GetParam(), 77);
   ASSERT_NE(logits_of(*fresh, ids), logits_of(*m, ids));
-  train::init_weights_from(dir, *fresh);
+  store::init_weights_from(dir, *fresh);
   EXPECT_EQ(logits_of(*fresh, ids), logits_of(*m, ids));
 }
 
@@ -119,11 +119,11 @@ TEST_P(ExportArch, HfFolderMatchesPyTorchWithHuggingFaceConventions) {
   auto be = backend::make_backend("ref");
   auto m = make(*be, GetParam(), 4);
   const std::string dir = temp_dir("torch_" + GetParam());
-  train::export_hf_folder(dir, *m, tokenizer());
+  store::export_hf_folder(dir, *m, tokenizer());
   const auto ids = sample_ids();
   io::write_file_atomic(dir + "/ids.json", nlohmann::json(ids).dump());
   const std::string cmd = std::string("/usr/bin/python3 ") + KEEL_SOURCE_DIR +
-                          "/tests/train/hf_folder_torch.py " + dir + " " + dir + "/ids.json " +
+                          "/tests/store/hf_folder_torch.py " + dir + " " + dir + "/ids.json " +
                           dir + "/logits.f64";
   const int rc = std::system(cmd.c_str());
   ASSERT_EQ(rc, 0) << cmd;
@@ -147,9 +147,9 @@ TEST_P(ExportArch, GgufExportReadsBack) {
   const std::string dir = temp_dir("gguf_" + GetParam());
   const auto& c = m->config();
   for (const auto wt :
-       {train::GgufWeights::F32, train::GgufWeights::F16, train::GgufWeights::Q8_0}) {
+       {store::GgufWeights::F32, store::GgufWeights::F16, store::GgufWeights::Q8_0}) {
     const std::string path = dir + "/m.gguf";
-    train::export_gguf(path, *m, tokenizer(), wt, *be);
+    store::export_gguf(path, *m, tokenizer(), wt, *be);
     const io::GgufFile f = io::GgufFile::open(path);
     const std::string a = GetParam();
     EXPECT_EQ(f.get_string("general.architecture"), a);
@@ -178,12 +178,12 @@ TEST_P(ExportArch, GgufExportReadsBack) {
     }
     ASSERT_EQ(f.tensors().size(), m->parameters().size());
     for (auto* p : m->parameters()) {
-      const std::string g = train::gguf_tensor_name(a, p->name);
+      const std::string g = store::gguf_tensor_name(a, p->name);
       const auto& info = f.tensor_info(g);
       EXPECT_EQ(info.shape(), p->value.shape()) << g;
-      const DType want = p->value.rank() == 1 || wt == train::GgufWeights::F32
+      const DType want = p->value.rank() == 1 || wt == store::GgufWeights::F32
                              ? DType::F32
-                             : (wt == train::GgufWeights::F16 ? DType::F16 : DType::Q8_0);
+                             : (wt == store::GgufWeights::F16 ? DType::F16 : DType::Q8_0);
       EXPECT_EQ(info.dtype, want) << g;
       const auto got = f.get_f32(g).to_f32_vector(), exp = p->value.to_f32_vector();
       float amax = 0;
@@ -202,7 +202,7 @@ TEST(ModelImport, BadFoldersAreClearErrors) {
   auto be = backend::make_backend("cpu");
   auto m = make(*be, "llama", 6);
   const std::string dir = temp_dir("bad");
-  train::export_hf_folder(dir, *m, tokenizer());
+  store::export_hf_folder(dir, *m, tokenizer());
   auto error_of = [&](const std::function<void()>& f) -> std::string {
     try {
       f();
@@ -215,12 +215,12 @@ TEST(ModelImport, BadFoldersAreClearErrors) {
   nlohmann::json cfg = nlohmann::json::parse(io::read_file_bytes(dir + "/config.json"));
   cfg["model_type"] = "bert";
   io::write_file_atomic(dir + "/config.json", cfg.dump());
-  EXPECT_NE(error_of([&] { train::load_model_folder(dir, *be); }).find("model_type"),
+  EXPECT_NE(error_of([&] { store::load_model_folder(dir, *be); }).find("model_type"),
             std::string::npos);
   cfg["model_type"] = "llama";
   cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   io::write_file_atomic(dir + "/config.json", cfg.dump());
-  EXPECT_NE(error_of([&] { train::load_model_folder(dir, *be); }).find("rope_scaling"),
+  EXPECT_NE(error_of([&] { store::load_model_folder(dir, *be); }).find("rope_scaling"),
             std::string::npos);
   // A model of another shape: the misshapen tensor is named.
   auto other = model::make_model(
@@ -233,7 +233,7 @@ TEST(ModelImport, BadFoldersAreClearErrors) {
   cfg.erase("rope_scaling");
   io::write_file_atomic(dir + "/config.json", cfg.dump());
   EXPECT_NE(
-      error_of([&] { train::init_weights_from(dir, *other); }).find("model.embed_tokens.weight"),
+      error_of([&] { store::init_weights_from(dir, *other); }).find("model.embed_tokens.weight"),
       std::string::npos);
   // --init with a run whose tokenizer differs.
   const data::Tokenizer other_tok = [] {
@@ -243,20 +243,20 @@ TEST(ModelImport, BadFoldersAreClearErrors) {
     o.vocab_size = 270;
     return data::Tokenizer::train(v, o);
   }();
-  EXPECT_NE(error_of([&] { train::init_weights_from(dir, *m, &other_tok); }).find("tokenizer"),
+  EXPECT_NE(error_of([&] { store::init_weights_from(dir, *m, &other_tok); }).find("tokenizer"),
             std::string::npos);
-  EXPECT_NO_THROW(train::init_weights_from(dir, *m, &tokenizer()));
+  EXPECT_NO_THROW(store::init_weights_from(dir, *m, &tokenizer()));
   // --init from a gpt2 folder into a llama run.
   auto g = make(*be, "gpt2", 1);
   const std::string gdir = temp_dir("bad_gpt2");
-  train::export_hf_folder(gdir, *g, tokenizer());
-  EXPECT_NE(error_of([&] { train::init_weights_from(gdir, *m); }).find("gpt2"), std::string::npos);
+  store::export_hf_folder(gdir, *g, tokenizer());
+  EXPECT_NE(error_of([&] { store::init_weights_from(gdir, *m); }).find("gpt2"), std::string::npos);
   // No tokenizer files.
   fs::remove(fs::path(dir) / "vocab.json");
   fs::remove(fs::path(dir) / "tokenizer.json");
-  EXPECT_NE(error_of([&] { train::load_model_folder(dir, *be); }).find("tokenizer"),
+  EXPECT_NE(error_of([&] { store::load_model_folder(dir, *be); }).find("tokenizer"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { train::load_model_folder(dir + "/nope", *be); }).find("not found"),
+  EXPECT_NE(error_of([&] { store::load_model_folder(dir + "/nope", *be); }).find("not found"),
             std::string::npos);
 }
 
@@ -264,8 +264,8 @@ TEST(ModelImport, TokenizerJsonAloneIsEnough) {
   auto be = backend::make_backend("cpu");
   auto m = make(*be, "gpt2", 6);
   const std::string dir = temp_dir("tokjson");
-  train::export_hf_folder(dir, *m, tokenizer());
+  store::export_hf_folder(dir, *m, tokenizer());
   fs::remove(fs::path(dir) / "vocab.json");
   fs::remove(fs::path(dir) / "merges.txt");
-  EXPECT_EQ(train::load_folder_tokenizer(dir).id(), tokenizer().id());
+  EXPECT_EQ(store::load_folder_tokenizer(dir).id(), tokenizer().id());
 }

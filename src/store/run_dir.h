@@ -14,7 +14,7 @@
 #include "io/config.h"
 #include "model/model.h"
 
-namespace keel::train {
+namespace keel::store {
 
 inline constexpr const char* kRunWeightsFile = "model.safetensors";
 inline constexpr const char* kRunConfigFile = "config.toml";
@@ -41,4 +41,4 @@ struct LoadedRun {
 // an IoError naming it. backend_name overrides train.backend when not empty.
 LoadedRun load_run(const std::string& dir, const std::string& backend_name = "");
 
-}  // namespace keel::train
+}  // namespace keel::store

@@ -10,7 +10,7 @@
 #include "data/tokenizer.h"
 #include "model/model.h"
 
-namespace keel::serve {
+namespace keel::store {
 
 struct ModelWeights {
   model::ModelConfig config;  // resolved (defaults filled in)
@@ -25,4 +25,4 @@ ModelWeights load_model_weights(const std::string& path);
 // The tensor called `name` with the given shape; IoError naming it otherwise.
 const Tensor& weight(const ModelWeights& w, const std::string& name, const Shape& shape);
 
-}  // namespace keel::serve
+}  // namespace keel::store

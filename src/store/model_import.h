@@ -12,7 +12,7 @@
 #include "data/tokenizer.h"
 #include "model/model.h"
 
-namespace keel::train {
+namespace keel::store {
 
 // config.json -> ModelConfig for model_type "gpt2" or "llama". A missing or
 // unsupported setting (another activation, rope scaling, biases on llama) is
@@ -49,4 +49,4 @@ LoadedModel load_model_folder(const std::string& dir, backend::Backend& be);
 void init_weights_from(const std::string& from, model::Model& model,
                        const data::Tokenizer* tokenizer = nullptr);
 
-}  // namespace keel::train
+}  // namespace keel::store

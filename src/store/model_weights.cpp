@@ -1,12 +1,12 @@
-#include "serve/model_weights.h"
+#include "store/model_weights.h"
 
 #include <filesystem>
 
 #include "core/error.h"
-#include "train/model_import.h"
-#include "train/run_dir.h"
+#include "store/model_import.h"
+#include "store/run_dir.h"
 
-namespace keel::serve {
+namespace keel::store {
 
 namespace fs = std::filesystem;
 
@@ -15,10 +15,10 @@ ModelWeights load_model_weights(const std::string& path) {
   const fs::path dir(path);
   ModelWeights w;
   w.dir = path;
-  if (fs::exists(dir / train::kRunConfigFile)) {
+  if (fs::exists(dir / kRunConfigFile)) {
     // A run directory: build the training model on ref (no thread pool),
     // load it, keep the parameters' f32 storage and drop the rest.
-    train::LoadedRun run = train::load_run(path, "ref");
+    LoadedRun run = load_run(path, "ref");
     w.config = run.model->config();
     w.tokenizer = std::move(run.tokenizer);
     for (nn::Parameter* p : run.model->parameters()) w.tensors[p->name] = p->value;
@@ -28,14 +28,14 @@ ModelWeights load_model_weights(const std::string& path) {
   if (fs::exists(dir / "config.json")) {
     // An exported (Hugging Face style) folder, mapped back to keel's names.
     auto ref = backend::make_backend("ref");
-    train::LoadedModel m = train::load_model_folder(path, *ref);
+    LoadedModel m = load_model_folder(path, *ref);
     w.config = m.model->config();
     w.tokenizer = std::move(m.tokenizer);
     for (nn::Parameter* p : m.model->parameters()) w.tensors[p->name] = p->value;
     return w;
   }
   fail<IoError>("{}: neither a run directory ({}) nor an exported folder (config.json)", path,
-                train::kRunConfigFile);
+                kRunConfigFile);
 }
 
 const Tensor& weight(const ModelWeights& w, const std::string& name, const Shape& shape) {
@@ -47,4 +47,4 @@ const Tensor& weight(const ModelWeights& w, const std::string& name, const Shape
   return it->second;
 }
 
-}  // namespace keel::serve
+}  // namespace keel::store

@@ -1,4 +1,4 @@
-#include "train/run_dir.h"
+#include "store/run_dir.h"
 
 #include <filesystem>
 #include <set>
@@ -6,9 +6,9 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "train/run_setup.h"
+#include "store/run_model.h"
 
-namespace keel::train {
+namespace keel::store {
 
 namespace fs = std::filesystem;
 
@@ -68,4 +68,4 @@ LoadedRun load_run(const std::string& dir, const std::string& backend_name) {
   return r;
 }
 
-}  // namespace keel::train
+}  // namespace keel::store

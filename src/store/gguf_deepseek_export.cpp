@@ -1,7 +1,7 @@
 // deepseek -> llama.cpp deepseek2 GGUF mapping (see gguf_deepseek_export.h).
 // llama.cpp's deepseek2 rotates adjacent pairs of the rope part (its "norm"
 // rope), as keel does, so no projection rows are permuted.
-#include "train/gguf_deepseek_export.h"
+#include "store/gguf_deepseek_export.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 
-namespace keel::train {
+namespace keel::store {
 
 namespace {
 
@@ -159,4 +159,4 @@ std::vector<io::NamedTensor> deepseek2_gguf_tensors(model::Model& m) {
   return out;
 }
 
-}  // namespace keel::train
+}  // namespace keel::store
