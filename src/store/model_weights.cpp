@@ -3,8 +3,11 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/config.h"
+#include "io/safetensors.h"
 #include "store/model_import.h"
 #include "store/run_dir.h"
+#include "store/run_model.h"
 
 namespace keel::store {
 
@@ -16,13 +19,24 @@ ModelWeights load_model_weights(const std::string& path) {
   ModelWeights w;
   w.dir = path;
   if (fs::exists(dir / kRunConfigFile)) {
-    // A run directory: build the training model on ref (no thread pool),
-    // load it, keep the parameters' f32 storage and drop the rest.
-    LoadedRun run = load_run(path, "ref");
-    w.config = run.model->config();
-    w.tokenizer = std::move(run.tokenizer);
-    for (nn::Parameter* p : run.model->parameters()) w.tensors[p->name] = p->value;
-    for (auto& [name, t] : run.model->inference_buffers()) w.tensors[name] = *t;
+    // A run directory: the tensors come straight from model.safetensors (one
+    // copy; building the training model first cost three more passes over
+    // every weight). Shapes are checked by weight() as the engine takes them.
+    for (const char* f : {kRunWeightsFile, kRunTokenizerFile})
+      if (!fs::exists(dir / f))
+        fail<IoError>("{}: missing {} (was the run finished by `keel train`?)", (dir / f).string(),
+                      f);
+    const io::Config cfg = io::load_config((dir / kRunConfigFile).string());
+    w.tokenizer = data::Tokenizer::load((dir / kRunTokenizerFile).string());
+    w.config = model::resolve_config(run_model_config(cfg, w.tokenizer.vocab_size()));
+    const std::string file_path = (dir / kRunWeightsFile).string();
+    const auto file = io::SafetensorsFile::open(file_path);
+    for (const auto& e : file.entries()) {
+      if (e.dtype != DType::F32)
+        fail<IoError>("{}: tensor '{}' is {}, expected f32 (keel writes f32 master weights)",
+                      file_path, e.name, dtype_name(e.dtype));
+      w.tensors[e.name] = file.get(e.name);
+    }
     return w;
   }
   if (fs::exists(dir / "config.json")) {

@@ -44,12 +44,17 @@ void write_bytes(const std::string& s) {
 // inference code with it.
 void write_logits(const std::string& path, const std::string& model_path,
                   const std::vector<int32_t>& prompt, const std::vector<int32_t>& ids) {
-  auto be = backend::make_backend("cpu");
+  // The backend must outlive the model built on it.
+  std::unique_ptr<backend::Backend> be;
   std::unique_ptr<model::Model> model;
-  if (std::filesystem::exists(std::filesystem::path(model_path) / store::kRunConfigFile))
-    model = store::load_run(model_path, "cpu").model;
-  else
+  if (std::filesystem::exists(std::filesystem::path(model_path) / store::kRunConfigFile)) {
+    store::LoadedRun run = store::load_run(model_path, "cpu");
+    be = std::move(run.backend);
+    model = std::move(run.model);
+  } else {
+    be = backend::make_backend("cpu");
     model = store::load_model_folder(model_path, *be).model;
+  }
   std::vector<int32_t> all = prompt;
   all.insert(all.end(), ids.begin(), ids.end());
   if (ids.empty()) {
@@ -87,6 +92,8 @@ void run_generate(GenerateArgs& a) {
   if (a.run_dir.empty() == a.model_dir.empty())
     fail("generate: give exactly one of --run DIR (a keel run) or --model FOLDER (a model folder)");
   const std::string path = a.run_dir.empty() ? a.model_dir : a.run_dir;
+  if (!std::filesystem::is_directory(path))
+    fail<IoError>("{}: {} not found", path, a.run_dir.empty() ? "model folder" : "run directory");
   a.engine.max_batch = 1;
 
   // Loading creates the backend, which prints its environment warnings (a
@@ -192,8 +199,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", a->sampling.seed, "sampling seed (as the server's `seed` field)")
       ->capture_default_str();
   cmd->add_option("--stop", a->sampling.stop, "stop string (repeatable; not printed)");
-  cmd->add_option("--backend", a->engine.backend, "backend to run on")->capture_default_str();
-  cmd->add_option("--quant", a->engine.quant, "weight format: none | int8 | q8_0 | q4")
+  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref")
+      ->check(CLI::IsMember({"cpu", "ref"}))
+      ->capture_default_str();
+  cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
+      ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))
       ->capture_default_str();
   cmd->add_option("--threads", a->engine.threads, "compute threads (0 = every core)")
       ->capture_default_str();

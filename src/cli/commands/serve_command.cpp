@@ -95,8 +95,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref")
       ->check(CLI::IsMember({"cpu", "ref"}))
       ->capture_default_str();
-  cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q4")
-      ->check(CLI::IsMember({"none", "int8", "q4"}))
+  cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
+      ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))
       ->capture_default_str();
   cmd->add_option("--max-batch", a->engine.max_batch, "sequences decoded together")
       ->capture_default_str();
