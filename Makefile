@@ -31,6 +31,7 @@ run: setup
 # Configure again after setup-tests: tests whose oracles were missing when
 # `make run` configured the tree are registered now.
 test: setup-tests
+	rm -rf $(BUILD)/tmp
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
