@@ -36,7 +36,13 @@ if (!fs.existsSync(entry)) {
 // stays below 0.1 (measured 6.2e-3 to 1.5e-2; 2.4e-2 to 3.1e-1 over the whole
 // vocabulary, the largest for deepseek).
 const MIN_TOKENS = 32;
-const F32_LOGPROB_BOUND = 2e-3;
+// gpt2 gets a wider f32 bound: ggml's CPU GELU looks its result up in a
+// table indexed by the input rounded to f16 (GGML_GELU_FP16), so llama.cpp's
+// "f32" gpt2 carries an 11-bit rounding at every MLP activation that keel's
+// exact erf/tanh GELU does not. Measured 6.2e-4 on a Xeon and 2.2e-3 on a
+// Zen 5 (node-llama-cpp ships a different binary per CPU level); llama and
+// deepseek (SiLU, no table) stay at 2e-3.
+const F32_LOGPROB_BOUND = arch === 'gpt2' ? 1e-2 : 2e-3;
 const Q8_TOP1_MIN = 0.9;
 const Q8_CHOSEN_LOGPROB_BOUND = 0.1;
 
