@@ -62,15 +62,21 @@ if ((TESTS)); then
   # OpenAI's own client, used by the serve ctests against `keel serve` (no dependencies).
   fetch_npm openai@6.30.1 third_party/openai
   # llama.cpp through node-llama-cpp's prebuilt CPU binaries (optional npm
-  # dependencies, so no install script has to run): the GGUF interop ctest and
-  # bench-serve load exported models with it, offline.
-  if [ ! -f third_party/node-llama-cpp/.done ]; then
-    rm -rf third_party/node-llama-cpp.tmp && mkdir -p third_party/node-llama-cpp.tmp
-    (cd third_party/node-llama-cpp.tmp && echo '{"private": true}' > package.json &&
-     npm install --silent --no-audit --no-fund --ignore-scripts -E node-llama-cpp@3.21.1 >/dev/null)
-    rm -rf third_party/node-llama-cpp && mv third_party/node-llama-cpp.tmp third_party/node-llama-cpp
-    touch third_party/node-llama-cpp/.done
-    echo "[setup] installed node-llama-cpp@3.21.1 -> third_party/node-llama-cpp"
-  fi
+  # dependencies, so no install script has to run): the GGUF interop ctests
+  # and bench-serve load exported models with it, offline. 3.21.1 is the peer;
+  # the older releases bundle llama.cpp builds from late 2024 to mid 2025 for
+  # the compatibility matrix (docs/export.md).
+  install_nlc() { # version dest
+    local v="$1" dest="$2"
+    if [ -f "$dest/.done" ]; then return; fi
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    (cd "$dest.tmp" && echo '{"private": true}' > package.json &&
+     npm install --silent --no-audit --no-fund --ignore-scripts -E "node-llama-cpp@$v" >/dev/null)
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    touch "$dest/.done"
+    echo "[setup] installed node-llama-cpp@$v -> $dest"
+  }
+  install_nlc 3.21.1 third_party/node-llama-cpp
+  for v in 3.1.1 3.6.0 3.14.0; do install_nlc "$v" "third_party/node-llama-cpp-$v"; done
 fi
 echo "[setup] ok$( ((TESTS)) && echo ' (with the test oracles)')"

@@ -28,6 +28,45 @@ if(KEEL_NODE AND EXISTS ${_sotu}/1790_george_washington_n.txt)
                          PASS_REGULAR_EXPRESSION "llama.cpp interop \\(${arch}\\): all checks passed")
   endforeach()
   set_tests_properties(export_llama_cpp_interop PROPERTIES FIXTURES_SETUP export_llama_run)
+  # The compatibility matrix: the same exports in llama.cpp builds from older
+  # node-llama-cpp releases (scripts/setup.sh --tests installs each in
+  # third_party/node-llama-cpp-<release>). A pair listed with a load error is
+  # one that release cannot load because its loader predates what the file
+  # needs; the test passes only if it fails with exactly that reason.
+  #   deepseek, q_lora_rank = 0: loaders up to mid 2025 expect q compression
+  #     (attn_q_a_norm) unless the layer count is one of DeepSeek's "lite" models;
+  #   deepseek, MLA layout (attn_k_b / attn_v_b over the latent): loaders before
+  #     llama.cpp's MLA change (spring 2025) want attn_kv_b per head.
+  set(_pre_mla "'blk.0.attn_kv_b.weight'")
+  set(_no_q_lora "'blk.0.attn_q_a_norm.weight'")
+  foreach(_row "3.1.1|${_no_q_lora}|${_pre_mla}" "3.6.0|${_no_q_lora}|${_pre_mla}"
+               "3.14.0|${_no_q_lora}|")
+    string(REPLACE "|" ";" _row "${_row}")
+    list(GET _row 0 _rel)
+    list(GET _row 1 _ds_unsupported)
+    list(GET _row 2 _dsq_unsupported)
+    set(_nlc ${CMAKE_SOURCE_DIR}/third_party/node-llama-cpp-${_rel})
+    foreach(arch gpt2 llama deepseek deepseek_qlora)
+      set(_t export_llama_cpp_compat_${_rel}_${arch})
+      set(_why "")
+      if(arch STREQUAL "deepseek")
+        set(_why "${_ds_unsupported}")
+      elseif(arch STREQUAL "deepseek_qlora")
+        set(_why "${_dsq_unsupported}")
+      endif()
+      if(EXISTS ${_nlc}/.done)
+        add_test(NAME ${_t}
+                 COMMAND ${KEEL_NODE} ${CMAKE_SOURCE_DIR}/tests/node/llama_interop.mjs $<TARGET_FILE:keel>
+                         ${_eb}/compat_${_rel}_${arch} ${_nlc} ${_eb}/corpus ${arch} ${_why})
+        set_tests_properties(${_t} PROPERTIES TIMEOUT 300 LABELS export
+                             ENVIRONMENT "NODE_LLAMA_CPP_SKIP_DOWNLOAD=true"
+                             PASS_REGULAR_EXPRESSION "llama.cpp interop \\(${arch}\\): (all checks passed|unsupported by ${_rel} as listed)")
+      else()
+        add_test(NAME ${_t} COMMAND sh -c "echo 'missing ${_nlc}: run scripts/setup.sh --tests'; exit 1")
+        set_tests_properties(${_t} PROPERTIES LABELS export)
+      endif()
+    endforeach()
+  endforeach()
   # `keel train --init`: the exported Hugging Face folder of the interop run starts a new
   # run of the same shape, whose first loss is that of a trained model (random: ln 384 = 5.95).
   add_test(NAME export_train_init_from_folder

@@ -96,6 +96,10 @@ void add_deepseek2_metadata(io::GgufWriter& w, const model::ModelConfig& c) {
   w.add_f32(a + "attention.layer_norm_rms_epsilon", c.norm_eps);
   w.add_f32(a + "rope.freq_base", c.rope_theta);
   w.add_u32(a + "rope.dimension_count", u(c.qk_rope_head_dim));
+  // No rope scaling (freq_scale 1), where the yarn log multiplier scales
+  // attention by 1 + mul * log(1 / freq_scale) = 1 whatever its value; loaders
+  // of early 2025 require the key all the same.
+  w.add_f32(a + "rope.scaling.yarn_log_multiplier", 0.f);
   // MLA as multi-query attention over the cached latent and rotary key.
   w.add_u32(a + "attention.head_count_kv", 1);
   // Written even when 0 (no q compression: attn_q): llama.cpp requires the key.

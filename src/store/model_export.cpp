@@ -306,6 +306,11 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
   } else {
     for (auto* p : model.parameters())
       tensors.push_back({map_gguf_name(c.arch, p->name), p->value});
+    // GPT-2 ties its head to the embedding; llama.cpp's converter still writes
+    // output.weight (a copy), and loaders before 2025 require it.
+    if (c.arch == "gpt2")
+      for (auto* p : model.parameters())
+        if (p->name == "wte.weight") tensors.push_back({"output.weight", p->value});
   }
   io::GgufWriter w;
   const std::string a = c.arch == "deepseek" ? kDeepseek2GgufArch : c.arch;

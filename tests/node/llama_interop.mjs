@@ -7,14 +7,21 @@
 // Nothing is downloaded or built: node-llama-cpp must already be installed
 // (scripts/setup.sh puts it in third_party/node-llama-cpp).
 // Usage: node llama_interop.mjs <keel> <work dir> <node-llama-cpp dir> <corpus dir> [arch]
+//                                [unsupported]
 // arch: llama | gpt2 | deepseek | deepseek_qlora (q compression, softmax
 // gating without renormalisation, routed scaling 2, no shared expert).
+// The node-llama-cpp dir may hold any 3.x release (the compatibility matrix
+// runs several): releases whose API has no controlledEvaluate (before 3.3)
+// are compared on greedy tokens only, and say so. `unsupported`, when given,
+// is the llama.cpp load error this release is known to give for this
+// architecture's export (a loader that predates what the file needs): the
+// test then passes only if loading fails with exactly that message.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const [keel, work, nlcDir, corpus, arch = 'llama'] = process.argv.slice(2);
+const [keel, work, nlcDir, corpus, arch = 'llama', unsupported = ''] = process.argv.slice(2);
 if (!keel || !work || !nlcDir || !corpus) {
   console.error('usage: node llama_interop.mjs <keel> <work dir> <node-llama-cpp dir> <corpus dir> [arch]');
   process.exit(2);
@@ -90,10 +97,42 @@ const ref = JSON.parse(fs.readFileSync(keelOut, 'utf8'));
 console.log(`keel: ${JSON.stringify(text.trimEnd())}`);
 
 const { getLlama, readGgufFileInfo, LlamaLogLevel } = await import(pathToFileURL(entry).href);
+const release = JSON.parse(fs.readFileSync(
+  path.join(nlcDir, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
+const llamaLog = [];
 const llama = await getLlama({
   gpu: false, build: 'never', usePrebuiltBinaries: true, skipDownload: true, progressLogs: false,
   logLevel: LlamaLogLevel.error, maxThreads: 2,
+  logger: (level, message) => { llamaLog.push(message); console.error(`[llama.cpp] ${message}`); },
 });
+console.log(`node-llama-cpp ${release}, llama.cpp ${llama.llamaCppRelease?.release ?? '?'}`);
+
+if (unsupported) {
+  // A release known to predate what this export needs: loading must fail, and
+  // with the known reason (a new failure mode is not hidden behind it).
+  const gguf = path.join(runDir, 'model-f32.gguf');
+  run(['export', '--run', runDir, '--format', 'gguf', '--dtype', 'f32', '--out', gguf]);
+  let loaded = false;
+  try {
+    const m = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
+    loaded = true;
+    await m.dispose();
+  } catch (e) {
+    // the reason is in llama.cpp's log
+  }
+  // llama.cpp's log reaches JavaScript asynchronously: give it a moment.
+  const said = () => llamaLog.some((l) => l.includes(unsupported));
+  for (let i = 0; i < 50 && !loaded && !said(); i++) await new Promise((r) => setTimeout(r, 100));
+  await llama.dispose();
+  console.log(`matrix: ${release} | ${arch} | f32 | does not load: ${unsupported}`);
+  if (loaded || !said()) {
+    console.error(loaded ? 'FAIL the model loaded: update the compatibility matrix'
+      : `FAIL loading failed without "${unsupported}" in llama.cpp's log`);
+    process.exit(1);
+  }
+  console.log(`llama.cpp interop (${arch}): unsupported by ${release} as listed`);
+  process.exit(0);
+}
 
 function logSoftmax(row) {
   let m = -Infinity;
@@ -139,6 +178,14 @@ async function compare(dtype) {
 
   // Next-token distributions at every position keel generated, from one pass.
   const seq2 = ctx.getSequence();
+  if (typeof seq2.controlledEvaluate !== 'function') {
+    console.log(`[${dtype}] node-llama-cpp ${release} exposes no next-token probabilities: ` +
+      `greedy tokens only (equal for the first ${same} of ${ref.ids.length})`);
+    console.log(`matrix: ${release} | ${arch} | ${dtype} | loads | greedy ${same}/${ref.ids.length} | -`);
+    await ctx.dispose();
+    await model.dispose();
+    return { same, maxAll: 0, maxChosen: 0, top1: same, nCompared: V * ref.ids.length, noProbs: true };
+  }
   const all = [...ref.prompt_ids, ...ref.ids.slice(0, -1)];
   const first = ref.prompt_ids.length - 1;
   const input = all.map((t, i) => (i >= first
@@ -164,6 +211,8 @@ async function compare(dtype) {
     `(vocabulary ${V}): max |delta log p| = ${maxAll.toExponential(3)}, on keel's chosen tokens ` +
     `${maxChosen.toExponential(3)}; top-1 agreement ${top1}/${ref.ids.length}; greedy tokens equal ` +
     `for the first ${same} of ${ref.ids.length}`);
+  console.log(`matrix: ${release} | ${arch} | ${dtype} | loads | greedy ${same}/${ref.ids.length} | ` +
+    `${maxAll.toExponential(2)}`);
   await ctx.dispose();
   await model.dispose();
   return { same, maxAll, maxChosen, top1, nCompared };

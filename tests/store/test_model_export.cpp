@@ -174,9 +174,12 @@ TEST_P(ExportArch, GgufExportReadsBack) {
     } else {
       EXPECT_TRUE(f.has_tensor("position_embd.weight"));
       EXPECT_TRUE(f.has_tensor("blk.1.attn_qkv.bias"));
-      EXPECT_FALSE(f.has_tensor("output.weight"));  // tied: llama.cpp reuses token_embd
+      // Tied head written out, as llama.cpp's converter does (older loaders require it).
+      ASSERT_TRUE(f.has_tensor("output.weight"));
+      EXPECT_EQ(f.get_f32("output.weight").to_f32_vector(),
+                f.get_f32("token_embd.weight").to_f32_vector());
     }
-    ASSERT_EQ(f.tensors().size(), m->parameters().size());
+    ASSERT_EQ(f.tensors().size(), m->parameters().size() + (a == "gpt2" ? 1 : 0));
     for (auto* p : m->parameters()) {
       const std::string g = store::gguf_tensor_name(a, p->name);
       const auto& info = f.tensor_info(g);
@@ -268,4 +271,31 @@ TEST(ModelImport, TokenizerJsonAloneIsEnough) {
   fs::remove(fs::path(dir) / "vocab.json");
   fs::remove(fs::path(dir) / "merges.txt");
   EXPECT_EQ(store::load_folder_tokenizer(dir).id(), tokenizer().id());
+}
+
+// deepseek2: the keys loaders of every era read, with values that change nothing
+// (no rope scaling, so the yarn log multiplier is neutral).
+TEST(ExportGguf, Deepseek2CarriesTheKeysOlderLoadersRequire) {
+  auto be = backend::make_backend("cpu");
+  model::ModelConfig c = config("deepseek");
+  c.kv_lora_rank = 16;
+  c.qk_nope_head_dim = 16;
+  c.qk_rope_head_dim = 8;
+  c.v_head_dim = 16;
+  c.n_routed_experts = 4;
+  c.top_k = 2;
+  c.moe_ffn_hidden = 32;
+  auto m = model::make_model(c, *be);
+  m->init(5);
+  m->sync_compute_weights();
+  const std::string path = temp_dir("deepseek2") + "/m.gguf";
+  store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
+  const auto f = io::GgufFile::open(path);
+  EXPECT_EQ(f.get_string("general.architecture"), "deepseek2");
+  EXPECT_EQ(f.get_float("deepseek2.rope.scaling.yarn_log_multiplier"), 0.0);
+  EXPECT_FALSE(f.has("deepseek2.rope.scaling.type"));  // no scaling at all
+  for (const char* k : {"deepseek2.leading_dense_block_count", "deepseek2.expert_shared_count",
+                        "deepseek2.expert_feed_forward_length", "deepseek2.attention.kv_lora_rank",
+                        "deepseek2.attention.q_lora_rank", "deepseek2.expert_gating_func"})
+    EXPECT_TRUE(f.has(k)) << k;
 }
