@@ -64,6 +64,14 @@ class Tokenizer {
   static Tokenizer load_gpt2(const std::string& encoder_json, const std::string& vocab_bpe);
   // load_gpt2(dir + "/encoder.json", dir + "/vocab.bpe").
   static Tokenizer load_gpt2_dir(const std::string& dir);
+  // GPT-2's serialised form as other formats carry it (GGUF metadata, say):
+  // tokens[id] in GPT-2's byte-level alphabet, except where special[id] (the
+  // token's text as is); merges[rank] = "left right". Errors are IoErrors
+  // that name `where` and the field (tokens[i], merges[r]).
+  static Tokenizer from_gpt2_strings(const std::vector<std::string>& tokens,
+                                     const std::vector<bool>& special,
+                                     const std::vector<std::string>& merges,
+                                     const std::string& where);
 
   // Writes the JSON file (temp name, fsync, rename). Format:
   //  {"format": "keel-bpe", "version": 1,

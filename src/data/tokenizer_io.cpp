@@ -1,5 +1,8 @@
 // Tokenizer files: keel's JSON format (save/load) and GPT-2's encoder.json +
 // vocab.bpe. Every parse error names the file and the field.
+#include <unordered_map>
+
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -187,6 +190,45 @@ Tokenizer Tokenizer::load_gpt2(const std::string& encoder_json, const std::strin
     throw;
   } catch (const Error& e) {
     fail<IoError>("'{}' + '{}': {}", encoder_json, vocab_bpe, e.what());
+  }
+}
+
+Tokenizer Tokenizer::from_gpt2_strings(const std::vector<std::string>& tokens,
+                                       const std::vector<bool>& special,
+                                       const std::vector<std::string>& merges,
+                                       const std::string& where) {
+  std::vector<std::string> vocab(tokens.size());
+  std::vector<SpecialToken> specials;
+  std::unordered_map<std::string, int32_t> by_str;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto id = int32_t(i);
+    if (i < special.size() && special[i]) {
+      vocab[i] = tokens[i];
+      specials.push_back({tokens[i], id});
+    } else {
+      vocab[i] = token_from_string(where, fmt::format("tokens[{}]", i), tokens[i]);
+    }
+    if (!by_str.emplace(tokens[i], id).second)
+      fail<IoError>("'{}': field 'tokens[{}]': '{}' appears twice", where, i, tokens[i]);
+  }
+  std::vector<std::pair<int32_t, int32_t>> ids;
+  ids.reserve(merges.size());
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const std::string& m = merges[r];
+    const size_t sp = m.find(' ', 1);
+    auto a = sp == std::string::npos ? by_str.end() : by_str.find(m.substr(0, sp));
+    auto b = sp == std::string::npos ? by_str.end() : by_str.find(m.substr(sp + 1));
+    if (a == by_str.end() || b == by_str.end())
+      fail<IoError>("'{}': field 'merges[{}]': '{}' is not two tokens of the vocabulary", where, r,
+                    m);
+    ids.emplace_back(a->second, b->second);
+  }
+  try {
+    return from_parts(std::move(vocab), std::move(ids), std::move(specials));
+  } catch (const IoError&) {
+    throw;
+  } catch (const Error& e) {
+    fail<IoError>("'{}': {}", where, e.what());
   }
 }
 

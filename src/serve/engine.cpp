@@ -69,7 +69,10 @@ class EngineImpl final : public Engine {
   EngineImpl(store::ModelWeights w, const EngineOptions& opt)
       : opt_(opt),
         tokenizer_(std::move(w.tokenizer)),
-        model_id_(fs::path(w.dir).lexically_normal().filename().string()),
+        // A folder's name, or a model file's name without its extension.
+        model_id_(fs::is_regular_file(w.dir)
+                      ? fs::path(w.dir).stem().string()
+                      : fs::path(w.dir).lexically_normal().filename().string()),
         chat_(ChatTemplate::load_or_default(w.dir)),
         backend_(backend::make_backend(opt.backend)) {
     if (model_id_.empty() || model_id_ == ".")

@@ -2,7 +2,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <regex>
+#include <span>
 
 #include "backend/ops.h"
 #include "core/error.h"
@@ -110,44 +112,57 @@ void write_tokenizer_files(const std::string& dir, const data::Tokenizer& tok) {
   io::write_file_atomic((fs::path(dir) / kHfTokenizerConfigFile).string(), tc.dump(2) + "\n");
 }
 
+// keel's names <-> GGUF's, per architecture: whole-model tensors, then the
+// per-block part "model.layers.N.<keel>.weight" <-> "blk.N.<gguf>.weight".
+using NamePairs = std::pair<const char*, const char*>;
+constexpr NamePairs kLlamaTop[] = {{"model.embed_tokens.weight", "token_embd.weight"},
+                                   {"model.norm.weight", "output_norm.weight"},
+                                   {"lm_head.weight", "output.weight"}};
+constexpr NamePairs kLlamaBlock[] = {
+    {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
+    {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
+    {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+    {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"}};
+constexpr NamePairs kGpt2Top[] = {{"wte.weight", "token_embd.weight"},
+                                  {"wpe.weight", "position_embd.weight"},
+                                  {"ln_f.weight", "output_norm.weight"},
+                                  {"ln_f.bias", "output_norm.bias"}};
+constexpr NamePairs kGpt2Block[] = {{"ln_1", "attn_norm"},          {"attn.c_attn", "attn_qkv"},
+                                    {"attn.c_proj", "attn_output"}, {"ln_2", "ffn_norm"},
+                                    {"mlp.c_fc", "ffn_up"},         {"mlp.c_proj", "ffn_down"}};
+
+// Maps `n` through the tables in either direction (to_gguf: keel -> GGUF).
+std::optional<std::string> map_name(const std::string& arch, const std::string& n, bool to_gguf) {
+  const bool llama = arch == "llama";
+  if (!llama && arch != "gpt2") return std::nullopt;
+  const auto top =
+      llama ? std::span<const NamePairs>(kLlamaTop) : std::span<const NamePairs>(kGpt2Top);
+  const auto blk =
+      llama ? std::span<const NamePairs>(kLlamaBlock) : std::span<const NamePairs>(kGpt2Block);
+  for (const auto& [k, g] : top)
+    if (n == (to_gguf ? k : g)) return std::string(to_gguf ? g : k);
+  // llama's blocks carry weights only, gpt2's weights and biases.
+  static const std::regex keel_llama(R"(model\.layers\.(\d+)\.(.+)\.(weight))"),
+      keel_gpt2(R"(h\.(\d+)\.(.+)\.(weight|bias))"), gguf_llama(R"(blk\.(\d+)\.(.+)\.(weight))"),
+      gguf_gpt2(R"(blk\.(\d+)\.(.+)\.(weight|bias))");
+  const std::regex& re =
+      to_gguf ? (llama ? keel_llama : keel_gpt2) : (llama ? gguf_llama : gguf_gpt2);
+  std::smatch m;
+  if (!std::regex_match(n, m, re)) return std::nullopt;
+  for (const auto& [k, g] : blk) {
+    if (m[2] != (to_gguf ? k : g)) continue;
+    const std::string part = to_gguf ? g : k, suffix = "." + m[3].str();
+    if (to_gguf) return "blk." + m[1].str() + "." + part + suffix;
+    return (llama ? "model.layers." : "h.") + m[1].str() + "." + part + suffix;
+  }
+  return std::nullopt;
+}
+
 // keel parameter name -> GGUF tensor name, per architecture.
 std::string map_gguf_name(const std::string& arch, const std::string& n) {
-  std::smatch m;
-  if (arch == "llama") {
-    static const std::pair<const char*, const char*> top[] = {
-        {"model.embed_tokens.weight", "token_embd.weight"},
-        {"model.norm.weight", "output_norm.weight"},
-        {"lm_head.weight", "output.weight"}};
-    for (const auto& [k, v] : top)
-      if (n == k) return v;
-    static const std::regex re(R"(model\.layers\.(\d+)\.(.+)\.weight)");
-    static const std::pair<const char*, const char*> blk[] = {
-        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
-        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
-        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
-        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"}};
-    if (std::regex_match(n, m, re))
-      for (const auto& [k, v] : blk)
-        if (m[2] == k) return "blk." + m[1].str() + "." + v + ".weight";
-  } else if (arch == "gpt2") {
-    static const std::pair<const char*, const char*> top[] = {
-        {"wte.weight", "token_embd.weight"},
-        {"wpe.weight", "position_embd.weight"},
-        {"ln_f.weight", "output_norm.weight"},
-        {"ln_f.bias", "output_norm.bias"}};
-    for (const auto& [k, v] : top)
-      if (n == k) return v;
-    static const std::regex re(R"(h\.(\d+)\.(.+)\.(weight|bias))");
-    static const std::pair<const char*, const char*> blk[] = {
-        {"ln_1", "attn_norm"}, {"attn.c_attn", "attn_qkv"}, {"attn.c_proj", "attn_output"},
-        {"ln_2", "ffn_norm"},  {"mlp.c_fc", "ffn_up"},      {"mlp.c_proj", "ffn_down"}};
-    if (std::regex_match(n, m, re))
-      for (const auto& [k, v] : blk)
-        if (m[2] == k) return "blk." + m[1].str() + "." + v + "." + m[3].str();
-  } else if (arch == "deepseek") {
-    return deepseek2_gguf_name(n);
-  }
+  if (arch == "deepseek") return deepseek2_gguf_name(n);
+  if (auto g = map_name(arch, n, true)) return *g;
   fail("GGUF export: no GGUF name for parameter '{}' of architecture '{}'", n, arch);
 }
 
@@ -289,6 +304,11 @@ GgufWeights gguf_weights_from_name(const std::string& s) {
 
 std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name) {
   return map_gguf_name(arch, keel_name);
+}
+
+std::optional<std::string> keel_name_from_gguf(const std::string& arch,
+                                               const std::string& gguf_name) {
+  return map_name(arch, gguf_name, false);
 }
 
 void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,

@@ -4,6 +4,7 @@
 // file (llama, gpt2 or deepseek2 architecture, tokenizer embedded) that
 // llama.cpp loads.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,11 @@ GgufWeights gguf_weights_from_name(const std::string& s);
 // -> "blk.3.attn_q.weight"); an unknown name is a keel::Error, and so is a
 // deepseek kv_b_proj, which becomes two tensors (gguf_deepseek_export.h).
 std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name);
+// The inverse for llama and gpt2 ("blk.3.attn_q.weight" ->
+// "model.layers.3.self_attn.q_proj.weight"); nullopt for a name keel's model of that architecture
+// does not have.
+std::optional<std::string> keel_name_from_gguf(const std::string& arch,
+                                               const std::string& gguf_name);
 
 // Writes a GGUF file for llama.cpp: general.architecture = "llama", "gpt2" or
 // (keel's deepseek) "deepseek2", the hyperparameters, the tokenizer

@@ -11,6 +11,7 @@
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "store/gguf_import.h"
 #include "store/model_export.h"
 #include "store/run_dir.h"
 
@@ -294,9 +295,17 @@ void init_weights_from(const std::string& from, model::Model& model,
     load_weights(from, model);
     return;
   }
+  if (is_gguf_file(from)) {
+    const ModelWeights w = read_gguf_model(from);
+    check_tokenizer(w.tokenizer);
+    load_gguf_weights(w, model);
+    return;
+  }
   if (!fs::is_directory(p))
-    fail<IoError>("{}: --init must name a model folder, a run directory or a .safetensors file",
-                  from);
+    fail<IoError>(
+        "{}: --init must name a model folder, a run directory, a .safetensors or a "
+        "GGUF file",
+        from);
   if (fs::exists(p / kHfConfigFile)) {
     const std::string cfg_path = (p / kHfConfigFile).string();
     const model::ModelConfig c = model_config_from_hf(read_json(cfg_path), cfg_path);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "store/gguf_import.h"
 #include "store/model_import.h"
 #include "store/run_dir.h"
 #include "store/run_model.h"
@@ -14,6 +15,10 @@ namespace keel::store {
 namespace fs = std::filesystem;
 
 ModelWeights load_model_weights(const std::string& path) {
+  if (is_gguf_file(path)) return read_gguf_model(path);
+  if (fs::is_regular_file(path))
+    fail<IoError>("{}: not a GGUF file (a model is a run directory, a model folder or a .gguf)",
+                  path);
   if (!fs::is_directory(path)) fail<IoError>("{}: model directory not found", path);
   const fs::path dir(path);
   ModelWeights w;

@@ -1,7 +1,7 @@
 // What the engine loads before it can run: the resolved model config, the
-// tokenizer and every parameter as an f32 tensor by its Hugging Face name,
-// from a run directory (`keel train`) or an exported safetensors folder
-// (`keel export`: config.json, model.safetensors, tokenizer.json).
+// tokenizer and every parameter as an f32 tensor by its keel name, from a run
+// directory (`keel train`), an exported or Hugging Face safetensors folder
+// (config.json, model.safetensors, tokenizer files) or a GGUF file.
 #pragma once
 #include <map>
 #include <string>
@@ -16,7 +16,7 @@ struct ModelWeights {
   model::ModelConfig config;  // resolved (defaults filled in)
   data::Tokenizer tokenizer;
   std::map<std::string, Tensor> tensors;  // f32, by parameter name
-  std::string dir;                        // where it came from
+  std::string dir;                        // where it came from (a folder or a file)
 };
 
 // IoError/ConfigError naming the file on bad input.

@@ -175,6 +175,20 @@ async function compare(dtype) {
   let same = 0;
   while (same < got.length && same < ref.ids.length && got[same] === ref.ids[same]) same++;
   console.log(`[${dtype}] llama.cpp: ${JSON.stringify(prompt + model.detokenize(got))}`);
+  // The round trip: keel reads the GGUF it wrote (`keel generate --model
+  // file.gguf`, weights dequantized to f32) and continues as llama.cpp does.
+  let keelFromGguf = null;
+  if (arch === 'llama' || arch === 'gpt2') {
+    const out = run(['generate', '--model', gguf, '--prompt', prompt, '--max-tokens',
+      String(ref.ids.length), '--temperature', '0', '--no-stop']);
+    keelFromGguf = out.slice(prompt.length, -1) === model.detokenize(got);
+    console.log(`[${dtype}] keel generate --model ${path.basename(gguf)}: ${JSON.stringify(out.trimEnd())}`);
+    if (dtype === 'f32')
+      check(keelFromGguf, '[f32] keel on its own GGUF continues exactly as llama.cpp on that file');
+    else
+      console.log(`[${dtype}] keel on the GGUF (f32 compute) ${keelFromGguf ? 'equals' : 'differs from'} ` +
+        'llama.cpp (which also quantizes activations)');
+  }
 
   // Next-token distributions at every position keel generated, from one pass.
   const seq2 = ctx.getSequence();

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "serve/engine.h"
+#include "store/gguf_import.h"
 #include "store/model_import.h"
 #include "store/run_dir.h"
 
@@ -47,7 +48,12 @@ void write_logits(const std::string& path, const std::string& model_path,
   // The backend must outlive the model built on it.
   std::unique_ptr<backend::Backend> be;
   std::unique_ptr<model::Model> model;
-  if (std::filesystem::exists(std::filesystem::path(model_path) / store::kRunConfigFile)) {
+  if (store::is_gguf_file(model_path)) {
+    const store::ModelWeights w = store::read_gguf_model(model_path);
+    be = backend::make_backend("cpu");
+    model = model::make_model(w.config, *be);
+    store::load_gguf_weights(w, *model);
+  } else if (std::filesystem::exists(std::filesystem::path(model_path) / store::kRunConfigFile)) {
     store::LoadedRun run = store::load_run(model_path, "cpu");
     be = std::move(run.backend);
     model = std::move(run.model);
@@ -92,7 +98,7 @@ void run_generate(GenerateArgs& a) {
   if (a.run_dir.empty() == a.model_dir.empty())
     fail("generate: give exactly one of --run DIR (a keel run) or --model FOLDER (a model folder)");
   const std::string path = a.run_dir.empty() ? a.model_dir : a.run_dir;
-  if (!std::filesystem::is_directory(path))
+  if (!std::filesystem::exists(path))
     fail<IoError>("{}: {} not found", path, a.run_dir.empty() ? "model folder" : "run directory");
   a.engine.max_batch = 1;
 
@@ -182,7 +188,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--run", a->run_dir, "run directory written by `keel train`");
   cmd->add_option("--model", a->model_dir,
                   "model folder (`keel export --format safetensors`, or a Hugging Face GPT-2 / "
-                  "Llama folder; instead of --run)");
+                  "Llama folder) or a llama/gpt2 GGUF file; instead of --run");
   cmd->add_option("--prompt", a->prompt, "text to continue (required, non-empty)");
   cmd->add_option("--max-tokens", a->max_tokens,
                   "tokens to generate (at most the model's context minus the prompt)")

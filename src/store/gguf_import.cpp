@@ -1,0 +1,171 @@
+#include "store/gguf_import.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/error.h"
+#include "io/gguf_reader.h"
+#include "nn/parameter.h"
+#include "store/model_export.h"
+
+namespace keel::store {
+
+namespace {
+
+// llama.cpp's token types: 3 control (a special token), 5 unused (a row of a
+// padded embedding that no text maps to).
+constexpr int64_t kTokenControl = 3, kTokenUnused = 5;
+
+data::Tokenizer gguf_tokenizer(const io::GgufFile& f) {
+  const std::string& p = f.path();
+  const std::string model = f.get_string("tokenizer.ggml.model");
+  if (model != "gpt2")
+    fail<IoError>("{}: tokenizer.ggml.model = '{}': keel reads byte-level BPE ('gpt2') only", p,
+                  model);
+  // Another pre-tokenizer splits text differently: the ids would not be the ones
+  // the model was trained on.
+  if (f.has("tokenizer.ggml.pre") && f.get_string("tokenizer.ggml.pre") != "gpt-2")
+    fail<IoError>("{}: tokenizer.ggml.pre = '{}': keel's pre-tokenizer is GPT-2's ('gpt-2')", p,
+                  f.get_string("tokenizer.ggml.pre"));
+  for (const char* k : {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token"})
+    if (f.has(k) && f.get_bool(k))
+      fail<IoError>("{}: {} = true: keel never adds that token to a prompt", p, k);
+  std::vector<std::string> tokens = f.get_string_array("tokenizer.ggml.tokens");
+  std::vector<int64_t> types(tokens.size(), 1);
+  if (f.has("tokenizer.ggml.token_type")) {
+    types = f.get_int_array("tokenizer.ggml.token_type");
+    if (types.size() != tokens.size())
+      fail<IoError>("{}: tokenizer.ggml.token_type has {} entries for {} tokens", p, types.size(),
+                    tokens.size());
+  }
+  // Unused rows may only pad the end of the vocabulary.
+  size_t n = tokens.size();
+  while (n > 0 && types[n - 1] == kTokenUnused) --n;
+  for (size_t i = 0; i < n; ++i)
+    if (types[i] == kTokenUnused)
+      fail<IoError>("{}: tokenizer.ggml.token_type[{}] is 'unused' inside the vocabulary", p, i);
+  tokens.resize(n);
+  std::vector<bool> special(n);
+  for (size_t i = 0; i < n; ++i) special[i] = types[i] == kTokenControl;
+  const std::vector<std::string> none;
+  const auto& merges =
+      f.has("tokenizer.ggml.merges") ? f.get_string_array("tokenizer.ggml.merges") : none;
+  return data::Tokenizer::from_gpt2_strings(tokens, special, merges, p);
+}
+
+model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
+  const std::string& p = f.path();
+  const std::string a = arch + ".";
+  model::ModelConfig c;
+  c.arch = arch;
+  c.n_layer = f.get_int(a + "block_count");
+  c.n_embd = f.get_int(a + "embedding_length");
+  c.n_head = f.get_int(a + "attention.head_count");
+  c.ffn_hidden = f.get_int(a + "feed_forward_length");
+  c.max_seq_len = f.get_int(a + "context_length");
+  if (arch == "gpt2") {
+    c.norm_eps = float(f.get_float(a + "attention.layer_norm_epsilon"));
+    return c;
+  }
+  c.n_kv_head =
+      f.has(a + "attention.head_count_kv") ? f.get_int(a + "attention.head_count_kv") : c.n_head;
+  c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
+  if (f.has(a + "rope.freq_base")) c.rope_theta = float(f.get_float(a + "rope.freq_base"));
+  if (c.n_head <= 0 || c.n_embd % c.n_head != 0)
+    fail<IoError>("{}: {}attention.head_count = {} does not divide embedding_length {}", p, a,
+                  c.n_head, c.n_embd);
+  const std::string rd = a + "rope.dimension_count";
+  if (f.has(rd) && f.get_int(rd) != c.n_embd / c.n_head)
+    fail<IoError>("{}: {} = {}: keel rotates whole heads ({} dimensions)", p, rd, f.get_int(rd),
+                  c.n_embd / c.n_head);
+  const std::string st = a + "rope.scaling.type";
+  if (f.has(st) && f.get_string(st) != "none")
+    fail<IoError>("{}: {} = '{}': keel has no rope scaling", p, st, f.get_string(st));
+  for (const char* k : {"attention.key_length", "attention.value_length"}) {
+    const std::string key = a + k;
+    if (f.has(key) && f.get_int(key) != c.n_embd / c.n_head)
+      fail<IoError>("{}: {} = {}: keel's llama has head size embedding_length / head_count = {}", p,
+                    key, f.get_int(key), c.n_embd / c.n_head);
+  }
+  return c;
+}
+
+}  // namespace
+
+bool is_gguf_file(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) return false;
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+ModelWeights read_gguf_model(const std::string& path) {
+  const io::GgufFile f = io::GgufFile::open(path);
+  const std::string arch = f.get_string("general.architecture");
+  if (arch != "llama" && arch != "gpt2")
+    fail<IoError>("{}: general.architecture = '{}': keel reads llama and gpt2 GGUF files", path,
+                  arch);
+  ModelWeights m;
+  m.dir = path;
+  m.config = gguf_config(f, arch);
+  m.tokenizer = gguf_tokenizer(f);
+  const std::string embd = "token_embd.weight";
+  if (!f.has_tensor(embd)) fail<IoError>("{}: tensor '{}' is missing", path, embd);
+  m.config.vocab_size = int64_t(f.tensor_info(embd).shape()[0]);
+  if (m.config.vocab_size < m.tokenizer.vocab_size())
+    fail<IoError>("{}: {} has {} rows for a tokenizer of {} tokens", path, embd,
+                  m.config.vocab_size, m.tokenizer.vocab_size());
+  m.config = model::resolve_config(m.config);
+  for (const auto& t : f.tensors()) {
+    const DType dt = t.dtype;
+    if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16 && dt != DType::Q8_0 &&
+        dt != DType::Q4_0)
+      fail<IoError>("{}: tensor '{}' is {}: keel reads f32, f16, bf16, q8_0 and q4_0", path, t.name,
+                    dtype_name(dt));
+    if (arch == "gpt2" && t.name == "output.weight") continue;  // the tied head, below
+    const auto name = keel_name_from_gguf(arch, t.name);
+    if (!name) fail<IoError>("{}: tensor '{}' is not part of keel's {} model", path, t.name, arch);
+    m.tensors[*name] = f.get_f32(t.name);
+  }
+  if (arch == "gpt2" && f.has_tensor("output.weight")) {
+    // keel's GPT-2 ties its head to the embedding: a different head has no place.
+    const Tensor head = f.get_f32("output.weight");
+    const Tensor& wte = m.tensors.at("wte.weight");
+    if (head.shape() != wte.shape() ||
+        std::memcmp(head.raw(), wte.raw(), size_t(head.numel()) * sizeof(float)) != 0)
+      fail<IoError>(
+          "{}: tensor 'output.weight' differs from 'token_embd.weight': keel's gpt2 "
+          "ties its head to the embedding",
+          path);
+  }
+  // A llama without output.weight ties its head (llama.cpp reuses token_embd).
+  if (arch == "llama" && !m.tensors.count("lm_head.weight"))
+    m.tensors["lm_head.weight"] = m.tensors.at("model.embed_tokens.weight");
+  return m;
+}
+
+void load_gguf_weights(const ModelWeights& file, model::Model& model) {
+  if (file.config.arch != model.config().arch)
+    fail<IoError>("{}: the file holds a {} model but this model is a {}", file.dir,
+                  file.config.arch, model.config().arch);
+  std::set<std::string> used;
+  for (nn::Parameter* p : model.parameters()) {
+    auto it = file.tensors.find(p->name);
+    if (it == file.tensors.end())
+      fail<IoError>("{}: no tensor for parameter '{}' (the model needs it)", file.dir, p->name);
+    if (it->second.shape() != p->value.shape())
+      fail<IoError>("{}: tensor for '{}' has shape {} but the model needs {}", file.dir, p->name,
+                    it->second.shape().str(), p->value.shape().str());
+    std::memcpy(p->value.raw(), it->second.raw(), p->value.nbytes());
+    used.insert(p->name);
+  }
+  for (const auto& [name, t] : file.tensors)
+    if (!used.count(name))
+      fail<IoError>("{}: tensor '{}' is not a parameter of this model", file.dir, name);
+  model.sync_compute_weights();
+}
+
+}  // namespace keel::store

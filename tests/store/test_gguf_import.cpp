@@ -1,0 +1,213 @@
+// GGUF import: a file keel exports reads back into the same parameters,
+// configuration and tokenizer (bit for bit in f32), a model loaded from it
+// computes the same logits, and everything keel's models cannot express is an
+// IoError naming the key or the tensor.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "data/tokenizer.h"
+#include "io/gguf_reader.h"
+#include "io/gguf_writer.h"
+#include "model/model.h"
+#include "store/gguf_import.h"
+#include "store/model_export.h"
+
+using namespace keel;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  const auto d = fs::temp_directory_path() / "keel_test_gguf_import" / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+const data::Tokenizer& tokenizer() {
+  static const data::Tokenizer tok = [] {
+    const std::vector<std::string> docs = {"the quick brown fox jumps over the lazy dog",
+                                           "It's the end of the text, isn't it? 12 34"};
+    std::vector<std::string_view> views(docs.begin(), docs.end());
+    data::BpeTrainOptions o;
+    o.vocab_size = 290;
+    return data::Tokenizer::train(views, o);
+  }();
+  return tok;
+}
+
+std::unique_ptr<model::Model> make(backend::Backend& be, const std::string& arch, uint64_t seed) {
+  model::ModelConfig c;
+  c.arch = arch;
+  c.vocab_size = tokenizer().vocab_size() + 2;  // padded rows travel as unused tokens
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = arch == "llama" ? 2 : 0;
+  c.n_embd = 32;
+  c.max_seq_len = 24;
+  auto m = model::make_model(c, be);
+  m->init(seed);
+  m->sync_compute_weights();
+  return m;
+}
+
+// Rewrites a GGUF file through `edit`, which may change metadata (by key) or
+// tensors (by name) before they are written again.
+void rewrite(const std::string& from, const std::string& to,
+             const std::function<bool(const std::string&, io::GgufWriter&)>& edit_key,
+             const std::function<bool(const std::string&, io::GgufWriter&)>& edit_tensor) {
+  const io::GgufFile f = io::GgufFile::open(from);
+  io::GgufWriter w;
+  for (const auto& [k, v] : f.metadata()) {
+    if (edit_key(k, w)) continue;
+    switch (v.type) {
+      case io::GgufType::String:
+        w.add_string(k, v.s);
+        break;
+      case io::GgufType::F32:
+        w.add_f32(k, float(v.f));
+        break;
+      case io::GgufType::Bool:
+        w.add_bool(k, v.i != 0);
+        break;
+      case io::GgufType::I32:
+        w.add_i32(k, int32_t(v.i));
+        break;
+      case io::GgufType::Array:
+        if (v.elem == io::GgufType::String) {
+          w.add_string_array(k, v.strings);
+        } else {
+          std::vector<int32_t> ints(v.ints.begin(), v.ints.end());
+          w.add_i32_array(k, ints);
+        }
+        break;
+      default:
+        w.add_u32(k, uint32_t(v.i));
+        break;
+    }
+  }
+  for (const auto& t : f.tensors())
+    if (!edit_tensor(t.name, w)) w.add_tensor(t.name, f.get(t.name));
+  w.write(to);
+}
+
+const auto keep = [](const std::string&, io::GgufWriter&) { return false; };
+
+void expect_io_error(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one naming " << needle;
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+class GgufImport : public ::testing::TestWithParam<std::string> {};
+
+}  // namespace
+
+TEST_P(GgufImport, F32ExportReadsBackBitForBit) {
+  const std::string arch = GetParam();
+  auto be = backend::make_backend("cpu");
+  auto m = make(*be, arch, 3);
+  const std::string path = temp_dir(arch) + "/m.gguf";
+  store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
+  ASSERT_TRUE(store::is_gguf_file(path));
+
+  const store::ModelWeights w = store::read_gguf_model(path);
+  const auto& c = m->config();
+  EXPECT_EQ(w.config.arch, arch);
+  EXPECT_EQ(w.config.vocab_size, c.vocab_size);
+  EXPECT_EQ(w.config.n_layer, c.n_layer);
+  EXPECT_EQ(w.config.n_head, c.n_head);
+  EXPECT_EQ(w.config.n_kv_head, c.n_kv_head);
+  EXPECT_EQ(w.config.n_embd, c.n_embd);
+  EXPECT_EQ(w.config.ffn_hidden, c.ffn_hidden);
+  EXPECT_EQ(w.config.max_seq_len, c.max_seq_len);
+  EXPECT_EQ(w.config.norm_eps, c.norm_eps);
+  EXPECT_EQ(w.tokenizer.id(), tokenizer().id());
+  EXPECT_EQ(w.tensors.size(), m->parameters().size());
+  for (auto* p : m->parameters()) {
+    ASSERT_TRUE(w.tensors.count(p->name)) << p->name;
+    EXPECT_EQ(w.tensors.at(p->name).to_f32_vector(), p->value.to_f32_vector()) << p->name;
+  }
+
+  // A model loaded from the file computes what the original computes.
+  auto fresh = make(*be, arch, 99);
+  store::load_gguf_weights(w, *fresh);
+  const std::vector<int32_t> ids = tokenizer().encode("the quick dog, isn't it");
+  const Tensor x = Tensor::from_i32(ids, Shape{1, int64_t(ids.size())});
+  EXPECT_EQ(fresh->logits(x).to_f32_vector(), m->logits(x).to_f32_vector());
+
+  // A parameter the file lacks, and a file of another architecture, are named.
+  const std::string dir = fs::path(path).parent_path().string();
+  const std::string dropped = arch == "gpt2" ? "blk.1.ffn_up.bias" : "blk.1.ffn_gate.weight";
+  rewrite(path, dir + "/fewer.gguf", keep,
+          [&](const std::string& n, io::GgufWriter&) { return n == dropped; });
+  expect_io_error(
+      [&] { store::load_gguf_weights(store::read_gguf_model(dir + "/fewer.gguf"), *fresh); },
+      "no tensor for parameter '" + *store::keel_name_from_gguf(arch, dropped) + "'");
+  auto other = make(*be, arch == "gpt2" ? "llama" : "gpt2", 1);
+  expect_io_error([&] { store::load_gguf_weights(w, *other); }, "holds a " + arch + " model");
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, GgufImport, ::testing::Values("gpt2", "llama"));
+
+TEST(GgufImportErrors, WhatKeelCannotExpressIsNamed) {
+  auto be = backend::make_backend("cpu");
+  const std::string dir = temp_dir("errors");
+  auto llama = make(*be, "llama", 4);
+  auto gpt2 = make(*be, "gpt2", 5);
+  const std::string l = dir + "/llama.gguf", g = dir + "/gpt2.gguf";
+  store::export_gguf(l, *llama, tokenizer(), store::GgufWeights::F32, *be);
+  store::export_gguf(g, *gpt2, tokenizer(), store::GgufWeights::F32, *be);
+
+  const auto set_string = [](const std::string& key, const std::string& value) {
+    return [=](const std::string& k, io::GgufWriter& w) {
+      if (k != key) return false;
+      w.add_string(k, value);
+      return true;
+    };
+  };
+  rewrite(l, dir + "/arch.gguf", set_string("general.architecture", "mamba"), keep);
+  expect_io_error([&] { store::read_gguf_model(dir + "/arch.gguf"); },
+                  "general.architecture = 'mamba'");
+  rewrite(l, dir + "/pre.gguf", set_string("tokenizer.ggml.pre", "llama-bpe"), keep);
+  expect_io_error([&] { store::read_gguf_model(dir + "/pre.gguf"); },
+                  "tokenizer.ggml.pre = 'llama-bpe'");
+  rewrite(
+      l, dir + "/scaling.gguf",
+      [](const std::string& k, io::GgufWriter& w) {
+        if (k == "general.architecture") w.add_string("llama.rope.scaling.type", "linear");
+        return false;
+      },
+      keep);
+  expect_io_error([&] { store::read_gguf_model(dir + "/scaling.gguf"); },
+                  "llama.rope.scaling.type = 'linear'");
+  rewrite(g, dir + "/untied.gguf", keep, [&](const std::string& n, io::GgufWriter& w) {
+    if (n != "output.weight") return false;
+    Tensor t = io::GgufFile::open(g).get_f32(n);
+    t.data<float>()[0] += 1.f;
+    w.add_tensor(n, t);
+    return true;
+  });
+  expect_io_error([&] { store::read_gguf_model(dir + "/untied.gguf"); },
+                  "tensor 'output.weight' differs from 'token_embd.weight'");
+  rewrite(g, dir + "/extra.gguf", keep, [&](const std::string& n, io::GgufWriter& w) {
+    if (n == "output_norm.bias")
+      w.add_tensor("blk.0.ffn_gate.weight", Tensor::zeros(Shape{4, 4}, DType::F32));
+    return false;
+  });
+  expect_io_error([&] { store::read_gguf_model(dir + "/extra.gguf"); },
+                  "tensor 'blk.0.ffn_gate.weight' is not part of keel's gpt2 model");
+
+  // Not a GGUF at all: the engine's loader says so.
+  std::ofstream(dir + "/not.gguf") << "GGUX and then some";
+  EXPECT_FALSE(store::is_gguf_file(dir + "/not.gguf"));
+  expect_io_error([&] { store::load_model_weights(dir + "/not.gguf"); }, "not a GGUF file");
+}
