@@ -104,49 +104,27 @@ data::Tokenizer tokenizer_from_hf_json(const std::string& path) {
           t["content"].is_string())
         special_text.insert(t["content"].get<std::string>());
   std::vector<std::string> tokens(vocab.size());
-  std::vector<bool> seen(vocab.size(), false);
-  std::vector<data::SpecialToken> specials;
-  std::map<std::string, int32_t> by_str;
+  std::vector<bool> seen(vocab.size(), false), special(vocab.size(), false);
   for (const auto& [text, idv] : vocab.items()) {
     if (!idv.is_number_integer() || idv.get<int64_t>() < 0 ||
         idv.get<int64_t>() >= int64_t(vocab.size()) || seen[size_t(idv.get<int64_t>())])
       fail<IoError>("{}: model.vocab['{}'] must be a unique id below {}", path, text, vocab.size());
-    const auto id = int32_t(idv.get<int64_t>());
-    seen[size_t(id)] = true;
-    by_str[text] = id;
-    if (special_text.count(text)) {
-      tokens[size_t(id)] = text;
-      specials.push_back({text, id});
-    } else if (!data::gpt2_unicode_to_bytes(text, tokens[size_t(id)])) {
-      fail<IoError>("{}: model.vocab token '{}' is not in GPT-2's byte-level alphabet", path, text);
-    }
+    const auto id = size_t(idv.get<int64_t>());
+    seen[id] = true;
+    tokens[id] = text;
+    special[id] = special_text.count(text) != 0;
   }
-  std::vector<std::pair<int32_t, int32_t>> merges;
+  // Byte-level tokens never hold a plain space, so "a b" is unambiguous.
+  std::vector<std::string> merges;
   for (const auto& m : j["model"]["merges"]) {
-    std::string a, b;
-    if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ', 1);
-      if (sp == std::string::npos) fail<IoError>("{}: merge '{}' has no space", path, s);
-      a = s.substr(0, sp);
-      b = s.substr(sp + 1);
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
-    } else {
+    if (m.is_string())
+      merges.push_back(m.get<std::string>());
+    else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
+      merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+    else
       fail<IoError>("{}: merge {} is neither \"a b\" nor [a, b]", path, m.dump());
-    }
-    if (!by_str.count(a) || !by_str.count(b))
-      fail<IoError>("{}: merge '{} {}' names a token not in the vocabulary", path, a, b);
-    merges.emplace_back(by_str[a], by_str[b]);
   }
-  try {
-    return data::Tokenizer::from_parts(std::move(tokens), std::move(merges), std::move(specials));
-  } catch (const IoError&) {
-    throw;
-  } catch (const Error& e) {
-    fail<IoError>("{}: {}", path, e.what());
-  }
+  return data::Tokenizer::from_gpt2_strings(tokens, special, merges, path);
 }
 
 }  // namespace
