@@ -7,3 +7,20 @@ if(TARGET test_gemm AND TARGET test_quant)
   set_tests_properties(gemm_scalar_level quant_scalar_level PROPERTIES
                        ENVIRONMENT KEEL_CPU_LEVEL=scalar LABELS backend TIMEOUT 120)
 endif()
+
+# The OpenBLAS kernel choice under the environments seen on these machines: a
+# weak core set by the environment is overridden (auto), or kept on request.
+if(TARGET test_gemm)
+  add_test(NAME gemm_core_env_haswell_auto
+           COMMAND test_gemm --gtest_filter=Gemm.CoreChoiceFollowsKeelBlasCoretype:Gemm.F32*:Gemm.AgreesWithRefBackend)
+  set_tests_properties(gemm_core_env_haswell_auto PROPERTIES
+                       ENVIRONMENT "OPENBLAS_CORETYPE=Haswell;KEEL_BLAS_CORETYPE=auto" LABELS backend TIMEOUT 120)
+  add_test(NAME gemm_core_env_prescott_auto
+           COMMAND test_gemm --gtest_filter=Gemm.CoreChoiceFollowsKeelBlasCoretype)
+  set_tests_properties(gemm_core_env_prescott_auto PROPERTIES
+                       ENVIRONMENT "OPENBLAS_CORETYPE=Prescott" LABELS backend TIMEOUT 120)
+  add_test(NAME gemm_core_env_kept
+           COMMAND test_gemm --gtest_filter=Gemm.CoreChoiceFollowsKeelBlasCoretype)
+  set_tests_properties(gemm_core_env_kept PROPERTIES
+                       ENVIRONMENT "OPENBLAS_CORETYPE=Haswell;KEEL_BLAS_CORETYPE=env" LABELS backend TIMEOUT 120)
+endif()

@@ -289,8 +289,12 @@ std::string gemm_describe() {
   const OpenBlas& ob = openblas();
   const std::string mode = env_or("KEEL_GEMM", "auto");
   if (ob.sgemm)
-    s += fmt::format("openblas ({} build, {}) core={} config='{}'", ob.build, ob.path, ob.corename,
-                     ob.config);
+    s +=
+        fmt::format("openblas ({} build, {}) core={} ({}, start-up check {:.1e}) config='{}'",
+                    ob.build, ob.path, ob.corename, ob.core_reason, ob.self_check_error, ob.config);
+  else if (!ob.path.empty())
+    s += fmt::format("openblas core={} failed the start-up check ({:.1e}): not used", ob.corename,
+                     ob.self_check_error);
   else
     s += "no OpenBLAS found: portable C++ GEMM (slow)";
   if (onednn_available()) s += fmt::format("; onednn {}", onednn_version());

@@ -1,15 +1,22 @@
 // OpenBLAS loaded at run time with dlopen. Loading late lets keel pick the
 // kernel set before the library initialises: Debian's OpenBLAS 0.3.21 does not
 // recognise recent Xeons and silently runs its SSE3 "Prescott" kernels (about
-// 6x slower), so on AVX-512 CPUs OPENBLAS_CORETYPE is set first.
+// 6x slower), and environments set OPENBLAS_CORETYPE to older cores than the
+// CPU has (Haswell on AVX-512 parts: ~1.7x slower). keel sets the strongest
+// core the CPU runs, then checks the kernels against float64 before use.
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "backend/cpu/gemm_internal.h"
 #include "core/cpu_features.h"
@@ -25,28 +32,98 @@ std::string lower(std::string s) {
   return s;
 }
 
-// OpenBLAS core names that use at least AVX2 + FMA kernels.
-bool core_is_modern(const std::string& core) {
-  static const char* strong[] = {"haswell",        "zen",      "skylakex", "cooperlake",
-                                 "sapphirerapids", "excavator"};
-  std::string c = lower(core);
-  for (const char* s : strong)
-    if (c == s) return true;
-  return false;
+// OpenBLAS core names by strength: 0 below AVX2 (SSE kernels), 1 AVX2 + FMA,
+// 2 AVX-512, 3 AVX-512 with bf16. -1 for a name keel does not know.
+int core_rank(const std::string& core) {
+  static const std::pair<const char*, int> ranks[] = {
+      {"prescott", 0},   {"core2", 0},       {"penryn", 0},     {"dunnington", 0},
+      {"nehalem", 0},    {"sandybridge", 0}, {"barcelona", 0},  {"bulldozer", 0},
+      {"piledriver", 0}, {"steamroller", 0}, {"excavator", 1},  {"haswell", 1},
+      {"zen", 1},        {"skylakex", 2},    {"cooperlake", 3}, {"sapphirerapids", 3}};
+  const std::string c = lower(core);
+  for (const auto& [n, r] : ranks)
+    if (c == n) return r;
+  return -1;
 }
 
-bool core_has_avx512(const std::string& core) {
-  std::string c = lower(core);
-  return c == "skylakex" || c == "cooperlake" || c == "sapphirerapids";
+// The strongest core this CPU runs, and its rank ("" below AVX2).
+std::pair<std::string, int> best_core(const CpuFeatures& f) {
+  const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+  if (avx512) return f.avx512_bf16 ? std::pair{"Cooperlake", 3} : std::pair{"SkylakeX", 2};
+  if (f.avx2 && f.fma) return {"Haswell", 1};
+  return {"", 0};
+}
+
+// Picks OPENBLAS_CORETYPE before the library initialises. KEEL_BLAS_CORETYPE
+// decides: "auto" (default) takes the strongest core the CPU supports when the
+// environment names a weaker one or none (environments set weak cores to work
+// around old OpenBLAS bugs; the self-check below guards against those bugs);
+// "env" keeps OPENBLAS_CORETYPE (or the library's own detection) as is; any
+// other value is the core to use. Returns why, for describe() and the logs.
+std::string choose_core() {
+  const CpuFeatures& f = cpu_features();
+  const char* k = std::getenv("KEEL_BLAS_CORETYPE");
+  const std::string mode = (k && *k) ? std::string(k) : "auto";
+  const char* e = std::getenv("OPENBLAS_CORETYPE");
+  const std::string env = (e && *e) ? std::string(e) : "";
+  if (lower(mode) == "env")
+    return env.empty() ? "the library's own detection (KEEL_BLAS_CORETYPE=env)"
+                       : "OPENBLAS_CORETYPE=" + env + " kept (KEEL_BLAS_CORETYPE=env)";
+  if (lower(mode) != "auto") {
+    if (core_rank(mode) < 0)
+      fail(
+          "KEEL_BLAS_CORETYPE='{}' is not auto, env or an OpenBLAS core name (Haswell, Zen, "
+          "SkylakeX, Cooperlake, ...)",
+          mode);
+    setenv("OPENBLAS_CORETYPE", mode.c_str(), 1);
+    return "KEEL_BLAS_CORETYPE=" + mode;
+  }
+  const auto [best, rank] = best_core(f);
+  if (best.empty()) return env.empty() ? "the library's own detection" : "OPENBLAS_CORETYPE=" + env;
+  if (!env.empty() && core_rank(env) >= rank) return "OPENBLAS_CORETYPE=" + env;
+  setenv("OPENBLAS_CORETYPE", best.c_str(), 1);
+  if (env.empty()) return best + ", the strongest this CPU runs";
+  return best + " instead of OPENBLAS_CORETYPE=" + env + " (weaker than this CPU's " + f.level() +
+         ", KEEL_BLAS_CORETYPE=env keeps it)";
+}
+
+// A quick check of the loaded kernels against a float64 product, all four
+// transpose cases at odd sizes: a core that computes wrong numbers on this
+// CPU is not used. Returns the largest error relative to sum |a||b|.
+double self_check(OpenBlas::Sgemm sgemm) {
+  constexpr int M = 37, N = 29, K = 67;
+  std::vector<float> A(M * K), B(K * N), C(M * N);
+  for (int i = 0; i < M * K; ++i) A[size_t(i)] = float((i * 7919) % 211) / 105.f - 1.f;
+  for (int i = 0; i < K * N; ++i) B[size_t(i)] = float((i * 104729) % 197) / 98.f - 1.f;
+  double worst = 0;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      // The same logical matrices stored transposed when ta / tb say so.
+      std::vector<float> As(A.size()), Bs(B.size());
+      for (int i = 0; i < M; ++i)
+        for (int k = 0; k < K; ++k) As[size_t(ta ? k * M + i : i * K + k)] = A[size_t(i * K + k)];
+      for (int k = 0; k < K; ++k)
+        for (int j = 0; j < N; ++j) Bs[size_t(tb ? j * K + k : k * N + j)] = B[size_t(k * N + j)];
+      sgemm(101, ta ? 112 : 111, tb ? 112 : 111, M, N, K, 1.f, As.data(), ta ? M : K, Bs.data(),
+            tb ? K : N, 0.f, C.data(), N);
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          double ref = 0, mag = 0;
+          for (int k = 0; k < K; ++k) {
+            ref += double(A[size_t(i * K + k)]) * double(B[size_t(k * N + j)]);
+            mag += std::fabs(double(A[size_t(i * K + k)]) * double(B[size_t(k * N + j)]));
+          }
+          worst = std::max(worst, std::fabs(double(C[size_t(i * N + j)]) - ref) / (mag + 1e-30));
+        }
+    }
+  return worst;
 }
 
 OpenBlas load_openblas() {
   OpenBlas ob;
   const CpuFeatures& f = cpu_features();
-  bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
   // Must happen before the library's constructor runs, i.e. before dlopen.
-  if (avx512 && std::getenv("OPENBLAS_CORETYPE") == nullptr)
-    setenv("OPENBLAS_CORETYPE", f.avx512_bf16 ? "Cooperlake" : "SkylakeX", 0);
+  ob.core_reason = choose_core();
 
   // The OpenMP build first: it shares libgomp's thread pool with keel's own
   // kernels instead of keeping a second set of spinning threads.
@@ -70,7 +147,6 @@ OpenBlas load_openblas() {
       dlclose(h);
       continue;
     }
-    ob.sgemm = sgemm;
     ob.path = c.path;
     ob.build = c.build;
     ob.corename = corename ? corename() : "unknown";
@@ -78,13 +154,25 @@ OpenBlas load_openblas() {
     // keel partitions the work itself (fixed blocks, so results do not depend
     // on the thread count); the library always runs one thread per block.
     if (set_threads) set_threads(1);
-    bool weak = (f.avx2 && f.fma && !core_is_modern(ob.corename)) ||
-                (avx512 && !core_has_avx512(ob.corename));
-    if (weak) {
+    // f32 with K = 67: a correct kernel stays near 2^-24 * sqrt(K); 1e-5 is
+    // two orders above that and far below a wrong kernel's error.
+    ob.self_check_error = self_check(sgemm);
+    if (!(ob.self_check_error < 1e-5)) {
       ob.warning = fmt::format(
-          "OpenBLAS uses its '{}' kernels on a CPU with {} ({}); GEMM will be several times "
-          "slower than it could be. Set OPENBLAS_CORETYPE (e.g. {}) to override.",
-          ob.corename, f.level(), f.brand, avx512 ? "SkylakeX" : "Haswell");
+          "OpenBLAS's '{}' kernels failed keel's start-up check on this CPU (relative error "
+          "{:.2e} against float64); GEMM falls back to {}. Set KEEL_BLAS_CORETYPE to another "
+          "core to retry.",
+          ob.corename, ob.self_check_error, onednn_available() ? "oneDNN" : "portable C++");
+      log().warn("gemm: {}", ob.warning);
+      return ob;  // sgemm stays null: no wrong numbers reach a model
+    }
+    ob.sgemm = sgemm;
+    const int have = core_rank(ob.corename), best = best_core(f).second;
+    if (have >= 0 && have < best) {
+      ob.warning = fmt::format(
+          "OpenBLAS uses its '{}' kernels on a CPU with {} ({}): GEMM runs several times slower "
+          "than it could ({}). Unset KEEL_BLAS_CORETYPE to let keel pick the strongest.",
+          ob.corename, f.level(), f.brand, ob.core_reason);
       log().warn("gemm: {}", ob.warning);
     }
     return ob;

@@ -18,11 +18,14 @@ struct OpenBlas {
   using Sgemm = void (*)(int order, int ta, int tb, int M, int N, int K, float alpha,
                          const float* A, int lda, const float* B, int ldb, float beta, float* C,
                          int ldc);
-  Sgemm sgemm = nullptr;
+  Sgemm sgemm = nullptr;  // null also when the kernels failed the start-up check
   std::string path, build, corename, config;
-  std::string warning;  // non-empty when the kernel set is weaker than the CPU
+  std::string core_reason;      // why this core (KEEL_BLAS_CORETYPE, the environment, keel)
+  double self_check_error = 0;  // start-up product against float64, relative to sum |a||b|
+  std::string warning;          // non-empty when the kernels are weaker than the CPU or wrong
 };
-// Loads once (thread-safe); sets OPENBLAS_CORETYPE first on AVX-512 CPUs.
+// Loads once (thread-safe), choosing OPENBLAS_CORETYPE first (KEEL_BLAS_CORETYPE:
+// auto | env | a core name; gemm_blas.cpp) and checking the kernels after.
 const OpenBlas& openblas();
 
 // Whether oneDNN was linked into this build, and its version string.
