@@ -9,11 +9,19 @@
 namespace keel::train {
 
 double measure_sgemm_gflops(backend::Backend& be, int n, double seconds) {
+  return measure_gemm_gflops(be, DType::F32, n, seconds);
+}
+
+double measure_gemm_gflops(backend::Backend& be, DType dt, int n, double seconds) {
   const Shape s{n, n};
   Tensor a = Tensor::zeros(s, DType::F32), b = Tensor::zeros(s, DType::F32),
          c = Tensor::zeros(s, DType::F32);
   Rng(0, 0).fill_uniform(a.data<float>(), a.numel(), -1.f, 1.f);
   Rng(0, 1).fill_uniform(b.data<float>(), b.numel(), -1.f, 1.f);
+  if (dt != DType::F32) {
+    a = a.to(dt);
+    b = b.to(dt);
+  }
   ops::matmul(be, a, false, b, false, c);  // warm-up: thread pools, page faults
   const double flops = 2.0 * double(n) * n * n;
   double best = 0, total = 0;

@@ -138,10 +138,13 @@ void run_train(const TrainArgs& args) {
     store::init_weights_from(args.init_from, *model, &tok);
     fmt::print("init: weights from {}\n", args.init_from);
   }
-  const double peak = cfg.train.peak_gflops > 0
-                          ? cfg.train.peak_gflops * 1e9
-                          : train::measure_sgemm_gflops(*be, be->name() == "ref" ? 128 : 512) * 1e9;
   const auto& mc = model->config();
+  // MFU against the peak of the dtype the matmuls run in.
+  const double peak =
+      cfg.train.peak_gflops > 0
+          ? cfg.train.peak_gflops * 1e9
+          : train::measure_gemm_gflops(*be, mc.compute_dtype, be->name() == "ref" ? 128 : 512) *
+                1e9;
   fmt::print("model: {} {} layers, {} heads, n_embd {}, {} params ({} compute) on backend {}\n",
              mc.arch, mc.n_layer, mc.n_head, mc.n_embd, model->num_parameters(),
              dtype_name(mc.compute_dtype), be->describe());
@@ -149,7 +152,8 @@ void run_train(const TrainArgs& args) {
       "train: {} steps x {} tokens (batch {} x seq {} x accum {}), peak {:.1f} GFLOP/s ({})\n",
       cfg.train.steps, cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum,
       cfg.train.batch_size, cfg.train.seq_len, cfg.train.grad_accum, peak / 1e9,
-      cfg.train.peak_gflops > 0 ? "train.peak_gflops" : "measured SGEMM");
+      cfg.train.peak_gflops > 0 ? "train.peak_gflops"
+                                : fmt::format("measured {} GEMM", dtype_name(mc.compute_dtype)));
 
   train::Trainer trainer(*model, *be, train::make_train_sampler(cfg, prep),
                          train::make_val_sampler(cfg, prep), [&] {
