@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <regex>
 
 #include "core/error.h"
@@ -59,6 +60,22 @@ std::pair<Tensor, Tensor> split_kv_b(const Tensor& w, const model::ModelConfig& 
     std::memcpy(vv + h * v * R, head + nope * R, size_t(v * R) * sizeof(float));
   }
   return {kb, vb};
+}
+
+// The inverse of split_kv_b.
+Tensor merge_kv_b(const Tensor& kb, const Tensor& vb, const model::ModelConfig& c) {
+  const int64_t NH = c.n_head, nope = c.qk_nope_head_dim, v = c.v_head_dim, R = c.kv_lora_rank;
+  Tensor w = Tensor::zeros(Shape{NH * (nope + v), R}, DType::F32);
+  const float* k = kb.data<float>();
+  const float* vv = vb.data<float>();
+  float* dst = w.data<float>();
+  for (int64_t h = 0; h < NH; ++h) {
+    float* head = dst + h * (nope + v) * R;
+    for (int64_t j = 0; j < nope; ++j)
+      for (int64_t r = 0; r < R; ++r) head[j * R + r] = k[(h * R + r) * nope + j];
+    std::memcpy(head + nope * R, vv + h * v * R, size_t(v * R) * sizeof(float));
+  }
+  return w;
 }
 
 }  // namespace
@@ -161,6 +178,32 @@ std::vector<io::NamedTensor> deepseek2_gguf_tensors(model::Model& m) {
   }
   for (auto& [name, t] : m.inference_buffers()) out.push_back({deepseek2_gguf_name(name), *t});
   return out;
+}
+
+std::optional<std::string> keel_name_from_deepseek2_gguf(const std::string& g) {
+  static const std::pair<const char*, const char*> top[] = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"}};
+  for (const auto& [k, v] : top)
+    if (g == k) return v;
+  static const std::regex bias_re(R"(blk\.(\d+)\.exp_probs_b\.bias)");
+  static const std::regex re(R"(blk\.(\d+)\.(.+)\.weight)");
+  std::smatch m;
+  if (std::regex_match(g, m, bias_re))
+    return "model.layers." + m[1].str() + ".mlp.gate.e_score_correction_bias";
+  if (std::regex_match(g, m, re))
+    for (const auto& [k, v] : kBlockNames)
+      if (m[2] == v) return "model.layers." + m[1].str() + "." + k + ".weight";
+  return std::nullopt;
+}
+
+Tensor deepseek2_kv_b_from_gguf(const Tensor& k_b, const Tensor& v_b, const model::ModelConfig& c) {
+  const int64_t NH = c.n_head, nope = c.qk_nope_head_dim, v = c.v_head_dim, R = c.kv_lora_rank;
+  if (k_b.shape() != Shape{NH, R, nope} || v_b.shape() != Shape{NH, v, R})
+    fail<IoError>("deepseek2: attn_k_b {} / attn_v_b {} do not match ({}, {}, {}) / ({}, {}, {})",
+                  k_b.shape().str(), v_b.shape().str(), NH, R, nope, NH, v, R);
+  return merge_kv_b(k_b, v_b, c);
 }
 
 }  // namespace keel::store

@@ -3,6 +3,7 @@
 // kv_b_proj into the per-head attn_k_b / attn_v_b that llama.cpp's MLA reads.
 // export_gguf (model_export.h) adds the shared metadata, tokenizer and weights.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,5 +40,11 @@ std::string deepseek2_gguf_name(const std::string& keel_name);
 // (NH, R, nope) and attn_v_b (NH, v, R), and a zero shared expert when
 // model.n_shared_experts = 0 (llama.cpp requires one; zero adds exactly 0).
 std::vector<io::NamedTensor> deepseek2_gguf_tensors(model::Model& m);
+
+// The other direction, for reading deepseek2 files: the keel name of a GGUF
+// tensor with a one-to-one keel parameter or buffer (nullopt otherwise), and
+// kv_b_proj rebuilt from attn_k_b and attn_v_b (IoError on other shapes).
+std::optional<std::string> keel_name_from_deepseek2_gguf(const std::string& gguf_name);
+Tensor deepseek2_kv_b_from_gguf(const Tensor& k_b, const Tensor& v_b, const model::ModelConfig& c);
 
 }  // namespace keel::store

@@ -1,5 +1,6 @@
 #include "store/gguf_import.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include "core/error.h"
 #include "io/gguf_reader.h"
 #include "nn/parameter.h"
+#include "store/gguf_deepseek_export.h"
 #include "store/model_export.h"
 
 namespace keel::store {
@@ -92,6 +94,95 @@ model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
   return c;
 }
 
+// llama.cpp's deepseek2 hyperparameters as keel's deepseek config. Files in
+// the MLA layout (head_count_kv 1, key_length_mla / value_length_mla: what
+// keel and recent converters write) and in the older per-head layout (keys and
+// values per head, attn_kv_b) both read.
+model::ModelConfig deepseek2_config(const io::GgufFile& f) {
+  const std::string a = "deepseek2.";
+  model::ModelConfig c;
+  c.arch = "deepseek";
+  c.n_layer = f.get_int(a + "block_count");
+  c.n_embd = f.get_int(a + "embedding_length");
+  c.n_head = f.get_int(a + "attention.head_count");
+  c.ffn_hidden = f.get_int(a + "feed_forward_length");
+  c.max_seq_len = f.get_int(a + "context_length");
+  c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
+  if (f.has(a + "rope.freq_base")) c.rope_theta = float(f.get_float(a + "rope.freq_base"));
+  const std::string st = a + "rope.scaling.type";
+  if (f.has(st) && f.get_string(st) != "none")
+    fail<IoError>("{}: {} = '{}': keel has no rope scaling", f.path(), st, f.get_string(st));
+  c.qk_rope_head_dim = f.get_int(a + "rope.dimension_count");
+  c.q_lora_rank = f.has(a + "attention.q_lora_rank") ? f.get_int(a + "attention.q_lora_rank") : 0;
+  c.kv_lora_rank = f.get_int(a + "attention.kv_lora_rank");
+  const bool mla = f.has(a + "attention.key_length_mla");
+  c.qk_nope_head_dim = f.get_int(a + (mla ? "attention.key_length_mla" : "attention.key_length")) -
+                       c.qk_rope_head_dim;
+  c.v_head_dim = f.get_int(a + (mla ? "attention.value_length_mla" : "attention.value_length"));
+  c.n_dense_layers = f.get_int(a + "leading_dense_block_count");
+  c.n_routed_experts = f.get_int(a + "expert_count");
+  c.top_k = f.get_int(a + "expert_used_count");
+  c.n_shared_experts = f.get_int(a + "expert_shared_count");
+  c.moe_ffn_hidden = f.get_int(a + "expert_feed_forward_length");
+  c.routed_scaling = float(f.get_float(a + "expert_weights_scale"));
+  c.norm_topk_prob = f.has(a + "expert_weights_norm") && f.get_bool(a + "expert_weights_norm");
+  // llama.cpp: 1 softmax (also when absent), 2 sigmoid.
+  const int64_t gating = f.has(a + "expert_gating_func") ? f.get_int(a + "expert_gating_func") : 1;
+  if (gating != 1 && gating != 2)
+    fail<IoError>("{}: {}expert_gating_func = {}: keel gates by softmax (1) or sigmoid (2)",
+                  f.path(), a, gating);
+  c.gating = gating == 2 ? "sigmoid" : "softmax";
+  return c;
+}
+
+bool all_zero(const Tensor& t) {
+  const float* x = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (x[i] != 0.f) return false;
+  return true;
+}
+
+// Tensors of a deepseek2 file under keel's names: attn_k_b / attn_v_b merge
+// back into kv_b_proj, and a shared expert that is zero in every layer (what
+// keel writes for a model without one, since llama.cpp requires the tensors)
+// is dropped with n_shared_experts = 0.
+void deepseek2_tensors(const io::GgufFile& f, model::ModelConfig& c,
+                       std::map<std::string, Tensor>& out) {
+  std::map<std::string, Tensor> kb, vb;
+  std::vector<std::string> shexp;
+  for (const auto& t : f.tensors()) {
+    const std::string& n = t.name;
+    const size_t dot = n.find('.', 4);
+    const std::string blk = n.rfind("blk.", 0) == 0 ? n.substr(0, dot) : "";
+    if (n.ends_with(".attn_k_b.weight")) {
+      kb[blk] = f.get_f32(n);
+    } else if (n.ends_with(".attn_v_b.weight")) {
+      vb[blk] = f.get_f32(n);
+    } else if (n.ends_with(".attn_kv_b.weight")) {
+      out["model.layers." + blk.substr(4) + ".self_attn.kv_b_proj.weight"] = f.get_f32(n);
+    } else {
+      const auto name = keel_name_from_deepseek2_gguf(n);
+      if (!name) fail<IoError>("{}: tensor '{}' is not part of keel's deepseek model", f.path(), n);
+      out[*name] = f.get_f32(n);
+      if (n.find("_shexp.") != std::string::npos) shexp.push_back(*name);
+    }
+  }
+  for (const auto& [blk, k] : kb) {
+    const std::string kv = "model.layers." + blk.substr(4) + ".self_attn.kv_b_proj.weight";
+    if (out.count(kv)) continue;  // the file also carries attn_kv_b: take it as is
+    if (!vb.count(blk))
+      fail<IoError>("{}: tensor '{}.attn_k_b.weight' has no attn_v_b", f.path(), blk);
+    out[kv] = deepseek2_kv_b_from_gguf(k, vb.at(blk), c);
+  }
+  const bool zero_shared = !shexp.empty() && std::all_of(shexp.begin(), shexp.end(), [&](auto& n) {
+    return all_zero(out.at(n));
+  });
+  if (zero_shared) {
+    for (const auto& n : shexp) out.erase(n);
+    c.n_shared_experts = 0;
+  }
+}
+
 }  // namespace
 
 bool is_gguf_file(const std::string& path) {
@@ -105,12 +196,13 @@ bool is_gguf_file(const std::string& path) {
 ModelWeights read_gguf_model(const std::string& path) {
   const io::GgufFile f = io::GgufFile::open(path);
   const std::string arch = f.get_string("general.architecture");
-  if (arch != "llama" && arch != "gpt2")
-    fail<IoError>("{}: general.architecture = '{}': keel reads llama and gpt2 GGUF files", path,
-                  arch);
+  if (arch != "llama" && arch != "gpt2" && arch != "deepseek2")
+    fail<IoError>(
+        "{}: general.architecture = '{}': keel reads llama, gpt2 and deepseek2 GGUF files", path,
+        arch);
   ModelWeights m;
   m.dir = path;
-  m.config = gguf_config(f, arch);
+  m.config = arch == "deepseek2" ? deepseek2_config(f) : gguf_config(f, arch);
   m.tokenizer = gguf_tokenizer(f);
   const std::string embd = "token_embd.weight";
   if (!f.has_tensor(embd)) fail<IoError>("{}: tensor '{}' is missing", path, embd);
@@ -118,13 +210,20 @@ ModelWeights read_gguf_model(const std::string& path) {
   if (m.config.vocab_size < m.tokenizer.vocab_size())
     fail<IoError>("{}: {} has {} rows for a tokenizer of {} tokens", path, embd,
                   m.config.vocab_size, m.tokenizer.vocab_size());
-  m.config = model::resolve_config(m.config);
   for (const auto& t : f.tensors()) {
     const DType dt = t.dtype;
     if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16 && dt != DType::Q8_0 &&
         dt != DType::Q4_0)
       fail<IoError>("{}: tensor '{}' is {}: keel reads f32, f16, bf16, q8_0 and q4_0", path, t.name,
                     dtype_name(dt));
+  }
+  if (arch == "deepseek2") {
+    deepseek2_tensors(f, m.config, m.tensors);
+    m.config = model::resolve_config(m.config);
+    return m;
+  }
+  m.config = model::resolve_config(m.config);
+  for (const auto& t : f.tensors()) {
     if (arch == "gpt2" && t.name == "output.weight") continue;  // the tied head, below
     const auto name = keel_name_from_gguf(arch, t.name);
     if (!name) fail<IoError>("{}: tensor '{}' is not part of keel's {} model", path, t.name, arch);
@@ -161,6 +260,17 @@ void load_gguf_weights(const ModelWeights& file, model::Model& model) {
                     it->second.shape().str(), p->value.shape().str());
     std::memcpy(p->value.raw(), it->second.raw(), p->value.nbytes());
     used.insert(p->name);
+  }
+  // Buffers the model computes with (deepseek's routing biases).
+  for (auto& [name, t] : model.inference_buffers()) {
+    auto it = file.tensors.find(name);
+    if (it == file.tensors.end())
+      fail<IoError>("{}: no tensor for '{}' (the model's routing needs it)", file.dir, name);
+    if (it->second.shape() != t->shape())
+      fail<IoError>("{}: tensor for '{}' has shape {} but the model needs {}", file.dir, name,
+                    it->second.shape().str(), t->shape().str());
+    std::memcpy(t->raw(), it->second.raw(), t->nbytes());
+    used.insert(name);
   }
   for (const auto& [name, t] : file.tensors)
     if (!used.count(name))

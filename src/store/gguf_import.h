@@ -1,4 +1,4 @@
-// Models from GGUF files: llama and gpt2 files as keel exports them or as
+// Models from GGUF files: llama, gpt2 and deepseek2 files as keel exports them or as
 // llama.cpp's converter writes them, read back into keel's names, shapes and
 // f32 weights (f16, bf16, q8_0 and q4_0 tensors are dequantized), with the
 // configuration from the metadata and the byte-level BPE tokenizer embedded in

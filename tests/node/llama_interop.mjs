@@ -178,7 +178,7 @@ async function compare(dtype) {
   // The round trip: keel reads the GGUF it wrote (`keel generate --model
   // file.gguf`, weights dequantized to f32) and continues as llama.cpp does.
   let keelFromGguf = null;
-  if (arch === 'llama' || arch === 'gpt2') {
+  {
     const out = run(['generate', '--model', gguf, '--prompt', prompt, '--max-tokens',
       String(ref.ids.length), '--temperature', '0', '--no-stop']);
     keelFromGguf = out.slice(prompt.length, -1) === model.detokenize(got);

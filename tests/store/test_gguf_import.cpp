@@ -211,3 +211,53 @@ TEST(GgufImportErrors, WhatKeelCannotExpressIsNamed) {
   EXPECT_FALSE(store::is_gguf_file(dir + "/not.gguf"));
   expect_io_error([&] { store::load_model_weights(dir + "/not.gguf"); }, "not a GGUF file");
 }
+
+// deepseek2: kv_b_proj comes back from attn_k_b / attn_v_b exactly (a pure
+// permutation), the routing biases too, and the zero shared expert keel writes
+// for a model without one is dropped again.
+TEST(GgufImportDeepseek, ReadsBackBitForBit) {
+  auto be = backend::make_backend("cpu");
+  for (int64_t shared : {0, 1}) {
+    model::ModelConfig c;
+    c.arch = "deepseek";
+    c.vocab_size = tokenizer().vocab_size();
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_embd = 32;
+    c.max_seq_len = 24;
+    c.n_dense_layers = 1;
+    c.kv_lora_rank = 16;
+    c.qk_nope_head_dim = 8;
+    c.qk_rope_head_dim = 8;
+    c.v_head_dim = 8;
+    c.n_routed_experts = 4;
+    c.top_k = 2;
+    c.moe_ffn_hidden = 16;
+    c.n_shared_experts = shared;
+    c.gating = shared ? "softmax" : "sigmoid";
+    auto m = model::make_model(c, *be);
+    m->init(11);
+    for (auto& [name, t] : m->inference_buffers()) {  // non-zero routing biases
+      float* b = t->data<float>();
+      for (int64_t i = 0; i < t->numel(); ++i) b[i] = 0.01f * float(i + 1);
+    }
+    m->sync_compute_weights();
+    const std::string path = temp_dir("deepseek" + std::to_string(shared)) + "/m.gguf";
+    store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
+    const store::ModelWeights w = store::read_gguf_model(path);
+    EXPECT_EQ(w.config.arch, "deepseek");
+    EXPECT_EQ(w.config.n_shared_experts, shared);
+    EXPECT_EQ(w.config.gating, c.gating);
+    EXPECT_EQ(w.config.qk_nope_head_dim, 8);
+    EXPECT_EQ(w.tensors.size(), m->parameters().size() + m->inference_buffers().size());
+    for (auto* p : m->parameters())
+      EXPECT_EQ(w.tensors.at(p->name).to_f32_vector(), p->value.to_f32_vector()) << p->name;
+    auto fresh = model::make_model(w.config, *be);
+    store::load_gguf_weights(w, *fresh);
+    for (auto& [name, t] : fresh->inference_buffers())
+      EXPECT_EQ(t->to_f32_vector(), w.tensors.at(name).to_f32_vector()) << name;
+    const std::vector<int32_t> ids = tokenizer().encode("the quick dog, isn't it");
+    const Tensor x = Tensor::from_i32(ids, Shape{1, int64_t(ids.size())});
+    EXPECT_EQ(fresh->logits(x).to_f32_vector(), m->logits(x).to_f32_vector()) << shared;
+  }
+}
