@@ -42,10 +42,10 @@ LoadedModel load_model_folder(const std::string& dir, backend::Backend& be);
 
 // `keel train --init FROM`: overwrites the freshly initialised parameters of
 // `model` with those of FROM, which is a Hugging Face style folder, a keel run
-// directory, a keel-named .safetensors file or a llama/gpt2 GGUF file. The architectures and shapes
-// must match (IoError naming the tensor otherwise). When `tokenizer` is given
-// and FROM carries a tokenizer, the two must encode identically (same id()):
-// the same shapes with another vocabulary would train on shuffled embeddings.
+// directory, a keel-named .safetensors file or a GGUF file (store/gguf_import.h). The architectures
+// and shapes must match (IoError naming the tensor otherwise). When `tokenizer` is given and FROM
+// carries a tokenizer, the two must encode identically (same id()): the same shapes with another
+// vocabulary would train on shuffled embeddings.
 void init_weights_from(const std::string& from, model::Model& model,
                        const data::Tokenizer* tokenizer = nullptr);
 

@@ -188,7 +188,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--run", a->run_dir, "run directory written by `keel train`");
   cmd->add_option("--model", a->model_dir,
                   "model folder (`keel export --format safetensors`, or a Hugging Face GPT-2 / "
-                  "Llama folder) or a llama/gpt2 GGUF file; instead of --run");
+                  "Llama folder) or a llama/gpt2/deepseek2 GGUF file; instead of --run");
   cmd->add_option("--prompt", a->prompt, "text to continue (required, non-empty)");
   cmd->add_option("--max-tokens", a->max_tokens,
                   "tokens to generate (at most the model's context minus the prompt)")
