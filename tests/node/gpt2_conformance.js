@@ -61,6 +61,28 @@ const tricky = [
   '',
   'x',
   ' ',
+  // Letters and digits of recent Unicode versions (keel's tables: Unicode 17,
+  // scripts/gen_unicode_tables.mjs), each before 's, 'll, 're and a digit run:
+  // 14.0 Toto U+1E290, 15.0 Nag Mundari U+1E4D0 and digits U+1E4F0, Kawi
+  // U+11F04 and digits U+11F50, 15.1 CJK Ext. I U+2EBF0, 16.0 U+1C89 U+A7CB,
+  // 17.0 U+088F U+0C5C U+0CDC.
+  ...['\u{1E290}', '\u{1E4D0}\u{1E4D1}', '\u{11F04}', '\u{2EBF0}', '\u1C89', '\uA7CB', '\u088F',
+    '\u0C5C', '\u0CDC'].map((c) => `x${c}'s ${c}'ll ${c}'re ${c}s${c} 1${c}2 ${c}\u{1E4F0}\u{1E4F1} ` +
+      `\u{11F50}'s a${c}b`),
+];
+
+// Where JavaScript's \s differs from Unicode White_Space, which the original
+// GPT-2 encoder (Python's regex module) and keel use, the reference is built
+// from Python's split: JavaScript counts U+FEFF as a space and not U+0085.
+// Each case: the text and its pre-tokens under Python's pattern; the ids are
+// gpt-3-encoder's for each piece, joined.
+const pythonJudged = [
+  ['a\u0085b', ['a', '\u0085', 'b']],
+  ['one\u0085\u0085 two', ['one', '\u0085\u0085', ' two']],
+  ['x \u0085y', ['x', ' ', '\u0085', 'y']],  // \s+(?!\S) leaves the last space
+  ['\ufeffstart', ['\ufeff', 'start']],
+  ['a \ufeffb', ['a', ' \ufeff', 'b']],
+  ['mid\ufeff\ufeff word', ['mid', '\ufeff\ufeff', ' word']],
 ];
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-gpt2-'));
@@ -75,7 +97,12 @@ const trickyFiles = tricky.map((s, i) => {
   fs.writeFileSync(f, s, 'utf8');
   return f;
 });
-const files = trickyFiles.concat(corpus);
+const judgedFiles = pythonJudged.map(([text], i) => {
+  const f = path.join(tmp, `python_judged_${i}.txt`);
+  fs.writeFileSync(f, text, 'utf8');
+  return f;
+});
+const files = trickyFiles.concat(judgedFiles, corpus);
 const outFile = path.join(tmp, 'ids.txt');
 execFileSync(keel, ['data', 'encode', '--gpt2', '--gpt2-dir', encDir, '--input', ...files, '--out', outFile],
              { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -98,7 +125,8 @@ if (lines.length !== files.length + 1) {
 let failures = 0, tokens = 0;
 files.forEach((f, k) => {
   const text = fs.readFileSync(f, 'utf8');
-  const want = encodeLong(text);
+  const j = judgedFiles.indexOf(f);
+  const want = j >= 0 ? pythonJudged[j][1].flatMap((piece) => encode(piece)) : encodeLong(text);
   const got = lines[k] === '' ? [] : lines[k].split(' ').map(Number);
   tokens += want.length;
   const n = Math.min(want.length, got.length);
@@ -115,5 +143,6 @@ if (failures) {
   console.error(`${failures} of ${files.length} files differ`);
   process.exit(1);
 }
-console.log(`ok: ${files.length} files (${tricky.length} tricky strings + ${corpus.length} corpus files), ` +
+console.log(`ok: ${files.length} files (${tricky.length} tricky strings, ${pythonJudged.length} judged by ` +
+            `Python's split, ${corpus.length} corpus files), ` +
             `${tokens} tokens identical`);
