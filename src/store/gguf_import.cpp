@@ -57,24 +57,35 @@ data::Tokenizer gguf_tokenizer(const io::GgufFile& f) {
   return data::Tokenizer::from_gpt2_strings(tokens, special, merges, p);
 }
 
-model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
-  const std::string& p = f.path();
-  const std::string a = arch + ".";
+// The keys every architecture shares (`a` is "<general.architecture>."); for
+// rotary models also the rms epsilon, the rope base and no rope scaling.
+model::ModelConfig shared_config(const io::GgufFile& f, const std::string& a, bool rotary) {
   model::ModelConfig c;
-  c.arch = arch;
   c.n_layer = f.get_int(a + "block_count");
   c.n_embd = f.get_int(a + "embedding_length");
   c.n_head = f.get_int(a + "attention.head_count");
   c.ffn_hidden = f.get_int(a + "feed_forward_length");
   c.max_seq_len = f.get_int(a + "context_length");
+  if (!rotary) return c;
+  c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
+  if (f.has(a + "rope.freq_base")) c.rope_theta = float(f.get_float(a + "rope.freq_base"));
+  const std::string st = a + "rope.scaling.type";
+  if (f.has(st) && f.get_string(st) != "none")
+    fail<IoError>("{}: {} = '{}': keel has no rope scaling", f.path(), st, f.get_string(st));
+  return c;
+}
+
+model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
+  const std::string& p = f.path();
+  const std::string a = arch + ".";
+  model::ModelConfig c = shared_config(f, a, arch != "gpt2");
+  c.arch = arch;
   if (arch == "gpt2") {
     c.norm_eps = float(f.get_float(a + "attention.layer_norm_epsilon"));
     return c;
   }
   c.n_kv_head =
       f.has(a + "attention.head_count_kv") ? f.get_int(a + "attention.head_count_kv") : c.n_head;
-  c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
-  if (f.has(a + "rope.freq_base")) c.rope_theta = float(f.get_float(a + "rope.freq_base"));
   if (c.n_head <= 0 || c.n_embd % c.n_head != 0)
     fail<IoError>("{}: {}attention.head_count = {} does not divide embedding_length {}", p, a,
                   c.n_head, c.n_embd);
@@ -82,9 +93,6 @@ model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
   if (f.has(rd) && f.get_int(rd) != c.n_embd / c.n_head)
     fail<IoError>("{}: {} = {}: keel rotates whole heads ({} dimensions)", p, rd, f.get_int(rd),
                   c.n_embd / c.n_head);
-  const std::string st = a + "rope.scaling.type";
-  if (f.has(st) && f.get_string(st) != "none")
-    fail<IoError>("{}: {} = '{}': keel has no rope scaling", p, st, f.get_string(st));
   for (const char* k : {"attention.key_length", "attention.value_length"}) {
     const std::string key = a + k;
     if (f.has(key) && f.get_int(key) != c.n_embd / c.n_head)
@@ -100,18 +108,8 @@ model::ModelConfig gguf_config(const io::GgufFile& f, const std::string& arch) {
 // values per head, attn_kv_b) both read.
 model::ModelConfig deepseek2_config(const io::GgufFile& f) {
   const std::string a = "deepseek2.";
-  model::ModelConfig c;
+  model::ModelConfig c = shared_config(f, a, true);
   c.arch = "deepseek";
-  c.n_layer = f.get_int(a + "block_count");
-  c.n_embd = f.get_int(a + "embedding_length");
-  c.n_head = f.get_int(a + "attention.head_count");
-  c.ffn_hidden = f.get_int(a + "feed_forward_length");
-  c.max_seq_len = f.get_int(a + "context_length");
-  c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
-  if (f.has(a + "rope.freq_base")) c.rope_theta = float(f.get_float(a + "rope.freq_base"));
-  const std::string st = a + "rope.scaling.type";
-  if (f.has(st) && f.get_string(st) != "none")
-    fail<IoError>("{}: {} = '{}': keel has no rope scaling", f.path(), st, f.get_string(st));
   c.qk_rope_head_dim = f.get_int(a + "rope.dimension_count");
   c.q_lora_rank = f.has(a + "attention.q_lora_rank") ? f.get_int(a + "attention.q_lora_rank") : 0;
   c.kv_lora_rank = f.get_int(a + "attention.kv_lora_rank");
