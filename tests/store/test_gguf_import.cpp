@@ -16,30 +16,14 @@
 #include "model/model.h"
 #include "store/gguf_import.h"
 #include "store/model_export.h"
+#include "store_test_util.h"
 
 using namespace keel;
+using keel::store::testing::temp_dir;
+using keel::store::testing::tokenizer;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  const auto d = fs::temp_directory_path() / "keel_test_gguf_import" / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-const data::Tokenizer& tokenizer() {
-  static const data::Tokenizer tok = [] {
-    const std::vector<std::string> docs = {"the quick brown fox jumps over the lazy dog",
-                                           "It's the end of the text, isn't it? 12 34"};
-    std::vector<std::string_view> views(docs.begin(), docs.end());
-    data::BpeTrainOptions o;
-    o.vocab_size = 290;
-    return data::Tokenizer::train(views, o);
-  }();
-  return tok;
-}
 
 std::unique_ptr<model::Model> make(backend::Backend& be, const std::string& arch, uint64_t seed) {
   model::ModelConfig c;
@@ -115,7 +99,7 @@ TEST_P(GgufImport, F32ExportReadsBackBitForBit) {
   const std::string arch = GetParam();
   auto be = backend::make_backend("cpu");
   auto m = make(*be, arch, 3);
-  const std::string path = temp_dir(arch) + "/m.gguf";
+  const std::string path = temp_dir("gguf_" + arch) + "/m.gguf";
   store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
   ASSERT_TRUE(store::is_gguf_file(path));
 
@@ -160,7 +144,7 @@ INSTANTIATE_TEST_SUITE_P(Archs, GgufImport, ::testing::Values("gpt2", "llama"));
 
 TEST(GgufImportErrors, WhatKeelCannotExpressIsNamed) {
   auto be = backend::make_backend("cpu");
-  const std::string dir = temp_dir("errors");
+  const std::string dir = temp_dir("gguf_errors");
   auto llama = make(*be, "llama", 4);
   auto gpt2 = make(*be, "gpt2", 5);
   const std::string l = dir + "/llama.gguf", g = dir + "/gpt2.gguf";
@@ -242,7 +226,7 @@ TEST(GgufImportDeepseek, ReadsBackBitForBit) {
       for (int64_t i = 0; i < t->numel(); ++i) b[i] = 0.01f * float(i + 1);
     }
     m->sync_compute_weights();
-    const std::string path = temp_dir("deepseek" + std::to_string(shared)) + "/m.gguf";
+    const std::string path = temp_dir("gguf_deepseek" + std::to_string(shared)) + "/m.gguf";
     store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
     const store::ModelWeights w = store::read_gguf_model(path);
     EXPECT_EQ(w.config.arch, "deepseek");

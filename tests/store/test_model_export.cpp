@@ -21,32 +21,14 @@
 #include "model/model.h"
 #include "store/model_export.h"
 #include "store/model_import.h"
+#include "store_test_util.h"
 
 using namespace keel;
+using keel::store::testing::temp_dir;
+using keel::store::testing::tokenizer;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  const auto d = fs::temp_directory_path() / "keel_test_model_export" / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-const data::Tokenizer& tokenizer() {
-  static const data::Tokenizer tok = [] {
-    const std::vector<std::string> docs = {
-        "the quick brown fox jumps over the lazy dog. the dog sleeps.",
-        "a fox, a dog, and the quick brown cat; 12 34 56!",
-        "It's the end of the text, isn't it? We'll see."};
-    std::vector<std::string_view> views(docs.begin(), docs.end());
-    data::BpeTrainOptions o;
-    o.vocab_size = 300;
-    return data::Tokenizer::train(views, o);
-  }();
-  return tok;
-}
 
 model::ModelConfig config(const std::string& arch) {
   model::ModelConfig c;
