@@ -299,7 +299,8 @@ GgufWeights gguf_weights_from_name(const std::string& s) {
   if (s == "f32") return GgufWeights::F32;
   if (s == "f16") return GgufWeights::F16;
   if (s == "q8_0") return GgufWeights::Q8_0;
-  fail("GGUF weight type '{}' is not one of f32, f16, q8_0", s);
+  if (s == "q4_0") return GgufWeights::Q4_0;
+  fail("GGUF weight type '{}' is not one of f32, f16, q8_0, q4_0", s);
 }
 
 std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name) {
@@ -336,9 +337,9 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
   const std::string a = c.arch == "deepseek" ? kDeepseek2GgufArch : c.arch;
   w.add_string("general.architecture", a);
   w.add_string("general.name", "keel-" + c.arch);
-  // llama.cpp's file types: 0 all f32, 1 mostly f16, 7 mostly q8_0.
-  w.add_u32("general.file_type",
-            weights == GgufWeights::F32 ? 0u : (weights == GgufWeights::F16 ? 1u : 7u));
+  // llama.cpp's file types: 0 all f32, 1 mostly f16, 2 mostly q4_0, 7 mostly q8_0.
+  static constexpr uint32_t kFileType[] = {0, 1, 7, 2};
+  w.add_u32("general.file_type", kFileType[int(weights)]);
   w.add_u32("general.quantization_version", 2);
   w.add_u32(a + ".context_length", uint32_t(c.max_seq_len));
   w.add_u32(a + ".embedding_length", uint32_t(c.n_embd));
@@ -364,8 +365,10 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
     Tensor t = v;
     if (v.rank() >= 2 && weights != GgufWeights::F32 && !name.ends_with(".ffn_gate_inp.weight")) {
       const int64_t cols = v.dim(v.rank() - 1);
-      if (weights == GgufWeights::Q8_0 && cols % kQBlock == 0) {
-        Tensor q = Tensor::zeros(Shape{v.numel() / cols, cols}, DType::Q8_0);
+      const bool blocked = weights == GgufWeights::Q8_0 || weights == GgufWeights::Q4_0;
+      if (blocked && cols % kQBlock == 0) {
+        const DType qdt = weights == GgufWeights::Q8_0 ? DType::Q8_0 : DType::Q4_0;
+        Tensor q = Tensor::zeros(Shape{v.numel() / cols, cols}, qdt);
         Tensor scale;
         ops::quantize(be, v.reshape(Shape{v.numel() / cols, cols}), q, scale);
         t = q.reshape(v.shape());

@@ -50,10 +50,11 @@ std::vector<io::NamedTensor> hf_tensors(model::Model& model);
 void export_hf_folder(const std::string& dir, model::Model& model, const data::Tokenizer& tok);
 
 // Weight type of the 2-D tensors in a GGUF export; 1-D tensors (norms,
-// biases) always stay f32, and under Q8_0 a matrix whose rows are not a
+// biases) always stay f32, and under Q8_0 / Q4_0 (llama.cpp's rounding, every
+// matrix in that type: a "pure" file) a matrix whose rows are not a
 // multiple of 32 falls back to f16 (as llama.cpp's converter does).
-enum class GgufWeights { F32, F16, Q8_0 };
-// "f32" | "f16" | "q8_0"; anything else is a keel::Error naming the value.
+enum class GgufWeights { F32, F16, Q8_0, Q4_0 };
+// "f32" | "f16" | "q8_0" | "q4_0"; anything else is a keel::Error naming the value.
 GgufWeights gguf_weights_from_name(const std::string& s);
 
 // The GGUF tensor name of a keel parameter ("model.layers.3.self_attn.q_proj.weight"
@@ -69,8 +70,8 @@ std::optional<std::string> keel_name_from_gguf(const std::string& arch,
 // Writes a GGUF file for llama.cpp: general.architecture = "llama", "gpt2" or
 // (keel's deepseek) "deepseek2", the hyperparameters, the tokenizer
 // (tokenizer.ggml.model "gpt2", pre-tokenizer "gpt-2", tokens, token types,
-// merges, <|endoftext|> as bos/eos) and the weights; f16/q8_0 apply to
-// matrices and expert stacks, except the f32 MoE router. Quantization to q8_0
+// merges, <|endoftext|> as bos/eos) and the weights; f16/q8_0/q4_0 apply to
+// matrices and expert stacks, except the f32 MoE router. Quantization
 // runs on `be`. A deepseek configuration deepseek2 cannot express is a
 // keel::Error naming the model key (check_deepseek2_exportable).
 void export_gguf(const std::string& path, model::Model& model, const data::Tokenizer& tok,

@@ -246,6 +246,12 @@ check(q8.top1 >= Q8_TOP1_MIN * ref.ids.length,
 check(q8.maxChosen < Q8_CHOSEN_LOGPROB_BOUND,
   `[q8_0] max |delta log p| of keel's tokens ${q8.maxChosen.toExponential(3)} < ${Q8_CHOSEN_LOGPROB_BOUND}`);
 
+// q4_0 (llama.cpp's rounding, written by keel): measured against keel's f32
+// model, so the figures are the cost of 4-bit weights, not a disagreement.
+const q4 = await compare('q4_0');
+console.log(`[q4_0] top-1 agreement with keel's f32 model ${q4.top1}/${ref.ids.length}, ` +
+  `max |delta log p| of keel's tokens ${q4.maxChosen.toExponential(3)}`);
+
 await llama.dispose();
 if (failures) {
   console.error(`${failures} check(s) failed`);

@@ -128,8 +128,8 @@ TEST_P(ExportArch, GgufExportReadsBack) {
   auto m = make(*be, GetParam(), 5);
   const std::string dir = temp_dir("gguf_" + GetParam());
   const auto& c = m->config();
-  for (const auto wt :
-       {store::GgufWeights::F32, store::GgufWeights::F16, store::GgufWeights::Q8_0}) {
+  for (const auto wt : {store::GgufWeights::F32, store::GgufWeights::F16, store::GgufWeights::Q8_0,
+                        store::GgufWeights::Q4_0}) {
     const std::string path = dir + "/m.gguf";
     store::export_gguf(path, *m, tokenizer(), wt, *be);
     const io::GgufFile f = io::GgufFile::open(path);
@@ -166,16 +166,21 @@ TEST_P(ExportArch, GgufExportReadsBack) {
       const std::string g = store::gguf_tensor_name(a, p->name);
       const auto& info = f.tensor_info(g);
       EXPECT_EQ(info.shape(), p->value.shape()) << g;
-      const DType want = p->value.rank() == 1 || wt == store::GgufWeights::F32
-                             ? DType::F32
-                             : (wt == store::GgufWeights::F16 ? DType::F16 : DType::Q8_0);
+      const DType want = p->value.rank() == 1 || wt == store::GgufWeights::F32 ? DType::F32
+                         : wt == store::GgufWeights::F16                       ? DType::F16
+                         : wt == store::GgufWeights::Q8_0                      ? DType::Q8_0
+                                                                               : DType::Q4_0;
       EXPECT_EQ(info.dtype, want) << g;
       const auto got = f.get_f32(g).to_f32_vector(), exp = p->value.to_f32_vector();
       float amax = 0;
       for (float x : exp) amax = std::max(amax, std::fabs(x));
-      // f16 keeps ~11 bits, q8_0 half a step of amax/127 per 32-block (bounded by the tensor's
-      // amax).
-      const float tol = want == DType::F32 ? 0.f : (want == DType::F16 ? amax / 1024 : amax / 200);
+      // f16 keeps ~11 bits, q8_0 half a step of amax/127 per 32-block, q4_0 a step of amax/8
+      // (its grid runs from -8 d to 7 d with d = -max/8: the far side rounds by up to a step);
+      // all bounded by the tensor's amax.
+      const float tol = want == DType::F32    ? 0.f
+                        : want == DType::F16  ? amax / 1024
+                        : want == DType::Q8_0 ? amax / 200
+                                              : amax / 7.9f;
       for (size_t i = 0; i < exp.size(); ++i) ASSERT_NEAR(got[i], exp[i], tol) << g << " " << i;
     }
   }
