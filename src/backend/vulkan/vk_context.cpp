@@ -17,24 +17,42 @@ namespace keel::vulkan {
 
 std::string_view result_name(VkResult r) {
   switch (r) {
-    case VK_SUCCESS: return "VK_SUCCESS";
-    case VK_NOT_READY: return "VK_NOT_READY";
-    case VK_TIMEOUT: return "VK_TIMEOUT";
-    case VK_INCOMPLETE: return "VK_INCOMPLETE";
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
-    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
-    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
-    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
-    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
-    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
-    case VK_ERROR_FORMAT_NOT_SUPPORTED: return "VK_ERROR_FORMAT_NOT_SUPPORTED";
-    case VK_ERROR_FRAGMENTED_POOL: return "VK_ERROR_FRAGMENTED_POOL";
-    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
-    default: return "VkResult";
+    case VK_SUCCESS:
+      return "VK_SUCCESS";
+    case VK_NOT_READY:
+      return "VK_NOT_READY";
+    case VK_TIMEOUT:
+      return "VK_TIMEOUT";
+    case VK_INCOMPLETE:
+      return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+      return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED:
+      return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST:
+      return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED:
+      return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT:
+      return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+      return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT:
+      return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+      return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS:
+      return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_FORMAT_NOT_SUPPORTED:
+      return "VK_ERROR_FORMAT_NOT_SUPPORTED";
+    case VK_ERROR_FRAGMENTED_POOL:
+      return "VK_ERROR_FRAGMENTED_POOL";
+    case VK_ERROR_OUT_OF_POOL_MEMORY:
+      return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default:
+      return "VkResult";
   }
 }
 
@@ -85,8 +103,9 @@ VkInstance create_instance(bool validation) {
   VkInstance inst = VK_NULL_HANDLE;
   const VkResult r = vkCreateInstance(&ci, nullptr, &inst);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
-    fail("Vulkan: no driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); for a CPU "
-         "device install mesa-vulkan-drivers (lavapipe)");
+    fail(
+        "Vulkan: no driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); for a CPU "
+        "device install mesa-vulkan-drivers (lavapipe)");
   check(r, "vkCreateInstance");
   return inst;
 }
@@ -102,11 +121,16 @@ std::vector<VkPhysicalDevice> physical_devices(VkInstance inst) {
 
 const char* type_name(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated gpu";
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete gpu";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual gpu";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
@@ -152,7 +176,9 @@ std::string list_text(const std::vector<DeviceInfo>& devs) {
 
 }  // namespace
 
-uint64_t validation_errors() { return g_validation_errors.load(); }
+uint64_t validation_errors() {
+  return g_validation_errors.load();
+}
 std::string last_validation_message() {
   std::lock_guard<std::mutex> lock(g_validation_mu);
   return g_validation_last;
@@ -181,8 +207,9 @@ std::vector<DeviceInfo> list_devices() {
   }
   vkDestroyInstance(inst, nullptr);
   if (out.empty())
-    fail("Vulkan: the loader found a driver but no devices; for a CPU device install "
-         "mesa-vulkan-drivers (lavapipe)");
+    fail(
+        "Vulkan: the loader found a driver but no devices; for a CPU device install "
+        "mesa-vulkan-drivers (lavapipe)");
   return out;
 }
 
@@ -209,8 +236,9 @@ Context::Context(const ContextOptions& opt) {
     std::vector<DeviceInfo> infos;
     for (uint32_t i = 0; i < devs.size(); ++i) infos.push_back(query(devs[i], i));
     if (devs.empty())
-      fail("Vulkan: the loader found a driver but no devices; for a CPU device install "
-           "mesa-vulkan-drivers (lavapipe)");
+      fail(
+          "Vulkan: the loader found a driver but no devices; for a CPU device install "
+          "mesa-vulkan-drivers (lavapipe)");
 
     // KEEL_VULKAN_DEVICE: an index, or a substring of the device name.
     uint32_t pick = 0;
@@ -234,10 +262,11 @@ Context::Context(const ContextOptions& opt) {
     physical_ = devs[pick];
     info_ = infos[pick];
     if (!info_.push_descriptor || !info_.storage_16bit)
-      fail("Vulkan: device {} lacks {} (the runtime needs VK_KHR_push_descriptor and 16-bit "
-           "storage buffers); devices:{}",
-           info_.name, !info_.push_descriptor ? "VK_KHR_push_descriptor" : "16-bit storage",
-           list_text(infos));
+      fail(
+          "Vulkan: device {} lacks {} (the runtime needs VK_KHR_push_descriptor and 16-bit "
+          "storage buffers); devices:{}",
+          info_.name, !info_.push_descriptor ? "VK_KHR_push_descriptor" : "16-bit storage",
+          list_text(infos));
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(physical_, &props);
     limits_ = props.limits;
@@ -288,7 +317,9 @@ Context::Context(const ContextOptions& opt) {
   }
 }
 
-Context::~Context() { teardown(); }
+Context::~Context() {
+  teardown();
+}
 
 void Context::teardown() {
   if (device_ != VK_NULL_HANDLE) vkDeviceWaitIdle(device_);

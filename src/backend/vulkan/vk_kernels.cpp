@@ -66,8 +66,7 @@ void matmul(Context& ctx, const backend::MatmulArgs& a, const Buffer& A, const B
   const uint32_t gx = u32((a.N + 31) / 32, "N tiles"), gy = u32((a.M + 31) / 32, "M tiles");
   const uint32_t gz = u32(a.batch, "batch");
   if (gx > 65535 || gy > 65535 || gz > 65535)
-    fail<KernelError>("Vulkan matmul: grid {}x{}x{} exceeds 65535 workgroups per axis", gx, gy,
-                      gz);
+    fail<KernelError>("Vulkan matmul: grid {}x{}x{} exceeds 65535 workgroups per axis", gx, gy, gz);
   ctx.stream().dispatch(p, {A, B, C}, &pc, gx, gy, gz);
 }
 
@@ -92,13 +91,14 @@ void rmsnorm_forward(Context& ctx, DType dt, const Buffer& x, const Buffer& w, c
   ctx.stream().dispatch(p, {x, w, y, rstd}, &pc, groups_for(N, 1));
 }
 
-int64_t sum_squares_partials(int64_t n) { return std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk); }
+int64_t sum_squares_partials(int64_t n) {
+  return std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk);
+}
 
 void sum_squares(Context& ctx, DType dt, const Buffer& x, int64_t n, const Buffer& partials,
                  const Buffer& out) {
   const int64_t g = sum_squares_partials(n);
-  if (g > 65535)
-    fail<KernelError>("Vulkan sum_squares: n = {} needs {} chunks, over 65535", n, g);
+  if (g > 65535) fail<KernelError>("Vulkan sum_squares: n = {} needs {} chunks, over 65535", n, g);
   struct {
     uint32_t n, bf16;
   } pc1{u32(n, "n"), is_bf16(dt, "sum_squares")};

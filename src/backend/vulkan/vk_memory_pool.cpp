@@ -13,7 +13,9 @@ namespace {
 constexpr VkBufferUsageFlags kUsage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
                                       VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                       VK_BUFFER_USAGE_TRANSFER_DST_BIT;
-uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+uint64_t round_up(uint64_t x, uint64_t a) {
+  return (x + a - 1) / a * a;
+}
 }  // namespace
 
 MemoryPool::MemoryPool(Context& ctx, uint64_t budget, uint64_t block_size)
@@ -34,9 +36,10 @@ void MemoryPool::add_block(uint64_t bytes) {
   const uint64_t left = budget_ - reserved_;
   const uint64_t size = std::min(std::max(block_size_, bytes), left);
   if (bytes > left)
-    fail("Vulkan: out of device memory on {}: requested {} bytes, pool budget {} bytes ({} held "
-         "in {} allocations, {} in use)",
-         ctx_.info().name, bytes, budget_, reserved_, blocks_.size(), in_use_);
+    fail(
+        "Vulkan: out of device memory on {}: requested {} bytes, pool budget {} bytes ({} held "
+        "in {} allocations, {} in use)",
+        ctx_.info().name, bytes, budget_, reserved_, blocks_.size(), in_use_);
   Block b;
   b.size = size;
   VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
@@ -63,9 +66,10 @@ void MemoryPool::add_block(uint64_t bytes) {
   if (r != VK_SUCCESS) {
     vkDestroyBuffer(ctx_.device(), b.buffer, nullptr);
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-      fail("Vulkan: out of device memory on {}: requested {} bytes, the driver refused a {}-byte "
-           "block (vkAllocateMemory: {}); pool budget {} bytes, {} held, {} in use",
-           ctx_.info().name, bytes, req.size, result_name(r), budget_, reserved_, in_use_);
+      fail(
+          "Vulkan: out of device memory on {}: requested {} bytes, the driver refused a {}-byte "
+          "block (vkAllocateMemory: {}); pool budget {} bytes, {} held, {} in use",
+          ctx_.info().name, bytes, req.size, result_name(r), budget_, reserved_, in_use_);
     check(r, "vkAllocateMemory");
   }
   const VkResult rb = vkBindBufferMemory(ctx_.device(), b.buffer, b.memory, 0);
@@ -101,8 +105,8 @@ Buffer MemoryPool::alloc(uint64_t bytes) {
     if (take(i, need, out)) return out;
   add_block(need);
   if (!take(uint32_t(blocks_.size() - 1), need, out))
-    fail("Vulkan: internal error: a fresh {}-byte block cannot hold {} bytes",
-         blocks_.back().size, need);
+    fail("Vulkan: internal error: a fresh {}-byte block cannot hold {} bytes", blocks_.back().size,
+         need);
   return out;
 }
 

@@ -147,7 +147,8 @@ void Stream::ensure_staging(uint64_t bytes) {
   for (uint32_t i = 0; i < mp.memoryTypeCount && type < 0; ++i)
     if ((req.memoryTypeBits >> i & 1) && (mp.memoryTypes[i].propertyFlags & want) == want)
       type = int(i);
-  if (type < 0) fail("Vulkan: {} has no host-visible coherent memory for staging", ctx_.info().name);
+  if (type < 0)
+    fail("Vulkan: {} has no host-visible coherent memory for staging", ctx_.info().name);
   VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   ai.allocationSize = req.size;
   ai.memoryTypeIndex = uint32_t(type);
