@@ -88,7 +88,13 @@ std::vector<T> download(Context& ctx, const Buffer& b, size_t n) {
   return v;
 }
 
-TEST(VulkanRuntime, ListsDevices) {
+// Every test ends with the validation layer (when installed) silent.
+class VulkanRuntime : public ::testing::Test {
+ protected:
+  void TearDown() override { EXPECT_EQ(validation_errors(), 0u) << last_validation_message(); }
+};
+
+TEST_F(VulkanRuntime, ListsDevices) {
   std::vector<DeviceInfo> devs;
   try {
     devs = list_devices();
@@ -106,7 +112,7 @@ TEST(VulkanRuntime, ListsDevices) {
   EXPECT_EQ(ctx.info().name, devs[ctx.info().index].name);
 }
 
-TEST(VulkanRuntime, DeviceChoiceByEnvironment) {
+TEST_F(VulkanRuntime, DeviceChoiceByEnvironment) {
   const auto devs = list_devices();
   setenv("KEEL_VULKAN_DEVICE", devs[0].name.substr(0, 4).c_str(), 1);
   {
@@ -127,7 +133,7 @@ TEST(VulkanRuntime, DeviceChoiceByEnvironment) {
   unsetenv("KEEL_VULKAN_DEVICE");
 }
 
-TEST(VulkanRuntime, PoolSubAllocatesFreesAndReuses) {
+TEST_F(VulkanRuntime, PoolSubAllocatesFreesAndReuses) {
   ContextOptions o = validated();
   o.pool_budget = 8 << 20;
   o.pool_block = 1 << 20;
@@ -173,7 +179,7 @@ TEST(VulkanRuntime, PoolSubAllocatesFreesAndReuses) {
   pool.free(more);
 }
 
-TEST(VulkanRuntime, OutOfMemoryIsANamedError) {
+TEST_F(VulkanRuntime, OutOfMemoryIsANamedError) {
   ContextOptions o = validated();
   o.pool_budget = 4 << 20;
   o.pool_block = 1 << 20;
@@ -204,7 +210,7 @@ TEST(VulkanRuntime, OutOfMemoryIsANamedError) {
   }
 }
 
-TEST(VulkanRuntime, UploadDownloadCopyAreByteExact) {
+TEST_F(VulkanRuntime, UploadDownloadCopyAreByteExact) {
   NEED_CTX();
   std::mt19937 g(7);
   for (size_t n : {size_t(1), size_t(255), size_t(4096), size_t(3000001)}) {
@@ -319,13 +325,13 @@ const MmCase kCases[] = {
     {64, 40, 33, true, false, 3, -1.5f, 0.25f}, {5, 70, 3, false, false, 2, 2.f, 0.f},
 };
 
-TEST(VulkanRuntime, MatmulF32MatchesRef) {
+TEST_F(VulkanRuntime, MatmulF32MatchesRef) {
   NEED_CTX();
   uint32_t seed = 1;
   for (const auto& c : kCases) check_matmul(ctx, c, DType::F32, DType::F32, seed += 3);
 }
 
-TEST(VulkanRuntime, MatmulBf16MatchesRef) {
+TEST_F(VulkanRuntime, MatmulBf16MatchesRef) {
   NEED_CTX();
   uint32_t seed = 100;
   for (const auto& c : kCases) {
@@ -334,7 +340,7 @@ TEST(VulkanRuntime, MatmulBf16MatchesRef) {
   }
 }
 
-TEST(VulkanRuntime, AddMatchesRefBitForBit) {
+TEST_F(VulkanRuntime, AddMatchesRefBitForBit) {
   NEED_CTX();
   for (int64_t n : {int64_t(1), int64_t(1000), int64_t(300007)}) {
     auto a = randf(size_t(n), 1), b = randf(size_t(n), 2);
@@ -353,7 +359,7 @@ TEST(VulkanRuntime, AddMatchesRefBitForBit) {
   }
 }
 
-TEST(VulkanRuntime, RmsNormMatchesRef) {
+TEST_F(VulkanRuntime, RmsNormMatchesRef) {
   NEED_CTX();
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {7, 300}, {3, 1000}, {70, 33}};
   for (auto [N, C] : shapes) {
@@ -398,7 +404,7 @@ TEST(VulkanRuntime, RmsNormMatchesRef) {
   }
 }
 
-TEST(VulkanRuntime, SumSquaresMatchesRef) {
+TEST_F(VulkanRuntime, SumSquaresMatchesRef) {
   NEED_CTX();
   for (int64_t n : {int64_t(0), int64_t(1), int64_t(4095), int64_t(4097), int64_t(1000003)}) {
     auto x = randf(size_t(n), 9);
@@ -414,7 +420,7 @@ TEST(VulkanRuntime, SumSquaresMatchesRef) {
   }
 }
 
-TEST(VulkanRuntime, RepeatRunsAreBitIdentical) {
+TEST_F(VulkanRuntime, RepeatRunsAreBitIdentical) {
   NEED_CTX();
   MatmulArgs a;
   a.M = 129;
@@ -449,11 +455,13 @@ TEST(VulkanRuntime, RepeatRunsAreBitIdentical) {
   for (auto* p : {&A, &B, &C, &X, &W, &Y, &R}) ctx.pool().free(*p);
 }
 
-TEST(VulkanRuntime, PipelinesAreCached) {
+TEST_F(VulkanRuntime, PipelinesAreCached) {
   NEED_CTX();
+  const Pipeline& first = ctx.pipelines().get("add", 3, 8);
   const size_t n = ctx.pipelines().size();
-  EXPECT_GE(n, 4u) << "the kernel tests above created the pipelines";
-  ctx.pipelines().get("add", 3, 8);
+  EXPECT_GE(n, 1u);
+  const Pipeline& again = ctx.pipelines().get("add", 3, 8);
+  EXPECT_EQ(first.pipeline, again.pipeline) << "the second request reuses the pipeline";
   EXPECT_EQ(ctx.pipelines().size(), n);
   EXPECT_THROW(ctx.pipelines().get("no_such_shader", 1, 0), Error);
   EXPECT_THROW(ctx.pipelines().get("add", 2, 8), Error);
@@ -461,7 +469,7 @@ TEST(VulkanRuntime, PipelinesAreCached) {
 
 // Last: tear the shared context down and check the validation layer (when
 // installed) saw no error in the whole run, teardown included.
-TEST(VulkanRuntime, TeardownLeavesNoValidationErrors) {
+TEST_F(VulkanRuntime, TeardownLeavesNoValidationErrors) {
   NEED_CTX();
   const bool validated_run = ctx.validation_enabled();
   shared_slot().reset();
