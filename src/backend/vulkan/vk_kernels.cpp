@@ -62,6 +62,12 @@ void matmul(Context& ctx, const backend::MatmulArgs& a, const Buffer& A, const B
        a.c_dtype == DType::BF16,
        a.alpha,
        a.beta};
+  // The shader forms batch * stride + row * ld + col in 32 bits: every
+  // element it can touch must have an index below 2^32.
+  const int64_t rows_a = a.trans_a ? a.K : a.M, rows_b = a.trans_b ? a.N : a.K;
+  u32((a.batch - 1) * a.stride_a + rows_a * a.lda, "matmul A extent");
+  u32((a.batch - 1) * a.stride_b + rows_b * a.ldb, "matmul B extent");
+  u32((a.batch - 1) * a.stride_c + a.M * a.ldc, "matmul C extent");
   const auto& p = ctx.pipelines().get("matmul", 3, sizeof(pc));
   const uint32_t gx = u32((a.N + 31) / 32, "N tiles"), gy = u32((a.M + 31) / 32, "M tiles");
   const uint32_t gz = u32(a.batch, "batch");
