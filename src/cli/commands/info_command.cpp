@@ -4,6 +4,10 @@
 #include "backend/backend.h"
 #include "cli/commands/commands.h"
 #include "core/cpu_features.h"
+#include "core/error.h"
+#ifdef KEEL_HAVE_VULKAN
+#include "backend/vulkan/vk_context.h"
+#endif
 
 namespace keel::cli {
 
@@ -16,6 +20,17 @@ void add_info_command(CLI::App& app) {
       auto be = backend::make_backend(n);
       fmt::print("backend {}: {}\n", n, be->describe());
     }
+#ifdef KEEL_HAVE_VULKAN
+    // A machine without a Vulkan driver still gets the rest of `keel info`.
+    try {
+      for (const auto& d : vulkan::list_devices())
+        fmt::print("vulkan device {}\n", vulkan::describe_device(d));
+    } catch (const Error& e) {
+      fmt::print("vulkan: {}\n", e.what());
+    }
+#else
+    fmt::print("vulkan: not built in (needs libvulkan-dev and glslc at configure time)\n");
+#endif
   });
 }
 
