@@ -23,8 +23,12 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev
       libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
       libfmt-dev libspdlog-dev libxxhash-dev libzstd-dev
-      libcpp-httplib-dev)
-TEST_PKGS=(chromium
+      libcpp-httplib-dev
+      libvulkan-dev glslc)
+# mesa-vulkan-drivers: lavapipe, a Vulkan 1.3 device on the CPU, so the
+# Vulkan code runs in CI; the validation layer checks it.
+TEST_PKGS=(mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
+           chromium
            clang libclang-rt-14-dev
            iproute2
            python3 python3-torch python3-numpy)
