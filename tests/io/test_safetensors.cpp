@@ -181,8 +181,8 @@ TEST(Safetensors, CorruptionErrors) {
 // tensor it produced was written far past its end by the export transposes.
 // Every such file must be refused at open, naming the file and the tensor.
 TEST(Safetensors, ShapeWhoseByteSizeWrapsIsRejected) {
-  const std::vector<std::string> shapes = {"[4,1152921504606846976]",
-                                           "[1073741824,1073741824,4]", "[281474976710657]"};
+  const std::vector<std::string> shapes = {"[4,1152921504606846976]", "[1073741824,1073741824,4]",
+                                           "[281474976710657]"};
   for (const auto& shape : shapes) {
     const std::string hdr =
         R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})";
@@ -193,9 +193,9 @@ TEST(Safetensors, ShapeWhoseByteSizeWrapsIsRejected) {
     EXPECT_NE(e.find("more than 2^48 elements"), std::string::npos) << shape << ": " << e;
   }
   // The largest allowed count still needs its full byte range.
-  const std::string at_cap = raw_file(
-      "cap.safetensors", R"({"w":{"dtype":"I8","shape":[281474976710656],"data_offsets":[0,0]}})",
-      "");
+  const std::string at_cap =
+      raw_file("cap.safetensors",
+               R"({"w":{"dtype":"I8","shape":[281474976710656],"data_offsets":[0,0]}})", "");
   EXPECT_NE(open_error(at_cap).find("needs 281474976710656"), std::string::npos)
       << open_error(at_cap);
 }
