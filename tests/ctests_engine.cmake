@@ -35,6 +35,8 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     set_tests_properties(engine_verify_model_${q} PROPERTIES TIMEOUT 120 LABELS engine
                          FIXTURES_REQUIRED engine_run)
   endforeach()
+else()
+  keel_missing_dependency(engine_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()
 add_test(NAME engine_verify_model_missing
          COMMAND sh -c "out=$(\"$0\" \"$@\" 2>&1); rc=$?; echo \"$out\"; [ $rc -eq 1 ] && echo \"$out\" | grep -qF 'model directory not found'"
