@@ -16,4 +16,6 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
     set_tests_properties(resilience_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
                          ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
   endforeach()
+else()
+  keel_missing_dependency(chaos_missing_dependency "mpirun (Debian package openmpi-bin) or ${KEEL_SOTU_MISSING}")
 endif()

@@ -8,6 +8,7 @@ if(KEEL_NODE)
   set_tests_properties(data_gpt2_conformance PROPERTIES TIMEOUT 300 LABELS data)
 else()
   message(WARNING "node not found: data_gpt2_conformance is not registered (run scripts/setup.sh)")
+  keel_missing_dependency(data_gpt2_conformance_missing_dependency "node (Debian package nodejs)")
 endif()
 
 # A failing `keel data` call must exit non-zero with exactly one error line

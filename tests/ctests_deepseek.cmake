@@ -87,4 +87,6 @@ out=$(\"$0\" export --run \"$1\" --format gguf --out \"$1/model.gguf\" 2>&1); rc
                    --set model.qk_rope_head_dim=8 --set model.v_head_dim=16
                    --set model.moe_ffn_hidden=32)
   set_tests_properties(deepseek_kill9_resume PROPERTIES TIMEOUT 180 LABELS deepseek)
+else()
+  keel_missing_dependency(deepseek_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()

@@ -50,4 +50,6 @@ grep -q 'resumed from .*step-00000010' $d/r.log; \
 cmp $d/z/model.safetensors $d/r/model.safetensors; echo 'zero1 == plain, resumed == uninterrupted'"
                    ${_dc} ${KEEL_MPIRUN} -n 2 $<TARGET_FILE:keel> train ${_args})
   set_tests_properties(dist_train_cli_zero1_and_resume PROPERTIES TIMEOUT 180 LABELS dist)
+else()
+  keel_missing_dependency(dist_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()

@@ -82,6 +82,7 @@ data.vocab_size=384 data.val_fraction=0.1 data.cache_dir=\"$2/cache\" run.dir=\"
 else()
   message(WARNING "node or the corpus not found: export_llama_cpp_interop is not registered "
                   "(run scripts/setup.sh)")
+  keel_missing_dependency(export_llama_cpp_interop_missing_dependency "node (Debian package nodejs) or ${KEEL_SOTU_MISSING}")
 endif()
 
 # A failing `keel export` exits non-zero with one error line containing regex.
@@ -112,4 +113,5 @@ if(KEEL_CLANGXX)
                        PASS_REGULAR_EXPRESSION "\\[fuzz\\] no crash")
 else()
   message(WARNING "clang++ not found: export_fuzz_readers is not registered (run scripts/setup.sh)")
+  keel_missing_dependency(export_fuzz_readers_missing_dependency "clang++ (Debian package clang)")
 endif()

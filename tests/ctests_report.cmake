@@ -43,7 +43,11 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     set_tests_properties(report_chromium_damaged_run PROPERTIES FIXTURES_REQUIRED report_run)
     set_tests_properties(report_chromium_faulty_run report_chromium_damaged_run report_chromium_compare PROPERTIES
                          TIMEOUT 300 LABELS report RESOURCE_LOCK chromium PASS_REGULAR_EXPRESSION ": ok; page")
+  else()
+    keel_missing_dependency(report_chromium_missing_dependency "chromium (Debian package chromium)")
   endif()
+else()
+  keel_missing_dependency(report_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()
 
 if(KEEL_CHROMIUM)
@@ -51,8 +55,12 @@ if(KEEL_CHROMIUM)
            COMMAND /usr/bin/python3 ${_rs}/report_chromium.py large --keel $<TARGET_FILE:keel> --out ${_rb}/pages)
   set_tests_properties(report_chromium_100k_steps PROPERTIES TIMEOUT 300 LABELS report RESOURCE_LOCK chromium
                        PASS_REGULAR_EXPRESSION "report_large: ok; page")
+else()
+  keel_missing_dependency(report_chromium_100k_steps_missing_dependency "chromium (Debian package chromium)")
 endif()
 
-add_test(NAME report_cli_missing_run COMMAND $<TARGET_FILE:keel> report --run ${_rb}/no_such_run)
-set_tests_properties(report_cli_missing_run PROPERTIES TIMEOUT 30 LABELS report
-                     PASS_REGULAR_EXPRESSION "no_such_run: run directory not found")
+add_test(NAME report_cli_missing_run
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 1
+                 "no_such_run: run directory not found"
+                 $<TARGET_FILE:keel> report --run ${_rb}/no_such_run)
+set_tests_properties(report_cli_missing_run PROPERTIES TIMEOUT 30 LABELS report)

@@ -67,4 +67,6 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
            COMMAND sh -c "[ $(wc -l < \"$0\") -eq 200 ] && tail -n 1 \"$0\" | grep -q '\"step\":200,\"loss\":[0-9.]*,\"val_loss\":[0-9.]*,\"lr\":.*\"mfu\":.*\"peak_rss_mb\"' && grep -q '\"step\":50,.*val_loss' \"$0\""
                    ${_tb}/run/metrics.jsonl)
   set_tests_properties(train_cli_metrics PROPERTIES TIMEOUT 30 LABELS train FIXTURES_REQUIRED train_run)
+else()
+  keel_missing_dependency(train_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()

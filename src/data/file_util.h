@@ -8,8 +8,8 @@ namespace keel::data {
 
 // Whole file as bytes; keel::IoError naming the path if it cannot be read.
 std::string read_file(const std::string& path);
-// Writes `bytes` to path + ".tmp.<pid>", fsyncs, renames over `path`, fsyncs the
-// directory. keel::IoError naming the path on any failure.
+// Writes `bytes` to a fresh temp file next to `path` (io::write_file_atomic),
+// fsyncs, renames over `path`, fsyncs the directory. keel::IoError naming the path on any failure.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
 }  // namespace keel::data

@@ -195,7 +195,6 @@ void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) 
   std::vector<std::string_view> pieces;
   pieces.reserve(text.size() / 4 + 1);
   pretokenize(text, pieces);
-  std::lock_guard<std::mutex> lock(cache_->mu);
   auto& words = cache_->words;
   std::vector<int32_t> ids;
   for (auto p : pieces) {
@@ -203,14 +202,20 @@ void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) 
       out.push_back(byte_id_[static_cast<unsigned char>(p[0])]);
       continue;
     }
-    auto it = words.find(p);
-    if (it != words.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      continue;
+    {
+      // The lock covers only the cache lookups and inserts, never a merge
+      // loop, so concurrent requests do not wait on each other's long words.
+      std::lock_guard<std::mutex> lock(cache_->mu);
+      auto it = words.find(p);
+      if (it != words.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        continue;
+      }
     }
     ids.clear();
     bpe_word(p, ids);
     out.insert(out.end(), ids.begin(), ids.end());
+    std::lock_guard<std::mutex> lock(cache_->mu);
     if (words.size() >= kCacheMaxWords) words.clear();
     words.emplace(std::string(p), ids);
   }
@@ -224,24 +229,48 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::vector<int32_t> Tokenizer::encode_with_special(std::string_view text) const {
+  return encode_segments({{text, true}});
+}
+
+std::vector<int32_t> Tokenizer::encode_segments(
+    const std::vector<std::pair<std::string_view, bool>>& segments) const {
   std::vector<int32_t> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    // Earliest special occurrence; the longest text wins at equal positions.
-    size_t best = std::string_view::npos;
-    const SpecialToken* hit = nullptr;
-    for (const auto& s : specials_) {
-      const size_t f = text.find(s.text, pos);
-      if (f < best ||
-          (f == best && f != std::string_view::npos && s.text.size() > hit->text.size()))
-        best = f, hit = &s;
+  // Ordinary text runs across segment boundaries, so a template piece and the
+  // content after it tokenize exactly as their concatenation would.
+  std::string pending;
+  for (const auto& [text, allow_special] : segments) {
+    if (!allow_special || specials_.empty()) {
+      pending += text;
+      continue;
     }
-    if (!hit) break;
-    encode_append(text.substr(pos, best - pos), out);
-    out.push_back(hit->id);
-    pos = best + hit->text.size();
+    // next[i]: where special i next occurs at or after pos (npos: never).
+    // Each is searched again only once pos has passed it, so a text with many
+    // matches costs O(specials x length), not O(matches x specials x length).
+    std::vector<size_t> next(specials_.size());
+    for (size_t i = 0; i < specials_.size(); ++i) next[i] = text.find(specials_[i].text);
+    size_t pos = 0;
+    while (pos < text.size()) {
+      // Earliest special occurrence; the longest text wins at equal positions.
+      size_t best = std::string_view::npos;
+      const SpecialToken* hit = nullptr;
+      for (size_t i = 0; i < specials_.size(); ++i) {
+        if (next[i] != std::string_view::npos && next[i] < pos)
+          next[i] = text.find(specials_[i].text, pos);
+        const size_t f = next[i];
+        if (f < best || (f == best && f != std::string_view::npos &&
+                         specials_[i].text.size() > hit->text.size()))
+          best = f, hit = &specials_[i];
+      }
+      if (!hit) break;
+      pending += text.substr(pos, best - pos);
+      if (!pending.empty()) encode_append(pending, out);
+      pending.clear();
+      out.push_back(hit->id);
+      pos = best + hit->text.size();
+    }
+    if (pos < text.size()) pending += text.substr(pos);
   }
-  if (pos < text.size()) encode_append(text.substr(pos), out);
+  if (!pending.empty()) encode_append(pending, out);
   return out;
 }
 

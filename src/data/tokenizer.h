@@ -35,7 +35,7 @@ struct BpeTrainOptions {
 
 // Copying a Tokenizer copies its tables; copies share one word cache. All
 // const methods are safe to call from several threads (the cache has its own
-// lock, so concurrent encode calls on one tokenizer take turns).
+// lock, held only for lookups and inserts).
 class Tokenizer {
  public:
   Tokenizer() = default;
@@ -91,6 +91,11 @@ class Tokenizer {
   void encode_append(std::string_view text, std::vector<int32_t>& out) const;
   // Like encode, but occurrences of special-token text become their ids.
   std::vector<int32_t> encode_with_special(std::string_view text) const;
+  // Encodes the concatenation of the segments; special-token text becomes its
+  // id only inside segments marked true (trusted template text), never inside
+  // the others (user content), which always encode as ordinary text.
+  std::vector<int32_t> encode_segments(
+      const std::vector<std::pair<std::string_view, bool>>& segments) const;
   // Ids -> bytes (concatenation of the tokens' bytes). Throws keel::Error on
   // an id outside [0, vocab_size).
   std::string decode(std::span<const int32_t> ids) const;

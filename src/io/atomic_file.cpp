@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "core/error.h"
@@ -15,14 +17,38 @@ namespace keel::io {
 
 namespace {
 
-// fsync of the directory makes the rename itself durable.
+// fsync of the directory makes the rename itself durable; a failure means the
+// new name may not survive a crash, so it is an error like the file's fsync.
 void sync_parent_dir(const std::string& path) {
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) dir = ".";
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // some filesystems refuse; the file itself is already synced
-  ::fsync(fd);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    fail<IoError>("{}: cannot open directory {} to sync the rename: {}", path, dir.string(),
+                  std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int e = errno;
   ::close(fd);
+  // EINVAL: the filesystem cannot sync directories at all (POSIX: "does not
+  // support synchronization"); there is nothing more durable to ask for.
+  if (rc != 0 && e != EINVAL)
+    fail<IoError>("{}: fsync of directory {} failed: {}", path, dir.string(), std::strerror(e));
+}
+
+// A fresh temp file next to `path`. The name carries random bits, and
+// O_EXCL | O_NOFOLLOW refuse a file or symlink someone placed there in
+// advance, so a planted link cannot redirect the write elsewhere.
+int create_temp(const std::string& path, std::string& tmp) {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    const uint64_t r = (uint64_t(rd()) << 32) ^ rd() ^ counter.fetch_add(1);
+    tmp = fmt::format("{}.tmp.{}.{:016x}", path, ::getpid(), r);
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd >= 0) return fd;
+    if (errno != EEXIST) fail<IoError>("{}: cannot create: {}", tmp, std::strerror(errno));
+  }
+  fail<IoError>("{}: cannot create a temp file: 16 random names were all taken", path);
 }
 
 }  // namespace
@@ -41,9 +67,8 @@ void write_all(int fd, const void* buf, size_t n, const std::string& path) {
 }
 
 void write_file_atomic_with(const std::string& path, const std::function<void(int fd)>& emit) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail<IoError>("{}: cannot create: {}", tmp, std::strerror(errno));
+  std::string tmp;
+  const int fd = create_temp(path, tmp);
   try {
     emit(fd);
     if (::fsync(fd) != 0) fail<IoError>("{}: fsync failed: {}", tmp, std::strerror(errno));

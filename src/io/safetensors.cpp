@@ -161,9 +161,14 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       bad(fmt::format(
           "data_offsets [{}, {}] run past the end of the data ({} bytes from offset {})", e.begin,
           e.end, data_bytes, f.data_start_));
+    // The element count is capped like the GGUF reader's (2^48) so that
+    // numel * dtype size cannot wrap: a wrapped size would pass the length
+    // check below with a tiny buffer that later writes run past.
+    constexpr uint64_t kMaxElements = uint64_t(1) << 48;
     uint64_t numel = 1;
     for (int64_t d : dims) {
-      if (d != 0 && numel > (uint64_t(1) << 62) / uint64_t(d)) bad("shape is too large");
+      if (d != 0 && numel > kMaxElements / uint64_t(d))
+        bad(fmt::format("shape {} has more than 2^48 elements", e.shape.str()));
       numel *= uint64_t(d);
     }
     const uint64_t want = numel * dtype_size(e.dtype);
@@ -206,6 +211,8 @@ const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) co
 Tensor SafetensorsFile::get(const std::string& name) const {
   const Entry& e = entry(name);
   Tensor t = Tensor::zeros(e.shape, e.dtype);
+  // open() proved this; a tensor smaller than its byte range would overflow.
+  KEEL_ASSERT(t.nbytes() == e.end - e.begin);
   if (e.end > e.begin) std::memcpy(t.raw(), bytes_.data() + data_start_ + e.begin, e.end - e.begin);
   return t;
 }
@@ -215,6 +222,7 @@ void SafetensorsFile::read_into(const std::string& name, Tensor& dst) const {
   if (dst.dtype() != e.dtype || dst.shape() != e.shape || !dst.is_contiguous())
     fail<IoError>("{}: tensor '{}' is {}{} but the destination is {}", path_, name,
                   dtype_name(e.dtype), e.shape.str(), dst.desc());
+  KEEL_ASSERT(dst.nbytes() == e.end - e.begin);
   if (e.end > e.begin)
     std::memcpy(dst.raw(), bytes_.data() + data_start_ + e.begin, e.end - e.begin);
 }

@@ -41,7 +41,9 @@ std::vector<int64_t> list_checkpoint_steps(const std::string& root) {
 }
 
 std::vector<int64_t> checkpoints_to_remove(std::vector<int64_t> steps, int64_t keep_last,
-                                           int64_t keep_every) {
+                                           int64_t keep_every,
+                                           std::optional<int64_t> just_written) {
+  if (just_written) std::erase_if(steps, [&](int64_t s) { return s > *just_written; });
   std::sort(steps.begin(), steps.end());
   steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
   const size_t keep = size_t(std::max<int64_t>(keep_last, 1));
@@ -54,8 +56,10 @@ std::vector<int64_t> checkpoints_to_remove(std::vector<int64_t> steps, int64_t k
 }
 
 std::vector<int64_t> apply_checkpoint_retention(const std::string& root, int64_t keep_last,
-                                                int64_t keep_every) {
-  const auto doomed = checkpoints_to_remove(list_checkpoint_steps(root), keep_last, keep_every);
+                                                int64_t keep_every,
+                                                std::optional<int64_t> just_written) {
+  const auto doomed =
+      checkpoints_to_remove(list_checkpoint_steps(root), keep_last, keep_every, just_written);
   for (int64_t s : doomed) {
     std::error_code ec;
     fs::remove_all(fs::path(root) / checkpoint_dir_name(s), ec);

@@ -25,11 +25,17 @@ std::vector<int64_t> list_checkpoint_steps(const std::string& root);
 // The steps (from `steps`, any order) that retention removes: all but the
 // keep_last largest and those divisible by keep_every (keep_every 0: none).
 // keep_last < 1 counts as 1: the newest checkpoint is never removed.
+// With just_written (the step the writer has just finished), that step is
+// never removed and steps above it neither count nor go: they are left by a
+// run that got further and whose newer checkpoint failed verification, and
+// counting them as "newest" would delete the checkpoint just written.
 std::vector<int64_t> checkpoints_to_remove(std::vector<int64_t> steps, int64_t keep_last,
-                                           int64_t keep_every);
+                                           int64_t keep_every,
+                                           std::optional<int64_t> just_written = std::nullopt);
 
 // Removes those directories under root; returns the steps removed.
 std::vector<int64_t> apply_checkpoint_retention(const std::string& root, int64_t keep_last,
-                                                int64_t keep_every);
+                                                int64_t keep_every,
+                                                std::optional<int64_t> just_written = std::nullopt);
 
 }  // namespace keel::resilience

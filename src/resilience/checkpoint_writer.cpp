@@ -104,7 +104,7 @@ WrittenCheckpoint write_checkpoint(const std::string& root, CheckpointState& sta
     fail<IoError>("{}: rename from {} failed: {}", final_dir, tmp, std::strerror(errno));
   fsync_dir(root);
   io::write_file_atomic((fs::path(root) / kCheckpointLatestFile).string(), name + "\n");
-  apply_checkpoint_retention(root, opt.keep_last, opt.keep_every);
+  apply_checkpoint_retention(root, opt.keep_last, opt.keep_every, step);
   out.path = final_dir;
   out.step = step;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -112,7 +112,7 @@ int64_t elastic_grad_accum(int world0, int64_t accum0, int world) {
 }
 
 std::vector<std::string> world_command(const SupervisorOptions& o, int world, int64_t grad_accum,
-                                       const std::vector<std::string>& hosts) {
+                                       const std::vector<std::string>& hosts, bool restart) {
   std::vector<std::string> cmd;
   if (o.use_mpirun) {
     cmd = {o.mpirun, "-n", std::to_string(world)};
@@ -130,7 +130,13 @@ std::vector<std::string> world_command(const SupervisorOptions& o, int world, in
     cmd.insert(cmd.end(), o.mpirun_args.begin(), o.mpirun_args.end());
   }
   cmd.push_back(o.program);
-  cmd.insert(cmd.end(), o.args.begin(), o.args.end());
+  for (const auto& a : o.args) {
+    // --no-resume asks for a fresh run once: the first world moves the old
+    // checkpoints aside before its first step, and a restarted world must
+    // resume from the ones it wrote, not throw that progress away again.
+    if (restart && a == "--no-resume") continue;
+    cmd.push_back(a);
+  }
   // Later overrides win, so these are appended after the user's.
   cmd.push_back(fmt::format("train.grad_accum={}", grad_accum));
   if (!o.faults.empty()) cmd.push_back(fmt::format("resilience.faults={}", o.faults));
@@ -252,7 +258,7 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     events.append(e);
   }
   for (;;) {
-    const auto cmd = world_command(o, world, accum, hosts);
+    const auto cmd = world_command(o, world, accum, hosts, /*restart=*/res.restarts > 0);
     log().info("keel launch: starting {} rank(s): {}", world, fmt::join(cmd, " "));
     const size_t events_before = read_events(events.path()).size();
     const WorldRun run = run_world(cmd, o.echo);

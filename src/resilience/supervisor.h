@@ -57,9 +57,11 @@ struct WorldFailure {
   std::string detail;
 };
 
-// The full command line of one world (exposed for tests).
+// The full command line of one world (exposed for tests). A restart drops
+// --no-resume from the arguments so that the world resumes from this run's
+// checkpoints.
 std::vector<std::string> world_command(const SupervisorOptions& o, int world, int64_t grad_accum,
-                                       const std::vector<std::string>& hosts);
+                                       const std::vector<std::string>& hosts, bool restart = false);
 // Gradient accumulation that keeps world0 * accum0 sequences per step at
 // `world` ranks; 0 when `world` does not divide it.
 int64_t elastic_grad_accum(int world0, int64_t accum0, int world);

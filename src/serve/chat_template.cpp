@@ -66,4 +66,36 @@ std::string ChatTemplate::render(
   return out + generation_prompt;
 }
 
+std::vector<std::pair<std::string, bool>> chat_segments(
+    const std::function<std::string(const ChatMessages&)>& render, const ChatMessages& messages) {
+  // A marker cannot come from a request: roles are a fixed set and content
+  // never passes through the renderer; the control bytes keep it out of any
+  // plausible template. A template may use {content} more than once.
+  const std::string open = "\x1d\x1ekeel-chat-content-", close = "\x1e\x1d";
+  ChatMessages marked = messages;
+  for (size_t i = 0; i < marked.size(); ++i) marked[i].second = open + std::to_string(i) + close;
+  const std::string text = render(marked);
+  std::vector<std::pair<std::string, bool>> out;
+  std::vector<bool> seen(messages.size(), false);
+  size_t pos = 0;
+  for (size_t at = text.find(open); at != std::string::npos; at = text.find(open, pos)) {
+    const size_t num = at + open.size(), end = text.find(close, num);
+    size_t idx = messages.size();
+    if (end != std::string::npos && end > num && end - num < 10 &&
+        text.find_first_not_of("0123456789", num) == end)
+      idx = std::stoul(text.substr(num, end - num));
+    if (idx >= messages.size())
+      fail("chat template: the rendered prompt holds a malformed content marker at byte {}", at);
+    out.emplace_back(text.substr(pos, at - pos), true);
+    out.emplace_back(messages[idx].second, false);
+    seen[idx] = true;
+    pos = end + close.size();
+  }
+  for (size_t i = 0; i < messages.size(); ++i)
+    if (!seen[i])
+      fail("chat template: the content of message {} is missing from the rendered prompt", i);
+  out.emplace_back(text.substr(pos), true);
+  return out;
+}
+
 }  // namespace keel::serve

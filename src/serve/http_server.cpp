@@ -2,15 +2,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <string_view>
 
 #include <httplib.h>
 
+#include "serve/chat_template.h"
 #include "serve/openai_request.h"
 #include "serve/openai_response.h"
 #include "serve/prometheus_metrics.h"
@@ -258,15 +261,34 @@ struct HttpServer::Impl {
   }
 
   // Prompt token ids for a parsed request (chat: rendered through the
-  // model's template, whose special tokens count as such).
-  std::vector<int32_t> prompt_tokens_of(const ParsedRequest& p) {
+  // model's template, whose special tokens count as such; the messages'
+  // own text is never read as special tokens).
+  std::vector<int32_t> prompt_tokens_of(const ParsedRequest& p, const std::string& prompt_param) {
     const data::Tokenizer& tok = engine.tokenizer();
+    const int64_t ctx = engine.context_length();
+    // A text of more than ctx x (longest token) bytes cannot fit in ctx
+    // tokens, whatever it tokenizes to: refuse it before paying for the
+    // encode (a body can hold megabytes of prompt).
+    auto check_bytes = [&](size_t bytes) {
+      if (int64_t(bytes) > ctx * max_token_bytes())
+        fail_request(prompt_param, "context_length_exceeded",
+                     "{}: {} bytes of text need more than the model's context of {} tokens",
+                     prompt_param, bytes, ctx);
+    };
     std::vector<int32_t> ids;
     if (p.endpoint == Endpoint::ChatCompletions) {
-      ids = tok.encode_with_special(engine.render_chat(p.messages));
+      // Template text may hold special tokens; message content never does.
+      const auto segs = chat_segments(
+          [this](const ChatMessages& m) { return engine.render_chat(m); }, p.messages);
+      size_t bytes = 0;
+      for (const auto& sg : segs) bytes += sg.first.size();
+      check_bytes(bytes);
+      std::vector<std::pair<std::string_view, bool>> views(segs.begin(), segs.end());
+      ids = tok.encode_segments(views);
     } else if (p.prompt_is_ids) {
       ids = p.prompt_ids;
     } else {
+      check_bytes(p.prompt_text.size());
       ids = tok.encode(p.prompt_text);
     }
     // An empty prompt continues from the start of a document, as OpenAI's does.
@@ -274,6 +296,18 @@ struct HttpServer::Impl {
     if (ids.empty()) fail_request("prompt", "invalid_value", "prompt: empty");
     return ids;
   }
+
+  // The longest token's byte length, computed once from the vocabulary.
+  int64_t max_token_bytes() {
+    std::call_once(max_token_once, [this] {
+      const data::Tokenizer& tok = engine.tokenizer();
+      for (int32_t id = 0; id < tok.vocab_size(); ++id)
+        max_token_len = std::max<int64_t>(max_token_len, int64_t(tok.token_bytes(id).size()));
+    });
+    return max_token_len;
+  }
+  std::once_flag max_token_once;
+  int64_t max_token_len = 1;
 
   void handle_generation(Endpoint ep, const std::string& body, httplib::Response& res) {
     if (draining)
@@ -284,7 +318,7 @@ struct HttpServer::Impl {
     if (p.model != engine.model_id()) throw unknown_model(p.model);
     const std::string prompt_param = ep == Endpoint::ChatCompletions ? "messages" : "prompt";
     Request r;
-    r.prompt = prompt_tokens_of(p);
+    r.prompt = prompt_tokens_of(p, prompt_param);
     const int64_t n_prompt = int64_t(r.prompt.size());
     if (n_prompt >= ctx)
       fail_request(prompt_param, "context_length_exceeded",

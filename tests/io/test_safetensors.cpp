@@ -176,6 +176,30 @@ TEST(Safetensors, CorruptionErrors) {
             std::string::npos);
 }
 
+// Regression: a shape whose byte size wraps 2^64 (here 4 x 2^60 F32 = 2^64
+// bytes, which wrapped to 0) once matched an empty data range, and the tiny
+// tensor it produced was written far past its end by the export transposes.
+// Every such file must be refused at open, naming the file and the tensor.
+TEST(Safetensors, ShapeWhoseByteSizeWrapsIsRejected) {
+  const std::vector<std::string> shapes = {"[4,1152921504606846976]", "[1073741824,1073741824,4]",
+                                           "[281474976710657]"};
+  for (const auto& shape : shapes) {
+    const std::string hdr =
+        R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})";
+    const std::string path = raw_file("wrap.safetensors", hdr, "");
+    const std::string e = open_error(path);
+    EXPECT_NE(e.find(path), std::string::npos) << shape << ": " << e;
+    EXPECT_NE(e.find("tensor 'w'"), std::string::npos) << shape << ": " << e;
+    EXPECT_NE(e.find("more than 2^48 elements"), std::string::npos) << shape << ": " << e;
+  }
+  // The largest allowed count still needs its full byte range.
+  const std::string at_cap =
+      raw_file("cap.safetensors",
+               R"({"w":{"dtype":"I8","shape":[281474976710656],"data_offsets":[0,0]}})", "");
+  EXPECT_NE(open_error(at_cap).find("needs 281474976710656"), std::string::npos)
+      << open_error(at_cap);
+}
+
 TEST(Safetensors, TruncatedFileIsDetected) {
   Tensor a = Tensor::from_f32({1.f, 2.f, 3.f, 4.f}, {4});
   const std::string p = temp_path("trunc.safetensors");

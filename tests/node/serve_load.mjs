@@ -68,8 +68,13 @@ try {
 
   check(failures === 0, `${failures} requests failed`);
   check(latencies.length >= clients, 'every client completed at least one request');
-  // A leak of even a few KiB per request over hundreds of requests shows here.
-  check(rssAfter - rssBefore < 64 * 2 ** 20, `RSS grew by ${mb(rssAfter - rssBefore)} MiB`);
+  // After the warm-up every pool, arena and thread stack exists, so growth is
+  // leaks plus allocator noise; the growth per request is printed so that a
+  // leak can be sized from the log. (The bound was 64 MiB, which let a leak of
+  // several KiB per request through.)
+  const perRequest = (rssAfter - rssBefore) / latencies.length;
+  console.log(`RSS growth per request ${(perRequest / 1024).toFixed(2)} KiB`);
+  check(rssAfter - rssBefore < 16 * 2 ** 20, `RSS grew by ${mb(rssAfter - rssBefore)} MiB`);
 
   const metrics = await (await fetch(`${srv.base}/metrics`)).text();
   check(metricValue(metrics, 'keel_generation_requests_total') === latencies.length + clients,

@@ -8,6 +8,11 @@
 #include <cstring>
 #include <fstream>
 
+#include <fmt/format.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "checkpoint_test_util.h"
 #include "io/atomic_file.h"
 #include "resilience/async_checkpointer.h"
@@ -100,9 +105,11 @@ TEST(Checkpoint, DirectoryLayoutLatestAndManifest) {
   EXPECT_EQ(man.format_version, kCheckpointFormatVersion);
   ASSERT_EQ(man.files.size(), 3u);
   for (const auto& f : man.files) {
-    const FileChecksum c = checksum_file(p2 + "/" + f.name);  // independent re-hash
-    EXPECT_EQ(c.bytes, f.bytes) << f.name;
-    EXPECT_EQ(c.xxh3, f.xxh3) << f.name;
+    // Independent re-hash: the whole file read here and hashed with
+    // XXH3-64 directly, not through the writer's checksum_file.
+    const std::string bytes = io::read_file_bytes(p2 + "/" + f.name);
+    EXPECT_EQ(uint64_t(bytes.size()), f.bytes) << f.name;
+    EXPECT_EQ(fmt::format("{:016x}", XXH3_64bits(bytes.data(), bytes.size())), f.xxh3) << f.name;
   }
   // The params file is plain safetensors with every parameter.
   const auto st = io::SafetensorsFile::open(p2 + "/params.safetensors");
@@ -258,6 +265,10 @@ TEST(Retention, KeepsLastKAndEveryMth) {
   EXPECT_EQ(checkpoints_to_remove({50, 10, 40, 20, 30}, 2, 20), (std::vector<int64_t>{10, 30}));
   EXPECT_EQ(checkpoints_to_remove({10}, 0, 0), (std::vector<int64_t>{}));  // newest always kept
   EXPECT_EQ(checkpoints_to_remove({}, 3, 0), (std::vector<int64_t>{}));
+  // Step 20 was just written after a resume went back past a step-30 that
+  // failed verification: 20 is kept, 30 is left alone, 10 goes.
+  EXPECT_EQ(checkpoints_to_remove({10, 20, 30}, 1, 0, 20), (std::vector<int64_t>{10}));
+  EXPECT_EQ(checkpoints_to_remove({10, 20, 30, 40}, 2, 0, 20), (std::vector<int64_t>{}));
 }
 
 TEST(Retention, WriterAppliesIt) {

@@ -75,6 +75,12 @@ TEST(Supervisor, WorldCommand) {
   EXPECT_EQ(
       world_command(o, 1, 2, {}),
       (std::vector<std::string>{"/bin/keel", "train", "train.steps=10", "train.grad_accum=2"}));
+  // --no-resume holds for the first world only; restarts resume.
+  o.args = {"train", "--no-resume", "train.steps=10"};
+  EXPECT_EQ(world_command(o, 1, 1, {}, false)[2], "--no-resume");
+  EXPECT_EQ(
+      world_command(o, 1, 1, {}, true),
+      (std::vector<std::string>{"/bin/keel", "train", "train.steps=10", "train.grad_accum=1"}));
 }
 
 TEST(Supervisor, BlamedRankFromMpirunOutput) {

@@ -37,13 +37,22 @@ def last_checkpoint_state(run):
     if not os.path.isdir(ck):
         fail("%s: no checkpoint of the last step" % ck)
     out = {}
-    for f in ("params", "optimizer", "extra"):
-        p = os.path.join(ck, f + ".safetensors")
-        if os.path.exists(p):
-            out[f] = tensor_hashes(p)
-    out["model"] = tensor_hashes(os.path.join(run, "model.safetensors"))
     with open(os.path.join(ck, "manifest.json")) as f:
         man = json.load(f)
+    # Every file the manifest lists is compared, and params and optimizer
+    # must be among them: a checkpoint that lost its optimizer state would
+    # otherwise compare equal on the parameters alone.
+    listed = [e["name"] for e in man.get("files", [])]
+    for required in ("params.safetensors", "optimizer.safetensors"):
+        if required not in listed:
+            fail("%s: the manifest lists no %s (files: %s)" % (ck, required, listed))
+    for name in listed:
+        p = os.path.join(ck, name)
+        if not os.path.exists(p):
+            fail("%s: listed in the manifest but missing" % p)
+        if name.endswith(".safetensors"):
+            out[name] = tensor_hashes(p)
+    out["model"] = tensor_hashes(os.path.join(run, "model.safetensors"))
     out["t"] = (man["optimizer_t"], man["step"], json.dumps(man.get("extra", {}), sort_keys=True))
     return out
 
