@@ -165,9 +165,9 @@ def main():
                 fail("%s differs after resume: %s" % (part, diff[:5]))
             fail("%s differs after resume: %s vs %s" % (part, ref[part], got.get(part)))
     for name in a.expect_tensor:
-        if name not in ref.get("extra", {}):
+        if name not in ref.get("extra.safetensors", {}):
             fail("the last checkpoint's extra.safetensors lacks %s (has %s)"
-                 % (name, sorted(ref.get("extra", {}))))
+                 % (name, sorted(ref.get("extra.safetensors", {}))))
     rows = metrics(os.path.join(a.workdir, "killed"))
     if [r["loss"] for r in rows] != [r["loss"] for r in ref_rows]:
         fail("losses differ after resume")
