@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "core/error.h"
@@ -16,8 +17,14 @@
 
 namespace {
 
+// Under TMPDIR: the build tree when ctest runs it, never the system's folder.
 const std::string& input_path() {
-  static const std::string p = "/tmp/keel_fuzz_safetensors_" + std::to_string(::getpid());
+  static const std::string p = [] {
+    std::string s = (std::filesystem::temp_directory_path() /
+                     ("keel_fuzz_safetensors_" + std::to_string(::getpid())))
+                        .string();
+    return s;
+  }();
   return p;
 }
 
