@@ -64,10 +64,8 @@ void bench_matmul(vk::Context& ctx, int64_t n, DType dt) {
   const double flop = 2.0 * double(n) * double(n) * double(n);
   std::vector<float> C(size_t(n * n));
   vk::Buffer vC = ctx.pool().alloc(C.size() * 4);
-  double tv, tc;
-  if (dt == DType::F32) {
-    auto A = keel::bench::filled(size_t(n * n), 1.f, 1),
-         B = keel::bench::filled(size_t(n * n), 1.f, 2);
+  double tv = 0, tc = 0;
+  const auto time_both = [&](const auto& A, const auto& B) {
     vk::Buffer vA = upload(ctx, A), vB = upload(ctx, B);
     tv = per_call([&] {
       vk::matmul(ctx, a, vA, vB, vC);
@@ -76,18 +74,13 @@ void bench_matmul(vk::Context& ctx, int64_t n, DType dt) {
     tc = per_call([&] { cpu.matmul(a, A.data(), B.data(), C.data()); });
     ctx.pool().free(vA);
     ctx.pool().free(vB);
-  } else {
-    auto A = keel::bench::filled_bf16(size_t(n * n), 1.f, 1);
-    auto B = keel::bench::filled_bf16(size_t(n * n), 1.f, 2);
-    vk::Buffer vA = upload(ctx, A), vB = upload(ctx, B);
-    tv = per_call([&] {
-      vk::matmul(ctx, a, vA, vB, vC);
-      ctx.stream().synchronize();
-    });
-    tc = per_call([&] { cpu.matmul(a, A.data(), B.data(), C.data()); });
-    ctx.pool().free(vA);
-    ctx.pool().free(vB);
-  }
+  };
+  if (dt == DType::F32)
+    time_both(keel::bench::filled(size_t(n * n), 1.f, 1),
+              keel::bench::filled(size_t(n * n), 1.f, 2));
+  else
+    time_both(keel::bench::filled_bf16(size_t(n * n), 1.f, 1),
+              keel::bench::filled_bf16(size_t(n * n), 1.f, 2));
   ctx.pool().free(vC);
   const std::string s = std::to_string(n);
   line(ctx, dt == DType::F32 ? "matmul_f32" : "matmul_bf16_f32", s + "x" + s + "x" + s + "/NT",
