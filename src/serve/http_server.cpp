@@ -234,21 +234,24 @@ struct HttpServer::Impl {
   }
 
   // Reads the body through the content reader so the size limit holds for
-  // chunked uploads too (httplib checks only Content-Length by itself).
+  // chunked uploads too (httplib checks only Content-Length by itself). An
+  // oversized body is read to its end and dropped, as httplib does for an
+  // oversized Content-Length: stopping early would leave the rest of the body
+  // on the keep-alive connection, where it would be parsed as new requests.
   std::string read_body(const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& reader) {
     std::string body;
     bool too_large = false;
     const bool ok = reader([&](const char* data, size_t n) {
-      if (body.size() + n > opt.max_body_bytes) {
+      if (too_large || body.size() + n > opt.max_body_bytes) {
         too_large = true;
-        return false;
+        std::string().swap(body);
+        return true;
       }
       body.append(data, n);
       return true;
     });
     if (too_large || res.status == 413) {
-      // The rest of the body was not read: the connection cannot be reused.
       res.set_header("Connection", "close");
       throw ApiError(413, "invalid_request_error", "", "request_too_large",
                      fmt::format("request body is larger than {} bytes", opt.max_body_bytes));

@@ -91,6 +91,27 @@ try {
     sendBlocks(true), { timeoutMs: 60000 });
   checkErrorObject(r, 413, { code: 'request_too_large' }, '100 MB chunked body');
   console.log(`100 MB body (chunked): ${r.status} ${JSON.parse(r.body).error.message}`);
+  // The rest of an oversized chunked body is never read as requests: a body
+  // that carries request lines after the limit gets one answer, the 413.
+  {
+    const smuggled = Buffer.from('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(2 ** 12));
+    const all = await new Promise((resolve, reject) => {
+      const sock = net.connect(port, '127.0.0.1', () => {
+        sock.write('POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+        for (let i = 0; i < 16; i++) sock.write(Buffer.concat([Buffer.from(`${smuggled.length.toString(16)}\r\n`), smuggled, Buffer.from('\r\n')]));
+        sock.write('0\r\n\r\n');
+      });
+      const got = [];
+      sock.on('data', (d) => got.push(d));
+      sock.on('error', () => {});
+      sock.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
+      setTimeout(() => { sock.destroy(); reject(new Error('smuggling check: the server kept the connection open')); }, 20000);
+    });
+    const answers = all.split('HTTP/1.1 ').length - 1;
+    check(answers === 1 && all.startsWith('HTTP/1.1 413'),
+      `oversized chunked body with request lines inside: ${answers} answers, want one 413: ${all.slice(0, 300)}`);
+    console.log('oversized chunked body carrying request lines: one answer, 413');
+  }
   const rss1 = rssBytes(srv.proc.pid);
   console.log(`server RSS before ${(rss0 / 2 ** 20).toFixed(1)} MiB, after the 100 MB bodies ${(rss1 / 2 ** 20).toFixed(1)} MiB`);
   check(rss1 - rss0 < 32 * 2 ** 20, 'the 100 MB bodies were not held in memory');
@@ -131,7 +152,7 @@ try {
   check(metricValue(m, 'keel_active_sequences') === 0 && metricValue(m, 'keel_queue_length') === 0, 'slots freed');
   await stillServing('mid-stream disconnects');
 
-  check(/keel_http_requests_total\{path="\/v1\/completions",code="413"\} 1/.test(m), '413 counted');
+  check(/keel_http_requests_total\{path="\/v1\/completions",code="413"\} 2/.test(m), "both oversized /v1/completions bodies counted as 413");
   ok = true;
 } finally {
   if (!ok) srv.proc.kill('SIGKILL');

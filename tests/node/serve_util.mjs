@@ -81,7 +81,10 @@ export function rawRequest(port, head, body = '', { timeoutMs = 30000 } = {}) {
       done = true;
       clearTimeout(timer);
       sock.destroy();
-      resolve({ status, headers, body: rest.toString('utf8') });
+      // Only this response's body: a server that kept reading the connection
+      // may have answered more requests behind it.
+      const len = headers['content-length'] !== undefined ? Number(headers['content-length']) : rest.length;
+      resolve({ status, headers, body: rest.subarray(0, len).toString('utf8') });
     };
     const timer = setTimeout(() => {
       sock.destroy();
