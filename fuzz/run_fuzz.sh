@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets for keel's file readers (GGUF, safetensors) with
-# clang++ -fsanitize=fuzzer,address,undefined from just the sources they need,
-# then runs each for a bounded time. Exit status is non-zero when a target
-# crashes, leaks, trips a sanitizer or cannot be built; the crashing input is
-# kept in the work directory.
+# Builds the libFuzzer targets for keel's parsers (GGUF, safetensors, OpenAI
+# request JSON, tokenizer files, TOML config and checkpoint manifest, chat
+# template, Hugging Face config.json and tokenizer.json) with clang++ -fsanitize=fuzzer,address,undefined from just the
+# sources they need, replays every saved crash input under
+# fuzz/regressions/<target>/ (each once fixed bug stays fixed), then fuzzes
+# each target for a bounded time from fuzz/seeds/<target>/ (plus generated
+# seeds). Exit status is non-zero when a target crashes, leaks, trips a
+# sanitizer or cannot be built; the crashing input is kept in the work
+# directory: copy it to fuzz/regressions/<target>/ with the fix.
 # Usage: fuzz/run_fuzz.sh [seconds per target (default 20)] [work dir (default build-fuzz)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +18,17 @@ command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (scripts/setup.sh i
 mkdir -p "$WORK"
 
 SRCS=(src/core/dtype.cpp src/core/shape.cpp src/core/tensor.cpp src/core/arena.cpp
-      src/io/atomic_file.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp src/io/gguf_reader.cpp)
-FLAGS=(-std=c++20 -O1 -g -Isrc -fno-omit-frame-pointer -DFMT_SHARED)
+      src/io/atomic_file.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp src/io/gguf_reader.cpp
+      src/io/config.cpp src/io/config_schema.cpp src/resilience/checkpoint_manifest.cpp
+      src/data/tokenizer.cpp src/data/tokenizer_io.cpp src/data/pretokenizer.cpp
+      src/data/byte_unicode.cpp src/data/file_util.cpp
+      src/serve/openai_request.cpp src/serve/openai_error.cpp src/serve/chat_template.cpp
+      src/store/hf_config.cpp)
+TARGETS=(gguf safetensors http_request tokenizer config chat_template hf_files)
+FLAGS=(-std=c++20 -O1 -g -Isrc -fno-omit-frame-pointer -DFMT_SHARED -DTOML_HEADER_ONLY=0
+       -DTOML_SHARED_LIB=1)
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
-LIBS=(-lfmt)
+LIBS=(-lfmt -ltomlplusplus)
 
 # One object per source, instrumented for coverage, shared by the targets.
 objs=()
@@ -33,11 +44,24 @@ mkdir -p "$WORK/seeds_gguf" "$WORK/seeds_safetensors"
 "$WORK/make_seeds" "$WORK/seeds_gguf" "$WORK/seeds_safetensors"
 
 status=0
-for target in gguf safetensors; do
+for target in "${TARGETS[@]}"; do
   bin="$WORK/fuzz_$target"
   "$CXX" "${FLAGS[@]}" "${SAN[@]}" -fsanitize=fuzzer "fuzz/fuzz_$target.cpp" "${objs[@]}" \
     "${LIBS[@]}" -o "$bin"
-  mkdir -p "$WORK/corpus_$target"
+  mkdir -p "$WORK/corpus_$target" "$WORK/seeds_$target"
+  [ -d "fuzz/seeds/$target" ] && cp fuzz/seeds/"$target"/* "$WORK/seeds_$target/"
+  # Saved crash inputs first: given files, libFuzzer runs each once.
+  regressions=(fuzz/regressions/"$target"/*)
+  if [ -e "${regressions[0]}" ]; then
+    echo "[fuzz] $target: replaying ${#regressions[@]} saved crash input(s)"
+    if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$bin" "${regressions[@]}" \
+        >"$WORK/regress_$target.log" 2>&1; then
+      echo "[fuzz] $target FAILED on a saved crash input; see $WORK/regress_$target.log"
+      tail -n 40 "$WORK/regress_$target.log"
+      status=1
+      continue
+    fi
+  fi
   echo "[fuzz] $target: ${SECONDS_PER_TARGET}s"
   if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
       "$bin" -max_total_time="$SECONDS_PER_TARGET" -max_len=8192 -rss_limit_mb=2048 \

@@ -14,11 +14,6 @@
 
 namespace keel::store {
 
-// config.json -> ModelConfig for model_type "gpt2" or "llama". A missing or
-// unsupported setting (another activation, rope scaling, biases on llama) is
-// an IoError naming the file and the key.
-model::ModelConfig model_config_from_hf(const nlohmann::json& j, const std::string& path);
-
 // The folder's tokenizer: vocab.json + merges.txt (GPT-2's format), else a
 // byte-level BPE tokenizer.json. IoError naming the folder when neither exists.
 data::Tokenizer load_folder_tokenizer(const std::string& dir);

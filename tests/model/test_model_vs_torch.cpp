@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -39,14 +40,17 @@ struct Case {
 // compute keeps f32 master weights, statistics and gradients but rounds every
 // activation to 8 mantissa bits. After AdamW steps parameters are compared in
 // units of lr (Adam's update is ~lr per step whatever the gradient's size):
-// f32 by the max over elements, bf16 by the mean (a few elements with tiny
-// gradients may move the other way under bf16 rounding).
+// f32 by the max over elements. bf16 by the mean and by the share of elements
+// more than one lr away: an element whose gradient is within bf16 noise of 0
+// may step the other way, up to 2 lr a step, so the max cannot be bounded
+// below the 2 x steps that any two Adam runs can differ by; it is printed.
 struct Bounds {
-  double loss, logits, grad, step_loss, param_max_over_lr, param_mean_over_lr;
+  double loss, logits, grad, step_loss, param_max_over_lr, param_mean_over_lr, share_over_lr;
 };
 Bounds bounds_for(DType dt) {
-  if (dt == DType::F32) return {1e-5, 1e-4, 1e-4, 1e-5, 1e-2, 1e-3};
-  return {1e-3, 2e-2, 5e-2, 1e-3, 6.0, 0.1};
+  if (dt == DType::F32) return {1e-5, 1e-4, 1e-4, 1e-5, 1e-2, 1e-3, 0.0};
+  // Measured on ref and cpu, gpt2 and llama: share 1.5e-3-1.8e-3, mean 0.013-0.015.
+  return {1e-3, 2e-2, 5e-2, 1e-3, std::numeric_limits<double>::infinity(), 0.05, 2e-2};
 }
 
 ModelConfig tiny(const std::string& arch, DType dt) {
@@ -164,7 +168,7 @@ TEST_P(ModelVsTorch, LossLogitsGradsAndAdamW) {
     model->sync_compute_weights();
   }
   double worst_param = 0, sum_dp = 0;
-  int64_t count_dp = 0;
+  int64_t count_dp = 0, count_over_lr = 0;
   std::string worst_param_name;
   for (size_t i = 0; i < params.size(); ++i) {
     const nn::Parameter& p = *params[i];
@@ -176,6 +180,7 @@ TEST_P(ModelVsTorch, LossLogitsGradsAndAdamW) {
       const double d = std::abs(double(got[j]) - ref[j]);
       e = std::max(e, d);
       sum_dp += d;
+      count_over_lr += d > opt.lr;
     }
     count_dp += int64_t(got.size());
     e /= opt.lr;
@@ -188,12 +193,15 @@ TEST_P(ModelVsTorch, LossLogitsGradsAndAdamW) {
   EXPECT_LE(worst_step_loss, bd.step_loss);
   const double mean_param = sum_dp / double(count_dp) / opt.lr;
   EXPECT_LE(mean_param, bd.param_mean_over_lr);
+  const double share_over_lr = double(count_over_lr) / double(count_dp);
+  EXPECT_LE(share_over_lr, bd.share_over_lr);
   std::printf(
       "[%s %s %s] loss %.6f (torch %.6f) rel err %.2e | logits %.2e | worst grad %.2e (%s) | "
-      "step losses %.2e | params after %d AdamW steps: max|dp|/lr %.2e (%s), mean %.2e\n",
+      "step losses %.2e | params after %d AdamW steps: max|dp|/lr %.2e (%s), mean %.2e, share "
+      "over lr %.2e\n",
       tc.arch.c_str(), tc.backend.c_str(), std::string(dtype_name(tc.dt)).c_str(), double(loss),
       ref_losses[0], loss_err, logits_err, worst_grad, worst_name.c_str(), worst_step_loss, steps,
-      worst_param, worst_param_name.c_str(), mean_param);
+      worst_param, worst_param_name.c_str(), mean_param, share_over_lr);
   if (!HasFailure()) fs::remove_all(dir);
 }
 
