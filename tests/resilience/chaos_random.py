@@ -43,14 +43,18 @@ def draw(seed):
     lay = {"ranks": rng.choice([2, 3, 4]), "zero1": rng.random() < 0.5,
            "async": rng.random() < 0.5, "compression": rng.choice(["none", "bf16", "int8"])}
     kinds = rng.sample(KINDS, rng.randint(2, 4))
-    used = set()
+    used = []  # (first, last) step each fault acts in until its detector fires
 
-    def free(lo, hi, ok=lambda s: True):
-        cand = [s for s in range(lo, hi + 1) if ok(s) and all(abs(s - u) >= 3 for u in used)]
+    def free(lo, hi, ok=lambda s: True, span=0):
+        # Faults keep apart, so that each is caught by its own detector (a
+        # rollback for one would also repair another still waiting for its check).
+        def fits(s):
+            return all(s + span + 2 <= a or s >= b + 2 for a, b in used)
+        cand = [s for s in range(lo, hi + 1) if ok(s) and fits(s)]
         if not cand:
             return None
         s = rng.choice(cand)
-        used.add(s)
+        used.append((s, s + span))
         return s
 
     faults = []  # (kind, dict of plan keys)
@@ -60,7 +64,7 @@ def draw(seed):
         s = free(EVERY, STEPS - EVERY, lambda s: s % EVERY == 0)
         if s is not None:
             k = s + rng.randint(2, EVERY - 2)
-            used.add(k)
+            used.append((s, k))
             faults.append(("corrupt_checkpoint", {"step": s}))
             # Not rank 0: a kill of rank 0 would take the checkpoint write in
             # flight with it, and the corrupted checkpoint would never be read.
@@ -80,12 +84,12 @@ def draw(seed):
         elif kind == "nan":
             # The first NaN only skips its update; the second rolls back. A
             # checkpoint between them would keep the skip (not fault-free).
-            s = free(3, STEPS - 2, lambda s: s % EVERY != 0)
+            s = free(3, STEPS - 2, lambda s: s % EVERY != 0, span=1)
             if s is not None:
-                used.add(s + 1)
                 faults.append(("nan", {"step": s, "rank": r(), "repeat": 2}))
         elif kind in ("bitflip", "moment"):
-            s = free(2, STEPS)
+            # Caught at the next check: every sdc_every (5) steps.
+            s = free(2, STEPS, span=4)
             if s is not None:
                 f = {"step": s, "rank": r(), "index": rng.randrange(4096),
                      "bit": rng.randrange(0, 23)}  # mantissa: no NaN, no spike

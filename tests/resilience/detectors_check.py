@@ -216,7 +216,7 @@ def check_retention(keel, corpus, work):
     os.makedirs(os.path.join(ckpt, ".tmp-step-00000040-4242"))
     with open(os.path.join(ckpt, "latest.tmp.4242.00000000deadbeef"), "w") as f:
         f.write("step-00000040\n")
-    p = train(keel, tiny_overrides(corpus, work, 30, 10, ["checkpoint.keep_last=1"]), run)
+    p = train(keel, ov, run)
     if p.returncode != 0:
         failures.append(f"the resumed run exited {p.returncode}")
     ev = events(run)
@@ -238,9 +238,8 @@ def check_retention(keel, corpus, work):
     run2 = os.path.join(work, "retention_kill")
     shutil.rmtree(run2, ignore_errors=True)
     ck2 = os.path.join(run2, "checkpoints")
-    p = train(keel, tiny_overrides(corpus, work, 200, 5, ["checkpoint.keep_last=1",
-                                                          "checkpoint.async=false"]),
-              run2, env={"KEEL_FAULT_CKPT_DELETE_SLEEP_MS": "2000"}, wait=False)
+    ov2 = tiny_overrides(corpus, work, 100, 5, ["checkpoint.keep_last=1", "checkpoint.async=false"])
+    p = train(keel, ov2, run2, env={"KEEL_FAULT_CKPT_DELETE_SLEEP_MS": "2000"}, wait=False)
     deadline = time.time() + 60
     seen = False
     while time.time() < deadline and p.poll() is None:
@@ -256,7 +255,9 @@ def check_retention(keel, corpus, work):
     failures += step_dirs_missing_files(ck2)
     if not seen:
         failures.append("the deletion was never seen moved out of the checkpoint namespace")
-    p = train(keel, tiny_overrides(corpus, work, 12, 5, ["checkpoint.keep_last=1"]), run2)
+    p = train(keel, ov2, run2)
+    if p.returncode != 0:
+        failures.append(f"the run resumed after the kill exited {p.returncode}")
     listing = sorted(os.listdir(ck2))
     print(f"after the restart: {listing}")
     if [x for x in listing if x.startswith(".")]:
