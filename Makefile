@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup setup-tests configure build keel run test bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
+.PHONY: setup setup-tests configure build keel run test soak bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
 
 # What training and sampling need; the test oracles and peers come with setup-tests.
 setup:
@@ -35,6 +35,15 @@ test: setup-tests
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# Randomized chaos for as long as asked (tests/resilience/chaos_random.py):
+# `make soak SOAK_MINUTES=120`, or a number of runs with SOAK_RUNS=100.
+# Prints a table of every run (seed, layout, faults, result); exits 1 on a miss.
+SOAK_MINUTES ?= 30
+SOAK_RUNS ?= 0
+soak: setup-tests keel
+	python3 tests/resilience/chaos_random.py --keel $(KEEL) --corpus $(BUILD)/chaos/corpus \
+		--work $(BUILD)/soak $(if $(filter-out 0,$(SOAK_RUNS)),--runs $(SOAK_RUNS),--minutes $(SOAK_MINUTES))
 
 bench: setup-tests build
 	./scripts/bench.sh $(BUILD)

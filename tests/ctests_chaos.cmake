@@ -16,6 +16,23 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
     set_tests_properties(resilience_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
                          ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
   endforeach()
+  # Issue 22's four detector defects, each against real mpirun ranks
+  # (tests/resilience/detectors_check.py).
+  foreach(mode zero1_sdc rollback_async hang_blame retention)
+    add_test(NAME resilience_detect_${mode}
+             COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/detectors_check.py
+                     --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/detect_${mode}
+                     ${mode})
+    set_tests_properties(resilience_detect_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
+                         ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
+  endforeach()
+  # Random fault plans in random layouts; each run prints its seed
+  # (re-run one with --seed). `make soak` runs it for as long as asked.
+  add_test(NAME resilience_chaos_random
+           COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/chaos_random.py
+                   --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/random --runs 2)
+  set_tests_properties(resilience_chaos_random PROPERTIES TIMEOUT 300 LABELS resilience
+                       ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
 else()
   keel_missing_dependency(chaos_missing_dependency "mpirun (Debian package openmpi-bin) or ${KEEL_SOTU_MISSING}")
 endif()

@@ -5,6 +5,7 @@
 // A crash during a write leaves the previous checkpoint as `latest`.
 #pragma once
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -38,12 +39,16 @@ class AsyncCheckpointer {
 
  private:
   void join();
+  void wait_locked();
 
   std::string root_;
   CheckpointWriteOptions opt_;
   bool async_;
   std::function<void(const WrittenCheckpoint&)> on_written_;
   CheckpointState buffer_;
+  // save() and wait() may race: the hang watchdog's thread drains the write
+  // in flight while the training thread is (usually) stuck.
+  std::mutex mu_;
   std::thread worker_;
   std::exception_ptr error_;
   std::optional<WrittenCheckpoint> pending_, last_;

@@ -1,15 +1,30 @@
 #include "resilience/checkpoint_retention.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "resilience/checkpoint_manifest.h"
 
 namespace keel::resilience {
 
 namespace fs = std::filesystem;
+
+namespace {
+// Rehearsal: KEEL_FAULT_CKPT_DELETE_SLEEP_MS holds a deletion between moving
+// the directory aside and removing it, so that a test can kill it there.
+void fault_sleep_during_delete() {
+  const char* ms = std::getenv("KEEL_FAULT_CKPT_DELETE_SLEEP_MS");
+  if (ms && *ms) std::this_thread::sleep_for(std::chrono::milliseconds(std::atol(ms)));
+}
+}  // namespace
 
 std::string checkpoint_dir_name(int64_t step) {
   return fmt::format("step-{:08d}", step);
@@ -61,13 +76,51 @@ std::vector<int64_t> apply_checkpoint_retention(const std::string& root, int64_t
   const auto doomed =
       checkpoints_to_remove(list_checkpoint_steps(root), keep_last, keep_every, just_written);
   for (int64_t s : doomed) {
+    const fs::path dir = fs::path(root) / checkpoint_dir_name(s);
+    const fs::path aside =
+        fs::path(root) / fmt::format(".del-{}-{}", checkpoint_dir_name(s), ::getpid());
     std::error_code ec;
-    fs::remove_all(fs::path(root) / checkpoint_dir_name(s), ec);
+    fs::rename(dir, aside, ec);
     if (ec)
-      fail<IoError>("{}/{}: cannot remove old checkpoint: {}", root, checkpoint_dir_name(s),
+      fail<IoError>("{}: cannot move the old checkpoint out of the way: {}", dir.string(),
                     ec.message());
+    fault_sleep_during_delete();
+    fs::remove_all(aside, ec);
+    if (ec) fail<IoError>("{}: cannot remove old checkpoint: {}", aside.string(), ec.message());
   }
   return doomed;
+}
+
+std::vector<std::string> clean_checkpoint_leftovers(const std::string& root) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return removed;
+  std::vector<fs::path> doomed;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool temp = name.starts_with(".tmp-step-") || name.starts_with(".old-step-") ||
+                      name.starts_with(".del-step-") ||
+                      name.starts_with(std::string(kCheckpointLatestFile) + ".tmp.");
+    std::error_code ec2;
+    const bool half_deleted = checkpoint_step_from_name(name) && e.is_directory(ec2) &&
+                              !fs::exists(e.path() / kCheckpointManifestFile, ec2);
+    if (temp || half_deleted) doomed.push_back(e.path());
+  }
+  if (ec) fail<IoError>("{}: cannot list checkpoints: {}", root, ec.message());
+  for (const fs::path& p : doomed) {
+    fs::path target = p;
+    const std::string name = p.filename().string();
+    if (checkpoint_step_from_name(name)) {
+      // Out of the namespace first, as retention does.
+      target = p.parent_path() / fmt::format(".del-{}-{}", name, ::getpid());
+      fs::rename(p, target, ec);
+      if (ec) fail<IoError>("{}: cannot move aside: {}", p.string(), ec.message());
+    }
+    fs::remove_all(target, ec);
+    if (ec) fail<IoError>("{}: cannot remove: {}", target.string(), ec.message());
+    removed.push_back(p.string());
+  }
+  return removed;
 }
 
 }  // namespace keel::resilience

@@ -33,9 +33,18 @@ std::vector<int64_t> checkpoints_to_remove(std::vector<int64_t> steps, int64_t k
                                            int64_t keep_every,
                                            std::optional<int64_t> just_written = std::nullopt);
 
-// Removes those directories under root; returns the steps removed.
+// Removes those directories under root; returns the steps removed. Each is
+// first renamed out of the checkpoint namespace (<root>/.del-step-...), so a
+// deletion cut short never leaves a step-... directory missing files.
 std::vector<int64_t> apply_checkpoint_retention(const std::string& root, int64_t keep_last,
                                                 int64_t keep_every,
                                                 std::optional<int64_t> just_written = std::nullopt);
+
+// What an interrupted save or delete leaves under root: .tmp-step-...,
+// .old-step-... and .del-step-... directories, latest.tmp.* files, and
+// step-... directories without a manifest (half deleted by an older keel; a
+// finished checkpoint is renamed into place whole). Removes them; returns the
+// paths removed. Call it from the one rank that writes, before listing.
+std::vector<std::string> clean_checkpoint_leftovers(const std::string& root);
 
 }  // namespace keel::resilience

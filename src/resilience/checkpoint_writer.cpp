@@ -38,7 +38,8 @@ void remove_stale_temporaries(const std::string& root) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.starts_with(".tmp-step-") || name.starts_with(".old-step-")) {
+    if (name.starts_with(".tmp-step-") || name.starts_with(".old-step-") ||
+        name.starts_with(".del-step-")) {
       std::error_code ec2;
       fs::remove_all(e.path(), ec2);
       if (ec2)

@@ -145,8 +145,28 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
   return nan;
 }
 
-void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params) {
+void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params,
+                                 train::AdamW* opt) {
   for (const Fault* f : due(FaultKind::BitFlip, step)) {
+    if (f->target == "moment") {
+      if (!opt)
+        fail<ConfigError>("fault {} (bitflip): target \"moment\" needs an optimizer", f->id);
+      // The named parameter if this rank holds its moments, else the first it
+      // holds: under ZeRO-1 a rank has only its shard's.
+      size_t at = opt->shard_begin();
+      for (size_t i = opt->shard_begin(); i < opt->shard_end(); ++i)
+        if (!f->param.empty() && opt->params()[i]->name == f->param) at = i;
+      if (at >= opt->shard_end() || !opt->m()[at].defined()) {
+        record(*f, step, "no optimizer state on this rank: nothing flipped");
+        continue;
+      }
+      const nn::Parameter* p = opt->params()[at];
+      const int64_t i = f->index % p->numel();
+      record(*f, step,
+             fmt::format("flip bit {} of the first moment of {}[{}]", f->bit, p->name, i));
+      flip_f32_bit(opt->m()[at].data<float>(), i, f->bit);
+      continue;
+    }
     nn::Parameter* p = find_param(params, *f);
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("flip bit {} of {}[{}]", f->bit, p->name, i));

@@ -15,6 +15,7 @@
 #include "nn/parameter.h"
 #include "resilience/events_log.h"
 #include "resilience/fault_plan.h"
+#include "train/adamw.h"
 
 namespace keel::resilience {
 
@@ -37,8 +38,10 @@ class FaultInjector {
   // so every replica sees the non-finite step even when the exchange already
   // started during the backward.
   bool after_backward(int64_t step, const std::vector<nn::Parameter*>& params);
-  // After the optimizer update: bit flip in a parameter.
-  void after_update(int64_t step, const std::vector<nn::Parameter*>& params);
+  // After the optimizer update: bit flip in a parameter, or (opt given) in a
+  // first moment this rank holds (under ZeRO-1 only its shard's).
+  void after_update(int64_t step, const std::vector<nn::Parameter*>& params,
+                    train::AdamW* opt = nullptr);
   // Nats to add to the loss the spike detector sees at `step` (0: none).
   double loss_offset(int64_t step);
   // After the checkpoint of `step` was written into `checkpoint_dir`: flips a

@@ -70,8 +70,9 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
       fail<ConfigError>("{}: every_start: expected true or false, got \"{}\"", where, value);
     f.every_start = value == "true";
   } else if (key == "target") {
-    if (value != "param" && value != "grad")
-      fail<ConfigError>("{}: target: expected \"param\" or \"grad\", got \"{}\"", where, value);
+    if (value != "param" && value != "grad" && value != "moment")
+      fail<ConfigError>("{}: target: expected \"param\", \"grad\" or \"moment\", got \"{}\"", where,
+                        value);
     f.target = value;
   } else if (key == "param") {
     f.param = value;

@@ -33,7 +33,8 @@ struct Fault {
   // Fires again on every start of the world instead of once per run (a rank
   // that keeps failing; the supervisor then excludes it).
   bool every_start = false;
-  // BitFlip: "param" or "grad"; the parameter (empty: the first), flat element, bit 0..31.
+  // BitFlip: "param", "grad" or "moment" (the first AdamW moment, in the part of the
+  // optimizer state this rank holds); the parameter (empty: the first), flat element, bit 0..31.
   std::string target = "param";
   std::string param;
   int64_t index = 0;

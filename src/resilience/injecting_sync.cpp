@@ -15,7 +15,11 @@ void InjectingSync::begin_step(int64_t step) {
 
 void InjectingSync::finish_gradients(const std::vector<nn::Parameter*>& params) {
   poisoned_ = injector_->after_backward(step_, params);
+  // Entering the exchange: a rank stuck before this point is the one the
+  // others wait for.
+  if (on_phase_) on_phase_(step_, 2);
   if (inner_) inner_->finish_gradients(params);
+  if (on_phase_) on_phase_(step_, 3);
 }
 
 double InjectingSync::mean(double x) {
@@ -28,7 +32,8 @@ void InjectingSync::optimizer_step(train::AdamW& opt, double lr, float grad_scal
     inner_->optimizer_step(opt, lr, grad_scale);
   else
     opt.step(lr, grad_scale);
-  injector_->after_update(step_, opt.params());
+  if (on_update_) on_update_(step_, opt);
+  injector_->after_update(step_, opt.params(), &opt);
 }
 
 }  // namespace keel::resilience

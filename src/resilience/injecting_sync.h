@@ -17,12 +17,19 @@ class InjectingSync : public train::ReplicaSync {
  public:
   // inner may be null (a single replica); neither pointer is owned.
   // on_begin(step) runs first in begin_step, with the 1-based step.
+  // on_update(step, opt) runs after the update, before any injected flip.
   InjectingSync(train::ReplicaSync* inner, FaultInjector* injector,
-                std::function<void(int64_t)> on_begin = nullptr)
-      : inner_(inner), injector_(injector), on_begin_(std::move(on_begin)) {}
+                std::function<void(int64_t)> on_begin = nullptr,
+                std::function<void(int64_t, train::AdamW&)> on_update = nullptr)
+      : inner_(inner),
+        injector_(injector),
+        on_begin_(std::move(on_begin)),
+        on_update_(std::move(on_update)) {}
 
   void begin_step(int64_t step) override;
   void finish_gradients(const std::vector<nn::Parameter*>& params) override;
+  // Called with the phase a rank reached inside the step (hang blame).
+  void set_on_phase(std::function<void(int64_t step, int phase)> f) { on_phase_ = std::move(f); }
   // The step's loss; NaN from this rank when a NaN was injected this step.
   double mean(double x) override;
   void optimizer_step(train::AdamW& opt, double lr, float grad_scale) override;
@@ -46,6 +53,8 @@ class InjectingSync : public train::ReplicaSync {
   train::ReplicaSync* inner_;
   FaultInjector* injector_;
   std::function<void(int64_t)> on_begin_;
+  std::function<void(int64_t, train::AdamW&)> on_update_;
+  std::function<void(int64_t, int)> on_phase_;
   int64_t step_ = 0;  // 1-based step in progress
   bool poisoned_ = false;
 };

@@ -1,16 +1,19 @@
 #include "resilience/resilience_guard.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "io/atomic_file.h"
 #include "resilience/exit_codes.h"
 
 namespace keel::resilience {
@@ -20,6 +23,12 @@ namespace {
   std::fflush(nullptr);
   ::_exit(code);
 }
+
+// How long a rank other than 0 waits for rank 0 to end the world after a
+// rollback verdict: rank 0 first lets a checkpoint write in flight finish,
+// and a rank that aborted sooner would kill it mid-write. If rank 0 died,
+// mpirun ends this rank anyway.
+constexpr double kRank0GraceS = 300;
 }  // namespace
 
 GuardOptions guard_options(const io::Config& cfg) {
@@ -41,6 +50,7 @@ GuardOptions guard_options(const io::Config& cfg) {
   o.spike.min_delta = r.spike_min_delta;
   o.sdc_every = r.sdc_every;
   o.checkpoint_every = cfg.checkpoint.every;
+  o.zero1 = cfg.dist.zero1;
   size_t pos = 0;
   const std::string& list = r.skip_steps;
   while (pos < list.size()) {
@@ -76,28 +86,117 @@ ResilienceGuard::ResilienceGuard(GuardOptions opt, const std::string& run_dir, i
   injector_ = std::make_unique<FaultInjector>(load_fault_plan(opt_.faults), rank_, world_,
                                               events_.get(), fired_fault_ids(read_events(path)));
   for (int64_t s : opt_.skip_steps) skip_.insert(s);
+  if (world_ > 1) {
+    progress_dir_ = (std::filesystem::path(run_dir) / "progress").string();
+    io::make_dirs(progress_dir_);
+    const std::string f = fmt::format("{}/rank-{}", progress_dir_, rank_);
+    progress_fd_ = ::open(f.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (progress_fd_ < 0)
+      fail<IoError>("{}: cannot open the progress file: {}", f, std::strerror(errno));
+  }
   if (opt_.hang)
-    watchdog_ = std::make_unique<HangWatchdog>(
-        opt_.watchdog, [this](int64_t step, double waited, double timeout) {
-          Event e;
-          e.event = "fault";
-          e.detector = "hang";
-          e.step = step;
-          e.detail =
-              fmt::format("step {} ran {:.1f}s, past its timeout {:.1f}s", step, waited, timeout);
-          e.extra = {{"timeout_s", timeout}};
-          try {
-            record(e);
-          } catch (const Error& ex) {
-            log().error("hang watchdog: could not record the event: {}", ex.what());
-          }
-          // Returning makes the watchdog _exit(kExitHang) from its own thread
-          // (MPI may only be called from the main one); mpirun then ends the
-          // other ranks.
-        });
+    watchdog_ = std::make_unique<HangWatchdog>(opt_.watchdog,
+                                               [this](int64_t step, double waited, double timeout) {
+                                                 on_hang(step, waited, timeout);
+                                                 // Returning makes the watchdog _exit(kExitHang)
+                                                 // from its own thread (MPI may only be called from
+                                                 // the main one); mpirun then ends the other ranks.
+                                               });
 }
 
-ResilienceGuard::~ResilienceGuard() = default;
+void ResilienceGuard::set_checkpoint_hooks(std::function<void()> drain,
+                                           std::function<int64_t()> newest_intact) {
+  drain_ = std::move(drain);
+  newest_intact_ = std::move(newest_intact);
+}
+
+int64_t ResilienceGuard::drain_and_find_resume_step() {
+  if (drain_) {
+    try {
+      drain_();
+    } catch (const std::exception& ex) {
+      // A write that failed leaves the previous checkpoint as the newest.
+      log().error("checkpoint write in flight failed: {}", ex.what());
+    }
+  }
+  if (!newest_intact_) return last_ckpt_.load();
+  try {
+    return newest_intact_();
+  } catch (const std::exception& ex) {
+    log().error("cannot find the newest intact checkpoint: {}", ex.what());
+    return last_ckpt_.load();
+  }
+}
+
+void ResilienceGuard::progress(int64_t step, int phase) {
+  if (progress_fd_ < 0) return;
+  const int64_t v = step * 8 + phase;
+  // Best effort: a lost update only weakens the blame of a later hang.
+  if (::pwrite(progress_fd_, &v, sizeof v, 0) != ssize_t(sizeof v))
+    log().warn("{}/rank-{}: cannot publish progress: {}", progress_dir_, rank_,
+               std::strerror(errno));
+}
+
+int ResilienceGuard::hang_blame(std::vector<int64_t>* seen) const {
+  std::vector<int64_t> p(size_t(world_), -1);
+  for (int r = 0; r < world_ && !progress_dir_.empty(); ++r) {
+    const std::string f = fmt::format("{}/rank-{}", progress_dir_, r);
+    const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    int64_t v = -1;
+    if (::pread(fd, &v, sizeof v, 0) != ssize_t(sizeof v)) v = -1;
+    ::close(fd);
+    p[size_t(r)] = v;
+  }
+  if (seen) *seen = p;
+  int blamed = -1;
+  for (int r = 0; r < world_; ++r) {
+    if (blamed < 0 || p[size_t(r)] < p[size_t(blamed)]) blamed = r;
+  }
+  // Named only when it alone is behind: ranks that all wait in the same
+  // place say nothing about which of them stopped.
+  for (int r = 0; r < world_; ++r)
+    if (r != blamed && p[size_t(r)] == p[size_t(blamed)]) return -1;
+  return blamed;
+}
+
+void ResilienceGuard::on_hang(int64_t step, double waited, double timeout) {
+  if (rank_ != 0) {
+    // Rank 0's watchdog fires at about the same time; it ends the world once
+    // its checkpoint write in flight is done. This rank steps in only if it
+    // does not (rank 0 itself stuck without its watchdog).
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(120.0, timeout)));
+  }
+  const int64_t resume = rank_ == 0 ? drain_and_find_resume_step() : last_ckpt_.load();
+  std::vector<int64_t> seen;
+  const int blamed = hang_blame(&seen);
+  std::vector<std::string> where;
+  for (int64_t v : seen)
+    where.push_back(v < 0 ? std::string("?") : fmt::format("{}.{}", v / 8, v % 8));
+  Event e;
+  e.event = "fault";
+  e.detector = "hang";
+  e.rank = blamed;
+  e.world_size = world_;
+  e.step = step;
+  e.detail = fmt::format(
+      "step {} ran {:.1f}s, past its timeout {:.1f}s (seen by rank {}); {}; progress "
+      "step.phase per rank: {}",
+      step, waited, timeout, rank_,
+      blamed >= 0 ? fmt::format("rank {} is behind every other rank", blamed)
+                  : std::string("no rank is behind the others"),
+      fmt::join(where, " "));
+  e.extra = {{"timeout_s", timeout}, {"detected_by", rank_}, {"resume_step", resume}};
+  try {
+    events_->append(std::move(e));
+  } catch (const Error& ex) {
+    log().error("hang watchdog: could not record the event: {}", ex.what());
+  }
+}
+
+ResilienceGuard::~ResilienceGuard() {
+  if (progress_fd_ >= 0) ::close(progress_fd_);
+}
 
 void ResilienceGuard::record(Event e) {
   if (e.rank == -1 && e.event != "skip_batches") e.rank = rank_;
@@ -118,6 +217,7 @@ void ResilienceGuard::load_state(const nlohmann::json& state) {
 
 void ResilienceGuard::started_at(int64_t step) {
   last_ckpt_ = step;
+  progress(step, 4);
   nan_.reset();
   for (const Event& e : read_events(events_->path()))
     if (e.event == "skip_batches" && e.extra.contains("steps") && e.extra["steps"].is_array())
@@ -131,21 +231,51 @@ nlohmann::json ResilienceGuard::state() const {
 }
 
 train::ReplicaSync* ResilienceGuard::wrap_sync(train::ReplicaSync* inner) {
-  sync_ = std::make_unique<InjectingSync>(inner, injector_.get(),
-                                          [this](int64_t step) { begin_step(step - 1); });
+  sync_ = std::make_unique<InjectingSync>(
+      inner, injector_.get(), [this](int64_t step) { begin_step(step - 1); },
+      [this](int64_t step, train::AdamW& opt) { after_update(step, opt); });
+  sync_->set_on_phase([this](int64_t step, int phase) { progress(step, phase); });
   return sync_.get();
 }
 
 void ResilienceGuard::begin_step(int64_t s) {
+  progress(s + 1, 1);
   if (watchdog_) watchdog_->begin_step(s + 1);
+  if (opt_.sdc) verify_moments(s + 1);
+  if (opt_.sdc && opt_.zero1 && world_ > 1 && allgather_ &&
+      (!sync_ || sync_->replicas_identical())) {
+    step_digest_ = mix_hash(step_digest_, parameters_hash(params_));
+    ++digested_steps_;
+  }
   injector_->before_step(s + 1);
+}
+
+void ResilienceGuard::after_update(int64_t step, train::AdamW& opt) {
+  (void)step;
+  if (!opt_.sdc) return;
+  opt_ptr_ = &opt;
+  moments_seal_ = moments_hash(opt);
+  sealed_ = true;
+}
+
+void ResilienceGuard::verify_moments(int64_t step) {
+  if (!sealed_ || !opt_ptr_) return;
+  if (moments_hash(*opt_ptr_) == moments_seal_) return;
+  if (local_fault_.empty())
+    local_fault_ = fmt::format(
+        "the optimizer moments rank {} holds changed between the update of step {} and step {}",
+        rank_, step - 1, step);
 }
 
 void ResilienceGuard::rollback(int64_t step, const std::string& detector, int rank,
                                const std::string& detail) {
+  if (watchdog_) watchdog_->pause();
   // Every rank reaches the same verdict (the loss is the replicas' mean and
-  // the hashes are gathered), so rank 0 alone writes it.
+  // the hashes are gathered), so rank 0 alone writes it, once a checkpoint
+  // write in flight has finished: the events then name the checkpoint the
+  // restart will really use.
   if (rank_ == 0) {
+    const int64_t back = drain_and_find_resume_step();
     Event f;
     f.event = "fault";
     f.detector = detector;
@@ -157,24 +287,27 @@ void ResilienceGuard::rollback(int64_t step, const std::string& detector, int ra
     r.event = "rollback";
     r.detector = detector;
     r.rank = rank;
-    r.step = last_ckpt_.load();
-    r.steps_lost = step - r.step;
-    r.detail = fmt::format("back to the checkpoint of step {}", r.step);
+    r.step = back;
+    r.steps_lost = step - back;
+    r.detail = fmt::format("back to the checkpoint of step {}", back);
     record(r);
+    log().error("{} at step {}: {}; rolling back to the checkpoint of step {}", detector, step,
+                detail, back);
+  } else {
+    log().error("{} at step {}: {}; rolling back to the newest checkpoint (rank 0 ends the world)",
+                detector, step, detail);
   }
-  log().error("{} at step {}: {}; rolling back to the checkpoint of step {}", detector, step,
-              detail, last_ckpt_.load());
-  if (watchdog_) watchdog_->pause();
   // Rank 0 ends the world once its events are on disk; another rank aborting
   // first would kill rank 0 before it wrote them (the supervisor would then
-  // see a crash). The wait is bounded in case rank 0 cannot get there.
-  if (rank_ != 0) std::this_thread::sleep_for(std::chrono::seconds(10));
+  // see a crash) or mid-write of a checkpoint.
+  if (rank_ != 0) std::this_thread::sleep_for(std::chrono::duration<double>(kRank0GraceS));
   abort_(kExitRollback);
   ::_exit(kExitRollback);  // abort_ must not return
 }
 
 void ResilienceGuard::end_step(const train::StepMetrics& m) {
   if (watchdog_) watchdog_->end_step(m.step_seconds);
+  progress(m.step, 4);
   const int64_t step = m.step;
   const bool nonfinite = !std::isfinite(m.loss) || !std::isfinite(m.grad_norm) || m.skipped;
   if (opt_.nan) {
@@ -227,13 +360,33 @@ void ResilienceGuard::run_sdc(int64_t step) {
     warned_no_sdc_ = true;
     return;
   }
-  const SdcVerdict v = sdc_check(params_, allgather_);
+  verify_moments(step + 1);
+  uint64_t h = parameters_hash(params_);
+  if (digested_steps_ > 0) h = mix_hash(step_digest_, h);
+  step_digest_ = 0;
+  digested_steps_ = 0;
+  const SdcVerdict v = sdc_vote(allgather_(h));
+  // State only this rank holds (its ZeRO-1 moments) has no replica to vote
+  // with: each rank says whether its own checksum still held.
+  const std::vector<uint64_t> flags = allgather_(local_fault_.empty() ? 0 : 1);
+  std::vector<int> flagged;
+  for (size_t r = 0; r < flags.size(); ++r)
+    if (flags[r]) flagged.push_back(int(r));
+  if (!flagged.empty()) {
+    const std::string mine = local_fault_;
+    local_fault_.clear();
+    rollback(step, "sdc", flagged.size() == 1 ? flagged[0] : -1,
+             fmt::format("the optimizer state of rank(s) {} changed between two updates{}",
+                         fmt::join(flagged, ","), mine.empty() ? "" : " (" + mine + ")"));
+  }
   if (v.ok) return;
   const int odd = v.odd_ranks.size() == 1 ? v.odd_ranks[0] : -1;
   rollback(step, "sdc", odd,
-           v.has_majority ? fmt::format("parameter hash of rank(s) {} differs from the majority",
-                                        fmt::join(v.odd_ranks, ","))
-                          : std::string("replica parameter hashes differ, no majority"));
+           v.has_majority
+               ? fmt::format("parameter hash of rank(s) {} differs from the majority{}",
+                             fmt::join(v.odd_ranks, ","),
+                             opt_.zero1 ? " (parameters digested every step: ZeRO-1)" : "")
+               : std::string("replica parameter hashes differ, no majority"));
 }
 
 void ResilienceGuard::before_checkpoint(int64_t step) {

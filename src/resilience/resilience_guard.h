@@ -40,6 +40,9 @@ struct GuardOptions {
   int64_t sdc_every = 10;           // replica hash check every K steps...
   int64_t checkpoint_every = 0;     // ...and at every checkpoint step (0: none)
   std::vector<int64_t> skip_steps;  // 1-based steps whose batches are skipped from the start
+  // dist.zero1: the parameters are re-gathered from their owners after every
+  // update, so the SDC check also digests them at the start of every step.
+  bool zero1 = false;
 };
 
 // [resilience] and checkpoint.every of a validated config as guard options;
@@ -88,6 +91,11 @@ class ResilienceGuard {
   // called from the checkpoint writer's thread.
   void after_checkpoint(int64_t step, const std::string& dir);
 
+  // How to finish (or give up) a checkpoint write in flight before the world
+  // ends, and the newest checkpoint a restart would use: rollback and hang
+  // exits call them on rank 0 so that what the events name is what resumes.
+  void set_checkpoint_hooks(std::function<void()> drain, std::function<int64_t()> newest_intact);
+
   // Appends an event (rank and world size filled in when left at -1 / 0).
   void record(Event e);
   EventsLog& events() { return *events_; }
@@ -98,6 +106,18 @@ class ResilienceGuard {
   [[noreturn]] void rollback(int64_t step, const std::string& detector, int rank,
                              const std::string& detail);
   void run_sdc(int64_t step);
+  // The update of `step` was applied: checksum the moments this rank holds.
+  void after_update(int64_t step, train::AdamW& opt);
+  // Whether the moments still match their checksum; a mismatch is kept for the next check.
+  void verify_moments(int64_t step);
+  // This rank reached `phase` of `step` (1 began, 2 entering the gradient
+  // exchange, 3 exchanged, 4 ended), published for hang blame.
+  void progress(int64_t step, int phase);
+  // The rank every other rank is waiting for: the one whose published
+  // progress is behind all others (-1: none stands out). Also the raw values.
+  int hang_blame(std::vector<int64_t>* seen) const;
+  void on_hang(int64_t step, double waited, double timeout);
+  int64_t drain_and_find_resume_step();
 
   GuardOptions opt_;
   int rank_, world_;
@@ -116,6 +136,18 @@ class ResilienceGuard {
   std::atomic<int64_t> last_ckpt_{0};
   bool warned_no_sdc_ = false;
   int64_t last_sdc_step_ = -1;
+  // ZeRO-1: the hashes taken at the start of each step since the last check.
+  uint64_t step_digest_ = 0;
+  int64_t digested_steps_ = 0;
+  // The checksum of the moments after the last update (sealed_: valid).
+  train::AdamW* opt_ptr_ = nullptr;
+  uint64_t moments_seal_ = 0;
+  bool sealed_ = false;
+  std::string local_fault_;  // what this rank found corrupted since the last check
+  std::string progress_dir_;
+  int progress_fd_ = -1;
+  std::function<void()> drain_;
+  std::function<int64_t()> newest_intact_;
 };
 
 }  // namespace keel::resilience

@@ -98,6 +98,11 @@ std::optional<ResumeInfo> RunLoop::load_newest(bool report) {
 
 std::optional<ResumeInfo> RunLoop::start() {
   std::optional<ResumeInfo> info;
+  // A save or a retention delete cut short by a kill leaves parts behind;
+  // only the writing rank removes them (the others just skip them).
+  if (opt_.rank == 0)
+    for (const std::string& p : clean_checkpoint_leftovers(ckpt_dir_))
+      log().warn("removed the leftover of an interrupted checkpoint save or delete: {}", p);
   const bool have = !list_checkpoint_steps(ckpt_dir_).empty();
   if (opt_.resume == ResumeMode::Require && !have)
     fail<CheckpointError>("{}: no checkpoint to resume from", ckpt_dir_);

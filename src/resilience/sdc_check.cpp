@@ -24,6 +24,23 @@ uint64_t parameters_hash(const std::vector<nn::Parameter*>& params) {
   return h;
 }
 
+uint64_t moments_hash(const train::AdamW& opt) {
+  XXH3_state_t* st = XXH3_createState();
+  if (!st) fail("moments_hash: out of memory");
+  XXH3_64bits_reset(st);
+  for (size_t i = opt.shard_begin(); i < opt.shard_end(); ++i)
+    for (const Tensor* t : {&opt.m()[i], &opt.v()[i]})
+      if (t->defined()) XXH3_64bits_update(st, t->raw(), t->nbytes());
+  const uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+
+uint64_t mix_hash(uint64_t a, uint64_t b) {
+  const uint64_t ab[2] = {a, b};
+  return XXH3_64bits(ab, sizeof ab);
+}
+
 SdcVerdict sdc_vote(const std::vector<uint64_t>& hashes) {
   SdcVerdict v;
   if (hashes.empty()) return v;

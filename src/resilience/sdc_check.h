@@ -3,17 +3,29 @@
 // parameters (xxh3) and the ranks compare hashes. With three or more ranks the
 // odd one out is found by majority and treated as faulty; with two a mismatch
 // cannot say which is wrong, and both roll back to the last checkpoint.
+//
+// Under ZeRO-1 the parameters are gathered from their owners after every
+// update, which overwrites (or spreads to every rank) a flip between two
+// checks, so the ranks also fold the hash taken at the start of every step
+// into a digest they compare at the check; and the optimizer moments, held by
+// one rank only, are checksummed after each update and verified before the
+// next (resilience_guard.cpp).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <vector>
 
 #include "nn/parameter.h"
+#include "train/adamw.h"
 
 namespace keel::resilience {
 
 // xxh3-64 over every parameter's name, shape and f32 master bytes, in order.
 uint64_t parameters_hash(const std::vector<nn::Parameter*>& params);
+// xxh3-64 over the AdamW moments this rank holds (its ZeRO-1 shard, or all).
+uint64_t moments_hash(const train::AdamW& opt);
+// Folds b into the running digest a (order matters).
+uint64_t mix_hash(uint64_t a, uint64_t b);
 
 struct SdcVerdict {
   bool ok = true;              // every hash equal

@@ -120,6 +120,11 @@ std::vector<std::string> world_command(const SupervisorOptions& o, int world, in
     // Ranks are single-threaded by default; let the OS place them, and allow
     // more ranks than cores on a small machine.
     cmd.insert(cmd.end(), {"--oversubscribe", "--bind-to", "none"});
+    // When a rank dies mpirun SIGTERMs the others and SIGKILLs them this
+    // many seconds later (1 by default); rank 0 uses the time to finish a
+    // checkpoint write in flight (async_checkpointer.cpp). mpirun waits it
+    // out on every teardown, even when every rank is gone, so it stays short.
+    cmd.insert(cmd.end(), {"--mca", "odls_base_sigkill_timeout", "2"});
     if (!hosts.empty()) {
       std::string h;
       for (const auto& x : hosts) h += (h.empty() ? "" : ",") + x;

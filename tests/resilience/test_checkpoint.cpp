@@ -5,7 +5,9 @@
 // ignored and cleaned, and metrics.jsonl is trimmed on resume.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -284,6 +286,27 @@ TEST(Retention, WriterAppliesIt) {
     write_checkpoint(dir.path(), st, {2, 3});
   }
   EXPECT_EQ(list_checkpoint_steps(dir.path()), (std::vector<int64_t>{3, 5, 6}));
+}
+
+TEST(Retention, LeftoversOfAnInterruptedSaveOrDeleteAreCleaned) {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  const fs::path root = dir.path();
+  fs::create_directories(root / "step-00000010");  // finished: has its manifest
+  std::ofstream(root / "step-00000010" / kCheckpointManifestFile) << "{}";
+  fs::create_directories(root / "step-00000020");  // half deleted: manifest gone
+  std::ofstream(root / "step-00000020" / "params.safetensors") << "x";
+  fs::create_directories(root / ".del-step-00000005-7");
+  fs::create_directories(root / ".tmp-step-00000030-7");
+  fs::create_directories(root / ".old-step-00000010-7");
+  std::ofstream(root / "latest.tmp.7.00000000deadbeef") << "step-00000030\n";
+  std::ofstream(root / "latest") << "step-00000010\n";
+  EXPECT_EQ(clean_checkpoint_leftovers(root.string()).size(), 5u);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"latest", "step-00000010"}));
+  EXPECT_TRUE(clean_checkpoint_leftovers((root / "absent").string()).empty());
 }
 
 TEST(Retention, DirectoryNames) {

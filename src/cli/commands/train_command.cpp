@@ -26,6 +26,7 @@
 #include "io/config.h"
 #include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
+#include "resilience/supervisor.h"
 #include "store/model_import.h"
 #include "store/run_dir.h"
 #include "train/balance_summary.h"
@@ -211,6 +212,9 @@ void run_train(const TrainArgs& args) {
         m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count());
   };
   resilience::RunLoop loop(trainer, cfg, loop_opt);
+  guard.set_checkpoint_hooks(
+      [&loop] { loop.finish(); },
+      [&loop] { return resilience::newest_intact_checkpoint_step(loop.checkpoint_dir()); });
   if (const auto resumed = loop.start()) {
     // Each skipped checkpoint was already reported (with its reason) by the loop.
     fmt::print("resumed from {} (step {} of {})\n", resumed->path, resumed->step, cfg.train.steps);

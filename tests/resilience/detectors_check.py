@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Regression checks of the failure detectors in the layouts where they used
+to miss (issue 22), each with real `keel launch` and mpirun ranks.
+
+zero1_sdc:      ZeRO-1 on 3 ranks: a parameter bit flip on the rank that owns
+                the parameter (the gather spreads it to every rank) and on one
+                that does not (the gather overwrites it, after it fed one
+                gradient), and a flip in the optimizer moments only one rank
+                holds. Each must be caught by the sdc detector, blamed on the
+                rank it hit, and repaired: the final parameters equal the
+                fault-free run bit for bit.
+rollback_async: two NaN steps right after a checkpoint, while the background
+                writer is still writing it (slowed down): the rollback must
+                wait for it, lose at most checkpoint.every steps, and every
+                rollback/restart event must name the checkpoint the next world
+                resumed from.
+hang_blame:     3 ranks, rank 2 hangs inside the gradient collective, later
+                rank 1 inside a kernel: the hang fault and the restart must
+                blame the rank that hung, and no healthy rank is excluded.
+retention:      the leftovers of an interrupted save or delete (a step-...
+                directory without its manifest, .del-/.tmp- directories,
+                latest.tmp.* files) are removed at start and the half-deleted
+                directory is not taken for a checkpoint; and a SIGKILL while
+                retention deletes never leaves a step-... directory missing files.
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from keel_runs import events, launch, params_digest, short, tiny_overrides  # noqa: E402
+
+CKPT_EVERY = 20
+
+
+def must_finish(run, rc, secs, out, name):
+    print(f"{name}: exit {rc} in {secs:.1f}s")
+    if rc != 0:
+        print(out[-3000:])
+        sys.exit(f"FAIL: {name} did not finish unattended")
+
+
+def caught_after(ev, fault_id, detector):
+    inj = [i for i, e in enumerate(ev) if e["event"] == "inject" and e.get("fault_id") == fault_id]
+    if not inj:
+        return None, None
+    after = [e for e in ev[inj[0] + 1:] if e["event"] == "fault" and e["detector"] == detector]
+    return ev[inj[0]], (after[0] if after else None)
+
+
+def resume_consistency(ev):
+    """Every rollback/restart names the step the next world resumed from."""
+    bad = []
+    for i, e in enumerate(ev):
+        if e["event"] not in ("rollback", "restart"):
+            continue
+        nxt = [x for x in ev[i + 1:] if x["event"] in ("resume", "start") and
+               x.get("detail", "").find("keel launch") < 0]
+        if not nxt:
+            continue
+        got = nxt[0]["step"] if nxt[0]["event"] == "resume" else 0
+        if got != e["step"]:
+            bad.append(f"{e['event']} names step {e['step']} but the next world resumed from {got}")
+    return bad
+
+
+def check_zero1_sdc(keel, corpus, work):
+    ranks = 3
+    ov = tiny_overrides(corpus, work, 60, CKPT_EVERY, ["dist.zero1=true", "checkpoint.async=true"])
+    ref, rc, secs, out = launch(keel, work, "zero1_reference", ov, ranks=ranks)
+    must_finish(ref, rc, secs, out, "zero1_reference")
+    failures = []
+    # The first parameter belongs to rank 0's shard: its flip on rank 0 is
+    # gathered to everyone, its flip on rank 2 is overwritten by the gather.
+    plans = {
+        "zero1_param": ("kind=bitflip,step=13,rank=0,index=7,bit=22;"
+                        "kind=bitflip,step=33,rank=2,index=7,bit=22", [0, 2]),
+        "zero1_moment": ("kind=bitflip,step=23,rank=1,target=moment,index=7,bit=22", [1]),
+    }
+    for name, (plan, hit) in plans.items():
+        run, rc, secs, out = launch(keel, work, name, ov, faults=plan, ranks=ranks)
+        must_finish(run, rc, secs, out, name)
+        ev = events(run)
+        for e in ev:
+            print("  " + json.dumps(short(e)))
+        for fid, rank in enumerate(hit):
+            inj, caught = caught_after(ev, fid, "sdc")
+            if inj is None:
+                failures.append(f"{name}: fault {fid} never fired")
+            elif caught is None:
+                failures.append(f"{name}: the flip on rank {rank} at step {inj['step']} "
+                                f"was not caught by the sdc detector")
+            else:
+                print(f"{name}: flip on rank {rank} at step {inj['step']} caught at step "
+                      f"{caught['step']}, blamed on rank {caught['rank']}")
+                if caught["step"] - inj["step"] > 5:
+                    failures.append(f"{name}: caught {caught['step'] - inj['step']} steps late")
+                if caught["rank"] != rank:
+                    failures.append(f"{name}: blamed rank {caught['rank']}, the flip hit {rank}")
+        a, b = params_digest(ref), params_digest(run)
+        print(f"{name}: final parameters sha256 reference {a[:16]}, faulty {str(b)[:16]}")
+        if a != b:
+            failures.append(f"{name}: final parameters differ from the fault-free run")
+    if failures:
+        sys.exit("FAIL: " + "; ".join(failures))
+    print("zero1_sdc: PASS")
+
+
+def check_rollback_async(keel, corpus, work):
+    ov = tiny_overrides(corpus, work, 50, CKPT_EVERY, ["checkpoint.async=true"])
+    ref, rc, secs, out = launch(keel, work, "async_reference", ov)
+    must_finish(ref, rc, secs, out, "async_reference")
+    # Each write of a checkpoint sleeps 300 ms after its first file: the NaNs
+    # of steps 41 and 42 arrive while the checkpoint of step 40 is written.
+    run, rc, secs, out = launch(keel, work, "async_nan", ov, faults="kind=nan,step=41,repeat=2",
+                                env={"KEEL_FAULT_CKPT_WRITE_SLEEP_MS": "300"})
+    must_finish(run, rc, secs, out, "async_nan")
+    ev = events(run)
+    for e in ev:
+        print("  " + json.dumps(short(e)))
+    failures = resume_consistency(ev)
+    rb = [e for e in ev if e["event"] == "rollback"]
+    if not rb:
+        failures.append("no rollback event")
+    else:
+        print(f"rollback to step {rb[0]['step']}, {rb[0]['steps_lost']} steps lost "
+              f"(interval {CKPT_EVERY})")
+        if rb[0]["step"] != 40:
+            failures.append(f"rolled back to step {rb[0]['step']}, not to the checkpoint of step "
+                            "40 that was being written")
+    lost = [e["steps_lost"] for e in ev if e.get("steps_lost")]
+    if any(x > CKPT_EVERY for x in lost):
+        failures.append(f"a failure lost more than {CKPT_EVERY} steps: {lost}")
+    if params_digest(ref) != params_digest(run):
+        failures.append("final parameters differ from the fault-free run")
+    if failures:
+        sys.exit("FAIL: " + "; ".join(failures))
+    print("rollback_async: PASS")
+
+
+def check_hang_blame(keel, corpus, work):
+    ov = tiny_overrides(corpus, work, 45, CKPT_EVERY)
+    plan = "kind=hang,step=15,rank=2;kind=hang,step=35,rank=1,where=kernel"
+    run, rc, secs, out = launch(keel, work, "hang_blame", ov, faults=plan, ranks=3)
+    must_finish(run, rc, secs, out, "hang_blame")
+    ev = events(run)
+    for e in ev:
+        print("  " + json.dumps(short(e)))
+    failures = []
+    for fid, rank in enumerate([2, 1]):
+        inj, caught = caught_after(ev, fid, "hang")
+        if caught is None:
+            failures.append(f"hang {fid} on rank {rank}: no hang fault event")
+            continue
+        restart = [e for e in ev[ev.index(caught):] if e["event"] == "restart"]
+        print(f"hang on rank {rank}: fault event blames rank {caught['rank']}, restart blames "
+              f"{restart[0]['rank'] if restart else None}")
+        if caught["rank"] != rank or not restart or restart[0]["rank"] != rank:
+            failures.append(f"hang on rank {rank} blamed on rank {caught['rank']}")
+    if any(e["event"] == "exclude" for e in ev):
+        failures.append("a rank was excluded after two hangs on different ranks")
+    if failures:
+        sys.exit("FAIL: " + "; ".join(failures))
+    print("hang_blame: PASS")
+
+
+def train(keel, ov, run, env=None, wait=True):
+    cmd = [keel, "train"] + ov + [f"run.dir={run}"]
+    e = dict(os.environ, OMP_NUM_THREADS="1")
+    e.update(env or {})
+    log = open(run + ".log", "a")
+    p = subprocess.Popen(cmd, env=e, stdout=log, stderr=subprocess.STDOUT)
+    if wait:
+        p.wait()
+    return p
+
+
+def step_dirs_missing_files(ckpt):
+    bad = []
+    for d in sorted(glob.glob(os.path.join(ckpt, "step-*"))):
+        man = os.path.join(d, "manifest.json")
+        if not os.path.exists(man):
+            bad.append(f"{os.path.basename(d)} has no manifest")
+            continue
+        with open(man) as f:
+            files = [x["name"] for x in json.load(f)["files"]]
+        missing = [x for x in files if not os.path.exists(os.path.join(d, x))]
+        if missing:
+            bad.append(f"{os.path.basename(d)} misses {missing}")
+    return bad
+
+
+def check_retention(keel, corpus, work):
+    failures = []
+    run = os.path.join(work, "retention")
+    shutil.rmtree(run, ignore_errors=True)
+    os.makedirs(work, exist_ok=True)
+    ckpt = os.path.join(run, "checkpoints")
+    ov = tiny_overrides(corpus, work, 20, 10, ["checkpoint.keep_last=1"])
+    p = train(keel, ov, run)
+    if p.returncode != 0:
+        sys.exit(f"FAIL: the first run exited {p.returncode}")
+    # What a kill in the middle of deleting or saving leaves: a newer step
+    # directory whose manifest is already gone, the halves of a move aside,
+    # the temporary of `latest`.
+    half = os.path.join(ckpt, "step-00000030")
+    os.makedirs(half)
+    shutil.copy(os.path.join(ckpt, "step-00000020", "params.safetensors"), half)
+    os.makedirs(os.path.join(ckpt, ".del-step-00000010-4242"))
+    os.makedirs(os.path.join(ckpt, ".tmp-step-00000040-4242"))
+    with open(os.path.join(ckpt, "latest.tmp.4242.00000000deadbeef"), "w") as f:
+        f.write("step-00000040\n")
+    p = train(keel, ov, run)
+    if p.returncode != 0:
+        failures.append(f"the resumed run exited {p.returncode}")
+    ev = events(run)
+    for e in ev:
+        print("  " + json.dumps(short(e)))
+    corrupt = [e for e in ev if e["event"] == "fault" and e["detector"] == "checkpoint_corrupt"]
+    if corrupt:
+        failures.append(f"a half-deleted directory was taken for a checkpoint: {corrupt[0]['detail']}")
+    res = [e for e in ev if e["event"] == "resume"]
+    if not res or res[0]["step"] != 20:
+        failures.append(f"did not resume from step 20: {res}")
+    left = sorted(x for x in os.listdir(ckpt) if x.startswith(".") or ".tmp." in x)
+    if left:
+        failures.append(f"leftovers not cleaned at start: {left}")
+    failures += step_dirs_missing_files(ckpt)
+    print(f"after the restart: {sorted(os.listdir(ckpt))}")
+
+    # SIGKILL while retention deletes an old checkpoint (held there for 2 s).
+    run2 = os.path.join(work, "retention_kill")
+    shutil.rmtree(run2, ignore_errors=True)
+    ck2 = os.path.join(run2, "checkpoints")
+    ov2 = tiny_overrides(corpus, work, 100, 5, ["checkpoint.keep_last=1", "checkpoint.async=false"])
+    p = train(keel, ov2, run2, env={"KEEL_FAULT_CKPT_DELETE_SLEEP_MS": "2000"}, wait=False)
+    deadline = time.time() + 60
+    seen = False
+    while time.time() < deadline and p.poll() is None:
+        if os.path.isdir(ck2) and any(x.startswith(".del-") for x in os.listdir(ck2)):
+            seen = True
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    listing = sorted(os.listdir(ck2)) if os.path.isdir(ck2) else []
+    print(f"killed during a delete ({'caught in the act' if seen else 'no delete seen'}): {listing}")
+    failures += step_dirs_missing_files(ck2)
+    if not seen:
+        failures.append("the deletion was never seen moved out of the checkpoint namespace")
+    p = train(keel, ov2, run2)
+    if p.returncode != 0:
+        failures.append(f"the run resumed after the kill exited {p.returncode}")
+    listing = sorted(os.listdir(ck2))
+    print(f"after the restart: {listing}")
+    if [x for x in listing if x.startswith(".")]:
+        failures.append(f"the interrupted delete was not cleaned at start: {listing}")
+    if failures:
+        sys.exit("FAIL: " + "; ".join(failures))
+    print("retention: PASS")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keel", required=True)
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("mode", choices=["zero1_sdc", "rollback_async", "hang_blame", "retention"])
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    {"zero1_sdc": check_zero1_sdc, "rollback_async": check_rollback_async,
+     "hang_blame": check_hang_blame, "retention": check_retention}[a.mode](a.keel, a.corpus,
+                                                                           a.work)
+
+
+if __name__ == "__main__":
+    main()
