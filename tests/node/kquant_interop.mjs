@@ -209,6 +209,20 @@ check(rt.keelText.trimEnd().length > prompt.length && rt.same >= Math.floor(TOP1
   `[q4_k_m] round trip: keel continues its own q4_k_m file as llama.cpp does ` +
   `(${rt.same}/${rt.n} greedy tokens equal)`);
 
+// `keel train --init` from the q4_k_m file starts where the trained model is
+// (a first loss far below a random model's ln 384 = 5.95).
+{
+  const out = run(['train', '--no-resume', '--init', path.join(runDir, 'model-q4_k_m.gguf'),
+    'model.arch=llama', 'model.n_kv_head=2', 'model.n_layer=2', 'model.n_head=4', 'model.n_embd=256',
+    'model.max_seq_len=128', 'train.seq_len=64', 'train.batch_size=8', 'train.steps=1',
+    'train.eval_every=1000', 'train.eval_batches=1', 'train.peak_gflops=100', `data.corpus=${corpus}`,
+    'data.vocab_size=384', 'data.val_fraction=0.1', `data.cache_dir=${path.join(work, 'cache')}`,
+    `run.dir=${path.join(work, 'init_run')}`]);
+  const loss = Number(/step 1\/1 loss ([0-9.]+)/.exec(out)?.[1]);
+  console.log(`[q4_k_m] keel train --init model-q4_k_m.gguf: first loss ${loss}`);
+  check(loss < 4.5, `[q4_k_m] train --init from the k-quant file starts trained (loss ${loss} < 4.5)`);
+}
+
 // A k-quant file cut short is refused by name, not read as garbage.
 {
   const bytes = fs.readFileSync(path.join(runDir, 'model-q4_k_m.gguf'));
