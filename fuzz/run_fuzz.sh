@@ -14,7 +14,8 @@ command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (scripts/setup.sh i
 mkdir -p "$WORK"
 
 SRCS=(src/core/dtype.cpp src/core/shape.cpp src/core/tensor.cpp src/core/arena.cpp
-      src/io/atomic_file.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp src/io/gguf_reader.cpp)
+      src/io/atomic_file.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp src/io/gguf_reader.cpp
+      src/io/gguf_kquants.cpp)
 FLAGS=(-std=c++20 -O1 -g -Isrc -fno-omit-frame-pointer -DFMT_SHARED)
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
 LIBS=(-lfmt)
