@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "io/gguf_kquants.h"
 #include "io/gguf_writer.h"
 #include "io/safetensors.h"
 
@@ -25,6 +26,16 @@ int main(int argc, char** argv) {
   w.add_tensor("f16", Tensor::from_f32(std::vector<float>(32, 0.5f), Shape{1, 32}).to(DType::F16));
   w.add_tensor("q8", Tensor::zeros(Shape{1, 32}, DType::Q8_0));
   w.add_tensor("q4", Tensor::zeros(Shape{1, 32}, DType::Q4_0));
+  // k-quant and q5 blocks, so mutations reach their decoders.
+  const std::vector<float> ramp = [] {
+    std::vector<float> v(256);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(i) / 64 - 2;
+    return v;
+  }();
+  for (const auto t : {io::GgmlType::Q4_K, io::GgmlType::Q5_K, io::GgmlType::Q6_K,
+                       io::GgmlType::Q5_0, io::GgmlType::Q5_1})
+    w.add_tensor_bytes(io::ggml_type_name(t), Shape{1, 256}, t,
+                       io::ggml_quantize(t, ramp.data(), 256));
   w.write(g + "/seed1.gguf");
   io::GgufWriter w2;
   w2.add_tensor("x", Tensor::from_f32({1}, Shape{1}));

@@ -23,7 +23,7 @@ SRCS=(src/core/dtype.cpp src/core/shape.cpp src/core/tensor.cpp src/core/arena.c
       src/data/tokenizer.cpp src/data/tokenizer_io.cpp src/data/pretokenizer.cpp
       src/data/byte_unicode.cpp src/data/file_util.cpp
       src/serve/openai_request.cpp src/serve/openai_error.cpp src/serve/chat_template.cpp
-      src/store/hf_config.cpp)
+      src/store/hf_config.cpp src/io/gguf_kquants.cpp)
 TARGETS=(gguf safetensors http_request tokenizer config chat_template hf_files)
 FLAGS=(-std=c++20 -O1 -g -Isrc -fno-omit-frame-pointer -DFMT_SHARED -DTOML_HEADER_ONLY=0
        -DTOML_SHARED_LIB=1)

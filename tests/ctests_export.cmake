@@ -28,6 +28,17 @@ if(KEEL_NODE AND EXISTS ${_sotu}/1790_george_washington_n.txt)
                          PASS_REGULAR_EXPRESSION "llama.cpp interop \\(${arch}\\): all checks passed")
   endforeach()
   set_tests_properties(export_llama_cpp_interop PROPERTIES FIXTURES_SETUP export_llama_run)
+  # k-quants (q4_k_m, q5_k_m, q6_k beside f32, q8_0, q4_0) of a tiny llama of width 256:
+  # llama.cpp's type mix, keel vs llama.cpp on each file, llama.cpp's perplexity on
+  # held-out SOTU text (1795, not in the training corpus) against f32's, and the
+  # q4_k_m round trip (tests/node/kquant_interop.mjs).
+  add_test(NAME export_llama_cpp_kquant
+           COMMAND ${KEEL_NODE} ${CMAKE_SOURCE_DIR}/tests/node/kquant_interop.mjs $<TARGET_FILE:keel>
+                   ${_eb}/kquant ${CMAKE_SOURCE_DIR}/third_party/node-llama-cpp ${_eb}/corpus
+                   ${_sotu}/1795_george_washington_n.txt)
+  set_tests_properties(export_llama_cpp_kquant PROPERTIES TIMEOUT 300 LABELS export
+                       ENVIRONMENT "NODE_LLAMA_CPP_SKIP_DOWNLOAD=true"
+                       PASS_REGULAR_EXPRESSION "llama.cpp k-quant interop: all checks passed")
   # The compatibility matrix: the same exports in llama.cpp builds from older
   # node-llama-cpp releases (scripts/setup.sh --tests installs each in
   # third_party/node-llama-cpp-<release>). A pair listed with a load error is

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/gguf_kquants.h"
 
 namespace keel::io {
 
@@ -266,14 +267,18 @@ GgufFile GgufFile::parse(std::string bytes, const std::string& name) {
       t.ne.push_back(n);
     }
     const uint32_t gt = c.read<uint32_t>(field + " type");
-    if (!dtype_of_ggml(gt, t.dtype))
+    t.ggml = GgmlType(gt);
+    const bool raw = ggml_is_raw_block(t.ggml);
+    if (!raw && !dtype_of_ggml(gt, t.dtype))
       c.bad(field, fmt::format("ggml type {} is not one keel reads (f32, f16, bf16, q4_0, "
-                               "q8_0, i8, i32)",
+                               "q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, i8, i32)",
                                gt));
-    if (dtype_is_blocked(t.dtype) && t.ne[0] % kQBlock != 0)
-      c.bad(field, fmt::format("innermost dimension {} is not a multiple of {}", t.ne[0], kQBlock));
+    const uint64_t block = uint64_t(ggml_block_elems(t.ggml));
+    if (t.ne[0] % block != 0)
+      c.bad(field, fmt::format("innermost dimension {} is not a multiple of {} ({} blocks)",
+                               t.ne[0], block, ggml_type_name(t.ggml)));
     if (numel > (uint64_t(1) << 48)) c.bad(field, fmt::format("{} elements is too many", numel));
-    t.nbytes = dtype_bytes(t.dtype, size_t(numel));
+    t.nbytes = raw ? numel / block * ggml_block_bytes(t.ggml) : dtype_bytes(t.dtype, size_t(numel));
     t.offset = c.read<uint64_t>(field + " offset");
     if (t.offset % f.alignment_ != 0)
       c.bad(field,
@@ -356,6 +361,9 @@ const GgufFile::TensorInfo& GgufFile::tensor_info(const std::string& name) const
 
 Tensor GgufFile::get(const std::string& name) const {
   const TensorInfo& t = tensor_info(name);
+  if (ggml_is_raw_block(t.ggml))
+    fail<IoError>("{}: GGUF tensor '{}' is {}, which no keel dtype holds: read it as f32", path_,
+                  name, ggml_type_name(t.ggml));
   Tensor out = Tensor::zeros(t.shape(), t.dtype);
   std::memcpy(out.raw(), bytes_.data() + data_start_ + t.offset, t.nbytes);
   return out;
@@ -363,6 +371,11 @@ Tensor GgufFile::get(const std::string& name) const {
 
 Tensor GgufFile::get_f32(const std::string& name) const {
   const TensorInfo& t = tensor_info(name);
+  if (ggml_is_raw_block(t.ggml)) {
+    Tensor out = Tensor::zeros(t.shape(), DType::F32);
+    ggml_dequantize(t.ggml, bytes_.data() + data_start_ + t.offset, out.numel(), out.data<float>());
+    return out;
+  }
   Tensor raw = get(name);
   if (!dtype_is_blocked(t.dtype)) {
     if (t.dtype == DType::I8 || t.dtype == DType::I32)

@@ -31,7 +31,10 @@ class GgufFile {
  public:
   struct TensorInfo {
     std::string name;
-    std::vector<uint64_t> ne;  // GGUF order: innermost dimension first
+    std::vector<uint64_t> ne;       // GGUF order: innermost dimension first
+    GgmlType ggml = GgmlType::F32;  // the stored type
+    // keel's type for the stored bytes; F32 for a type keel has no DType for
+    // (q5_0, q5_1, k-quants), which get_f32 decodes and get refuses.
     DType dtype = DType::F32;
     uint64_t offset = 0;  // inside the data section
     uint64_t nbytes = 0;
@@ -63,9 +66,11 @@ class GgufFile {
 
   bool has_tensor(const std::string& name) const { return index_.count(name) != 0; }
   const TensorInfo& tensor_info(const std::string& name) const;
-  // A copy of the stored bytes as a keel tensor (dtype as stored, keel's shape).
+  // A copy of the stored bytes as a keel tensor (dtype as stored, keel's
+  // shape); an IoError for a type without a keel DType.
   Tensor get(const std::string& name) const;
-  // The tensor converted to f32 (F32/F16/BF16/Q8_0/Q4_0).
+  // The tensor converted to f32 (f32, f16, bf16, q8_0, q4_0, q5_0, q5_1,
+  // q4_K, q5_K, q6_K, decoded as llama.cpp decodes them).
   Tensor get_f32(const std::string& name) const;
 
  private:

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/gguf_kquants.h"
 
 namespace keel::io {
 
@@ -75,6 +76,12 @@ bool dtype_of_ggml(uint32_t t, DType& out) {
     case GgmlType::I32:
       out = DType::I32;
       return true;
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return false;
   }
   return false;
 }
@@ -142,12 +149,36 @@ void GgufWriter::add_f32_array(const std::string& key, const std::vector<float>&
   add_kv(key, GgufType::Array, p);
 }
 
-void GgufWriter::add_tensor(const std::string& name, const Tensor& t) {
+void GgufWriter::check_name(const std::string& name) const {
   // llama.cpp keeps tensor names in a 64-byte buffer with its terminator.
   if (name.empty() || name.size() > 63)
     fail<IoError>("GGUF: tensor name '{}' must have 1 to 63 bytes", name);
   for (const auto& e : tensors_)
     if (e.name == name) fail<IoError>("GGUF: tensor '{}' given twice", name);
+}
+
+void GgufWriter::add_tensor_bytes(const std::string& name, const Shape& shape, GgmlType type,
+                                  std::string bytes) {
+  check_name(name);
+  if (!ggml_is_raw_block(type))
+    fail<IoError>("GGUF: tensor '{}': {} is not a raw block type", name, ggml_type_name(type));
+  if (shape.rank() < 1 || shape.rank() > 4)
+    fail<IoError>("GGUF: tensor '{}' has rank {} (1 to 4 allowed)", name, shape.rank());
+  const int64_t inner = shape[shape.rank() - 1], e = ggml_block_elems(type);
+  if (inner % e != 0)
+    fail<IoError>("GGUF: tensor '{}': innermost dimension {} is not a multiple of {} ({})", name,
+                  inner, e, ggml_type_name(type));
+  const size_t want = size_t(shape.numel() / e) * ggml_block_bytes(type);
+  if (bytes.size() != want)
+    fail<IoError>("GGUF: tensor '{}': {} bytes of {} data where its shape needs {}", name,
+                  bytes.size(), ggml_type_name(type), want);
+  std::vector<int64_t> dims;
+  for (int d = 0; d < shape.rank(); ++d) dims.push_back(shape[d]);
+  tensors_.push_back({name, dims, type, Tensor(), std::move(bytes)});
+}
+
+void GgufWriter::add_tensor(const std::string& name, const Tensor& t) {
+  check_name(name);
   if (!t.defined() || !t.is_contiguous())
     fail<IoError>("GGUF: tensor '{}' must be a defined contiguous tensor", name);
   if (t.rank() < 1 || t.rank() > 4)
@@ -156,7 +187,9 @@ void GgufWriter::add_tensor(const std::string& name, const Tensor& t) {
   if (dtype_is_blocked(t.dtype()) && t.dim(t.rank() - 1) % kQBlock != 0)
     fail<IoError>("GGUF: tensor '{}' {}: innermost dimension is not a multiple of {}", name,
                   t.desc(), kQBlock);
-  tensors_.push_back({name, t});
+  std::vector<int64_t> dims;
+  for (int d = 0; d < t.rank(); ++d) dims.push_back(t.dim(d));
+  tensors_.push_back({name, dims, ggml_type_of(t.dtype()), t, {}});
 }
 
 void GgufWriter::write(const std::string& path) const {
@@ -170,14 +203,14 @@ void GgufWriter::write(const std::string& path) const {
   uint64_t off = 0;
   for (const auto& e : tensors_) {
     put_string(head, e.name);
-    const int r = e.tensor.rank();
+    const int r = int(e.dims.size());
     put<uint32_t>(head, uint32_t(r));
-    for (int d = r - 1; d >= 0; --d) put<uint64_t>(head, uint64_t(e.tensor.dim(d)));
-    put<uint32_t>(head, uint32_t(ggml_type_of(e.tensor.dtype())));
+    for (int d = r - 1; d >= 0; --d) put<uint64_t>(head, uint64_t(e.dims[size_t(d)]));
+    put<uint32_t>(head, uint32_t(e.type));
     off = align_up(off, kGgufDefaultAlignment);
     offsets.push_back(off);
     put<uint64_t>(head, off);
-    off += e.tensor.nbytes();
+    off += e.nbytes();
   }
   head.resize(align_up(head.size(), kGgufDefaultAlignment), '\0');
   write_file_atomic_with(path, [&](int fd) {
@@ -186,8 +219,8 @@ void GgufWriter::write(const std::string& path) const {
     static const char zeros[kGgufDefaultAlignment] = {};
     for (size_t i = 0; i < tensors_.size(); ++i) {
       if (offsets[i] > pos) write_all(fd, zeros, offsets[i] - pos, path);
-      const Tensor& t = tensors_[i].tensor;
-      write_all(fd, t.raw(), t.nbytes(), path);
+      const TensorEntry& t = tensors_[i];
+      write_all(fd, t.data(), t.nbytes(), path);
       pos = offsets[i] + t.nbytes();
     }
     // The data section ends on an alignment boundary, as llama.cpp's writer leaves it.

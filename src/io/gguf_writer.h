@@ -32,12 +32,19 @@ enum class GgufType : uint32_t {
   F64 = 12,
 };
 
-// ggml tensor types keel reads and writes (the ggml_type numbers).
+// ggml tensor types keel reads and writes (the ggml_type numbers). Q5_0,
+// Q5_1 and the k-quants have no keel DType: they are written from and read
+// into f32 through gguf_kquants.h.
 enum class GgmlType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
   I8 = 24,
   I32 = 26,
   BF16 = 30
@@ -68,6 +75,12 @@ class GgufWriter {
   // an innermost dimension that is a multiple of 32. A name longer than 63
   // bytes or given twice is an IoError.
   void add_tensor(const std::string& name, const Tensor& t);
+  // A tensor of keel shape `shape` already encoded as `type`'s blocks (a type
+  // without a keel DType: q5_0, q5_1, k-quants). The innermost dimension must
+  // be a multiple of the type's block and `bytes` exactly the encoded size;
+  // otherwise an IoError naming the tensor.
+  void add_tensor_bytes(const std::string& name, const Shape& shape, GgmlType type,
+                        std::string bytes);
 
   size_t num_tensors() const { return tensors_.size(); }
   // Writes the file (temporary name, fsync, rename). Tensor data offsets are
@@ -77,9 +90,16 @@ class GgufWriter {
  private:
   void add_kv(const std::string& key, GgufType type, const std::string& payload);
 
+  void check_name(const std::string& name) const;
+
   struct TensorEntry {
     std::string name;
-    Tensor tensor;
+    std::vector<int64_t> dims;  // keel order, outermost first
+    GgmlType type;
+    Tensor tensor;      // the data, unless in `bytes`
+    std::string bytes;  // the data of a type without a keel DType
+    const void* data() const { return tensor.defined() ? tensor.raw() : bytes.data(); }
+    size_t nbytes() const { return tensor.defined() ? tensor.nbytes() : bytes.size(); }
   };
   std::string kv_bytes_;  // encoded key/value pairs
   uint64_t kv_count_ = 0;

@@ -1,6 +1,7 @@
 #include "store/gguf_import.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +182,17 @@ void deepseek2_tensors(const io::GgufFile& f, model::ModelConfig& c,
   }
 }
 
+// Two quantizations of one matrix: every element within a step of amax/8 of the other.
+bool close_within_rounding(const Tensor& a, const Tensor& b) {
+  const float* x = a.data<float>();
+  const float* y = b.data<float>();
+  float amax = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) amax = std::max(amax, std::fabs(x[i]));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (!(std::fabs(x[i] - y[i]) <= amax / 8)) return false;
+  return true;
+}
+
 }  // namespace
 
 bool is_gguf_file(const std::string& path) {
@@ -212,8 +224,10 @@ ModelWeights read_gguf_model(const std::string& path) {
     const DType dt = t.dtype;
     if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16 && dt != DType::Q8_0 &&
         dt != DType::Q4_0)
-      fail<IoError>("{}: tensor '{}' is {}: keel reads f32, f16, bf16, q8_0 and q4_0", path, t.name,
-                    dtype_name(dt));
+      fail<IoError>(
+          "{}: tensor '{}' is {}: keel reads f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q4_K, q5_K "
+          "and q6_K",
+          path, t.name, dtype_name(dt));
   }
   if (arch == "deepseek2") {
     deepseek2_tensors(f, m.config, m.tensors);
@@ -228,11 +242,17 @@ ModelWeights read_gguf_model(const std::string& path) {
     m.tensors[*name] = f.get_f32(t.name);
   }
   if (arch == "gpt2" && f.has_tensor("output.weight")) {
-    // keel's GPT-2 ties its head to the embedding: a different head has no place.
+    // keel's GPT-2 ties its head to the embedding: a different head has no
+    // place. llama.cpp's k-quant presets store the two copies in different
+    // types (the head in q6_K), so a head of another type only has to agree
+    // within the coarser type's rounding (a step of amax/8 bounds q4 and up);
+    // the embedding is what keel keeps.
     const Tensor head = f.get_f32("output.weight");
     const Tensor& wte = m.tensors.at("wte.weight");
+    const bool same_type = f.tensor_info("output.weight").ggml == f.tensor_info(embd).ggml;
     if (head.shape() != wte.shape() ||
-        std::memcmp(head.raw(), wte.raw(), size_t(head.numel()) * sizeof(float)) != 0)
+        (same_type ? std::memcmp(head.raw(), wte.raw(), size_t(head.numel()) * sizeof(float)) != 0
+                   : !close_within_rounding(head, wte)))
       fail<IoError>(
           "{}: tensor 'output.weight' differs from 'token_embd.weight': keel's gpt2 "
           "ties its head to the embedding",

@@ -10,8 +10,10 @@
 #include "core/error.h"
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
+#include "io/gguf_kquants.h"
 #include "io/gguf_writer.h"
 #include "store/gguf_deepseek_export.h"
+#include "store/gguf_quant_mix.h"
 
 namespace keel::store {
 
@@ -295,12 +297,53 @@ void export_hf_folder(const std::string& dir, model::Model& model, const data::T
   write_tokenizer_files(dir, tok);
 }
 
+namespace {
+
+std::optional<KQuantPreset> kquant_preset(GgufWeights w) {
+  if (w == GgufWeights::Q4_K_M) return KQuantPreset::Q4_K_M;
+  if (w == GgufWeights::Q5_K_M) return KQuantPreset::Q5_K_M;
+  if (w == GgufWeights::Q6_K) return KQuantPreset::Q6_K;
+  return std::nullopt;
+}
+
+// A k-quant preset: each tensor in the type llama.cpp's quantizer picks for it.
+void add_kquant_tensors(io::GgufWriter& w, const std::vector<io::NamedTensor>& tensors,
+                        KQuantPreset preset, const model::ModelConfig& c, backend::Backend& be) {
+  std::vector<MixTensor> mix_in;
+  for (const auto& [name, v] : tensors) mix_in.push_back({name, v.shape()});
+  const auto types = kquant_mix(preset, mix_in, int(c.n_layer), int(c.n_routed_experts));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, v] = tensors[i];
+    const io::GgmlType type = types[i];
+    if (type == io::GgmlType::F32) {
+      w.add_tensor(name, v);
+    } else if (type == io::GgmlType::F16) {
+      w.add_tensor(name, v.to(DType::F16));
+    } else if (type == io::GgmlType::Q8_0) {
+      const int64_t cols = v.dim(v.rank() - 1);
+      Tensor q = Tensor::zeros(Shape{v.numel() / cols, cols}, DType::Q8_0);
+      Tensor scale;
+      ops::quantize(be, v.reshape(Shape{v.numel() / cols, cols}), q, scale);
+      w.add_tensor(name, q.reshape(v.shape()));
+    } else {
+      const std::vector<float> f = v.to_f32_vector();
+      w.add_tensor_bytes(name, v.shape(), type,
+                         io::ggml_quantize(type, f.data(), int64_t(f.size())));
+    }
+  }
+}
+
+}  // namespace
+
 GgufWeights gguf_weights_from_name(const std::string& s) {
   if (s == "f32") return GgufWeights::F32;
   if (s == "f16") return GgufWeights::F16;
   if (s == "q8_0") return GgufWeights::Q8_0;
   if (s == "q4_0") return GgufWeights::Q4_0;
-  fail("GGUF weight type '{}' is not one of f32, f16, q8_0, q4_0", s);
+  if (s == "q4_k_m") return GgufWeights::Q4_K_M;
+  if (s == "q5_k_m") return GgufWeights::Q5_K_M;
+  if (s == "q6_k") return GgufWeights::Q6_K;
+  fail("GGUF weight type '{}' is not one of f32, f16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k", s);
 }
 
 std::string gguf_tensor_name(const std::string& arch, const std::string& keel_name) {
@@ -337,8 +380,9 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
   const std::string a = c.arch == "deepseek" ? kDeepseek2GgufArch : c.arch;
   w.add_string("general.architecture", a);
   w.add_string("general.name", "keel-" + c.arch);
-  // llama.cpp's file types: 0 all f32, 1 mostly f16, 2 mostly q4_0, 7 mostly q8_0.
-  static constexpr uint32_t kFileType[] = {0, 1, 7, 2};
+  // llama.cpp's file types: 0 all f32, 1 mostly f16, 2 mostly q4_0, 7 mostly q8_0,
+  // 15 Q4_K_M, 17 Q5_K_M, 18 Q6_K.
+  static constexpr uint32_t kFileType[] = {0, 1, 7, 2, 15, 17, 18};
   w.add_u32("general.file_type", kFileType[int(weights)]);
   w.add_u32("general.quantization_version", 2);
   w.add_u32(a + ".context_length", uint32_t(c.max_seq_len));
@@ -358,6 +402,11 @@ void export_gguf(const std::string& path, model::Model& model, const data::Token
     add_deepseek2_metadata(w, c);
   }
   add_tokenizer(w, tok, c.vocab_size);
+  if (const auto preset = kquant_preset(weights)) {
+    add_kquant_tensors(w, tensors, *preset, c, be);
+    w.write(path);
+    return;
+  }
   for (const auto& [name, v] : tensors) {
     // Matrices (and stacks of them, the experts) take the weight type; the
     // MoE router stays f32 as in llama.cpp's converter: it decides which

@@ -52,9 +52,12 @@ void export_hf_folder(const std::string& dir, model::Model& model, const data::T
 // Weight type of the 2-D tensors in a GGUF export; 1-D tensors (norms,
 // biases) always stay f32, and under Q8_0 / Q4_0 (llama.cpp's rounding, every
 // matrix in that type: a "pure" file) a matrix whose rows are not a
-// multiple of 32 falls back to f16 (as llama.cpp's converter does).
-enum class GgufWeights { F32, F16, Q8_0, Q4_0 };
-// "f32" | "f16" | "q8_0" | "q4_0"; anything else is a keel::Error naming the value.
+// multiple of 32 falls back to f16 (as llama.cpp's converter does). Q4_K_M,
+// Q5_K_M and Q6_K are llama.cpp's presets: each tensor gets the type
+// llama.cpp's quantizer would give it (gguf_quant_mix.h), k-quants included.
+enum class GgufWeights { F32, F16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K };
+// "f32" | "f16" | "q8_0" | "q4_0" | "q4_k_m" | "q5_k_m" | "q6_k"; anything else
+// is a keel::Error naming the value.
 GgufWeights gguf_weights_from_name(const std::string& s);
 
 // The GGUF tensor name of a keel parameter ("model.layers.3.self_attn.q_proj.weight"

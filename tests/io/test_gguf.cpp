@@ -231,7 +231,13 @@ TEST(Gguf, CorruptHeadersNameTheProblem) {
     return t;
   };
   EXPECT_NO_THROW(GgufFile::parse(one_tensor(0, 16, 0), "ok.gguf"));
-  EXPECT_NE(parse_error(one_tensor(12, 256, 0)).find("ggml type 12"), std::string::npos);
+  EXPECT_NE(parse_error(one_tensor(11, 256, 0)).find("ggml type 11"), std::string::npos);
+  // q4_K: a 256-element row is one 144-byte block, more than the 64 bytes present.
+  EXPECT_NE(parse_error(one_tensor(12, 256, 0)).find("tensor 'w' data [0, 144) runs past"),
+            std::string::npos)
+      << parse_error(one_tensor(12, 256, 0));
+  EXPECT_NE(parse_error(one_tensor(12, 128, 0)).find("multiple of 256 (q4_K"), std::string::npos)
+      << parse_error(one_tensor(12, 128, 0));
   EXPECT_NE(parse_error(one_tensor(0, 17, 0)).find("past the end"), std::string::npos);
   EXPECT_NE(parse_error(one_tensor(0, 4, 8)).find("alignment"), std::string::npos);
   EXPECT_NE(parse_error(one_tensor(8, 48, 0)).find("multiple of 32"), std::string::npos);

@@ -79,7 +79,9 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--model", a->model_dir, "Hugging Face style model folder (instead of --run)");
   cmd->add_option("--format", a->format, "gguf (one file for llama.cpp) or safetensors (a folder)")
       ->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "GGUF weight type: f32, f16, q8_0 or q4_0")
+  cmd->add_option(
+         "--dtype", a->dtype,
+         "GGUF weight type: f32, f16, q8_0, q4_0, or llama.cpp's presets q4_k_m, q5_k_m, q6_k")
       ->capture_default_str();
   cmd->add_option("--out", a->out,
                   "output path (default: <run>/model-<dtype>.gguf or <run>/hf for safetensors)");
