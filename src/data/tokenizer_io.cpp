@@ -22,6 +22,8 @@ json parse_json(const std::string& path) {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     fail<IoError>("'{}': not valid JSON at byte {}: {}", path, e.byte, e.what());
+  } catch (const json::out_of_range& e) {  // a number too large for any type
+    fail<IoError>("'{}': not valid JSON: {}", path, e.what());
   }
 }
 

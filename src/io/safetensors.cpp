@@ -113,6 +113,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
         nlohmann::json::parse(f.bytes_.begin() + 8, f.bytes_.begin() + 8 + std::ptrdiff_t(hlen));
   } catch (const nlohmann::json::parse_error& e) {
     fail<IoError>("{}: header JSON is malformed near offset {}: {}", path, 8 + e.byte, e.what());
+  } catch (const nlohmann::json::out_of_range& e) {  // a number too large for any type
+    fail<IoError>("{}: header JSON is malformed: {}", path, e.what());
   }
   if (!header.is_object()) fail<IoError>("{}: header (offset 8) is not a JSON object", path);
 

@@ -53,6 +53,8 @@ CheckpointManifest parse_manifest(std::string_view text, const std::string& path
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     fail<CheckpointError>("{}: manifest JSON is malformed near offset {}", path, e.byte);
+  } catch (const json::out_of_range& e) {  // a number too large for any type
+    fail<CheckpointError>("{}: manifest JSON is malformed: {}", path, e.what());
   }
   if (!j.is_object()) fail<CheckpointError>("{}: manifest is not a JSON object", path);
   auto field = [&](const char* key, json::value_t a, json::value_t b = json::value_t::null) {

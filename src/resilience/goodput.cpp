@@ -50,6 +50,8 @@ GoodputEvent parse_goodput_event(std::string_view line, const std::string& where
     j = Json::parse(line);
   } catch (const Json::parse_error& e) {
     fail<IoError>("{}: not a JSON line (byte {}): {}", where, e.byte, e.what());
+  } catch (const Json::out_of_range& e) {  // a number too large for any type
+    fail<IoError>("{}: not a JSON line: {}", where, e.what());
   }
   if (!j.is_object()) fail<IoError>("{}: expected a JSON object, got {}", where, j.type_name());
   GoodputEvent ev;

@@ -296,6 +296,8 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body, const Requ
   } catch (const json::parse_error& e) {
     fail_request("", "invalid_json", "request body is not valid JSON: parse error at byte {}",
                  e.byte);
+  } catch (const json::out_of_range& e) {  // a number too large for any type
+    fail_request("", "invalid_json", "request body is not valid JSON: {}", e.what());
   }
   if (!doc.is_object())
     fail_request("", "invalid_json", "request body must be a JSON object, got {}", doc.type_name());
