@@ -96,13 +96,25 @@ std::vector<std::string> clean_checkpoint_leftovers(const std::string& root) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return removed;
   std::vector<fs::path> doomed;
+  // A step directory without its manifest is what an interrupted delete of
+  // older keel versions left; it is removed only while a complete checkpoint
+  // remains, so damage to every checkpoint stops the run (naming the missing
+  // manifests) instead of silently starting over.
+  bool any_complete = false;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    std::error_code ec2;
+    if (checkpoint_step_from_name(e.path().filename().string()) && e.is_directory(ec2) &&
+        fs::exists(e.path() / kCheckpointManifestFile, ec2))
+      any_complete = true;
+  }
   for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();
     const bool temp = name.starts_with(".tmp-step-") || name.starts_with(".old-step-") ||
                       name.starts_with(".del-step-") ||
                       name.starts_with(std::string(kCheckpointLatestFile) + ".tmp.");
     std::error_code ec2;
-    const bool half_deleted = checkpoint_step_from_name(name) && e.is_directory(ec2) &&
+    const bool half_deleted = any_complete && checkpoint_step_from_name(name) &&
+                              e.is_directory(ec2) &&
                               !fs::exists(e.path() / kCheckpointManifestFile, ec2);
     if (temp || half_deleted) doomed.push_back(e.path());
   }

@@ -307,6 +307,11 @@ TEST(Retention, LeftoversOfAnInterruptedSaveOrDeleteAreCleaned) {
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"latest", "step-00000010"}));
   EXPECT_TRUE(clean_checkpoint_leftovers((root / "absent").string()).empty());
+  // With no complete checkpoint left, manifest-less directories are damage
+  // the loader must report, not leftovers to remove.
+  fs::remove(root / "step-00000010" / kCheckpointManifestFile);
+  EXPECT_TRUE(clean_checkpoint_leftovers(root.string()).empty());
+  EXPECT_TRUE(fs::exists(root / "step-00000010"));
 }
 
 TEST(Retention, DirectoryNames) {
