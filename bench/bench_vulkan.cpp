@@ -117,7 +117,7 @@ void bench_memory(vk::Context& ctx) {
        8.0 * n / tc * 1e-9);
   // sum of squares: one read per element (includes the 4-byte download)
   tv = per_call([&] { (void)vk::sum_squares(ctx, DType::F32, vx, n); });
-  tc = per_call([&] { (void)cpu.sum_squares(DType::F32, x.data(), n); });
+  tc = per_call([&] { (void)cpu.sum_squares_host(DType::F32, x.data(), n); });
   line(ctx, "sum_squares_f32", std::to_string(n), "gb_s", 4.0 * n / tv * 1e-9, 4.0 * n / tc * 1e-9);
   for (auto* b : {&vx, &vy, &vo, &vw, &vr}) ctx.pool().free(*b);
 }

@@ -11,8 +11,17 @@
 //    residual branches, tied weights and micro-batches need no extra adds.
 //  - Results must not depend on thread count or timing: reductions run over
 //    fixed-size chunks combined in a fixed order.
+//  - Every pointer a kernel takes is a device address: memory this backend
+//    allocated (allocate()), or for host-memory backends (ref, cpu) any host
+//    memory. A device backend's addresses are opaque (a handle and an offset
+//    in its own address space): the host never dereferences them and moves
+//    bytes only through upload/download. Kernels are enqueued in order on the
+//    backend's queue; synchronize() waits for all of them.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -154,6 +163,37 @@ class Backend {
   virtual void set_threads(int n) { (void)n; }
   virtual int threads() const { return 1; }
 
+  // ---- memory and queue. The defaults are those of a backend whose memory
+  // is the host's: malloc, memcpy, nothing to wait for.
+  // Whether device addresses are host pointers (the host may read them).
+  virtual bool host_memory() const { return true; }
+  // `bytes` of zeroed device memory, 64-byte aligned; throws keel::Error
+  // naming the size and the budget when it does not fit. `what` names the
+  // tensor in that error.
+  virtual void* allocate(size_t bytes, std::string_view what = {}) {
+    (void)what;
+    void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  virtual void release(void* p) { std::free(p); }
+  // Host to device, ordered after the kernels enqueued before it; `src` may
+  // be reused as soon as it returns.
+  virtual void upload(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  // Device to host: waits for the queue, then copies.
+  virtual void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  // Device to device, ordered on the queue.
+  virtual void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+  // Waits until every enqueued kernel and copy has finished.
+  virtual void synchronize() {}
+  // Host waits and bytes moved across the host/device boundary since the
+  // backend was made (zero for host-memory backends: nothing moves).
+  struct TransferStats {
+    uint64_t syncs = 0, bytes_to_device = 0, bytes_to_host = 0;
+  };
+  virtual TransferStats transfer_stats() const { return {}; }
+
   // ---- dense linear algebra
   virtual void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) = 0;
 
@@ -226,8 +266,27 @@ class Backend {
   // dx[i, j] += dy[i] (Sum), dy[i]/C (Mean), dy[i] at the first argmax (Max)
   virtual void reduce_backward(ReduceOp op, DType dt, const void* x, const float* dy, void* dx,
                                int64_t N, int64_t C) = 0;
-  // sum of x[i]^2 in f64 over fixed chunks (gradient norms, health checks)
-  virtual double sum_squares(DType dt, const void* x, int64_t n) = 0;
+  // out[0] (f64, device memory) = sum of x[i]^2 over fixed chunks (gradient
+  // norms, health checks); the result stays on the device until downloaded.
+  virtual void sum_squares(DType dt, const void* x, int64_t n, double* out) = 0;
+  // sum_squares read back to the host (one synchronisation on a device).
+  double sum_squares_host(DType dt, const void* x, int64_t n) {
+    double r = 0;
+    if (host_memory()) {
+      sum_squares(dt, x, n, &r);
+      return r;
+    }
+    void* d = allocate(sizeof(double), "sum_squares result");
+    try {
+      sum_squares(dt, x, n, static_cast<double*>(d));
+      download(&r, d, sizeof(double));
+    } catch (...) {
+      release(d);
+      throw;
+    }
+    release(d);
+    return r;
+  }
 
   // ---- conversions between F32, BF16 and F16 (round to nearest even)
   virtual void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;

@@ -190,7 +190,7 @@ double sum_squares(Backend& be, const Tensor& x) {
   Check ck(be, Kernel::SumSquares, {{"x", &x}});
   ck.defined_and_contiguous();
   ck.supported(x.dtype());
-  return be.sum_squares(x.dtype(), x.raw(), x.numel());
+  return be.sum_squares_host(x.dtype(), x.raw(), x.numel());
 }
 
 static bool is_float(DType t) {

@@ -6,15 +6,18 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/ref/ref_backend.h"
 #include "backend/stub/stub_backend.h"
+#ifdef KEEL_HAVE_VULKAN
+#include "backend/vulkan/vk_backend.h"
+#endif
 #include "core/error.h"
 
 namespace keel::backend {
 
 std::string_view kernel_name(Kernel k) {
   static constexpr std::string_view names[] = {
-      "matmul", "embedding", "layernorm",   "rmsnorm", "rope",     "attention",
-      "gelu",   "silu",      "swiglu",      "add",     "bias_add", "cross_entropy",
-      "adamw",  "reduce",    "sum_squares", "cast",    "quantize", "qmatmul",
+      "matmul",    "embedding",   "layernorm",     "rmsnorm", "rope",     "attention",
+      "gelu",      "silu",        "swiglu",        "add",     "bias_add", "cross_entropy",
+      "adamw",     "reduce",      "sum_squares",   "cast",    "quantize", "qmatmul",
       "moe_route", "moe_permute", "grouped_matmul"};
   static_assert(std::size(names) == kKernelCount, "kernel_name table out of step with Kernel");
   return names[int(k)];
@@ -54,7 +57,16 @@ std::unique_ptr<Backend> make_backend(std::string_view name) {
   if (name == "cpu") return make_cpu_backend();
   // The porting template: every kernel unsupported. Creatable, never listed.
   if (name == "stub") return make_stub_backend();
-  fail("unknown backend '{}' (this build has: {})", name, fmt::join(backend_names(), ", "));
+#ifdef KEEL_HAVE_VULKAN
+  // Listed by `keel info` with its devices, not by backend_names(): a machine
+  // without a Vulkan device still runs every default command.
+  if (name == "vulkan") return make_vulkan_backend();
+  constexpr std::string_view device_backends = ", vulkan";
+#else
+  constexpr std::string_view device_backends = " (vulkan: not built in)";
+#endif
+  fail("unknown backend '{}' (this build has: {}{})", name, fmt::join(backend_names(), ", "),
+       device_backends);
 }
 
 }  // namespace keel::backend

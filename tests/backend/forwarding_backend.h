@@ -113,8 +113,8 @@ class ForwardingBackend : public Backend {
                        int64_t C) override {
     in_->reduce_backward(op, dt, x, dy, dx, N, C);
   }
-  double sum_squares(DType dt, const void* x, int64_t n) override {
-    return in_->sum_squares(dt, x, n);
+  void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
+    in_->sum_squares(dt, x, n, out);
   }
   void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
     in_->cast(src_dt, src, dst_dt, dst, n);
@@ -147,8 +147,8 @@ class ForwardingBackend : public Backend {
                             int64_t K, int64_t C) override {
     in_->moe_permute_backward(dt, pos, dxp, dx, N, K, C);
   }
-  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
-                             void* y, int64_t N, int64_t K, int64_t C) override {
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp, void* y,
+                             int64_t N, int64_t K, int64_t C) override {
     in_->moe_unpermute_forward(dt, pos, w, yp, y, N, K, C);
   }
   void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,

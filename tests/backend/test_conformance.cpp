@@ -280,7 +280,7 @@ TEST(Conformance, StubKernelsThrowNamingTheKernel) {
   } catch (const KernelError& e) {
     EXPECT_STREQ(e.what(), "[gelu] has no implementation on backend 'stub'");
   }
-  EXPECT_THROW(stub->sum_squares(DType::F32, x, 4), KernelError);
+  EXPECT_THROW(stub->sum_squares_host(DType::F32, x, 4), KernelError);
   EXPECT_THROW(stub->matmul(MatmulArgs{}, x, x, y), KernelError);
   EXPECT_FALSE(stub->supports(Kernel::Cast, DType::F32));
 }

@@ -484,16 +484,16 @@ TEST(CpuKernels, SumSquares) {
   for (DType dt : {DType::F32, DType::BF16, DType::F16})
     for (int64_t n : {int64_t(1), int64_t(33), int64_t(769), int64_t(100003)}) {
       Buf x = rand_buf(dt, n, 100, -3, 3);
-      double want = keel::backend::make_backend("ref")->sum_squares(dt, x.p(), n);
+      double want = keel::backend::make_backend("ref")->sum_squares_host(dt, x.p(), n);
       for (const std::string& level : levels_here()) {
         auto be = keel::backend::make_cpu_backend(level);
         be->set_threads(1);
-        double one = be->sum_squares(dt, x.p(), n);
+        double one = be->sum_squares_host(dt, x.p(), n);
         EXPECT_NEAR(one, want, 1e-12 * want + 1e-30) << name_of("sum_squares", dt, n) << level;
         be->set_threads(2);
-        EXPECT_EQ(one, be->sum_squares(dt, x.p(), n)) << level;
+        EXPECT_EQ(one, be->sum_squares_host(dt, x.p(), n)) << level;
         be->set_threads(3);
-        EXPECT_EQ(one, be->sum_squares(dt, x.p(), n)) << level;
+        EXPECT_EQ(one, be->sum_squares_host(dt, x.p(), n)) << level;
       }
     }
 }

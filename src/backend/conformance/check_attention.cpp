@@ -128,9 +128,10 @@ void check_attention(Harness& h) {
                                              {"NKV", c.NKV},
                                              {"HS", c.HS}}),
                                        c.packed ? " packed-qkv" : "");
-        // Pointer to q (j=0), k (1) or v (2) -- or their gradients -- in bufs.
-        auto ptr = [es, off, buf](const std::vector<Buffer>& bufs, int j) {
-          return static_cast<char*>(const_cast<void*>(bufs[buf[j]].data())) + off[j] * es;
+        // Address of q (j=0), k (1) or v (2) -- or their gradients -- given
+        // the address of the buffer that holds it (host or device memory).
+        auto ptr = [es, off](const void* base, int j) {
+          return static_cast<char*>(const_cast<void*>(base)) + off[j] * es;
         };
         const int64_t no = c.B * c.Tq * c.NH * c.HS, nl = c.B * c.NH * c.Tq;
         if (dir == Direction::Forward) {
@@ -139,14 +140,15 @@ void check_attention(Harness& h) {
           io.out.emplace_back("o", dt, no);
           io.out.emplace_back("lse", DType::F32, nl);
           for (auto& o : io.out) g.normal(o, 1.f);
-          h.run(desc, io, [a, ptr](Backend& be, Io& x) {
-            be.attention_forward(a, ptr(x.in, 0), ptr(x.in, 1), ptr(x.in, 2), x.o(0),
-                                 x.ot<float>(1));
+          h.run(desc, io, [a, ptr, buf](Backend& be, Io& x) {
+            be.attention_forward(a, ptr(x.i(buf[0]), 0), ptr(x.i(buf[1]), 1), ptr(x.i(buf[2]), 2),
+                                 x.o(0), x.ot<float>(1));
           });
         } else {
           Buffer o("o", dt, no), lse("lse", DType::F32, nl), dout("dout", dt, no);
-          h.input_backend().attention_forward(a, ptr(qkv, 0), ptr(qkv, 1), ptr(qkv, 2), o.data(),
-                                              lse.as<float>());
+          h.input_backend().attention_forward(
+              a, ptr(qkv[buf[0]].data(), 0), ptr(qkv[buf[1]].data(), 1), ptr(qkv[buf[2]].data(), 2),
+              o.data(), lse.as<float>());
           g.normal(dout, 1.f);
           Io io;
           io.in = qkv;
@@ -156,9 +158,10 @@ void check_attention(Harness& h) {
           io.in.push_back(lse);
           for (const Buffer& b : qkv) io.out.emplace_back("d" + b.name(), dt, b.size());
           for (auto& b : io.out) g.normal(b, 1.f);
-          h.run(desc, io, [a, ptr, nq](Backend& be, Io& x) {
-            be.attention_backward(a, x.i(nq), ptr(x.in, 0), ptr(x.in, 1), ptr(x.in, 2), x.i(nq + 1),
-                                  x.it<float>(nq + 2), ptr(x.out, 0), ptr(x.out, 1), ptr(x.out, 2));
+          h.run(desc, io, [a, ptr, buf, nq](Backend& be, Io& x) {
+            be.attention_backward(a, x.i(nq), ptr(x.i(buf[0]), 0), ptr(x.i(buf[1]), 1),
+                                  ptr(x.i(buf[2]), 2), x.i(nq + 1), x.it<float>(nq + 2),
+                                  ptr(x.o(buf[0]), 0), ptr(x.o(buf[1]), 1), ptr(x.o(buf[2]), 2));
           });
         }
       }

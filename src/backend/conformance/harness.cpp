@@ -292,9 +292,54 @@ void Harness::fail_case(const std::string& desc, const std::string& why) {
   }
 }
 
+namespace {
+
+// Device copies of every buffer of a case, guards included, for a backend
+// whose memory is not the host's; back() brings them home, so the guard and
+// input checks below read what the device really wrote.
+class DeviceMirror {
+ public:
+  DeviceMirror(Backend& be, Io& io) : be_(be), io_(io) {
+    if (be.host_memory()) return;
+    mirror(io.in, io.din);
+    mirror(io.out, io.dout);
+  }
+  ~DeviceMirror() {
+    for (void* p : held_) be_.release(p);
+    io_.din.clear();
+    io_.dout.clear();
+  }
+  void back() {
+    if (be_.host_memory()) return;
+    be_.synchronize();
+    for (size_t k = 0; k < io_.in.size(); ++k)
+      be_.download(io_.in[k].raw(), base(io_.din[k]), io_.in[k].raw_bytes());
+    for (size_t k = 0; k < io_.out.size(); ++k)
+      be_.download(io_.out[k].raw(), base(io_.dout[k]), io_.out[k].raw_bytes());
+  }
+
+ private:
+  static void* base(void* body) { return static_cast<char*>(body) - Buffer::kGuard; }
+  void mirror(std::vector<Buffer>& bufs, std::vector<void*>& addrs) {
+    for (Buffer& b : bufs) {
+      void* d = be_.allocate(b.raw_bytes(), b.name());
+      held_.push_back(d);
+      be_.upload(d, b.raw(), b.raw_bytes());
+      addrs.push_back(static_cast<char*>(d) + Buffer::kGuard);
+    }
+  }
+  Backend& be_;
+  Io& io_;
+  std::vector<void*> held_;
+};
+
+}  // namespace
+
 std::string Harness::run_one(Backend& be, Io& io, const Io& pristine, const Call& call) {
   try {
+    DeviceMirror dev(be, io);
     call(be, io);
+    dev.back();
   } catch (const std::exception& e) {
     return fmt::format("'{}' threw: {}", be.name(), e.what());
   }

@@ -38,6 +38,10 @@ class Buffer {
   bool is_f64() const { return f64_; }
   int64_t size() const { return n_; }
   size_t bytes() const { return bytes_; }
+  // The whole allocation, guards included (what a device copy mirrors).
+  void* raw() { return mem_.get(); }
+  const void* raw() const { return mem_.get(); }
+  size_t raw_bytes() const { return bytes_ + 2 * kGuard; }
   void* data() { return mem_.get() + kGuard; }
   const void* data() const { return mem_.get() + kGuard; }
   template <class T>
@@ -91,17 +95,20 @@ class Gen {
 // The inputs (read-only for the kernel) and outputs of one case. Outputs
 // start from the contents given here, so accumulating kernels are checked
 // against non-zero gradients and in-place kernels read their input from them.
+// A call reaches the buffers through i()/o(): their host memory, or for a
+// device backend the device copies the harness made (din/dout).
 struct Io {
   std::vector<Buffer> in, out;
-  const void* i(size_t k) const { return in[k].data(); }
-  void* o(size_t k) { return out[k].data(); }
+  std::vector<void*> din, dout;  // empty: the kernel reads host memory
+  const void* i(size_t k) const { return din.empty() ? in[k].data() : din[k]; }
+  void* o(size_t k) { return dout.empty() ? out[k].data() : dout[k]; }
   template <class T>
   const T* it(size_t k) const {
-    return in[k].as<T>();
+    return static_cast<const T*>(i(k));
   }
   template <class T>
   T* ot(size_t k) {
-    return out[k].as<T>();
+    return static_cast<T*>(o(k));
   }
 };
 using Call = std::function<void(Backend&, Io&)>;

@@ -137,8 +137,8 @@ class CpuBackend final : public Backend {
                        int64_t C) override {
     k_.reduce_backward(op, dt, x, dy, dx, N, C, threads_);
   }
-  double sum_squares(DType dt, const void* x, int64_t n) override {
-    return k_.sum_squares(dt, x, n, threads_);
+  void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
+    *out = k_.sum_squares(dt, x, n, threads_);
   }
 
   void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {

@@ -126,8 +126,8 @@ class RefBackend final : public Backend {
                        int64_t C) override {
     ref::reduce_backward(op, dt, x, dy, dx, N, C);
   }
-  double sum_squares(DType dt, const void* x, int64_t n) override {
-    return ref::sum_squares(dt, x, n);
+  void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
+    *out = ref::sum_squares(dt, x, n);
   }
 
   void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
@@ -162,8 +162,8 @@ class RefBackend final : public Backend {
                             int64_t K, int64_t C) override {
     ref::moe_permute_backward(dt, pos, dxp, dx, N, K, C);
   }
-  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp,
-                             void* y, int64_t N, int64_t K, int64_t C) override {
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp, void* y,
+                             int64_t N, int64_t K, int64_t C) override {
     ref::moe_unpermute_forward(dt, pos, w, yp, y, N, K, C);
   }
   void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,

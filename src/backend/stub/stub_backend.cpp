@@ -103,7 +103,7 @@ class StubBackend final : public Backend {
                        int64_t) override {
     missing(Kernel::Reduce);
   }
-  double sum_squares(DType, const void*, int64_t) override { missing(Kernel::SumSquares); }
+  void sum_squares(DType, const void*, int64_t, double*) override { missing(Kernel::SumSquares); }
 
   void cast(DType, const void*, DType, void*, int64_t) override { missing(Kernel::Cast); }
 

@@ -165,6 +165,7 @@ DeviceInfo query(VkPhysicalDevice pd, uint32_t index) {
   f2.pNext = &s16;
   vkGetPhysicalDeviceFeatures2(pd, &f2);
   d.storage_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
+  d.float64 = f2.features.shaderFloat64 == VK_TRUE;
   return d;
 }
 
@@ -189,10 +190,11 @@ std::string describe_device(const DeviceInfo& d) {
   for (const auto& h : d.heaps)
     heaps += fmt::format("{}{:.1f} GiB{}", heaps.empty() ? "" : " + ", double(h.size) / (1 << 30),
                          h.device_local ? " device-local" : "");
-  return fmt::format("{}: {} [{}], Vulkan {}.{}.{}, subgroup {}, heaps {}, cooperative_matrix {}",
-                     d.index, d.name, d.type, VK_API_VERSION_MAJOR(d.api_version),
-                     VK_API_VERSION_MINOR(d.api_version), VK_API_VERSION_PATCH(d.api_version),
-                     d.subgroup_size, heaps, d.cooperative_matrix ? "yes" : "no");
+  return fmt::format(
+      "{}: {} [{}], Vulkan {}.{}.{}, subgroup {}, heaps {}, cooperative_matrix {}, float64 {}",
+      d.index, d.name, d.type, VK_API_VERSION_MAJOR(d.api_version),
+      VK_API_VERSION_MINOR(d.api_version), VK_API_VERSION_PATCH(d.api_version), d.subgroup_size,
+      heaps, d.cooperative_matrix ? "yes" : "no", d.float64 ? "yes" : "no");
 }
 
 std::vector<DeviceInfo> list_devices() {
@@ -291,9 +293,12 @@ Context::Context(const ContextOptions& opt) {
     VkPhysicalDevice16BitStorageFeatures s16{
         VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
     s16.storageBuffer16BitAccess = VK_TRUE;
+    VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+    f2.pNext = &s16;
+    f2.features.shaderFloat64 = info_.float64 ? VK_TRUE : VK_FALSE;
     const char* ext = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-    dci.pNext = &s16;
+    dci.pNext = &f2;
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
     dci.enabledExtensionCount = 1;

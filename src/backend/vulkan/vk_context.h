@@ -30,6 +30,7 @@ struct DeviceInfo {
   bool cooperative_matrix = false;  // VK_KHR_cooperative_matrix offered
   bool push_descriptor = false;     // VK_KHR_push_descriptor (required by the runtime)
   bool storage_16bit = false;       // 16-bit storage buffer access (bf16 kernels)
+  bool float64 = false;             // shaderFloat64 (f64 sums: sum_squares)
 };
 
 // Every Vulkan device the loader reports. Throws keel::Error when there is no

@@ -1,6 +1,8 @@
-// Kernels on the Vulkan runtime, each a function a backend will call with
-// device buffers in place of host pointers. They record into ctx.stream()
-// and return without waiting; results are there after synchronize().
+// Kernels on the Vulkan runtime, each a function the vulkan backend calls
+// with device buffers (handle + byte offset + size) in place of host
+// pointers. They record into ctx.stream() and return without waiting;
+// results are there after synchronize(). Storage is f32 or bf16 (16-bit
+// words), math f32; reductions run in a fixed order, never float atomics.
 #pragma once
 #include <cstdint>
 
@@ -16,11 +18,41 @@ void matmul(Context& ctx, const backend::MatmulArgs& a, const Buffer& A, const B
             const Buffer& C);
 // y = a + b (F32 or BF16; y may alias a or b).
 void add(Context& ctx, DType dt, const Buffer& a, const Buffer& b, const Buffer& y, int64_t n);
+// y += alpha * x.
+void accumulate(Context& ctx, DType dt, const Buffer& x, const Buffer& y, int64_t n, float alpha);
+
+enum class Activation : uint32_t { Gelu = 0, Silu = 1 };
+// y = f(x); backward: dx += dy * f'(x).
+void activation_forward(Context& ctx, Activation f, DType dt, const Buffer& x, const Buffer& y,
+                        int64_t n);
+void activation_backward(Context& ctx, Activation f, DType dt, const Buffer& x, const Buffer& dy,
+                         const Buffer& dx, int64_t n);
+// y = silu(gate) * up; backward dgate += ..., dup += ... (backend.h).
+void swiglu_forward(Context& ctx, DType dt, const Buffer& gate, const Buffer& up, const Buffer& y,
+                    int64_t n);
+void swiglu_backward(Context& ctx, DType dt, const Buffer& gate, const Buffer& up, const Buffer& dy,
+                     const Buffer& dgate, const Buffer& dup, int64_t n);
+// F32 <-> BF16 (either way or a copy), nearest even as core/dtype.h.
+void cast(Context& ctx, DType src_dt, const Buffer& src, DType dst_dt, const Buffer& dst,
+          int64_t n);
 // RMSNorm forward over rows (N, C): y = x * rstd * w, rstd f32 (N).
 void rmsnorm_forward(Context& ctx, DType dt, const Buffer& x, const Buffer& w, const Buffer& y,
                      const Buffer& rstd, int64_t N, int64_t C, float eps);
-// out[0] (f32) = sum of x[i]^2 over fixed 4096-element chunks combined in a
-// fixed order; `partials` holds sum_squares_partials(n) floats.
+// RMSNorm backward with the saved rstd: dx += ..., dw (f32) += ... (backend.h).
+void rmsnorm_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& x, const Buffer& w,
+                      const Buffer& rstd, const Buffer& dx, const Buffer& dw, int64_t N, int64_t C);
+// out[i, :] = table[ids[i], :]; backward dtable (f32)[ids[i], :] += dout[i, :].
+void embedding_forward(Context& ctx, DType dt, const Buffer& ids, const Buffer& table,
+                       const Buffer& out, int64_t n, int64_t C);
+void embedding_backward(Context& ctx, DType dt, const Buffer& ids, const Buffer& dout,
+                        const Buffer& dtable, int64_t n, int64_t C);
+// y[N, C] += bias[C]; backward dbias (f32)[c] += sum_i dy[i, c].
+void bias_add(Context& ctx, DType dt, const Buffer& y, const Buffer& bias, int64_t N, int64_t C);
+void bias_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& dbias, int64_t N,
+                   int64_t C);
+// out[0] (f64) = sum of x[i]^2 in f64 over fixed 4096-element chunks combined
+// in a fixed order; `partials` holds sum_squares_partials(n) doubles. Needs
+// the device's shaderFloat64 (DeviceInfo::float64).
 void sum_squares(Context& ctx, DType dt, const Buffer& x, int64_t n, const Buffer& partials,
                  const Buffer& out);
 int64_t sum_squares_partials(int64_t n);

@@ -109,6 +109,15 @@ void Stream::copy(const Buffer& src, const Buffer& dst, uint64_t bytes, uint64_t
   pending_ = true;
 }
 
+void Stream::fill_zero(const Buffer& b) {
+  if (!b.size) return;
+  begin();
+  barrier();
+  // vkCmdFillBuffer writes whole 4-byte words; pool ranges are 256-aligned.
+  vkCmdFillBuffer(cmd_, b.buffer, b.offset, (b.size + 3) / 4 * 4, 0);
+  pending_ = true;
+}
+
 void Stream::synchronize() {
   if (!recording_) return;
   check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");

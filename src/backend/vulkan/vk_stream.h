@@ -27,6 +27,8 @@ class Stream {
   // Device-to-device copy of `bytes` (recorded, ordered after earlier work).
   void copy(const Buffer& src, const Buffer& dst, uint64_t bytes, uint64_t src_off = 0,
             uint64_t dst_off = 0);
+  // Zeroes the range (recorded, ordered after earlier work).
+  void fill_zero(const Buffer& b);
   // Host <-> device through host-visible staging. Both synchronize: upload so
   // the staging memory can be reused, download so the bytes are there.
   void upload(const Buffer& dst, const void* src, uint64_t bytes, uint64_t dst_off = 0);

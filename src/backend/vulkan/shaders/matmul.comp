@@ -19,6 +19,7 @@ layout(push_constant) uniform P {
   uint M, N, K, lda, ldb, ldc, stride_a, stride_b, stride_c;
   uint trans_a, trans_b, ab_bf16, c_bf16;
   float alpha, beta;
+  uint off_a, off_b, off_c;  // element offsets into the bound ranges
 } p;
 
 const uint TM = 32, TN = 32, TK = 16;
@@ -33,7 +34,8 @@ void main() {
   const uint tid = ty * 16 + tx;
   const uint m0 = gl_WorkGroupID.y * TM, n0 = gl_WorkGroupID.x * TN;
   const uint batch = gl_WorkGroupID.z;
-  const uint abase = batch * p.stride_a, bbase = batch * p.stride_b, cbase = batch * p.stride_c;
+  const uint abase = p.off_a + batch * p.stride_a, bbase = p.off_b + batch * p.stride_b;
+  const uint cbase = p.off_c + batch * p.stride_c;
   float acc[2][2] = {{0, 0}, {0, 0}};
   for (uint k0 = 0; k0 < p.K; k0 += TK) {
     // 512 elements of each tile, two per thread.

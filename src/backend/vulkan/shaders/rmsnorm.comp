@@ -15,12 +15,12 @@ layout(binding = 1) readonly buffer W16 { uint16_t w16[]; };
 layout(binding = 2) writeonly buffer Y32 { float y32[]; };
 layout(binding = 2) writeonly buffer Y16 { uint16_t y16[]; };
 layout(binding = 3) writeonly buffer R { float rstd[]; };
-layout(push_constant) uniform P { uint N, C, bf16; float eps; } p;
+layout(push_constant) uniform P { uint N, C, bf16; float eps; uint ox, ow, oy, orstd; } p;
 
 shared float part[256];
 
-float ld_x(uint i) { return p.bf16 != 0 ? bf16_to_f32(uint(x16[i])) : x32[i]; }
-float ld_w(uint i) { return p.bf16 != 0 ? bf16_to_f32(uint(w16[i])) : w32[i]; }
+float ld_x(uint i) { return p.bf16 != 0 ? bf16_to_f32(uint(x16[p.ox + i])) : x32[p.ox + i]; }
+float ld_w(uint i) { return p.bf16 != 0 ? bf16_to_f32(uint(w16[p.ow + i])) : w32[p.ow + i]; }
 
 void main() {
   const uint t = gl_LocalInvocationID.x;
@@ -39,11 +39,11 @@ void main() {
     }
     const float rs = 1.0 / sqrt(part[0] / float(p.C) + p.eps);
     barrier();  // part[0] is read by all before the next row overwrites it
-    if (t == 0) rstd[row] = rs;
+    if (t == 0) rstd[p.orstd + row] = rs;
     for (uint c = t; c < p.C; c += 256) {
       const float r = ld_x(base + c) * rs * ld_w(c);
-      if (p.bf16 != 0) y16[base + c] = uint16_t(f32_to_bf16(r));
-      else y32[base + c] = r;
+      if (p.bf16 != 0) y16[p.oy + base + c] = uint16_t(f32_to_bf16(r));
+      else y32[p.oy + base + c] = r;
     }
   }
 }

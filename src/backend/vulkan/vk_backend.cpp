@@ -1,0 +1,394 @@
+// Device addresses: allocate() hands out ranges of a private address space
+// that starts at a non-canonical x86-64 address, so the host faults instead
+// of reading garbage if it ever dereferences one, and every kernel argument
+// resolves to (pool buffer, offset) through one map lookup. An address that
+// resolves to nothing (a host pointer, a freed or overrun range) is a
+// KernelError naming the kernel and the argument: the trap that keeps host
+// assumptions from creeping back in.
+#include "backend/vulkan/vk_backend.h"
+
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "backend/vulkan/vk_context.h"
+#include "backend/vulkan/vk_kernels.h"
+#include "backend/vulkan/vk_memory_pool.h"
+#include "backend/vulkan/vk_stream.h"
+#include "core/error.h"
+
+namespace keel::backend {
+
+namespace {
+
+using vulkan::Buffer;
+
+constexpr uintptr_t kAddressBase = uintptr_t(0x4000'0000'0000'0000ull);
+constexpr uintptr_t kAddressGap = 4096;  // one past the end never names the next range
+
+[[noreturn]] void missing(Kernel k) {
+  fail<KernelError>("[{}] has no implementation on backend 'vulkan' yet", kernel_name(k));
+}
+
+int64_t dt_bytes(DType dt, int64_t n) {
+  return int64_t(dtype_bytes(dt, size_t(n)));
+}
+
+class VulkanBackend final : public Backend {
+ public:
+  VulkanBackend() {
+    if (const char* b = std::getenv("KEEL_FAULT_VULKAN_KERNEL")) broken_ = b;
+  }
+  ~VulkanBackend() override {
+    try {
+      ctx_.stream().synchronize();
+    } catch (const std::exception& e) {
+      // A destructor cannot throw; the context's teardown waits for the device.
+      (void)e;
+    }
+    for (auto& [addr, a] : allocs_) ctx_.pool().free(a.buf);
+    if (scratch_) ctx_.pool().free(scratch_);
+  }
+
+  std::string_view name() const override { return "vulkan"; }
+  std::string describe() const override {
+    return "vulkan: " + vulkan::describe_device(ctx_.info()) +
+           (broken_.empty() ? "" : " (fault injected into " + broken_ + ")");
+  }
+  bool supports(Kernel k, DType dt) const override {
+    if (dt != DType::F32 && dt != DType::BF16) return false;
+    switch (k) {
+      case Kernel::Matmul:
+      case Kernel::Add:
+      case Kernel::Gelu:
+      case Kernel::Silu:
+      case Kernel::SwiGlu:
+      case Kernel::Cast:
+      case Kernel::Embedding:
+      case Kernel::RmsNorm:
+      case Kernel::BiasAdd:
+        return true;
+      case Kernel::SumSquares:
+        return ctx_.info().float64;
+      default:
+        return false;
+    }
+  }
+
+  // ---- memory and queue
+  bool host_memory() const override { return false; }
+  void* allocate(size_t bytes, std::string_view what) override {
+    Buffer b;
+    try {
+      b = ctx_.pool().alloc(std::max<uint64_t>(bytes, 1));
+    } catch (const Error& e) {
+      fail("vulkan: cannot allocate {} ({} bytes): {}", what.empty() ? "a buffer" : what, bytes,
+           e.what());
+    }
+    const uintptr_t addr = next_;
+    next_ += (b.size + kAddressGap - 1) / kAddressGap * kAddressGap + kAddressGap;
+    allocs_[addr] = {b, bytes};
+    // Zeroed, as the interface promises (pool ranges are reused).
+    ctx_.stream().fill_zero(b);
+    return reinterpret_cast<void*>(addr);
+  }
+  void release(void* p) override {
+    auto it = allocs_.find(reinterpret_cast<uintptr_t>(p));
+    if (it == allocs_.end())
+      fail<KernelError>("vulkan: release of {} which allocate() did not return", p);
+    ctx_.stream().synchronize();  // kernels in flight may still use the range
+    ctx_.pool().free(it->second.buf);
+    allocs_.erase(it);
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    const Buffer b = at(dst, bytes, "upload", "destination");
+    ctx_.stream().upload(b, src, bytes);
+    stats_.bytes_to_device += bytes;
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    const Buffer b = at(src, bytes, "download", "source");
+    ctx_.stream().download(b, dst, bytes);
+    stats_.bytes_to_host += bytes;
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    ctx_.stream().copy(at(src, bytes, "copy", "source"), at(dst, bytes, "copy", "destination"),
+                       bytes);
+  }
+  void synchronize() override { ctx_.stream().synchronize(); }
+  TransferStats transfer_stats() const override {
+    TransferStats s = stats_;
+    s.syncs = ctx_.stream().submits();
+    return s;
+  }
+
+  // ---- kernels
+  void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) override {
+    if (a.M == 0 || a.N == 0 || a.batch == 0) return;
+    const int64_t rows_a = a.trans_a ? a.K : a.M, rows_b = a.trans_b ? a.N : a.K;
+    // The extents the kernel may touch: (batch - 1) strides plus one matrix.
+    const int64_t na = (a.batch - 1) * a.stride_a + (rows_a - 1) * a.lda + (a.trans_a ? a.M : a.K);
+    const int64_t nb = (a.batch - 1) * a.stride_b + (rows_b - 1) * a.ldb + (a.trans_b ? a.K : a.N);
+    const int64_t nc = (a.batch - 1) * a.stride_c + (a.M - 1) * a.ldc + a.N;
+    vulkan::matmul(ctx_, a, at(A, dt_bytes(a.a_dtype, std::max<int64_t>(na, 1)), "matmul", "A"),
+                   at(B, dt_bytes(a.b_dtype, std::max<int64_t>(nb, 1)), "matmul", "B"),
+                   at(C, dt_bytes(a.c_dtype, nc), "matmul", "C"));
+  }
+
+  void add(DType dt, const void* a, const void* b, void* y, int64_t n) override {
+    if (n == 0) return;
+    const int64_t bytes = dt_bytes(dt, n);
+    // The injected fault leaves the last element unwritten: the conformance
+    // check must see exactly the add row fail.
+    const int64_t m = broken_ == "add" && n > 1 ? n - 1 : n;
+    vulkan::add(ctx_, dt, at(a, bytes, "add", "a"), at(b, bytes, "add", "b"),
+                at(y, bytes, "add", "y"), m);
+  }
+  void accumulate(DType dt, const void* x, void* y, int64_t n, float alpha) override {
+    if (n == 0) return;
+    const int64_t bytes = dt_bytes(dt, n);
+    vulkan::accumulate(ctx_, dt, at(x, bytes, "accumulate", "x"), at(y, bytes, "accumulate", "y"),
+                       n, alpha);
+  }
+
+  void gelu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    act_fwd(vulkan::Activation::Gelu, "gelu", dt, x, y, n);
+  }
+  void gelu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    act_bwd(vulkan::Activation::Gelu, "gelu", dt, x, dy, dx, n);
+  }
+  void silu_forward(DType dt, const void* x, void* y, int64_t n) override {
+    act_fwd(vulkan::Activation::Silu, "silu", dt, x, y, n);
+  }
+  void silu_backward(DType dt, const void* x, const void* dy, void* dx, int64_t n) override {
+    act_bwd(vulkan::Activation::Silu, "silu", dt, x, dy, dx, n);
+  }
+  void swiglu_forward(DType dt, const void* gate, const void* up, void* y, int64_t n) override {
+    if (n == 0) return;
+    const int64_t b = dt_bytes(dt, n);
+    vulkan::swiglu_forward(ctx_, dt, at(gate, b, "swiglu", "gate"), at(up, b, "swiglu", "up"),
+                           at(y, b, "swiglu", "y"), n);
+  }
+  void swiglu_backward(DType dt, const void* gate, const void* up, const void* dy, void* dgate,
+                       void* dup, int64_t n) override {
+    if (n == 0) return;
+    const int64_t b = dt_bytes(dt, n);
+    vulkan::swiglu_backward(ctx_, dt, at(gate, b, "swiglu", "gate"), at(up, b, "swiglu", "up"),
+                            at(dy, b, "swiglu", "dy"), at(dgate, b, "swiglu", "dgate"),
+                            at(dup, b, "swiglu", "dup"), n);
+  }
+
+  void embedding_forward(DType dt, const int32_t* ids, const void* table, void* out, int64_t n,
+                         int64_t C) override {
+    if (n == 0 || C == 0) return;
+    // The table's extent is unknown here (ids index it): its whole allocation.
+    vulkan::embedding_forward(ctx_, dt, at(ids, 4 * n, "embedding", "ids"),
+                              whole(table, "embedding", "table"),
+                              at(out, dt_bytes(dt, n * C), "embedding", "out"), n, C);
+  }
+  void embedding_backward(DType dt, const int32_t* ids, const void* dout, float* dtable, int64_t n,
+                          int64_t C) override {
+    if (n == 0 || C == 0) return;
+    vulkan::embedding_backward(ctx_, dt, at(ids, 4 * n, "embedding", "ids"),
+                               at(dout, dt_bytes(dt, n * C), "embedding", "dout"),
+                               whole(dtable, "embedding", "dtable"), n, C);
+  }
+
+  void rmsnorm_forward(DType dt, const void* x, const void* w, void* y, float* rstd, int64_t N,
+                       int64_t C, float eps) override {
+    if (N == 0) return;
+    const int64_t b = dt_bytes(dt, N * C);
+    vulkan::rmsnorm_forward(ctx_, dt, at(x, b, "rmsnorm", "x"),
+                            at(w, dt_bytes(dt, C), "rmsnorm", "w"), at(y, b, "rmsnorm", "y"),
+                            at(rstd, 4 * N, "rmsnorm", "rstd"), N, C, eps);
+  }
+  void rmsnorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                        void* dx, float* dw, int64_t N, int64_t C) override {
+    if (N == 0 || C == 0) return;
+    const int64_t b = dt_bytes(dt, N * C);
+    vulkan::rmsnorm_backward(ctx_, dt, at(dy, b, "rmsnorm", "dy"), at(x, b, "rmsnorm", "x"),
+                             at(w, dt_bytes(dt, C), "rmsnorm", "w"),
+                             at(rstd, 4 * N, "rmsnorm", "rstd"), at(dx, b, "rmsnorm", "dx"),
+                             at(dw, 4 * C, "rmsnorm", "dw"), N, C);
+  }
+
+  void bias_add(DType dt, void* y, const void* bias, int64_t N, int64_t C) override {
+    if (N == 0 || C == 0) return;
+    vulkan::bias_add(ctx_, dt, at(y, dt_bytes(dt, N * C), "bias_add", "y"),
+                     at(bias, dt_bytes(dt, C), "bias_add", "bias"), N, C);
+  }
+  void bias_backward(DType dt, const void* dy, float* dbias, int64_t N, int64_t C) override {
+    if (N == 0 || C == 0) return;
+    vulkan::bias_backward(ctx_, dt, at(dy, dt_bytes(dt, N * C), "bias_add", "dy"),
+                          at(dbias, 4 * C, "bias_add", "dbias"), N, C);
+  }
+
+  void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
+    const Buffer o = at(out, 8, "sum_squares", "out");
+    const uint64_t pbytes = uint64_t(vulkan::sum_squares_partials(n)) * 8;
+    if (scratch_.size < pbytes) {
+      ctx_.stream().synchronize();
+      if (scratch_) ctx_.pool().free(scratch_);
+      scratch_ = ctx_.pool().alloc(pbytes);
+    }
+    if (n == 0) {
+      // Nothing to read: the partial pass still writes a zero and the reduce
+      // pass adds it, so bind x as a 1-element range of the scratch.
+      vulkan::sum_squares(ctx_, DType::F32, scratch_, 0, scratch_, o);
+      return;
+    }
+    vulkan::sum_squares(ctx_, dt, at(x, dt_bytes(dt, n), "sum_squares", "x"), n, scratch_, o);
+  }
+
+  void cast(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
+    if (n == 0) return;
+    vulkan::cast(ctx_, src_dt, at(src, dt_bytes(src_dt, n), "cast", "src"), dst_dt,
+                 at(dst, dt_bytes(dst_dt, n), "cast", "dst"), n);
+  }
+
+  // ---- not yet on this device
+  void layernorm_forward(DType, const void*, const void*, const void*, void*, float*, float*,
+                         int64_t, int64_t, float) override {
+    missing(Kernel::LayerNorm);
+  }
+  void layernorm_backward(DType, const void*, const void*, const void*, const float*, const float*,
+                          void*, float*, float*, int64_t, int64_t) override {
+    missing(Kernel::LayerNorm);
+  }
+  void rope_forward(const RopeArgs&, const void*, void*) override { missing(Kernel::Rope); }
+  void rope_backward(const RopeArgs&, const void*, void*) override { missing(Kernel::Rope); }
+  void attention_forward(const AttentionArgs&, const void*, const void*, const void*, void*,
+                         float*) override {
+    missing(Kernel::Attention);
+  }
+  void attention_backward(const AttentionArgs&, const void*, const void*, const void*, const void*,
+                          const void*, const float*, void*, void*, void*) override {
+    missing(Kernel::Attention);
+  }
+  void cross_entropy_forward(DType, const void*, const int32_t*, float*, float*, int64_t,
+                             int64_t) override {
+    missing(Kernel::CrossEntropy);
+  }
+  void cross_entropy_backward(DType, const void*, const int32_t*, const float*, const float*, void*,
+                              int64_t, int64_t) override {
+    missing(Kernel::CrossEntropy);
+  }
+  void adamw_update(const AdamWArgs&, float*, const float*, float*, float*, uint16_t*) override {
+    missing(Kernel::AdamW);
+  }
+  void reduce_forward(ReduceOp, DType, const void*, float*, int64_t, int64_t) override {
+    missing(Kernel::Reduce);
+  }
+  void reduce_backward(ReduceOp, DType, const void*, const float*, void*, int64_t,
+                       int64_t) override {
+    missing(Kernel::Reduce);
+  }
+  void quantize(DType, const float*, void*, float*, int64_t, int64_t) override {
+    missing(Kernel::Quantize);
+  }
+  void dequantize(DType, const void*, const float*, float*, int64_t, int64_t) override {
+    missing(Kernel::Quantize);
+  }
+  void qmatmul(DType, const float*, const void*, const float*, float*, int64_t, int64_t,
+               int64_t) override {
+    missing(Kernel::QMatmul);
+  }
+  void moe_route_forward(const MoeRouteArgs&, const float*, const float*, float*, int32_t*,
+                         float*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void moe_route_backward(const MoeRouteArgs&, const float*, const int32_t*, const float*,
+                          const float*, float*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void moe_permute_forward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
+                           int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_permute_backward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
+                            int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_unpermute_forward(DType, const int32_t*, const float*, const void*, void*, int64_t,
+                             int64_t, int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_unpermute_backward(DType, const int32_t*, const float*, const void*, const void*, void*,
+                              float*, int64_t, int64_t, int64_t) override {
+    missing(Kernel::MoePermute);
+  }
+  void grouped_matmul_forward(const GroupedMatmulArgs&, const void*, const void*, void*) override {
+    missing(Kernel::GroupedMatmul);
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs&, const void*, const void*, const void*,
+                               void*, float*) override {
+    missing(Kernel::GroupedMatmul);
+  }
+
+ private:
+  struct Allocation {
+    Buffer buf;
+    uint64_t bytes = 0;
+  };
+
+  // The pool range behind [p, p + bytes), narrowed to exactly those bytes.
+  Buffer at(const void* p, int64_t bytes, const char* kernel, const char* arg) const {
+    const auto addr = reinterpret_cast<uintptr_t>(p);
+    auto it = allocs_.upper_bound(addr);
+    if (it == allocs_.begin() ||
+        addr - std::prev(it)->first + uint64_t(bytes) > std::prev(it)->second.bytes) {
+      fail<KernelError>("vulkan {}: argument '{}' ({} bytes at {}) is not memory of this backend{}",
+                        kernel, arg, bytes, p,
+                        addr < kAddressBase
+                            ? " (a host pointer: device memory comes from allocate())"
+                            : " (freed, or past the end of its allocation)");
+    }
+    --it;
+    Buffer b = it->second.buf;
+    b.offset += addr - it->first;
+    b.size = uint64_t(bytes);
+    return b;
+  }
+
+  // From p to the end of its allocation (for arguments indexed by data).
+  Buffer whole(const void* p, const char* kernel, const char* arg) const {
+    const auto addr = reinterpret_cast<uintptr_t>(p);
+    auto it = allocs_.upper_bound(addr);
+    if (it == allocs_.begin()) (void)at(p, 1, kernel, arg);  // throws, naming the argument
+    --it;
+    if (addr - it->first >= it->second.bytes) (void)at(p, 1, kernel, arg);
+    return at(p, int64_t(it->second.bytes - (addr - it->first)), kernel, arg);
+  }
+
+  void act_fwd(vulkan::Activation f, const char* k, DType dt, const void* x, void* y, int64_t n) {
+    if (n == 0) return;
+    const int64_t b = dt_bytes(dt, n);
+    vulkan::activation_forward(ctx_, f, dt, at(x, b, k, "x"), at(y, b, k, "y"), n);
+  }
+  void act_bwd(vulkan::Activation f, const char* k, DType dt, const void* x, const void* dy,
+               void* dx, int64_t n) {
+    if (n == 0) return;
+    const int64_t b = dt_bytes(dt, n);
+    vulkan::activation_backward(ctx_, f, dt, at(x, b, k, "x"), at(dy, b, k, "dy"),
+                                at(dx, b, k, "dx"), n);
+  }
+
+  mutable vulkan::Context ctx_;
+  std::map<uintptr_t, Allocation> allocs_;
+  uintptr_t next_ = kAddressBase;
+  Buffer scratch_;  // sum_squares partials, grown on demand
+  TransferStats stats_;
+  std::string broken_;  // KEEL_FAULT_VULKAN_KERNEL: the kernel given a wrong answer
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_vulkan_backend() {
+  return std::make_unique<VulkanBackend>();
+}
+
+}  // namespace keel::backend
