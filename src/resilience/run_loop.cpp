@@ -93,6 +93,9 @@ std::optional<ResumeInfo> RunLoop::load_newest(bool report) {
                opt_.world_size);
   info.path = ckpt->path;
   info.step = ckpt->manifest.step;
+  if (const auto it = ckpt->manifest.extra.find("metrics_line");
+      it != ckpt->manifest.extra.end() && it->is_string())
+    info.metrics_line = it->get<std::string>();
   return info;
 }
 
@@ -122,8 +125,13 @@ std::optional<ResumeInfo> RunLoop::start() {
   if (opt_.rank == 0) {
     io::make_dirs(run_dir_);
     const std::string mpath = (fs::path(run_dir_) / "metrics.jsonl").string();
-    if (info) train::keep_metrics_through(mpath, info->step);
+    // A kill between an asynchronous save and the append of its step's line
+    // leaves the line only in the manifest: it is put back, so metrics.jsonl
+    // has every step through the checkpoint.
+    const int64_t last_kept = info ? train::keep_metrics_through(mpath, info->step) : 0;
+    const bool line_lost = info && !info->metrics_line.empty() && last_kept < info->step;
     metrics_ = std::make_unique<train::MetricsLog>(mpath, !info);
+    if (line_lost) metrics_->append_line(info->metrics_line);
     Event e;
     e.event = info ? "resume" : "start";
     e.step = info ? info->step : trainer_.step_count();
@@ -160,6 +168,7 @@ void RunLoop::fill_state(CheckpointState& st) {
     opt_.sync->save_state(replicas, extra.tensors);
     if (!replicas.empty()) extra.json["replicas"] = std::move(replicas);
   }
+  if (!saving_metrics_line_.empty()) extra.json["metrics_line"] = saving_metrics_line_;
   m.extra = extra.json;
   st.extra = std::move(extra.tensors);
 }
@@ -187,7 +196,9 @@ train::StepMetrics RunLoop::step() {
   if (checkpoint_due(m.step)) checkpoint_pending_ = true;
   if (checkpoint_pending_ && (!opt_.sync || opt_.sync->replicas_identical())) {
     checkpoint_pending_ = false;
+    saving_metrics_line_ = train::metrics_json(m);
     m.ckpt_stall_s = save_checkpoint();
+    saving_metrics_line_.clear();
   }
   if (metrics_) metrics_->append(m);
   if (opt_.on_step) opt_.on_step(m);

@@ -76,6 +76,9 @@ struct ResumeInfo {
   std::string path;  // checkpoint directory resumed from
   int64_t step = 0;
   std::vector<RejectedCheckpoint> rejected;  // newer ones skipped, with reasons
+  // The metrics.jsonl line of the checkpoint's step, as saved in its manifest
+  // (empty for checkpoints that predate it).
+  std::string metrics_line;
 };
 
 class RunLoop {
@@ -123,6 +126,9 @@ class RunLoop {
   std::unique_ptr<AsyncCheckpointer> writer_;   // rank 0 only
   std::unique_ptr<train::MetricsLog> metrics_;  // rank 0 only
   bool checkpoint_pending_ = false;             // due, but the replicas differ now
+  // The metrics line of the step being checkpointed: the manifest carries it,
+  // because an asynchronous save can be on disk before the line is appended.
+  std::string saving_metrics_line_;
 };
 
 }  // namespace keel::resilience

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -50,14 +51,19 @@ MetricsLog::~MetricsLog() {
 }
 
 void MetricsLog::append(const StepMetrics& m) {
-  const std::string line = metrics_json(m) + "\n";
+  append_line(metrics_json(m));
+}
+
+void MetricsLog::append_line(const std::string& json) {
+  const std::string line = json + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     fail<IoError>("{}: cannot append metrics: {}", path_, std::strerror(errno));
 }
 
-void keep_metrics_through(const std::string& path, int64_t last_step) {
+int64_t keep_metrics_through(const std::string& path, int64_t last_step) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return;
+  if (!std::filesystem::exists(path, ec)) return 0;
+  int64_t last_kept = 0;
   const std::string text = io::read_file_bytes(path);
   std::string kept;
   size_t line_no = 0;
@@ -75,9 +81,13 @@ void keep_metrics_through(const std::string& path, int64_t last_step) {
       log().warn("{}:{}: dropped: not a metrics line with an integer \"step\"", path, line_no);
       continue;
     }
-    if (j["step"].get<int64_t>() <= last_step) kept += line + "\n";
+    if (const int64_t step = j["step"].get<int64_t>(); step <= last_step) {
+      kept += line + "\n";
+      last_kept = std::max(last_kept, step);
+    }
   }
   io::write_file_atomic(path, kept);
+  return last_kept;
 }
 
 double peak_rss_mb() {

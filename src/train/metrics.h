@@ -43,6 +43,8 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
   void append(const StepMetrics& m);
+  // Appends one already formatted metrics line (restored from a checkpoint).
+  void append_line(const std::string& json);
   const std::string& path() const { return path_; }
 
  private:
@@ -55,7 +57,8 @@ class MetricsLog {
 // continues a consistent file. A missing file is left missing; a line that
 // is not a JSON object with an integer "step" (a torn write) is dropped with
 // a warning naming the line.
-void keep_metrics_through(const std::string& path, int64_t last_step);
+// Returns the step of the last line kept (0 when none).
+int64_t keep_metrics_through(const std::string& path, int64_t last_step);
 
 // Peak resident set size of this process in MiB.
 double peak_rss_mb();

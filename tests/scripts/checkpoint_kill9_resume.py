@@ -12,7 +12,10 @@ checkpoint and trains to step 40. The parameters and the AdamW state of both
 runs at step 40 must be bit-identical (SHA-256 of every tensor's bytes, read
 here from the safetensors files independently of keel), and so must every
 step's loss in metrics.jsonl.
-  --mode corrupt       damages the newest checkpoints of a finished run and
+  --mode corrupt       drops the last metrics line of a finished run (the kill
+                       window between an asynchronous save and the line's
+                       append) and checks that resuming restores it; damages
+                       the newest checkpoints of a finished run and
                        checks that --resume skips them with a message naming
                        the file and the reason, resumes from the older one, ends
                        bit-identical; and that with every checkpoint damaged
@@ -244,6 +247,18 @@ def main():
         kept = sorted(n for n in os.listdir(ref_ck) if n.startswith("step-"))
         if kept != ["step-00000030", "step-00000035", "step-00000040"]:
             fail("retention kept %s, expected steps 30, 35, 40" % kept)
+        # A kill between an asynchronous save and the append of that step's
+        # metrics line: the line is restored from the checkpoint's manifest.
+        shutil.copytree(os.path.join(r.work, "reference"), os.path.join(r.work, "lostline"))
+        mp = os.path.join(r.work, "lostline", "metrics.jsonl")
+        with open(mp) as f:
+            kept = [l for l in f if json.loads(l)["step"] != STEPS]
+        with open(mp, "w") as f:
+            f.writelines(kept)
+        r.run("lostline", ["--resume"])
+        if losses(os.path.join(r.work, "lostline")) != losses(os.path.join(r.work, "reference")):
+            fail("the restored metrics line of step %d differs from the reference" % STEPS)
+        print("metrics line of step %d lost after its checkpoint: restored on resume" % STEPS)
         shutil.copytree(os.path.join(r.work, "reference"), os.path.join(r.work, "damaged"))
         ck = os.path.join(r.work, "damaged", "checkpoints")
         p40 = os.path.join(ck, "step-00000040", "params.safetensors")

@@ -53,7 +53,10 @@ def last_checkpoint_state(run):
         if name.endswith(".safetensors"):
             out[name] = tensor_hashes(p)
     out["model"] = tensor_hashes(os.path.join(run, "model.safetensors"))
-    out["t"] = (man["optimizer_t"], man["step"], json.dumps(man.get("extra", {}), sort_keys=True))
+    # The saved metrics line is a copy of the log (timings included), not
+    # training state: everything else in extra must match.
+    extra = {k: v for k, v in man.get("extra", {}).items() if k != "metrics_line"}
+    out["t"] = (man["optimizer_t"], man["step"], json.dumps(extra, sort_keys=True))
     return out
 
 

@@ -12,8 +12,9 @@ import sys
 
 ROW = re.compile(r"^(\S+)\s+(\S+)\s+(fwd|bwd)\s.*?\b(PASS|FAIL|SKIP)\b")
 # What the vulkan backend implements; a row of these in f32/bf16 must PASS.
-CLAIMED = {"matmul", "embedding", "rmsnorm", "gelu", "silu", "swiglu", "add", "accumulate",
-           "bias_add", "sum_squares", "cast"}
+CLAIMED = {"matmul", "embedding", "layernorm", "rmsnorm", "rope", "attention", "gelu", "silu",
+           "swiglu", "add", "accumulate", "bias_add", "cross_entropy", "adamw", "reduce.sum",
+           "reduce.mean", "reduce.max", "sum_squares", "cast"}
 
 
 def run(keel, extra_env):

@@ -7,9 +7,12 @@
 // assumptions from creeping back in.
 #include "backend/vulkan/vk_backend.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -69,7 +72,14 @@ class VulkanBackend final : public Backend {
       case Kernel::Embedding:
       case Kernel::RmsNorm:
       case Kernel::BiasAdd:
+      case Kernel::LayerNorm:
+      case Kernel::Rope:
+      case Kernel::Attention:
+      case Kernel::CrossEntropy:
+      case Kernel::Reduce:
         return true;
+      case Kernel::AdamW:
+        return dt == DType::F32;
       case Kernel::SumSquares:
         return ctx_.info().float64;
       default:
@@ -227,6 +237,98 @@ class VulkanBackend final : public Backend {
                           at(dbias, 4 * C, "bias_add", "dbias"), N, C);
   }
 
+  void layernorm_forward(DType dt, const void* x, const void* w, const void* b, void* y,
+                         float* mean, float* rstd, int64_t N, int64_t C, float eps) override {
+    if (N == 0) return;
+    const int64_t nb = dt_bytes(dt, N * C), cb = dt_bytes(dt, C);
+    const Buffer bx = at(x, nb, "layernorm", "x");
+    vulkan::layernorm_forward(ctx_, dt, bx, at(w, cb, "layernorm", "w"),
+                              b ? at(b, cb, "layernorm", "b") : bx, b != nullptr,
+                              at(y, nb, "layernorm", "y"), at(mean, 4 * N, "layernorm", "mean"),
+                              at(rstd, 4 * N, "layernorm", "rstd"), N, C, eps);
+  }
+  void layernorm_backward(DType dt, const void* dy, const void* x, const void* w, const float* mean,
+                          const float* rstd, void* dx, float* dw, float* db, int64_t N,
+                          int64_t C) override {
+    if (N == 0 || C == 0) return;
+    const int64_t nb = dt_bytes(dt, N * C);
+    const Buffer bdw = at(dw, 4 * C, "layernorm", "dw");
+    vulkan::layernorm_backward(
+        ctx_, dt, at(dy, nb, "layernorm", "dy"), at(x, nb, "layernorm", "x"),
+        at(w, dt_bytes(dt, C), "layernorm", "w"), at(mean, 4 * N, "layernorm", "mean"),
+        at(rstd, 4 * N, "layernorm", "rstd"), at(dx, nb, "layernorm", "dx"), bdw,
+        db ? at(db, 4 * C, "layernorm", "db") : bdw, db != nullptr, N, C);
+  }
+
+  void rope_forward(const RopeArgs& a, const void* x, void* y) override { rope(a, x, y, false); }
+  void rope_backward(const RopeArgs& a, const void* dy, void* dx) override {
+    rope(a, dy, dx, true);
+  }
+
+  void attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
+                         void* o, float* lse) override {
+    if (a.B == 0 || a.Tq == 0 || a.NH == 0) return;
+    const Extents e = extents(a);
+    vulkan::attention_forward(ctx_, a, at(q, e.q, "attention", "q"), at(k, e.kv, "attention", "k"),
+                              at(v, e.kv, "attention", "v"), at(o, e.o, "attention", "o"),
+                              at(lse, e.lse, "attention", "lse"));
+  }
+  void attention_backward(const AttentionArgs& a, const void* dout, const void* q, const void* k,
+                          const void* v, const void* o, const float* lse, void* dq, void* dk,
+                          void* dv) override {
+    if (a.B == 0 || a.Tq == 0 || a.NH == 0) return;
+    const Extents e = extents(a);
+    vulkan::attention_backward(ctx_, a, at(dout, e.o, "attention", "dout"),
+                               at(q, e.q, "attention", "q"), at(k, e.kv, "attention", "k"),
+                               at(v, e.kv, "attention", "v"), at(o, e.o, "attention", "o"),
+                               at(lse, e.lse, "attention", "lse"), at(dq, e.q, "attention", "dq"),
+                               at(dk, e.kv, "attention", "dk"), at(dv, e.kv, "attention", "dv"));
+  }
+
+  void cross_entropy_forward(DType dt, const void* logits, const int32_t* targets, float* losses,
+                             float* lse, int64_t N, int64_t V) override {
+    if (N == 0) return;
+    vulkan::cross_entropy_forward(
+        ctx_, dt, at(logits, dt_bytes(dt, N * V), "cross_entropy", "logits"),
+        at(targets, 4 * N, "cross_entropy", "targets"),
+        at(losses, 4 * N, "cross_entropy", "losses"), at(lse, 4 * N, "cross_entropy", "lse"), N, V);
+  }
+  void cross_entropy_backward(DType dt, const void* logits, const int32_t* targets,
+                              const float* lse, const float* dloss, void* dlogits, int64_t N,
+                              int64_t V) override {
+    if (N == 0) return;
+    const int64_t nb = dt_bytes(dt, N * V);
+    vulkan::cross_entropy_backward(ctx_, dt, at(logits, nb, "cross_entropy", "logits"),
+                                   at(targets, 4 * N, "cross_entropy", "targets"),
+                                   at(lse, 4 * N, "cross_entropy", "lse"),
+                                   at(dloss, 4 * N, "cross_entropy", "dloss"),
+                                   at(dlogits, nb, "cross_entropy", "dlogits"), N, V);
+  }
+
+  void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m, float* v,
+                    uint16_t* param_bf16) override {
+    if (a.n == 0) return;
+    const int64_t b = 4 * a.n;
+    Buffer b16;
+    if (param_bf16) b16 = at(param_bf16, 2 * a.n, "adamw", "param_bf16");
+    vulkan::adamw(ctx_, a, at(param, b, "adamw", "param"), at(grad, b, "adamw", "grad"),
+                  at(m, b, "adamw", "m"), at(v, b, "adamw", "v"), param_bf16 ? &b16 : nullptr);
+  }
+
+  void reduce_forward(ReduceOp op, DType dt, const void* x, float* y, int64_t N,
+                      int64_t C) override {
+    if (N == 0) return;
+    const Buffer bx = at(x, dt_bytes(dt, std::max<int64_t>(N * C, 1)), "reduce", "x");
+    vulkan::reduce(ctx_, op, dt, bx, at(y, 4 * N, "reduce", "y"), bx, N, C, false);
+  }
+  void reduce_backward(ReduceOp op, DType dt, const void* x, const float* dy, void* dx, int64_t N,
+                       int64_t C) override {
+    if (N == 0 || C == 0) return;
+    const int64_t nb = dt_bytes(dt, N * C);
+    vulkan::reduce(ctx_, op, dt, at(x, nb, "reduce", "x"), at(dy, 4 * N, "reduce", "dy"),
+                   at(dx, nb, "reduce", "dx"), N, C, true);
+  }
+
   void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
     const Buffer o = at(out, 8, "sum_squares", "out");
     const uint64_t pbytes = uint64_t(vulkan::sum_squares_partials(n)) * 8;
@@ -251,42 +353,6 @@ class VulkanBackend final : public Backend {
   }
 
   // ---- not yet on this device
-  void layernorm_forward(DType, const void*, const void*, const void*, void*, float*, float*,
-                         int64_t, int64_t, float) override {
-    missing(Kernel::LayerNorm);
-  }
-  void layernorm_backward(DType, const void*, const void*, const void*, const float*, const float*,
-                          void*, float*, float*, int64_t, int64_t) override {
-    missing(Kernel::LayerNorm);
-  }
-  void rope_forward(const RopeArgs&, const void*, void*) override { missing(Kernel::Rope); }
-  void rope_backward(const RopeArgs&, const void*, void*) override { missing(Kernel::Rope); }
-  void attention_forward(const AttentionArgs&, const void*, const void*, const void*, void*,
-                         float*) override {
-    missing(Kernel::Attention);
-  }
-  void attention_backward(const AttentionArgs&, const void*, const void*, const void*, const void*,
-                          const void*, const float*, void*, void*, void*) override {
-    missing(Kernel::Attention);
-  }
-  void cross_entropy_forward(DType, const void*, const int32_t*, float*, float*, int64_t,
-                             int64_t) override {
-    missing(Kernel::CrossEntropy);
-  }
-  void cross_entropy_backward(DType, const void*, const int32_t*, const float*, const float*, void*,
-                              int64_t, int64_t) override {
-    missing(Kernel::CrossEntropy);
-  }
-  void adamw_update(const AdamWArgs&, float*, const float*, float*, float*, uint16_t*) override {
-    missing(Kernel::AdamW);
-  }
-  void reduce_forward(ReduceOp, DType, const void*, float*, int64_t, int64_t) override {
-    missing(Kernel::Reduce);
-  }
-  void reduce_backward(ReduceOp, DType, const void*, const float*, void*, int64_t,
-                       int64_t) override {
-    missing(Kernel::Reduce);
-  }
   void quantize(DType, const float*, void*, float*, int64_t, int64_t) override {
     missing(Kernel::Quantize);
   }
@@ -354,6 +420,40 @@ class VulkanBackend final : public Backend {
     return b;
   }
 
+  // Bytes each attention argument spans, from backend.h's layout rules.
+  struct Extents {
+    int64_t q, kv, o, lse;
+  };
+  static Extents extents(const AttentionArgs& a) {
+    const int64_t q = (a.B - 1) * a.q_batch_stride + (a.Tq - 1) * a.q_row_stride + a.NH * a.HS;
+    const int64_t kv = (a.B - 1) * a.kv_batch_stride + (a.Tk - 1) * a.kv_row_stride + a.NKV * a.HS;
+    return {dt_bytes(a.dt, q), dt_bytes(a.dt, kv), dt_bytes(a.dt, a.B * a.Tq * a.NH * a.HS),
+            4 * a.B * a.NH * a.Tq};
+  }
+
+  void rope(const RopeArgs& a, const void* x, void* y, bool backward) {
+    if (a.B == 0 || a.T == 0 || a.NH == 0 || a.HS < 2) return;
+    const int64_t n = (a.B - 1) * a.batch_stride + (a.T - 1) * a.row_stride + a.NH * a.HS;
+    const int64_t b = dt_bytes(a.dt, n);
+    vulkan::rope(ctx_, a, freq_table(a.theta, a.HS), at(x, b, "rope", backward ? "dy" : "x"),
+                 at(y, b, "rope", backward ? "dx" : "y"), backward);
+  }
+  // theta^(-2i/HS) for i < HS/2 in f64, formed on the host as the oracle
+  // does and kept on the device per (theta, HS): one upload per shape.
+  Buffer freq_table(float theta, int64_t HS) {
+    const auto key = std::make_pair(theta, HS);
+    auto it = freq_.find(key);
+    if (it == freq_.end()) {
+      std::vector<double> f(size_t(HS / 2));
+      for (size_t i = 0; i < f.size(); ++i)
+        f[i] = std::pow(double(theta), -2.0 * double(i) / double(HS));
+      void* d = allocate(f.size() * sizeof(double), "rope frequencies");
+      upload(d, f.data(), f.size() * sizeof(double));
+      it = freq_.emplace(key, d).first;
+    }
+    return at(it->second, int64_t(HS / 2) * 8, "rope", "frequencies");
+  }
+
   // From p to the end of its allocation (for arguments indexed by data).
   Buffer whole(const void* p, const char* kernel, const char* arg) const {
     const auto addr = reinterpret_cast<uintptr_t>(p);
@@ -380,7 +480,8 @@ class VulkanBackend final : public Backend {
   mutable vulkan::Context ctx_;
   std::map<uintptr_t, Allocation> allocs_;
   uintptr_t next_ = kAddressBase;
-  Buffer scratch_;  // sum_squares partials, grown on demand
+  Buffer scratch_;                                   // sum_squares partials, grown on demand
+  std::map<std::pair<float, int64_t>, void*> freq_;  // rope tables by (theta, HS)
   TransferStats stats_;
   std::string broken_;  // KEEL_FAULT_VULKAN_KERNEL: the kernel given a wrong answer
 };

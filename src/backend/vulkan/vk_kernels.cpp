@@ -2,6 +2,7 @@
 #include "backend/vulkan/vk_kernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "backend/vulkan/vk_pipeline.h"
@@ -276,6 +277,248 @@ void bias_add(Context& ctx, DType dt, const Buffer& y, const Buffer& b, int64_t 
 void bias_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& dbias, int64_t N,
                    int64_t C) {
   bias(ctx, dt, dy, dbias, N, C, true);
+}
+
+void layernorm_forward(Context& ctx, DType dt, const Buffer& x, const Buffer& w, const Buffer& b,
+                       bool has_bias, const Buffer& y, const Buffer& mean, const Buffer& rstd,
+                       int64_t N, int64_t C, float eps) {
+  if (N == 0) return;
+  const uint64_t es = elem_bytes(dt);
+  const Bound bx = bind(ctx, x, es), bw = bind(ctx, w, es), bb = bind(ctx, b, es),
+              by = bind(ctx, y, es), bm = bind(ctx, mean, 4), br = bind(ctx, rstd, 4);
+  u32(bx.elem + N * C, "x extent");
+  struct {
+    uint32_t N, C, bf16, pass, has_bias;
+    float eps;
+    uint32_t ox, ow, ob, oy, om, orr, odw, odb;
+  } pc{u32(N, "N"),
+       u32(C, "C"),
+       is_bf16(dt, "layernorm"),
+       0,
+       has_bias,
+       eps,
+       bx.elem,
+       bw.elem,
+       bb.elem,
+       by.elem,
+       bm.elem,
+       br.elem,
+       0,
+       0};
+  const auto& p = ctx.pipelines().get("layernorm", 8, sizeof(pc));
+  // dw/db are not touched by the forward pass: mean/rstd stand in.
+  ctx.stream().dispatch(
+      p, {bx.range, bw.range, bb.range, by.range, bm.range, br.range, bm.range, br.range}, &pc,
+      groups_for(N, 1));
+}
+
+void layernorm_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& x, const Buffer& w,
+                        const Buffer& mean, const Buffer& rstd, const Buffer& dx, const Buffer& dw,
+                        const Buffer& db, bool has_bias, int64_t N, int64_t C) {
+  if (N == 0 || C == 0) return;
+  const uint64_t es = elem_bytes(dt);
+  const Bound bx = bind(ctx, x, es), bw = bind(ctx, w, es), bdy = bind(ctx, dy, es),
+              bdx = bind(ctx, dx, es), bm = bind(ctx, mean, 4), br = bind(ctx, rstd, 4),
+              bdw = bind(ctx, dw, 4), bdb = bind(ctx, db, 4);
+  u32(bx.elem + N * C, "x extent");
+  struct {
+    uint32_t N, C, bf16, pass, has_bias;
+    float eps;
+    uint32_t ox, ow, ob, oy, om, orr, odw, odb;
+  } pc{u32(N, "N"), u32(C, "C"), is_bf16(dt, "layernorm"),
+       1,           has_bias,    0.f,
+       bx.elem,     bw.elem,     bdy.elem,
+       bdx.elem,    bm.elem,     br.elem,
+       bdw.elem,    bdb.elem};
+  const auto& p = ctx.pipelines().get("layernorm", 8, sizeof(pc));
+  const std::initializer_list<Buffer> bufs = {bx.range, bw.range, bdy.range, bdx.range,
+                                              bm.range, br.range, bdw.range, bdb.range};
+  ctx.stream().dispatch(p, bufs, &pc, groups_for(N, 1));
+  pc.pass = 2;
+  ctx.stream().dispatch(p, bufs, &pc, groups_for(C, 256));
+}
+
+void rope(Context& ctx, const backend::RopeArgs& a, const Buffer& freq, const Buffer& x,
+          const Buffer& y, bool backward) {
+  const int64_t pairs = a.B * a.T * a.NH * (a.HS / 2);
+  if (pairs == 0) return;
+  const uint64_t es = elem_bytes(a.dt);
+  const Bound bx = bind(ctx, x, es), by = bind(ctx, y, es), bf = bind(ctx, freq, 8);
+  struct {
+    uint32_t B, T, NH, HS, row_stride, batch_stride, pos0, bf16, backward, ox, oy;
+  } pc{u32(a.B, "B"),
+       u32(a.T, "T"),
+       u32(a.NH, "NH"),
+       u32(a.HS, "HS"),
+       u32(a.row_stride, "row_stride"),
+       u32(a.batch_stride, "batch_stride"),
+       u32(a.pos0, "pos0"),
+       is_bf16(a.dt, "rope"),
+       backward,
+       bx.elem,
+       by.elem};
+  u32(pairs, "pairs");
+  u32(a.pos0 + a.T, "last position");
+  const auto& p = ctx.pipelines().get("rope", 3, sizeof(pc));
+  ctx.stream().dispatch(p, {bx.range, by.range, bf.range}, &pc, groups_for(pairs, 256 * 4));
+}
+
+namespace {
+void cross_entropy(Context& ctx, DType dt, const Buffer& logits, const Buffer& targets,
+                   const Buffer& loss, const Buffer& lse, const Buffer* dlogits, int64_t N,
+                   int64_t V) {
+  if (N == 0) return;
+  const Bound bl = bind(ctx, logits, elem_bytes(dt)), bt = bind(ctx, targets, 4),
+              bs = bind(ctx, loss, 4), be = bind(ctx, lse, 4);
+  const Bound bd = dlogits ? bind(ctx, *dlogits, elem_bytes(dt)) : bs;
+  u32(bl.elem + N * V, "logits extent");
+  struct {
+    uint32_t N, V, bf16, backward, ol, ot, oloss, olse, od;
+  } pc{u32(N, "N"),
+       u32(V, "V"),
+       is_bf16(dt, "cross_entropy"),
+       dlogits != nullptr,
+       bl.elem,
+       bt.elem,
+       bs.elem,
+       be.elem,
+       bd.elem};
+  const auto& p = ctx.pipelines().get("cross_entropy", 5, sizeof(pc));
+  ctx.stream().dispatch(p, {bl.range, bt.range, bs.range, be.range, bd.range}, &pc,
+                        groups_for(N, 1));
+}
+}  // namespace
+
+void cross_entropy_forward(Context& ctx, DType dt, const Buffer& logits, const Buffer& targets,
+                           const Buffer& losses, const Buffer& lse, int64_t N, int64_t V) {
+  cross_entropy(ctx, dt, logits, targets, losses, lse, nullptr, N, V);
+}
+void cross_entropy_backward(Context& ctx, DType dt, const Buffer& logits, const Buffer& targets,
+                            const Buffer& lse, const Buffer& dloss, const Buffer& dlogits,
+                            int64_t N, int64_t V) {
+  cross_entropy(ctx, dt, logits, targets, dloss, lse, &dlogits, N, V);
+}
+
+void adamw(Context& ctx, const backend::AdamWArgs& a, const Buffer& param, const Buffer& grad,
+           const Buffer& m, const Buffer& v, const Buffer* param_bf16) {
+  if (a.n == 0) return;
+  const Bound bp = bind(ctx, param, 4), bg = bind(ctx, grad, 4), bm = bind(ctx, m, 4),
+              bv = bind(ctx, v, 4);
+  const Bound b16 = param_bf16 ? bind(ctx, *param_bf16, 2) : bg;
+  // Bias corrections in f64 on the host, as the oracle forms them.
+  const double bc1 = 1.0 - std::pow(double(a.beta1), double(a.t));
+  const double bc2 = 1.0 - std::pow(double(a.beta2), double(a.t));
+  struct {
+    uint32_t n, write_bf16;
+    float lr, beta1, beta2, eps, weight_decay, grad_scale, bc1, bc2, keep;
+    uint32_t op, og, om, ov, o16;
+  } pc{u32(a.n, "n"),
+       param_bf16 != nullptr,
+       a.lr,
+       a.beta1,
+       a.beta2,
+       a.eps,
+       a.weight_decay,
+       a.grad_scale,
+       float(bc1),
+       float(bc2),
+       a.variance_keep,
+       bp.elem,
+       bg.elem,
+       bm.elem,
+       bv.elem,
+       b16.elem};
+  const auto& p = ctx.pipelines().get("adamw", 5, sizeof(pc));
+  ctx.stream().dispatch(p, {bp.range, bg.range, bm.range, bv.range, b16.range}, &pc,
+                        groups_for(a.n, 256 * 4));
+}
+
+void reduce(Context& ctx, backend::ReduceOp op, DType dt, const Buffer& x, const Buffer& y,
+            const Buffer& dx, int64_t N, int64_t C, bool backward) {
+  if (N == 0) return;
+  const uint64_t es = elem_bytes(dt);
+  const Bound bx = bind(ctx, x, es), by = bind(ctx, y, 4), bd = bind(ctx, dx, es);
+  u32(bx.elem + N * C, "x extent");
+  struct {
+    uint32_t N, C, bf16, op, backward, ox, oy, od;
+  } pc{u32(N, "N"), u32(C, "C"), is_bf16(dt, "reduce"), uint32_t(op), backward, bx.elem,
+       by.elem,     bd.elem};
+  const auto& p = ctx.pipelines().get("reduce", 3, sizeof(pc));
+  ctx.stream().dispatch(p, {bx.range, by.range, bd.range}, &pc, groups_for(N, 1));
+}
+
+namespace {
+struct AttnPush {
+  uint32_t B, Tq, Tk, NH, NKV, HS;
+  uint32_t q_row_stride, q_batch_stride, kv_row_stride, kv_batch_stride;
+  float scale;
+  uint32_t bf16, oq, ok, ov, oo, olse, odo, odq, odk, odv;
+  uint32_t mode;
+};
+AttnPush attn_push(const backend::AttentionArgs& a) {
+  if (a.HS > 512) fail<KernelError>("Vulkan attention: head size {} over 512", a.HS);
+  if (a.NKV == 0 || a.NH % a.NKV != 0)
+    fail<KernelError>("Vulkan attention: NH {} not a multiple of NKV {}", a.NH, a.NKV);
+  if (a.Tq > a.Tk) fail<KernelError>("Vulkan attention: Tq {} > Tk {}", a.Tq, a.Tk);
+  AttnPush pc{};
+  pc.B = u32(a.B, "B");
+  pc.Tq = u32(a.Tq, "Tq");
+  pc.Tk = u32(a.Tk, "Tk");
+  pc.NH = u32(a.NH, "NH");
+  pc.NKV = u32(a.NKV, "NKV");
+  pc.HS = u32(a.HS, "HS");
+  pc.q_row_stride = u32(a.q_row_stride, "q_row_stride");
+  pc.q_batch_stride = u32(a.q_batch_stride, "q_batch_stride");
+  pc.kv_row_stride = u32(a.kv_row_stride, "kv_row_stride");
+  pc.kv_batch_stride = u32(a.kv_batch_stride, "kv_batch_stride");
+  pc.scale = a.scale;
+  pc.bf16 = is_bf16(a.dt, "attention");
+  return pc;
+}
+}  // namespace
+
+void attention_forward(Context& ctx, const backend::AttentionArgs& a, const Buffer& q,
+                       const Buffer& k, const Buffer& v, const Buffer& o, const Buffer& lse) {
+  if (a.B == 0 || a.Tq == 0 || a.NH == 0) return;
+  AttnPush pc = attn_push(a);
+  const uint64_t es = elem_bytes(a.dt);
+  const Bound bq = bind(ctx, q, es), bk = bind(ctx, k, es), bv = bind(ctx, v, es),
+              bo = bind(ctx, o, es), bl = bind(ctx, lse, 4);
+  pc.oq = bq.elem;
+  pc.ok = bk.elem;
+  pc.ov = bv.elem;
+  pc.oo = bo.elem;
+  pc.olse = bl.elem;
+  const auto& p = ctx.pipelines().get("attention_forward", 5, sizeof(pc));
+  ctx.stream().dispatch(p, {bq.range, bk.range, bv.range, bo.range, bl.range}, &pc,
+                        groups_for(a.B * a.Tq * a.NH, 1));
+}
+
+void attention_backward(Context& ctx, const backend::AttentionArgs& a, const Buffer& dout,
+                        const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& o,
+                        const Buffer& lse, const Buffer& dq, const Buffer& dk, const Buffer& dv) {
+  if (a.B == 0 || a.Tq == 0 || a.NH == 0) return;
+  AttnPush pc = attn_push(a);
+  const uint64_t es = elem_bytes(a.dt);
+  const Bound bq = bind(ctx, q, es), bk = bind(ctx, k, es), bv = bind(ctx, v, es),
+              bo = bind(ctx, o, es), bl = bind(ctx, lse, 4), bdo = bind(ctx, dout, es),
+              bdq = bind(ctx, dq, es), bdk = bind(ctx, dk, es), bdv = bind(ctx, dv, es);
+  pc.oq = bq.elem;
+  pc.ok = bk.elem;
+  pc.ov = bv.elem;
+  pc.oo = bo.elem;
+  pc.olse = bl.elem;
+  pc.odo = bdo.elem;
+  pc.odq = bdq.elem;
+  pc.odk = bdk.elem;
+  pc.odv = bdv.elem;
+  const auto& p = ctx.pipelines().get("attention_backward", 9, sizeof(pc));
+  const std::initializer_list<Buffer> bufs = {bq.range,  bk.range,  bv.range,  bo.range, bl.range,
+                                              bdo.range, bdq.range, bdk.range, bdv.range};
+  pc.mode = 0;
+  ctx.stream().dispatch(p, bufs, &pc, groups_for(a.B * a.Tq * a.NH, 1));
+  pc.mode = 1;
+  ctx.stream().dispatch(p, bufs, &pc, groups_for(a.B * a.Tk * a.NKV, 1));
 }
 
 int64_t sum_squares_partials(int64_t n) {

@@ -50,6 +50,37 @@ void embedding_backward(Context& ctx, DType dt, const Buffer& ids, const Buffer&
 void bias_add(Context& ctx, DType dt, const Buffer& y, const Buffer& bias, int64_t N, int64_t C);
 void bias_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& dbias, int64_t N,
                    int64_t C);
+// LayerNorm (backend.h): forward writes y, mean, rstd (f32); backward adds
+// into dx, dw and (when has_bias) db. Unused buffers may be any valid range.
+void layernorm_forward(Context& ctx, DType dt, const Buffer& x, const Buffer& w, const Buffer& b,
+                       bool has_bias, const Buffer& y, const Buffer& mean, const Buffer& rstd,
+                       int64_t N, int64_t C, float eps);
+void layernorm_backward(Context& ctx, DType dt, const Buffer& dy, const Buffer& x, const Buffer& w,
+                        const Buffer& mean, const Buffer& rstd, const Buffer& dx, const Buffer& dw,
+                        const Buffer& db, bool has_bias, int64_t N, int64_t C);
+// Rotary embedding (backend.h's RopeArgs); `freq` holds HS/2 doubles
+// theta^(-2i/HS). Forward writes y (may alias x); backward adds into dx.
+void rope(Context& ctx, const backend::RopeArgs& a, const Buffer& freq, const Buffer& x,
+          const Buffer& y, bool backward);
+// Softmax cross-entropy over rows (N, V): forward writes losses and lse
+// (f32); backward adds dloss * (softmax - onehot) into dlogits.
+void cross_entropy_forward(Context& ctx, DType dt, const Buffer& logits, const Buffer& targets,
+                           const Buffer& losses, const Buffer& lse, int64_t N, int64_t V);
+void cross_entropy_backward(Context& ctx, DType dt, const Buffer& logits, const Buffer& targets,
+                            const Buffer& lse, const Buffer& dloss, const Buffer& dlogits,
+                            int64_t N, int64_t V);
+// AdamW on f32 master weights; param_bf16 written when given.
+void adamw(Context& ctx, const backend::AdamWArgs& a, const Buffer& param, const Buffer& grad,
+           const Buffer& m, const Buffer& v, const Buffer* param_bf16);
+// Reductions over the last axis (backend.h's reduce_forward/backward).
+void reduce(Context& ctx, backend::ReduceOp op, DType dt, const Buffer& x, const Buffer& y,
+            const Buffer& dx, int64_t N, int64_t C, bool backward);
+// Causal attention (backend.h's AttentionArgs), HS <= 512.
+void attention_forward(Context& ctx, const backend::AttentionArgs& a, const Buffer& q,
+                       const Buffer& k, const Buffer& v, const Buffer& o, const Buffer& lse);
+void attention_backward(Context& ctx, const backend::AttentionArgs& a, const Buffer& dout,
+                        const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& o,
+                        const Buffer& lse, const Buffer& dq, const Buffer& dk, const Buffer& dv);
 // out[0] (f64) = sum of x[i]^2 in f64 over fixed 4096-element chunks combined
 // in a fixed order; `partials` holds sum_squares_partials(n) doubles. Needs
 // the device's shaderFloat64 (DeviceInfo::float64).
