@@ -53,6 +53,7 @@ class VulkanBackend final : public Backend {
     }
     for (auto& [addr, a] : allocs_) ctx_.pool().free(a.buf);
     if (scratch_) ctx_.pool().free(scratch_);
+    if (qscratch_) ctx_.pool().free(qscratch_);
   }
 
   std::string_view name() const override { return "vulkan"; }
@@ -61,6 +62,9 @@ class VulkanBackend final : public Backend {
            (broken_.empty() ? "" : " (fault injected into " + broken_ + ")");
   }
   bool supports(Kernel k, DType dt) const override {
+    if (k == Kernel::Quantize || k == Kernel::QMatmul)
+      return ctx_.info().storage_8bit &&
+             (dt == DType::I8 || dt == DType::Q8_0 || dt == DType::Q4_0);
     if (dt != DType::F32 && dt != DType::BF16) return false;
     switch (k) {
       case Kernel::Matmul:
@@ -329,6 +333,40 @@ class VulkanBackend final : public Backend {
                    at(dx, nb, "reduce", "dx"), N, C, true);
   }
 
+  void quantize(DType qdt, const float* w, void* q, float* scale, int64_t N, int64_t K) override {
+    if (N == 0 || K == 0) return;
+    const Buffer bw = at(w, 4 * N * K, "quantize", "w");
+    vulkan::quantize(ctx_, qdt, bw, at(q, dt_bytes(qdt, N * K), "quantize", "q"),
+                     scale ? at(scale, 4 * N, "quantize", "scale") : bw, N, K);
+  }
+  void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t N,
+                  int64_t K) override {
+    if (N == 0 || K == 0) return;
+    const Buffer bw = at(w, 4 * N * K, "dequantize", "w");
+    vulkan::dequantize(ctx_, qdt, at(q, dt_bytes(qdt, N * K), "dequantize", "q"),
+                       scale ? at(scale, 4 * N, "dequantize", "scale") : bw, bw, N, K);
+  }
+  void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
+               int64_t N, int64_t K) override {
+    if (M == 0 || N == 0) return;
+    const uint64_t need = vulkan::qmatmul_scratch_bytes(qdt, M, K);
+    if (qscratch_.size < need) {
+      ctx_.stream().synchronize();  // the old range may still be read
+      if (qscratch_) ctx_.pool().free(qscratch_);
+      qscratch_ = ctx_.pool().alloc(need);
+    }
+    Buffer xq = qscratch_, xs = qscratch_;
+    if (qdt == DType::I8) {
+      xq.size = uint64_t(M * K);
+      xs.offset += (uint64_t(M * K) + 3) / 4 * 4;
+      xs.size = 4 * uint64_t(M);
+    }
+    const Buffer by = at(y, 4 * M * N, "qmatmul", "y");
+    vulkan::qmatmul(ctx_, qdt, at(x, 4 * M * K, "qmatmul", "x"),
+                    at(wq, dt_bytes(qdt, N * K), "qmatmul", "wq"),
+                    wscale ? at(wscale, 4 * N, "qmatmul", "wscale") : by, by, xq, xs, M, N, K);
+  }
+
   void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
     const Buffer o = at(out, 8, "sum_squares", "out");
     const uint64_t pbytes = uint64_t(vulkan::sum_squares_partials(n)) * 8;
@@ -353,16 +391,6 @@ class VulkanBackend final : public Backend {
   }
 
   // ---- not yet on this device
-  void quantize(DType, const float*, void*, float*, int64_t, int64_t) override {
-    missing(Kernel::Quantize);
-  }
-  void dequantize(DType, const void*, const float*, float*, int64_t, int64_t) override {
-    missing(Kernel::Quantize);
-  }
-  void qmatmul(DType, const float*, const void*, const float*, float*, int64_t, int64_t,
-               int64_t) override {
-    missing(Kernel::QMatmul);
-  }
   void moe_route_forward(const MoeRouteArgs&, const float*, const float*, float*, int32_t*,
                          float*) override {
     missing(Kernel::MoeRoute);
@@ -481,6 +509,7 @@ class VulkanBackend final : public Backend {
   std::map<uintptr_t, Allocation> allocs_;
   uintptr_t next_ = kAddressBase;
   Buffer scratch_;                                   // sum_squares partials, grown on demand
+  Buffer qscratch_;                                  // qmatmul's quantized x, grown on demand
   std::map<std::pair<float, int64_t>, void*> freq_;  // rope tables by (theta, HS)
   TransferStats stats_;
   std::string broken_;  // KEEL_FAULT_VULKAN_KERNEL: the kernel given a wrong answer

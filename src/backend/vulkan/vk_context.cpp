@@ -159,12 +159,15 @@ DeviceInfo query(VkPhysicalDevice pd, uint32_t index) {
     if (std::strcmp(e.extensionName, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) == 0)
       d.push_descriptor = true;
   }
+  VkPhysicalDevice8BitStorageFeatures s8{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES};
   VkPhysicalDevice16BitStorageFeatures s16{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  s16.pNext = &s8;
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &s16;
   vkGetPhysicalDeviceFeatures2(pd, &f2);
   d.storage_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
+  d.storage_8bit = s8.storageBuffer8BitAccess == VK_TRUE;
   d.float64 = f2.features.shaderFloat64 == VK_TRUE;
   return d;
 }
@@ -191,10 +194,12 @@ std::string describe_device(const DeviceInfo& d) {
     heaps += fmt::format("{}{:.1f} GiB{}", heaps.empty() ? "" : " + ", double(h.size) / (1 << 30),
                          h.device_local ? " device-local" : "");
   return fmt::format(
-      "{}: {} [{}], Vulkan {}.{}.{}, subgroup {}, heaps {}, cooperative_matrix {}, float64 {}",
+      "{}: {} [{}], Vulkan {}.{}.{}, subgroup {}, heaps {}, cooperative_matrix {}, float64 {}, "
+      "8-bit storage {}",
       d.index, d.name, d.type, VK_API_VERSION_MAJOR(d.api_version),
       VK_API_VERSION_MINOR(d.api_version), VK_API_VERSION_PATCH(d.api_version), d.subgroup_size,
-      heaps, d.cooperative_matrix ? "yes" : "no", d.float64 ? "yes" : "no");
+      heaps, d.cooperative_matrix ? "yes" : "no", d.float64 ? "yes" : "no",
+      d.storage_8bit ? "yes" : "no");
 }
 
 std::vector<DeviceInfo> list_devices() {
@@ -293,6 +298,9 @@ Context::Context(const ContextOptions& opt) {
     VkPhysicalDevice16BitStorageFeatures s16{
         VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
     s16.storageBuffer16BitAccess = VK_TRUE;
+    VkPhysicalDevice8BitStorageFeatures s8{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES};
+    s8.storageBuffer8BitAccess = info_.storage_8bit ? VK_TRUE : VK_FALSE;
+    s16.pNext = &s8;
     VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
     f2.pNext = &s16;
     f2.features.shaderFloat64 = info_.float64 ? VK_TRUE : VK_FALSE;

@@ -31,6 +31,7 @@ struct DeviceInfo {
   bool push_descriptor = false;     // VK_KHR_push_descriptor (required by the runtime)
   bool storage_16bit = false;       // 16-bit storage buffer access (bf16 kernels)
   bool float64 = false;             // shaderFloat64 (f64 sums: sum_squares)
+  bool storage_8bit = false;        // 8-bit storage buffer access (quantized blocks)
 };
 
 // Every Vulkan device the loader reports. Throws keel::Error when there is no

@@ -81,6 +81,18 @@ void attention_forward(Context& ctx, const backend::AttentionArgs& a, const Buff
 void attention_backward(Context& ctx, const backend::AttentionArgs& a, const Buffer& dout,
                         const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& o,
                         const Buffer& lse, const Buffer& dq, const Buffer& dk, const Buffer& dv);
+// Weight quantization of w (N, K) f32 rows to qdt (I8 with scale[N], or
+// Q8_0 / Q4_0 blocks, scale unused) and back (backend.h's rules).
+void quantize(Context& ctx, DType qdt, const Buffer& w, const Buffer& q, const Buffer& scale,
+              int64_t N, int64_t K);
+void dequantize(Context& ctx, DType qdt, const Buffer& q, const Buffer& scale, const Buffer& w,
+                int64_t N, int64_t K);
+// Bytes of the quantized x that qmatmul needs in `xq` (codes, or Q8_0
+// blocks) and `xs` (row scales, I8 only).
+uint64_t qmatmul_scratch_bytes(DType qdt, int64_t M, int64_t K);
+// y[M, N] f32 = x[M, K] @ dequant(W)^T with x quantized first into xq/xs.
+void qmatmul(Context& ctx, DType qdt, const Buffer& x, const Buffer& wq, const Buffer& wscale,
+             const Buffer& y, const Buffer& xq, const Buffer& xs, int64_t M, int64_t N, int64_t K);
 // out[0] (f64) = sum of x[i]^2 in f64 over fixed 4096-element chunks combined
 // in a fixed order; `partials` holds sum_squares_partials(n) doubles. Needs
 // the device's shaderFloat64 (DeviceInfo::float64).
