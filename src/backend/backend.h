@@ -138,7 +138,8 @@ inline float route_jitter(const MoeRouteArgs& a, int64_t n, int64_t e) {
 }
 // Every group's weight is (N, K), stored at w[g*N*K + n*K + k]; group g owns
 // rows offsets[g] <= r < offsets[g+1] of x and y (offsets: G + 1 ascending
-// entries from 0). x, y, w and the activation gradients have dtype dt.
+// entries from 0, in the backend's memory like every kernel argument). x, y,
+// w and the activation gradients have dtype dt.
 struct GroupedMatmulArgs {
   int64_t G = 0, N = 0, K = 0;
   const int64_t* offsets = nullptr;

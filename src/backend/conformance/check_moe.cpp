@@ -208,25 +208,28 @@ void check_grouped_matmul(Harness& h) {
         Buffer x("x", dt, R * a.K), w("w", dt, a.G * a.N * a.K);
         g.normal(x, 1.f);
         g.normal(w, 0.3f);
+        // The offsets are kernel memory too (int64, as little-endian word pairs).
+        Buffer ob("offsets", DType::I32, 2 * (a.G + 1));
+        for (size_t i = 0; i < offs->size(); ++i) ob.set(int64_t(2 * i), float((*offs)[i]));
         Io io;
         if (dir == Direction::Forward) {
-          io.in = {x, w};
+          io.in = {x, w, ob};
           io.out.emplace_back("y", dt, R * a.N);
           g.normal(io.out[0], 1.f);
-          h.run(desc, io, [a, offs](Backend& be, Io& v) {
+          h.run(desc, io, [a](Backend& be, Io& v) {
             GroupedMatmulArgs b = a;
-            b.offsets = offs->data();
+            b.offsets = v.it<int64_t>(2);
             be.grouped_matmul_forward(b, v.i(0), v.i(1), v.o(0));
           });
         } else {
-          io.in = {x, w, Buffer("dy", dt, R * a.N)};
+          io.in = {x, w, Buffer("dy", dt, R * a.N), ob};
           g.normal(io.in[2], 1.f);
           io.out.emplace_back("dx", dt, R * a.K);
           io.out.emplace_back("dw", DType::F32, a.G * a.N * a.K);
           for (auto& b : io.out) g.normal(b, 1.f);
-          h.run(desc, io, [a, offs](Backend& be, Io& v) {
+          h.run(desc, io, [a](Backend& be, Io& v) {
             GroupedMatmulArgs b = a;
-            b.offsets = offs->data();
+            b.offsets = v.it<int64_t>(3);
             be.grouped_matmul_backward(b, v.i(2), v.i(0), v.i(1), v.o(0), v.ot<float>(1));
           });
         }

@@ -31,10 +31,6 @@ using vulkan::Buffer;
 constexpr uintptr_t kAddressBase = uintptr_t(0x4000'0000'0000'0000ull);
 constexpr uintptr_t kAddressGap = 4096;  // one past the end never names the next range
 
-[[noreturn]] void missing(Kernel k) {
-  fail<KernelError>("[{}] has no implementation on backend 'vulkan' yet", kernel_name(k));
-}
-
 int64_t dt_bytes(DType dt, int64_t n) {
   return int64_t(dtype_bytes(dt, size_t(n)));
 }
@@ -63,7 +59,7 @@ class VulkanBackend final : public Backend {
   }
   bool supports(Kernel k, DType dt) const override {
     if (k == Kernel::Quantize || k == Kernel::QMatmul)
-      return ctx_.info().storage_8bit &&
+      return ctx_.info().storage_8bit && ctx_.info().float64 &&
              (dt == DType::I8 || dt == DType::Q8_0 || dt == DType::Q4_0);
     if (dt != DType::F32 && dt != DType::BF16) return false;
     switch (k) {
@@ -82,7 +78,11 @@ class VulkanBackend final : public Backend {
       case Kernel::CrossEntropy:
       case Kernel::Reduce:
         return true;
+      case Kernel::MoePermute:
+      case Kernel::GroupedMatmul:
+        return true;
       case Kernel::AdamW:
+      case Kernel::MoeRoute:
         return dt == DType::F32;
       case Kernel::SumSquares:
         return ctx_.info().float64;
@@ -367,6 +367,89 @@ class VulkanBackend final : public Backend {
                     wscale ? at(wscale, 4 * N, "qmatmul", "wscale") : by, by, xq, xs, M, N, K);
   }
 
+  void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
+                         float* scores, int32_t* idx, float* w) override {
+    if (a.N == 0) return;
+    const int64_t ne = 4 * a.N * a.E, nk = 4 * a.N * a.K;
+    const Buffer bl = at(logits, ne, "moe_route", "logits");
+    vulkan::moe_route_forward(ctx_, a, bl, bias ? at(bias, 4 * a.E, "moe_route", "bias") : bl,
+                              bias != nullptr, at(scores, ne, "moe_route", "scores"),
+                              at(idx, nk, "moe_route", "idx"), at(w, nk, "moe_route", "w"));
+  }
+  void moe_route_backward(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                          const float* dw, const float* dscores, float* dlogits) override {
+    if (a.N == 0) return;
+    const int64_t ne = 4 * a.N * a.E, nk = 4 * a.N * a.K;
+    const Buffer bs = at(scores, ne, "moe_route", "scores");
+    vulkan::moe_route_backward(ctx_, a, bs, at(idx, nk, "moe_route", "idx"),
+                               at(dw, nk, "moe_route", "dw"),
+                               dscores ? at(dscores, ne, "moe_route", "dscores") : bs,
+                               dscores != nullptr, at(dlogits, ne, "moe_route", "dlogits"));
+  }
+  // The permuted buffers' rows are named by pos (data): their whole allocations.
+  void moe_permute_forward(DType dt, const int32_t* pos, const void* x, void* xp, int64_t N,
+                           int64_t K, int64_t C) override {
+    if (N == 0 || K == 0 || C == 0) return;
+    const Buffer bp = at(pos, 4 * N * K, "moe_permute", "pos");
+    const Buffer bx = at(x, dt_bytes(dt, N * C), "moe_permute", "x");
+    vulkan::moe_permute(ctx_, 0, dt, bp, bp, bx, bx, whole(xp, "moe_permute", "xp"), bp, N, K, C);
+  }
+  void moe_permute_backward(DType dt, const int32_t* pos, const void* dxp, void* dx, int64_t N,
+                            int64_t K, int64_t C) override {
+    if (N == 0 || K == 0 || C == 0) return;
+    const Buffer bp = at(pos, 4 * N * K, "moe_permute", "pos");
+    const Buffer bdxp = whole(dxp, "moe_permute", "dxp");
+    vulkan::moe_permute(ctx_, 1, dt, bp, bp, bdxp, bdxp,
+                        at(dx, dt_bytes(dt, N * C), "moe_permute", "dx"), bp, N, K, C);
+  }
+  void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const void* yp, void* y,
+                             int64_t N, int64_t K, int64_t C) override {
+    if (N == 0 || K == 0 || C == 0) return;
+    const Buffer bp = at(pos, 4 * N * K, "moe_unpermute", "pos");
+    const Buffer byp = whole(yp, "moe_unpermute", "yp");
+    vulkan::moe_permute(ctx_, 2, dt, bp, at(w, 4 * N * K, "moe_unpermute", "w"), byp, byp,
+                        at(y, dt_bytes(dt, N * C), "moe_unpermute", "y"), bp, N, K, C);
+  }
+  void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
+                              const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
+                              int64_t C) override {
+    if (N == 0 || K == 0 || C == 0) return;
+    const Buffer bp = at(pos, 4 * N * K, "moe_unpermute", "pos");
+    const Buffer bw = at(w, 4 * N * K, "moe_unpermute", "w");
+    const Buffer byp = whole(yp, "moe_unpermute", "yp");
+    const Buffer bdy = at(dy, dt_bytes(dt, N * C), "moe_unpermute", "dy");
+    const Buffer bdw = at(dw, 4 * N * K, "moe_unpermute", "dw");
+    // dw first: it reads yp, which dyp may share memory with in no case, but
+    // the order is fixed either way.
+    vulkan::moe_permute(ctx_, 4, dt, bp, bw, byp, bdy, byp, bdw, N, K, C);
+    vulkan::moe_permute(ctx_, 3, dt, bp, bw, byp, bdy, whole(dyp, "moe_unpermute", "dyp"), bdw, N,
+                        K, C);
+  }
+  // Group extents are in device memory (offsets): x, y and their gradients
+  // are bound to the end of their allocations and the shader reads R itself.
+  void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
+                              void* y) override {
+    if (a.G == 0 || a.N == 0 || a.K == 0) return;
+    const Buffer bx = whole(x, "grouped_matmul", "x"), by = whole(y, "grouped_matmul", "y");
+    const Buffer bw = at(w, dt_bytes(a.dt, a.G * a.N * a.K), "grouped_matmul", "w");
+    const Buffer bo = at(a.offsets, 8 * (a.G + 1), "grouped_matmul", "offsets");
+    vulkan::grouped_matmul(ctx_, 0, a, bo, bx, bw, by, by, bo, rows_bound(a, bx.size, by.size));
+  }
+  void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
+                               const void* w, void* dx, float* dw) override {
+    if (a.G == 0 || a.N == 0 || a.K == 0) return;
+    const Buffer bx = whole(x, "grouped_matmul", "x"), bdy = whole(dy, "grouped_matmul", "dy");
+    const Buffer bw = at(w, dt_bytes(a.dt, a.G * a.N * a.K), "grouped_matmul", "w");
+    const Buffer bo = at(a.offsets, 8 * (a.G + 1), "grouped_matmul", "offsets");
+    const int64_t rows = rows_bound(a, bx.size, bdy.size);
+    if (dx)
+      vulkan::grouped_matmul(ctx_, 1, a, bo, bx, bw, bdy, whole(dx, "grouped_matmul", "dx"), bo,
+                             rows);
+    if (dw)
+      vulkan::grouped_matmul(ctx_, 2, a, bo, bx, bw, bdy, bdy,
+                             at(dw, 4 * a.G * a.N * a.K, "grouped_matmul", "dw"), rows);
+  }
+
   void sum_squares(DType dt, const void* x, int64_t n, double* out) override {
     const Buffer o = at(out, 8, "sum_squares", "out");
     const uint64_t pbytes = uint64_t(vulkan::sum_squares_partials(n)) * 8;
@@ -388,39 +471,6 @@ class VulkanBackend final : public Backend {
     if (n == 0) return;
     vulkan::cast(ctx_, src_dt, at(src, dt_bytes(src_dt, n), "cast", "src"), dst_dt,
                  at(dst, dt_bytes(dst_dt, n), "cast", "dst"), n);
-  }
-
-  // ---- not yet on this device
-  void moe_route_forward(const MoeRouteArgs&, const float*, const float*, float*, int32_t*,
-                         float*) override {
-    missing(Kernel::MoeRoute);
-  }
-  void moe_route_backward(const MoeRouteArgs&, const float*, const int32_t*, const float*,
-                          const float*, float*) override {
-    missing(Kernel::MoeRoute);
-  }
-  void moe_permute_forward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
-                           int64_t) override {
-    missing(Kernel::MoePermute);
-  }
-  void moe_permute_backward(DType, const int32_t*, const void*, void*, int64_t, int64_t,
-                            int64_t) override {
-    missing(Kernel::MoePermute);
-  }
-  void moe_unpermute_forward(DType, const int32_t*, const float*, const void*, void*, int64_t,
-                             int64_t, int64_t) override {
-    missing(Kernel::MoePermute);
-  }
-  void moe_unpermute_backward(DType, const int32_t*, const float*, const void*, const void*, void*,
-                              float*, int64_t, int64_t, int64_t) override {
-    missing(Kernel::MoePermute);
-  }
-  void grouped_matmul_forward(const GroupedMatmulArgs&, const void*, const void*, void*) override {
-    missing(Kernel::GroupedMatmul);
-  }
-  void grouped_matmul_backward(const GroupedMatmulArgs&, const void*, const void*, const void*,
-                               void*, float*) override {
-    missing(Kernel::GroupedMatmul);
   }
 
  private:
@@ -446,6 +496,13 @@ class VulkanBackend final : public Backend {
     b.offset += addr - it->first;
     b.size = uint64_t(bytes);
     return b;
+  }
+
+  // At most this many rows fit both x (K wide) and y (N wide): enough
+  // threads for any R the offsets name (the shader reads R itself).
+  static int64_t rows_bound(const GroupedMatmulArgs& a, uint64_t x_bytes, uint64_t y_bytes) {
+    return std::min<int64_t>(int64_t(x_bytes) / dt_bytes(a.dt, a.K),
+                             int64_t(y_bytes) / dt_bytes(a.dt, a.N));
   }
 
   // Bytes each attention argument spans, from backend.h's layout rules.

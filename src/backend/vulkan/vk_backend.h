@@ -1,6 +1,6 @@
 // The `vulkan` backend: backend.h's interface over the Vulkan runtime
 // (vk_context, vk_memory_pool, vk_stream, shaders/). Its memory is the
-// device's; kernels it does not have yet are unsupported (conformance SKIP).
+// device's; every kernel family runs in f32 and bf16 (f16: unsupported).
 #pragma once
 #include <memory>
 

@@ -93,6 +93,25 @@ uint64_t qmatmul_scratch_bytes(DType qdt, int64_t M, int64_t K);
 // y[M, N] f32 = x[M, K] @ dequant(W)^T with x quantized first into xq/xs.
 void qmatmul(Context& ctx, DType qdt, const Buffer& x, const Buffer& wq, const Buffer& wscale,
              const Buffer& y, const Buffer& xq, const Buffer& xs, int64_t M, int64_t N, int64_t K);
+// MoE routing (backend.h's MoeRouteArgs). Forward: logits, bias (when
+// has_bias) -> scores, idx, w. Backward: dw, dscores (when has_dscores),
+// scores, idx -> dlogits +=.
+void moe_route_forward(Context& ctx, const backend::MoeRouteArgs& a, const Buffer& logits,
+                       const Buffer& bias, bool has_bias, const Buffer& scores, const Buffer& idx,
+                       const Buffer& w);
+void moe_route_backward(Context& ctx, const backend::MoeRouteArgs& a, const Buffer& scores,
+                        const Buffer& idx, const Buffer& dw, const Buffer& dscores,
+                        bool has_dscores, const Buffer& dlogits);
+// Permutation to expert order and back; mode as moe_permute.comp (0 permute
+// fwd, 1 permute bwd, 2 unpermute fwd, 3 unpermute bwd dyp, 4 unpermute bwd dw).
+void moe_permute(Context& ctx, uint32_t mode, DType dt, const Buffer& pos, const Buffer& w,
+                 const Buffer& a, const Buffer& b, const Buffer& d, const Buffer& dw, int64_t N,
+                 int64_t K, int64_t C);
+// One matmul per group; `offsets` is G + 1 int64 in device memory; mode as
+// grouped_matmul.comp (0 forward, 1 dx, 2 dw).
+void grouped_matmul(Context& ctx, uint32_t mode, const backend::GroupedMatmulArgs& a,
+                    const Buffer& offsets, const Buffer& x, const Buffer& w, const Buffer& y,
+                    const Buffer& dx, const Buffer& dw, int64_t rows);
 // out[0] (f64) = sum of x[i]^2 in f64 over fixed 4096-element chunks combined
 // in a fixed order; `partials` holds sum_squares_partials(n) doubles. Needs
 // the device's shaderFloat64 (DeviceInfo::float64).

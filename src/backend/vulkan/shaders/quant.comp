@@ -36,10 +36,10 @@ void main() {
       const uint i = e / p.K, k = e % p.K;
       float v;
       if (p.qdt == 0) {
-        v = float(q8[p.oq + e]) * scale[p.os + i];
+        v = float(int(q8[p.oq + e])) * scale[p.os + i];
       } else if (p.qdt == 1) {
         const uint blk = (i * nb + k / QK) * 34;
-        v = float(q8[p.oq + blk + 2 + k % QK]) * f16_to_f32(get_f16(blk));
+        v = float(int(q8[p.oq + blk + 2 + k % QK])) * f16_to_f32(get_f16(blk));
       } else {
         const uint blk = (i * nb + k / QK) * 18, j = k % QK;
         const uint byte = uint(u8[p.oq + blk + 2 + (j % 16)]);
@@ -60,11 +60,11 @@ void main() {
         if (t < h) amax_part[t] = max(amax_part[t], amax_part[t + h]);
         barrier();
       }
-      const float s = amax_part[0] / 127.0;
+      const float s = div(amax_part[0], 127.0);
       barrier();
       if (t == 0) scale[p.os + i] = s;
       for (uint k = t; k < p.K; k += 256)
-        q8[p.oq + i * p.K + k] = int8_t(s == 0.0 ? 0 : round_i8(w[p.ow + i * p.K + k] / s));
+        q8[p.oq + i * p.K + k] = int8_t(s == 0.0 ? 0 : round_i8(div(w[p.ow + i * p.K + k], s)));
     }
     return;
   }
@@ -74,10 +74,10 @@ void main() {
     if (p.qdt == 1) {
       float a = 0;
       for (uint j = 0; j < QK; ++j) a = max(a, abs(w[src + j]));
-      const float d = a / 127.0;
+      const float d = div(a, 127.0);
       put_f16(b * 34, f32_to_f16(d));
       for (uint j = 0; j < QK; ++j)
-        q8[p.oq + b * 34 + 2 + j] = int8_t(d == 0.0 ? 0 : round_i8(w[src + j] / d));
+        q8[p.oq + b * 34 + 2 + j] = int8_t(d == 0.0 ? 0 : round_i8(div(w[src + j], d)));
     } else {
       float a = 0, m = 0;
       for (uint j = 0; j < QK; ++j)
@@ -85,11 +85,11 @@ void main() {
           a = abs(w[src + j]);
           m = w[src + j];
         }
-      const float d = m / -8.0;
+      const float d = div(m, -8.0);
       put_f16(b * 18, f32_to_f16(d));
       for (uint j = 0; j < QK / 2; ++j) {
-        int v0 = d == 0.0 ? 8 : int(w[src + j] / d + 8.5);
-        int v1 = d == 0.0 ? 8 : int(w[src + j + 16] / d + 8.5);
+        int v0 = d == 0.0 ? 8 : int(div(w[src + j], d) + 8.5);
+        int v1 = d == 0.0 ? 8 : int(div(w[src + j + 16], d) + 8.5);
         v0 = clamp(v0, 0, 15);
         v1 = clamp(v1, 0, 15);
         u8[p.oq + b * 18 + 2 + j] = uint8_t(uint(v0) | (uint(v1) << 4));

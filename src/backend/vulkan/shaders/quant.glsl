@@ -1,9 +1,9 @@
 // Quantized blocks as bytes (8-bit storage): llama.cpp's Q8_0 (34 bytes: f16
 // d, 32 int8) and Q4_0 (18 bytes: f16 d, 16 bytes of nibbles, element j in
 // the low nibble of byte j and j + 16 in the high one), and the f16 scale
-// conversions rounded exactly as core/dtype.h's f32_to_f16.
+// conversions rounded exactly as core/dtype.h's f32_to_f16. Needs 8-bit
+// storage and shaderFloat64.
 #extension GL_EXT_shader_8bit_storage : require
-#extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
 
 const uint QK = 32;
 
@@ -33,3 +33,8 @@ float f16_to_f32(uint h) { return unpackHalf2x16(h).x; }
 
 // round to nearest even, clamped to [-127, 127]
 int round_i8(float x) { return int(clamp(roundEven(x), -127.0, 127.0)); }
+// a / b rounded once to f32, as the host's IEEE division: a device's f32
+// division may be off by an ulp, which moves a code across a rounding
+// boundary (seen on lavapipe); the f64 quotient rounded to f32 is exact
+// for quotients of floats.
+float div(float a, float b) { return float(double(a) / double(b)); }
