@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KEEL := $(BUILD)/keel
 
-.PHONY: setup setup-tests configure build keel run test soak bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla clean format
+.PHONY: setup setup-tests configure build keel run test soak bench bench-train bench-checkpoint bench-goodput bench-serve bench-links bench-mla bench-vulkan clean format
 
 # What training and sampling need; the test oracles and peers come with setup-tests.
 setup:
@@ -54,6 +54,10 @@ bench-serve: setup-tests build
 bench-train: setup-tests build
 	cmake --build $(BUILD) --target bench_train -j $(JOBS)
 	$(BUILD)/bench_train --source-dir .
+
+bench-vulkan: setup-tests build
+	cmake --build $(BUILD) --target bench_vulkan -j $(JOBS)
+	$(BUILD)/bench_vulkan
 
 bench-mla: setup-tests build
 	cmake --build $(BUILD) --target bench_mla_cache -j $(JOBS)
