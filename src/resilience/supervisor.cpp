@@ -281,9 +281,14 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       res.finished = true;
       break;
     }
-    if (WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) == kExitError &&
-        world_events.empty()) {
-      // A configuration or input error before training began: restarting repeats it.
+    // Training began once a rank logged its start or resume; events before
+    // that (checkpoints rejected while looking for one to resume) do not count.
+    const bool began = std::any_of(world_events.begin(), world_events.end(), [](const Event& e) {
+      return e.event == "start" || e.event == "resume";
+    });
+    if (WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) == kExitError && !began) {
+      // A configuration or input error before training began (or no checkpoint
+      // that verifies): restarting repeats it.
       Event e;
       e.event = "finish";
       e.world_size = world;

@@ -127,6 +127,19 @@ TEST(Supervisor, ErrorBeforeTrainingIsNotRetried) {
   EXPECT_EQ(r.restarts, 0);
 }
 
+// Every checkpoint damaged: the ranks record each rejection, then stop with
+// an error before training. Restarting cannot help, so the supervisor stops.
+TEST(Supervisor, NoCheckpointThatVerifiesIsNotRetried) {
+  const std::string run = fresh_dir("unverifiable");
+  const std::string script =
+      "printf '%s\\n' '{\"time\":1,\"event\":\"fault\",\"detector\":\"checkpoint_corrupt\","
+      "\"step\":20}' >> " +
+      run + "/events.jsonl; echo 'none of the 1 checkpoints verifies' >&2; exit 1";
+  const SupervisorResult r = run_supervisor(script_world(run, script));
+  EXPECT_FALSE(r.finished);
+  EXPECT_EQ(r.restarts, 0);
+}
+
 TEST(Supervisor, RankRecordedFaultNamesDetector) {
   const std::string run = fresh_dir("hang");
   const std::string ev_path = run + "/events.jsonl";
