@@ -186,6 +186,8 @@ class Backend {
   virtual void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   // Device to device, ordered on the queue.
   virtual void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+  // Zeroes device bytes, ordered on the queue (gradients before a step).
+  virtual void fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
   // Waits until every enqueued kernel and copy has finished.
   virtual void synchronize() {}
   // Host waits and bytes moved across the host/device boundary since the

@@ -44,7 +44,8 @@ class Check {
   }
 
   // Every named tensor except those listed in `optional` must be defined, and
-  // every defined one must be contiguous host memory.
+  // every defined one contiguous and in the backend's memory (the host's for
+  // ref and cpu, the device's for a device backend): nothing moves implicitly.
   void defined_and_contiguous(std::initializer_list<const char*> optional = {}) const {
     for (const Named& n : args_) {
       bool opt = false;
@@ -54,6 +55,10 @@ class Check {
         continue;
       }
       require(n.t->is_contiguous(), "{} must be contiguous", n.name);
+      const bool here =
+          be_.host_memory() ? n.t->on_host() : !n.t->on_host() && n.t->device_name() == be_.name();
+      require(here, "{} lives on {} but backend {} runs on {}: copy it there first", n.name,
+              n.t->device_name(), be_.name(), be_.host_memory() ? "host memory" : "its device");
     }
   }
 

@@ -8,8 +8,46 @@
 
 namespace keel {
 
+static void check_shape(const Shape& shape, DType dtype);
+
 Storage::~Storage() {
+  if (release) release(data);
   if (owned) std::free(data);
+}
+
+std::shared_ptr<Storage> Storage::on_device(void* data, size_t bytes, std::string name,
+                                            std::function<void(void*)> release) {
+  auto s = std::make_shared<Storage>();
+  s->data = data;
+  s->bytes = bytes;
+  s->device = Device::Accelerator;
+  s->device_name = std::move(name);
+  s->release = std::move(release);
+  return s;
+}
+
+const std::string& Tensor::device_name() const {
+  static const std::string host = "host";
+  return on_host() ? host : storage_->device_name;
+}
+
+void Tensor::require_host(const char* what) const {
+  if (!on_host())
+    fail("{} of tensor {}: its bytes live on {}, copy it to the host first (backend::to_host)",
+         what, desc(), device_name());
+}
+
+Tensor Tensor::over(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype) {
+  check_shape(shape, dtype);
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.strides_ = shape.contiguous_strides();
+  if (storage->bytes < t.nbytes())
+    fail("tensor {}{} needs {} bytes, its storage has {}", dtype_name(dtype), shape.str(),
+         t.nbytes(), storage->bytes);
+  t.storage_ = std::move(storage);
+  return t;
 }
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
@@ -35,8 +73,8 @@ static void check_shape(const Shape& shape, DType dtype) {
   for (int64_t d : shape.dims())
     if (d < 0) fail("tensor shape {} has a negative extent", shape.str());
   if (dtype_is_blocked(dtype) && (shape.rank() == 0 || shape[-1] % kQBlock != 0))
-    fail("{} tensor of shape {}: last dim must be a multiple of {}", dtype_name(dtype),
-         shape.str(), kQBlock);
+    fail("{} tensor of shape {}: last dim must be a multiple of {}", dtype_name(dtype), shape.str(),
+         kQBlock);
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype) {
@@ -80,7 +118,9 @@ Tensor Tensor::from_i32(const std::vector<int32_t>& v, const Shape& shape) {
   return t;
 }
 
-bool Tensor::is_contiguous() const { return strides_ == shape_.contiguous_strides(); }
+bool Tensor::is_contiguous() const {
+  return strides_ == shape_.contiguous_strides();
+}
 
 Tensor Tensor::reshape(const Shape& s) const {
   if (!is_contiguous()) fail("reshape of non-contiguous tensor {}", desc());
@@ -103,6 +143,7 @@ Tensor Tensor::slice_rows(int64_t start, int64_t len) const {
 }
 
 Tensor Tensor::clone() const {
+  require_host("clone");
   if (!is_contiguous()) fail("clone of non-contiguous tensor {}", desc());
   Tensor t = zeros(shape_, dtype_);
   std::memcpy(t.raw(), raw(), nbytes());
@@ -110,11 +151,14 @@ Tensor Tensor::clone() const {
 }
 
 std::vector<float> Tensor::to_f32_vector() const {
+  require_host("to_f32_vector");
   if (!is_contiguous()) fail("to_f32_vector of non-contiguous tensor {}", desc());
   std::vector<float> out(static_cast<size_t>(numel()));
   const size_t n = out.size();
   switch (dtype_) {
-    case DType::F32: std::memcpy(out.data(), raw(), n * 4); break;
+    case DType::F32:
+      std::memcpy(out.data(), raw(), n * 4);
+      break;
     case DType::BF16:
       for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(data<uint16_t>()[i]);
       break;
@@ -127,7 +171,8 @@ std::vector<float> Tensor::to_f32_vector() const {
     case DType::I32:
       for (size_t i = 0; i < n; ++i) out[i] = float(data<int32_t>()[i]);
       break;
-    default: fail("to_f32_vector: unsupported dtype {}", dtype_name(dtype_));
+    default:
+      fail("to_f32_vector: unsupported dtype {}", dtype_name(dtype_));
   }
   return out;
 }
@@ -137,24 +182,29 @@ Tensor Tensor::to(DType dt) const {
   Tensor t = zeros(shape_, dt);
   const size_t n = v.size();
   switch (dt) {
-    case DType::F32: std::memcpy(t.raw(), v.data(), n * 4); break;
+    case DType::F32:
+      std::memcpy(t.raw(), v.data(), n * 4);
+      break;
     case DType::BF16:
       for (size_t i = 0; i < n; ++i) t.data<uint16_t>()[i] = f32_to_bf16(v[i]);
       break;
     case DType::F16:
       for (size_t i = 0; i < n; ++i) t.data<uint16_t>()[i] = f32_to_f16(v[i]);
       break;
-    default: fail("Tensor::to: unsupported target dtype {}", dtype_name(dt));
+    default:
+      fail("Tensor::to: unsupported target dtype {}", dtype_name(dt));
   }
   return t;
 }
 
 void Tensor::fill_zero() {
+  require_host("fill_zero");
   if (!is_contiguous()) fail("fill_zero of non-contiguous tensor {}", desc());
   std::memset(raw(), 0, nbytes());
 }
 
 std::string Tensor::desc() const {
+  if (!on_host()) return fmt::format("{}{} on {}", dtype_name(dtype_), shape_.str(), device_name());
   return fmt::format("{}{}", dtype_name(dtype_), shape_.str());
 }
 

@@ -133,6 +133,17 @@ class VulkanBackend final : public Backend {
     ctx_.stream().copy(at(src, bytes, "copy", "source"), at(dst, bytes, "copy", "destination"),
                        bytes);
   }
+  void fill_zero(void* dst, size_t bytes) override {
+    if (!bytes) return;
+    const Buffer b = at(dst, int64_t(bytes), "fill_zero", "destination");
+    if (b.offset % 4 == 0 && bytes % 4 == 0) {
+      ctx_.stream().fill_zero(b);
+      return;
+    }
+    // vkCmdFillBuffer writes whole aligned words; other ranges come from the host.
+    const std::vector<uint8_t> zeros(bytes, 0);
+    upload(dst, zeros.data(), bytes);
+  }
   void synchronize() override { ctx_.stream().synchronize(); }
   TransferStats transfer_stats() const override {
     TransferStats s = stats_;
