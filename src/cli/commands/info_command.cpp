@@ -25,6 +25,11 @@ void add_info_command(CLI::App& app) {
     try {
       for (const auto& d : vulkan::list_devices())
         fmt::print("vulkan device {}\n", vulkan::describe_device(d));
+      // Created by name only (a machine may have no device); say what it runs.
+      fmt::print(
+          "backend vulkan: every kernel family in f32 and bf16 plus the quantized formats, on "
+          "KEEL_VULKAN_DEVICE (default 0); check with `keel verify kernels --backends "
+          "ref,vulkan`\n");
     } catch (const Error& e) {
       fmt::print("vulkan: {}\n", e.what());
     }
