@@ -128,24 +128,33 @@ def overrides(corpus, work, lay, skips=()):
 
 
 def judge(ev, faults, lay):
+    """Returns the misses, the most steps one failure lost, and per fault
+    (in plan order) one of: caught, missed, not_fired, no_effect."""
     misses = []
+    outcome = []
     max_lost = 0
     for fid, (kind, f) in enumerate(faults):
         inj = [i for i, e in enumerate(ev) if e["event"] == "inject" and e.get("fault_id") == fid]
         if not inj:
             misses.append(f"{kind}@{f['step']} never fired")
+            outcome.append("not_fired")
             continue
         if "nothing flipped" in ev[inj[0]].get("detail", ""):
-            continue  # ZeRO-1 gave that rank no optimizer state
+            outcome.append("no_effect")  # ZeRO-1 gave that rank no optimizer state
+            continue
         det = DETECTOR[kind]
         after = [e for e in ev[inj[0] + 1:] if e["event"] == "fault" and e["detector"] == det]
         if not after:
             misses.append(f"{kind}@{f['step']} r{f.get('rank')}: no {det} event")
+            outcome.append("missed")
             continue
         blame_known = kind == "hang" or (det == "sdc" and lay["ranks"] >= 3)
         if blame_known and after[0]["rank"] != f["rank"]:
             misses.append(f"{kind}@{f['step']} on rank {f['rank']} blamed on rank "
                           f"{after[0]['rank']}")
+            outcome.append("missed")
+            continue
+        outcome.append("caught")
     # Steps lost per failure, against the checkpoint the restart really used.
     for i, e in enumerate(ev):
         if not e.get("steps_lost"):
@@ -177,7 +186,7 @@ def judge(ev, faults, lay):
             misses.append(f"restart names step {e['step']}, the world resumed from {got}")
     if not any(e["event"] == "finish" and "finished" in e.get("detail", "") for e in ev):
         misses.append("did not finish")
-    return misses, max_lost
+    return misses, max_lost, outcome
 
 
 def run_one(seed, keel, corpus, work, refs):
@@ -190,7 +199,7 @@ def run_one(seed, keel, corpus, work, refs):
                                 ranks=lay["ranks"])
     ev = events(run)
     misses = [] if rc == 0 else [f"keel launch exited {rc}"]
-    m, max_lost = judge(ev, faults, lay)
+    m, max_lost, outcome = judge(ev, faults, lay)
     misses += m
     spikes = sorted({e["step"] for e in ev if e["event"] == "skip_batches"})
     key = (lay["ranks"], lay["zero1"], lay["compression"], tuple(spikes))
@@ -201,6 +210,7 @@ def run_one(seed, keel, corpus, work, refs):
                                 ranks=lay["ranks"])
         refs[key] = params_digest(ref) if rrc == 0 else None
     a, b = refs[key], params_digest(run)
+    identical = a is not None and a == b
     if a is None:
         misses.append("the fault-free reference failed")
     elif a != b:
@@ -212,7 +222,8 @@ def run_one(seed, keel, corpus, work, refs):
         print(f"[{tag}] re-run: {sys.argv[0]} --keel {keel} --corpus {corpus} --work {work} "
               f"--seed {seed}; events in {run}/events.jsonl, output in {work}/{tag}.log")
     return {"seed": seed, "lay": lay, "faults": faults, "misses": misses, "secs": secs,
-            "lost": max_lost, "restarts": sum(e["event"] == "restart" for e in ev)}
+            "lost": max_lost, "restarts": sum(e["event"] == "restart" for e in ev),
+            "outcome": outcome, "identical": identical}
 
 
 def table(rows):
@@ -226,9 +237,25 @@ def table(rows):
         print(f"{r['seed']:>10} {L['ranks']:>5} {str(L['zero1'])[0]:>5} {str(L['async'])[0]:>5} "
               f"{L['compression']:>5} {r['restarts']:>8} {r['lost']:>4} {r['secs']:>5.0f}  {fl} -> "
               f"{'ok' if not r['misses'] else 'MISS'}")
-    injected = sum(len(r["faults"]) for r in rows)
+    print(f"\n{'fault kind':<18} {'planned':>7} {'fired':>5} {'caught':>6} {'missed':>6} "
+          f"{'no effect':>9}")
+    tot = [0] * 5
+    for kind in KINDS:
+        res = [o for r in rows for (k, _), o in zip(r["faults"], r["outcome"]) if k == kind]
+        c = [len(res), sum(o != "not_fired" for o in res), res.count("caught"),
+             res.count("missed") + res.count("not_fired"), res.count("no_effect")]
+        tot = [a + b for a, b in zip(tot, c)]
+        print(f"{kind:<18} {c[0]:>7} {c[1]:>5} {c[2]:>6} {c[3]:>6} {c[4]:>9}")
+    print(f"{'all':<18} {tot[0]:>7} {tot[1]:>5} {tot[2]:>6} {tot[3]:>6} {tot[4]:>9}")
     missed = sum(1 for r in rows if r["misses"])
-    print(f"\n{len(rows)} runs, {injected} faults planned, {missed} run(s) with a miss")
+    print(f"\n{len(rows)} runs, {tot[0]} faults planned, {tot[1]} fired, {tot[2]} caught; "
+          f"{missed} run(s) with a miss; most steps lost by one failure "
+          f"{max((r['lost'] for r in rows), default=0)} (checkpoint.every {EVERY}); "
+          f"final parameters bit-identical to the fault-free run in "
+          f"{sum(r['identical'] for r in rows)}/{len(rows)} runs")
+    if missed:
+        print("missed: " + "; ".join(f"seed {r['seed']}: {', '.join(r['misses'])}"
+                                     for r in rows if r["misses"]))
 
 
 def main():
