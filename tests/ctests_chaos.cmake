@@ -16,9 +16,9 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
     set_tests_properties(resilience_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
                          ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
   endforeach()
-  # Issue 22's four detector defects, each against real mpirun ranks
-  # (tests/resilience/detectors_check.py).
-  foreach(mode zero1_sdc rollback_async hang_blame retention)
+  # Issue 22's detector defects, each against real mpirun ranks, and the
+  # checkpoint due at a skipped step (tests/resilience/detectors_check.py).
+  foreach(mode zero1_sdc rollback_async hang_blame retention skipped_checkpoint)
     add_test(NAME resilience_detect_${mode}
              COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/detectors_check.py
                      --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/detect_${mode}

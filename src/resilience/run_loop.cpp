@@ -191,18 +191,23 @@ double RunLoop::save_checkpoint() {
 train::StepMetrics RunLoop::step() {
   train::StepMetrics m = trainer_.step();
   if (opt_.after_train_step) opt_.after_train_step(m);
-  // A sync whose replicas drift apart between outer steps (DiLoCo) holds a
-  // due checkpoint until they agree again (at the latest, the last step).
-  if (checkpoint_due(m.step)) checkpoint_pending_ = true;
-  if (checkpoint_pending_ && (!opt_.sync || opt_.sync->replicas_identical())) {
-    checkpoint_pending_ = false;
-    saving_metrics_line_ = train::metrics_json(m);
-    m.ckpt_stall_s = save_checkpoint();
-    saving_metrics_line_.clear();
-  }
+  // The manifest carries this step's metrics line: an asynchronous save can
+  // be on disk before the line is appended below.
+  saving_metrics_line_ = train::metrics_json(m);
+  m.ckpt_stall_s = checkpoint_if_due(m.step);
+  saving_metrics_line_.clear();
   if (metrics_) metrics_->append(m);
   if (opt_.on_step) opt_.on_step(m);
   return m;
+}
+
+std::optional<double> RunLoop::checkpoint_if_due(int64_t step) {
+  // A sync whose replicas drift apart between outer steps (DiLoCo) holds a
+  // due checkpoint until they agree again (at the latest, the last step).
+  if (checkpoint_due(step)) checkpoint_pending_ = true;
+  if (!checkpoint_pending_ || (opt_.sync && !opt_.sync->replicas_identical())) return std::nullopt;
+  checkpoint_pending_ = false;
+  return save_checkpoint();
 }
 
 void RunLoop::run() {
@@ -214,6 +219,10 @@ void RunLoop::run() {
     if (opt_.skip_step && opt_.skip_step(trainer_.step_count())) {
       log().info("step {}: batches skipped (resilience skip list)", trainer_.step_count() + 1);
       trainer_.set_step_count(trainer_.step_count() + 1);
+      // The checkpoint due at a skipped step is still written (every rank
+      // skips the same steps, so the collective save lines up): without it,
+      // a failure after a skipped checkpoint step rolls back two intervals.
+      checkpoint_if_due(trainer_.step_count());
       continue;
     }
     step();

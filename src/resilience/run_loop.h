@@ -102,6 +102,9 @@ class RunLoop {
   train::StepMetrics step();
   // Checkpoints the current state now; returns the stall in seconds.
   double save_checkpoint();
+  // Saves the checkpoint due after `step` (or held since) once the replicas
+  // agree; returns the stall in seconds, nothing when nothing was saved.
+  std::optional<double> checkpoint_if_due(int64_t step);
   // Waits for a checkpoint write in flight (rethrows its error).
   void finish();
   // Rollback: waits for writes in flight, then restores the newest verified

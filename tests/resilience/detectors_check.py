@@ -14,14 +14,18 @@ rollback_async: two NaN steps right after a checkpoint, while the background
                 wait for it, lose at most checkpoint.every steps, and every
                 rollback/restart event must name the checkpoint the next world
                 resumed from.
-hang_blame:     3 ranks, rank 2 hangs inside the gradient collective, later
-                rank 1 inside a kernel: the hang fault and the restart must
-                blame the rank that hung, and no healthy rank is excluded.
+hang_blame:     3 ranks, rank 2 hangs inside the gradient collective and is
+                then frozen whole (SIGSTOP, its watchdog with it), later rank
+                1 hangs inside a kernel: the hang fault and the restart must
+                blame the rank that hung, not a rank whose watchdog fired, and
+                no healthy rank is excluded.
 retention:      the leftovers of an interrupted save or delete (a step-...
                 directory without its manifest, .del-/.tmp- directories,
                 latest.tmp.* files) are removed at start and the half-deleted
                 directory is not taken for a checkpoint; and a SIGKILL while
                 retention deletes never leaves a step-... directory missing files.
+skipped_checkpoint: a checkpoint due at a step whose batches are skipped
+                (after a loss spike) is written all the same.
 """
 import argparse
 import glob
@@ -31,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -144,15 +149,75 @@ def check_rollback_async(keel, corpus, work):
     print("rollback_async: PASS")
 
 
+def rank_pids(run, rank):
+    """The pids of the `keel train` rank processes of this run with that MPI rank."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if b"train" not in argv or f"run.dir={run}".encode() not in argv or b"launch" in argv:
+                continue
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            pids.append(int(d))
+    return pids
+
+
+def freeze_when_injected(run, fault_id, rank, log, stop):
+    """Once fault `fault_id` fired on `rank`, SIGSTOPs that rank's process, as a
+    frozen node or a process stuck in the kernel would be: its own watchdog
+    thread stops with it, so only the other ranks can report the hang. mpirun's
+    SIGKILL ends the stopped process when the world goes down."""
+    path = os.path.join(run, "events.jsonl")
+    while not stop.is_set():
+        ev = []
+        try:
+            ev = events(run) if os.path.exists(path) else []
+        except ValueError:
+            pass  # a line being written
+        if any(e["event"] == "inject" and e.get("fault_id") == fault_id for e in ev):
+            pids = rank_pids(run, rank)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            log.append(f"fault {fault_id} fired: SIGSTOP rank {rank} (pid {pids})")
+            return
+        time.sleep(0.02)
+
+
 def check_hang_blame(keel, corpus, work):
+    # Each rank's watchdog times its own step, so when one rank hangs every
+    # rank's watchdog fires within moments of the others. The first hang
+    # freezes rank 2 whole (SIGSTOP, watchdog included): the ranks still alive
+    # are the only ones that can report it, and each of them must name rank 2,
+    # not itself. The second hang (rank 1, in a kernel) leaves the hung rank's
+    # watchdog running.
     ov = tiny_overrides(corpus, work, 45, CKPT_EVERY)
     plan = "kind=hang,step=15,rank=2;kind=hang,step=35,rank=1,where=kernel"
-    run, rc, secs, out = launch(keel, work, "hang_blame", ov, faults=plan, ranks=3)
-    must_finish(run, rc, secs, out, "hang_blame")
+    name = "hang_blame"
+    run = os.path.join(work, name)
+    shutil.rmtree(run, ignore_errors=True)
+    stop, log = threading.Event(), []
+    watcher = threading.Thread(target=freeze_when_injected, args=(run, 0, 2, log, stop))
+    watcher.start()
+    try:
+        run, rc, secs, out = launch(keel, work, name, ov, faults=plan, ranks=3)
+    finally:
+        stop.set()
+        watcher.join()
+    print("\n".join(log))
+    must_finish(run, rc, secs, out, name)
     ev = events(run)
     for e in ev:
         print("  " + json.dumps(short(e)))
     failures = []
+    if not log:
+        failures.append("rank 2 was never frozen")
     for fid, rank in enumerate([2, 1]):
         inj, caught = caught_after(ev, fid, "hang")
         if caught is None:
@@ -267,17 +332,35 @@ def check_retention(keel, corpus, work):
     print("retention: PASS")
 
 
+def check_skipped_checkpoint(keel, corpus, work):
+    """A checkpoint due at a step on the skip list is still written: a later
+    failure then loses at most checkpoint.every steps (soak seed 270667174 lost
+    30 of an interval of 15, the spike having been at a checkpoint step)."""
+    run = os.path.join(work, "skipped_checkpoint")
+    shutil.rmtree(run, ignore_errors=True)
+    ov = tiny_overrides(corpus, work, 25, 10, ["resilience.skip_steps=20"])
+    p = train(keel, ov, run)
+    steps = sorted(os.listdir(os.path.join(run, "checkpoints"))) if p.returncode == 0 else []
+    print(f"exit {p.returncode}; checkpoints: {steps}", flush=True)
+    if p.returncode != 0:
+        sys.exit(f"FAIL: the run exited {p.returncode}")
+    if "step-00000020" not in steps:
+        sys.exit("FAIL: no checkpoint at step 20, a step on the skip list")
+    print("skipped_checkpoint: PASS")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keel", required=True)
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("mode", choices=["zero1_sdc", "rollback_async", "hang_blame", "retention"])
+    ap.add_argument("mode", choices=["zero1_sdc", "rollback_async", "hang_blame", "retention",
+                                     "skipped_checkpoint"])
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     {"zero1_sdc": check_zero1_sdc, "rollback_async": check_rollback_async,
-     "hang_blame": check_hang_blame, "retention": check_retention}[a.mode](a.keel, a.corpus,
-                                                                           a.work)
+     "hang_blame": check_hang_blame, "retention": check_retention,
+     "skipped_checkpoint": check_skipped_checkpoint}[a.mode](a.keel, a.corpus, a.work)
 
 
 if __name__ == "__main__":
