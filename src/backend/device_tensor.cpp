@@ -1,5 +1,7 @@
 #include "backend/device_tensor.h"
 
+#include <cstring>
+
 #include "core/error.h"
 
 namespace keel::backend {
@@ -31,6 +33,60 @@ Tensor to_host(Backend& be, const Tensor& t) {
   Tensor h = Tensor::zeros(t.shape(), t.dtype());
   be.download(h.raw(), t.raw(), t.nbytes());
   return h;
+}
+
+namespace {
+
+void check_pair(const char* what, const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype() || a.numel() != b.numel() || !a.is_contiguous() || !b.is_contiguous())
+    fail("{}: {} and {} must be contiguous with one dtype and element count", what, a.desc(),
+         b.desc());
+}
+
+}  // namespace
+
+void copy_from_host(Backend& be, const Tensor& src, const Tensor& dst) {
+  check_pair("copy_from_host", src, dst);
+  if (!src.on_host()) fail("copy_from_host: source {} is not on the host", src.desc());
+  if (dst.on_host())
+    std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  else
+    be.upload(dst.raw(), src.raw(), src.nbytes());
+}
+
+void copy_to_host(Backend& be, const Tensor& t, const Tensor& dst) {
+  check_pair("copy_to_host", t, dst);
+  if (!dst.on_host()) fail("copy_to_host: destination {} is not on the host", dst.desc());
+  if (t.on_host())
+    std::memcpy(dst.raw(), t.raw(), t.nbytes());
+  else
+    be.download(dst.raw(), t.raw(), t.nbytes());
+}
+
+void fill_from_host(Backend& be, Tensor& dst, const std::function<void(Tensor&)>& fill) {
+  if (dst.on_host()) {
+    fill(dst);
+    return;
+  }
+  Tensor host = Tensor::zeros(dst.shape(), dst.dtype());
+  fill(host);
+  copy_from_host(be, host, dst);
+}
+
+void zero(Backend& be, const Tensor& t) {
+  if (t.on_host()) {
+    Tensor h = t;
+    h.fill_zero();
+  } else {
+    be.fill_zero(t.raw(), t.nbytes());
+  }
+}
+
+ArenaMemory arena_memory(Backend& be) {
+  if (be.host_memory()) return {};
+  Backend* owner = &be;
+  return {[owner](size_t bytes) { return owner->allocate(bytes, "activation arena"); },
+          [owner](void* p) { owner->release(p); }, std::string(be.name())};
 }
 
 }  // namespace keel::backend

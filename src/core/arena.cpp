@@ -2,15 +2,22 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "core/error.h"
 
 namespace keel {
 
-Arena::Arena(size_t chunk_bytes) : chunk_bytes_(chunk_bytes) {}
+Arena::Arena(size_t chunk_bytes, ArenaMemory memory)
+    : chunk_bytes_(chunk_bytes), memory_(std::move(memory)) {}
 
 Arena::~Arena() {
-  for (auto& c : chunks_) std::free(c.data);
+  for (auto& c : chunks_) {
+    if (memory_.release)
+      memory_.release(c.data);
+    else
+      std::free(c.data);
+  }
 }
 
 void* Arena::alloc(size_t bytes) {
@@ -27,7 +34,7 @@ void* Arena::alloc(size_t bytes) {
     ++current_;
   }
   size_t size = std::max(chunk_bytes_, need);
-  char* d = static_cast<char*>(std::aligned_alloc(64, size));
+  char* d = static_cast<char*>(memory_.alloc ? memory_.alloc(size) : std::aligned_alloc(64, size));
   if (!d) fail("arena: out of memory allocating a chunk of {} bytes", size);
   chunks_.push_back({d, size, 0});
   current_ = chunks_.size() - 1;

@@ -99,7 +99,10 @@ Tensor Tensor::view(void* data, const Shape& shape, DType dtype) {
 
 Tensor Tensor::in_arena(Arena& arena, const Shape& shape, DType dtype) {
   check_shape(shape, dtype);
-  return view(arena.alloc(dtype_bytes(dtype, size_t(shape.numel()))), shape, dtype);
+  const size_t bytes = dtype_bytes(dtype, size_t(shape.numel()));
+  void* p = arena.alloc(bytes);
+  if (arena.device().empty()) return view(p, shape, dtype);
+  return over(Storage::on_device(p, bytes, arena.device(), nullptr), shape, dtype);
 }
 
 Tensor Tensor::from_f32(const std::vector<float>& v, const Shape& shape) {

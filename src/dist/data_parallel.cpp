@@ -19,8 +19,15 @@
 namespace keel::dist {
 
 DataParallel::DataParallel(Communicator& comm, model::Model& model, DataParallelOptions opt)
-    : comm_(comm), opt_(opt), params_(model.parameters()) {
+    : comm_(comm), be_(model.backend()), opt_(opt), params_(model.parameters()) {
   if (opt_.grad_accum < 1) fail<DistError>("DataParallel: grad_accum {} < 1", opt_.grad_accum);
+  // A device's gradients are summed through host staging buffers; ZeRO-1 and
+  // the compressed paths still read and write parameters as host memory.
+  if (!be_.host_memory() && (opt_.zero1 || opt_.codec.kind != GradCodecKind::None))
+    fail<ConfigError>(
+        "dist.zero1 and dist.compression need a host-memory backend (cpu, ref), not {}: "
+        "plain data parallelism runs on it",
+        be_.name());
   if (!(opt_.bucket_mb > 0))
     fail<DistError>("DataParallel: bucket_mb {} must be > 0", opt_.bucket_mb);
   std::vector<int64_t> numels;
@@ -100,7 +107,8 @@ void DataParallel::begin_step(int64_t step) {
 void DataParallel::launch(Bucket& b) {
   std::vector<float> data(b.numel);
   for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
-    std::memcpy(data.data() + off, params_[i]->grad.raw(), n * sizeof(float));
+    // A memcpy on host-memory backends, a download from a device.
+    be_.download(data.data() + off, params_[i]->grad.raw(), n * sizeof(float));
   });
   const uint64_t N = uint64_t(comm_.size());
   const uint64_t chunk = (b.numel + N - 1) / N;
@@ -183,6 +191,12 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
     b.sum->wait();
     const std::span<const float> r = b.sum->result();
     for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
+      if (!be_.host_memory()) {
+        staged_.resize(n);
+        for (size_t j = 0; j < n; ++j) staged_[j] = r[off + j] / N;
+        be_.upload(params_[i]->grad.raw(), staged_.data(), n * sizeof(float));
+        return;
+      }
       float* d = params_[i]->grad.data<float>();
       for (size_t j = 0; j < n; ++j) d[j] = r[off + j] / N;
     });

@@ -118,6 +118,8 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   void gather_shards(Get get, const char* what);
 
   Communicator& comm_;
+  backend::Backend& be_;                 // where the gradients live
+  std::vector<float> staged_;            // a device's reduced gradient on its way back
   model::CausalLM* listened_ = nullptr;  // whose tape reports gradients to us
   DataParallelOptions opt_;
   std::vector<nn::Parameter*> params_;

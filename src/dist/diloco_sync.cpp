@@ -28,6 +28,11 @@ DilocoSync::DilocoSync(Communicator& comm, model::Model& model, train::AdamW& in
   for (auto* p : params_) {
     if (p->value.dtype() != DType::F32 || !p->value.is_contiguous())
       fail<DistError>("DilocoSync: parameter '{}' needs a contiguous f32 value", p->name);
+    if (!p->value.on_host())
+      fail<ConfigError>(
+          "dist.diloco_steps: DiLoCo reads parameters as host memory; parameter '{}' lives on {} "
+          "(use a host-memory backend, or plain data parallelism)",
+          p->name, p->value.device_name());
     n_ += p->numel();
   }
   anchor_.resize(size_t(n_));

@@ -74,10 +74,11 @@ struct TrainSection {
   double grad_clip = 1.0;    // 0: no clipping
   int64_t eval_every = 100;  // 0: only at the end
   int64_t eval_batches = 8;
-  std::string backend = "cpu";  // "cpu" | "ref"
-  int64_t threads = 0;          // 0: every core
-  double peak_gflops = 0;       // MFU denominator; 0: measure SGEMM at startup
-  int64_t log_every = 10;       // plain-text progress lines when stdout is not a TTY
+  std::string backend =
+      "cpu";               // "cpu" | "ref" | "vulkan" (a device: KEEL_VULKAN_DEVICE picks which)
+  int64_t threads = 0;     // 0: every core
+  double peak_gflops = 0;  // MFU denominator; 0: measure SGEMM at startup
+  int64_t log_every = 10;  // plain-text progress lines when stdout is not a TTY
 };
 
 struct RunSection {

@@ -71,7 +71,7 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(train, grad_clip, Float, NonNegative),
       KEEL_FIELD(train, eval_every, Int, NonNegative),
       KEEL_FIELD(train, eval_batches, Int, Positive),
-      KEEL_FIELD(train, backend, String, Choices, "cpu", "ref"),
+      KEEL_FIELD(train, backend, String, Choices, "cpu", "ref", "vulkan"),
       KEEL_FIELD(train, threads, Int, NonNegative),
       KEEL_FIELD(train, peak_gflops, Float, NonNegative),
       KEEL_FIELD(train, log_every, Int, Positive),

@@ -2,13 +2,14 @@
 // evaluation shared by every architecture.
 #include "model/causal_lm.h"
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "nn/functional.h"
 
 namespace keel::model {
 
 CausalLM::CausalLM(const ModelConfig& cfg, backend::Backend& be)
-    : cfg_(cfg), be_(be), params_(cfg.compute_dtype), tape_(be, cfg.compute_dtype) {}
+    : cfg_(cfg), be_(be), params_(cfg.compute_dtype, be), tape_(be, cfg.compute_dtype) {}
 
 void CausalLM::init(uint64_t seed) {
   params_.init(seed);
@@ -31,7 +32,7 @@ void CausalLM::check_batch(const Tensor& ids, const Tensor* targets) const {
 float CausalLM::forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale) {
   check_batch(ids, &targets);
   tape_.begin(true);
-  nn::Value logits = forward(tape_, ids);
+  nn::Value logits = forward(tape_, tape_.input(ids));
   const float loss = nn::cross_entropy(tape_, logits, targets, grad_scale);
   tape_.backward();
   return loss;
@@ -40,14 +41,15 @@ float CausalLM::forward_backward(const Tensor& ids, const Tensor& targets, float
 float CausalLM::loss(const Tensor& ids, const Tensor& targets) {
   check_batch(ids, &targets);
   tape_.begin(false);
-  nn::Value logits = forward(tape_, ids);
+  nn::Value logits = forward(tape_, tape_.input(ids));
   return nn::cross_entropy(tape_, logits, targets, 1.f);
 }
 
 Tensor CausalLM::logits(const Tensor& ids) {
   check_batch(ids, nullptr);
   tape_.begin(false);
-  return forward(tape_, ids).t.clone();
+  const Tensor out = forward(tape_, tape_.input(ids)).t;
+  return out.on_host() ? out.clone() : backend::to_host(be_, out);
 }
 
 nn::Value CausalLM::block_segment(nn::Tape& tape, void* ctx, int64_t layer, const nn::Value& x) {
@@ -61,11 +63,12 @@ nn::Value CausalLM::run_block(nn::Tape& tape, int64_t layer, const nn::Value& x)
 
 Tensor CausalLM::positions(nn::Tape& tape, const Tensor& ids) const {
   const int64_t B = ids.dim(0), T = ids.dim(1);
-  Tensor pos = tape.scratch(Shape{B, T}, DType::I32);
+  Tensor pos = be_.host_memory() ? tape.scratch(Shape{B, T}, DType::I32)
+                                 : Tensor::zeros(Shape{B, T}, DType::I32);
   int32_t* p = pos.data<int32_t>();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) p[b * T + t] = int32_t(t);
-  return pos;
+  return tape.input(pos);
 }
 
 }  // namespace keel::model

@@ -18,7 +18,8 @@ class CausalLM : public Model {
   const ModelConfig& config() const override { return cfg_; }
   std::vector<nn::Parameter*> parameters() override { return params_.all(); }
   void init(uint64_t seed) override;
-  void sync_compute_weights() override { params_.sync_compute(be_); }
+  void sync_compute_weights() override { params_.sync_compute(); }
+  backend::Backend& backend() const override { return be_; }
   float forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale) override;
   float loss(const Tensor& ids, const Tensor& targets) override;
   Tensor logits(const Tensor& ids) override;
@@ -28,13 +29,14 @@ class CausalLM : public Model {
   void set_grad_listener(nn::GradListener* l) { tape_.set_grad_listener(l); }
 
  protected:
-  // ids i32 (B, T) -> f32 logits (B, T, V).
+  // ids i32 (B, T), in the backend's memory -> f32 logits (B, T, V).
   virtual nn::Value forward(nn::Tape& tape, const Tensor& ids) = 0;
   // One transformer block (B, T, C) -> (B, T, C).
   virtual nn::Value block(nn::Tape& tape, int64_t layer, const nn::Value& x) = 0;
   // block(), as a recomputed segment when cfg.recompute is set.
   nn::Value run_block(nn::Tape& tape, int64_t layer, const nn::Value& x);
-  // Positions 0..T-1 for every row of ids, as an i32 (B, T) tensor in the step's arena.
+  // Positions 0..T-1 for every row of ids, as an i32 (B, T) tensor in the
+  // step's arena, in the backend's memory.
   Tensor positions(nn::Tape& tape, const Tensor& ids) const;
 
   ModelConfig cfg_;

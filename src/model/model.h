@@ -56,6 +56,8 @@ class Model {
  public:
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
+  // The backend whose memory holds the parameters (a device's, or the host's).
+  virtual backend::Backend& backend() const = 0;
   // Every trainable parameter, in a fixed order (the order of the checkpoint).
   virtual std::vector<nn::Parameter*> parameters() = 0;
   // Deterministic initialisation from a seed (each parameter has its own RNG stream).
@@ -63,7 +65,7 @@ class Model {
   // After the f32 master weights change (optimizer, load), refresh compute copies.
   virtual void sync_compute_weights() = 0;
 
-  // One micro-batch: forward, loss, backward. ids and targets are i32 (B, T);
+  // One micro-batch: forward, loss, backward. ids and targets are host i32 (B, T);
   // targets < 0 are ignored. Gradients of loss * grad_scale are ACCUMULATED
   // into Parameter::grad. Returns the mean loss over counted targets.
   virtual float forward_backward(const Tensor& ids, const Tensor& targets, float grad_scale) = 0;

@@ -145,21 +145,30 @@ float cross_entropy(Tape& tape, const Value& logits, const Tensor& targets, floa
   if (targets.dtype() != DType::I32 || targets.numel() != N)
     fail<KernelError>("[cross_entropy] targets {} must be i32 with one entry per row of logits {}",
                       targets.desc(), logits.t.desc());
-  const Tensor tg = targets.reshape(Shape{N});
+  // targets arrive on the host: the count of scored rows and the loss
+  // gradient are made there, and only the loss sum comes back from a device.
+  if (!targets.on_host())
+    fail<KernelError>("[cross_entropy] targets {} must be on the host", targets.desc());
+  const Tensor tg_host = targets.reshape(Shape{N});
+  const Tensor tg = tape.input(tg_host);
   Tensor losses = tape.scratch(Shape{N}, DType::F32);
   Tensor lse = tape.scratch(Shape{N}, DType::F32);
   ops::cross_entropy_forward(be, logits.t.reshape(Shape{N, V}), tg, losses, lse);
-  const int32_t* t = tg.data<int32_t>();
+  const int32_t* t = tg_host.data<int32_t>();
   int64_t count = 0;
   for (int64_t i = 0; i < N; ++i) count += t[i] >= 0;
   Tensor sum = tape.scratch(Shape{1}, DType::F32);
   ops::reduce_forward(be, backend::ReduceOp::Sum, losses.reshape(Shape{1, N}), sum);
-  const float mean = count > 0 ? float(double(sum.data<float>()[0]) / double(count)) : 0.f;
+  float sum_host = 0;
+  be.download(&sum_host, sum.raw(), sizeof(float));
+  const float mean = count > 0 ? float(double(sum_host) / double(count)) : 0.f;
   if (tape.recording()) {
-    Tensor dloss = tape.scratch(Shape{N}, DType::F32);
-    float* d = dloss.data<float>();
+    Tensor dloss_host =
+        be.host_memory() ? tape.scratch(Shape{N}, DType::F32) : Tensor::zeros(Shape{N}, DType::F32);
+    float* d = dloss_host.data<float>();
     const float g = count > 0 ? float(double(grad_scale) / double(count)) : 0.f;
     for (int64_t i = 0; i < N; ++i) d[i] = t[i] >= 0 ? g : 0.f;
+    const Tensor dloss = tape.input(dloss_host);
     Node n;
     n.backward = &cross_entropy_bw;
     n.in[0] = logits.id;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "backend/device_tensor.h"
 #include "backend/ops.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -15,9 +16,11 @@ Parameter* ParamStore::add(const std::string& name, const Shape& shape, bool dec
     if (p->name == name) fail("parameter '{}' is defined twice", name);
   auto p = std::make_unique<Parameter>();
   p->name = name;
-  p->value = Tensor::zeros(shape, DType::F32);
-  p->grad = Tensor::zeros(shape, DType::F32);
-  p->compute = compute_dtype_ == DType::F32 ? p->value : Tensor::zeros(shape, compute_dtype_);
+  p->value = backend::empty_on(be_, shape, DType::F32, name);
+  p->grad = backend::empty_on(be_, shape, DType::F32, name + " (gradient)");
+  p->compute = compute_dtype_ == DType::F32
+                   ? p->value
+                   : backend::empty_on(be_, shape, compute_dtype_, name + " (compute copy)");
   p->decay = decay;
   ptrs_.push_back(p.get());
   params_.push_back(std::move(p));
@@ -37,7 +40,9 @@ uint64_t ParamStore::stream_of(const std::string& name) {
 void ParamStore::init(uint64_t seed) {
   for (size_t i = 0; i < ptrs_.size(); ++i) {
     Parameter& p = *ptrs_[i];
-    float* v = p.value.data<float>();
+    // Drawn on the host (the RNG streams are host code), then moved.
+    const Tensor host = p.value.on_host() ? p.value : Tensor::zeros(p.value.shape(), DType::F32);
+    float* v = host.data<float>();
     const int64_t n = p.numel();
     switch (inits_[i].kind) {
       case ParamInit::Kind::Normal: {
@@ -60,10 +65,11 @@ void ParamStore::init(uint64_t seed) {
         std::fill(v, v + n, 1.f);
         break;
     }
+    if (!p.value.on_host()) backend::copy_from_host(be_, host, p.value);
   }
 }
 
-void ParamStore::sync_compute(backend::Backend& be) {
+void ParamStore::sync_compute() {
   for (Parameter* p : ptrs_) {
     if (compute_dtype_ == DType::F32) {
       p->compute = p->value;  // also picks up a value tensor replaced by a loader
@@ -71,13 +77,13 @@ void ParamStore::sync_compute(backend::Backend& be) {
     }
     if (!p->compute.defined() || p->compute.shape() != p->value.shape() ||
         p->compute.dtype() != compute_dtype_)
-      p->compute = Tensor::zeros(p->value.shape(), compute_dtype_);
-    ops::cast(be, p->value, p->compute);
+      p->compute = backend::empty_on(be_, p->value.shape(), compute_dtype_, p->name);
+    ops::cast(be_, p->value, p->compute);
   }
 }
 
 void ParamStore::zero_grad() {
-  for (Parameter* p : ptrs_) p->grad.fill_zero();
+  for (Parameter* p : ptrs_) backend::zero(be_, p->grad);
 }
 
 }  // namespace keel::nn

@@ -22,7 +22,9 @@ struct ParamInit {
 
 class ParamStore {
  public:
-  explicit ParamStore(DType compute_dtype) : compute_dtype_(compute_dtype) {}
+  // Parameters (value, grad, compute copy) live in be's memory: a device's
+  // for a device backend (initialisation uploads), else the host's.
+  ParamStore(DType compute_dtype, backend::Backend& be) : compute_dtype_(compute_dtype), be_(be) {}
   // Adds a zeroed parameter (value, grad and compute copy allocated). The
   // pointer stays valid for the store's lifetime.
   Parameter* add(const std::string& name, const Shape& shape, bool decay, ParamInit init);
@@ -32,12 +34,13 @@ class ParamStore {
   static uint64_t stream_of(const std::string& name);
   void init(uint64_t seed);
   // compute := value (f32: the same tensor; bf16: a cast copy).
-  void sync_compute(backend::Backend& be);
+  void sync_compute();
   void zero_grad();
   DType compute_dtype() const { return compute_dtype_; }
 
  private:
   DType compute_dtype_;
+  backend::Backend& be_;
   std::vector<std::unique_ptr<Parameter>> params_;
   std::vector<Parameter*> ptrs_;
   std::vector<ParamInit> inits_;

@@ -2,13 +2,17 @@
 // and recomputed segments (activation checkpointing).
 #include "nn/tape.h"
 
+#include "backend/device_tensor.h"
 #include "backend/ops.h"
 #include "core/error.h"
 
 namespace keel::nn {
 
 Tape::Tape(backend::Backend& be, DType act_dtype)
-    : be_(be), dtype_(act_dtype), main_(size_t(32) << 20), scratch_arena_(size_t(16) << 20) {
+    : be_(be),
+      dtype_(act_dtype),
+      main_(size_t(32) << 20, backend::arena_memory(be)),
+      scratch_arena_(size_t(16) << 20, backend::arena_memory(be)) {
   if (act_dtype != DType::F32 && act_dtype != DType::BF16)
     fail<ConfigError>("compute dtype must be f32 or bf16, got {}", dtype_name(act_dtype));
 }
@@ -46,7 +50,14 @@ Tensor Tape::scratch(const Shape& shape, DType dtype) {
 
 Tensor Tape::scratch_zeros(const Shape& shape, DType dtype) {
   Tensor t = Tensor::in_arena(*cur_, shape, dtype);
-  t.fill_zero();
+  backend::zero(be_, t);
+  return t;
+}
+
+Tensor Tape::input(const Tensor& host) {
+  if (be_.host_memory()) return host;
+  Tensor t = Tensor::in_arena(*cur_, host.shape(), host.dtype());
+  backend::copy_from_host(be_, host, t);
   return t;
 }
 
@@ -55,7 +66,7 @@ Tensor& Tape::grad(int32_t id) {
   if (!g.defined()) {
     const Tensor& v = values_[size_t(id)];
     g = Tensor::in_arena(*value_arena_[size_t(id)], v.shape(), v.dtype());
-    g.fill_zero();
+    backend::zero(be_, g);
   }
   return g;
 }

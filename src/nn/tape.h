@@ -78,6 +78,9 @@ class Tape {
   // Uninitialised temporary in the current arena (not a value; no gradient).
   Tensor scratch(const Shape& shape, DType dtype);
   Tensor scratch_zeros(const Shape& shape, DType dtype);
+  // Host tensor host where the backend's kernels can read it: itself for a
+  // host-memory backend, else an upload into the current arena.
+  Tensor input(const Tensor& host);
 
   const Tensor& value(int32_t id) const { return values_[size_t(id)]; }
   // The gradient of a value, zero-filled in the value's arena on first use.

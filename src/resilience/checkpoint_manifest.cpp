@@ -129,9 +129,11 @@ nlohmann::json config_manifest_map(const io::Config& cfg) {
 }
 
 bool config_key_may_differ(std::string_view key) {
+  // train.backend among them: a run may go on on another device (train on A,
+  // resume on B); the trajectory then moves by rounding, not by design.
   static constexpr std::string_view kFree[] = {
       "train.eval_every", "train.eval_batches", "train.threads", "train.peak_gflops",
-      "train.log_every",  "data.cache_dir",     "data.gpt2_dir",
+      "train.log_every",  "data.cache_dir",     "data.gpt2_dir", "train.backend",
   };
   for (auto k : kFree)
     if (key == k) return true;

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/device_tensor.h"
 #include "io/atomic_file.h"
 #include "resilience/checkpoint_checksum.h"
 #include "resilience/checkpoint_retention.h"
@@ -131,15 +132,26 @@ std::optional<LoadedCheckpoint> load_newest_verified(
       root, steps.size(), reasons);
 }
 
+namespace {
+
+// file's tensor `name` into dst, which may live in be's device memory.
+void read_into(backend::Backend& be, const io::SafetensorsFile& file, const std::string& name,
+               Tensor& dst) {
+  backend::fill_from_host(be, dst, [&](Tensor& h) { file.read_into(name, h); });
+}
+
+}  // namespace
+
 void restore_training_state(const LoadedCheckpoint& ckpt, train::Trainer& trainer) {
   train::AdamW& opt = trainer.optimizer();
+  backend::Backend& be = trainer.model().backend();
   const auto& ps = opt.params();
   for (size_t i = 0; i < ps.size(); ++i) {
-    ckpt.params.read_into(ps[i]->name, ps[i]->value);
-    ckpt.optimizer.read_into("exp_avg." + ps[i]->name, opt.m()[i]);
-    ckpt.optimizer.read_into("exp_avg_sq." + ps[i]->name, opt.v()[i]);
+    read_into(be, ckpt.params, ps[i]->name, ps[i]->value);
+    read_into(be, ckpt.optimizer, "exp_avg." + ps[i]->name, opt.m()[i]);
+    read_into(be, ckpt.optimizer, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
   }
-  for (auto& [name, t] : trainer.model().state_buffers()) ckpt.model_state.read_into(name, *t);
+  for (auto& [name, t] : trainer.model().state_buffers()) read_into(be, ckpt.model_state, name, *t);
   opt.set_t(ckpt.manifest.optimizer_t);
   trainer.set_step_count(ckpt.manifest.step);
   trainer.model().sync_compute_weights();

@@ -2,14 +2,16 @@
 
 #include <cstring>
 
+#include "backend/device_tensor.h"
+
 namespace keel::resilience {
 
 namespace {
 
 // Copies src into dst[i], reallocating dst[i] only when its name, dtype or
 // shape differ from what is wanted.
-void copy_slot(std::vector<io::NamedTensor>& dst, size_t i, const std::string& name,
-               const Tensor& src) {
+void copy_slot(backend::Backend& be, std::vector<io::NamedTensor>& dst, size_t i,
+               const std::string& name, const Tensor& src) {
   if (i >= dst.size()) dst.resize(i + 1);
   io::NamedTensor& slot = dst[i];
   if (slot.name != name || !slot.tensor.defined() || slot.tensor.dtype() != src.dtype() ||
@@ -17,7 +19,9 @@ void copy_slot(std::vector<io::NamedTensor>& dst, size_t i, const std::string& n
     slot.name = name;
     slot.tensor = Tensor::zeros(src.shape(), src.dtype());
   }
-  if (src.is_contiguous()) {
+  if (!src.on_host()) {
+    backend::copy_to_host(be, src, slot.tensor);  // device state: read back once per checkpoint
+  } else if (src.is_contiguous()) {
     std::memcpy(slot.tensor.raw(), src.raw(), src.nbytes());
   } else {
     slot.tensor = src.clone();
@@ -50,17 +54,18 @@ CheckpointLayout training_state_layout(train::Trainer& trainer) {
 
 void capture_training_state(train::Trainer& trainer, CheckpointState& out) {
   train::AdamW& opt = trainer.optimizer();
+  backend::Backend& be = trainer.model().backend();
   const auto& ps = opt.params();
-  for (size_t i = 0; i < ps.size(); ++i) copy_slot(out.params, i, ps[i]->name, ps[i]->value);
+  for (size_t i = 0; i < ps.size(); ++i) copy_slot(be, out.params, i, ps[i]->name, ps[i]->value);
   out.params.resize(ps.size());
   for (size_t i = 0; i < ps.size(); ++i)
-    copy_slot(out.optimizer, i, "exp_avg." + ps[i]->name, opt.m()[i]);
+    copy_slot(be, out.optimizer, i, "exp_avg." + ps[i]->name, opt.m()[i]);
   for (size_t i = 0; i < ps.size(); ++i)
-    copy_slot(out.optimizer, ps.size() + i, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
+    copy_slot(be, out.optimizer, ps.size() + i, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
   out.optimizer.resize(2 * ps.size());
   const auto bufs = trainer.model().state_buffers();
   for (size_t i = 0; i < bufs.size(); ++i)
-    copy_slot(out.model_state, i, bufs[i].first, *bufs[i].second);
+    copy_slot(be, out.model_state, i, bufs[i].first, *bufs[i].second);
   out.model_state.resize(bufs.size());
   out.manifest.step = trainer.step_count();
   out.manifest.optimizer_t = opt.t();

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <thread>
 
@@ -34,11 +35,33 @@ void flip_f32_bit(float* data, int64_t index, int bit) {
   std::memcpy(data + index, &u, 4);
 }
 
+namespace {
+
+// Applies f to element i of f32 tensor t, on the host or in be's device memory.
+void edit_f32(backend::Backend* be, const Tensor& t, int64_t i,
+              const std::function<void(float*)>& f) {
+  if (t.on_host()) {
+    f(t.data<float>() + i);
+    return;
+  }
+  if (!be)
+    fail("fault injection: tensor {} lives on {} and no backend was given", t.desc(),
+         t.device_name());
+  float x = 0;
+  float* at = t.data<float>() + i;  // a device address: only the backend dereferences it
+  be->download(&x, at, sizeof x);
+  f(&x);
+  be->upload(at, &x, sizeof x);
+}
+
+}  // namespace
+
 FaultInjector::FaultInjector(FaultPlan plan, int rank, int world_size, EventsLog* events,
-                             std::set<int> fired)
+                             std::set<int> fired, backend::Backend* be)
     : plan_(std::move(plan)),
       rank_(rank),
       world_(world_size),
+      be_(be),
       events_(events),
       fired_(std::move(fired)) {
   for (const Fault& f : plan_.faults)
@@ -127,7 +150,7 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
     nn::Parameter* p = find_param(params, *f);
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("NaN into grad of {}[{}]", p->name, i));
-    p->grad.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+    edit_f32(be_, p->grad, i, [](float* x) { *x = std::numeric_limits<float>::quiet_NaN(); });
     nan = true;
   }
   for (const Fault* f : due(FaultKind::BitFlip, step)) {
@@ -140,7 +163,7 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
     nn::Parameter* p = find_param(params, *f);
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("flip bit {} of grad {}[{}]", f->bit, p->name, i));
-    flip_f32_bit(p->grad.data<float>(), i, f->bit);
+    edit_f32(be_, p->grad, i, [&](float* x) { flip_f32_bit(x, 0, f->bit); });
   }
   return nan;
 }
@@ -164,13 +187,13 @@ void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>
       const int64_t i = f->index % p->numel();
       record(*f, step,
              fmt::format("flip bit {} of the first moment of {}[{}]", f->bit, p->name, i));
-      flip_f32_bit(opt->m()[at].data<float>(), i, f->bit);
+      edit_f32(be_, opt->m()[at], i, [&](float* x) { flip_f32_bit(x, 0, f->bit); });
       continue;
     }
     nn::Parameter* p = find_param(params, *f);
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("flip bit {} of {}[{}]", f->bit, p->name, i));
-    flip_f32_bit(p->value.data<float>(), i, f->bit);
+    edit_f32(be_, p->value, i, [&](float* x) { flip_f32_bit(x, 0, f->bit); });
   }
 }
 

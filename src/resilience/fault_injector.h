@@ -26,8 +26,10 @@ class FaultInjector {
  public:
   // events may be null (nothing recorded; faults then fire on every start).
   // `fired` holds the ids that already fired in earlier worlds of this run.
+  // be: where parameters, gradients and moments live (null: the host); data
+  // faults on a device read the element back, change it and write it again.
   FaultInjector(FaultPlan plan, int rank, int world_size, EventsLog* events,
-                std::set<int> fired = {});
+                std::set<int> fired = {}, backend::Backend* be = nullptr);
 
   // Steps are 1-based (the step being computed, as metrics.jsonl numbers it).
   // Before the step's first micro-batch: kill, straggler, hang in a kernel.
@@ -63,6 +65,7 @@ class FaultInjector {
 
   FaultPlan plan_;
   int rank_, world_;
+  backend::Backend* be_;
   EventsLog* events_;
   mutable std::mutex mu_;     // after_checkpoint may run on a checkpoint-writer thread
   std::set<int> fired_;       // fired in this run (any world)

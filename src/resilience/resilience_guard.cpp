@@ -83,8 +83,9 @@ ResilienceGuard::ResilienceGuard(GuardOptions opt, const std::string& run_dir, i
       spike_(opt_.spike) {
   const std::string path = (std::filesystem::path(run_dir) / kEventsFile).string();
   events_ = std::make_unique<EventsLog>(path);
-  injector_ = std::make_unique<FaultInjector>(load_fault_plan(opt_.faults), rank_, world_,
-                                              events_.get(), fired_fault_ids(read_events(path)));
+  injector_ =
+      std::make_unique<FaultInjector>(load_fault_plan(opt_.faults), rank_, world_, events_.get(),
+                                      fired_fault_ids(read_events(path)), opt_.backend);
   for (int64_t s : opt_.skip_steps) skip_.insert(s);
   if (world_ > 1) {
     progress_dir_ = (std::filesystem::path(run_dir) / "progress").string();
@@ -244,7 +245,7 @@ void ResilienceGuard::begin_step(int64_t s) {
   if (opt_.sdc) verify_moments(s + 1);
   if (opt_.sdc && opt_.zero1 && world_ > 1 && allgather_ &&
       (!sync_ || sync_->replicas_identical())) {
-    step_digest_ = mix_hash(step_digest_, parameters_hash(params_));
+    step_digest_ = mix_hash(step_digest_, parameters_hash(params_, opt_.backend));
     ++digested_steps_;
   }
   injector_->before_step(s + 1);
@@ -253,6 +254,9 @@ void ResilienceGuard::begin_step(int64_t s) {
 void ResilienceGuard::after_update(int64_t step, train::AdamW& opt) {
   (void)step;
   if (!opt_.sdc) return;
+  // The seal guards host memory between steps; on a device it would read every
+  // moment back each step, so there the replica vote alone watches the state.
+  if (!opt.backend().host_memory()) return;
   opt_ptr_ = &opt;
   moments_seal_ = moments_hash(opt);
   sealed_ = true;
@@ -361,7 +365,7 @@ void ResilienceGuard::run_sdc(int64_t step) {
     return;
   }
   verify_moments(step + 1);
-  uint64_t h = parameters_hash(params_);
+  uint64_t h = parameters_hash(params_, opt_.backend);
   if (digested_steps_ > 0) h = mix_hash(step_digest_, h);
   step_digest_ = 0;
   digested_steps_ = 0;

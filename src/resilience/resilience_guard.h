@@ -43,6 +43,8 @@ struct GuardOptions {
   // dist.zero1: the parameters are re-gathered from their owners after every
   // update, so the SDC check also digests them at the start of every step.
   bool zero1 = false;
+  // Where the parameters live, for hashing device memory (null: the host).
+  backend::Backend* backend = nullptr;
 };
 
 // [resilience] and checkpoint.every of a validated config as guard options;

@@ -5,11 +5,28 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 
 namespace keel::resilience {
 
-uint64_t parameters_hash(const std::vector<nn::Parameter*>& params) {
+namespace {
+
+// Hashes t's bytes; a device tensor is read back first (one synchronisation).
+void update(XXH3_state_t* st, backend::Backend* be, const Tensor& t) {
+  if (t.on_host()) {
+    XXH3_64bits_update(st, t.raw(), t.nbytes());
+    return;
+  }
+  if (!be)
+    fail("sdc check: tensor {} lives on {} and no backend was given", t.desc(), t.device_name());
+  const Tensor h = backend::to_host(*be, t);
+  XXH3_64bits_update(st, h.raw(), h.nbytes());
+}
+
+}  // namespace
+
+uint64_t parameters_hash(const std::vector<nn::Parameter*>& params, backend::Backend* be) {
   XXH3_state_t* st = XXH3_createState();
   if (!st) fail("parameters_hash: out of memory");
   XXH3_64bits_reset(st);
@@ -17,7 +34,7 @@ uint64_t parameters_hash(const std::vector<nn::Parameter*>& params) {
     XXH3_64bits_update(st, p->name.data(), p->name.size());
     const int64_t n = p->numel();
     XXH3_64bits_update(st, &n, sizeof n);
-    XXH3_64bits_update(st, p->value.raw(), p->value.nbytes());
+    update(st, be, p->value);
   }
   const uint64_t h = XXH3_64bits_digest(st);
   XXH3_freeState(st);
@@ -30,7 +47,7 @@ uint64_t moments_hash(const train::AdamW& opt) {
   XXH3_64bits_reset(st);
   for (size_t i = opt.shard_begin(); i < opt.shard_end(); ++i)
     for (const Tensor* t : {&opt.m()[i], &opt.v()[i]})
-      if (t->defined()) XXH3_64bits_update(st, t->raw(), t->nbytes());
+      if (t->defined()) update(st, &opt.backend(), *t);
   const uint64_t h = XXH3_64bits_digest(st);
   XXH3_freeState(st);
   return h;

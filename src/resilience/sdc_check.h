@@ -21,7 +21,7 @@
 namespace keel::resilience {
 
 // xxh3-64 over every parameter's name, shape and f32 master bytes, in order.
-uint64_t parameters_hash(const std::vector<nn::Parameter*>& params);
+uint64_t parameters_hash(const std::vector<nn::Parameter*>& params, backend::Backend* be = nullptr);
 // xxh3-64 over the AdamW moments this rank holds (its ZeRO-1 shard, or all).
 uint64_t moments_hash(const train::AdamW& opt);
 // Folds b into the running digest a (order matters).

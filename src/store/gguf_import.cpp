@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "io/gguf_reader.h"
 #include "nn/parameter.h"
@@ -276,7 +277,7 @@ void load_gguf_weights(const ModelWeights& file, model::Model& model) {
     if (it->second.shape() != p->value.shape())
       fail<IoError>("{}: tensor for '{}' has shape {} but the model needs {}", file.dir, p->name,
                     it->second.shape().str(), p->value.shape().str());
-    std::memcpy(p->value.raw(), it->second.raw(), p->value.nbytes());
+    backend::copy_from_host(model.backend(), it->second, p->value);
     used.insert(p->name);
   }
   // Buffers the model computes with (deepseek's routing biases).
@@ -287,7 +288,7 @@ void load_gguf_weights(const ModelWeights& file, model::Model& model) {
     if (it->second.shape() != t->shape())
       fail<IoError>("{}: tensor for '{}' has shape {} but the model needs {}", file.dir, name,
                     it->second.shape().str(), t->shape().str());
-    std::memcpy(t->raw(), it->second.raw(), t->nbytes());
+    backend::copy_from_host(model.backend(), it->second, *t);
     used.insert(name);
   }
   for (const auto& [name, t] : file.tensors)

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "data/byte_unicode.h"
 #include "io/atomic_file.h"
@@ -107,15 +108,15 @@ void load_hf_weights(const std::string& dir, model::Model& model) {
       if (t.shape() != p->value.shape())
         fail<IoError>("{}: tensor '{}' has shape {} but the model needs {}", file, e.name,
                       t.shape().str(), p->value.shape().str());
-      std::memcpy(p->value.raw(), t.raw(), t.nbytes());
+      backend::copy_from_host(model.backend(), t.is_contiguous() ? t : t.clone(), p->value);
     }
   }
   // Tied llama heads (tie_word_embeddings) store no lm_head.
   if (c.arch == "llama" && !loaded.count("lm_head.weight") &&
       loaded.count("model.embed_tokens.weight")) {
     auto* head = params.at("lm_head.weight");
-    std::memcpy(head->value.raw(), params.at("model.embed_tokens.weight")->value.raw(),
-                head->value.nbytes());
+    model.backend().copy(head->value.raw(), params.at("model.embed_tokens.weight")->value.raw(),
+                         head->value.nbytes());
     loaded.insert("lm_head.weight");
   }
   for (const auto& [name, p] : params)

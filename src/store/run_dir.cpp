@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -16,8 +17,10 @@ void save_run(const std::string& dir, const io::Config& cfg, model::Model& model
               const data::Tokenizer& tok, const nlohmann::json& summary) {
   io::make_dirs(dir);
   std::vector<io::NamedTensor> tensors;
-  for (auto* p : model.parameters()) tensors.push_back({p->name, p->value});
-  for (auto& [name, t] : model.inference_buffers()) tensors.push_back({name, *t});
+  for (auto* p : model.parameters())
+    tensors.push_back({p->name, backend::to_host(model.backend(), p->value)});
+  for (auto& [name, t] : model.inference_buffers())
+    tensors.push_back({name, backend::to_host(model.backend(), *t)});
   io::write_safetensors((fs::path(dir) / kRunWeightsFile).string(), tensors,
                         {{"format", "pt"}, {"keel.arch", model.config().arch}});
   // The saved config pins what was derived at run time, so loading needs no guesswork.
@@ -37,13 +40,14 @@ void load_weights(const std::string& path, model::Model& model) {
   for (auto* p : model.parameters()) {
     if (!file.contains(p->name))
       fail<IoError>("{}: no tensor named '{}' (the model needs it)", path, p->name);
-    file.read_into(p->name, p->value);
+    backend::fill_from_host(model.backend(), p->value,
+                            [&](Tensor& t) { file.read_into(p->name, t); });
     used.insert(p->name);
   }
   for (auto& [name, t] : model.inference_buffers()) {
     if (!file.contains(name))
       fail<IoError>("{}: no tensor named '{}' (the model's routing needs it)", path, name);
-    file.read_into(name, *t);
+    backend::fill_from_host(model.backend(), *t, [&](Tensor& h) { file.read_into(name, h); });
     used.insert(name);
   }
   for (const auto& e : file.entries())

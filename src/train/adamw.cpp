@@ -1,7 +1,11 @@
 #include "train/adamw.h"
 
 #include <cmath>
+#include <functional>
+#include <memory>
+#include <vector>
 
+#include "backend/device_tensor.h"
 #include "backend/ops.h"
 #include "core/error.h"
 
@@ -16,8 +20,8 @@ AdamW::AdamW(backend::Backend& be, std::vector<nn::Parameter*> params, AdamWConf
         p->grad.shape() != p->value.shape())
       fail("AdamW: parameter '{}' needs f32 value and grad of one shape, got {} and {}", p->name,
            p->value.desc(), p->grad.desc());
-    m_.push_back(Tensor::zeros(p->value.shape(), DType::F32));
-    v_.push_back(Tensor::zeros(p->value.shape(), DType::F32));
+    m_.push_back(backend::empty_on(be_, p->value.shape(), DType::F32, "exp_avg." + p->name));
+    v_.push_back(backend::empty_on(be_, p->value.shape(), DType::F32, "exp_avg_sq." + p->name));
   }
   shard_end_ = params_.size();
 }
@@ -33,8 +37,11 @@ void AdamW::set_shard(size_t begin, size_t end) {
 
 void AdamW::materialize_moments() {
   for (size_t i = 0; i < params_.size(); ++i) {
-    if (!m_[i].defined()) m_[i] = Tensor::zeros(params_[i]->value.shape(), DType::F32);
-    if (!v_[i].defined()) v_[i] = Tensor::zeros(params_[i]->value.shape(), DType::F32);
+    const std::string& name = params_[i]->name;
+    if (!m_[i].defined())
+      m_[i] = backend::empty_on(be_, params_[i]->value.shape(), DType::F32, "exp_avg." + name);
+    if (!v_[i].defined())
+      v_[i] = backend::empty_on(be_, params_[i]->value.shape(), DType::F32, "exp_avg_sq." + name);
   }
 }
 
@@ -70,12 +77,30 @@ void AdamW::step(double lr, float grad_scale, float variance_keep) {
 
 double grad_global_norm(backend::Backend& be, const std::vector<nn::Parameter*>& params) {
   double sum = 0;
-  for (auto* p : params) sum += ops::sum_squares(be, p->grad);
+  if (be.host_memory()) {
+    for (auto* p : params) sum += ops::sum_squares(be, p->grad);
+    return std::sqrt(sum);
+  }
+  // Per-parameter sums stay on the device and come back in one read; added
+  // in the same order as above, so the norm does not depend on the memory.
+  const size_t n = params.size();
+  std::unique_ptr<void, std::function<void(void*)>> d(
+      be.allocate(n * sizeof(double), "gradient norms"), [&be](void* p) { be.release(p); });
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& g = params[i]->grad;
+    if (g.dtype() != DType::F32 || !g.is_contiguous() || g.device_name() != be.name())
+      fail<KernelError>("grad_global_norm: gradient of '{}' is {}, not contiguous f32 on {}",
+                        params[i]->name, g.desc(), be.name());
+    be.sum_squares(DType::F32, g.raw(), g.numel(), static_cast<double*>(d.get()) + i);
+  }
+  std::vector<double> parts(n);
+  be.download(parts.data(), d.get(), n * sizeof(double));
+  for (double x : parts) sum += x;
   return std::sqrt(sum);
 }
 
-void zero_grads(const std::vector<nn::Parameter*>& params) {
-  for (auto* p : params) p->grad.fill_zero();
+void zero_grads(backend::Backend& be, const std::vector<nn::Parameter*>& params) {
+  for (auto* p : params) backend::zero(be, p->grad);
 }
 
 }  // namespace keel::train

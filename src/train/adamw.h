@@ -57,6 +57,9 @@ class AdamW {
   // Bytes held by the moments now (both m and v).
   size_t moment_bytes() const;
 
+  // The backend whose memory holds the moments.
+  backend::Backend& backend() const { return be_; }
+
  private:
   backend::Backend& be_;
   std::vector<nn::Parameter*> params_;
@@ -71,6 +74,6 @@ class AdamW {
 double grad_global_norm(backend::Backend& be, const std::vector<nn::Parameter*>& params);
 
 // Sets every gradient to zero.
-void zero_grads(const std::vector<nn::Parameter*>& params);
+void zero_grads(backend::Backend& be, const std::vector<nn::Parameter*>& params);
 
 }  // namespace keel::train

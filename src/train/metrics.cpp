@@ -37,6 +37,9 @@ std::string metrics_json(const StepMetrics& m) {
   if (m.skipped) j["skipped"] = true;
   if (m.ckpt_stall_s) j["ckpt_stall_s"] = num(*m.ckpt_stall_s);
   if (m.bytes_sent) j["bytes_sent"] = *m.bytes_sent;
+  j["host_syncs"] = m.host_syncs;
+  j["bytes_to_device"] = m.bytes_to_device;
+  j["bytes_to_host"] = m.bytes_to_host;
   for (const auto& [name, v] : m.model_stats) j[name] = num(v);
   return j.dump();
 }

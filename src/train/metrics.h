@@ -27,6 +27,9 @@ struct StepMetrics {
   std::optional<double> ckpt_stall_s;
   // Bytes this replica sent to its peers in the step (data parallelism only).
   std::optional<uint64_t> bytes_sent;
+  // Host waits and bytes moved between host and device in the step (and its
+  // evaluation), from the backend's counters; all zero on host-memory backends.
+  uint64_t host_syncs = 0, bytes_to_device = 0, bytes_to_host = 0;
   // Architecture figures (Model::step_statistics, e.g. "expert_load_max_mean",
   // "routing_entropy"), written as top-level fields in this order.
   std::vector<std::pair<std::string, double>> model_stats;

@@ -40,8 +40,9 @@ StepMetrics Trainer::step() {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   StepMetrics m;
+  const backend::Backend::TransferStats moved0 = be_.transfer_stats();
   m.lr = opt_.schedule.at(step_);
-  zero_grads(params_);
+  zero_grads(be_, params_);
   if (sync_) sync_->begin_step(step_);
   const float scale = 1.f / float(opt_.grad_accum);
   double loss_sum = 0;
@@ -91,6 +92,10 @@ StepMetrics Trainer::step() {
     m.val_loss = evaluate();
     for (auto& kv : model_.take_eval_statistics()) m.model_stats.push_back(kv);
   }
+  const backend::Backend::TransferStats moved = be_.transfer_stats();
+  m.host_syncs = moved.syncs - moved0.syncs;
+  m.bytes_to_device = moved.bytes_to_device - moved0.bytes_to_device;
+  m.bytes_to_host = moved.bytes_to_host - moved0.bytes_to_host;
   m.peak_rss_mb = peak_rss_mb();
   return m;
 }

@@ -118,7 +118,7 @@ Parameter* param(ParamStore& ps, const std::string& name, const Shape& s, float 
 
 TEST(Autograd, LinearWithBias) {
   Harness h;
-  ParamStore ps(DType::F32);
+  ParamStore ps(DType::F32, h.be());
   Parameter* w = param(ps, "w", Shape{4, 5});
   Parameter* b = param(ps, "b", Shape{4});
   ps.init(1);
@@ -129,7 +129,7 @@ TEST(Autograd, LinearWithBias) {
 
 TEST(Autograd, LinearIntoColumnsOfOneBuffer) {
   Harness h;
-  ParamStore ps(DType::F32);
+  ParamStore ps(DType::F32, h.be());
   Parameter* w1 = param(ps, "w1", Shape{3, 5});
   Parameter* w2 = param(ps, "w2", Shape{4, 5});
   ps.init(2);
@@ -143,7 +143,7 @@ TEST(Autograd, LinearIntoColumnsOfOneBuffer) {
 
 TEST(Autograd, LayerNormAndRmsNorm) {
   Harness h;
-  ParamStore ps(DType::F32);
+  ParamStore ps(DType::F32, h.be());
   Parameter* w = param(ps, "w", Shape{8});
   Parameter* b = param(ps, "b", Shape{8});
   Parameter* g = param(ps, "g", Shape{8});
@@ -171,7 +171,7 @@ TEST(Autograd, ActivationsAndAdd) {
 
 TEST(Autograd, Embedding) {
   Harness h;
-  ParamStore ps(DType::F32);
+  ParamStore ps(DType::F32, h.be());
   Parameter* table = param(ps, "table", Shape{7, 4});
   ps.init(4);
   const Tensor ids = Tensor::from_i32({3, 1, 3, 6, 0, 3}, Shape{2, 3});
@@ -252,11 +252,11 @@ Value block_segment(Tape& t, void* ctx, int64_t, const Value& x) {
 }
 
 TEST(Autograd, RecomputedSegmentMatchesPlainAndFiniteDifferences) {
-  ParamStore ps(DType::F32);
+  Harness h;
+  ParamStore ps(DType::F32, h.be());
   Block blk{param(ps, "w1", Shape{12, 6}), param(ps, "b1", Shape{12}),
             param(ps, "w2", Shape{6, 12}), param(ps, "lw", Shape{6}), param(ps, "lb", Shape{6})};
   ps.init(6);
-  Harness h;
   std::vector<std::vector<float>> grads[2];
   for (int recompute = 0; recompute < 2; ++recompute) {
     GradCheck c{{Shape{3, 6}},

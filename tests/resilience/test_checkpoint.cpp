@@ -208,6 +208,7 @@ class ModelWithBuffer : public model::Model {
   explicit ModelWithBuffer(std::unique_ptr<model::Model> inner)
       : inner_(std::move(inner)), bias_(Tensor::from_f32({0.5f, -1.5f}, Shape({2}))) {}
   const model::ModelConfig& config() const override { return inner_->config(); }
+  backend::Backend& backend() const override { return inner_->backend(); }
   std::vector<nn::Parameter*> parameters() override { return inner_->parameters(); }
   void init(uint64_t seed) override { inner_->init(seed); }
   void sync_compute_weights() override { inner_->sync_compute_weights(); }

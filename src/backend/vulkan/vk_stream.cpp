@@ -14,6 +14,8 @@ namespace keel::vulkan {
 namespace {
 // Transfers larger than this go through staging in pieces.
 constexpr uint64_t kMaxStaging = 64ull << 20;
+// vkCmdUpdateBuffer's limit on data carried in a command buffer.
+constexpr uint64_t kMaxInlineUpload = 65536;
 }  // namespace
 
 Stream::Stream(Context& ctx) : ctx_(ctx) {
@@ -170,6 +172,16 @@ void Stream::ensure_staging(uint64_t bytes) {
 void Stream::upload(const Buffer& dst, const void* src, uint64_t bytes, uint64_t dst_off) {
   if (dst_off + bytes > dst.size)
     fail("Vulkan: upload of {} bytes at {} overruns a {}-byte buffer", bytes, dst_off, dst.size);
+  // Small aligned uploads (token ids, positions, a loss gradient) ride in the
+  // command buffer itself, so they cost no host wait.
+  if (bytes <= kMaxInlineUpload && bytes % 4 == 0 && (dst.offset + dst_off) % 4 == 0) {
+    if (!bytes) return;
+    begin();
+    barrier();
+    vkCmdUpdateBuffer(cmd_, dst.buffer, dst.offset + dst_off, bytes, src);
+    pending_ = true;
+    return;
+  }
   // Earlier recorded work may still read the staging memory's last contents.
   synchronize();
   ensure_staging(std::min(bytes, kMaxStaging));

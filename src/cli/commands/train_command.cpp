@@ -183,8 +183,10 @@ void run_train(const TrainArgs& args) {
   // plan reaches every rank as the resilience.faults key.
   resilience::AllGatherU64 allgather = world.allgather_u64();
   if (!allgather) allgather = [](uint64_t h) { return std::vector<uint64_t>{h}; };
-  resilience::ResilienceGuard guard(resilience::guard_options(cfg), run, world.rank(), world.size(),
-                                    model->parameters(), std::move(allgather),
+  resilience::GuardOptions guard_opt = resilience::guard_options(cfg);
+  guard_opt.backend = be.get();
+  resilience::ResilienceGuard guard(guard_opt, run, world.rank(), world.size(), model->parameters(),
+                                    std::move(allgather),
                                     [&world](int code) { world.abort(code); });
   loop_opt.sync = guard.wrap_sync(world.attach(*model, trainer));
   loop_opt.save_health = [&guard] { return guard.state(); };
