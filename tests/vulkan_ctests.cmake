@@ -26,3 +26,35 @@ if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
                    --workdir ${_vk}/kill9 --set train.backend=vulkan)
   set_tests_properties(vulkan_checkpoint_kill9_random PROPERTIES TIMEOUT 300 LABELS "vulkan;resilience")
 endif()
+
+# Serving on the device: generate == serve over a socket, greedy text equal to
+# the cpu backend's, and the parity certificate between two devices. Models
+# from the serve_model (gpt2) and engine_run (llama, GQA) fixtures.
+find_program(KEEL_VK_NODE node)
+if(KEEL_VK_NODE AND EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
+  add_test(NAME vulkan_serve_generate
+           COMMAND ${KEEL_VK_NODE} ${CMAKE_SOURCE_DIR}/tests/node/vulkan_serve.mjs
+                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/serve_cli/tiny)
+  set_tests_properties(vulkan_serve_generate PROPERTIES TIMEOUT 300 LABELS "vulkan;serve"
+                       FIXTURES_REQUIRED serve_model)
+endif()
+if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
+  foreach(_m gpt2 llama)
+    if(_m STREQUAL "gpt2")
+      set(_run ${CMAKE_CURRENT_BINARY_DIR}/serve_cli/tiny)
+      set(_fx serve_model)
+    else()
+      set(_run ${CMAKE_CURRENT_BINARY_DIR}/engine_cli/run)
+      set(_fx engine_run)
+    endif()
+    # expect_run.sh checks the exit status too (--min-top1 1 and --max-logit-diff
+    # fail the command when missed).
+    add_test(NAME vulkan_verify_model_${_m}
+             COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 0
+                     "top-1 agreement [0-9]+/[0-9]+ = 100.00%"
+                     $<TARGET_FILE:keel> verify model --model ${_run} --backends cpu,vulkan
+                     --max-tokens 16 --ppl-tokens 256 --min-top1 1 --max-logit-diff 1e-3)
+    set_tests_properties(vulkan_verify_model_${_m} PROPERTIES TIMEOUT 300 LABELS "vulkan;engine"
+                         FIXTURES_REQUIRED ${_fx})
+  endforeach()
+endif()

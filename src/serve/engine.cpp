@@ -81,7 +81,7 @@ class EngineImpl final : public Engine {
     if (opt.threads > 0) backend_->set_threads(opt.threads);
     model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant));
     pool_ = std::make_unique<KvCachePool>(model_->config().n_layer, model_->kv_dim(),
-                                          opt.max_cache_bytes);
+                                          opt.max_cache_bytes, backend_.get());
     eot_ = tokenizer_.eot_id();
     worker_ = std::thread([this] { run(); });
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "backend/device_tensor.h"
 #include "core/log.h"
 
 namespace keel::serve {
@@ -42,22 +43,24 @@ InferenceLinear make_inference_linear(backend::Backend& be, const std::vector<co
       dst += p->nbytes();
     }
   }
-  if (bias) l.bias = *bias;
+  if (bias) l.bias = backend::to_device(be, *bias, "bias");
   l.dt = format;
   if (dtype_is_blocked(l.dt) && l.K % kQBlock != 0) {
     keel::log().warn("quant: {} needs an inner size divisible by {}; a ({}, {}) weight stays f32",
                      dtype_name(l.dt), kQBlock, l.N, l.K);
     l.dt = DType::F32;
   }
+  // On a device the f32 weight is uploaded once and quantized there.
+  const Tensor fd = backend::to_device(be, f, "weight");
   if (l.dt == DType::F32) {
-    l.w = f;
+    l.w = fd;
   } else {
-    l.w = Tensor::zeros({l.N, l.K}, l.dt);
-    if (l.dt == DType::I8) l.scale = Tensor::zeros({l.N}, DType::F32);
-    be.quantize(l.dt, f.data<float>(), l.w.raw(),
+    l.w = backend::empty_on(be, {l.N, l.K}, l.dt, "quantized weight");
+    if (l.dt == DType::I8) l.scale = backend::empty_on(be, {l.N}, DType::F32, "weight scales");
+    be.quantize(l.dt, fd.data<float>(), l.w.raw(),
                 l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
   }
-  prefer_huge_pages(l.w);
+  if (l.w.on_host()) prefer_huge_pages(l.w);
   return l;
 }
 

@@ -1,10 +1,12 @@
 #include "serve/inference_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "serve/inference_deepseek.h"
@@ -49,6 +51,9 @@ const char* ForwardProfile::name(int phase) {
 InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format)
     : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
   if (cfg_.arch == "deepseek") {
+    if (!be.host_memory())
+      fail<ConfigError>("{}: deepseek is served on host-memory backends only (cpu, ref), not {}",
+                        w.dir, be.name());
     deepseek_ = std::make_unique<DeepSeekInference>(w, be, format);
     kv_dim_ = deepseek_->pool_kv_dim();
     return;
@@ -98,7 +103,29 @@ InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& b
     final_w_ = *t("model.norm.weight", {C});
     head_ = make_linear({t("lm_head.weight", {V, C})}, nullptr);
   }
+  // The linears above uploaded their own weights; the rest follow.
+  const auto place = [&](Tensor& w) {
+    if (w.defined()) w = backend::to_device(be_, w, "weight");
+  };
+  place(tok_emb_);
+  place(pos_emb_);
+  place(final_w_);
+  place(final_b_);
+  for (Layer& L : layers_)
+    for (Tensor* w : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b}) place(*w);
 }
+
+namespace {
+
+// buf grown to at least n elements of dt in be's memory (contents not kept).
+template <class T>
+T* grown(backend::Backend& be, Tensor& buf, int64_t n, DType dt) {
+  if (!buf.defined() || buf.numel() < n)
+    buf = backend::empty_on(be, Shape{std::max<int64_t>(n, 1)}, dt, "inference activations");
+  return buf.data<T>();
+}
+
+}  // namespace
 
 InferenceModel::~InferenceModel() = default;
 
@@ -133,12 +160,12 @@ void InferenceModel::linear(const Linear& l, const float* x, float* y, int64_t M
 }
 
 void InferenceModel::norm(const Tensor& w, const Tensor& b, const float* x, float* y, int64_t M) {
-  if (stats_.size() < size_t(2 * M)) stats_.resize(size_t(2 * M));
+  float* stats = grown<float>(be_, stats_, 2 * M, DType::F32);
   if (llama_)
-    be_.rmsnorm_forward(DType::F32, x, w.raw(), y, stats_.data(), M, cfg_.n_embd, cfg_.norm_eps);
+    be_.rmsnorm_forward(DType::F32, x, w.raw(), y, stats, M, cfg_.n_embd, cfg_.norm_eps);
   else
-    be_.layernorm_forward(DType::F32, x, w.raw(), b.raw(), y, stats_.data(), stats_.data() + M, M,
-                          cfg_.n_embd, cfg_.norm_eps);
+    be_.layernorm_forward(DType::F32, x, w.raw(), b.raw(), y, stats, stats + M, M, cfg_.n_embd,
+                          cfg_.norm_eps);
 }
 
 void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
@@ -146,16 +173,9 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   const int64_t C = cfg_.n_embd, NH = cfg_.n_head, NKV = cfg_.n_kv_head, HS = head_size();
   const int64_t kvd = kv_dim(), R = C + 2 * kvd, F = cfg_.ffn_hidden;
   const int64_t up_w = llama_ ? 2 * F : F;
-  const auto grow = [](std::vector<float>& v, int64_t n) {
-    if (v.size() < size_t(n)) v.resize(size_t(n));
-  };
-  grow(x_, M * C);
-  grow(h_, M * C);
-  grow(qkv_, M * R);
-  grow(att_, M * C);
-  grow(ff_, M * up_w);
-  grow(ff2_, M * F);
-  float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *att = att_.data();
+  const auto grow = [&](Tensor& t, int64_t n) { return grown<float>(be_, t, n, DType::F32); };
+  float *x = grow(x_, M * C), *h = grow(h_, M * C), *qkv = grow(qkv_, M * R),
+        *att = grow(att_, M * C), *ff = grow(ff_, M * up_w), *ff2 = grow(ff2_, M * F);
   // Profiling: the time since the previous mark goes to phase ph.
   using Clock = std::chrono::steady_clock;
   Clock::time_point t_mark = profile_ ? Clock::now() : Clock::time_point{};
@@ -168,14 +188,26 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   using P = ForwardProfile;
   int64_t max_rows = 0;
   for (const Segment& s : segs) max_rows = std::max(max_rows, s.rows);
-  grow(lse_, NH * max_rows);
-
+  float* lse = grow(lse_, NH * max_rows);
+  // Token ids and positions are made on the host; a device gets them uploaded.
+  const bool device = !be_.host_memory();
+  if (device) {
+    int32_t* d = grown<int32_t>(be_, ids_, M, DType::I32);
+    be_.upload(d, ids, size_t(M) * sizeof(int32_t));
+    ids = d;
+  }
   be_.embedding_forward(DType::F32, ids, tok_emb_.raw(), x, M, C);
   if (!llama_) {
     pos_.resize(size_t(M));
     for (const Segment& s : segs)
       for (int64_t t = 0; t < s.rows; ++t) pos_[size_t(s.row0 + t)] = int32_t(s.pos0 + t);
-    be_.embedding_forward(DType::F32, pos_.data(), pos_emb_.raw(), h, M, C);
+    const int32_t* pos = pos_.data();
+    if (device) {
+      int32_t* d = grown<int32_t>(be_, pos_dev_, M, DType::I32);
+      be_.upload(d, pos, size_t(M) * sizeof(int32_t));
+      pos = d;
+    }
+    be_.embedding_forward(DType::F32, pos, pos_emb_.raw(), h, M, C);
     be_.add(DType::F32, x, h, x, M * C);
   }
   mark(P::kEmbed);
@@ -216,9 +248,10 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
         be_.rope_forward(r, q, q);
       }
       float *kc = s.seq->keys(l), *vc = s.seq->values(l);
+      // Backend copies: a memmove on the host, a queued copy on a device.
       for (int64_t t = 0; t < s.rows; ++t) {
-        std::memcpy(kc + (s.pos0 + t) * kvd, q + t * R + C, size_t(kvd) * sizeof(float));
-        std::memcpy(vc + (s.pos0 + t) * kvd, q + t * R + C + kvd, size_t(kvd) * sizeof(float));
+        be_.copy(kc + (s.pos0 + t) * kvd, q + t * R + C, size_t(kvd) * sizeof(float));
+        be_.copy(vc + (s.pos0 + t) * kvd, q + t * R + C + kvd, size_t(kvd) * sizeof(float));
       }
       backend::AttentionArgs a;
       a.B = 1;
@@ -233,7 +266,7 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
       a.kv_batch_stride = s.seq->capacity() * kvd;
       a.scale = float(1.0 / std::sqrt(double(HS)));
       const ScopedThreads st(be_, att_threads);
-      be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse_.data());
+      be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse);
     }
     mark(P::kAttention);
     linear(L.out, att, h, M);
@@ -242,28 +275,35 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     mark(P::kResidual);
     norm(L.norm2_w, L.norm2_b, x, h, M);
     mark(P::kNorm);
-    linear(L.up, h, ff_.data(), M);
+    linear(L.up, h, ff, M);
     mark(P::kUp);
     if (llama_) {
       for (int64_t r = 0; r < M; ++r)
-        be_.swiglu_forward(DType::F32, ff_.data() + r * up_w, ff_.data() + r * up_w + F,
-                           ff2_.data() + r * F, F);
+        be_.swiglu_forward(DType::F32, ff + r * up_w, ff + r * up_w + F, ff2 + r * F, F);
     } else {
-      be_.gelu_forward(DType::F32, ff_.data(), ff2_.data(), M * F);
+      be_.gelu_forward(DType::F32, ff, ff2, M * F);
     }
     mark(P::kActivation);
-    linear(L.down, ff2_.data(), h, M);
+    linear(L.down, ff2, h, M);
     mark(P::kDown);
     be_.add(DType::F32, x, h, x, M * C);
     mark(P::kResidual);
   }
   const int64_t NL = int64_t(logit_rows.size());
-  grow(rows_, NL * C);
+  float* rows = grow(rows_, NL * C);
   for (int64_t i = 0; i < NL; ++i)
-    std::memcpy(rows_.data() + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
-  norm(final_w_, final_b_, rows_.data(), h, NL);
+    be_.copy(rows + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
+  norm(final_w_, final_b_, rows, h, NL);
   mark(P::kNorm);
-  linear(head_, h, logits, NL);
+  if (device) {
+    // The logits come back to the host for sampling: the one wait per call.
+    const int64_t n = NL * cfg_.vocab_size;
+    float* d = grow(logits_, n);
+    linear(head_, h, d, NL);
+    be_.download(logits, d, size_t(n) * sizeof(float));
+  } else {
+    linear(head_, h, logits, NL);
+  }
   mark(P::kHead);
   if (profile_) ++profile_->calls;
 }

@@ -60,6 +60,8 @@ class InferenceModel {
   // The KvCachePool kv_dim: n_kv_head * head_size, or for deepseek half the
   // per-layer latent cache width (rounded up; see DeepSeekInference).
   int64_t kv_dim() const { return kv_dim_; }
+  // Where weights, activations and (through KvCachePool) the KV cache live.
+  backend::Backend& backend() const { return be_; }
   int64_t head_size() const { return cfg_.n_embd / cfg_.n_head; }
   // Bytes of weights one decode step reads (every matrix once, plus one
   // embedding row per token): the numerator of the bandwidth roofline.
@@ -105,7 +107,9 @@ class InferenceModel {
   Tensor final_w_, final_b_;
   Linear head_;
   // Scratch reused across calls (one engine thread drives a model).
-  std::vector<float> x_, h_, qkv_, att_, ff_, ff2_, stats_, lse_, rows_;
+  // Activations in the backend's memory (a device's, or the host's), grown
+  // to the largest call so far.
+  Tensor x_, h_, qkv_, att_, ff_, ff2_, stats_, lse_, rows_, logits_, ids_, pos_dev_;
   std::vector<int32_t> pos_;
   ForwardProfile* profile_ = nullptr;
   int linear_threads_ = 1;  // the backend's thread count when forward() began

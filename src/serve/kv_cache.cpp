@@ -7,8 +7,17 @@ KvSequence::KvSequence(KvCachePool* pool, int64_t n_layer, int64_t capacity, int
       capacity_(capacity),
       kv_dim_(kv_dim),
       bytes_(pool->bytes_for(capacity)),
-      // Not zeroed: a position is always written before attention reads it.
-      data_(new float[size_t(n_layer) * 2 * size_t(capacity) * size_t(kv_dim)]) {}
+      data_(nullptr, [](float*) {}) {
+  const size_t n = size_t(n_layer) * 2 * size_t(capacity) * size_t(kv_dim);
+  backend::Backend* be = pool->be_;
+  if (be && !be->host_memory()) {
+    data_ = {static_cast<float*>(be->allocate(n * sizeof(float), "KV cache")),
+             [be](float* p) { be->release(p); }};
+  } else {
+    // Not zeroed: a position is always written before attention reads it.
+    data_ = {new float[n], [](float* p) { delete[] p; }};
+  }
+}
 
 KvSequence::~KvSequence() {
   pool_->release(bytes_);
@@ -26,6 +35,9 @@ std::unique_ptr<KvSequence> KvCachePool::try_allocate(int64_t capacity) {
   } catch (const std::bad_alloc&) {
     release(need);  // the host itself is out of memory: refuse like a full pool
     return nullptr;
+  } catch (...) {
+    release(need);  // a device out of memory names itself in the error
+    throw;
   }
 }
 

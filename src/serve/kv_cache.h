@@ -5,9 +5,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include "backend/backend.h"
 
 namespace keel::serve {
 
@@ -37,13 +40,14 @@ class KvSequence {
   KvCachePool* pool_;
   int64_t capacity_, kv_dim_, length_ = 0;
   size_t bytes_;
-  std::unique_ptr<float[]> data_;
+  std::unique_ptr<float, std::function<void(float*)>> data_;  // host heap or device memory
 };
 
 class KvCachePool {
  public:
-  KvCachePool(int64_t n_layer, int64_t kv_dim, size_t limit_bytes)
-      : n_layer_(n_layer), kv_dim_(kv_dim), limit_(limit_bytes) {}
+  // be: a device backend whose memory holds the caches (null: the host heap).
+  KvCachePool(int64_t n_layer, int64_t kv_dim, size_t limit_bytes, backend::Backend* be = nullptr)
+      : n_layer_(n_layer), kv_dim_(kv_dim), limit_(limit_bytes), be_(be) {}
 
   // Bytes one sequence of `capacity` positions takes.
   size_t bytes_for(int64_t capacity) const {
@@ -61,6 +65,7 @@ class KvCachePool {
   void release(size_t bytes);
   int64_t n_layer_, kv_dim_;
   size_t limit_;
+  backend::Backend* be_;
   mutable std::mutex mu_;
   size_t used_ = 0;
 };

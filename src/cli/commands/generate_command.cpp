@@ -205,8 +205,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", a->sampling.seed, "sampling seed (as the server's `seed` field)")
       ->capture_default_str();
   cmd->add_option("--stop", a->sampling.stop, "stop string (repeatable; not printed)");
-  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref")
-      ->check(CLI::IsMember({"cpu", "ref"}))
+  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref | vulkan")
+      ->check(CLI::IsMember({"cpu", "ref", "vulkan"}))
       ->capture_default_str();
   cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
       ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))

@@ -92,8 +92,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", a->http.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", a->http.port, "port (0: pick a free one and print it)")
       ->capture_default_str();
-  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref")
-      ->check(CLI::IsMember({"cpu", "ref"}))
+  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref | vulkan")
+      ->check(CLI::IsMember({"cpu", "ref", "vulkan"}))
       ->capture_default_str();
   cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
       ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))

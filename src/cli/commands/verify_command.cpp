@@ -94,6 +94,7 @@ struct VerifyModelOptions {
   int64_t max_new = 32;
   int64_t ppl_tokens = 2048;
   double min_top1 = 1.0;
+  double max_logit_diff = 0;  // > 0: fail when any |delta logit| exceeds it
   int threads = 0;
 };
 
@@ -144,8 +145,10 @@ void verify_model(const VerifyModelOptions& o) {
              steps, 100.0 * top1);
   try {
     const auto tokens = serve::held_out_tokens(o.model, o.data, o.ppl_tokens + 1);
+    double ppl[2] = {0, 0};
     for (size_t i = 0; i < names.size(); ++i) {
       const auto p = serve::perplexity(*ms[i], tokens, o.ppl_tokens);
+      ppl[i] = p.ppl;
       fmt::print(
           "perplexity on the held-out split ({} tokens), {} {}: {:.4f} ({:.4f} nats/token)\n",
           p.tokens, names[i], o.quant, p.ppl, p.nats);
@@ -157,12 +160,17 @@ void verify_model(const VerifyModelOptions& o) {
             f.tokens, names[0], f.ppl, o.quant, 100.0 * (p.ppl / f.ppl - 1.0));
       }
     }
+    fmt::print("perplexity delta, {} vs {}: {:+.5f}%\n", names[1], names[0],
+               100.0 * (ppl[1] / ppl[0] - 1.0));
   } catch (const IoError& e) {
     fmt::print("perplexity: skipped ({})\n", e.what());
   }
   if (top1 < o.min_top1)
     fail("verify model: top-1 agreement {:.2f}% is below --min-top1 {:.2f}%", 100.0 * top1,
          100.0 * o.min_top1);
+  if (o.max_logit_diff > 0 && double(worst) > o.max_logit_diff)
+    fail("verify model: max|dlogit| {:.3e} is above --max-logit-diff {:.3e}", worst,
+         o.max_logit_diff);
 }
 
 }  // namespace
@@ -200,6 +208,10 @@ void add_verify_command(CLI::App& app) {
       ->capture_default_str();
   model->add_option("--data", mo->data,
                     "held-out token shard (default: the run config's validation split)");
+  model
+      ->add_option("--max-logit-diff", mo->max_logit_diff,
+                   "fail when a logit differs by more than this (0 = no bound)")
+      ->capture_default_str();
   model->add_option("--min-top1", mo->min_top1, "fail below this top-1 agreement (0..1)")
       ->capture_default_str();
   model->add_option("--threads", mo->threads, "backend threads (0: all cores)");
