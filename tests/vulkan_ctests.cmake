@@ -34,9 +34,9 @@ find_program(KEEL_VK_NODE node)
 if(KEEL_VK_NODE AND EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
   add_test(NAME vulkan_serve_generate
            COMMAND ${KEEL_VK_NODE} ${CMAKE_SOURCE_DIR}/tests/node/vulkan_serve.mjs
-                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/serve_cli/tiny)
+                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/engine_cli/run)
   set_tests_properties(vulkan_serve_generate PROPERTIES TIMEOUT 300 LABELS "vulkan;serve"
-                       FIXTURES_REQUIRED serve_model)
+                       FIXTURES_REQUIRED engine_run)
 endif()
 if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
   foreach(_m gpt2 llama)
