@@ -58,3 +58,16 @@ if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
                          FIXTURES_REQUIRED ${_fx})
   endforeach()
 endif()
+
+# Out of device memory is an error naming the tensor, its shape and the budget.
+if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
+  add_test(NAME vulkan_train_out_of_memory
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 1
+                   "cannot allocate [a-z_.0-9]+ f32\\[[0-9, ]+\\] \\([0-9]+ bytes\\): Vulkan: out of device memory .*pool budget 1048576 bytes"
+                   $<TARGET_FILE:keel> train --no-resume data.corpus=${_vk}/corpus data.vocab_size=384
+                   data.val_fraction=0.25 data.cache_dir=${_vk}/oom_cache model.n_layer=1 model.n_head=2
+                   model.n_embd=64 model.max_seq_len=32 train.seq_len=32 train.batch_size=8 train.steps=5
+                   train.backend=vulkan train.peak_gflops=10 run.dir=${_vk}/oom)
+  set_tests_properties(vulkan_train_out_of_memory PROPERTIES TIMEOUT 120 LABELS "vulkan;train"
+                       ENVIRONMENT KEEL_VULKAN_MEMORY_MB=1)
+endif()

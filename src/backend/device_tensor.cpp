@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace keel::backend {
@@ -9,7 +11,11 @@ namespace keel::backend {
 Tensor empty_on(Backend& be, const Shape& shape, DType dtype, std::string_view what) {
   if (be.host_memory()) return Tensor::zeros(shape, dtype);
   const size_t bytes = dtype_bytes(dtype, size_t(shape.numel()));
-  void* p = be.allocate(bytes, what.empty() ? std::string_view("a tensor") : what);
+  // Named with its shape, so running out of device memory says what did not fit.
+  const std::string label =
+      fmt::format("{} {}{}", what.empty() ? std::string_view("a tensor") : what, dtype_name(dtype),
+                  shape.str());
+  void* p = be.allocate(bytes, label);
   Backend* owner = &be;
   return Tensor::over(
       Storage::on_device(p, bytes, std::string(be.name()), [owner](void* q) { owner->release(q); }),

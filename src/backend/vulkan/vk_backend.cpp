@@ -7,6 +7,7 @@
 // assumptions from creeping back in.
 #include "backend/vulkan/vk_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -35,9 +36,24 @@ int64_t dt_bytes(DType dt, int64_t n) {
   return int64_t(dtype_bytes(dt, size_t(n)));
 }
 
+// KEEL_VULKAN_MEMORY_MB caps the device memory keel takes (default: the
+// largest device-local heap): to share a device, or to rehearse running out.
+vulkan::ContextOptions options_from_environment() {
+  vulkan::ContextOptions o;
+  if (const char* mb = std::getenv("KEEL_VULKAN_MEMORY_MB"); mb && *mb) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(mb, &end, 10);
+    if (*end || v == 0 || v > (1ull << 30))
+      fail<ConfigError>("KEEL_VULKAN_MEMORY_MB: expected a positive number of MiB, got '{}'", mb);
+    o.pool_budget = v << 20;
+    o.pool_block = std::min<uint64_t>(o.pool_block, o.pool_budget);
+  }
+  return o;
+}
+
 class VulkanBackend final : public Backend {
  public:
-  VulkanBackend() {
+  VulkanBackend() : ctx_(options_from_environment()) {
     if (const char* b = std::getenv("KEEL_FAULT_VULKAN_KERNEL")) broken_ = b;
   }
   ~VulkanBackend() override {
