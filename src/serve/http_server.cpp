@@ -1,14 +1,17 @@
 #include "serve/http_server.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <string_view>
 
 #include <httplib.h>
@@ -76,6 +79,7 @@ struct HttpServer::Impl {
   HttpServerOptions opt;
   httplib::Server svr;
   int port = 0;
+  int listen_fd = -1;  // the listening socket (set while binding)
   const int64_t created = int64_t(std::time(nullptr));
 
   std::mutex inflight_mu;
@@ -146,8 +150,70 @@ struct HttpServer::Impl {
 
   // ---- routes ----
 
+  // Requests refused before routing, so nothing waits on a body that will not
+  // come: a missing API key (401), a POST without a length (411), a length
+  // that is not a number (400). The connection closes
+  // after these, since the bytes that follow cannot be trusted as a request.
+  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) {
+    const auto refuse = [&](int status, const char* code, const std::string& msg) {
+      res.set_header("Connection", "close");
+      send_error(res, ApiError(status, "invalid_request_error", "", code, msg));
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (!opt.api_key.empty() && req.path != "/health" &&
+        !bearer_matches(req.get_header_value("Authorization"), opt.api_key)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      return refuse(401, "invalid_api_key",
+                    "missing or incorrect API key (send \"Authorization: Bearer <key>\")");
+    }
+    if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+    std::string te = req.get_header_value("Transfer-Encoding");
+    std::transform(te.begin(), te.end(), te.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (te.find("chunked") != std::string::npos) return httplib::Server::HandlerResponse::Unhandled;
+    if (!req.has_header("Content-Length"))
+      return refuse(411, "length_required",
+                    "a POST needs a Content-Length header (or Transfer-Encoding: chunked)");
+    const std::string len = req.get_header_value("Content-Length");
+    if (len.empty() || len.size() > 19 ||
+        !std::all_of(len.begin(), len.end(), [](unsigned char c) { return std::isdigit(c); }))
+      return refuse(400, "invalid_content_length",
+                    fmt::format("Content-Length: '{}' is not a byte count", len.substr(0, 32)));
+    // A parseable length over the limit goes on to read_body, which reads the
+    // body to its end before the 413: closing on a client still sending would
+    // reset the connection and could lose the answer.
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+
+  // "Bearer <key>" against the key, in time that does not depend on where they differ.
+  static bool bearer_matches(const std::string& header, const std::string& key) {
+    static constexpr std::string_view kScheme = "Bearer ";
+    const std::string_view got =
+        header.size() >= kScheme.size() &&
+                std::string_view(header).substr(0, kScheme.size()) == kScheme
+            ? std::string_view(header).substr(kScheme.size())
+            : std::string_view();
+    unsigned char diff = got.size() == key.size() ? 0 : 1;
+    for (size_t i = 0; i < key.size(); ++i)
+      diff |= static_cast<unsigned char>(key[i] ^ (i < got.size() ? got[i] : 0));
+    return diff == 0;
+  }
+
   void setup_routes() {
     svr.new_task_queue = [n = opt.threads] { return new httplib::ThreadPool(size_t(n)); };
+    // A reply's last segment goes out at once instead of waiting for the
+    // client's delayed ACK (Nagle): ~40 ms per request on a kept-alive connection.
+    svr.set_tcp_nodelay(true);
+    // httplib listens with a backlog of 5; the listening socket is taken here
+    // so bind() can raise it.
+    svr.set_socket_options([this](socket_t sock) {
+      listen_fd = sock;
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      return pre_route(req, res);
+    });
     svr.set_payload_max_length(opt.max_body_bytes);
     svr.set_read_timeout(opt.read_timeout_s, 0);
     // An idle keep-alive connection holds a thread: release it soon, but let a
@@ -312,6 +378,15 @@ struct HttpServer::Impl {
   std::once_flag max_token_once;
   int64_t max_token_len = 1;
 
+  // A fresh seed: the OS's entropy mixed with a counter, kept below 2^53 so a
+  // client that reads JSON numbers as doubles (JavaScript) sends it back intact.
+  uint64_t fresh_seed() {
+    static std::atomic<uint64_t> counter{0};
+    thread_local std::random_device rd;
+    const uint64_t r = (uint64_t(rd()) << 32) ^ uint64_t(rd());
+    return (r ^ (0x9e3779b97f4a7c15ull * ++counter)) & ((uint64_t(1) << 53) - 1);
+  }
+
   void handle_generation(Endpoint ep, const std::string& body, httplib::Response& res) {
     if (draining)
       throw ApiError(503, "server_error", "", "shutting_down",
@@ -328,6 +403,9 @@ struct HttpServer::Impl {
                    "{}: {} tokens leave no room in the model's context of {} tokens", prompt_param,
                    n_prompt, ctx);
     r.sampling = p.sampling;
+    // Without a seed every request samples afresh, as OpenAI's API does; the
+    // seed used is in the response, so any answer can be replayed.
+    if (!p.seed_given) r.sampling.seed = fresh_seed();
     if (p.max_tokens) {
       if (n_prompt + *p.max_tokens > ctx)
         fail_request("max_tokens", "context_length_exceeded",
@@ -340,6 +418,7 @@ struct HttpServer::Impl {
       r.sampling.max_tokens = ep == Endpoint::ChatCompletions ? room : std::min<int64_t>(16, room);
     }
 
+    const uint64_t r_seed = r.sampling.seed;
     auto g = std::make_shared<Generation>();
     EventFn on_event = [this, g](const Event& ev) { return on_engine_event(*g, ev); };
     inflight_add(1);
@@ -357,7 +436,8 @@ struct HttpServer::Impl {
       throw;
     }
     gen_requests->inc();
-    ResponseMeta meta{ep, new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id()};
+    ResponseMeta meta{ep, new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(),
+                      r_seed};
     if (p.stream) {
       stream_response(g, meta, p.include_usage, res);
     } else {
@@ -492,6 +572,8 @@ int HttpServer::bind() {
       fail("serve: cannot bind to {}:{} (in use, or not a local address?)", m.opt.host, m.opt.port);
     m.port = m.opt.port;
   }
+  // listen() again on a listening socket only changes its backlog (Linux).
+  if (m.listen_fd >= 0) ::listen(m.listen_fd, m.opt.listen_backlog);
   return m.port;
 }
 

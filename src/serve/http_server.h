@@ -19,6 +19,9 @@ struct HttpServerOptions {
   size_t max_body_bytes = size_t(8) << 20;  // larger bodies: 413 before being read
   double drain_timeout_s = 30;              // shutdown: in-flight requests get this long
   int read_timeout_s = 30;                  // a client silent this long is dropped
+  // Non-empty: every route but /health needs "Authorization: Bearer <key>".
+  std::string api_key;
+  int listen_backlog = 1024;  // connections the kernel queues before accept
 };
 
 // What graceful shutdown did.

@@ -129,6 +129,7 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
     s.repetition_penalty = *r;
   }
   if (const json* v = field(body, "seed")) {
+    out.seed_given = true;
     if (v->is_number_unsigned()) {
       s.seed = v->get<uint64_t>();
     } else if (v->is_number_integer()) {
@@ -285,6 +286,38 @@ size_t find_invalid_utf8(std::string_view s) {
   return std::string_view::npos;
 }
 
+namespace {
+
+// The number the JSON library's overflow message quotes ("... parsing '1e309'").
+std::string number_in_message(std::string_view what) {
+  const size_t a = what.find('\''), b = what.rfind('\'');
+  return a != std::string_view::npos && b > a ? std::string(what.substr(a + 1, b - a - 1)) : "";
+}
+
+// The key whose value is that number, when the body has exactly one such
+// `"key": number` (else empty: the error then names no field).
+std::string field_of_number(std::string_view body, std::string_view what) {
+  const std::string num = number_in_message(what);
+  if (num.empty()) return "";
+  std::string found;
+  for (size_t at = body.find(num); at != std::string_view::npos; at = body.find(num, at + 1)) {
+    size_t i = at;
+    while (i > 0 && (body[i - 1] == ' ' || body[i - 1] == '\t' || body[i - 1] == '\n')) --i;
+    if (i == 0 || body[i - 1] != ':') continue;
+    --i;
+    while (i > 0 && (body[i - 1] == ' ' || body[i - 1] == '\t' || body[i - 1] == '\n')) --i;
+    if (i < 2 || body[i - 1] != '"') continue;
+    const size_t open = body.rfind('"', i - 2);
+    if (open == std::string_view::npos) continue;
+    const std::string key(body.substr(open + 1, i - 2 - open));
+    if (!found.empty() && found != key) return "";
+    found = key;
+  }
+  return found;
+}
+
+}  // namespace
+
 ParsedRequest parse_request(Endpoint endpoint, std::string_view body, const RequestLimits& limits) {
   if (body.empty())
     fail_request("", "invalid_json", "request body is empty (expected a JSON object)");
@@ -297,6 +330,10 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body, const Requ
     fail_request("", "invalid_json", "request body is not valid JSON: parse error at byte {}",
                  e.byte);
   } catch (const json::out_of_range& e) {  // a number too large for any type
+    const std::string param = field_of_number(body, e.what());
+    if (!param.empty())
+      fail_request(param, "invalid_value", "{}: the number is out of range ({})", param,
+                   number_in_message(e.what()));
     fail_request("", "invalid_json", "request body is not valid JSON: {}", e.what());
   }
   if (!doc.is_object())

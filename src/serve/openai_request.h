@@ -37,6 +37,7 @@ struct ParsedRequest {
   std::optional<int64_t> max_tokens;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool seed_given = false;     // the request named a seed (else the server draws one)
 };
 
 // Byte offset of the first invalid UTF-8 sequence in `s` (overlong forms,

@@ -23,7 +23,11 @@ json finish_json(const std::string& finish_reason) {
 }
 
 json header_json(const ResponseMeta& meta, const char* object) {
-  return {{"id", meta.id}, {"object", object}, {"created", meta.created}, {"model", meta.model}};
+  return {{"id", meta.id},
+          {"object", object},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"seed", meta.seed}};
 }
 
 bool is_chat(const ResponseMeta& meta) {

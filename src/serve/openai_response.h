@@ -17,6 +17,9 @@ struct ResponseMeta {
   std::string id;       // "cmpl-..." or "chatcmpl-..."
   int64_t created = 0;  // unix seconds
   std::string model;
+  // The sampling seed the request ran with (sent, or drawn for it): a client
+  // can replay a sampled answer by sending it back.
+  uint64_t seed = 0;
 };
 
 struct Usage {

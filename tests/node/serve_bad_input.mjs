@@ -60,6 +60,38 @@ try {
     const e = checkErrorObject(r, status, want, what);
     console.log(`${what}: ${status} ${e.type}/${e.code} param=${e.param}: ${e.message.slice(0, 90)}`);
   }
+  // A number no type holds is refused naming its field.
+  {
+    const body = `{"model":"${id}","prompt":"x","temperature":1e309}`;
+    const e = checkErrorObject(await rawPost(port, C, body), 400, { param: 'temperature', code: 'invalid_value' }, 'temperature 1e309');
+    console.log(`temperature 1e309: 400 ${e.code} param=${e.param}: ${e.message}`);
+  }
+  // Bodies whose length the server cannot know are refused at once, not after
+  // a read timeout: no Content-Length (411), one that is not a byte count (400).
+  const body = JSON.stringify({ model: id, prompt: 'x', max_tokens: 2 });
+  for (const [what, lenHeader, status, code] of [
+    ['POST without Content-Length', '', 411, 'length_required'],
+    ['Content-Length -1', 'Content-Length: -1\r\n', 400, 'invalid_content_length'],
+    ['Content-Length 10^23', 'Content-Length: 100000000000000000000000\r\n', 400, 'invalid_content_length'],
+    ['Content-Length not a number', 'Content-Length: 12abc\r\n', 400, 'invalid_content_length'],
+  ]) {
+    const t0 = Date.now();
+    const r = await rawRequest(port, `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${lenHeader}\r\n`, body, { timeoutMs: 10000 });
+    const e = checkErrorObject(r, status, { code }, what);
+    check(r.headers.connection === 'close', `${what}: the connection is closed after the answer`);
+    console.log(`${what}: ${status} ${e.code} in ${Date.now() - t0} ms: ${e.message}`);
+  }
+  // Without a seed each sampled request draws its own, and says which: sending
+  // it back replays the answer.
+  {
+    const req = { model: id, prompt: 'The', max_tokens: 12, temperature: 1.5 };
+    const a = JSON.parse((await rawPost(port, C, req)).body);
+    const b = JSON.parse((await rawPost(port, C, req)).body);
+    check(Number.isInteger(a.seed) && Number.isInteger(b.seed) && a.seed !== b.seed, `unseeded requests draw different seeds: ${a.seed}, ${b.seed}`);
+    const again = JSON.parse((await rawPost(port, C, { ...req, seed: a.seed })).body);
+    check(again.seed === a.seed && again.choices[0].text === a.choices[0].text, `the returned seed replays the answer: ${JSON.stringify(a.choices[0].text)} vs ${JSON.stringify(again.choices[0].text)}`);
+    console.log(`unseeded: seeds ${a.seed} and ${b.seed}; replaying ${a.seed} gives the same text`);
+  }
   checkErrorObject(await rawRequest(port, 'GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 404, { code: 'not_found' }, 'unknown route');
   checkErrorObject(await rawRequest(port, 'GET /v1/models/gpt-4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 404, { code: 'model_not_found' }, 'unknown model id');
   await stillServing('bad requests');

@@ -55,7 +55,8 @@ void run_serve(ServeArgs& a) {
   std::printf("keel serve: model %s (context %lld tokens), backend %s, quant %s\n",
               engine->model_id().c_str(), static_cast<long long>(engine->context_length()),
               a.engine.backend.c_str(), a.engine.quant.c_str());
-  std::printf("listening on http://%s:%d\n", a.http.host.c_str(), port);
+  std::printf("listening on http://%s:%d%s\n", a.http.host.c_str(), port,
+              a.http.api_key.empty() ? "" : " (API key required)");
   std::fflush(stdout);
 
   std::atomic<bool> listen_ended{false};
@@ -110,6 +111,10 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-body-mb", a->max_body_mb, "largest request body (MiB); larger: 413")
       ->capture_default_str();
+  cmd->add_option("--api-key", a->http.api_key,
+                  "require \"Authorization: Bearer KEY\" on every route but /health "
+                  "(default: $KEEL_API_KEY; unset: no key)")
+      ->envname("KEEL_API_KEY");
   cmd->add_option("--drain-timeout", a->http.drain_timeout_s,
                   "seconds in-flight requests get after SIGTERM before being cancelled")
       ->capture_default_str();
