@@ -39,9 +39,12 @@ struct SamplingParams {
   int64_t top_k = 0;                // 0: no limit
   double top_p = 1.0;               // (0, 1]
   double repetition_penalty = 1.0;  // > 0; 1: off (CTRL-style, on prompt and output ids)
-  uint64_t seed = 0;                // per request: same seed and prompt, same text
-  std::vector<std::string> stop;    // stop strings (not included in the output)
-  bool stop_at_eot = true;          // stop at the tokenizer's end-of-text id
+  // OpenAI's, in [-2, 2], on the output so far: logit -= frequency * count +
+  // presence * (count > 0), count = times the id was generated. 0: off.
+  double presence_penalty = 0.0, frequency_penalty = 0.0;
+  uint64_t seed = 0;              // per request: same seed and prompt, same text
+  std::vector<std::string> stop;  // stop strings (not included in the output)
+  bool stop_at_eot = true;        // stop at the tokenizer's end-of-text id
 };
 
 struct Request {

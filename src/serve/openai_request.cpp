@@ -71,11 +71,6 @@ void refuse_unsupported(const json& body) {
         (v->is_boolean() && !v->get<bool>()) || (v->is_number_integer() && v->get<int64_t>() == 0);
     if (!off) fail_request("logprobs", "unsupported_value", "logprobs: not supported");
   }
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    if (auto p = get_number(body, key); p && *p != 0)
-      fail_request(key, "unsupported_value", "{}: only 0 is supported (use repetition_penalty)",
-                   key);
-  }
   if (const json* v = field(body, "logit_bias"); v && !(v->is_object() && v->empty()))
     fail_request("logit_bias", "unsupported_value", "logit_bias: not supported");
   for (const char* key : {"suffix", "tools", "functions", "tool_choice", "function_call"}) {
@@ -127,6 +122,14 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
       fail_request("repetition_penalty", "invalid_value", "repetition_penalty: must be > 0, got {}",
                    *r);
     s.repetition_penalty = *r;
+  }
+  for (auto [key, dst] : {std::pair{"presence_penalty", &s.presence_penalty},
+                          std::pair{"frequency_penalty", &s.frequency_penalty}}) {
+    if (auto v = get_number(body, key)) {
+      if (!(*v >= -2 && *v <= 2))
+        fail_request(key, "invalid_value", "{}: must be in [-2, 2], got {}", key, *v);
+      *dst = *v;
+    }
   }
   if (const json* v = field(body, "seed")) {
     out.seed_given = true;

@@ -61,9 +61,27 @@ int32_t sample_token(std::span<const float> logits, const SamplingParams& params
   return order[keep - 1];
 }
 
+void apply_presence_frequency(std::span<float> logits, std::span<const int32_t> generated,
+                              double presence, double frequency) {
+  if ((presence == 0 && frequency == 0) || generated.empty()) return;
+  std::vector<int32_t> ids(generated.begin(), generated.end());
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j < ids.size() && ids[j] == ids[i]) ++j;
+    const int32_t v = ids[i];
+    if (v >= 0 && size_t(v) < logits.size())
+      logits[size_t(v)] = float(double(logits[size_t(v)]) - frequency * double(j - i) - presence);
+    i = j;
+  }
+}
+
 int32_t sample_next(std::span<float> logits, std::span<const int32_t> seen,
                     const SamplingParams& params, uint64_t index) {
   apply_repetition_penalty(logits, seen, params.repetition_penalty);
+  const size_t n_out = std::min<size_t>(size_t(index), seen.size());
+  apply_presence_frequency(logits, seen.subspan(seen.size() - n_out), params.presence_penalty,
+                           params.frequency_penalty);
   const Rng rng(params.seed, 0x7365727665);  // stream "serve"
   return sample_token(logits, params, double(rng.uniform(index)));
 }

@@ -18,14 +18,21 @@ namespace keel::serve {
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> seen,
                               double penalty);
 
+// OpenAI's presence and frequency penalties in place: logits[v] -= frequency
+// * c_v + presence * (c_v > 0), with c_v the count of v in `generated` (the
+// output ids so far, not the prompt). Both 0: a no-op.
+void apply_presence_frequency(std::span<float> logits, std::span<const int32_t> generated,
+                              double presence, double frequency);
+
 // Picks one id from a row of logits with uniform draw u in [0, 1), using
 // params.temperature (0: argmax), top_k (0: no limit) and top_p (1: no
 // limit). Ties in greedy mode and in the top-k cut go to the smaller id.
 int32_t sample_token(std::span<const float> logits, const SamplingParams& params, double u);
 
 // Picks the next id for token number `index` (0-based count of output tokens)
-// of a request. `logits` is modified (penalty). Deterministic in
-// (params.seed, index, logits, seen).
+// of a request. `seen` is the prompt followed by the `index` output ids so
+// far. `logits` is modified (penalties). Deterministic in (params.seed,
+// index, logits, seen).
 int32_t sample_next(std::span<float> logits, std::span<const int32_t> seen,
                     const SamplingParams& params, uint64_t index);
 

@@ -43,6 +43,11 @@ const cases = [
     api: { temperature: 0.9, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 7 },
   },
   { name: 'seeded-2', gen: ['--temperature', '1.2', '--seed', '12345'], api: { temperature: 1.2, seed: 12345 } },
+  {
+    name: 'penalties',
+    gen: ['--temperature', '0.8', '--presence-penalty', '0.6', '--frequency-penalty', '1.1', '--seed', '5'],
+    api: { temperature: 0.8, presence_penalty: 0.6, frequency_penalty: 1.1, seed: 5 },
+  },
 ];
 
 let ok = true;

@@ -155,8 +155,11 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
   expect_error(R"({"model":"m","prompt":"x","n":2})", "n", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","echo":true})", "echo", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","logprobs":3})", "logprobs", "unsupported_value");
-  expect_error(R"({"model":"m","prompt":"x","presence_penalty":0.5})", "presence_penalty",
-               "unsupported_value");
+  expect_error(R"({"model":"m","prompt":"x","presence_penalty":2.5})", "presence_penalty",
+               "invalid_value");
+  expect_error(R"({"model":"m","prompt":"x","frequency_penalty":-3})", "frequency_penalty",
+               "invalid_value");
+  expect_error(R"({"model":"m","prompt":"x","temperature":1e309})", "temperature", "invalid_value");
   expect_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]})", "tools",
                "unsupported_value", Endpoint::ChatCompletions);
   // Their "off" values and unknown extras pass.
@@ -164,6 +167,12 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
       Endpoint::Completions,
       R"({"model":"m","prompt":"x","n":1,"echo":false,"logprobs":null,"presence_penalty":0,"user":"u","x_extra":1})",
       kLimits));
+  const ParsedRequest p = parse_request(
+      Endpoint::Completions,
+      R"({"model":"m","prompt":"x","presence_penalty":0.5,"frequency_penalty":-1.25})", kLimits);
+  EXPECT_EQ(p.sampling.presence_penalty, 0.5);
+  EXPECT_EQ(p.sampling.frequency_penalty, -1.25);
+  EXPECT_FALSE(p.seed_given);
 }
 
 TEST(OpenAiRequest, Utf8Validator) {

@@ -18,6 +18,23 @@ TEST(Sampling, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
   EXPECT_EQ(l, (std::vector<float>{1.f, -4.f, 1.f, 4.f}));
 }
 
+TEST(Sampling, PresenceAndFrequencyPenaltiesCountOnlyTheOutput) {
+  std::vector<float> l = {1.f, 1.f, 1.f, 1.f};
+  const std::vector<int32_t> generated = {2, 0, 2, 2};
+  apply_presence_frequency(l, generated, 0.5, 0.25);
+  // id 0: once -> 1 - 0.25 - 0.5; id 2: three times -> 1 - 0.75 - 0.5; 1, 3: untouched.
+  EXPECT_EQ(l, (std::vector<float>{0.25f, 1.f, -0.25f, 1.f}));
+  // sample_next: the prompt (the first seen.size() - index ids) is not penalised.
+  SamplingParams p;
+  p.temperature = 0;
+  p.presence_penalty = 1.0;
+  std::vector<float> logits = {3.f, 2.5f, 2.2f};
+  const std::vector<int32_t> seen = {0, 0, 1};  // prompt {0, 0}, output {1}
+  EXPECT_EQ(sample_next(logits, seen, p, 1), 0);  // 0 is only in the prompt: 3 vs 1.5 vs 2.2
+  logits = {3.f, 2.5f, 2.2f};
+  EXPECT_EQ(sample_next(logits, seen, p, 2), 2);  // output {0, 1}: 2 vs 1.5 vs 2.2
+}
+
 TEST(Sampling, GreedyHonoursPenaltyAndSeedsReproduce) {
   SamplingParams p;
   p.temperature = 0;

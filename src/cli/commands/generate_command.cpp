@@ -202,6 +202,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--repetition-penalty", a->sampling.repetition_penalty,
                   "CTRL-style penalty on prompt and output ids (1 = off)")
       ->capture_default_str();
+  cmd->add_option("--presence-penalty", a->sampling.presence_penalty,
+                  "subtracted from the logit of every id already generated, in [-2, 2]")
+      ->check(CLI::Range(-2.0, 2.0))
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", a->sampling.frequency_penalty,
+                  "subtracted once per time an id was generated, in [-2, 2]")
+      ->check(CLI::Range(-2.0, 2.0))
+      ->capture_default_str();
   cmd->add_option("--seed", a->sampling.seed, "sampling seed (as the server's `seed` field)")
       ->capture_default_str();
   cmd->add_option("--stop", a->sampling.stop, "stop string (repeatable; not printed)");
