@@ -10,8 +10,10 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 #include "backend/backend.h"
 #include "core/log.h"
@@ -59,7 +61,8 @@ struct Running {
   std::vector<int32_t> seen;  // prompt + output ids (repetition penalty)
   TextStream text;
   int64_t produced = 0;
-  int32_t last = 0;  // the id to feed next
+  int32_t last = 0;                // the id to feed next
+  std::optional<TokenLogprob> lp;  // the picked id's, when logprobs were asked for
   bool done = false;
   bool released = false;  // cache and reservation given back
 };
@@ -188,9 +191,13 @@ class EngineImpl final : public Engine {
     r.seen.push_back(id);
     r.last = id;
     const auto& sp = r.p.req.sampling;
-    if (sp.stop_at_eot && id == eot_) return finish(r, FinishReason::Stop);
+    if (sp.stop_at_eot && id == eot_) {
+      r.lp.reset();  // the end-of-text id is not output: no logprob, as OpenAI's
+      return finish(r, FinishReason::Stop);
+    }
     Event ev;
     ev.tokens = {id};
+    if (r.lp) ev.logprobs = {*std::exchange(r.lp, std::nullopt)};
     ev.text = r.text.push(tokenizer_.token_bytes(id));
     if (r.text.stopped()) {
       ev.finish = FinishReason::Stop;
@@ -208,7 +215,13 @@ class EngineImpl final : public Engine {
 
   int32_t pick(Running& r, float* logits) {
     const int64_t V = model_->config().vocab_size;
-    return sample_next({logits, size_t(V)}, r.seen, r.p.req.sampling, uint64_t(r.produced));
+    const std::span<float> row{logits, size_t(V)};
+    const int64_t n_top = r.p.req.sampling.logprobs;
+    std::vector<float> raw;
+    if (n_top >= 0) raw.assign(row.begin(), row.end());  // the sampler edits the row
+    const int32_t id = sample_next(row, r.seen, r.p.req.sampling, uint64_t(r.produced));
+    if (n_top >= 0) r.lp = token_logprob(raw, id, n_top);
+    return id;
   }
 
   void admit(Pending p) {

@@ -42,7 +42,11 @@ struct SamplingParams {
   // OpenAI's, in [-2, 2], on the output so far: logit -= frequency * count +
   // presence * (count > 0), count = times the id was generated. 0: off.
   double presence_penalty = 0.0, frequency_penalty = 0.0;
-  uint64_t seed = 0;              // per request: same seed and prompt, same text
+  uint64_t seed = 0;  // per request: same seed and prompt, same text
+  // >= 0: report each generated token's log-probability under the model
+  // (log-softmax of the raw logits, before temperature and penalties) and
+  // this many most likely alternatives (at most 20). < 0: off.
+  int64_t logprobs = -1;
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool stop_at_eot = true;        // stop at the tokenizer's end-of-text id
 };
@@ -59,8 +63,18 @@ const char* finish_reason_name(FinishReason r);  // "length", "stop", ...
 // (bytes of a multi-byte character split across tokens are held back until
 // complete; stop-string candidates are held back until resolved). The last
 // event has finish != None.
+// A generated token's log-probability and the most likely alternatives
+// (descending; ties to the smaller id).
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct Event {
   std::vector<int32_t> tokens;  // ids produced since the previous event
+  // One per id in `tokens` when the request asked for logprobs.
+  std::vector<TokenLogprob> logprobs;
   std::string text;
   FinishReason finish = FinishReason::None;
   std::string error;  // when finish == Error

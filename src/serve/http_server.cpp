@@ -70,6 +70,7 @@ struct Generation {
   bool got_first_token = false;
   // Streaming writer state (touched only by the connection thread).
   bool sent_role = false, sent_done = false;
+  int64_t token_bytes = 0;  // bytes of the tokens streamed so far (logprobs' text_offset)
 };
 
 }  // namespace
@@ -419,6 +420,7 @@ struct HttpServer::Impl {
     }
 
     const uint64_t r_seed = r.sampling.seed;
+    const bool r_logprobs = r.sampling.logprobs >= 0;
     auto g = std::make_shared<Generation>();
     EventFn on_event = [this, g](const Event& ev) { return on_engine_event(*g, ev); };
     inflight_add(1);
@@ -436,8 +438,8 @@ struct HttpServer::Impl {
       throw;
     }
     gen_requests->inc();
-    ResponseMeta meta{ep, new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(),
-                      r_seed};
+    ResponseMeta meta{ep,     new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(),
+                      r_seed, r_logprobs};
     if (p.stream) {
       stream_response(g, meta, p.include_usage, res);
     } else {
@@ -487,15 +489,19 @@ struct HttpServer::Impl {
     std::unique_lock lock(g.mu);
     g.cv.wait(lock, [&] { return g.finished; });
     std::string text;
+    std::vector<TokenLogprob> lps;
     const Event* last = nullptr;
     for (const Event& ev : g.pending) {
       text += ev.text;
+      lps.insert(lps.end(), ev.logprobs.begin(), ev.logprobs.end());
       last = &ev;
     }
     if (last->finish == FinishReason::Cancelled || last->finish == FinishReason::Error)
       return send_error(res, ended_error(*last));
-    send_json(res, completion_json(meta, text, finish_reason_name(last->finish),
-                                   {last->prompt_tokens, last->completion_tokens}));
+    send_json(res, completion_json(
+                       meta, text, finish_reason_name(last->finish),
+                       {last->prompt_tokens, last->completion_tokens},
+                       meta.logprobs ? logprobs_json(meta, engine.tokenizer(), lps) : json()));
   }
 
   void stream_response(std::shared_ptr<Generation> g, ResponseMeta meta, bool include_usage,
@@ -519,7 +525,15 @@ struct HttpServer::Impl {
           }
           bool done = false;
           for (const Event& ev : batch) {
-            if (!ev.text.empty()) out += sse_event(chunk_json(meta, ev.text, "", false));
+            if (!ev.text.empty() || (meta.logprobs && !ev.logprobs.empty())) {
+              json lp;
+              if (meta.logprobs) {
+                lp = logprobs_json(meta, engine.tokenizer(), ev.logprobs, g->token_bytes);
+                for (const TokenLogprob& t : ev.logprobs)
+                  g->token_bytes += int64_t(engine.tokenizer().token_bytes(t.id).size());
+              }
+              out += sse_event(chunk_json(meta, ev.text, "", false, lp));
+            }
             if (ev.finish == FinishReason::None) continue;
             if (ev.finish == FinishReason::Cancelled || ev.finish == FinishReason::Error) {
               out += sse_event(api_error_json(ended_error(ev)));

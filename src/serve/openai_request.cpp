@@ -66,11 +66,6 @@ void refuse_unsupported(const json& body) {
     fail_request("best_of", "unsupported_value", "best_of: only best_of = 1 is supported");
   if (auto e = get_bool(body, "echo"); e && *e)
     fail_request("echo", "unsupported_value", "echo: not supported");
-  if (const json* v = field(body, "logprobs")) {
-    const bool off =
-        (v->is_boolean() && !v->get<bool>()) || (v->is_number_integer() && v->get<int64_t>() == 0);
-    if (!off) fail_request("logprobs", "unsupported_value", "logprobs: not supported");
-  }
   if (const json* v = field(body, "logit_bias"); v && !(v->is_object() && v->empty()))
     fail_request("logit_bias", "unsupported_value", "logit_bias: not supported");
   for (const char* key : {"suffix", "tools", "functions", "tool_choice", "function_call"}) {
@@ -122,6 +117,36 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
       fail_request("repetition_penalty", "invalid_value", "repetition_penalty: must be > 0, got {}",
                    *r);
     s.repetition_penalty = *r;
+  }
+  // Log-probabilities: completions take `logprobs` as the number of
+  // alternatives (0..5, OpenAI's legacy limit); chat takes `logprobs: true`
+  // and `top_logprobs` (0..20).
+  if (out.endpoint == Endpoint::Completions) {
+    if (const json* v = field(body, "logprobs"); v && !v->is_null()) {
+      if (v->is_boolean()) {
+        if (v->get<bool>()) s.logprobs = 0;
+      } else if (v->is_number_integer()) {
+        const int64_t n = v->get<int64_t>();
+        if (n < 0 || n > 5)
+          fail_request("logprobs", "invalid_value", "logprobs: must be in [0, 5], got {}", n);
+        s.logprobs = n;
+      } else {
+        fail_type("logprobs", "an integer", *v);
+      }
+    }
+  } else {
+    bool on = false;
+    if (auto b = get_bool(body, "logprobs")) on = *b;
+    if (auto n = get_int(body, "top_logprobs")) {
+      if (*n < 0 || *n > 20)
+        fail_request("top_logprobs", "invalid_value", "top_logprobs: must be in [0, 20], got {}",
+                     *n);
+      if (!on)
+        fail_request("top_logprobs", "invalid_value", "top_logprobs: needs \"logprobs\": true");
+      s.logprobs = *n;
+    } else if (on) {
+      s.logprobs = 0;
+    }
   }
   for (auto [key, dst] : {std::pair{"presence_penalty", &s.presence_penalty},
                           std::pair{"frequency_penalty", &s.frequency_penalty}}) {

@@ -51,11 +51,48 @@ std::string new_response_id(Endpoint endpoint) {
                      uint32_t(n));
 }
 
+json logprobs_json(const ResponseMeta& meta, const data::Tokenizer& tok,
+                   const std::vector<TokenLogprob>& lp, int64_t text_offset0) {
+  const auto bytes_of = [&](int32_t id) {
+    const std::string& b = tok.token_bytes(id);
+    return std::vector<int>(b.begin(), b.end());
+  };
+  if (is_chat(meta)) {
+    json content = json::array();
+    for (const TokenLogprob& t : lp) {
+      json top = json::array();
+      for (const auto& [id, l] : t.top)
+        top.push_back({{"token", tok.token_bytes(id)}, {"logprob", l}, {"bytes", bytes_of(id)}});
+      content.push_back({{"token", tok.token_bytes(t.id)},
+                         {"logprob", t.logprob},
+                         {"bytes", bytes_of(t.id)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  int64_t off = text_offset0;
+  for (const TokenLogprob& t : lp) {
+    tokens.push_back(tok.token_bytes(t.id));
+    token_logprobs.push_back(t.logprob);
+    json alts = json::object();
+    for (const auto& [id, l] : t.top) alts[tok.token_bytes(id)] = l;
+    top.push_back(std::move(alts));
+    offsets.push_back(off);
+    off += int64_t(tok.token_bytes(t.id).size());
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top)},
+          {"text_offset", std::move(offsets)}};
+}
+
 json completion_json(const ResponseMeta& meta, const std::string& text,
-                     const std::string& finish_reason, const Usage& usage) {
+                     const std::string& finish_reason, const Usage& usage, const json& logprobs) {
   json j = header_json(meta, is_chat(meta) ? "chat.completion" : "text_completion");
   json choice = {
-      {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+      {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_json(finish_reason)}};
   if (is_chat(meta)) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
@@ -67,10 +104,10 @@ json completion_json(const ResponseMeta& meta, const std::string& text,
 }
 
 json chunk_json(const ResponseMeta& meta, const std::string& text, const std::string& finish_reason,
-                bool first) {
+                bool first, const json& logprobs) {
   json j = header_json(meta, is_chat(meta) ? "chat.completion.chunk" : "text_completion");
   json choice = {
-      {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+      {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_json(finish_reason)}};
   if (is_chat(meta)) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

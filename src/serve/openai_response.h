@@ -4,9 +4,12 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "data/tokenizer.h"
+#include "serve/engine.h"
 #include "serve/openai_request.h"
 
 namespace keel::serve {
@@ -20,6 +23,7 @@ struct ResponseMeta {
   // The sampling seed the request ran with (sent, or drawn for it): a client
   // can replay a sampled answer by sending it back.
   uint64_t seed = 0;
+  bool logprobs = false;  // the request asked for log-probabilities
 };
 
 struct Usage {
@@ -29,14 +33,24 @@ struct Usage {
 // A fresh id with the endpoint's prefix and 24 hex digits.
 std::string new_response_id(Endpoint endpoint);
 
+// The `logprobs` object of a choice for tokens `lp` in OpenAI's shape:
+// completions {tokens, token_logprobs, top_logprobs, text_offset} (offsets in
+// bytes from `text_offset0`, the completion bytes before these tokens); chat
+// {content: [{token, logprob, bytes, top_logprobs}]}.
+nlohmann::json logprobs_json(const ResponseMeta& meta, const data::Tokenizer& tok,
+                             const std::vector<TokenLogprob>& lp, int64_t text_offset0 = 0);
+
 // A whole (non-streamed) response: text_completion or chat.completion.
+// `logprobs` is the choice's logprobs object (null when not asked for).
 nlohmann::json completion_json(const ResponseMeta& meta, const std::string& text,
-                               const std::string& finish_reason, const Usage& usage);
+                               const std::string& finish_reason, const Usage& usage,
+                               const nlohmann::json& logprobs = nullptr);
 
 // One streamed chunk carrying `text`; `finish_reason` empty means null. For
 // chat, `first` adds the assistant role to the delta.
 nlohmann::json chunk_json(const ResponseMeta& meta, const std::string& text,
-                          const std::string& finish_reason, bool first);
+                          const std::string& finish_reason, bool first,
+                          const nlohmann::json& logprobs = nullptr);
 
 // The final chunk of stream_options.include_usage: no choices, only usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& meta, const Usage& usage);

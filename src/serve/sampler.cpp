@@ -76,6 +76,27 @@ void apply_presence_frequency(std::span<float> logits, std::span<const int32_t> 
   }
 }
 
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int64_t n_top) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (float v : logits) z += std::exp(double(v) - double(mx));
+  const double lse = double(mx) + std::log(z);
+  TokenLogprob t;
+  t.id = id;
+  t.logprob = float(double(logits[size_t(id)]) - lse);
+  const size_t n = std::min(size_t(std::max<int64_t>(n_top, 0)), logits.size());
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      return logits[size_t(a)] > logits[size_t(b)] ||
+                             (logits[size_t(a)] == logits[size_t(b)] && a < b);
+                    });
+  for (size_t i = 0; i < n; ++i)
+    t.top.emplace_back(ids[i], float(double(logits[size_t(ids[i])]) - lse));
+  return t;
+}
+
 int32_t sample_next(std::span<float> logits, std::span<const int32_t> seen,
                     const SamplingParams& params, uint64_t index) {
   apply_repetition_penalty(logits, seen, params.repetition_penalty);

@@ -29,6 +29,10 @@ void apply_presence_frequency(std::span<float> logits, std::span<const int32_t> 
 // limit). Ties in greedy mode and in the top-k cut go to the smaller id.
 int32_t sample_token(std::span<const float> logits, const SamplingParams& params, double u);
 
+// id's log-probability under a row of raw logits (log-softmax in f64) and the
+// n_top most likely ids with theirs, descending, ties to the smaller id.
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int64_t n_top);
+
 // Picks the next id for token number `index` (0-based count of output tokens)
 // of a request. `seen` is the prompt followed by the `index` output ids so
 // far. `logits` is modified (penalties). Deterministic in (params.seed,

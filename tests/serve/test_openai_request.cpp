@@ -154,7 +154,9 @@ TEST(OpenAiRequest, OutOfRangeValues) {
 TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
   expect_error(R"({"model":"m","prompt":"x","n":2})", "n", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","echo":true})", "echo", "unsupported_value");
-  expect_error(R"({"model":"m","prompt":"x","logprobs":3})", "logprobs", "unsupported_value");
+  expect_error(R"({"model":"m","prompt":"x","logprobs":6})", "logprobs", "invalid_value");
+  expect_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2})",
+               "top_logprobs", "invalid_value", Endpoint::ChatCompletions);
   expect_error(R"({"model":"m","prompt":"x","presence_penalty":2.5})", "presence_penalty",
                "invalid_value");
   expect_error(R"({"model":"m","prompt":"x","frequency_penalty":-3})", "frequency_penalty",
@@ -173,6 +175,17 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
   EXPECT_EQ(p.sampling.presence_penalty, 0.5);
   EXPECT_EQ(p.sampling.frequency_penalty, -1.25);
   EXPECT_FALSE(p.seed_given);
+  EXPECT_EQ(p.sampling.logprobs, -1);
+  EXPECT_EQ(
+      parse_request(Endpoint::Completions, R"({"model":"m","prompt":"x","logprobs":3})", kLimits)
+          .sampling.logprobs,
+      3);
+  EXPECT_EQ(parse_request(Endpoint::ChatCompletions,
+                          R"({"model":"m","messages":[{"role":"user","content":"x"}],)"
+                          R"("logprobs":true,"top_logprobs":4})",
+                          kLimits)
+                .sampling.logprobs,
+            4);
 }
 
 TEST(OpenAiRequest, Utf8Validator) {

@@ -29,10 +29,24 @@ TEST(Sampling, PresenceAndFrequencyPenaltiesCountOnlyTheOutput) {
   p.temperature = 0;
   p.presence_penalty = 1.0;
   std::vector<float> logits = {3.f, 2.5f, 2.2f};
-  const std::vector<int32_t> seen = {0, 0, 1};  // prompt {0, 0}, output {1}
+  const std::vector<int32_t> seen = {0, 0, 1};    // prompt {0, 0}, output {1}
   EXPECT_EQ(sample_next(logits, seen, p, 1), 0);  // 0 is only in the prompt: 3 vs 1.5 vs 2.2
   logits = {3.f, 2.5f, 2.2f};
   EXPECT_EQ(sample_next(logits, seen, p, 2), 2);  // output {0, 1}: 2 vs 1.5 vs 2.2
+}
+
+TEST(Sampling, TokenLogprobIsTheLogSoftmaxWithSortedAlternatives) {
+  const std::vector<float> l = {1.f, 3.f, 3.f, 0.f};
+  const double lse = std::log(std::exp(1.0) + 2 * std::exp(3.0) + std::exp(0.0));
+  const TokenLogprob t = token_logprob(l, 0, 3);
+  EXPECT_EQ(t.id, 0);
+  EXPECT_NEAR(t.logprob, 1.0 - lse, 1e-6);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);  // a tie goes to the smaller id
+  EXPECT_EQ(t.top[1].first, 2);
+  EXPECT_EQ(t.top[2].first, 0);
+  EXPECT_NEAR(t.top[0].second, 3.0 - lse, 1e-6);
+  EXPECT_TRUE(token_logprob(l, 3, 0).top.empty());
 }
 
 TEST(Sampling, GreedyHonoursPenaltyAndSeedsReproduce) {
