@@ -35,6 +35,11 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
                    ${CMAKE_SOURCE_DIR}/third_party/openai)
   set_tests_properties(serve_logprobs PROPERTIES TIMEOUT 120 LABELS serve
                        FIXTURES_REQUIRED serve_model)
+  add_test(NAME serve_n_choices
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_n_choices.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai)
+  set_tests_properties(serve_n_choices PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
   add_test(NAME serve_api_key
            COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_api_key.mjs $<TARGET_FILE:keel> ${_sb}/tiny
                    ${CMAKE_SOURCE_DIR}/third_party/openai)

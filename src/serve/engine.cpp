@@ -91,27 +91,48 @@ class EngineImpl final : public Engine {
   ~EngineImpl() override { shutdown(false); }
 
   uint64_t submit(Request req, EventFn on_event) override {
+    std::vector<Request> reqs;
+    reqs.push_back(std::move(req));
+    std::vector<EventFn> fns;
+    fns.push_back(std::move(on_event));
+    return submit_all(std::move(reqs), std::move(fns)).front();
+  }
+
+  std::vector<uint64_t> submit_all(std::vector<Request> reqs, std::vector<EventFn> fns) override {
     const auto& cfg = model_->config();
-    const int64_t max_new = validate_request(req, cfg.vocab_size, cfg.max_seq_len);
-    const size_t bytes = pool_->bytes_for(int64_t(req.prompt.size()) + max_new);
+    if (reqs.empty() || reqs.size() != fns.size())
+      fail("Engine::submit_all: {} requests and {} callbacks", reqs.size(), fns.size());
+    std::vector<int64_t> max_new;
+    size_t bytes = 0;
+    for (const Request& r : reqs) {
+      max_new.push_back(validate_request(r, cfg.vocab_size, cfg.max_seq_len));
+      const size_t b = pool_->bytes_for(int64_t(r.prompt.size()) + max_new.back());
+      if (b > pool_->limit())
+        throw RequestError("max_tokens",
+                           fmt::format("max_tokens: prompt + max_tokens needs {} bytes of KV "
+                                       "cache, more than the limit of {} bytes",
+                                       b, pool_->limit()));
+      bytes += b;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) fail<CapacityError>("the engine is shutting down");
-    if (int64_t(queue_.size()) >= opt_.max_queue)
+    if (int64_t(queue_.size() + reqs.size()) > opt_.max_queue)
       fail<CapacityError>("the request queue is full ({} waiting)", queue_.size());
-    if (bytes > pool_->limit())
-      throw RequestError("max_tokens",
-                         fmt::format("max_tokens: prompt + max_tokens needs {} bytes of KV "
-                                     "cache, more than the limit of {} bytes",
-                                     bytes, pool_->limit()));
     if (reserved_ + bytes > pool_->limit())
       fail<CapacityError>("the KV cache is full ({} of {} bytes reserved; {} more needed)",
                           reserved_, pool_->limit(), bytes);
     reserved_ += bytes;
-    const uint64_t id = next_id_++;
-    queue_.push_back({id, std::move(req), std::move(on_event), max_new, bytes});
-    ++stats_.requests_total;
+    // Queued together under one lock, so the worker admits them in one round.
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const uint64_t id = next_id_++;
+      const size_t b = pool_->bytes_for(int64_t(reqs[i].prompt.size()) + max_new[i]);
+      queue_.push_back({id, std::move(reqs[i]), std::move(fns[i]), max_new[i], b});
+      ids.push_back(id);
+      ++stats_.requests_total;
+    }
     cv_.notify_all();
-    return id;
+    return ids;
   }
 
   void cancel(uint64_t id) override {
@@ -242,9 +263,31 @@ class EngineImpl final : public Engine {
       return;
     }
     try {
-      logits_.resize(size_t(model_->config().vocab_size));
-      model_->prefill(*r->seq, r->p.req.prompt, logits_.data());
+      const size_t V = size_t(model_->config().vocab_size);
+      logits_.resize(V);
+      const Prefilled* same = nullptr;
+      for (const Prefilled& f : round_)
+        if (*f.prompt == r->p.req.prompt) same = &f;
+      if (same) {
+        // The same prompt was prefilled in this round: copy its cache rows
+        // and its last logits instead of running the prompt again.
+        const size_t row = size_t(T) * size_t(r->seq->kv_dim()) * sizeof(float);
+        for (int64_t l = 0; l < model_->config().n_layer; ++l) {
+          backend_->copy(r->seq->keys(l), same->seq->keys(l), row);
+          backend_->copy(r->seq->values(l), same->seq->values(l), row);
+        }
+        r->seq->set_length(T);
+        std::copy(same->logits.begin(), same->logits.end(), logits_.begin());
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.prefills_shared;
+      } else {
+        model_->prefill(*r->seq, r->p.req.prompt, logits_.data());
+      }
+      Prefilled mine{r->seq.get(), &r->p.req.prompt, {}};
+      if (!same) mine.logits.assign(logits_.begin(), logits_.begin() + std::ptrdiff_t(V));
       accept(*r, pick(*r, logits_.data()));
+      // A request that ended at once frees its cache: nothing to copy from.
+      if (!same && !r->done) round_.push_back(std::move(mine));
     } catch (const std::exception& e) {
       finish(*r, FinishReason::Error, {}, e.what());
     }
@@ -327,6 +370,7 @@ class EngineImpl final : public Engine {
       }
       // New requests join between decode steps (continuous batching).
       for (auto& p : admitted) admit(std::move(p));
+      round_.clear();
       reap();
       if (!active_.empty()) decode_step();
       reap();
@@ -353,6 +397,14 @@ class EngineImpl final : public Engine {
 
   // Worker thread only.
   std::vector<std::unique_ptr<Running>> active_;
+  // The prompts prefilled in the current admission round (requests admitted
+  // together with one prompt, as n > 1 completions are, share one prefill).
+  struct Prefilled {
+    KvSequence* seq;
+    const std::vector<int32_t>* prompt;
+    std::vector<float> logits;  // the prompt's last row, before any sampling edit
+  };
+  std::vector<Prefilled> round_;
   std::vector<float> logits_;
   std::mutex join_mu_;
   std::thread worker_;

@@ -97,6 +97,9 @@ struct EngineOptions {
 struct EngineStats {
   int64_t queued = 0, active = 0;
   int64_t requests_total = 0, prompt_tokens_total = 0, completion_tokens_total = 0;
+  // Requests that copied the KV cache of an identical prompt admitted with
+  // them instead of prefilling it again (n > 1 completions).
+  int64_t prefills_shared = 0;
   size_t cache_bytes_in_use = 0, cache_bytes_limit = 0;
 };
 
@@ -112,6 +115,10 @@ class Engine {
   // Queues a request; `on_event` receives its output. Validates first and
   // throws RequestError/CapacityError without queueing. Returns an id.
   virtual uint64_t submit(Request req, EventFn on_event) = 0;
+  // Queues several requests at once (all or none): they are admitted in one
+  // round when the batch has room, and those with one prompt prefill it once.
+  virtual std::vector<uint64_t> submit_all(std::vector<Request> reqs,
+                                           std::vector<EventFn> on_events) = 0;
   // Cancels a queued or running request (its last event says Cancelled).
   virtual void cancel(uint64_t id) = 0;
   // Stops taking requests. With finish = true running and queued requests

@@ -129,6 +129,9 @@ struct HttpServer::Impl {
                     std::lock_guard lock(inflight_mu);
                     return double(inflight);
                   });
+    metrics.gauge("keel_prefills_shared_total",
+                  "Requests that copied an identical prompt's KV cache instead of prefilling.",
+                  [this] { return double(engine.stats().prefills_shared); });
     metrics.gauge("keel_kv_cache_bytes_in_use", "KV cache bytes held by sequences.",
                   [this] { return double(engine.stats().cache_bytes_in_use); });
     metrics.gauge("keel_kv_cache_bytes_limit", "KV cache byte limit.",
@@ -421,6 +424,7 @@ struct HttpServer::Impl {
 
     const uint64_t r_seed = r.sampling.seed;
     const bool r_logprobs = r.sampling.logprobs >= 0;
+    if (p.n > 1) return whole_response_n(ep, std::move(r), p.n, res);
     auto g = std::make_shared<Generation>();
     EventFn on_event = [this, g](const Event& ev) { return on_engine_event(*g, ev); };
     inflight_add(1);
@@ -502,6 +506,89 @@ struct HttpServer::Impl {
                        meta, text, finish_reason_name(last->finish),
                        {last->prompt_tokens, last->completion_tokens},
                        meta.logprobs ? logprobs_json(meta, engine.tokenizer(), lps) : json()));
+  }
+
+  // n choices: n engine requests with seeds seed, seed + 1, ... submitted
+  // together, so the engine admits them in one round and prefills the prompt
+  // once (the others copy its KV cache). Served whole.
+  void whole_response_n(Endpoint ep, Request r, int64_t n, httplib::Response& res) {
+    std::vector<std::shared_ptr<Generation>> gens;
+    std::vector<uint64_t> ids;
+    const uint64_t seed = r.sampling.seed;
+    const bool want_lp = r.sampling.logprobs >= 0;
+    // Ends the submitted ones (none when submit_all threw: it is all or none).
+    const auto cancel_all = [&] {
+      for (uint64_t id : ids) engine.cancel(id);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        Generation& g = *gens[i];
+        std::unique_lock lock(g.mu);
+        g.cv.wait_for(lock, std::chrono::seconds(10), [&] { return g.finished; });
+      }
+    };
+    std::vector<Request> reqs;
+    std::vector<EventFn> fns;
+    for (int64_t i = 0; i < n; ++i) {
+      reqs.push_back(r);
+      reqs.back().sampling.seed = seed + uint64_t(i);
+      auto g = std::make_shared<Generation>();
+      fns.push_back([this, g](const Event& ev) { return on_engine_event(*g, ev); });
+      gens.push_back(std::move(g));
+    }
+    inflight_add(1);
+    try {
+      ids = engine.submit_all(std::move(reqs), std::move(fns));
+    } catch (const RequestError& e) {
+      cancel_all();
+      inflight_add(-1);
+      fail_request(e.field(), "invalid_value", "{}", e.what());
+    } catch (const CapacityError& e) {
+      cancel_all();
+      inflight_add(-1);
+      res.set_header("Retry-After", "1");
+      throw ApiError(429, "rate_limit_error", "", "server_busy", e.what());
+    } catch (...) {
+      cancel_all();
+      inflight_add(-1);
+      throw;
+    }
+    gen_requests->inc(double(n));
+    ResponseMeta meta{
+        ep, new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(), seed, want_lp};
+    json out;
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      Generation& g = *gens[size_t(i)];
+      std::unique_lock lock(g.mu);
+      g.cv.wait(lock, [&] { return g.finished; });
+      std::string text;
+      std::vector<TokenLogprob> lps;
+      const Event* last = nullptr;
+      for (const Event& ev : g.pending) {
+        text += ev.text;
+        lps.insert(lps.end(), ev.logprobs.begin(), ev.logprobs.end());
+        last = &ev;
+      }
+      if (last->finish == FinishReason::Cancelled || last->finish == FinishReason::Error) {
+        lock.unlock();
+        cancel_all();
+        inflight_add(-1);
+        return send_error(res, ended_error(*last));
+      }
+      prompt_tokens = last->prompt_tokens;
+      completion_tokens += last->completion_tokens;
+      json one = completion_json(meta, text, finish_reason_name(last->finish), {},
+                                 want_lp ? logprobs_json(meta, engine.tokenizer(), lps) : json());
+      one["choices"][0]["index"] = i;
+      if (i == 0)
+        out = std::move(one);
+      else
+        out["choices"].push_back(std::move(one["choices"][0]));
+    }
+    out["usage"] = {{"prompt_tokens", prompt_tokens},
+                    {"completion_tokens", completion_tokens},
+                    {"total_tokens", prompt_tokens + completion_tokens}};
+    inflight_add(-1);
+    send_json(res, out);
   }
 
   void stream_response(std::shared_ptr<Generation> g, ResponseMeta meta, bool include_usage,

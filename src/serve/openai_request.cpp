@@ -60,8 +60,6 @@ std::optional<std::string> get_string(const json& obj, const char* key) {
 
 // Features that keel does not implement: accepted only at their "off" value.
 void refuse_unsupported(const json& body) {
-  if (auto n = get_int(body, "n"); n && *n != 1)
-    fail_request("n", "unsupported_value", "n: only n = 1 is supported, got {}", *n);
   if (auto n = get_int(body, "best_of"); n && *n != 1)
     fail_request("best_of", "unsupported_value", "best_of: only best_of = 1 is supported");
   if (auto e = get_bool(body, "echo"); e && *e)
@@ -117,6 +115,10 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
       fail_request("repetition_penalty", "invalid_value", "repetition_penalty: must be > 0, got {}",
                    *r);
     s.repetition_penalty = *r;
+  }
+  if (auto n = get_int(body, "n")) {
+    if (*n < 1 || *n > 16) fail_request("n", "invalid_value", "n: must be in [1, 16], got {}", *n);
+    out.n = *n;
   }
   // Log-probabilities: completions take `logprobs` as the number of
   // alternatives (0..5, OpenAI's legacy limit); chat takes `logprobs: true`
@@ -186,6 +188,8 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
   }
   if (auto ignore = get_bool(body, "ignore_eos")) s.stop_at_eot = !*ignore;
   out.stream = get_bool(body, "stream").value_or(false);
+  if (out.stream && out.n > 1)
+    fail_request("n", "unsupported_value", "n: n > 1 is served whole; with stream it needs n = 1");
   if (const json* v = field(body, "stream_options")) {
     if (!v->is_object()) fail_type("stream_options", "an object", *v);
     if (!out.stream)

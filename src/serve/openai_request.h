@@ -38,6 +38,7 @@ struct ParsedRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool seed_given = false;     // the request named a seed (else the server draws one)
+  int64_t n = 1;               // choices; choice i samples with seed + i
 };
 
 // Byte offset of the first invalid UTF-8 sequence in `s` (overlong forms,

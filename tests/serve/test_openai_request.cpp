@@ -152,7 +152,8 @@ TEST(OpenAiRequest, OutOfRangeValues) {
 }
 
 TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
-  expect_error(R"({"model":"m","prompt":"x","n":2})", "n", "unsupported_value");
+  expect_error(R"({"model":"m","prompt":"x","n":17})", "n", "invalid_value");
+  expect_error(R"({"model":"m","prompt":"x","n":2,"stream":true})", "n", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","echo":true})", "echo", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","logprobs":6})", "logprobs", "invalid_value");
   expect_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2})",
