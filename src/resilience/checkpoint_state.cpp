@@ -1,7 +1,5 @@
 #include "resilience/checkpoint_state.h"
 
-#include <cstring>
-
 #include "backend/device_tensor.h"
 
 namespace keel::resilience {
@@ -19,10 +17,8 @@ void copy_slot(backend::Backend& be, std::vector<io::NamedTensor>& dst, size_t i
     slot.name = name;
     slot.tensor = Tensor::zeros(src.shape(), src.dtype());
   }
-  if (!src.on_host()) {
-    backend::copy_to_host(be, src, slot.tensor);  // device state: read back once per checkpoint
-  } else if (src.is_contiguous()) {
-    std::memcpy(slot.tensor.raw(), src.raw(), src.nbytes());
+  if (src.is_contiguous()) {
+    backend::copy_to_host(be, src, slot.tensor);  // a memcpy, or a device's one read-back
   } else {
     slot.tensor = src.clone();
   }

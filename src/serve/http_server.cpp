@@ -422,14 +422,23 @@ struct HttpServer::Impl {
       r.sampling.max_tokens = ep == Endpoint::ChatCompletions ? room : std::min<int64_t>(16, room);
     }
 
-    const uint64_t r_seed = r.sampling.seed;
-    const bool r_logprobs = r.sampling.logprobs >= 0;
-    if (p.n > 1) return whole_response_n(ep, std::move(r), p.n, res);
-    auto g = std::make_shared<Generation>();
-    EventFn on_event = [this, g](const Event& ev) { return on_engine_event(*g, ev); };
+    // n choices are n engine requests with seeds seed, seed + 1, ..., queued
+    // together so the engine admits them in one round and prefills the prompt
+    // once (the others copy its KV cache). A stream has n = 1 (parse_request).
+    std::vector<Request> reqs;
+    std::vector<EventFn> fns;
+    std::vector<std::shared_ptr<Generation>> gens;
+    for (int64_t i = 0; i < p.n; ++i) {
+      reqs.push_back(r);
+      reqs.back().sampling.seed = r.sampling.seed + uint64_t(i);
+      auto g = std::make_shared<Generation>();
+      fns.push_back([this, g](const Event& ev) { return on_engine_event(*g, ev); });
+      gens.push_back(std::move(g));
+    }
     inflight_add(1);
     try {
-      g->id = engine.submit(std::move(r), std::move(on_event));
+      const std::vector<uint64_t> ids = engine.submit_all(std::move(reqs), std::move(fns));
+      for (size_t i = 0; i < ids.size(); ++i) gens[i]->id = ids[i];
     } catch (const RequestError& e) {
       inflight_add(-1);
       fail_request(e.field(), "invalid_value", "{}", e.what());
@@ -441,13 +450,17 @@ struct HttpServer::Impl {
       inflight_add(-1);
       throw;
     }
-    gen_requests->inc();
-    ResponseMeta meta{ep,     new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(),
-                      r_seed, r_logprobs};
+    gen_requests->inc(double(p.n));
+    ResponseMeta meta{ep,
+                      new_response_id(ep),
+                      int64_t(std::time(nullptr)),
+                      engine.model_id(),
+                      r.sampling.seed,
+                      r.sampling.logprobs >= 0};
     if (p.stream) {
-      stream_response(g, meta, p.include_usage, res);
+      stream_response(gens.front(), meta, p.include_usage, res);
     } else {
-      whole_response(*g, meta, res);
+      whole_response(gens, meta, res);
       inflight_add(-1);
     }
   }
@@ -489,105 +502,53 @@ struct HttpServer::Impl {
                     ev.error.empty() ? "generation failed" : ev.error);
   }
 
-  void whole_response(Generation& g, const ResponseMeta& meta, httplib::Response& res) {
-    std::unique_lock lock(g.mu);
-    g.cv.wait(lock, [&] { return g.finished; });
-    std::string text;
-    std::vector<TokenLogprob> lps;
-    const Event* last = nullptr;
-    for (const Event& ev : g.pending) {
-      text += ev.text;
-      lps.insert(lps.end(), ev.logprobs.begin(), ev.logprobs.end());
-      last = &ev;
-    }
-    if (last->finish == FinishReason::Cancelled || last->finish == FinishReason::Error)
-      return send_error(res, ended_error(*last));
-    send_json(res, completion_json(
-                       meta, text, finish_reason_name(last->finish),
-                       {last->prompt_tokens, last->completion_tokens},
-                       meta.logprobs ? logprobs_json(meta, engine.tokenizer(), lps) : json()));
-  }
-
-  // n choices: n engine requests with seeds seed, seed + 1, ... submitted
-  // together, so the engine admits them in one round and prefills the prompt
-  // once (the others copy its KV cache). Served whole.
-  void whole_response_n(Endpoint ep, Request r, int64_t n, httplib::Response& res) {
-    std::vector<std::shared_ptr<Generation>> gens;
-    std::vector<uint64_t> ids;
-    const uint64_t seed = r.sampling.seed;
-    const bool want_lp = r.sampling.logprobs >= 0;
-    // Ends the submitted ones (none when submit_all threw: it is all or none).
-    const auto cancel_all = [&] {
-      for (uint64_t id : ids) engine.cancel(id);
-      for (size_t i = 0; i < ids.size(); ++i) {
-        Generation& g = *gens[i];
-        std::unique_lock lock(g.mu);
-        g.cv.wait_for(lock, std::chrono::seconds(10), [&] { return g.finished; });
-      }
-    };
-    std::vector<Request> reqs;
-    std::vector<EventFn> fns;
-    for (int64_t i = 0; i < n; ++i) {
-      reqs.push_back(r);
-      reqs.back().sampling.seed = seed + uint64_t(i);
-      auto g = std::make_shared<Generation>();
-      fns.push_back([this, g](const Event& ev) { return on_engine_event(*g, ev); });
-      gens.push_back(std::move(g));
-    }
-    inflight_add(1);
-    try {
-      ids = engine.submit_all(std::move(reqs), std::move(fns));
-    } catch (const RequestError& e) {
-      cancel_all();
-      inflight_add(-1);
-      fail_request(e.field(), "invalid_value", "{}", e.what());
-    } catch (const CapacityError& e) {
-      cancel_all();
-      inflight_add(-1);
-      res.set_header("Retry-After", "1");
-      throw ApiError(429, "rate_limit_error", "", "server_busy", e.what());
-    } catch (...) {
-      cancel_all();
-      inflight_add(-1);
-      throw;
-    }
-    gen_requests->inc(double(n));
-    ResponseMeta meta{
-        ep, new_response_id(ep), int64_t(std::time(nullptr)), engine.model_id(), seed, want_lp};
-    json out;
-    int64_t prompt_tokens = 0, completion_tokens = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      Generation& g = *gens[size_t(i)];
-      std::unique_lock lock(g.mu);
-      g.cv.wait(lock, [&] { return g.finished; });
+  // Waits for every choice and answers with all of them (usage adds their
+  // tokens); a choice that failed cancels the rest and answers its error.
+  void whole_response(const std::vector<std::shared_ptr<Generation>>& gens,
+                      const ResponseMeta& meta, httplib::Response& res) {
+    struct Choice {
       std::string text;
       std::vector<TokenLogprob> lps;
-      const Event* last = nullptr;
+      Event last;
+    };
+    std::vector<Choice> choices;
+    Usage usage;
+    for (const auto& gp : gens) {
+      Generation& g = *gp;
+      std::unique_lock lock(g.mu);
+      g.cv.wait(lock, [&] { return g.finished; });
+      Choice c;
       for (const Event& ev : g.pending) {
-        text += ev.text;
-        lps.insert(lps.end(), ev.logprobs.begin(), ev.logprobs.end());
-        last = &ev;
+        c.text += ev.text;
+        c.lps.insert(c.lps.end(), ev.logprobs.begin(), ev.logprobs.end());
       }
-      if (last->finish == FinishReason::Cancelled || last->finish == FinishReason::Error) {
-        lock.unlock();
-        cancel_all();
-        inflight_add(-1);
-        return send_error(res, ended_error(*last));
+      c.last = g.pending.back();
+      lock.unlock();
+      if (c.last.finish == FinishReason::Cancelled || c.last.finish == FinishReason::Error) {
+        for (const auto& other : gens) {
+          engine.cancel(other->id);
+          std::unique_lock wait(other->mu);
+          other->cv.wait_for(wait, std::chrono::seconds(10), [&] { return other->finished; });
+        }
+        return send_error(res, ended_error(c.last));
       }
-      prompt_tokens = last->prompt_tokens;
-      completion_tokens += last->completion_tokens;
-      json one = completion_json(meta, text, finish_reason_name(last->finish), {},
-                                 want_lp ? logprobs_json(meta, engine.tokenizer(), lps) : json());
-      one["choices"][0]["index"] = i;
-      if (i == 0)
-        out = std::move(one);
-      else
-        out["choices"].push_back(std::move(one["choices"][0]));
+      usage.prompt_tokens = c.last.prompt_tokens;
+      usage.completion_tokens += c.last.completion_tokens;
+      choices.push_back(std::move(c));
     }
-    out["usage"] = {{"prompt_tokens", prompt_tokens},
-                    {"completion_tokens", completion_tokens},
-                    {"total_tokens", prompt_tokens + completion_tokens}};
-    inflight_add(-1);
+    json out;
+    for (size_t i = 0; i < choices.size(); ++i) {
+      const Choice& c = choices[i];
+      json one =
+          completion_json(meta, c.text, finish_reason_name(c.last.finish), usage,
+                          meta.logprobs ? logprobs_json(meta, engine.tokenizer(), c.lps) : json());
+      if (i == 0) {
+        out = std::move(one);
+      } else {
+        one["choices"][0]["index"] = i;
+        out["choices"].push_back(std::move(one["choices"][0]));
+      }
+    }
     send_json(res, out);
   }
 

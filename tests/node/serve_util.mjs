@@ -1,12 +1,37 @@
 // Shared helpers of the `keel serve` tests: start the server on a free
 // loopback port, stop it with SIGTERM and check a clean exit, raw HTTP over
 // sockets, SSE parsing, OpenAI error-object checks, process memory.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 export function check(cond, msg) {
   if (!cond) throw new Error(`check failed: ${msg}`);
+}
+
+// `keel generate --run <model> --prompt <prompt> ...args`: checks that stdout
+// is exactly the prompt, the continuation and a newline, and returns the
+// continuation and stderr.
+export function generateText(keel, model, prompt, args) {
+  const r = spawnSync(keel, ['generate', '--run', model, '--prompt', prompt, ...args],
+    { encoding: 'utf8' });
+  check(r.status === 0, `keel generate ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  check(r.stdout.startsWith(prompt) && r.stdout.endsWith('\n'),
+    `stdout is the prompt, the continuation and a newline: ${JSON.stringify(r.stdout)}`);
+  return { text: r.stdout.slice(prompt.length, -1), stderr: r.stderr };
+}
+
+// POST /v1/completions for `prompt` on the model folder's id; returns the text.
+export async function completeText(base, model, prompt, body) {
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: path.basename(model), prompt, ...body }),
+  });
+  const j = await res.json();
+  check(res.status === 200, `completion status ${res.status}: ${JSON.stringify(j)}`);
+  return j.choices[0].text;
 }
 
 // Starts `keel serve --model <model> --port 0` and resolves once it prints

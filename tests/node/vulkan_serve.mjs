@@ -4,32 +4,13 @@
 // the same request and seed, greedy and sampled, f32 and q8_0; and greedy
 // text on the device equals greedy text on the cpu backend (f32).
 // Usage: node vulkan_serve.mjs <keel> <run dir>
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
-import { check, startServer, stopServer } from './serve_util.mjs';
+import { check, completeText, generateText, startServer, stopServer } from './serve_util.mjs';
 
 const [keel, model] = process.argv.slice(2);
 const prompt = 'The Congress of the United States';
 
-function generate(args) {
-  const r = spawnSync(keel, ['generate', '--run', model, '--prompt', prompt, ...args],
-    { encoding: 'utf8' });
-  check(r.status === 0, `keel generate ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  check(r.stdout.startsWith(prompt) && r.stdout.endsWith('\n'),
-    `stdout is the prompt, the continuation and a newline: ${JSON.stringify(r.stdout)}`);
-  return r.stdout.slice(prompt.length, -1);
-}
-
-async function complete(base, body) {
-  const res = await fetch(`${base}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: path.basename(model), prompt, ...body }),
-  });
-  const j = await res.json();
-  check(res.status === 200, `completion status ${res.status}: ${JSON.stringify(j)}`);
-  return j.choices[0].text;
-}
+const generate = (args) => generateText(keel, model, prompt, args).text;
+const complete = (base, body) => completeText(base, model, prompt, body);
 
 const cases = [
   { name: 'greedy', gen: ['--temperature', '0'], api: { temperature: 0 } },
