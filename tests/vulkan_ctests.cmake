@@ -72,3 +72,13 @@ if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
   set_tests_properties(vulkan_train_out_of_memory PROPERTIES TIMEOUT 120 LABELS "vulkan;train"
                        ENVIRONMENT KEEL_VULKAN_MEMORY_MB=1)
 endif()
+
+# DeepSeek (MLA, routed experts, the balancing bias and loss) trained on the
+# device against the cpu backend, and kill -9 and resume bit-exact on it.
+if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
+  add_test(NAME vulkan_train_deepseek
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/scripts/vulkan_deepseek_check.py
+                   --keel $<TARGET_FILE:keel> --config ${CMAKE_SOURCE_DIR}/configs/deepseek-tiny.toml
+                   --corpus ${_vk}/corpus --workdir ${_vk}/deepseek)
+  set_tests_properties(vulkan_train_deepseek PROPERTIES TIMEOUT 600 LABELS "vulkan;train;deepseek")
+endif()

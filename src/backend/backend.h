@@ -55,6 +55,8 @@ enum class Kernel : uint8_t {
   MoeRoute,       // mixture-of-experts routing (top-k gating)
   MoePermute,     // tokens to expert order and back (permute / unpermute)
   GroupedMatmul,  // one matmul per expert over its rows
+  CopyRows,       // strided row copies (slicing and assembling activations)
+  MlaQkv,         // multi-head latent attention's q/k/v assembly
   kCount
 };
 inline constexpr int kKernelCount = int(Kernel::kCount);
@@ -144,6 +146,14 @@ struct GroupedMatmulArgs {
   int64_t G = 0, N = 0, K = 0;
   const int64_t* offsets = nullptr;
   DType dt = DType::F32;
+};
+
+// Multi-head latent attention's per-head layout: every head's query and key
+// are nope + rope wide (D), its value v wide (v <= D); N tokens.
+struct MlaArgs {
+  int64_t N = 0, NH = 0, nope = 0, rope = 0, v = 0;
+  DType dt = DType::F32;
+  int64_t D() const { return nope + rope; }
 };
 
 // The dtype coverage of the host backends: F32 and BF16 for every activation
@@ -250,6 +260,26 @@ class Backend {
   virtual void bias_add(DType dt, void* y, const void* bias, int64_t N, int64_t C) = 0;
   virtual void bias_backward(DType dt, const void* dy, float* dbias, int64_t N, int64_t C) = 0;
 
+  // ---- strided rows: for r < rows and c < cols, dst[r * dst_stride + c] =
+  // src[r * src_stride + c], or += when accumulate (f32 math, rounded once
+  // to dt). src and dst do not overlap. Slices and head layouts use it.
+  virtual void copy_rows(DType dt, const void* src, int64_t src_stride, void* dst,
+                         int64_t dst_stride, int64_t rows, int64_t cols, bool accumulate) = 0;
+
+  // ---- MLA's attention input (see MlaArgs). qkv is (N, 3 * NH * D): the NH
+  // query heads (q, (N, NH * D), copied), the NH key heads (nope columns from
+  // kv's head, then kpe (N, rope), shared by every head) and the NH value
+  // heads (kv's v columns, zero past v); kv is (N, NH * (nope + v)). The
+  // rotary embedding is applied to the rope columns afterwards.
+  virtual void mla_qkv_forward(const MlaArgs& a, const void* q, const void* kv, const void* kpe,
+                               void* qkv) = 0;
+  // Accumulates the gradient of that copy: dq += g's query columns, except
+  // the rope columns, taken from g_rope (g with the rotation undone there);
+  // dkv += g's key nope and value columns; dkpe += the sum over key heads
+  // (ascending, f32, rounded once) of g_rope's key rope columns.
+  virtual void mla_qkv_backward(const MlaArgs& a, const void* g, const void* g_rope, void* dq,
+                                void* dkv, void* dkpe) = 0;
+
   // ---- softmax cross-entropy over rows of logits (N, V). targets < 0 are
   // ignored (loss 0, gradient 0). losses[i] = lse[i] - logits[i, t_i].
   virtual void cross_entropy_forward(DType dt, const void* logits, const int32_t* targets,
@@ -338,6 +368,30 @@ class Backend {
   virtual void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
                                       const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
                                       int64_t C) = 0;
+  // The dispatch plan of a routing idx (N, K): expert e keeps its first
+  // `capacity` slots in token order (all when capacity is 0), the others are
+  // dropped. offsets (E + 1, int64): offsets[e] is the first permuted row of
+  // expert e, offsets[E] the rows kept (N * K - offsets[E] slots dropped);
+  // pos (N, K): offsets[idx] + the slot's rank within its expert, or -1.
+  virtual void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity,
+                        int32_t* pos, int64_t* offsets) = 0;
+  // Routing statistics of one forward, accumulated: load (4, E) f32 gains
+  // row 0: slots idx gave expert e, row 1 / 2: the sum of scores[:, e] / of
+  // their squares (each an f64 sum over tokens ascending, added once), row
+  // 3: slots plain_idx gave e. stats (2, f64) gains the sum over tokens of
+  // the routing entropy -sum_e p log p (p = scores normalised per token) and
+  // the slots pos drops (pos < 0).
+  virtual void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                               const int32_t* plain_idx, const int32_t* pos, float* load,
+                               double* stats) = 0;
+  // The sequence-level balance loss over a.N / T sequences of T tokens:
+  // per sequence f_e = E / (K T) * (slots idx gave e), P_e = mean over its
+  // tokens of the normalised scores, L = alpha * mean over sequences of
+  // sum_e f_e P_e. loss[0] (f64) += L; dscores (N, E) = grad_scale * dL /
+  // dscores (written, not accumulated).
+  virtual void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale,
+                            const float* scores, const int32_t* idx, float* dscores,
+                            double* loss) = 0;
   // y[r, :] = x[r, :] @ w[g]^T for the rows r of group g: x (R, K), y (R, N).
   virtual void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
                                       void* y) = 0;

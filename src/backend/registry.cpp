@@ -18,7 +18,7 @@ std::string_view kernel_name(Kernel k) {
       "matmul",    "embedding",   "layernorm",     "rmsnorm", "rope",     "attention",
       "gelu",      "silu",        "swiglu",        "add",     "bias_add", "cross_entropy",
       "adamw",     "reduce",      "sum_squares",   "cast",    "quantize", "qmatmul",
-      "moe_route", "moe_permute", "grouped_matmul"};
+      "moe_route", "moe_permute", "grouped_matmul", "copy_rows", "mla_qkv"};
   static_assert(std::size(names) == kKernelCount, "kernel_name table out of step with Kernel");
   return names[int(k)];
 }

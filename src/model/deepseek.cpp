@@ -9,6 +9,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/causal_lm.h"
@@ -26,6 +27,12 @@ class DeepSeek final : public CausalLM {
     const float std = c.init_std, out_std = c.init_std / std::sqrt(2.f * float(c.n_layer));
     embed_ = nn::Embedding(params_, "model.embed_tokens", c.vocab_size, c.n_embd, std);
     blocks_.reserve(size_t(c.n_layer));
+    // One f64 balance-loss slot per MoE layer, in the backend's memory: read
+    // back once per micro-batch.
+    const int64_t n_moe = std::max<int64_t>(c.n_layer - c.n_dense_layers, 0);
+    aux_ = backend::empty_on(be, Shape{std::max<int64_t>(2 * n_moe, 2)}, DType::I32,
+                             "balance loss per layer");
+    int64_t moe_layer = 0;
     for (int64_t l = 0; l < c.n_layer; ++l) {
       const std::string p = "model.layers." + std::to_string(l);
       Block b;
@@ -35,7 +42,8 @@ class DeepSeek final : public CausalLM {
       if (l < c.n_dense_layers) {
         b.mlp = nn::SwiGLUMLP(params_, p + ".mlp", c.n_embd, c.ffn_hidden, std, out_std);
       } else {
-        b.moe = std::make_unique<MoeFeedForward>(params_, p + ".mlp", c, std, out_std);
+        b.moe = std::make_unique<MoeFeedForward>(params_, p + ".mlp", c, std, out_std,
+                                                 static_cast<double*>(aux_.raw()) + moe_layer++);
         state_.emplace_back(p + ".mlp.gate.e_score_correction_bias", &b.moe->bias());
         inference_.emplace_back(p + ".mlp.gate.e_score_correction_bias", &b.moe->bias());
         state_.emplace_back(p + ".mlp.gate.balance_integral", &b.moe->integral());
@@ -73,7 +81,7 @@ class DeepSeek final : public CausalLM {
       if (blocks_[l].moe) blocks_[l].moe->begin_micro_batch(Rng(tokens_hash, l).u64(0));
     train_ = true;
     grad_scale_ = grad_scale;
-    aux_loss_ = 0;
+    backend::zero(be_, aux_);
     float loss = 0;
     try {
       loss = CausalLM::forward_backward(ids, targets, grad_scale);
@@ -82,7 +90,12 @@ class DeepSeek final : public CausalLM {
       throw;
     }
     train_ = false;
-    return float(double(loss) + aux_loss_);
+    if (cfg_.aux_loss_alpha <= 0.f) return loss;
+    const Tensor aux = backend::to_host(be_, aux_);
+    double aux_loss = 0;
+    for (int64_t l = 0; l < aux.numel() / 2; ++l)
+      aux_loss += static_cast<const double*>(aux.raw())[l];
+    return float(double(loss) + aux_loss);
   }
 
   std::vector<std::pair<std::string, Tensor*>> state_buffers() override { return state_; }
@@ -91,7 +104,7 @@ class DeepSeek final : public CausalLM {
   std::vector<Tensor> last_routing() const {
     std::vector<Tensor> out;
     for (const Block& b : blocks_)
-      if (b.moe) out.push_back(b.moe->last_idx().clone());
+      if (b.moe) out.push_back(backend::to_host(be_, b.moe->last_idx()).clone());
     return out;
   }
 
@@ -148,7 +161,7 @@ class DeepSeek final : public CausalLM {
     nn::Value h = nn::add(tape, x, b.attn.forward(tape, b.input_norm.forward(tape, x)));
     const nn::Value hn = b.post_norm.forward(tape, h);
     const nn::Value f =
-        b.moe ? b.moe->forward(tape, hn, train_, grad_scale_, &aux_loss_) : b.mlp.forward(tape, hn);
+        b.moe ? b.moe->forward(tape, hn, train_, grad_scale_) : b.mlp.forward(tape, hn);
     return nn::add(tape, h, f);
   }
 
@@ -165,9 +178,9 @@ class DeepSeek final : public CausalLM {
   nn::RMSNorm norm_;
   nn::Linear lm_head_;
   std::vector<std::pair<std::string, Tensor*>> state_, inference_;
+  Tensor aux_;  // f64 (as i32 pairs) per MoE layer: the micro-batch's balance loss
   bool train_ = false;
   float grad_scale_ = 1.f;
-  double aux_loss_ = 0;
 };
 
 }  // namespace

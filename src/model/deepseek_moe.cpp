@@ -6,18 +6,21 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/device_tensor.h"
 #include "nn/functional_moe.h"
 
 namespace keel::model {
 
 MoeFeedForward::MoeFeedForward(nn::ParamStore& ps, const std::string& p, const ModelConfig& c,
-                               float std, float out_std)
-    : E_(c.n_routed_experts),
+                               float std, float out_std, double* aux_loss)
+    : be_(&ps.backend()),
+      E_(c.n_routed_experts),
       K_(c.top_k),
       capacity_factor_(c.capacity_factor),
       bias_rate_(c.bias_update_rate),
       aux_alpha_(c.aux_loss_alpha),
-      noise_(c.router_noise) {
+      noise_(c.router_noise),
+      aux_loss_(aux_loss) {
   route_.E = E_;
   route_.K = K_;
   route_.gating = c.gating == "sigmoid" ? backend::MoeGating::Sigmoid : backend::MoeGating::Softmax;
@@ -34,13 +37,15 @@ MoeFeedForward::MoeFeedForward(nn::ParamStore& ps, const std::string& p, const M
     has_shared_ = true;
     shared_ = nn::SwiGLUMLP(ps, p + ".shared_experts", C, F * c.n_shared_experts, std, out_std);
   }
-  bias_ = Tensor::zeros(Shape{E_}, DType::F32);
-  load_ = Tensor::zeros(Shape{4, E_}, DType::F32);
+  bias_ = backend::empty_on(*be_, Shape{E_}, DType::F32, p + ".gate.e_score_correction_bias");
+  load_ = backend::empty_on(*be_, Shape{4, E_}, DType::F32, p + ".expert_load");
   integral_ = Tensor::zeros(Shape{E_}, DType::F32);
+  stats_ = backend::empty_on(*be_, Shape{4}, DType::I32, p + " routing statistics");
+  aux_discard_ = backend::empty_on(*be_, Shape{2}, DType::I32, p + " recomputed balance loss");
 }
 
-nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train, float grad_scale,
-                                  double* aux_loss) {
+nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train,
+                                  float grad_scale) {
   const int64_t B = x.t.dim(0), T = x.t.dim(1), N = B * T;
   backend::MoeRouteArgs a = route_;
   a.N = N;
@@ -49,7 +54,7 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
   // The balance loss's gradient depends on the routing below; its buffer is
   // handed to the routing node now and filled once the routing is known.
   const bool aux = train && aux_alpha_ > 0.f;
-  Tensor dscores = aux ? tape.scratch_zeros(Shape{N, E_}, DType::F32) : Tensor();
+  Tensor dscores = aux ? tape.scratch(Shape{N, E_}, DType::F32) : Tensor();
   nn::MoeDispatch d;
   const nn::Value w = nn::moe_route(tape, logits, bias_, a, dscores, d);
   const int64_t capacity =
@@ -59,10 +64,9 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
   nn::moe_plan(tape, E_, capacity, d);
   last_idx_ = d.idx;
   if (aux) {
-    double l = 0;
-    Tensor g = aux_gradient(tape, d.idx, d.scores, B, T, grad_scale, &l);
-    std::copy_n(g.data<float>(), N * E_, dscores.data<float>());
-    if (!counted_ && aux_loss) *aux_loss += l;
+    double* into = !counted_ && aux_loss_ ? aux_loss_ : static_cast<double*>(aux_discard_.raw());
+    be_->moe_aux_loss(a, T, aux_alpha_, grad_scale, d.scores.data<float>(), d.idx.data<int32_t>(),
+                      dscores.data<float>(), into);
   }
   if (train && !counted_) {
     // The choice without the jitter is what inference makes and what the bias balances.
@@ -72,12 +76,18 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
       plain.noise = 0.f;
       plain_idx = nn::moe_route_choice(tape, logits, bias_, plain);
     }
-    count(d.idx, plain_idx, d.scores, d.dropped);
+    be_->moe_route_stats(a, d.scores.data<float>(), d.idx.data<int32_t>(),
+                         plain_idx.data<int32_t>(), d.pos.data<int32_t>(), load_.data<float>(),
+                         static_cast<double*>(stats_.raw()));
+    tokens_ += N;
     counted_ = true;
+    host_fresh_ = false;
   }
   if (!train) {
+    // Evaluation only (not a training step): the choice read back here.
+    const Tensor idx = backend::to_host(*be_, d.idx);
     std::vector<int64_t> load(static_cast<size_t>(E_), 0);
-    const int32_t* id = d.idx.data<int32_t>();
+    const int32_t* id = idx.data<int32_t>();
     for (int64_t i = 0; i < N * K_; ++i) ++load[size_t(id[i])];
     const int64_t mx = *std::max_element(load.begin(), load.end());
     eval_load_sum_ += double(mx) * double(E_) / double(N * K_);
@@ -92,83 +102,35 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
   return y;
 }
 
-Tensor MoeFeedForward::aux_gradient(nn::Tape& tape, const Tensor& idx, const Tensor& scores,
-                                    int64_t B, int64_t T, float grad_scale, double* loss) const {
-  // Per sequence: f_e = E / (K T) * (times e was chosen), P_e = mean_t s'_te
-  // with s' the scores normalised per token; L = alpha * sum_e f_e P_e, averaged
-  // over the B sequences. f is a count (no gradient); dL/ds'_te = alpha f_e / (T B).
-  Tensor g = tape.scratch_zeros(Shape{B * T, E_}, DType::F32);
-  const int32_t* id = idx.data<int32_t>();
-  const float* s = scores.data<float>();
-  float* gp = g.data<float>();
-  const size_t ne = static_cast<size_t>(E_);
-  std::vector<double> f(ne), P(ne), gs(ne);
-  double total = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    std::fill(f.begin(), f.end(), 0.0);
-    std::fill(P.begin(), P.end(), 0.0);
-    for (int64_t t = b * T; t < (b + 1) * T; ++t) {
-      for (int64_t k = 0; k < K_; ++k) f[size_t(id[t * K_ + k])] += double(E_) / double(K_ * T);
-      double z = 0;
-      for (int64_t e = 0; e < E_; ++e) z += double(s[t * E_ + e]);
-      for (int64_t e = 0; e < E_; ++e) P[size_t(e)] += double(s[t * E_ + e]) / z / double(T);
-    }
-    for (int64_t e = 0; e < E_; ++e) total += double(aux_alpha_) * f[size_t(e)] * P[size_t(e)];
-    for (int64_t t = b * T; t < (b + 1) * T; ++t) {
-      double z = 0, dot = 0;
-      for (int64_t e = 0; e < E_; ++e) z += double(s[t * E_ + e]);
-      for (int64_t e = 0; e < E_; ++e) {
-        gs[size_t(e)] = double(aux_alpha_) * f[size_t(e)] / double(T * B);
-        dot += gs[size_t(e)] * double(s[t * E_ + e]) / z;
-      }
-      for (int64_t e = 0; e < E_; ++e)
-        gp[t * E_ + e] = float(double(grad_scale) * (gs[size_t(e)] - dot) / z);
-    }
+const MoeFeedForward::HostStats& MoeFeedForward::host_stats() const {
+  if (!host_fresh_) {
+    host_.load.resize(size_t(4 * E_));
+    be_->download(host_.load.data(), load_.raw(), host_.load.size() * sizeof(float));
+    double st[2];
+    be_->download(st, stats_.raw(), sizeof(st));
+    host_.entropy_sum = st[0];
+    host_.dropped = st[1];
+    host_fresh_ = true;
   }
-  *loss = total / double(B);
-  return g;
-}
-
-void MoeFeedForward::count(const Tensor& idx, const Tensor& plain_idx, const Tensor& scores,
-                           int64_t dropped) {
-  const int64_t N = idx.dim(0);
-  const int32_t* id = idx.data<int32_t>();
-  float* load = load_.data<float>();
-  for (int64_t i = 0; i < N * K_; ++i) load[id[i]] += 1.f;  // exact integers in f32
-  const float* s = scores.data<float>();
-  const int32_t* plain_id = plain_idx.data<int32_t>();
-  for (int64_t i = 0; i < N * K_; ++i) load[3 * E_ + plain_id[i]] += 1.f;
-  for (int64_t e = 0; e < E_; ++e) {  // per-expert score sums for the spread (f64 per micro-batch)
-    double s1 = 0, s2 = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const double v = double(s[n * E_ + e]);
-      s1 += v;
-      s2 += v * v;
-    }
-    load[E_ + e] = float(double(load[E_ + e]) + s1);
-    load[2 * E_ + e] = float(double(load[2 * E_ + e]) + s2);
-  }
-  for (int64_t n = 0; n < N; ++n) {
-    double z = 0, h = 0;
-    for (int64_t e = 0; e < E_; ++e) z += double(s[n * E_ + e]);
-    for (int64_t e = 0; e < E_; ++e) {
-      const double p = double(s[n * E_ + e]) / z;
-      if (p > 0) h -= p * std::log(p);
-    }
-    entropy_sum_ += h;
-  }
-  tokens_ += N;
-  dropped_ += dropped;
+  return host_;
 }
 
 double MoeFeedForward::load_max_over_mean() const {
-  const float* l = load_.data<float>();
+  const float* l = host_stats().load.data();
   double sum = 0, mx = 0;
   for (int64_t e = 0; e < E_; ++e) {
     sum += double(l[e]);
     mx = std::max(mx, double(l[e]));
   }
   return sum > 0 ? mx / (sum / double(E_)) : 0.0;
+}
+
+double MoeFeedForward::mean_entropy() const {
+  return tokens_ > 0 ? host_stats().entropy_sum / double(tokens_) : 0.0;
+}
+
+int64_t MoeFeedForward::dropped() const {
+  return int64_t(host_stats().dropped);
 }
 
 double MoeFeedForward::take_eval_load_max_over_mean() {
@@ -179,8 +141,8 @@ double MoeFeedForward::take_eval_load_max_over_mean() {
 }
 
 void MoeFeedForward::end_step(bool applied) {
-  float* l = load_.data<float>();
   if (applied && bias_rate_ > 0.f) {
+    const float* l = host_stats().load.data();
     const float* plain = l + 3 * E_;  // the load without the jitter
     double sum = 0;
     for (int64_t e = 0; e < E_; ++e) sum += double(plain[e]);
@@ -201,7 +163,7 @@ void MoeFeedForward::end_step(bool applied) {
     // in units of sd_e so its effect on the selection (moving a key by x sd
     // moves about 0.3 x of the tokens near the threshold) does not depend on
     // how spread the scores are: one rate settles both early and late.
-    float* b = bias_.data<float>();
+    std::vector<float> b(static_cast<size_t>(E_));
     float* c = integral_.data<float>();
     std::vector<double> m(static_cast<size_t>(E_), 0.0);
     double mm = 0;
@@ -215,14 +177,15 @@ void MoeFeedForward::end_step(bool applied) {
         const double sd = std::sqrt(std::max(0.0, m2 - m[size_t(e)] * m[size_t(e)]));
         const double gap = std::clamp((mean - double(plain[e])) / mean, -1.0, 1.0);
         c[e] = float(double(c[e]) + double(bias_rate_) * sd * gap);
-        b[e] = float(double(c[e]) - (m[size_t(e)] - mm));
+        b[size_t(e)] = float(double(c[e]) - (m[size_t(e)] - mm));
       }
+      be_->upload(bias_.raw(), b.data(), b.size() * sizeof(float));
     }
   }
-  std::fill_n(l, 4 * E_, 0.f);
-  entropy_sum_ = 0;
+  backend::zero(*be_, load_);
+  backend::zero(*be_, stats_);
   tokens_ = 0;
-  dropped_ = 0;
+  host_fresh_ = false;
 }
 
 }  // namespace keel::model

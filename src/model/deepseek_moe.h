@@ -1,7 +1,9 @@
 // DeepSeekMoE feed-forward: always-on shared experts plus fine-grained routed
 // experts, top-k gating, and auxiliary-loss-free load balancing (a per-expert
 // bias that shifts only the top-k selection, nudged each step toward equal
-// load), with an optional small sequence-level balance loss.
+// load), with an optional small sequence-level balance loss. Routing, its
+// statistics and the balance loss run on the backend, in its memory; the
+// host reads the statistics once per step, where it updates the bias.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,15 +18,17 @@ namespace keel::model {
 class MoeFeedForward {
  public:
   MoeFeedForward() = default;
+  // aux_loss: one f64 in the backend's memory that the balance loss of each
+  // training micro-batch is added to (the owner reads and clears it).
   MoeFeedForward(nn::ParamStore& ps, const std::string& prefix, const ModelConfig& c, float std,
-                 float out_std);
+                 float out_std, double* aux_loss);
 
   // x (B, T, C) -> (B, T, C). When `train` is set the routing feeds the step's
   // statistics (once per micro-batch: a recomputed forward does not count
   // twice) and, with aux_loss_alpha > 0, the balance loss, whose gradient
-  // (times grad_scale) enters backward and whose value is added to *aux_loss.
-  nn::Value forward(nn::Tape& tape, const nn::Value& x, bool train, float grad_scale,
-                    double* aux_loss);
+  // (times grad_scale) enters backward and whose value is added to the
+  // aux_loss slot.
+  nn::Value forward(nn::Tape& tape, const nn::Value& x, bool train, float grad_scale);
   // A new micro-batch: the next training forward counts again, and its
   // routing jitter (ModelConfig::router_noise) comes from noise_seed, so a
   // recomputed forward routes the same way.
@@ -48,8 +52,8 @@ class MoeFeedForward {
   Tensor& integral() { return integral_; }  // f32 (E): the load feedback part of the bias
   // max / mean of this step's load (0 when nothing was routed).
   double load_max_over_mean() const;
-  double mean_entropy() const { return tokens_ > 0 ? entropy_sum_ / double(tokens_) : 0.0; }
-  int64_t dropped() const { return dropped_; }
+  double mean_entropy() const;
+  int64_t dropped() const;
   // Mean over the forward-only passes since the last call of their load
   // max/mean (0 when there were none); clears it.
   double take_eval_load_max_over_mean();
@@ -57,11 +61,15 @@ class MoeFeedForward {
   const Tensor& last_idx() const { return last_idx_; }
 
  private:
-  // idx: the step's choice; plain_idx: the same without the jitter (load row 3).
-  void count(const Tensor& idx, const Tensor& plain_idx, const Tensor& scores, int64_t dropped);
-  Tensor aux_gradient(nn::Tape& tape, const Tensor& idx, const Tensor& scores, int64_t B, int64_t T,
-                      float grad_scale, double* loss) const;
+  // The step's load and statistics read back to the host, once per step
+  // (after the replicas have summed the load).
+  struct HostStats {
+    std::vector<float> load;  // (4, E)
+    double entropy_sum = 0, dropped = 0;
+  };
+  const HostStats& host_stats() const;
 
+  backend::Backend* be_ = nullptr;
   backend::MoeRouteArgs route_;
   int64_t E_ = 0, K_ = 0;
   float capacity_factor_ = 0, bias_rate_ = 0, aux_alpha_ = 0, noise_ = 0;
@@ -72,13 +80,19 @@ class MoeFeedForward {
   nn::Parameter* w_down_ = nullptr;  // mlp.experts.down_proj (E, C, F)
   bool has_shared_ = false;
   nn::SwiGLUMLP shared_;  // mlp.shared_experts
-  Tensor bias_, load_, integral_;
+  Tensor bias_, load_;    // backend memory
+  Tensor integral_;       // host memory (only end_step reads it)
+  // Backend memory, f64 as i32 word pairs: [entropy sum, dropped slots], and
+  // where a recomputed forward's balance loss goes (not counted).
+  Tensor stats_, aux_discard_;
+  double* aux_loss_ = nullptr;
   Tensor last_idx_;
   bool counted_ = false;
-  double entropy_sum_ = 0;
+  mutable HostStats host_;
+  mutable bool host_fresh_ = false;
   double eval_load_sum_ = 0;
   int64_t eval_forwards_ = 0;
-  int64_t tokens_ = 0, dropped_ = 0;
+  int64_t tokens_ = 0;
 };
 
 }  // namespace keel::model

@@ -62,14 +62,7 @@ ModelConfig resolve_config(const ModelConfig& in) {
 std::unique_ptr<Model> make_model(const ModelConfig& cfg, backend::Backend& be) {
   const ModelConfig c = resolve_config(cfg);
   if (c.arch == "gpt2") return make_gpt2(c, be);
-  if (c.arch == "deepseek") {
-    // Routing (expert counts, balancing bias) is host code for now.
-    if (!be.host_memory())
-      fail<ConfigError>(
-          "model.arch: deepseek runs on host-memory backends only (cpu, ref), not on {}",
-          be.name());
-    return make_deepseek(c, be);
-  }
+  if (c.arch == "deepseek") return make_deepseek(c, be);
   return make_llama(c, be);
 }
 

@@ -128,28 +128,15 @@ Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backe
 
 void moe_plan(Tape& tape, int64_t E, int64_t capacity, MoeDispatch& d) {
   const int64_t N = d.idx.dim(0), K = d.idx.dim(1);
-  const int32_t* idx = d.idx.data<int32_t>();
+  backend::Backend& be = tape.backend();
   d.pos = tape.scratch(Shape{N, K}, DType::I32);
   d.offsets = tape.scratch(Shape{2 * (E + 1)}, DType::I32);
-  int32_t* pos = d.pos.data<int32_t>();
-  int64_t* offs = static_cast<int64_t*>(d.offsets.raw());
-  std::vector<int64_t> kept(size_t(E), 0);
-  d.dropped = 0;
-  // First pass: how many slots each expert keeps (token order decides who fits).
-  for (int64_t i = 0; i < N * K; ++i) {
-    const int64_t e = idx[i];
-    if (capacity > 0 && kept[size_t(e)] >= capacity) {
-      pos[i] = -1;
-      ++d.dropped;
-    } else {
-      pos[i] = int32_t(kept[size_t(e)]++);  // rank within the expert for now
-    }
-  }
-  offs[0] = 0;
-  for (int64_t e = 0; e < E; ++e) offs[e + 1] = offs[e] + kept[size_t(e)];
-  for (int64_t i = 0; i < N * K; ++i)
-    if (pos[i] >= 0) pos[i] = int32_t(offs[idx[i]] + pos[i]);
-  d.rows = offs[E];
+  be.moe_plan(d.idx.data<int32_t>(), N, K, E, capacity, d.pos.data<int32_t>(),
+              static_cast<int64_t*>(d.offsets.raw()));
+  // A device keeps the count where it is (reading it would wait on the
+  // queue): its permuted buffers get a row per slot, and the rows past the
+  // kept ones are never read.
+  d.rows = be.host_memory() ? d.offs()[E] : N * K;
 }
 
 Value moe_permute(Tape& tape, const Value& x, const MoeDispatch& d) {

@@ -14,12 +14,13 @@ namespace keel::nn {
 
 // Where the routed token slots go. Tensors live in the step's arena.
 struct MoeDispatch {
-  Tensor idx;           // i32 (N, K): chosen experts, best first
-  Tensor scores;        // f32 (N, E): gating scores (sigmoid or softmax of the logits)
-  Tensor pos;           // i32 (N, K): row in the permuted buffer, -1 when dropped
-  Tensor offsets;       // E + 1 int64 row offsets per expert (stored in an i32 tensor of 2(E+1))
-  int64_t rows = 0;     // permuted rows kept
-  int64_t dropped = 0;  // slots dropped by the capacity limit
+  Tensor idx;      // i32 (N, K): chosen experts, best first
+  Tensor scores;   // f32 (N, E): gating scores (sigmoid or softmax of the logits)
+  Tensor pos;      // i32 (N, K): row in the permuted buffer, -1 when dropped
+  Tensor offsets;  // E + 1 int64 row offsets per expert (stored in an i32 tensor of 2(E+1))
+  // Rows of the permuted buffers: the slots kept on a host-memory backend,
+  // every slot (N * K) on a device, where the kept count stays on the device.
+  int64_t rows = 0;
   const int64_t* offs() const { return static_cast<const int64_t*>(offsets.raw()); }
 };
 
@@ -33,9 +34,9 @@ Value moe_route(Tape& tape, const Value& logits, const Tensor& bias, const backe
 // without a gradient (no tape node).
 Tensor moe_route_choice(Tape& tape, const Value& logits, const Tensor& bias,
                         const backend::MoeRouteArgs& a);
-// Fills d.pos, d.offsets, d.rows and d.dropped from d.idx: slots grouped by
-// expert in token order; with capacity > 0 an expert keeps only its first
-// `capacity` slots.
+// Fills d.pos, d.offsets and d.rows from d.idx with the backend's moe_plan:
+// slots grouped by expert in token order; with capacity > 0 an expert keeps
+// only its first `capacity` slots.
 void moe_plan(Tape& tape, int64_t E, int64_t capacity, MoeDispatch& d);
 // x (N, C) -> xp (rows, C): each token copied to its expert slots.
 Value moe_permute(Tape& tape, const Value& x, const MoeDispatch& d);

@@ -37,6 +37,8 @@ class ParamStore {
   void sync_compute();
   void zero_grad();
   DType compute_dtype() const { return compute_dtype_; }
+  // The backend whose memory holds the parameters.
+  backend::Backend& backend() const { return be_; }
 
  private:
   DType compute_dtype_;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -74,7 +75,12 @@ StepMetrics Trainer::step() {
   // replicas first agree on the global load so their routing biases stay equal.
   if (sync_)
     for (auto& [name, t] : model_.state_buffers())
-      if (name.ends_with(".expert_load")) sync_->sum_state({t->data<float>(), size_t(t->numel())});
+      if (name.ends_with(".expert_load")) {
+        // On a device the sum goes through a host copy (to_host is t itself on the host).
+        Tensor h = backend::to_host(be_, *t);
+        sync_->sum_state({h.data<float>(), size_t(h.numel())});
+        if (h.raw() != t->raw()) backend::copy_from_host(be_, h, *t);
+      }
   m.model_stats = model_.step_statistics();
   model_.on_step_end(!m.skipped);
   if (sync_) {

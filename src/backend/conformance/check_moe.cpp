@@ -43,7 +43,68 @@ int64_t random_positions(Gen& g, int64_t N, int64_t K, int64_t E, int64_t drop, 
   return rows;
 }
 
+// Routing statistics and the sequence-level balance loss, on routings the
+// oracle made (with a selection bias, so idx and plain_idx differ) and a
+// plan with dropped slots. Rows of the MoeRoute family.
+void check_moe_route_statistics(Harness& h) {
+  using Case = std::array<int64_t, 4>;  // (B, T, E, K)
+  const std::vector<Case> cases =
+      h.pick<Case>({{1, 1, 1, 1}, {2, 3, 4, 2}, {3, 17, 8, 2}, {2, 33, 16, 4}, {1, 7, 64, 6}},
+                   {{8, 256, 64, 8}});
+  for (int which = 0; which < 2; ++which) {
+    if (!h.row(Kernel::MoeRoute, which == 0 ? "moe_route_stats" : "moe_aux_loss", "f32",
+               Direction::Forward, 1e-5, {DType::F32}))
+      continue;
+    for (const Case& c : cases) {
+      MoeRouteArgs a;
+      const int64_t B = c[0], T = c[1];
+      a.N = B * T, a.E = c[2], a.K = c[3];
+      a.gating = which == 0 ? MoeGating::Softmax : MoeGating::Sigmoid;
+      Gen g = h.gen();
+      Buffer logits("logits", DType::F32, a.N * a.E), bias("bias", DType::F32, a.E);
+      g.normal(logits, 2.f);
+      g.normal(bias, 0.5f);
+      Buffer scores("scores", DType::F32, a.N * a.E), idx("idx", DType::I32, a.N * a.K),
+          plain("plain_idx", DType::I32, a.N * a.K), w("w", DType::F32, a.N * a.K),
+          pos("pos", DType::I32, a.N * a.K), offs("offsets", DType::I32, 2 * (a.E + 1));
+      Backend& in = h.input_backend();
+      in.moe_route_forward(a, logits.as<float>(), bias.as<float>(), scores.as<float>(),
+                           idx.as<int32_t>(), w.as<float>());
+      in.moe_route_forward(a, logits.as<float>(), nullptr, scores.as<float>(), plain.as<int32_t>(),
+                           w.as<float>());
+      const int64_t capacity = std::max<int64_t>(1, a.N * a.K / (2 * a.E));
+      in.moe_plan(idx.as<int32_t>(), a.N, a.K, a.E, capacity, pos.as<int32_t>(),
+                  offs.as<int64_t>());
+      const std::string desc = dims({{"B", B}, {"T", T}, {"E", a.E}, {"K", a.K}});
+      Io io;
+      if (which == 0) {
+        io.in = {scores, idx, plain, pos};
+        io.out.emplace_back("load", DType::F32, 4 * a.E);
+        io.out.emplace_back("stats", DType::F32, 2, /*f64=*/true);
+        g.uniform(io.out[0], 0.f, 9.f);  // accumulated into
+        g.uniform(io.out[1], 0.f, 9.f);
+        h.run(desc + fmt::format(" capacity={}", capacity), io, [a](Backend& be, Io& x) {
+          be.moe_route_stats(a, x.it<float>(0), x.it<int32_t>(1), x.it<int32_t>(2),
+                             x.it<int32_t>(3), x.ot<float>(0), x.ot<double>(1));
+        });
+      } else {
+        io.in = {scores, idx};
+        io.out.emplace_back("dscores", DType::F32, a.N * a.E);
+        io.out.emplace_back("loss", DType::F32, 1, /*f64=*/true);
+        g.normal(io.out[0], 1.f);  // written over
+        g.uniform(io.out[1], 0.f, 1.f);
+        h.run(desc, io, [a, T](Backend& be, Io& x) {
+          be.moe_aux_loss(a, T, 0.01f, 0.5f, x.it<float>(0), x.it<int32_t>(1), x.ot<float>(0),
+                          x.ot<double>(1));
+        });
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void check_moe_plan(Harness& h);
 
 void check_moe_route(Harness& h) {
   if (!h.wants(Kernel::MoeRoute)) return;
@@ -113,10 +174,12 @@ void check_moe_route(Harness& h) {
       }
     }
   }
+  check_moe_route_statistics(h);
 }
 
 void check_moe_permute(Harness& h) {
   if (!h.wants(Kernel::MoePermute)) return;
+  check_moe_plan(h);
   using Case = std::array<int64_t, 5>;  // (N, K, E, C, drop)
   const std::vector<Case> cases = h.pick<Case>(
       {{1, 1, 1, 1, 0}, {3, 2, 4, 7, 0}, {17, 2, 8, 33, 3}, {33, 4, 16, 64, 0}, {7, 6, 64, 100, 5}},
@@ -177,6 +240,34 @@ void check_moe_permute(Harness& h) {
         }
       }
     }
+  }
+}
+
+// The dispatch plan of random routings, with and without a capacity (one
+// that drops slots): pos and offsets are exact integers.
+void check_moe_plan(Harness& h) {
+  using Case = std::array<int64_t, 4>;  // (N, K, E, capacity)
+  const std::vector<Case> cases = h.pick<Case>(
+      {{1, 1, 1, 0}, {3, 2, 4, 0}, {17, 2, 8, 3}, {33, 4, 16, 0}, {7, 6, 64, 1}, {0, 2, 4, 0}},
+      {{4096, 8, 64, 600}});
+  if (!h.row(Kernel::MoePermute, "moe_plan", "i32", Direction::Forward, 0, {DType::F32})) return;
+  for (const Case& c : cases) {
+    const int64_t N = c[0], K = c[1], E = c[2], cap = c[3];
+    Gen g = h.gen();
+    Buffer idx("idx", DType::I32, std::max<int64_t>(N * K, 1));
+    for (int64_t i = 0; i < N * K; ++i) idx.set(i, float(g.below(E)));
+    Io io;
+    io.in = {idx};
+    io.out.emplace_back("pos", DType::I32, std::max<int64_t>(N * K, 1));
+    io.out.emplace_back("offsets", DType::I32, 2 * (E + 1));
+    if (N * K == 0)
+      io.out[0].set(0, 5.f);  // nothing to plan: left alone
+    else
+      for (int64_t i = 0; i < N * K; ++i) io.out[0].set(i, float(g.below(1000)));
+    for (int64_t i = 0; i < 2 * (E + 1); ++i) io.out[1].set(i, float(g.below(1000)));
+    h.run(dims({{"N", N}, {"K", K}, {"E", E}, {"capacity", cap}}), io, [=](Backend& be, Io& x) {
+      be.moe_plan(x.it<int32_t>(0), N, K, E, cap, x.ot<int32_t>(0), x.ot<int64_t>(1));
+    });
   }
 }
 

@@ -29,11 +29,11 @@ using CheckFn = void (*)(Harness&);
 
 // In Kernel order; a family added to Kernel must be added here too.
 constexpr CheckFn kChecks[] = {
-    check_matmul,    check_embedding,     check_layernorm, check_rmsnorm, check_rope,
-    check_attention, check_gelu,          check_silu,      check_swiglu,  check_add,
-    check_bias_add,  check_cross_entropy, check_adamw,     check_reduce,  check_sum_squares,
-    check_cast,      check_quantize,      check_qmatmul,   check_moe_route,
-    check_moe_permute, check_grouped_matmul};
+    check_matmul,         check_embedding,     check_layernorm, check_rmsnorm,   check_rope,
+    check_attention,      check_gelu,          check_silu,      check_swiglu,    check_add,
+    check_bias_add,       check_cross_entropy, check_adamw,     check_reduce,    check_sum_squares,
+    check_cast,           check_quantize,      check_qmatmul,   check_moe_route, check_moe_permute,
+    check_grouped_matmul, check_copy_rows,     check_mla_qkv};
 static_assert(std::size(kChecks) == kKernelCount, "a Kernel family has no conformance check");
 
 std::vector<ConformanceRow> run_all(Harness& h) {

@@ -30,6 +30,9 @@ void check_cast(Harness& h);
 void check_moe_route(Harness& h);
 void check_moe_permute(Harness& h);
 void check_grouped_matmul(Harness& h);
+// Layouts (check_layout.cpp).
+void check_copy_rows(Harness& h);
+void check_mla_qkv(Harness& h);
 
 // Activation dtypes a family is tried in: F32 and BF16 always (a missing one
 // is a SKIP row), F16 only where candidate or oracle claims it.

@@ -4,11 +4,14 @@
 
 #include <omp.h>
 
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_moe.h"
 #include "backend/cpu/gemm.h"
+#include "backend/ref/ref_kernels.h"
 #include "core/error.h"
 
 namespace keel::backend {
@@ -181,6 +184,44 @@ class CpuBackend final : public Backend {
                               const void* dy, void* dyp, float* dw, int64_t N, int64_t K,
                               int64_t C) override {
     cpu::moe::unpermute_backward(dt, pos, w, yp, dy, dyp, dw, N, K, C, threads_);
+  }
+  // Routing plans, statistics and the balance loss are O(N * E) bookkeeping
+  // next to the expert GEMMs: the reference code serves.
+  void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity, int32_t* pos,
+                int64_t* offsets) override {
+    ref::moe_plan(idx, N, K, E, capacity, pos, offsets);
+  }
+  void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                       const int32_t* plain_idx, const int32_t* pos, float* load,
+                       double* stats) override {
+    ref::moe_route_stats(a, scores, idx, plain_idx, pos, load, stats);
+  }
+  void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale,
+                    const float* scores, const int32_t* idx, float* dscores,
+                    double* loss) override {
+    ref::moe_aux_loss(a, T, alpha, grad_scale, scores, idx, dscores, loss);
+  }
+  void copy_rows(DType dt, const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
+                 int64_t rows, int64_t cols, bool accumulate) override {
+    const size_t es = dtype_size(dt);
+    const auto* s = static_cast<const char*>(src);
+    auto* d = static_cast<char*>(dst);
+    for (int64_t r = 0; r < rows; ++r) {
+      const char* sr = s + size_t(r * src_stride) * es;
+      char* dr = d + size_t(r * dst_stride) * es;
+      if (accumulate)
+        this->accumulate(dt, sr, dr, cols, 1.f);
+      else
+        std::memcpy(dr, sr, size_t(cols) * es);
+    }
+  }
+  void mla_qkv_forward(const MlaArgs& a, const void* q, const void* kv, const void* kpe,
+                       void* qkv) override {
+    ref::mla_qkv_forward(a, q, kv, kpe, qkv);
+  }
+  void mla_qkv_backward(const MlaArgs& a, const void* g, const void* g_rope, void* dq, void* dkv,
+                        void* dkpe) override {
+    ref::mla_qkv_backward(a, g, g_rope, dq, dkv, dkpe);
   }
   void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
                               void* y) override {

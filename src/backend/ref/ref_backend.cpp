@@ -171,6 +171,32 @@ class RefBackend final : public Backend {
                               int64_t C) override {
     ref::moe_unpermute_backward(dt, pos, w, yp, dy, dyp, dw, N, K, C);
   }
+  void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity, int32_t* pos,
+                int64_t* offsets) override {
+    ref::moe_plan(idx, N, K, E, capacity, pos, offsets);
+  }
+  void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                       const int32_t* plain_idx, const int32_t* pos, float* load,
+                       double* stats) override {
+    ref::moe_route_stats(a, scores, idx, plain_idx, pos, load, stats);
+  }
+  void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale,
+                    const float* scores, const int32_t* idx, float* dscores,
+                    double* loss) override {
+    ref::moe_aux_loss(a, T, alpha, grad_scale, scores, idx, dscores, loss);
+  }
+  void copy_rows(DType dt, const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
+                 int64_t rows, int64_t cols, bool accumulate) override {
+    ref::copy_rows(dt, src, src_stride, dst, dst_stride, rows, cols, accumulate);
+  }
+  void mla_qkv_forward(const MlaArgs& a, const void* q, const void* kv, const void* kpe,
+                       void* qkv) override {
+    ref::mla_qkv_forward(a, q, kv, kpe, qkv);
+  }
+  void mla_qkv_backward(const MlaArgs& a, const void* g, const void* g_rope, void* dq, void* dkv,
+                        void* dkpe) override {
+    ref::mla_qkv_backward(a, g, g_rope, dq, dkv, dkpe);
+  }
   void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w,
                               void* y) override {
     ref::grouped_matmul_forward(a, x, w, y);

@@ -95,6 +95,13 @@ void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t 
 void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
              int64_t N, int64_t K);
 
+// ---- layouts (ref_layout.cpp)
+void copy_rows(DType dt, const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
+               int64_t rows, int64_t cols, bool accumulate);
+void mla_qkv_forward(const MlaArgs& a, const void* q, const void* kv, const void* kpe, void* qkv);
+void mla_qkv_backward(const MlaArgs& a, const void* g, const void* g_rope, void* dq, void* dkv,
+                      void* dkpe);
+
 // ---- mixture of experts (ref_moe.cpp)
 void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
                        float* scores, int32_t* idx, float* w);
@@ -108,6 +115,12 @@ void moe_unpermute_forward(DType dt, const int32_t* pos, const float* w, const v
                            int64_t N, int64_t K, int64_t C);
 void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const void* yp,
                             const void* dy, void* dyp, float* dw, int64_t N, int64_t K, int64_t C);
+void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity, int32_t* pos,
+              int64_t* offsets);
+void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                     const int32_t* plain_idx, const int32_t* pos, float* load, double* stats);
+void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale,
+                  const float* scores, const int32_t* idx, float* dscores, double* loss);
 void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w, void* y);
 void grouped_matmul_backward(const GroupedMatmulArgs& a, const void* dy, const void* x,
                              const void* w, void* dx, float* dw);

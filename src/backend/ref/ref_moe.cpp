@@ -151,6 +151,82 @@ void moe_unpermute_backward(DType dt, const int32_t* pos, const float* w, const 
   visit_float(dt, [&](auto t) { unpermute_bw<decltype(t)>(pos, w, yp, dy, dyp, dw, N, K, C); });
 }
 
+void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity, int32_t* pos,
+              int64_t* offsets) {
+  std::vector<int64_t> kept(size_t(E), 0);
+  // First pass: each slot's rank within its expert (token order decides who fits).
+  for (int64_t i = 0; i < N * K; ++i) {
+    const size_t e = size_t(idx[i]);
+    if (capacity > 0 && kept[e] >= capacity)
+      pos[i] = -1;
+    else
+      pos[i] = int32_t(kept[e]++);
+  }
+  offsets[0] = 0;
+  for (int64_t e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + kept[size_t(e)];
+  for (int64_t i = 0; i < N * K; ++i)
+    if (pos[i] >= 0) pos[i] = int32_t(offsets[idx[i]] + pos[i]);
+}
+
+void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                     const int32_t* plain_idx, const int32_t* pos, float* load, double* stats) {
+  const int64_t N = a.N, E = a.E, K = a.K;
+  for (int64_t i = 0; i < N * K; ++i) load[idx[i]] += 1.f;  // exact integers in f32
+  for (int64_t i = 0; i < N * K; ++i) load[3 * E + plain_idx[i]] += 1.f;
+  for (int64_t e = 0; e < E; ++e) {
+    double s1 = 0, s2 = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const double v = double(scores[n * E + e]);
+      s1 += v;
+      s2 += v * v;
+    }
+    load[E + e] = float(double(load[E + e]) + s1);
+    load[2 * E + e] = float(double(load[2 * E + e]) + s2);
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    double z = 0, h = 0;
+    for (int64_t e = 0; e < E; ++e) z += double(scores[n * E + e]);
+    for (int64_t e = 0; e < E; ++e) {
+      const double p = double(scores[n * E + e]) / z;
+      if (p > 0) h -= p * std::log(p);
+    }
+    stats[0] += h;
+  }
+  for (int64_t i = 0; i < N * K; ++i)
+    if (pos[i] < 0) stats[1] += 1.0;
+}
+
+void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale, const float* s,
+                  const int32_t* id, float* dscores, double* loss) {
+  const int64_t E = a.E, K = a.K, B = a.N / T;
+  const size_t ne = size_t(E);
+  std::vector<double> f(ne), P(ne), gs(ne);
+  double total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(f.begin(), f.end(), 0.0);
+    std::fill(P.begin(), P.end(), 0.0);
+    for (int64_t t = b * T; t < (b + 1) * T; ++t) {
+      for (int64_t k = 0; k < K; ++k) f[size_t(id[t * K + k])] += double(E) / double(K * T);
+      double z = 0;
+      for (int64_t e = 0; e < E; ++e) z += double(s[t * E + e]);
+      for (int64_t e = 0; e < E; ++e) P[size_t(e)] += double(s[t * E + e]) / z / double(T);
+    }
+    for (int64_t e = 0; e < E; ++e) total += double(alpha) * f[size_t(e)] * P[size_t(e)];
+    // dL/ds'_te = alpha f_e / (T B), through the per-token normalisation s' = s / z.
+    for (int64_t t = b * T; t < (b + 1) * T; ++t) {
+      double z = 0, dot = 0;
+      for (int64_t e = 0; e < E; ++e) z += double(s[t * E + e]);
+      for (int64_t e = 0; e < E; ++e) {
+        gs[size_t(e)] = double(alpha) * f[size_t(e)] / double(T * B);
+        dot += gs[size_t(e)] * double(s[t * E + e]) / z;
+      }
+      for (int64_t e = 0; e < E; ++e)
+        dscores[t * E + e] = float(double(grad_scale) * (gs[size_t(e)] - dot) / z);
+    }
+  }
+  loss[0] += total / double(B);
+}
+
 void grouped_matmul_forward(const GroupedMatmulArgs& a, const void* x, const void* w, void* y) {
   const size_t es = dtype_size(a.dt);
   for (int64_t g = 0; g < a.G; ++g) {

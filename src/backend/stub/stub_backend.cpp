@@ -142,6 +142,26 @@ class StubBackend final : public Backend {
                               float*, int64_t, int64_t, int64_t) override {
     missing(Kernel::MoePermute);
   }
+  void moe_plan(const int32_t*, int64_t, int64_t, int64_t, int64_t, int32_t*, int64_t*) override {
+    missing(Kernel::MoePermute);
+  }
+  void moe_route_stats(const MoeRouteArgs&, const float*, const int32_t*, const int32_t*,
+                       const int32_t*, float*, double*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void moe_aux_loss(const MoeRouteArgs&, int64_t, float, float, const float*, const int32_t*,
+                    float*, double*) override {
+    missing(Kernel::MoeRoute);
+  }
+  void copy_rows(DType, const void*, int64_t, void*, int64_t, int64_t, int64_t, bool) override {
+    missing(Kernel::CopyRows);
+  }
+  void mla_qkv_forward(const MlaArgs&, const void*, const void*, const void*, void*) override {
+    missing(Kernel::MlaQkv);
+  }
+  void mla_qkv_backward(const MlaArgs&, const void*, const void*, void*, void*, void*) override {
+    missing(Kernel::MlaQkv);
+  }
   void grouped_matmul_forward(const GroupedMatmulArgs&, const void*, const void*, void*) override {
     missing(Kernel::GroupedMatmul);
   }

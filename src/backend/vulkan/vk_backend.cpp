@@ -96,10 +96,13 @@ class VulkanBackend final : public Backend {
         return true;
       case Kernel::MoePermute:
       case Kernel::GroupedMatmul:
+      case Kernel::CopyRows:
+      case Kernel::MlaQkv:
         return true;
       case Kernel::AdamW:
-      case Kernel::MoeRoute:
         return dt == DType::F32;
+      case Kernel::MoeRoute:  // its statistics and balance loss sum in f64
+        return dt == DType::F32 && ctx_.info().float64;
       case Kernel::SumSquares:
         return ctx_.info().float64;
       default:
@@ -451,6 +454,64 @@ class VulkanBackend final : public Backend {
     vulkan::moe_permute(ctx_, 4, dt, bp, bw, byp, bdy, byp, bdw, N, K, C);
     vulkan::moe_permute(ctx_, 3, dt, bp, bw, byp, bdy, whole(dyp, "moe_unpermute", "dyp"), bdw, N,
                         K, C);
+  }
+  void moe_plan(const int32_t* idx, int64_t N, int64_t K, int64_t E, int64_t capacity, int32_t* pos,
+                int64_t* offsets) override {
+    const Buffer bo = at(offsets, 8 * (E + 1), "moe_plan", "offsets");
+    if (N * K == 0) {
+      ctx_.stream().fill_zero(bo);
+      return;
+    }
+    vulkan::moe_plan(ctx_, at(idx, 4 * N * K, "moe_plan", "idx"), N, K, E, capacity,
+                     at(pos, 4 * N * K, "moe_plan", "pos"), bo);
+  }
+  void moe_route_stats(const MoeRouteArgs& a, const float* scores, const int32_t* idx,
+                       const int32_t* plain_idx, const int32_t* pos, float* load,
+                       double* stats) override {
+    if (a.N == 0) return;
+    const int64_t nk = 4 * a.N * a.K;
+    vulkan::moe_route_stats(
+        ctx_, a, at(scores, 4 * a.N * a.E, "moe_route_stats", "scores"),
+        at(idx, nk, "moe_route_stats", "idx"), at(plain_idx, nk, "moe_route_stats", "plain_idx"),
+        at(pos, nk, "moe_route_stats", "pos"), at(load, 16 * a.E, "moe_route_stats", "load"),
+        at(stats, 16, "moe_route_stats", "stats"));
+  }
+  void moe_aux_loss(const MoeRouteArgs& a, int64_t T, float alpha, float grad_scale,
+                    const float* scores, const int32_t* idx, float* dscores,
+                    double* loss) override {
+    if (a.N == 0) return;
+    const int64_t ne = 4 * a.N * a.E;
+    vulkan::moe_aux_loss(ctx_, a, T, alpha, grad_scale, at(scores, ne, "moe_aux_loss", "scores"),
+                         at(idx, 4 * a.N * a.K, "moe_aux_loss", "idx"),
+                         at(dscores, ne, "moe_aux_loss", "dscores"),
+                         at(loss, 8, "moe_aux_loss", "loss"));
+  }
+  void copy_rows(DType dt, const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
+                 int64_t rows, int64_t cols, bool accumulate) override {
+    if (rows == 0 || cols == 0) return;
+    vulkan::copy_rows(
+        ctx_, dt, at(src, dt_bytes(dt, (rows - 1) * src_stride + cols), "copy_rows", "src"),
+        src_stride, at(dst, dt_bytes(dt, (rows - 1) * dst_stride + cols), "copy_rows", "dst"),
+        dst_stride, rows, cols, accumulate);
+  }
+  void mla_qkv_forward(const MlaArgs& a, const void* q, const void* kv, const void* kpe,
+                       void* qkv) override {
+    if (a.N == 0 || a.NH == 0) return;
+    const int64_t D = a.D();
+    vulkan::mla_qkv_forward(ctx_, a, at(q, dt_bytes(a.dt, a.N * a.NH * D), "mla_qkv", "q"),
+                            at(kv, dt_bytes(a.dt, a.N * a.NH * (a.nope + a.v)), "mla_qkv", "kv"),
+                            at(kpe, dt_bytes(a.dt, a.N * a.rope), "mla_qkv", "kpe"),
+                            at(qkv, dt_bytes(a.dt, a.N * 3 * a.NH * D), "mla_qkv", "qkv"));
+  }
+  void mla_qkv_backward(const MlaArgs& a, const void* g, const void* g_rope, void* dq, void* dkv,
+                        void* dkpe) override {
+    if (a.N == 0 || a.NH == 0) return;
+    const int64_t D = a.D(), row = dt_bytes(a.dt, a.N * 3 * a.NH * D);
+    vulkan::mla_qkv_backward(ctx_, a, at(g, row, "mla_qkv", "g"),
+                             at(g_rope, row, "mla_qkv", "g_rope"),
+                             at(dq, dt_bytes(a.dt, a.N * a.NH * D), "mla_qkv", "dq"),
+                             at(dkv, dt_bytes(a.dt, a.N * a.NH * (a.nope + a.v)), "mla_qkv", "dkv"),
+                             at(dkpe, dt_bytes(a.dt, a.N * a.rope), "mla_qkv", "dkpe"));
   }
   // Group extents are in device memory (offsets): x, y and their gradients
   // are bound to the end of their allocations and the shader reads R itself.

@@ -112,6 +112,27 @@ void moe_permute(Context& ctx, uint32_t mode, DType dt, const Buffer& pos, const
 void grouped_matmul(Context& ctx, uint32_t mode, const backend::GroupedMatmulArgs& a,
                     const Buffer& offsets, const Buffer& x, const Buffer& w, const Buffer& y,
                     const Buffer& dx, const Buffer& dw, int64_t rows);
+// The routing's dispatch plan (backend.h's moe_plan): pos (N, K) i32 and
+// offsets (E + 1 int64).
+void moe_plan(Context& ctx, const Buffer& idx, int64_t N, int64_t K, int64_t E, int64_t capacity,
+              const Buffer& pos, const Buffer& offsets);
+// Routing statistics and the balance loss (backend.h's moe_route_stats and
+// moe_aux_loss); need shaderFloat64.
+void moe_route_stats(Context& ctx, const backend::MoeRouteArgs& a, const Buffer& scores,
+                     const Buffer& idx, const Buffer& plain_idx, const Buffer& pos,
+                     const Buffer& load, const Buffer& stats);
+void moe_aux_loss(Context& ctx, const backend::MoeRouteArgs& a, int64_t T, float alpha,
+                  float grad_scale, const Buffer& scores, const Buffer& idx, const Buffer& dscores,
+                  const Buffer& loss);
+// Strided rows (backend.h's copy_rows).
+void copy_rows(Context& ctx, DType dt, const Buffer& src, int64_t src_stride, const Buffer& dst,
+               int64_t dst_stride, int64_t rows, int64_t cols, bool accumulate);
+// MLA's q/k/v assembly and its gradient (backend.h's mla_qkv_*).
+void mla_qkv_forward(Context& ctx, const backend::MlaArgs& a, const Buffer& q, const Buffer& kv,
+                     const Buffer& kpe, const Buffer& qkv);
+void mla_qkv_backward(Context& ctx, const backend::MlaArgs& a, const Buffer& g,
+                      const Buffer& g_rope, const Buffer& dq, const Buffer& dkv,
+                      const Buffer& dkpe);
 // out[0] (f64) = sum of x[i]^2 in f64 over fixed 4096-element chunks combined
 // in a fixed order; `partials` holds sum_squares_partials(n) doubles. Needs
 // the device's shaderFloat64 (DeviceInfo::float64).

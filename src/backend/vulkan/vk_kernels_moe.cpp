@@ -94,4 +94,65 @@ void grouped_matmul(Context& ctx, uint32_t mode, const backend::GroupedMatmulArg
                         groups_for(threads, 256));
 }
 
+void moe_plan(Context& ctx, const Buffer& idx, int64_t N, int64_t K, int64_t E, int64_t capacity,
+              const Buffer& pos, const Buffer& offsets) {
+  if (E == 0) return;
+  const Bound bi = bind(ctx, idx, 4), bp = bind(ctx, pos, 4), bo = bind(ctx, offsets, 4);
+  u32(N * K, "N*K");
+  struct {
+    uint32_t N, K, E, capacity, mode, oi, op, oo;
+  } pc{u32(N, "N"), u32(K, "K"), u32(E, "E"), u32(capacity, "capacity"),
+       0,           bi.elem,     bp.elem,     bo.elem};
+  const auto& p = ctx.pipelines().get("moe_plan", 3, sizeof(pc));
+  ctx.stream().dispatch(p, {bi.range, bp.range, bo.range}, &pc, groups_for(E, 256));
+  pc.mode = 1;
+  ctx.stream().dispatch(p, {bi.range, bp.range, bo.range}, &pc, 1);
+  pc.mode = 2;
+  if (N * K > 0)
+    ctx.stream().dispatch(p, {bi.range, bp.range, bo.range}, &pc, groups_for(N * K, 256));
+}
+
+namespace {
+struct StatsPush {
+  uint32_t N, E, K, T, mode, os, oi, op, ol, oa;
+  float alpha, grad_scale;
+};
+void moe_stats(Context& ctx, StatsPush pc, const Buffer& scores, const Buffer& idx,
+               const Buffer& plain, const Buffer& load, const Buffer& acc, uint32_t groups) {
+  if (!ctx.info().float64)
+    fail<KernelError>("Vulkan moe routing statistics: device {} has no shaderFloat64",
+                      ctx.info().name);
+  if (pc.E > 1024)
+    fail<KernelError>("Vulkan moe routing statistics: {} experts (the shader holds 1024)", pc.E);
+  const Bound bs = bind(ctx, scores, 4), bi = bind(ctx, idx, 4), bp = bind(ctx, plain, 4),
+              bl = bind(ctx, load, 4), ba = bind(ctx, acc, 8);
+  pc.os = bs.elem, pc.oi = bi.elem, pc.op = bp.elem, pc.ol = bl.elem, pc.oa = ba.elem;
+  const auto& p = ctx.pipelines().get("moe_stats", 5, sizeof(pc));
+  ctx.stream().dispatch(p, {bs.range, bi.range, bp.range, bl.range, ba.range}, &pc, groups);
+}
+}  // namespace
+
+void moe_route_stats(Context& ctx, const backend::MoeRouteArgs& a, const Buffer& scores,
+                     const Buffer& idx, const Buffer& plain_idx, const Buffer& pos,
+                     const Buffer& load, const Buffer& stats) {
+  if (a.N == 0) return;
+  u32(a.N * a.E, "N*E");
+  StatsPush pc{u32(a.N, "N"), u32(a.E, "E"), u32(a.K, "K"), 1, 0, 0, 0, 0, 0, 0, 0.f, 0.f};
+  moe_stats(ctx, pc, scores, idx, plain_idx, load, stats, groups_for(a.E, 256));
+  pc.mode = 1;
+  moe_stats(ctx, pc, scores, idx, pos, load, stats, 1);
+}
+
+void moe_aux_loss(Context& ctx, const backend::MoeRouteArgs& a, int64_t T, float alpha,
+                  float grad_scale, const Buffer& scores, const Buffer& idx, const Buffer& dscores,
+                  const Buffer& loss) {
+  if (a.N == 0 || T == 0) return;
+  u32(a.N * a.E, "N*E");
+  StatsPush pc{u32(a.N, "N"), u32(a.E, "E"), u32(a.K, "K"), u32(T, "T"), 2, 0, 0, 0, 0, 0,
+               alpha,         grad_scale};
+  moe_stats(ctx, pc, scores, idx, idx, dscores, loss, u32(a.N / T, "sequences"));
+  pc.mode = 3;
+  moe_stats(ctx, pc, scores, idx, idx, dscores, loss, 1);
+}
+
 }  // namespace keel::vulkan
