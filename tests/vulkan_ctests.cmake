@@ -29,20 +29,33 @@ endif()
 
 # Serving on the device: generate == serve over a socket, greedy text equal to
 # the cpu backend's, and the parity certificate between two devices. Models
-# from the serve_model (gpt2) and engine_run (llama, GQA) fixtures.
+# from the serve_model (gpt2), engine_run (llama, GQA) and deepseek_run (MLA,
+# MoE) fixtures.
 find_program(KEEL_VK_NODE node)
 if(KEEL_VK_NODE AND EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
   add_test(NAME vulkan_serve_generate
            COMMAND ${KEEL_VK_NODE} ${CMAKE_SOURCE_DIR}/tests/node/vulkan_serve.mjs
-                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/engine_cli/run)
+                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/engine_cli/run 32 none,q8_0 1)
   set_tests_properties(vulkan_serve_generate PROPERTIES TIMEOUT 300 LABELS "vulkan;serve"
                        FIXTURES_REQUIRED engine_run)
+  # deepseek (latent KV cache, routed experts) from the deepseek_run fixture:
+  # 12 tokens, as its context is 32 positions and the prompt takes some. Two
+  # host waits per decode step: the route choice of its one MoE layer (the
+  # expert matmuls' row counts are host arguments) and the logits.
+  add_test(NAME vulkan_serve_deepseek
+           COMMAND ${KEEL_VK_NODE} ${CMAKE_SOURCE_DIR}/tests/node/vulkan_serve.mjs
+                   $<TARGET_FILE:keel> ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli/run 12 none,q8_0 2)
+  set_tests_properties(vulkan_serve_deepseek PROPERTIES TIMEOUT 300 LABELS "vulkan;serve"
+                       FIXTURES_REQUIRED deepseek_run)
 endif()
 if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
-  foreach(_m gpt2 llama)
+  foreach(_m gpt2 llama deepseek)
     if(_m STREQUAL "gpt2")
       set(_run ${CMAKE_CURRENT_BINARY_DIR}/serve_cli/tiny)
       set(_fx serve_model)
+    elseif(_m STREQUAL "deepseek")
+      set(_run ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli/run)
+      set(_fx deepseek_run)
     else()
       set(_run ${CMAKE_CURRENT_BINARY_DIR}/engine_cli/run)
       set(_fx engine_run)

@@ -321,8 +321,14 @@ class EngineImpl final : public Engine {
     for (auto& r : active_)
       if (r->done) release(*r);
     std::erase_if(active_, [](const auto& r) { return r->done; });
+    // Read here, on the thread that drives the backend, and handed over
+    // under the lock.
+    const backend::Backend::TransferStats t = backend_->transfer_stats();
     std::lock_guard<std::mutex> lock(mu_);
     stats_.active = int64_t(active_.size());
+    stats_.host_syncs = t.syncs;
+    stats_.bytes_to_device = t.bytes_to_device;
+    stats_.bytes_to_host = t.bytes_to_host;
   }
 
   void run() {

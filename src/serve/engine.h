@@ -101,6 +101,9 @@ struct EngineStats {
   // them instead of prefilling it again (n > 1 completions).
   int64_t prefills_shared = 0;
   size_t cache_bytes_in_use = 0, cache_bytes_limit = 0;
+  // The backend's host waits and bytes moved across the host/device boundary
+  // since it was made, as of the last finished step (zero on host memory).
+  uint64_t host_syncs = 0, bytes_to_device = 0, bytes_to_host = 0;
 };
 
 class Engine {

@@ -8,14 +8,19 @@
 #include <cstring>
 #include <string>
 
+#include "backend/device_tensor.h"
 #include "core/error.h"
 #include "core/log.h"
 
 namespace keel::serve {
 namespace {
 
-void grow(std::vector<float>& v, int64_t n) {
-  if (v.size() < size_t(n)) v.resize(size_t(n));
+// buf grown to at least n elements of dt in be's memory (contents not kept).
+template <class T>
+T* grown(backend::Backend& be, Tensor& buf, int64_t n, DType dt) {
+  if (!buf.defined() || buf.numel() < n)
+    buf = backend::empty_on(be, Shape{std::max<int64_t>(n, 1)}, dt, "inference activations");
+  return buf.data<T>();
 }
 
 // Matrix e of a stacked (E, N, K) tensor as its own (N, K) tensor.
@@ -30,12 +35,17 @@ Tensor expert_slice(const Tensor& t, int64_t e) {
 
 DeepSeekInference::DeepSeekInference(const store::ModelWeights& w, backend::Backend& be,
                                      DType format)
-    : cfg_(w.config), be_(be), format_(format) {
+    : cfg_(w.config), be_(be), format_(format), device_(!be.host_memory()) {
   const model::ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, V = c.vocab_size, NH = c.n_head;
   const int64_t D = c.qk_nope_head_dim + c.qk_rope_head_dim, R = c.kv_lora_rank;
   const int64_t E = c.n_routed_experts, F = c.moe_ffn_hidden;
-  const auto t = [&](const std::string& n, const Shape& s) -> const Tensor& {
+  // Norm weights, the embedding and the selection bias go to the backend's
+  // memory (themselves on the host); the linears upload their own.
+  const auto t = [&](const std::string& n, const Shape& s) -> Tensor {
+    return backend::to_device(be_, store::weight(w, n, s), "weight");
+  };
+  const auto host = [&](const std::string& n, const Shape& s) -> const Tensor& {
     return store::weight(w, n, s);
   };
   tok_emb_ = t("model.embed_tokens.weight", {V, C});
@@ -47,41 +57,44 @@ DeepSeekInference::DeepSeekInference(const store::ModelWeights& w, backend::Back
     L.attn_norm = t(p + "input_layernorm.weight", {C});
     L.ffn_norm = t(p + "post_attention_layernorm.weight", {C});
     if (c.q_lora_rank > 0) {
-      L.q_a = make_linear(t(a + "q_a_proj.weight", {c.q_lora_rank, C}));
+      L.q_a = make_linear(host(a + "q_a_proj.weight", {c.q_lora_rank, C}));
       L.q_a_norm = t(a + "q_a_layernorm.weight", {c.q_lora_rank});
-      L.q_b = make_linear(t(a + "q_b_proj.weight", {NH * D, c.q_lora_rank}));
+      L.q_b = make_linear(host(a + "q_b_proj.weight", {NH * D, c.q_lora_rank}));
     } else {
-      L.q = make_linear(t(a + "q_proj.weight", {NH * D, C}));
+      L.q = make_linear(host(a + "q_proj.weight", {NH * D, C}));
     }
-    L.kv_a = make_linear(t(a + "kv_a_proj_with_mqa.weight", {R + c.qk_rope_head_dim, C}));
+    L.kv_a = make_linear(host(a + "kv_a_proj_with_mqa.weight", {R + c.qk_rope_head_dim, C}));
     L.kv_a_norm = t(a + "kv_a_layernorm.weight", {R});
-    L.kv_b = make_linear(t(a + "kv_b_proj.weight", {NH * (c.qk_nope_head_dim + c.v_head_dim), R}));
-    L.o = make_linear(t(a + "o_proj.weight", {C, NH * c.v_head_dim}));
+    L.kv_b =
+        make_linear(host(a + "kv_b_proj.weight", {NH * (c.qk_nope_head_dim + c.v_head_dim), R}));
+    L.o = make_linear(host(a + "o_proj.weight", {C, NH * c.v_head_dim}));
     if (l < c.n_dense_layers) {
-      L.dense.gate_up = stacked(t(m + "gate_proj.weight", {c.ffn_hidden, C}),
-                                t(m + "up_proj.weight", {c.ffn_hidden, C}));
-      L.dense.down = make_linear(t(m + "down_proj.weight", {C, c.ffn_hidden}));
+      L.dense.gate_up = stacked(host(m + "gate_proj.weight", {c.ffn_hidden, C}),
+                                host(m + "up_proj.weight", {c.ffn_hidden, C}));
+      L.dense.down = make_linear(host(m + "down_proj.weight", {C, c.ffn_hidden}));
       continue;
     }
     L.moe = true;
-    L.router = make_linear(t(m + "gate.weight", {E, C}), true);
+    L.router = make_linear(host(m + "gate.weight", {E, C}), true);
     L.bias = t(m + "gate.e_score_correction_bias", {E});
-    const Tensor& g = t(m + "experts.gate_proj.weight", {E, F, C});
-    const Tensor& u = t(m + "experts.up_proj.weight", {E, F, C});
-    const Tensor& d = t(m + "experts.down_proj.weight", {E, C, F});
+    const Tensor& g = host(m + "experts.gate_proj.weight", {E, F, C});
+    const Tensor& u = host(m + "experts.up_proj.weight", {E, F, C});
+    const Tensor& d = host(m + "experts.down_proj.weight", {E, C, F});
     for (int64_t e = 0; e < E; ++e)
       L.experts.push_back(
           {stacked(expert_slice(g, e), expert_slice(u, e)), make_linear(expert_slice(d, e))});
     if (c.n_shared_experts > 0) {
       const int64_t S = F * c.n_shared_experts;
       L.has_shared = true;
-      L.shared.gate_up = stacked(t(m + "shared_experts.gate_proj.weight", {S, C}),
-                                 t(m + "shared_experts.up_proj.weight", {S, C}));
-      L.shared.down = make_linear(t(m + "shared_experts.down_proj.weight", {C, S}));
+      L.shared.gate_up = stacked(host(m + "shared_experts.gate_proj.weight", {S, C}),
+                                 host(m + "shared_experts.up_proj.weight", {S, C}));
+      L.shared.down = make_linear(host(m + "shared_experts.down_proj.weight", {C, S}));
     }
   }
   final_norm_ = t("model.norm.weight", {C});
-  head_ = make_linear(t("lm_head.weight", {V, C}));
+  head_ = make_linear(host("lm_head.weight", {V, C}));
+  if (device_)
+    for (const int64_t n : {R, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim}) identity(n);
 }
 
 DeepSeekInference::Linear DeepSeekInference::make_linear(const Tensor& f, bool keep_f32) const {
@@ -114,20 +127,58 @@ void DeepSeekInference::linear(const Linear& l, const float* x, float* y, int64_
   apply_inference_linear(be_, l, x, y, M);
 }
 
+const float* DeepSeekInference::identity(int64_t n) {
+  Tensor& t = identity_[n];
+  if (!t.defined()) {
+    Tensor h = Tensor::zeros({n, n}, DType::F32);
+    for (int64_t i = 0; i < n; ++i) h.data<float>()[i * n + i] = 1.f;
+    t = backend::to_device(be_, h, "identity");
+  }
+  return t.data<float>();
+}
+
+void DeepSeekInference::copy_block(float* dst, int64_t ldd, const float* src, int64_t lds,
+                                   int64_t rows, int64_t cols, int64_t batch, int64_t dbs,
+                                   int64_t sbs) {
+  if (rows <= 0 || cols <= 0 || batch <= 0) return;
+  if (!device_) {
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(dst + b * dbs + r * ldd, src + b * sbs + r * lds, size_t(cols) * sizeof(float));
+    return;
+  }
+  // The Backend interface has no strided copy, and one backend copy per row
+  // would be thousands of queued commands per layer at decode. A batched
+  // matmul by the identity is one dispatch and exact: every output is one
+  // product by 1 plus products by 0 (only a NaN or an infinity would spread
+  // along its row, and attention could not use such a key anyway).
+  backend::MatmulArgs a;
+  a.M = rows;
+  a.N = cols;
+  a.K = cols;
+  a.lda = lds;
+  a.ldb = cols;
+  a.ldc = ldd;
+  a.batch = batch;
+  a.stride_a = sbs;
+  a.stride_b = 0;
+  a.stride_c = dbs;
+  be_.matmul(a, src, identity(cols), dst);
+}
+
 void DeepSeekInference::rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C) {
-  grow(stats_, M);
-  be_.rmsnorm_forward(DType::F32, x, w.raw(), y, stats_.data(), M, C, cfg_.norm_eps);
+  float* stats = grown<float>(be_, stats_, M, DType::F32);
+  be_.rmsnorm_forward(DType::F32, x, w.raw(), y, stats, M, C, cfg_.norm_eps);
 }
 
 void DeepSeekInference::mlp(const Mlp& m, const float* x, float* y, int64_t M) {
   const int64_t F = m.down.K;
-  grow(f1_, M * 2 * F);
-  grow(f2_, M * F);
-  linear(m.gate_up, x, f1_.data(), M);
+  float* f1 = grown<float>(be_, f1_, M * 2 * F, DType::F32);
+  float* f2 = grown<float>(be_, f2_, M * F, DType::F32);
+  linear(m.gate_up, x, f1, M);
   for (int64_t r = 0; r < M; ++r)
-    be_.swiglu_forward(DType::F32, f1_.data() + r * 2 * F, f1_.data() + r * 2 * F + F,
-                       f2_.data() + r * F, F);
-  linear(m.down, f2_.data(), y, M);
+    be_.swiglu_forward(DType::F32, f1 + r * 2 * F, f1 + r * 2 * F + F, f2 + r * F, F);
+  linear(m.down, f2, y, M);
 }
 
 void DeepSeekInference::attention(const Layer& L, int64_t layer, std::span<const Segment> segs,
@@ -136,28 +187,34 @@ void DeepSeekInference::attention(const Layer& L, int64_t layer, std::span<const
   const int64_t NH = c.n_head, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
   const int64_t vd = c.v_head_dim, D = nope + rope, R = c.kv_lora_rank, W = cache_width();
   const int64_t QD = NH * D, KVW = nope + vd;
-  grow(q_, M * QD);
-  grow(ckv_, M * W);
-  grow(o_, M * QD);
-  grow(ov_, M * NH * vd);
-  if (c.q_lora_rank > 0) {
-    grow(qa_, 2 * M * c.q_lora_rank);
-    linear(L.q_a, h, qa_.data(), M);
-    rmsnorm(L.q_a_norm, qa_.data(), qa_.data() + M * c.q_lora_rank, M, c.q_lora_rank);
-    linear(L.q_b, qa_.data() + M * c.q_lora_rank, q_.data(), M);
-  } else {
-    linear(L.q, h, q_.data(), M);
+  const auto grow = [&](Tensor& t, int64_t n) { return grown<float>(be_, t, n, DType::F32); };
+  float *q = grow(q_, M * QD), *ckv = grow(ckv_, M * W), *o = grow(o_, M * QD),
+        *ov = grow(ov_, M * NH * vd);
+  // Per-segment scratch sized for the longest cache up front: replacing a
+  // device buffer waits for the queue, and sized by the keys so far it would
+  // grow (and wait) at every decode step.
+  int64_t max_tk = 0, max_rows = 0;
+  for (const Segment& s : segs) {
+    max_tk = std::max(max_tk, s.seq->capacity());
+    max_rows = std::max(max_rows, s.rows);
   }
-  linear(L.kv_a, h, ckv_.data(), M);
+  float *lat = grow(lat_, max_tk * R), *kv = grow(kv_, max_tk * NH * KVW),
+        *k = grow(k_, max_tk * QD), *v = grow(v_, max_tk * QD), *lse = grow(lse_, NH * max_rows);
+  if (c.q_lora_rank > 0) {
+    float* qa = grow(qa_, 2 * M * c.q_lora_rank);
+    linear(L.q_a, h, qa, M);
+    rmsnorm(L.q_a_norm, qa, qa + M * c.q_lora_rank, M, c.q_lora_rank);
+    linear(L.q_b, qa + M * c.q_lora_rank, q, M);
+  } else {
+    linear(L.q, h, q, M);
+  }
+  linear(L.kv_a, h, ckv, M);
   for (const Segment& s : segs) {
     // Cache rows pos0.. of this layer: [normalised latent | rotated shared key].
     float* cache = s.seq->keys(layer);
-    for (int64_t t = 0; t < s.rows; ++t) {
-      const float* src = ckv_.data() + (s.row0 + t) * W;
-      float* dst = cache + (s.pos0 + t) * W;
-      rmsnorm(L.kv_a_norm, src, dst, 1, R);
-      std::memcpy(dst + R, src + R, size_t(rope) * sizeof(float));
-    }
+    for (int64_t t = 0; t < s.rows; ++t)
+      rmsnorm(L.kv_a_norm, ckv + (s.row0 + t) * W, cache + (s.pos0 + t) * W, 1, R);
+    copy_block(cache + s.pos0 * W + R, W, ckv + s.row0 * W + R, W, s.rows, rope);
     backend::RopeArgs r;
     r.B = 1;
     r.T = s.rows;
@@ -172,28 +229,18 @@ void DeepSeekInference::attention(const Layer& L, int64_t layer, std::span<const
     r.row_stride = QD;
     r.batch_stride = s.rows * QD;
     for (int64_t hd = 0; hd < NH; ++hd) {
-      float* qr = q_.data() + s.row0 * QD + hd * D + nope;
+      float* qr = q + s.row0 * QD + hd * D + nope;
       be_.rope_forward(r, qr, qr);
     }
     // Rebuild every head's keys and values of positions 0 .. pos0 + rows
     // from the latent: k_h = [kv_b(latent)_nope,h | kpe], v_h zero-padded to D.
     const int64_t Tk = s.pos0 + s.rows;
-    grow(lat_, Tk * R);
-    grow(kv_, Tk * NH * KVW);
-    grow(k_, Tk * QD);
-    grow(v_, Tk * QD);
-    for (int64_t t = 0; t < Tk; ++t)
-      std::memcpy(lat_.data() + t * R, cache + t * W, size_t(R) * sizeof(float));
-    linear(L.kv_b, lat_.data(), kv_.data(), Tk);
-    std::fill_n(v_.data(), Tk * QD, 0.f);
-    for (int64_t t = 0; t < Tk; ++t)
-      for (int64_t hd = 0; hd < NH; ++hd) {
-        const float* kv = kv_.data() + (t * NH + hd) * KVW;
-        float* k = k_.data() + t * QD + hd * D;
-        std::memcpy(k, kv, size_t(nope) * sizeof(float));
-        std::memcpy(k + nope, cache + t * W + R, size_t(rope) * sizeof(float));
-        std::memcpy(v_.data() + t * QD + hd * D, kv + nope, size_t(vd) * sizeof(float));
-      }
+    copy_block(lat, R, cache, W, Tk, R);
+    linear(L.kv_b, lat, kv, Tk);
+    be_.fill_zero(v, size_t(Tk * QD) * sizeof(float));
+    copy_block(k, QD, kv, NH * KVW, Tk, nope, NH, D, KVW);
+    copy_block(k + nope, QD, cache + R, W, Tk, rope, NH, D, 0);
+    copy_block(v, QD, kv + nope, NH * KVW, Tk, vd, NH, D, KVW);
     backend::AttentionArgs a;
     a.B = 1;
     a.Tq = s.rows;
@@ -206,26 +253,22 @@ void DeepSeekInference::attention(const Layer& L, int64_t layer, std::span<const
     a.kv_row_stride = QD;
     a.kv_batch_stride = Tk * QD;
     a.scale = float(1.0 / std::sqrt(double(D)));
-    grow(lse_, NH * s.rows);
-    be_.attention_forward(a, q_.data() + s.row0 * QD, k_.data(), v_.data(), o_.data() + s.row0 * QD,
-                          lse_.data());
+    be_.attention_forward(a, q + s.row0 * QD, k, v, o + s.row0 * QD, lse);
   }
-  for (int64_t r = 0; r < M; ++r)
-    for (int64_t hd = 0; hd < NH; ++hd)
-      std::memcpy(ov_.data() + (r * NH + hd) * vd, o_.data() + r * QD + hd * D,
-                  size_t(vd) * sizeof(float));
-  linear(L.o, ov_.data(), out, M);
+  copy_block(ov, NH * vd, o, QD, M, vd, NH, vd, D);
+  linear(L.o, ov, out, M);
 }
 
 void DeepSeekInference::moe(const Layer& L, const float* h, int64_t M, float* out) {
   const model::ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, E = c.n_routed_experts, K = c.top_k;
-  grow(route_logits_, M * E);
-  grow(scores_, M * E);
-  grow(wts_, M * K);
-  grow(slots_, M * K * C);
+  const auto grow = [&](Tensor& t, int64_t n) { return grown<float>(be_, t, n, DType::F32); };
+  float *logits = grow(route_logits_, M * E), *scores = grow(scores_, M * E),
+        *wts = grow(wts_, M * K), *gx = grow(gx_, M * K * C), *gy = grow(gy_, M * K * C);
   idx_.resize(size_t(M * K));
-  linear(L.router, h, route_logits_.data(), M);
+  pos_.resize(size_t(M * K));
+  int32_t* idx = device_ ? grown<int32_t>(be_, idx_dev_, M * K, DType::I32) : idx_.data();
+  linear(L.router, h, logits, M);
   backend::MoeRouteArgs ra;
   ra.N = M;
   ra.E = E;
@@ -233,46 +276,68 @@ void DeepSeekInference::moe(const Layer& L, const float* h, int64_t M, float* ou
   ra.gating = c.gating == "sigmoid" ? backend::MoeGating::Sigmoid : backend::MoeGating::Softmax;
   ra.norm_topk = c.norm_topk_prob;
   ra.scale = c.routed_scaling;
-  be_.moe_route_forward(ra, route_logits_.data(), L.bias.data<float>(), scores_.data(), idx_.data(),
-                        wts_.data());
-  // Each expert runs once over the rows routed to it; results land in slot (n, k).
-  std::vector<int64_t> slots;
-  for (int64_t e = 0; e < E; ++e) {
-    slots.clear();
-    for (int64_t i = 0; i < M * K; ++i)
-      if (idx_[size_t(i)] == e) slots.push_back(i);
-    const int64_t n = int64_t(slots.size());
-    if (n == 0) continue;
-    grow(gx_, n * C);
-    grow(gy_, n * C);
-    for (int64_t j = 0; j < n; ++j)
-      std::memcpy(gx_.data() + j * C, h + (slots[size_t(j)] / K) * C, size_t(C) * sizeof(float));
-    mlp(L.experts[size_t(e)], gx_.data(), gy_.data(), n);
-    for (int64_t j = 0; j < n; ++j)
-      std::memcpy(slots_.data() + slots[size_t(j)] * C, gy_.data() + j * C,
-                  size_t(C) * sizeof(float));
+  be_.moe_route_forward(ra, logits, L.bias.data<float>(), scores, idx, wts);
+  // Which rows each expert runs decides how many rows each expert matmul
+  // takes, and those sizes are host arguments: the choice comes back once per
+  // MoE layer (the wait of a device forward besides the logits).
+  if (device_) be_.download(idx_.data(), idx, size_t(M * K) * sizeof(int32_t));
+  // Slots in expert order, token order within an expert (the training
+  // dispatch's order, without its capacity: inference drops no token).
+  offsets_.assign(size_t(E + 1), 0);
+  for (int64_t i = 0; i < M * K; ++i) {
+    const int32_t e = idx_[size_t(i)];
+    if (e < 0 || e >= E)
+      fail<KernelError>("deepseek moe: {} routed token {} slot {} to expert {} of {}", be_.name(),
+                        i / K, i % K, e, E);
+    ++offsets_[size_t(e + 1)];
   }
-  for (int64_t r = 0; r < M; ++r)
-    for (int64_t ch = 0; ch < C; ++ch) {
-      double acc = 0;  // k ascending, as the training combine
-      for (int64_t k = 0; k < K; ++k)
-        acc += double(wts_[size_t(r * K + k)]) * double(slots_[size_t((r * K + k) * C + ch)]);
-      out[r * C + ch] = float(acc);
-    }
+  for (int64_t e = 0; e < E; ++e) offsets_[size_t(e + 1)] += offsets_[size_t(e)];
+  {
+    std::vector<int64_t> next(offsets_.begin(), offsets_.end() - 1);
+    for (int64_t i = 0; i < M * K; ++i) pos_[size_t(i)] = int32_t(next[size_t(idx_[size_t(i)])]++);
+  }
+  const int32_t* pos = pos_.data();
+  if (device_) {
+    int32_t* d = grown<int32_t>(be_, pos_dev_, M * K, DType::I32);
+    be_.upload(d, pos, size_t(M * K) * sizeof(int32_t));
+    pos = d;
+  }
+  be_.moe_permute_forward(DType::F32, pos, h, gx, M, K, C);
+  // Each expert runs once over its rows.
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets_[size_t(e)], n = offsets_[size_t(e + 1)] - r0;
+    if (n > 0) mlp(L.experts[size_t(e)], gx + r0 * C, gy + r0 * C, n);
+  }
+  if (device_) {
+    be_.moe_unpermute_forward(DType::F32, pos, wts, gy, out, M, K, C);
+  } else {
+    // The host sums in f64, k ascending (the training combine's order);
+    // served results stay bit for bit what they were before the device path.
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t ch = 0; ch < C; ++ch) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k)
+          acc += double(wts[r * K + k]) * double(gy[int64_t(pos[r * K + k]) * C + ch]);
+        out[r * C + ch] = float(acc);
+      }
+  }
   if (L.has_shared) {
-    grow(f3_, M * C);
-    mlp(L.shared, h, f3_.data(), M);
-    be_.add(DType::F32, out, f3_.data(), out, M * C);
+    float* f3 = grow(f3_, M * C);
+    mlp(L.shared, h, f3, M);
+    be_.add(DType::F32, out, f3, out, M * C);
   }
 }
 
 void DeepSeekInference::forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
                                 std::span<const int64_t> logit_rows, float* logits) {
   const int64_t C = cfg_.n_embd;
-  grow(x_, M * C);
-  grow(h_, M * C);
-  grow(a_, M * C);
-  float *x = x_.data(), *h = h_.data(), *a = a_.data();
+  const auto grow = [&](Tensor& t, int64_t n) { return grown<float>(be_, t, n, DType::F32); };
+  float *x = grow(x_, M * C), *h = grow(h_, M * C), *a = grow(a_, M * C);
+  if (device_) {
+    int32_t* d = grown<int32_t>(be_, ids_, M, DType::I32);
+    be_.upload(d, ids, size_t(M) * sizeof(int32_t));
+    ids = d;
+  }
   be_.embedding_forward(DType::F32, ids, tok_emb_.raw(), x, M, C);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
@@ -287,11 +352,19 @@ void DeepSeekInference::forward(std::span<const Segment> segs, const int32_t* id
     be_.add(DType::F32, x, a, x, M * C);
   }
   const int64_t NL = int64_t(logit_rows.size());
-  grow(rows_, NL * C);
+  float* rows = grow(rows_, NL * C);
   for (int64_t i = 0; i < NL; ++i)
-    std::memcpy(rows_.data() + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
-  rmsnorm(final_norm_, rows_.data(), h, NL, C);
-  linear(head_, h, logits, NL);
+    be_.copy(rows + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
+  rmsnorm(final_norm_, rows, h, NL, C);
+  if (device_) {
+    // The logits come back to the host for sampling.
+    const int64_t n = NL * cfg_.vocab_size;
+    float* d = grow(logits_, n);
+    linear(head_, h, d, NL);
+    be_.download(logits, d, size_t(n) * sizeof(float));
+  } else {
+    linear(head_, h, logits, NL);
+  }
 }
 
 void DeepSeekInference::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,

@@ -4,8 +4,14 @@
 // rotated shared key (qk_rope_head_dim); each forward rebuilds the per-head
 // keys and values from it. Routing uses the trained selection bias, so a token
 // goes to the experts it went to in training.
+//
+// Weights, activations and the latent cache live in the backend's memory (a
+// device's, or the host's): the host uploads token ids (and, per MoE layer,
+// the rows each expert runs) and downloads the route choice of each MoE
+// layer and the sampled logits rows.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -60,6 +66,11 @@ class DeepSeekInference {
   Linear make_linear(const Tensor& f, bool keep_f32 = false) const;
   Linear stacked(const Tensor& a, const Tensor& b) const;
   void linear(const Linear& l, const float* x, float* y, int64_t M);
+  // dst[b*dbs + r*ldd + c] = src[b*sbs + r*lds + c] for c < cols, r < rows,
+  // b < batch: the strided gathers of MLA (latent, per-head keys, values).
+  void copy_block(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                  int64_t cols, int64_t batch = 1, int64_t dbs = 0, int64_t sbs = 0);
+  const float* identity(int64_t n);
   void rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C);
   void mlp(const Mlp& m, const float* x, float* y, int64_t M);
   void attention(const Layer& L, int64_t layer, std::span<const Segment> segs, const float* h,
@@ -74,10 +85,16 @@ class DeepSeekInference {
   Tensor tok_emb_, final_norm_;
   std::vector<Layer> layers_;
   Linear head_;
-  // Scratch reused across calls (one engine thread drives a model).
-  std::vector<float> x_, h_, a_, q_, qa_, ckv_, lat_, kv_, k_, v_, o_, ov_, f1_, f2_, f3_,
-      route_logits_, scores_, wts_, gx_, gy_, slots_, stats_, lse_, rows_;
-  std::vector<int32_t> idx_;
+  bool device_;                         // the backend's memory is not the host's
+  std::map<int64_t, Tensor> identity_;  // (n, n) identity matrices: copy_block on a device
+  // Scratch reused across calls (one engine thread drives a model), in the
+  // backend's memory, grown to the largest call so far.
+  Tensor x_, h_, a_, q_, qa_, ckv_, lat_, kv_, k_, v_, o_, ov_, f1_, f2_, f3_, route_logits_,
+      scores_, wts_, gx_, gy_, stats_, lse_, rows_, logits_, ids_, idx_dev_, pos_dev_;
+  // Host copies of the routing: idx (the route kernel's output on the host,
+  // downloaded from a device) and the permuted row of each (token, slot).
+  std::vector<int32_t> idx_, pos_;
+  std::vector<int64_t> offsets_;
 };
 
 }  // namespace keel::serve

@@ -51,9 +51,6 @@ const char* ForwardProfile::name(int phase) {
 InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format)
     : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
   if (cfg_.arch == "deepseek") {
-    if (!be.host_memory())
-      fail<ConfigError>("{}: deepseek is served on host-memory backends only (cpu, ref), not {}",
-                        w.dir, be.name());
     deepseek_ = std::make_unique<DeepSeekInference>(w, be, format);
     kv_dim_ = deepseek_->pool_kv_dim();
     return;

@@ -3,10 +3,17 @@
 // server answers over a real socket and gives the same text as generate for
 // the same request and seed, greedy and sampled, f32 and q8_0; and greedy
 // text on the device equals greedy text on the cpu backend (f32).
-// Usage: node vulkan_serve.mjs <keel> <run dir>
+// With a third number, the host waits of one decode step (from `keel
+// generate --stats` at two lengths) must be exactly it.
+// Usage: node vulkan_serve.mjs <keel> <run dir> [max tokens (32)] [quant formats (none,q8_0)]
+//        [host waits per decode step]
+// (deepseek runs with fewer tokens: its context is short, and lavapipe is a CPU).
 import { check, completeText, generateText, startServer, stopServer } from './serve_util.mjs';
 
-const [keel, model] = process.argv.slice(2);
+const [keel, model, maxArg, quantArg, syncArg] = process.argv.slice(2);
+const maxTokens = Number(maxArg ?? 32);
+const quants = (quantArg ?? 'none,q8_0').split(',');
+check(Number.isInteger(maxTokens) && maxTokens > 2, `max tokens: an integer > 2, got ${maxArg}`);
 const prompt = 'The Congress of the United States';
 
 const generate = (args) => generateText(keel, model, prompt, args).text;
@@ -19,12 +26,12 @@ const cases = [
 ];
 
 let ok = true;
-for (const quant of ['none', 'q8_0']) {
+for (const quant of quants) {
   const srv = await startServer(keel, model, ['--backend', 'vulkan', '--quant', quant]);
   try {
     for (const c of cases) {
-      const g = generate(['--backend', 'vulkan', '--max-tokens', '32', '--quant', quant, ...c.gen]);
-      const s = await complete(srv.base, { max_tokens: 32, ...c.api });
+      const g = generate(['--backend', 'vulkan', '--max-tokens', String(maxTokens), '--quant', quant, ...c.gen]);
+      const s = await complete(srv.base, { max_tokens: maxTokens, ...c.api });
       console.log(`vulkan ${quant} ${c.name}: generate ${JSON.stringify(g)}`);
       console.log(`vulkan ${quant} ${c.name}: serve    ${JSON.stringify(s)}`);
       check(g === s && g.length > 0, `vulkan ${quant} ${c.name}: generate and serve give the same text`);
@@ -36,9 +43,28 @@ for (const quant of ['none', 'q8_0']) {
   await stopServer(srv);
 }
 check(ok, 'generate == serve on vulkan in every case');
-const onCpu = generate(['--backend', 'cpu', '--max-tokens', '32', '--temperature', '0']);
-const onVk = generate(['--backend', 'vulkan', '--max-tokens', '32', '--temperature', '0']);
+const onCpu = generate(['--backend', 'cpu', '--max-tokens', String(maxTokens), '--temperature', '0']);
+const onVk = generate(['--backend', 'vulkan', '--max-tokens', String(maxTokens), '--temperature', '0']);
 console.log(`greedy f32: cpu ${JSON.stringify(onCpu)}`);
 console.log(`greedy f32: vulkan ${JSON.stringify(onVk)}`);
-check(onCpu === onVk, 'greedy f32 text on vulkan equals the cpu backend\'s');
+check(onCpu === onVk && onCpu.length > 0, 'greedy f32 text on vulkan equals the cpu backend\'s');
+if (syncArg !== undefined) {
+  // The difference of two lengths leaves out loading and the prefill.
+  const stats = (n) => {
+    const r = generateText(keel, model, prompt, ['--backend', 'vulkan', '--max-tokens', String(n),
+      '--temperature', '0', '--no-stop', '--stats']);
+    const line = r.stderr.split('\n').find((l) => l.startsWith('keel generate: {'));
+    check(line !== undefined, `--stats printed its line: ${JSON.stringify(r.stderr)}`);
+    const st = JSON.parse(line.slice('keel generate: '.length));
+    check(st.completion_tokens === n, `${n} tokens generated, got ${st.completion_tokens}`);
+    return st;
+  };
+  const a = stats(2), b = stats(maxTokens);
+  const steps = maxTokens - 2;
+  const perStep = (k) => (b[k] - a[k]) / steps;
+  console.log(`per decode step on vulkan: ${perStep('host_syncs')} host waits, ` +
+    `${perStep('bytes_to_device')} bytes up, ${perStep('bytes_to_host')} bytes down`);
+  check(perStep('host_syncs') === Number(syncArg),
+    `${syncArg} host waits per decode step, got ${perStep('host_syncs')}`);
+}
 console.log('ok');

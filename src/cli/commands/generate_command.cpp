@@ -159,7 +159,10 @@ void run_generate(GenerateArgs& a) {
   }
   write_bytes("\n");
   const auto t_end = std::chrono::steady_clock::now();
+  // The worker has stopped after shutdown: its last step's counts are in.
+  engine->shutdown(true);
   if (a.stats) {
+    const serve::EngineStats es = engine->stats();
     const auto sec = [](auto d) { return std::chrono::duration<double>(d).count(); };
     const double decode_s = sec(t_end - t_first);
     const nlohmann::json j = {
@@ -169,10 +172,12 @@ void run_generate(GenerateArgs& a) {
         {"load_s", sec(t_start - t_load)},
         {"first_token_s", sec(t_first - t_start)},
         {"decode_tok_s", ids.size() > 1 ? double(ids.size() - 1) / decode_s : 0.0},
-        {"total_tok_s", ids.empty() ? 0.0 : double(ids.size()) / sec(t_end - t_start)}};
+        {"total_tok_s", ids.empty() ? 0.0 : double(ids.size()) / sec(t_end - t_start)},
+        {"host_syncs", es.host_syncs},
+        {"bytes_to_device", es.bytes_to_device},
+        {"bytes_to_host", es.bytes_to_host}};
     std::fprintf(stderr, "keel generate: %s\n", j.dump().c_str());
   }
-  engine->shutdown(true);
   if (!a.logits_out.empty()) {
     std::vector<int32_t> prompt = tok.encode(a.prompt);
     write_logits(a.logits_out, path, prompt, ids);
