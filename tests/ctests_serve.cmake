@@ -40,6 +40,12 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
                    ${CMAKE_SOURCE_DIR}/third_party/openai)
   set_tests_properties(serve_n_choices PROPERTIES TIMEOUT 120 LABELS serve
                        FIXTURES_REQUIRED serve_model)
+  # DeepSeek caches one latent row per token: the shared prefill copies it.
+  add_test(NAME serve_n_choices_deepseek
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_n_choices.mjs $<TARGET_FILE:keel>
+                   ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli/run ${CMAKE_SOURCE_DIR}/third_party/openai)
+  set_tests_properties(serve_n_choices_deepseek PROPERTIES TIMEOUT 120 LABELS "serve;deepseek"
+                       FIXTURES_REQUIRED deepseek_run)
   add_test(NAME serve_api_key
            COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_api_key.mjs $<TARGET_FILE:keel> ${_sb}/tiny
                    ${CMAKE_SOURCE_DIR}/third_party/openai)

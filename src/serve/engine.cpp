@@ -271,12 +271,7 @@ class EngineImpl final : public Engine {
       if (same) {
         // The same prompt was prefilled in this round: copy its cache rows
         // and its last logits instead of running the prompt again.
-        const size_t row = size_t(T) * size_t(r->seq->kv_dim()) * sizeof(float);
-        for (int64_t l = 0; l < model_->config().n_layer; ++l) {
-          backend_->copy(r->seq->keys(l), same->seq->keys(l), row);
-          backend_->copy(r->seq->values(l), same->seq->values(l), row);
-        }
-        r->seq->set_length(T);
+        model_->copy_cache_prefix(*r->seq, *same->seq, T);
         std::copy(same->logits.begin(), same->logits.end(), logits_.begin());
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.prefills_shared;

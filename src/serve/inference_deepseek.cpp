@@ -93,8 +93,6 @@ DeepSeekInference::DeepSeekInference(const store::ModelWeights& w, backend::Back
   }
   final_norm_ = t("model.norm.weight", {C});
   head_ = make_linear(host("lm_head.weight", {V, C}));
-  if (device_)
-    for (const int64_t n : {R, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim}) identity(n);
 }
 
 DeepSeekInference::Linear DeepSeekInference::make_linear(const Tensor& f, bool keep_f32) const {
@@ -127,43 +125,18 @@ void DeepSeekInference::linear(const Linear& l, const float* x, float* y, int64_
   apply_inference_linear(be_, l, x, y, M);
 }
 
-const float* DeepSeekInference::identity(int64_t n) {
-  Tensor& t = identity_[n];
-  if (!t.defined()) {
-    Tensor h = Tensor::zeros({n, n}, DType::F32);
-    for (int64_t i = 0; i < n; ++i) h.data<float>()[i * n + i] = 1.f;
-    t = backend::to_device(be_, h, "identity");
-  }
-  return t.data<float>();
-}
-
 void DeepSeekInference::copy_block(float* dst, int64_t ldd, const float* src, int64_t lds,
                                    int64_t rows, int64_t cols, int64_t batch, int64_t dbs,
                                    int64_t sbs) {
   if (rows <= 0 || cols <= 0 || batch <= 0) return;
-  if (!device_) {
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(dst + b * dbs + r * ldd, src + b * sbs + r * lds, size_t(cols) * sizeof(float));
+  // The backend's strided row copy: memcpy per row on the host, one dispatch
+  // on a device.
+  if (dbs == rows * ldd && sbs == rows * lds) {
+    be_.copy_rows(DType::F32, src, lds, dst, ldd, rows * batch, cols, false);
     return;
   }
-  // The Backend interface has no strided copy, and one backend copy per row
-  // would be thousands of queued commands per layer at decode. A batched
-  // matmul by the identity is one dispatch and exact: every output is one
-  // product by 1 plus products by 0 (only a NaN or an infinity would spread
-  // along its row, and attention could not use such a key anyway).
-  backend::MatmulArgs a;
-  a.M = rows;
-  a.N = cols;
-  a.K = cols;
-  a.lda = lds;
-  a.ldb = cols;
-  a.ldc = ldd;
-  a.batch = batch;
-  a.stride_a = sbs;
-  a.stride_b = 0;
-  a.stride_c = dbs;
-  be_.matmul(a, src, identity(cols), dst);
+  for (int64_t b = 0; b < batch; ++b)
+    be_.copy_rows(DType::F32, src + b * sbs, lds, dst + b * dbs, ldd, rows, cols, false);
 }
 
 void DeepSeekInference::rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C) {

@@ -70,7 +70,6 @@ class DeepSeekInference {
   // b < batch: the strided gathers of MLA (latent, per-head keys, values).
   void copy_block(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
                   int64_t cols, int64_t batch = 1, int64_t dbs = 0, int64_t sbs = 0);
-  const float* identity(int64_t n);
   void rmsnorm(const Tensor& w, const float* x, float* y, int64_t M, int64_t C);
   void mlp(const Mlp& m, const float* x, float* y, int64_t M);
   void attention(const Layer& L, int64_t layer, std::span<const Segment> segs, const float* h,
@@ -85,8 +84,7 @@ class DeepSeekInference {
   Tensor tok_emb_, final_norm_;
   std::vector<Layer> layers_;
   Linear head_;
-  bool device_;                         // the backend's memory is not the host's
-  std::map<int64_t, Tensor> identity_;  // (n, n) identity matrices: copy_block on a device
+  bool device_;  // the backend's memory is not the host's
   // Scratch reused across calls (one engine thread drives a model), in the
   // backend's memory, grown to the largest call so far.
   Tensor x_, h_, a_, q_, qa_, ckv_, lat_, kv_, k_, v_, o_, ov_, f1_, f2_, f3_, route_logits_,

@@ -321,4 +321,19 @@ void InferenceModel::decode(std::span<KvSequence* const> seqs, std::span<const i
                      std::span<const int64_t> rows) { forward(segs, x, M, rows, logits); });
 }
 
+void InferenceModel::copy_cache_prefix(KvSequence& dst, KvSequence& src, int64_t T) const {
+  const int64_t L = cfg_.n_layer;
+  for (int64_t l = 0; l < L; ++l) {
+    if (deepseek_) {
+      // One latent row of cache_width() floats per token from keys(l) on.
+      be_.copy(dst.keys(l), src.keys(l), size_t(T * deepseek_->cache_width()) * sizeof(float));
+      continue;
+    }
+    const size_t row = size_t(T) * size_t(src.kv_dim()) * sizeof(float);
+    be_.copy(dst.keys(l), src.keys(l), row);
+    be_.copy(dst.values(l), src.values(l), row);
+  }
+  dst.set_length(T);
+}
+
 }  // namespace keel::serve

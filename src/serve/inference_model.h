@@ -70,6 +70,10 @@ class InferenceModel {
   // Runs ids at positions seq.length() .. seq.length() + T - 1, appending
   // their keys and values to seq (which must have room). logits receives
   // the last position's row (V), or every position's (T, V) when all_logits.
+  // Copies the cache rows of the first T positions of src into dst (same
+  // pool; dst's length becomes T): what prefilling src's first T tokens into
+  // dst would have written, in this model's own cache layout.
+  void copy_cache_prefix(KvSequence& dst, KvSequence& src, int64_t T) const;
   void prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,
                bool all_logits = false);
   // One token per sequence, each at its own position seq->length(); appends
