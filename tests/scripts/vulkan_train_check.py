@@ -22,7 +22,7 @@
                  copies of device state (ZeRO-1's shard gathers, every
                  gradient codec with error feedback, the per-rank update
                  codec, DiLoCo's outer step), each as a 2-rank cpu run and a
-                 2-rank vulkan run of 20 steps with the replica vote every 5:
+                 2-rank vulkan run of 15 steps with the replica vote every 5:
                  no ConfigError, no detector, losses within 1e-4 relative;
                  DiLoCo rerun on vulkan writes byte-identical
                  model.safetensors.
@@ -181,8 +181,9 @@ def dist(k):
 # (name, overrides, rerun on vulkan for bit-identity). Every codec runs:
 # topk inside the update codec (dist.compress_update), int4 as DiLoCo's
 # pseudo-gradient codec. DiLoCo's rounds end at the replica votes (H = 5 =
-# resilience.sdc_every), so each vote compares. Eleven runs, to stay well
-# under five minutes on two cores (lavapipe is slow); --only picks modes.
+# resilience.sdc_every), so each vote compares. Eleven runs of 15 steps, to
+# stay well under five minutes on two cores (lavapipe is slow); --only picks
+# the others.
 DIST_MODES = (
     ("zero1", ("dist.zero1=true",), False),
     ("bf16", ("dist.compression=bf16",), False),
@@ -200,7 +201,7 @@ DIST_MODES_EXTRA = (
 
 
 def dist_modes(k):
-    steps = 20
+    steps = 15  # three votes and three DiLoCo rounds; eleven runs stay near three minutes
     mpirun = (*k.a.mpirun.split(), "-n", "2")
     vote = ("resilience.sdc_every=5",)
     only = k.a.only.split(",") if k.a.only else None
