@@ -1,7 +1,8 @@
 # Training on the vulkan backend (lavapipe in CI), against the cpu backend:
 # loss parity, bit-identical reruns and pinned per-step transfers; kill -9 and
 # resume bit-exact on the device; checkpoints that move between cpu and vulkan
-# both ways; two MPI ranks on the device (tests/scripts/vulkan_train_check.py).
+# both ways; two MPI ranks on the device, plain and in every distributed mode
+# (tests/scripts/vulkan_train_check.py).
 # Included from the Vulkan section of CMakeLists.txt, so only when it is built.
 set(_vk_sotu ${CMAKE_SOURCE_DIR}/third_party/sotu/data)
 set(_vk ${CMAKE_CURRENT_BINARY_DIR}/vulkan_train)
@@ -19,6 +20,13 @@ if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
                      --workdir ${_vk}/${mode} "--mpirun=${_vk_mpirun}")
     set_tests_properties(vulkan_train_${mode} PROPERTIES TIMEOUT 300 LABELS "vulkan;train")
   endforeach()
+  # ZeRO-1, every gradient codec and DiLoCo on the device (host-staged
+  # collectives and host-side math), each against its 2-rank cpu run.
+  add_test(NAME vulkan_train_dist_modes
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/scripts/vulkan_train_check.py
+                   --keel $<TARGET_FILE:keel> --corpus ${_vk}/corpus --mode dist_modes
+                   --workdir ${_vk}/dist_modes "--mpirun=${_vk_mpirun}")
+  set_tests_properties(vulkan_train_dist_modes PROPERTIES TIMEOUT 600 LABELS "vulkan;train;dist")
   # The kill -9 test of the cpu backend, unchanged, on the device.
   add_test(NAME vulkan_checkpoint_kill9_random
            COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/scripts/checkpoint_kill9_resume.py

@@ -19,15 +19,12 @@
 namespace keel::dist {
 
 DataParallel::DataParallel(Communicator& comm, model::Model& model, DataParallelOptions opt)
-    : comm_(comm), be_(model.backend()), opt_(opt), params_(model.parameters()) {
+    : comm_(comm),
+      be_(model.backend()),
+      stage_(model.backend()),
+      opt_(opt),
+      params_(model.parameters()) {
   if (opt_.grad_accum < 1) fail<DistError>("DataParallel: grad_accum {} < 1", opt_.grad_accum);
-  // A device's gradients are summed through host staging buffers; ZeRO-1 and
-  // the compressed paths still read and write parameters as host memory.
-  if (!be_.host_memory() && (opt_.zero1 || opt_.codec.kind != GradCodecKind::None))
-    fail<ConfigError>(
-        "dist.zero1 and dist.compression need a host-memory backend (cpu, ref), not {}: "
-        "plain data parallelism runs on it",
-        be_.name());
   if (!(opt_.bucket_mb > 0))
     fail<DistError>("DataParallel: bucket_mb {} must be > 0", opt_.bucket_mb);
   std::vector<int64_t> numels;
@@ -163,26 +160,32 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
     // only have to agree on whether the step is skipped (a non-finite
     // gradient on one rank skips it everywhere).
     double ss = 0;
-    for (auto* p : params_) {
-      const float* g = p->grad.data<float>();
-      for (int64_t j = 0; j < p->numel(); ++j) ss += double(g[j]) * double(g[j]);
+    if (be_.host_memory()) {
+      for (auto* p : params_) {
+        const float* g = p->grad.data<float>();
+        for (int64_t j = 0; j < p->numel(); ++j) ss += double(g[j]) * double(g[j]);
+      }
+    } else {
+      // Only finiteness matters: the device's sums of squares, read back once.
+      ss = train::grad_global_norm(be_, params_);
     }
     const std::vector<uint64_t> bad = allgather_value(comm_, uint64_t(!std::isfinite(ss)));
     stats_.bytes_sent += uint64_t(comm_.size() - 1) * sizeof(uint64_t);
-    if (std::find(bad.begin(), bad.end(), uint64_t(1)) != bad.end())
-      for (auto* p : params_) {
-        float* g = p->grad.data<float>();
-        std::fill(g, g + p->numel(), std::numeric_limits<float>::quiet_NaN());
-      }
+    if (std::find(bad.begin(), bad.end(), uint64_t(1)) != bad.end()) {
+      std::fill(flat_.begin(), flat_.end(), std::numeric_limits<float>::quiet_NaN());
+      stage_.from_host(flat_, params_, &nn::Parameter::grad);
+    }
     stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;
   }
   if (compressed_) {
-    copy_to_flat(params_, &nn::Parameter::grad, flat_);
+    // The codec and its error feedback are host code: on a device the
+    // gradient crosses once each way (FlatStage: one wait down, one up).
+    stage_.to_host(params_, &nn::Parameter::grad, flat_);
     stats_.bytes_sent +=
         compressed_->sum(flat_, summed_, "gradient", topk_fraction_at(opt_.codec, step_));
     for (float& s : summed_) s /= N;
-    copy_from_flat(summed_, params_, &nn::Parameter::grad);
+    stage_.from_host(summed_, params_, &nn::Parameter::grad);
     stats_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;
   }
@@ -226,25 +229,26 @@ void DataParallel::gather_shards(Get get, const char* what) {
     for_each_slice(params_, shard(r),
                    [&](size_t, size_t, size_t n) { counts[size_t(r)] += n * sizeof(float); });
   std::vector<float> mine(counts[size_t(me)] / sizeof(float));
-  for_each_slice(params_, shard(me), [&](size_t i, size_t off, size_t n) {
+  for_each_slice(params_, shard(me), [&](size_t i, size_t, size_t n) {
     const Tensor& t = get(i);
     if (!t.defined() || t.nbytes() != n * sizeof(float))
       fail<DistError>("DataParallel: rank {}: {} of owned parameter '{}' is missing", me, what,
                       params_[i]->name);
-    std::memcpy(mine.data() + off, t.raw(), t.nbytes());
   });
+  // On a device: this rank's shard down in one wait, each other shard up in one.
+  stage_.to_host(params_, shard(me), get, mine);
   size_t total = 0;
   for (size_t c : counts) total += c;
-  std::vector<std::byte> all(total);
-  comm_.allgatherv(std::as_bytes(std::span<const float>(mine)), all, counts);
+  std::vector<float> all(total / sizeof(float));
+  comm_.allgatherv(std::as_bytes(std::span<const float>(mine)),
+                   std::as_writable_bytes(std::span<float>(all)), counts);
   stats_.bytes_sent += uint64_t(N - 1) * counts[size_t(me)];
-  size_t base = 0;  // bytes of the lower ranks' shards
+  size_t base = 0;  // elements of the lower ranks' shards
   for (int r = 0; r < N; ++r) {
+    const size_t n = counts[size_t(r)] / sizeof(float);
     if (r != me)
-      for_each_slice(params_, shard(r), [&](size_t i, size_t off, size_t n) {
-        std::memcpy(get(i).raw(), all.data() + base + off * sizeof(float), n * sizeof(float));
-      });
-    base += counts[size_t(r)];
+      stage_.from_host(std::span<const float>(all).subspan(base, n), params_, shard(r), get);
+    base += n;
   }
 }
 
@@ -264,15 +268,18 @@ void DataParallel::optimizer_step(train::AdamW& opt, double lr, float grad_scale
     // update := before - after of this rank's own AdamW step; the replicas
     // then all move from `before` by the mean decoded update, so they keep
     // the same bits while their moments differ.
-    copy_to_flat(params_, &nn::Parameter::value, before_);
+    // On a device the parameters cross three times (before, after, back):
+    // the codec needs the update on the host, and `before` read back here
+    // (rather than kept from the last step) stays right after a restore.
+    stage_.to_host(params_, &nn::Parameter::value, before_);
     opt.step(lr, grad_scale, opt_.variance_keep);
-    copy_to_flat(params_, &nn::Parameter::value, flat_);
+    stage_.to_host(params_, &nn::Parameter::value, flat_);
     for (size_t j = 0; j < flat_.size(); ++j) flat_[j] = before_[j] - flat_[j];
     stats_.bytes_sent +=
         compressed_->sum(flat_, summed_, "update", topk_fraction_at(opt_.codec, step_));
     const float N = float(comm_.size());
     for (size_t j = 0; j < flat_.size(); ++j) flat_[j] = before_[j] - summed_[j] / N;
-    copy_from_flat(flat_, params_, &nn::Parameter::value);
+    stage_.from_host(flat_, params_, &nn::Parameter::value);
     return;
   }
   if (!opt_.zero1) {
@@ -289,8 +296,8 @@ void DataParallel::gather_optimizer_state(train::AdamW& opt) {
   if (compressed_ && opt_.compress_update) {
     check_params(opt.params(), "gather_optimizer_state");
     std::vector<float> m(flat_.size(), 0.f), v(flat_.size(), 0.f);
-    copy_to_flat(params_, opt.m(), m);
-    copy_to_flat(params_, opt.v(), v);
+    stage_.to_host(params_, opt.m(), m);
+    stage_.to_host(params_, opt.v(), v);
     saved_m_ = gather_rank_vectors(comm_, m);
     saved_v_ = gather_rank_vectors(comm_, v);
   }
@@ -334,8 +341,8 @@ void DataParallel::load_state(const nlohmann::json& j, const io::SafetensorsFile
     if (load_rank_tensor(f, "dist.update.exp_avg", me, m) &&
         load_rank_tensor(f, "dist.update.exp_avg_sq", me, v)) {
       opt_moments_->materialize_moments();
-      copy_from_flat(m, params_, opt_moments_->m());
-      copy_from_flat(v, params_, opt_moments_->v());
+      stage_.from_host(m, params_, opt_moments_->m());
+      stage_.from_host(v, params_, opt_moments_->v());
     } else {
       log().warn("rank {}: the checkpoint holds no optimizer moments for this rank; using rank 0's",
                  me);

@@ -23,6 +23,7 @@
 
 #include "dist/communicator.h"
 #include "dist/compressed_sum.h"
+#include "dist/flat_params.h"
 #include "dist/grad_codec.h"
 #include "model/model.h"
 #include "nn/tape.h"
@@ -120,6 +121,7 @@ class DataParallel final : public train::ReplicaSync, public nn::GradListener {
   Communicator& comm_;
   backend::Backend& be_;                 // where the gradients live
   std::vector<float> staged_;            // a device's reduced gradient on its way back
+  FlatStage stage_;                      // whole-model vectors to and from the host
   model::CausalLM* listened_ = nullptr;  // whose tape reports gradients to us
   DataParallelOptions opt_;
   std::vector<nn::Parameter*> params_;

@@ -14,7 +14,12 @@ namespace keel::dist {
 
 DilocoSync::DilocoSync(Communicator& comm, model::Model& model, train::AdamW& inner,
                        DilocoOptions opt)
-    : comm_(comm), inner_(inner), opt_(opt), params_(model.parameters()), outer_(opt.outer, [&] {
+    : comm_(comm),
+      inner_(inner),
+      opt_(opt),
+      params_(model.parameters()),
+      stage_(model.backend()),
+      outer_(opt.outer, [&] {
         int64_t n = 0;
         for (auto* p : model.parameters()) n += p->numel();
         return n;
@@ -28,11 +33,6 @@ DilocoSync::DilocoSync(Communicator& comm, model::Model& model, train::AdamW& in
   for (auto* p : params_) {
     if (p->value.dtype() != DType::F32 || !p->value.is_contiguous())
       fail<DistError>("DilocoSync: parameter '{}' needs a contiguous f32 value", p->name);
-    if (!p->value.on_host())
-      fail<ConfigError>(
-          "dist.diloco_steps: DiLoCo reads parameters as host memory; parameter '{}' lives on {} "
-          "(use a host-memory backend, or plain data parallelism)",
-          p->name, p->value.device_name());
     n_ += p->numel();
   }
   anchor_.resize(size_t(n_));
@@ -64,7 +64,7 @@ void DilocoSync::begin_step(int64_t step) {
     if (!synced_)
       fail<DistError>("DilocoSync: rank {} step {}: no round start to anchor to", comm_.rank(),
                       step + 1);
-    copy_to_flat(params_, &nn::Parameter::value, anchor_);
+    stage_.to_host(params_, &nn::Parameter::value, anchor_);
     anchored_ = true;
   }
 }
@@ -77,11 +77,11 @@ void DilocoSync::finish_gradients(const std::vector<nn::Parameter*>& params) {
 }
 
 void DilocoSync::average_gradients() {
-  copy_to_flat(params_, &nn::Parameter::grad, delta_);
+  stage_.to_host(params_, &nn::Parameter::grad, delta_);
   sum_deltas(grad_compressed_.get(), "gradient");
   const float N = float(comm_.size());
   for (float& d : mean_delta_) d /= N;
-  copy_from_flat(mean_delta_, params_, &nn::Parameter::grad);
+  stage_.from_host(mean_delta_, params_, &nn::Parameter::grad);
 }
 
 void DilocoSync::sum_deltas(CompressedSum* codec, const char* what) {
@@ -120,14 +120,18 @@ bool DilocoSync::end_step() {
 
 void DilocoSync::outer_step() {
   const auto t0 = std::chrono::steady_clock::now();
-  // delta := anchor - local parameters (the round's pseudo-gradient).
-  copy_to_flat(params_, &nn::Parameter::value, delta_);
+  // delta := anchor - local parameters (the round's pseudo-gradient). The
+  // outer step is host code on host copies: once a round the parameters
+  // cross down and the new anchor back up (the anchor and the outer momentum
+  // stay on the host between rounds), which on a device is two waits a round
+  // against the many kernels a device-side outer step would need.
+  stage_.to_host(params_, &nn::Parameter::value, delta_);
   for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = anchor_[i] - delta_[i];
   sum_deltas(compressed_.get(), "pseudo-gradient");
   const float inv = 1.f / float(comm_.size());
   for (float& d : mean_delta_) d *= inv;
   outer_.step(anchor_, mean_delta_);
-  copy_from_flat(anchor_, params_, &nn::Parameter::value);
+  stage_.from_host(anchor_, params_, &nn::Parameter::value);
   synced_ = true;
   stats_.outer_step = true;
   stats_.outer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -136,8 +140,8 @@ void DilocoSync::outer_step() {
 void DilocoSync::gather_optimizer_state(train::AdamW& opt) {
   if (&opt != &inner_) fail<DistError>("DilocoSync: asked to gather another optimizer's state");
   std::vector<float> m(size_t(n_), 0.f), v(size_t(n_), 0.f);
-  copy_to_flat(params_, inner_.m(), m);
-  copy_to_flat(params_, inner_.v(), v);
+  stage_.to_host(params_, inner_.m(), m);
+  stage_.to_host(params_, inner_.v(), v);
   saved_m_ = gather_rank_vectors(comm_, m);
   saved_v_ = gather_rank_vectors(comm_, v);
   saved_t_ = allgather_value(comm_, inner_.t());
@@ -193,8 +197,8 @@ void DilocoSync::load_state(const nlohmann::json& j, const io::SafetensorsFile* 
     std::vector<float> m(n), s(n);
     if (load_rank_tensor(f, "dist.diloco.exp_avg", me, m) &&
         load_rank_tensor(f, "dist.diloco.exp_avg_sq", me, s)) {
-      copy_from_flat(m, params_, inner_.m());
-      copy_from_flat(s, params_, inner_.v());
+      stage_.from_host(m, params_, inner_.m());
+      stage_.from_host(s, params_, inner_.v());
     } else {
       log().warn(
           "rank {}: the checkpoint holds no inner optimizer state for this rank; using "

@@ -18,6 +18,7 @@
 
 #include "dist/communicator.h"
 #include "dist/compressed_sum.h"
+#include "dist/flat_params.h"
 #include "dist/grad_codec.h"
 #include "model/model.h"
 #include "train/adamw.h"
@@ -83,6 +84,7 @@ class DilocoSync final : public train::ReplicaSync {
   train::AdamW& inner_;
   DilocoOptions opt_;
   std::vector<nn::Parameter*> params_;
+  FlatStage stage_;  // parameters, gradients and moments to and from the host
   int64_t n_ = 0;
   int64_t step_ = 0;
   bool synced_ = true;     // replicas hold the same parameters

@@ -67,6 +67,11 @@ train::ReplicaSync* RunWorld::attach(model::Model& model, train::Trainer& traine
   return dp_.get();
 }
 
+void RunWorld::detach() {
+  dp_.reset();
+  diloco_.reset();
+}
+
 void RunWorld::barrier(double timeout_s) {
   if (!world_) return;
   Communicator& c = world_->comm();

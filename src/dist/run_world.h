@@ -32,6 +32,10 @@ class RunWorld {
   // ConfigError when compression or DiLoCo is asked of a world of one.
   // model and trainer must outlive this.
   train::ReplicaSync* attach(model::Model& model, train::Trainer& trainer);
+  // Destroys the sync attach() made. It holds the model's gradient listener
+  // and, on a device, staging memory of the model's backend: a caller whose
+  // model or backend dies before this RunWorld detaches first.
+  void detach();
   DataParallel* data_parallel() { return dp_.get(); }
 
   // Waits for every rank, with a deadline of at least timeout_s seconds

@@ -17,6 +17,15 @@
                  hash vote every 5 steps: no detector fires, and the losses
                  match a 2-rank cpu run within 1e-4; the same run with one bit
                  flipped in rank 1's device parameters stops at the next vote.
+  --mode dist_modes
+                 the distributed modes whose host-side math runs on staged
+                 copies of device state (ZeRO-1's shard gathers, every
+                 gradient codec with error feedback, the per-rank update
+                 codec, DiLoCo's outer step), each as a 2-rank cpu run and a
+                 2-rank vulkan run of 15 steps with the replica vote every 5:
+                 no ConfigError, no detector, losses within 1e-4 relative;
+                 DiLoCo rerun on vulkan writes byte-identical
+                 model.safetensors.
 """
 import argparse
 import json
@@ -169,16 +178,69 @@ def dist(k):
           "at step 7 was caught at step 10 (%s)" % caught[0]["detail"])
 
 
+# (name, overrides, rerun on vulkan for bit-identity). Every codec runs:
+# topk inside the update codec (dist.compress_update), int4 as DiLoCo's
+# pseudo-gradient codec. DiLoCo's rounds end at the replica votes (H = 5 =
+# resilience.sdc_every), so each vote compares. Eleven runs of 15 steps, to
+# stay well under five minutes on two cores (lavapipe is slow); --only picks
+# the others.
+DIST_MODES = (
+    ("zero1", ("dist.zero1=true",), False),
+    ("bf16", ("dist.compression=bf16",), False),
+    ("int8", ("dist.compression=int8",), False),
+    ("topk_update", ("dist.compression=topk", "dist.compress_update=true"), False),
+    ("diloco_int4", ("dist.sync=diloco", "dist.diloco_steps=5", "dist.compression=int4"), True),
+)
+# Run only when named by --only (the ctest's modes cover their code paths).
+DIST_MODES_EXTRA = (
+    ("zero1_rerun", ("dist.zero1=true",), True),
+    ("int4", ("dist.compression=int4",), False),
+    ("topk", ("dist.compression=topk",), False),
+    ("diloco", ("dist.sync=diloco", "dist.diloco_steps=5"), True),
+)
+
+
+def dist_modes(k):
+    steps = 15  # three votes and three DiLoCo rounds; eleven runs stay near three minutes
+    mpirun = (*k.a.mpirun.split(), "-n", "2")
+    vote = ("resilience.sdc_every=5",)
+    only = k.a.only.split(",") if k.a.only else None
+    summary = []
+    for name, ov, rerun in (*DIST_MODES, *DIST_MODES_EXTRA):
+        if (only and name not in only) or (not only and (name, ov, rerun) in DIST_MODES_EXTRA):
+            continue
+        cpu, _ = k.run("%s_cpu" % name, "cpu", steps, (*vote, *ov), prefix=mpirun)
+        vk, out = k.run("%s_vk" % name, "vulkan", steps, (*vote, *ov), prefix=mpirun)
+        if "ConfigError" in out or "host-memory" in out:
+            fail("%s on vulkan: refused:\n%s" % (name, out[-3000:]))
+        fired = [e for e in events(vk) if e.get("event") in ("detect", "rollback", "fault")]
+        if fired:
+            fail("%s on vulkan: detectors fired: %s" % (name, fired[:3]))
+        mv = metrics(vk)
+        close_losses(metrics(cpu), mv, range(1, steps + 1), "%s, 2 ranks: cpu vs vulkan" % name)
+        syncs = sorted(r["host_syncs"] for r in mv[1:-1])
+        if rerun:
+            vk2, _ = k.run("%s_vk2" % name, "vulkan", steps, (*vote, *ov), prefix=mpirun)
+            with open(os.path.join(vk, "model.safetensors"), "rb") as f1, \
+                    open(os.path.join(vk2, "model.safetensors"), "rb") as f2:
+                if f1.read() != f2.read():
+                    fail("%s: two vulkan runs of one config wrote different model.safetensors" % name)
+            print("%s: two vulkan runs: model.safetensors byte-identical" % name)
+        summary.append("%s %d-%d (median %d)" % (name, syncs[0], syncs[-1], syncs[len(syncs) // 2]))
+    print("host waits per vulkan step (steps 2..%d, rank 0): %s" % (steps - 1, "; ".join(summary)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keel", required=True)
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--mode", choices=("parity", "cross", "dist"), required=True)
+    ap.add_argument("--mode", choices=("parity", "cross", "dist", "dist_modes"), required=True)
+    ap.add_argument("--only", default="", help="dist_modes: comma-separated mode names to run")
     ap.add_argument("--mpirun", default="mpirun --allow-run-as-root --oversubscribe --bind-to none")
     a = ap.parse_args()
     k = Keel(a)
-    {"parity": parity, "cross": cross, "dist": dist}[a.mode](k)
+    {"parity": parity, "cross": cross, "dist": dist, "dist_modes": dist_modes}[a.mode](k)
     shutil.rmtree(a.workdir, ignore_errors=True)
     print("PASS")
 

@@ -189,6 +189,13 @@ void run_train(const TrainArgs& args) {
                                     std::move(allgather),
                                     [&world](int code) { world.abort(code); });
   loop_opt.sync = guard.wrap_sync(world.attach(*model, trainer));
+  // The world outlives the backend and the model (MPI spans the whole run);
+  // the sync it attached must not: it holds device memory and the model's
+  // listener. Declared after them, so it goes first, on errors too.
+  struct DetachSync {
+    dist::RunWorld& w;
+    ~DetachSync() { w.detach(); }
+  } detach_sync{world};
   loop_opt.save_health = [&guard] { return guard.state(); };
   loop_opt.load_health = [&guard](const nlohmann::json& j) { guard.load_state(j); };
   loop_opt.after_train_step = [&guard](const train::StepMetrics& m) { guard.end_step(m); };
