@@ -60,6 +60,40 @@ void copy_from_host(Backend& be, const Tensor& src, const Tensor& dst) {
     be.upload(dst.raw(), src.raw(), src.nbytes());
 }
 
+std::vector<Tensor> to_host_all(Backend& be, const std::vector<const Tensor*>& ts) {
+  std::vector<Tensor> out(ts.size());
+  std::vector<size_t> off(ts.size(), 0);
+  size_t total = 0;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i]->on_host()) {
+      out[i] = *ts[i];
+      continue;
+    }
+    if (!ts[i]->is_contiguous()) fail("to_host_all: {} is not contiguous", ts[i]->desc());
+    off[i] = total;
+    total += (ts[i]->nbytes() + 63) / 64 * 64;  // copies start aligned
+  }
+  if (total == 0) return out;
+  void* d = be.allocate(total, "read-back staging");
+  try {
+    for (size_t i = 0; i < ts.size(); ++i)
+      if (!out[i].defined())
+        be.copy(static_cast<std::byte*>(d) + off[i], ts[i]->raw(), ts[i]->nbytes());
+    std::vector<std::byte> host(total);
+    be.download(host.data(), d, total);
+    for (size_t i = 0; i < ts.size(); ++i)
+      if (!out[i].defined()) {
+        out[i] = Tensor::zeros(ts[i]->shape(), ts[i]->dtype());
+        std::memcpy(out[i].raw(), host.data() + off[i], ts[i]->nbytes());
+      }
+  } catch (...) {
+    be.release(d);
+    throw;
+  }
+  be.release(d);
+  return out;
+}
+
 void copy_to_host(Backend& be, const Tensor& t, const Tensor& dst) {
   check_pair("copy_to_host", t, dst);
   if (!dst.on_host()) fail("copy_to_host: destination {} is not on the host", dst.desc());

@@ -5,6 +5,7 @@
 #pragma once
 #include <functional>
 #include <string_view>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/arena.h"
@@ -18,6 +19,10 @@ Tensor empty_on(Backend& be, const Shape& shape, DType dtype, std::string_view w
 Tensor to_device(Backend& be, const Tensor& t, std::string_view what = {});
 // A host copy of t, which lives in be's memory (t itself when it is on the host).
 Tensor to_host(Backend& be, const Tensor& t);
+// Host copies of several tensors (those already on the host as they are):
+// the device ones are gathered into one device buffer and read back in a
+// single synchronisation, in place of one per tensor.
+std::vector<Tensor> to_host_all(Backend& be, const std::vector<const Tensor*>& ts);
 // Copies host tensor src into dst (same dtype and element count, contiguous),
 // wherever dst lives: an upload for a device tensor, a memcpy on the host.
 void copy_from_host(Backend& be, const Tensor& src, const Tensor& dst);

@@ -103,10 +103,10 @@ void DataParallel::begin_step(int64_t step) {
 
 void DataParallel::launch(Bucket& b) {
   std::vector<float> data(b.numel);
-  for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
-    // A memcpy on host-memory backends, a download from a device.
-    be_.download(data.data() + off, params_[i]->grad.raw(), n * sizeof(float));
-  });
+  // A memcpy per tensor on host-memory backends; from a device, the bucket's
+  // gradients gathered on the device and read back in one wait.
+  stage_.to_host(
+      params_, b.params, [&](size_t i) -> const Tensor& { return params_[i]->grad; }, data);
   const uint64_t N = uint64_t(comm_.size());
   const uint64_t chunk = (b.numel + N - 1) / N;
   stats_.bytes_sent += 2 * (N - 1) * chunk * sizeof(float);  // all-to-all + all-gather
@@ -193,13 +193,15 @@ void DataParallel::finish_gradients(const std::vector<nn::Parameter*>& params) {
   for (Bucket& b : buckets_) {
     b.sum->wait();
     const std::span<const float> r = b.sum->result();
+    if (!be_.host_memory()) {  // one upload per bucket, copied out on the device
+      staged_.resize(b.numel);
+      for (size_t j = 0; j < b.numel; ++j) staged_[j] = r[j] / N;
+      stage_.from_host(staged_, params_, b.params,
+                       [&](size_t i) -> const Tensor& { return params_[i]->grad; });
+      b.sum.reset();
+      continue;
+    }
     for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
-      if (!be_.host_memory()) {
-        staged_.resize(n);
-        for (size_t j = 0; j < n; ++j) staged_[j] = r[off + j] / N;
-        be_.upload(params_[i]->grad.raw(), staged_.data(), n * sizeof(float));
-        return;
-      }
       float* d = params_[i]->grad.data<float>();
       for (size_t j = 0; j < n; ++j) d[j] = r[off + j] / N;
     });

@@ -30,11 +30,19 @@ uint64_t parameters_hash(const std::vector<nn::Parameter*>& params, backend::Bac
   XXH3_state_t* st = XXH3_createState();
   if (!st) fail("parameters_hash: out of memory");
   XXH3_64bits_reset(st);
-  for (const nn::Parameter* p : params) {
+  // A device's parameters come back in one read, not one per tensor.
+  std::vector<Tensor> host;
+  if (be && !be->host_memory()) {
+    std::vector<const Tensor*> ts;
+    for (const nn::Parameter* p : params) ts.push_back(&p->value);
+    host = backend::to_host_all(*be, ts);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const nn::Parameter* p = params[i];
     XXH3_64bits_update(st, p->name.data(), p->name.size());
     const int64_t n = p->numel();
     XXH3_64bits_update(st, &n, sizeof n);
-    update(st, be, p->value);
+    update(st, be, host.empty() ? p->value : host[i]);
   }
   const uint64_t h = XXH3_64bits_digest(st);
   XXH3_freeState(st);
