@@ -31,7 +31,8 @@ if(EXISTS ${_vk_sotu}/1790_george_washington_n.txt)
   add_test(NAME vulkan_checkpoint_kill9_random
            COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/scripts/checkpoint_kill9_resume.py
                    --keel $<TARGET_FILE:keel> --corpus ${_vk}/corpus --compute f32 --mode random
-                   --workdir ${_vk}/kill9 --set train.backend=vulkan)
+                   --workdir ${_vk}/kill9 --set train.backend=vulkan
+                   --set model.max_seq_len=32 --set train.seq_len=32)
   set_tests_properties(vulkan_checkpoint_kill9_random PROPERTIES TIMEOUT 300 LABELS "vulkan;resilience")
 endif()
 

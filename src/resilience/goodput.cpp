@@ -79,29 +79,48 @@ Goodput compute_goodput(const std::vector<GoodputEvent>& events,
   std::unordered_map<int64_t, size_t> last;
   for (size_t i = 0; i < steps.size(); ++i) last[steps[i].step] = i;
   double recorded_s = 0;
+  int64_t superseded = 0;
+  std::vector<double> standing;
   for (size_t i = 0; i < steps.size(); ++i) {
     const double s =
         std::isfinite(steps[i].step_seconds) ? std::max(0.0, steps[i].step_seconds) : 0;
     recorded_s += s;
     g.final_step = std::max(g.final_step, steps[i].step);
-    if (last[steps[i].step] != i)
+    if (last[steps[i].step] != i) {
       g.recomputed_s += s;
-    else if (steps[i].skipped)
+      ++superseded;
+    } else if (steps[i].skipped) {
       g.skipped_s += s;
-    else
+    } else {
       g.productive_s += s;
+      standing.push_back(s);
+    }
   }
 
   std::string current_kind;
   double t_min = INFINITY, t_max = -INFINITY;
+  double inject_t = -1, fault_t = -1;  // the open injection and the fault awaiting its resume
+  std::string fault_kind;
   for (const auto& ev : events) {
     if (std::isfinite(ev.time) && ev.time > 0) {
       t_min = std::min(t_min, ev.time);
       t_max = std::max(t_max, ev.time);
     }
+    if (ev.event == "inject") inject_t = ev.time;
     if (ev.event == "fault") {
       current_kind = ev.detector.empty() ? "unknown" : ev.detector;
       ++g.faults_by_kind[current_kind];
+      Goodput::FaultTiming& ft = g.timing_by_kind[current_kind];
+      ++ft.faults;
+      if (inject_t > 0 && ev.time >= inject_t) ft.detect_s += ev.time - inject_t, ++ft.detected;
+      inject_t = -1;
+      fault_t = ev.time;
+      fault_kind = current_kind;
+    }
+    if (ev.event == "resume" && fault_t > 0 && ev.time >= fault_t) {
+      Goodput::FaultTiming& ft = g.timing_by_kind[fault_kind];
+      ft.resume_s += ev.time - fault_t, ++ft.resumed;
+      fault_t = -1;
     }
     g.steps_recomputed += std::max<int64_t>(0, ev.steps_lost);
     if (ev.time_lost_s > 0) {
@@ -112,6 +131,10 @@ Goodput compute_goodput(const std::vector<GoodputEvent>& events,
     }
   }
 
+  if (g.steps_recomputed > superseded && !standing.empty()) {
+    std::sort(standing.begin(), standing.end());
+    g.recomputed_s += double(g.steps_recomputed - superseded) * standing[standing.size() / 2];
+  }
   g.wall_s = recorded_s;
   if (t_max > t_min) g.wall_s = std::max(g.wall_s, t_max - t_min);
   if (wall_hint && std::isfinite(*wall_hint)) g.wall_s = std::max(g.wall_s, *wall_hint);
@@ -128,6 +151,12 @@ nlohmann::ordered_json Goodput::to_json() const {
   j["lost_by_kind"] = lost_by_kind;
   j["faults_by_kind"] = faults_by_kind;
   j["steps_recomputed"] = steps_recomputed;
+  nlohmann::ordered_json t = nlohmann::ordered_json::object();
+  for (const auto& [kind, ft] : timing_by_kind)
+    t[kind] = {{"faults", ft.faults},
+               {"detect_s", ft.detected ? ft.detect_s / double(ft.detected) : 0.0},
+               {"resume_s", ft.resumed ? ft.resume_s / double(ft.resumed) : 0.0}};
+  j["timing_by_kind"] = t;
   j["step_records"] = step_records;
   j["final_step"] = final_step;
   j["events"] = events;
@@ -154,6 +183,14 @@ std::string format_goodput(const Goodput& g) {
   for (const auto& [kind, n] : g.faults_by_kind)
     if (!g.lost_by_kind.count(kind))
       out += fmt::format("  {:<20}{:10.3f} s  ({} fault{})\n", kind, 0.0, n, n == 1 ? "" : "s");
+  for (const auto& [kind, ft] : g.timing_by_kind) {
+    std::string d = ft.detected ? fmt::format("detected {:.3f} s after injection",
+                                              ft.detect_s / double(ft.detected))
+                                : std::string("detection time unknown (not injected)");
+    if (ft.resumed)
+      d += fmt::format(", resumed {:.3f} s after detection", ft.resume_s / double(ft.resumed));
+    out += fmt::format("  {:<20}{} (mean of {})\n", kind, d, ft.faults);
+  }
   out += fmt::format("steps recomputed      {:10}\n", g.steps_recomputed);
   out += fmt::format("events                {:10}\n", g.events);
   out += fmt::format("effective-training-time ratio {:.4f} ({:.1f}%)\n", g.ratio, 100 * g.ratio);

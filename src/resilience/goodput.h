@@ -43,15 +43,26 @@ struct Goodput {
   double wall_s = 0;  // first to last event, or the training time when there are no events
   double productive_s =
       0;  // step_seconds of the steps that stand (last record of each step, not skipped)
-  double recomputed_s = 0;  // step_seconds of step records later redone after a rollback
-  double skipped_s = 0;     // step_seconds of skipped updates
+  // step_seconds of step records later redone after a rollback; steps the
+  // events say were redone but whose records the resume trimmed count at the
+  // median step time.
+  double recomputed_s = 0;
+  double skipped_s = 0;  // step_seconds of skipped updates
   // time_lost_s summed per fault kind: an event's own detector, else the
   // detector of the latest fault before it ("other" when there is none).
   std::map<std::string, double> lost_by_kind;
   std::map<std::string, int64_t> faults_by_kind;  // "fault" events per detector
   int64_t steps_recomputed = 0;                   // sum of steps_lost over events
-  int64_t step_records = 0;                       // metrics lines
-  int64_t final_step = 0;                         // highest step recorded
+  // Per fault kind: faults seen, the mean seconds from an injected fault to
+  // its detection (injected faults only: a real one has no start mark), and
+  // from detection to the next resume.
+  struct FaultTiming {
+    int64_t faults = 0, detected = 0, resumed = 0;
+    double detect_s = 0, resume_s = 0;  // sums
+  };
+  std::map<std::string, FaultTiming> timing_by_kind;
+  int64_t step_records = 0;  // metrics lines
+  int64_t final_step = 0;    // highest step recorded
   int64_t events = 0;
   double ratio = 0;  // effective-training-time ratio: productive_s / wall_s, in [0, 1]
 
