@@ -110,16 +110,18 @@ def main():
     # `keel plan`'s prediction for each fault rate: step time, start-up and
     # checkpoint cost from the fault-free run, the restart cost (kill to
     # resume) measured in the faulty run, and the failure rate of the
-    # schedule: a kill every `period` steps is one per period * (step + its
-    # checkpoint share) of progress, plus the restart and the redone half
-    # interval that each kill adds to the wall time between kills.
-    base = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults")])
+    # schedule: its kills over the run's steps are one per steps / kills
+    # steps (and their checkpoint share) of progress, plus the restart and
+    # the redone half interval that each kill adds to the wall time between.
+    base = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults"), "--mtbf-hours", "1e9",
+                         "--restart-s", "0"])
     predictions = {}
     for name, period, w, p, e in (("crash_every_100", 100, wall, prod, ev),
                                   ("crash_every_30", 30, wall30, prod30, ev30)):
         restart = mean_restart(e)
         e_step = base["step_s"] + base["checkpoint_s"] / a.every
-        between = period * e_step + restart + a.every / 2 * e_step
+        kills_planned = kills_every(period).count("kill")
+        between = a.steps / kills_planned * e_step + restart + a.every / 2 * e_step
         pred = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults"), "--chips", str(a.ranks),
                              "--mtbf-hours", str(between * a.ranks / 3600), "--restart-s", str(restart),
                              "--checkpoint-every", str(a.every), "--steps", str(a.steps)])
