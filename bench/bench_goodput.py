@@ -113,6 +113,7 @@ def main():
     # schedule: its kills over the run's steps are one per steps / kills
     # steps (and their checkpoint share) of progress, plus the restart and
     # the redone half interval that each kill adds to the wall time between.
+    # Fault-free (an MTBF far beyond the run): start-up and checkpoints only.
     base = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults"), "--mtbf-hours", "1e9",
                          "--restart-s", "0"])
     predictions = {}
@@ -135,7 +136,7 @@ def main():
                       "goodput": round(g, 4), "peer": "same run without faults",
                       "peer_goodput": round(pg, 4), "ratio": round(g / pg, 4),
                       "plan_vs_measured": predictions,
-                      "plan_fault_free": round(base_goodput(a.keel, a.work, a.ranks, a.steps, a.every), 4),
+                      "plan_fault_free": round(base["goodput"], 4),
                       "per_kind": kinds}))
 
 
@@ -145,13 +146,6 @@ def plan(keel, args):
     if p.returncode != 0:
         sys.exit(f"bench_goodput: keel plan {' '.join(args)} failed: {p.stderr}")
     return json.loads(p.stdout)
-
-
-def base_goodput(keel, work, ranks, steps, every):
-    # Fault-free: an MTBF far beyond the run leaves start-up and checkpoints.
-    return plan(keel, ["--from-run", os.path.join(work, "no_faults"), "--chips", str(ranks),
-                       "--mtbf-hours", "1e9", "--restart-s", "0", "--checkpoint-every", str(every),
-                       "--steps", str(steps)])["goodput"]
 
 
 def mean_restart(ev):

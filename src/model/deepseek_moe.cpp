@@ -103,11 +103,10 @@ nn::Value MoeFeedForward::forward(nn::Tape& tape, const nn::Value& x, bool train
 }
 
 const MoeFeedForward::HostStats& MoeFeedForward::host_stats() const {
-  if (!host_fresh_) {
-    host_.load.resize(size_t(4 * E_));
-    be_->download(host_.load.data(), load_.raw(), host_.load.size() * sizeof(float));
-    double st[2];
-    be_->download(st, stats_.raw(), sizeof(st));
+  if (!host_fresh_) {  // load and statistics in one read
+    const std::vector<Tensor> h = backend::to_host_all(*be_, {&load_, &stats_});
+    host_.load.assign(h[0].data<float>(), h[0].data<float>() + 4 * E_);
+    const double* st = static_cast<const double*>(h[1].raw());
     host_.entropy_sum = st[0];
     host_.dropped = st[1];
     host_fresh_ = true;

@@ -15,14 +15,6 @@
 namespace keel::serve {
 namespace {
 
-// buf grown to at least n elements of dt in be's memory (contents not kept).
-template <class T>
-T* grown(backend::Backend& be, Tensor& buf, int64_t n, DType dt) {
-  if (!buf.defined() || buf.numel() < n)
-    buf = backend::empty_on(be, Shape{std::max<int64_t>(n, 1)}, dt, "inference activations");
-  return buf.data<T>();
-}
-
 // Matrix e of a stacked (E, N, K) tensor as its own (N, K) tensor.
 Tensor expert_slice(const Tensor& t, int64_t e) {
   const int64_t N = t.dim(1), K = t.dim(2);
@@ -329,15 +321,7 @@ void DeepSeekInference::forward(std::span<const Segment> segs, const int32_t* id
   for (int64_t i = 0; i < NL; ++i)
     be_.copy(rows + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
   rmsnorm(final_norm_, rows, h, NL, C);
-  if (device_) {
-    // The logits come back to the host for sampling.
-    const int64_t n = NL * cfg_.vocab_size;
-    float* d = grow(logits_, n);
-    linear(head_, h, d, NL);
-    be_.download(logits, d, size_t(n) * sizeof(float));
-  } else {
-    linear(head_, h, logits, NL);
-  }
+  apply_inference_head(be_, head_, h, logits, NL, logits_);
 }
 
 void DeepSeekInference::prefill(KvSequence& seq, std::span<const int32_t> ids, float* logits,

@@ -83,4 +83,16 @@ void apply_inference_linear(backend::Backend& be, const InferenceLinear& l, cons
   if (l.bias.defined()) be.bias_add(DType::F32, y, l.bias.raw(), M, l.N);
 }
 
+void apply_inference_head(backend::Backend& be, const InferenceLinear& head, const float* x,
+                          float* logits, int64_t M, Tensor& scratch) {
+  if (be.host_memory()) {
+    apply_inference_linear(be, head, x, logits, M);
+    return;
+  }
+  const int64_t n = M * head.N;
+  float* d = grown<float>(be, scratch, n, DType::F32);
+  apply_inference_linear(be, head, x, d, M);
+  be.download(logits, d, size_t(n) * sizeof(float));
+}
+
 }  // namespace keel::serve

@@ -3,10 +3,12 @@
 // multiplied through the backend's matmul or qmatmul. Shared by every
 // architecture's inference path.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/device_tensor.h"
 #include "core/tensor.h"
 
 namespace keel::serve {
@@ -28,5 +30,20 @@ InferenceLinear make_inference_linear(backend::Backend& be, const std::vector<co
 // y (M, N) := x (M, K) times the weight transposed, plus the bias if any.
 void apply_inference_linear(backend::Backend& be, const InferenceLinear& l, const float* x,
                             float* y, int64_t M);
+
+// logits (M, N) in host memory := x (M, K) times the head's weight: written
+// in place on a host-memory backend; on a device computed into `scratch`
+// and read back (the forward call's one wait).
+void apply_inference_head(backend::Backend& be, const InferenceLinear& head, const float* x,
+                          float* logits, int64_t M, Tensor& scratch);
+
+// buf grown to at least n elements of dt in be's memory (contents not kept):
+// the inference paths' activation buffers.
+template <class T>
+T* grown(backend::Backend& be, Tensor& buf, int64_t n, DType dt) {
+  if (!buf.defined() || buf.numel() < n)
+    buf = backend::empty_on(be, Shape{std::max<int64_t>(n, 1)}, dt, "inference activations");
+  return buf.data<T>();
+}
 
 }  // namespace keel::serve

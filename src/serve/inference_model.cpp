@@ -112,18 +112,6 @@ InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& b
     for (Tensor* w : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b}) place(*w);
 }
 
-namespace {
-
-// buf grown to at least n elements of dt in be's memory (contents not kept).
-template <class T>
-T* grown(backend::Backend& be, Tensor& buf, int64_t n, DType dt) {
-  if (!buf.defined() || buf.numel() < n)
-    buf = backend::empty_on(be, Shape{std::max<int64_t>(n, 1)}, dt, "inference activations");
-  return buf.data<T>();
-}
-
-}  // namespace
-
 InferenceModel::~InferenceModel() = default;
 
 InferenceModel::Linear InferenceModel::make_linear(const std::vector<const Tensor*>& parts,
@@ -292,14 +280,9 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     be_.copy(rows + i * C, x + logit_rows[size_t(i)] * C, size_t(C) * sizeof(float));
   norm(final_w_, final_b_, rows, h, NL);
   mark(P::kNorm);
-  if (device) {
-    // The logits come back to the host for sampling: the one wait per call.
-    const int64_t n = NL * cfg_.vocab_size;
-    float* d = grow(logits_, n);
-    linear(head_, h, d, NL);
-    be_.download(logits, d, size_t(n) * sizeof(float));
-  } else {
-    linear(head_, h, logits, NL);
+  {
+    const ScopedThreads st(be_, linear_threads_);
+    apply_inference_head(be_, head_, h, logits, NL, logits_);
   }
   mark(P::kHead);
   if (profile_) ++profile_->calls;

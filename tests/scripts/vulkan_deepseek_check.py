@@ -16,21 +16,11 @@ the cpu backend, on lavapipe in CI:
     slots: 6 steps within 1e-4, the same dropped-slot counts.
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
-import sys
 
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def metrics(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return [json.loads(l) for l in f if l.strip()]
+from vulkan_train_check import close_losses, fail, metrics
 
 
 class Keel:
@@ -59,18 +49,10 @@ class Keel:
 
 # f32 on two devices differs by summation order only; a token whose top-k
 # flips between devices moves the loss by far more than 1e-4.
-def close(a, b, what, tol=1e-4):
+def close(a, b, what):
     if [r["step"] for r in a] != [r["step"] for r in b]:
         fail("%s: steps %s vs %s" % (what, [r["step"] for r in a], [r["step"] for r in b]))
-    worst = 0.0
-    for x, y in zip(a, b):
-        rel = abs(x["loss"] - y["loss"]) / abs(x["loss"])
-        worst = max(worst, rel)
-        if rel > tol:
-            fail("%s: step %d loss %r vs %r (relative %.3g > %g)" % (what, x["step"], x["loss"],
-                                                                     y["loss"], rel, tol))
-    print("%s: %d losses, largest relative difference %.3g" % (what, len(a), worst))
-    return worst
+    close_losses(a, b, [r["step"] for r in a], what)
 
 
 def main():
