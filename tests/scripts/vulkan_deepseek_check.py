@@ -72,6 +72,9 @@ def main():
     if abs(vc - vv) / vc > 0.005:
         fail("final validation loss %r (cpu) vs %r (vulkan): over 0.5%%" % (vc, vv))
     print("final validation loss: cpu %.6f, vulkan %.6f (%.3g relative)" % (vc, vv, abs(vc - vv) / vc))
+    # Expert load max/mean counts slots: one token moved to another expert
+    # changes it by E / (N K) = 8 / 512 = 0.016, so 0.05 allows a few near-tie
+    # flips; the entropy is a sum of f64 terms with an f32 log on the device.
     for key, tol in (("expert_load_max_mean", 0.05), ("routing_entropy", 1e-4)):
         worst = max(abs(x[key] - y[key]) for x, y in zip(mc, mv))
         if worst > tol:
