@@ -116,6 +116,15 @@ struct ResilienceSection {
   double backoff_s = 1.0;       // first restart delay, doubled per consecutive failure
   double backoff_max_s = 30.0;
   int64_t exclude_after = 2;  // consecutive failures blamed on one rank before it is excluded
+  // `keel launch` judges ranks by a heartbeat (docs/faults.md): dead after
+  // this many seconds without a beat (or at once when its process is gone
+  // on this host), hung when a step makes no progress for heartbeat_hang_factor
+  // median steps (never sooner than heartbeat_hang_floor_s).
+  bool heartbeat = true;
+  double heartbeat_dead_s = 0.4;
+  double heartbeat_hang_factor = 3.0;
+  double heartbeat_hang_floor_s = 1.0;
+  bool warm_spare = true;  // keep the next world started and waiting while one trains
 };
 
 // Data parallelism across mpirun's ranks (src/dist, docs/distributed.md).

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "core/log.h"
+#include "resilience/heartbeat.h"
 
 namespace keel::resilience {
 
@@ -22,6 +23,7 @@ std::atomic<int> g_writes_in_flight{0};
 void drain_then_terminate(int sig) {
   // Async-signal-safe: a lock-free load and nanosleep only. Bounded, in case
   // the write itself cannot finish.
+  heartbeat_terminating();
   for (int i = 0; i < 6000 && g_writes_in_flight.load() > 0; ++i) {
     timespec ts{0, 10'000'000};
     ::nanosleep(&ts, nullptr);
@@ -29,8 +31,9 @@ void drain_then_terminate(int sig) {
   ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
+}  // namespace
 
-void install_drain_handler() {
+void install_sigterm_drain_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
     struct sigaction old {};
@@ -42,6 +45,7 @@ void install_drain_handler() {
   });
 }
 
+namespace {
 // The thread that writes must not be the one the handler parks.
 struct BlockTerm {
   sigset_t old;
@@ -94,7 +98,7 @@ double AsyncCheckpointer::save(const std::function<void(CheckpointState&)>& fill
   std::lock_guard<std::mutex> lk(mu_);
   wait_locked();
   fill(buffer_);
-  install_drain_handler();
+  install_sigterm_drain_handler();
   ++g_writes_in_flight;
   auto write = [this] {
     try {

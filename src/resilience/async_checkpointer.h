@@ -15,6 +15,12 @@
 
 namespace keel::resilience {
 
+// Installs (once) the SIGTERM handler of a rank: a checkpoint write in flight
+// finishes first (mpirun SIGTERMs the other ranks when one dies, SIGKILL
+// comes only later), the supervisor hears that the rank was told to end,
+// then the signal does what it would have done.
+void install_sigterm_drain_handler();
+
 class AsyncCheckpointer {
  public:
   // Writes under root. async false: save() writes before returning.

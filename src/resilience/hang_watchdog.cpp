@@ -11,6 +11,15 @@
 
 namespace keel::resilience {
 
+int rank_behind(const std::vector<int64_t>& progress) {
+  int blamed = -1;
+  for (int r = 0; r < int(progress.size()); ++r)
+    if (blamed < 0 || progress[size_t(r)] < progress[size_t(blamed)]) blamed = r;
+  for (int r = 0; r < int(progress.size()); ++r)
+    if (r != blamed && progress[size_t(r)] == progress[size_t(blamed)]) return -1;
+  return blamed;
+}
+
 HangWatchdog::HangWatchdog(HangWatchdogOptions opt, ExpireFn on_expire)
     : opt_(opt), on_expire_(std::move(on_expire)) {
   thread_ = std::thread([this] { run(); });

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace keel::resilience {
 
@@ -23,6 +24,12 @@ struct HangWatchdogOptions {
   int64_t min_samples = 5;
   int64_t window = 50;  // recent step times kept for the median
 };
+
+// The rank whose published progress (step * 8 + phase, -1 unknown) is alone
+// lowest: the one the others wait for. -1 when several share the lowest
+// value: ranks that all wait in the same place say nothing about which of
+// them stopped.
+int rank_behind(const std::vector<int64_t>& progress);
 
 class HangWatchdog {
  public:

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "io/atomic_file.h"
 #include "resilience/exit_codes.h"
+#include "resilience/heartbeat.h"
 
 namespace keel::resilience {
 
@@ -130,6 +131,7 @@ int64_t ResilienceGuard::drain_and_find_resume_step() {
 }
 
 void ResilienceGuard::progress(int64_t step, int phase) {
+  if (HeartbeatSender* hb = rank_heartbeat()) hb->progress(step, phase);
   if (progress_fd_ < 0) return;
   const int64_t v = step * 8 + phase;
   // Best effort: a lost update only weakens the blame of a later hang.
@@ -150,15 +152,7 @@ int ResilienceGuard::hang_blame(std::vector<int64_t>* seen) const {
     p[size_t(r)] = v;
   }
   if (seen) *seen = p;
-  int blamed = -1;
-  for (int r = 0; r < world_; ++r) {
-    if (blamed < 0 || p[size_t(r)] < p[size_t(blamed)]) blamed = r;
-  }
-  // Named only when it alone is behind: ranks that all wait in the same
-  // place say nothing about which of them stopped.
-  for (int r = 0; r < world_; ++r)
-    if (r != blamed && p[size_t(r)] == p[size_t(blamed)]) return -1;
-  return blamed;
+  return rank_behind(p);
 }
 
 void ResilienceGuard::on_hang(int64_t step, double waited, double timeout) {
@@ -240,6 +234,7 @@ train::ReplicaSync* ResilienceGuard::wrap_sync(train::ReplicaSync* inner) {
 }
 
 void ResilienceGuard::begin_step(int64_t s) {
+  if (HeartbeatSender* hb = rank_heartbeat()) hb->resume();
   progress(s + 1, 1);
   if (watchdog_) watchdog_->begin_step(s + 1);
   if (opt_.sdc) verify_moments(s + 1);
@@ -312,6 +307,8 @@ void ResilienceGuard::rollback(int64_t step, const std::string& detector, int ra
 void ResilienceGuard::end_step(const train::StepMetrics& m) {
   if (watchdog_) watchdog_->end_step(m.step_seconds);
   progress(m.step, 4);
+  // Between steps (metrics, checkpoints, evaluation) no step clock runs.
+  if (HeartbeatSender* hb = rank_heartbeat()) hb->pause();
   const int64_t step = m.step;
   const bool nonfinite = !std::isfinite(m.loss) || !std::isfinite(m.grad_norm) || m.skipped;
   if (opt_.nan) {

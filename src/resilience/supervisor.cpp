@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <regex>
 #include <thread>
 
@@ -37,25 +39,35 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::atomic<pid_t> g_child{0};
+std::atomic<pid_t> g_child{0}, g_spare{0};
 
-// Ctrl-C or a scheduler's SIGTERM on `keel launch` goes to the world too.
+// Ctrl-C or a scheduler's SIGTERM on `keel launch` goes to the world too, and
+// ends a waiting spare.
 void forward_signal(int sig) {
   const pid_t p = g_child.load();
   if (p > 0) ::kill(p, sig);
+  const pid_t q = g_spare.load();
+  if (q > 0) ::kill(q, SIGKILL);
   ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
 
+// One world: mpirun (or the single rank) with its output in a pipe.
 struct WorldRun {
+  pid_t pid = 0;
+  int out_fd = -1;
+  uint64_t id = 0;
+  bool echo = false;
   int wait_status = 0;
   std::string output;  // the last 64 KiB of the world's stdout+stderr
   double started = 0, ended = 0;
 };
 
-// Spawns argv with stdout+stderr into a pipe, echoes and keeps the tail of
-// the output, waits for it to end.
-WorldRun run_world(const std::vector<std::string>& argv, bool echo) {
+// Starts argv with stdout+stderr into a pipe and `env` added to this
+// process's environment.
+WorldRun spawn_world(const std::vector<std::string>& argv,
+                     const std::vector<std::pair<std::string, std::string>>& env, uint64_t id,
+                     bool echo) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) fail("keel launch: pipe: {}", std::strerror(errno));
   posix_spawn_file_actions_t fa;
@@ -65,35 +77,80 @@ WorldRun run_world(const std::vector<std::string>& argv, bool echo) {
   std::vector<char*> cargv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) {
+    const std::string v = *e;
+    const bool replaced = std::any_of(
+        env.begin(), env.end(), [&](const auto& kv) { return v.starts_with(kv.first + "="); });
+    if (!replaced) envs.push_back(v);
+  }
+  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  std::vector<char*> cenv;
+  for (auto& e : envs) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
   WorldRun r;
+  r.id = id;
+  r.echo = echo;
   r.started = unix_now();
-  pid_t pid = 0;
-  const int rc = ::posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+  const int rc = ::posix_spawnp(&r.pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   if (rc != 0) {
     ::close(fds[0]);
     fail("keel launch: cannot start {}: {}", argv[0], std::strerror(rc));
   }
-  g_child = pid;
+  ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  r.out_fd = fds[0];
+  return r;
+}
+
+// Reads what the world has written; false once its output is closed.
+bool pump_output(WorldRun& r) {
   char buf[4096];
   for (;;) {
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    const ssize_t n = ::read(r.out_fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    if (echo) {
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    if (r.echo) {
       std::fwrite(buf, 1, size_t(n), stdout);
       std::fflush(stdout);
     }
     r.output.append(buf, size_t(n));
     if (r.output.size() > (128u << 10)) r.output.erase(0, r.output.size() - (64u << 10));
   }
-  ::close(fds[0]);
-  while (::waitpid(pid, &r.wait_status, 0) < 0 && errno == EINTR) {
+}
+
+// Waits for the world's process to end (its output closed first).
+void reap_world(WorldRun& r) {
+  while (pump_output(r)) {
+    pollfd p{r.out_fd, POLLIN, 0};
+    ::poll(&p, 1, 100);
   }
-  g_child = 0;
+  ::close(r.out_fd);
+  r.out_fd = -1;
+  while (::waitpid(r.pid, &r.wait_status, 0) < 0 && errno == EINTR) {
+  }
   r.ended = unix_now();
-  return r;
+}
+
+// Ends a world now: SIGTERM to its ranks on this host (each finishes a
+// checkpoint write in flight, then dies; a stopped one gets SIGKILL), then
+// SIGKILL to mpirun, which would otherwise sit out its own teardown timeout.
+void end_world(WorldRun& r, const std::vector<pid_t>& ranks) {
+  for (pid_t p : ranks) ::kill(p, process_state(p) == 'T' ? SIGKILL : SIGTERM);
+  const double t0 = unix_now();
+  for (;;) {
+    const bool any = std::any_of(ranks.begin(), ranks.end(), process_alive);
+    if (!any) break;
+    if (unix_now() - t0 > 60) {
+      for (pid_t p : ranks) ::kill(p, SIGKILL);
+      break;
+    }
+    pump_output(r);
+    ::usleep(5000);
+  }
+  ::kill(r.pid, SIGKILL);
 }
 
 std::string describe_status(int st) {
@@ -125,6 +182,11 @@ std::vector<std::string> world_command(const SupervisorOptions& o, int world, in
     // checkpoint write in flight (async_checkpointer.cpp). mpirun waits it
     // out on every teardown, even when every rank is gone, so it stays short.
     cmd.insert(cmd.end(), {"--mca", "odls_base_sigkill_timeout", "2"});
+    // The heartbeat's address and the world's identity reach ranks on other
+    // hosts too.
+    if (o.heartbeat)
+      for (const char* v : {kHeartbeatEnv, kWorldIdEnv, kSpareEnv, kSupervisorPidEnv})
+        cmd.insert(cmd.end(), {"-x", v});
     if (!hosts.empty()) {
       std::string h;
       for (const auto& x : hosts) h += (h.empty() ? "" : ",") + x;
@@ -262,11 +324,128 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     e.extra = {{"source", "supervisor"}};
     events.append(e);
   }
+  std::unique_ptr<HeartbeatMonitor> monitor;
+  if (o.heartbeat) monitor = std::make_unique<HeartbeatMonitor>(o.heartbeat_opt, !hosts.empty());
+  uint64_t next_id = 1;
+  const auto world_env = [&](uint64_t id, bool spare) {
+    std::vector<std::pair<std::string, std::string>> env;
+    if (monitor)
+      env = {{kHeartbeatEnv, monitor->address()},
+             {kWorldIdEnv, std::to_string(id)},
+             {kSpareEnv, spare ? "1" : "0"},
+             {kSupervisorPidEnv, std::to_string(::getpid())}};
+    return env;
+  };
+  // The warm spare and the layout it was started for.
+  std::optional<WorldRun> spare;
+  int spare_world = 0;
+  int64_t spare_accum = 0;
+  int spare_failures = 0;
+  const auto drop_spare = [&] {
+    if (!spare) return;
+    end_world(*spare, monitor->local_pids(spare->id));
+    reap_world(*spare);
+    monitor->forget(spare->id);
+    spare.reset();
+    g_spare = 0;
+  };
   for (;;) {
     const auto cmd = world_command(o, world, accum, hosts, /*restart=*/res.restarts > 0);
-    log().info("keel launch: starting {} rank(s): {}", world, fmt::join(cmd, " "));
     const size_t events_before = read_events(events.path()).size();
-    const WorldRun run = run_world(cmd, o.echo);
+    WorldRun run;
+    // A spare still starting is further along than a cold start: wait for it.
+    while (spare && spare_world == world && spare_accum == accum &&
+           !monitor->spare_ready(spare->id, world)) {
+      pollfd p[2] = {{monitor->fd(), POLLIN, 0}, {spare->out_fd, POLLIN, 0}};
+      ::poll(p, 2, 20);
+      monitor->receive(unix_now());
+      if (!pump_output(*spare) || unix_now() - spare->started > 600) {
+        log().warn("keel launch: the warm spare world did not get ready; starting cold");
+        drop_spare();
+        ++spare_failures;
+      }
+    }
+    if (spare && spare_world == world && spare_accum == accum &&
+        monitor->spare_ready(spare->id, world)) {
+      log().info("keel launch: releasing the warm spare world ({} rank(s))", world);
+      run = std::move(*spare);
+      spare.reset();
+      g_spare = 0;
+      monitor->release(run.id);
+      run.echo = o.echo;
+      if (run.echo) {
+        std::fwrite(run.output.data(), 1, run.output.size(), stdout);
+        std::fflush(stdout);
+      }
+      ++res.spares_used;
+    } else {
+      drop_spare();  // not ready yet, or for another layout
+      log().info("keel launch: starting {} rank(s): {}", world, fmt::join(cmd, " "));
+      run = spawn_world(cmd, world_env(next_id, false), next_id, o.echo);
+      ++next_id;
+    }
+    g_child = run.pid;
+    std::optional<HeartbeatVerdict> verdict;
+    double ranks_gone_since = 0;
+    for (;;) {
+      std::vector<pollfd> p = {{run.out_fd, POLLIN, 0}};
+      if (monitor) p.push_back({monitor->fd(), POLLIN, 0});
+      if (spare) p.push_back({spare->out_fd, POLLIN, 0});
+      ::poll(p.data(), p.size(), 20);
+      if (!pump_output(run)) break;
+      if (!monitor) continue;
+      const double now = unix_now();
+      monitor->receive(now);
+      if (spare && !pump_output(*spare)) {
+        reap_world(*spare);
+        log().warn("keel launch: the warm spare world ended while waiting ({})",
+                   describe_status(spare->wait_status));
+        monitor->forget(spare->id);
+        spare.reset();
+        g_spare = 0;
+        ++spare_failures;
+      }
+      if (!verdict) {
+        verdict = monitor->judge(run.id, world, now);
+        if (verdict) {
+          Event e;
+          e.time = now;
+          e.event = "fault";
+          e.detector = verdict->detector;
+          e.rank = verdict->rank;
+          e.step = verdict->step;
+          e.world_size = world;
+          e.detail = verdict->detail;
+          e.extra = {{"source", "supervisor"}, {"detected_by", "heartbeat"}};
+          events.append(e);
+          log().warn("keel launch: {}; ending the world", verdict->detail);
+          end_world(run, monitor->local_pids(run.id));
+        }
+      }
+      // Every rank here is gone but mpirun still sits out its teardown
+      // timeout: nothing is left for it to wait for.
+      const auto pids = monitor->local_pids(run.id);
+      if (!hosts.empty() || pids.size() < size_t(world) ||
+          std::any_of(pids.begin(), pids.end(), process_alive))
+        ranks_gone_since = 0;
+      else if (ranks_gone_since == 0)
+        ranks_gone_since = now;
+      else if (now - ranks_gone_since > 0.2)
+        ::kill(run.pid, SIGKILL);
+      // The next world waits ready once this one trains.
+      if (o.warm_spare && !spare && !verdict && spare_failures < 3 &&
+          monitor->steps_done(run.id) >= 1) {
+        spare = spawn_world(world_command(o, world, accum, hosts, /*restart=*/true),
+                            world_env(next_id, true), next_id, false);
+        ++next_id;
+        spare_world = world;
+        spare_accum = accum;
+        g_spare = spare->pid;
+      }
+    }
+    reap_world(run);
+    g_child = 0;
+    if (monitor) monitor->forget(run.id);
     const auto all = read_events(events.path());
     const std::vector<Event> world_events(
         all.begin() + int64_t(std::min(events_before, all.size())), all.end());
@@ -367,8 +546,13 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
         failures_without_progress = 1;
       }
     }
-    const double backoff = std::min(
-        o.backoff_max_s, o.backoff_s * std::pow(2.0, double(failures_without_progress - 1)));
+    // A failure after progress restarts at once; failing again without
+    // progress backs off, doubling, so a world that cannot start does not spin.
+    const double backoff =
+        failures_without_progress <= 1
+            ? 0.0
+            : std::min(o.backoff_max_s,
+                       o.backoff_s * std::pow(2.0, double(failures_without_progress - 2)));
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
     ++res.restarts;
     restart_time_lost = unix_now() - run.ended;
@@ -386,6 +570,7 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     e.extra = {{"source", "supervisor"}, {"backoff_s", backoff}};
     events.append(e);
   }
+  drop_spare();
   res.final_world = world;
   res.final_grad_accum = accum;
   return res;

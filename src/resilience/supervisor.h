@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "resilience/events_log.h"
+#include "resilience/heartbeat_monitor.h"
 
 namespace keel::resilience {
 
@@ -35,6 +36,17 @@ struct SupervisorOptions {
   // supervisor itself, and machines without mpirun).
   bool use_mpirun = true;
   bool echo = true;  // copy the world's output to stdout
+  // Judge the ranks by their heartbeats (heartbeat.h): a dead rank is seen
+  // within dead_after_s and a hung one within hang_factor median steps, and
+  // the world is ended at once (a checkpoint write in flight still
+  // finishes) instead of after mpirun's own teardown. Off: mpirun alone.
+  bool heartbeat = false;
+  HeartbeatOptions heartbeat_opt;
+  // Keep the next world started and waiting (processes, MPI, data, model
+  // memory) once the current one trains, and release it when that one
+  // fails, so a restart skips start-up. Needs heartbeat. Costs a second copy
+  // of each rank's memory while it waits.
+  bool warm_spare = false;
 };
 
 struct SupervisorResult {
@@ -43,6 +55,7 @@ struct SupervisorResult {
   int final_world = 0;
   int64_t final_grad_accum = 0;
   std::vector<int> excluded;  // ranks excluded, numbered in the world they were excluded from
+  int64_t spares_used = 0;    // restarts that released a warm spare world
 };
 
 // What killed a world: the first fault event a rank wrote after the world

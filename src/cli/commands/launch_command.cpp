@@ -81,12 +81,20 @@ void run_launch(const LaunchArgs& a) {
   o.backoff_max_s = cfg.resilience.backoff_max_s;
   o.exclude_after = cfg.resilience.exclude_after;
   o.use_mpirun = !a.no_mpirun;
+  o.heartbeat = cfg.resilience.heartbeat;
+  o.heartbeat_opt.dead_after_s = cfg.resilience.heartbeat_dead_s;
+  o.heartbeat_opt.hang_factor = cfg.resilience.heartbeat_hang_factor;
+  o.heartbeat_opt.hang_floor_s = cfg.resilience.heartbeat_hang_floor_s;
+  o.warm_spare = cfg.resilience.heartbeat && cfg.resilience.warm_spare;
   if (cfg.checkpoint.every == 0)
     fmt::print("keel launch: checkpoint.every is 0, so every restart starts from step 0\n");
   const resilience::SupervisorResult r = resilience::run_supervisor(o);
-  fmt::print("keel launch: {} after {} restart(s); final world {} rank(s), grad_accum {}{}\n",
-             r.finished ? "finished" : "gave up", r.restarts, r.final_world, r.final_grad_accum,
-             r.excluded.empty() ? "" : fmt::format(", {} rank(s) excluded", r.excluded.size()));
+  fmt::print(
+      "keel launch: {} after {} restart(s) ({} from a warm spare); final world {} rank(s), "
+      "grad_accum {}{}\n",
+      r.finished ? "finished" : "gave up", r.restarts, r.spares_used, r.final_world,
+      r.final_grad_accum,
+      r.excluded.empty() ? "" : fmt::format(", {} rank(s) excluded", r.excluded.size()));
   std::fflush(stdout);
   if (!r.finished) fail("keel launch: the run did not finish (see {}/events.jsonl)", o.run_dir);
 }

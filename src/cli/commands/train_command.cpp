@@ -24,6 +24,7 @@
 #include "dist/run_world.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
+#include "resilience/heartbeat.h"
 #include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
 #include "resilience/supervisor.h"
@@ -117,6 +118,8 @@ void run_train(const TrainArgs& args) {
   dist::RunWorld world(cfg.dist);
   if (world.rank() != 0 && !std::freopen("/dev/null", "w", stdout))
     fail("rank {}: cannot redirect stdout", world.rank());
+  // Beats to `keel launch` when it watches this world (heartbeat.h).
+  resilience::HeartbeatSender* heartbeat = resilience::rank_heartbeat(world.rank());
 
   const auto t_start = std::chrono::steady_clock::now();
   // Rank 0 fills the shared data cache first; the others then find it.
@@ -163,6 +166,10 @@ void run_train(const TrainArgs& args) {
                            o.data_rank = world.rank();
                            return o;
                          }());
+  // A warm spare world has paid for start-up (processes, MPI, data, model
+  // memory, the GEMM peak) and waits here until the supervisor releases it
+  // in place of a failed world; everything below reads the run as it is then.
+  if (heartbeat) heartbeat->wait_until_released();
   io::make_dirs(cfg.run.dir);
   const std::string run = cfg.run.dir;
   // The config goes in first, so even an interrupted run says what it was.
