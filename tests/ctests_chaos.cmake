@@ -26,6 +26,14 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
     set_tests_properties(resilience_detect_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
                          ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
   endforeach()
+  # The heartbeat: a dead rank declared within 0.5 s, a hung one within
+  # max(floor, 3 x median step), restarts from the warm spare, parameters
+  # bit-identical to the fault-free run; and the fallback without it.
+  add_test(NAME resilience_heartbeat
+           COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/heartbeat_check.py
+                   --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/heartbeat)
+  set_tests_properties(resilience_heartbeat PROPERTIES TIMEOUT 240 LABELS resilience
+                       ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
   # Random fault plans in random layouts; each run prints its seed
   # (re-run one with --seed). `make soak` runs it for as long as asked.
   add_test(NAME resilience_chaos_random
