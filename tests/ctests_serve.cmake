@@ -55,6 +55,11 @@ else()
   message(WARNING "third_party/openai missing: serve_openai_client is not registered (run scripts/setup.sh)")
   keel_missing_dependency(serve_openai_client_missing_dependency "third_party/openai (npm package openai)")
 endif()
+# 300 connections holding half a request line do not make a completion wait.
+add_test(NAME serve_slow_clients
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_slow_clients.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(serve_slow_clients PROPERTIES TIMEOUT 120 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
 # `keel generate` and `keel serve`: the same text for the same request and seed.
 add_test(NAME generate_vs_serve
          COMMAND ${KEEL_SERVE_NODE} ${_nd}/generate_vs_serve.mjs $<TARGET_FILE:keel> ${_sb}/tiny)

@@ -17,6 +17,7 @@
 #include <httplib.h>
 
 #include "serve/chat_template.h"
+#include "serve/connection_pool.h"
 #include "serve/openai_request.h"
 #include "serve/openai_response.h"
 #include "serve/prometheus_metrics.h"
@@ -204,7 +205,9 @@ struct HttpServer::Impl {
   }
 
   void setup_routes() {
-    svr.new_task_queue = [n = opt.threads] { return new httplib::ThreadPool(size_t(n)); };
+    svr.new_task_queue = [n = opt.threads, cap = opt.max_connections] {
+      return new ConnectionPool(size_t(n), size_t(cap));
+    };
     // A reply's last segment goes out at once instead of waiting for the
     // client's delayed ACK (Nagle): ~40 ms per request on a kept-alive connection.
     svr.set_tcp_nodelay(true);

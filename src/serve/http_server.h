@@ -15,7 +15,8 @@ namespace keel::serve {
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                          // 0: the kernel picks a free port
-  int threads = 256;                        // connection threads; a stream holds one
+  int threads = 256;                        // connection threads started; a stream holds one
+  int max_connections = 4096;               // threads grow to this many connections
   size_t max_body_bytes = size_t(8) << 20;  // larger bodies: 413 before being read
   double drain_timeout_s = 30;              // shutdown: in-flight requests get this long
   int read_timeout_s = 30;                  // a client silent this long is dropped

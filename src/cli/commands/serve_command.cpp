@@ -32,6 +32,9 @@ void run_serve(ServeArgs& a) {
   if (a.http.port < 0 || a.http.port > 65535)
     fail("--port: must be in [0, 65535], got {}", a.http.port);
   if (a.http.threads < 1) fail("--http-threads: must be >= 1, got {}", a.http.threads);
+  if (a.http.max_connections < a.http.threads)
+    fail("--max-connections: must be >= --http-threads ({}), got {}", a.http.threads,
+         a.http.max_connections);
   if (!(a.max_body_mb > 0)) fail("--max-body-mb: must be > 0, got {}", a.max_body_mb);
   if (!(a.cache_mb > 0)) fail("--cache-mb: must be > 0, got {}", a.cache_mb);
   if (!(a.http.drain_timeout_s >= 0))
@@ -107,7 +110,12 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->engine.threads, "compute threads (0: every core)")
       ->capture_default_str();
-  cmd->add_option("--http-threads", a->http.threads, "connection threads (a stream holds one)")
+  cmd->add_option("--http-threads", a->http.threads,
+                  "connection threads started (a stream holds one)")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", a->http.max_connections,
+                  "connections served at once: a thread is added for each beyond --http-threads "
+                  "(slow clients then cannot make others wait), up to this many")
       ->capture_default_str();
   cmd->add_option("--max-body-mb", a->max_body_mb, "largest request body (MiB); larger: 413")
       ->capture_default_str();
