@@ -36,8 +36,8 @@ struct PlanArgs {
 
 // What a measured run says about each input (unset: it does not say).
 struct RunInputs {
-  std::optional<int64_t> chips, checkpoint_every, steps;
-  std::optional<double> step_s, restart_s, startup_s, checkpoint_s, mtbf_chip_s;
+  std::optional<int64_t> chips, checkpoint_every, snapshot_every, steps;
+  std::optional<double> step_s, restart_s, startup_s, checkpoint_s, snapshot_s, mtbf_chip_s;
   std::vector<std::string> notes;
 };
 
@@ -60,6 +60,16 @@ RunInputs read_run_inputs(const std::string& dir) {
   in.steps = g.final_step;
   if (const std::string e = run.config_value("checkpoint.every"); !e.empty())
     in.checkpoint_every = std::stoll(e);
+  // In-memory snapshots: their interval, and the stall each step records.
+  if (const std::string e = run.config_value("resilience.snapshot_every"); !e.empty())
+    in.snapshot_every = std::stoll(e);
+  if (const auto sc = run.columns.find("snapshot_stall_s");
+      in.snapshot_every.value_or(0) > 0 && sc != run.columns.end()) {
+    std::vector<double> v;
+    for (double x : sc->second)
+      if (std::isfinite(x)) v.push_back(x);
+    if (!v.empty()) in.snapshot_s = median(v);
+  }
   int64_t world = 0;
   for (const auto& e : run.events) world = std::max(world, e.world_size);
   if (world > 0) in.chips = world;
@@ -176,15 +186,16 @@ void run_plan(const PlanArgs& a) {
   m.restart_s = a.restart_s ? *a.restart_s : need(r.restart_s, "--restart-s");
   m.startup_s = a.startup_s.value_or(r.startup_s.value_or(0.0));
   m.checkpoint_s = a.checkpoint_s ? *a.checkpoint_s : need(r.checkpoint_s, "--checkpoint-s");
-  m.snapshot_s = a.snapshot_s.value_or(0.0);
+  m.snapshot_s = a.snapshot_s.value_or(r.snapshot_s.value_or(0.0));
   m.steps = a.steps.value_or(r.steps.value_or(0));
   if (a.snapshot_loss) m.snapshot_loss = *a.snapshot_loss;
   // Intervals not given are the model's best (a run's checkpoint interval stands).
-  m.snapshot_every = a.snapshot_every.value_or(a.snapshot_s ? 1 : 0);
+  m.snapshot_every =
+      a.snapshot_every.value_or(r.snapshot_every.value_or(a.snapshot_s || r.snapshot_s ? 1 : 0));
   m.checkpoint_every = a.checkpoint_every.value_or(r.checkpoint_every.value_or(1));
   const resilience::IntervalChoice best = best_intervals(m);
   if (!a.checkpoint_every && !r.checkpoint_every) m.checkpoint_every = best.best_checkpoint;
-  if (!a.snapshot_every && a.snapshot_s) m.snapshot_every = best.best_snapshot;
+  if (!a.snapshot_every && !r.snapshot_every && a.snapshot_s) m.snapshot_every = best.best_snapshot;
   const resilience::GoodputTerms g = resilience::predict_goodput(m);
   std::optional<resilience::SimulationResult> sim;
   if (a.simulate) sim = resilience::simulate_goodput(m, a.runs, a.seed);
