@@ -47,11 +47,35 @@ for dt in f32 q8_0; do
 done
 cat "$OUT/llamacpp.jsonl"
 
+# A llama.cpp built for this CPU, when the user has one: the prebuilt binary
+# above is several times slower, so ratios against it alone overstate keel.
+: >"$OUT/llama_bench.jsonl"
+if [ -n "${LLAMA_BENCH:-}" ]; then
+  for dt in f32 q8_0 q4_0; do
+    gguf="$OUT/model-$dt.gguf"
+    if [ ! -f "$gguf" ] && ! "$BUILD/keel" export --run "$OUT/run" --format gguf --dtype "$dt" \
+        --out "$gguf" >"$OUT/export-$dt.log" 2>&1; then
+      echo "[bench-serve] keel export --format gguf --dtype $dt failed; see $OUT/export-$dt.log" >&2
+      continue
+    fi
+    echo "[bench-serve] native llama.cpp ($LLAMA_BENCH): $dt" >&2
+    python3 "$ROOT/scripts/bench_serve_llama_bench.py" "$LLAMA_BENCH" "$gguf" "$dt" "$THREADS" \
+      "$PROMPT" "$STEPS" "$REPS" >>"$OUT/llama_bench.jsonl" 2>"$OUT/llama_bench-$dt.log" ||
+      echo "[bench-serve] llama-bench $dt failed; see $OUT/llama_bench-$dt.log" >&2
+  done
+  cat "$OUT/llama_bench.jsonl"
+else
+  echo "[bench-serve] peer: the prebuilt node-llama-cpp only (slower than a llama.cpp built for" \
+    "this CPU); LLAMA_BENCH=path/to/llama-bench adds a native one" >&2
+fi
+
 LOAD_AFTER="$(cut -d' ' -f1 /proc/loadavg)"
-python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
+python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" "$LOAD_BEFORE" "$LOAD_AFTER" \
+  "$OUT/llama_bench.jsonl" <<'PY'
 import json, sys
 keel = {j["format"]: j for j in map(json.loads, open(sys.argv[1]))}
 ll = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[2])))}
+native = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[5])))}
 out = {"bench": "serve_summary", "load_avg_before": float(sys.argv[3]),
        "load_avg_after": float(sys.argv[4])}
 any_keel = next(iter(keel.values()), {})
@@ -78,5 +102,18 @@ for kf, lf in (("f32", "f32"), ("q8_0", "q8_0"), ("int8", "q8_0")):
         out[f"ttft_ratio_{kf}_vs_llamacpp_{lf}"] = round(ll[lf]["ttft_ms"] / keel[kf]["ttft_ms"], 3)
 if not ll:
     out["llamacpp"] = "unavailable (see the [bench-serve] messages above)"
+# The native llama.cpp (LLAMA_BENCH): keel's q4 is GGUF q4_0's block layout.
+out["peer"] = ("llama-bench built for this CPU (LLAMA_BENCH) and the prebuilt node-llama-cpp"
+               if native else "the prebuilt node-llama-cpp only: set LLAMA_BENCH for a native one")
+for lf, j in native.items():
+    kf = "q4" if lf == "q4_0" else lf
+    out["decode_b1_tok_s"][f"llamacpp_native_{lf}"] = round(j["decode_b1_tok_s"], 1)
+    out.setdefault("prefill_tok_s", {})[f"llamacpp_native_{lf}"] = round(j["prefill_tok_s"], 1)
+    if kf in keel:
+        out["prefill_tok_s"][f"keel_{kf}"] = round(keel[kf]["prefill_tok_s"], 1)
+        out["roofline_fraction_b1"][f"llamacpp_native_{lf}"] = round(
+            j["decode_b1_tok_s"] / keel[kf]["roofline_b1_tok_s"], 3)
+        for m in ("decode_b1_tok_s", "prefill_tok_s"):
+            out[f"{m}_ratio_{kf}_vs_native_{lf}"] = round(keel[kf][m] / j[m], 3)
 print(json.dumps(out))
 PY
