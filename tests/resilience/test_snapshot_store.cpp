@@ -75,8 +75,11 @@ TEST(SnapshotStore, WritesAlternateAndKeepTheNewestTwo) {
   write_step(s, 3);  // replaces step 1, never the newest (2)
   got = s.scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr);
   EXPECT_EQ(steps_of(got), (std::vector<int64_t>{2, 3}));
-  for (const auto& c : got)
-    if (c.header.step == 3) EXPECT_NE(c.slot, slot_of_2);
+  for (const auto& c : got) {
+    if (c.header.step == 3) {
+      EXPECT_NE(c.slot, slot_of_2);
+    }
+  }
   // The payload is what was written.
   for (const auto& c : got) {
     const auto p = s.payload(c);
