@@ -132,7 +132,6 @@ std::optional<LoadedCheckpoint> load_newest_verified(
       root, steps.size(), reasons);
 }
 
-
 void restore_training_tensors(train::Trainer& trainer, const StoredTensorReader& params,
                               const StoredTensorReader& moments,
                               std::pair<size_t, size_t> moment_range,

@@ -135,7 +135,8 @@ std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<Resu
   if (opt_.rank == 0) {
     for (const Event& e : read_events((fs::path(run_dir_) / kEventsFile).string())) {
       if (e.event == "rollback") rollback = e.detector.empty() ? "rollback" : e.detector;
-      if ((e.event == "resume" || e.event == "start") && e.extra.value("source", "") != "supervisor")
+      if ((e.event == "resume" || e.event == "start") &&
+          e.extra.value("source", "") != "supervisor")
         rollback.clear();
     }
   }
@@ -145,9 +146,10 @@ std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<Resu
   const SnapshotDecision d =
       rolled_back ? SnapshotDecision{} : snapshots_->decide(disk ? disk->step : 0, id);
   if (d.step == 0) {
-    why = rolled_back ? fmt::format("the previous world rolled back ({}): its snapshots may hold "
-                                    "the state it threw away",
-                                    rollback.empty() ? std::string("on rank 0's word") : rollback)
+    why = rolled_back ? fmt::format(
+                            "the previous world rolled back ({}): its snapshots may hold "
+                            "the state it threw away",
+                            rollback.empty() ? std::string("on rank 0's word") : rollback)
                       : d.why_not;
     // Older than the state this world starts from, or of another lineage.
     snapshots_->discard();
@@ -169,10 +171,9 @@ std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<Resu
     };
   };
   trainer_.optimizer().materialize_moments();
-  restore_training_tensors(trainer_, reader(common, kImageParams),
-                           reader(moments, kImageOptimizer), snapshots_->shard(),
-                           reader(common, kImageModelState), common.manifest.step,
-                           common.manifest.optimizer_t);
+  restore_training_tensors(trainer_, reader(common, kImageParams), reader(moments, kImageOptimizer),
+                           snapshots_->shard(), reader(common, kImageModelState),
+                           common.manifest.step, common.manifest.optimizer_t);
   if (opt_.load_health) opt_.load_health(common.manifest.health);
   if (opt_.load_extra) opt_.load_extra(common.manifest.extra, nullptr);
   if (opt_.sync)
@@ -360,6 +361,7 @@ void RunLoop::run() {
     snapshots_->complete();
     if (opt_.comm) opt_.comm->barrier();
     snapshots_->discard();
+    if (opt_.rank == 0) unlink_run_snapshots(run_dir_);
   }
 }
 

@@ -128,9 +128,10 @@ SnapshotDecision SnapshotReplicator::decide(int64_t disk_step, uint64_t run_id) 
                           {"moments", copy_name(m.holder, m.kind)}});
     }
   } else if (d.plan.step > 0) {
-    d.why_not = fmt::format("the newest usable snapshot (step {}) is not newer than the disk "
-                            "checkpoint of step {}",
-                            d.plan.step, disk);
+    d.why_not = fmt::format(
+        "the newest usable snapshot (step {}) is not newer than the disk "
+        "checkpoint of step {}",
+        d.plan.step, disk);
   } else {
     d.why_not = d.plan.why_not;
     if (!rejected.empty()) d.why_not += fmt::format(" ({})", rejected.front());
@@ -155,8 +156,8 @@ SnapshotImages SnapshotReplicator::fetch(const SnapshotDecision& d) {
       if (r == me) img.common = local(SnapshotKind::Own);
       continue;
     }
-    std::vector<std::byte> got =
-        broadcast_bytes(*opt_.comm, h, me == h ? local(SnapshotKind::Own) : std::span<const std::byte>{});
+    std::vector<std::byte> got = broadcast_bytes(
+        *opt_.comm, h, me == h ? local(SnapshotKind::Own) : std::span<const std::byte>{});
     if (r == me) {
       img.common_buf = std::move(got);
       img.common = img.common_buf;
@@ -248,7 +249,9 @@ void SnapshotReplicator::poll() {
   if (exchange_ && exchange_->test()) finish_exchange();
 }
 
-void SnapshotReplicator::complete() { finish_exchange(); }
+void SnapshotReplicator::complete() {
+  finish_exchange();
+}
 
 void SnapshotReplicator::discard() {
   exchange_.reset();

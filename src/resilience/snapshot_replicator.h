@@ -41,7 +41,7 @@ struct SnapshotOptions {
 
 // What a starting world restores from snapshots (decided on every rank alike).
 struct SnapshotDecision {
-  int64_t step = 0;  // 0: not from a snapshot
+  int64_t step = 0;     // 0: not from a snapshot
   std::string why_not;  // when snapshots existed but are not used
   // Per rank: {"rank", "state": "own:R", "moments": "own:R" | "buddy:R"}.
   nlohmann::json copies = nlohmann::json::array();

@@ -28,7 +28,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kind_name(SnapshotKind k) { return k == SnapshotKind::Own ? "own" : "buddy"; }
+const char* kind_name(SnapshotKind k) {
+  return k == SnapshotKind::Own ? "own" : "buddy";
+}
 
 uint32_t load_complete(const std::byte* base) {
   return __atomic_load_n(
@@ -128,7 +130,7 @@ std::vector<SnapshotCopy> scan_slots(const std::string& run_dir, int rank, Snaps
   for (int s = 0; s < 2; ++s) {
     const std::string name = snapshot_segment_name(run_dir, rank, kind, s);
     const auto m = map_readonly(name);
-    if (!m) continue;
+    if (!m || !m->base) continue;  // absent, or created but never written
     std::string why;
     if (auto h = check_slot(*m, name, run_id, world_size, config_hash, check_config, why))
       out.push_back({*h, s});
@@ -220,8 +222,7 @@ std::span<const std::byte> SnapshotStore::payload(const SnapshotCopy& c) const {
     fail<CheckpointError>("{}: the snapshot of step {} is gone", name, c.header.step);
   std::memcpy(&h, m.base, sizeof h);
   if (load_complete(m.base) != 1 || h.step != c.header.step ||
-      h.payload_xxh3 != c.header.payload_xxh3 ||
-      h.payload_bytes > m.size - kSnapshotHeaderBytes)
+      h.payload_xxh3 != c.header.payload_xxh3 || h.payload_bytes > m.size - kSnapshotHeaderBytes)
     fail<CheckpointError>("{}: the snapshot of step {} changed since it was checked", name,
                           c.header.step);
   return {m.base + kSnapshotHeaderBytes, size_t(h.payload_bytes)};
@@ -305,6 +306,19 @@ void unlink_rank_snapshots(const std::string& run_dir, int rank) {
       if (::shm_unlink(name.c_str()) != 0 && errno != ENOENT)
         fail<IoError>("{}: shm_unlink: {}", name, std::strerror(errno));
     }
+}
+
+void unlink_run_snapshots(const std::string& run_dir) {
+  // The name of rank 0's first slot without its "r0-own-0" tail is the run's prefix.
+  std::string prefix = snapshot_segment_name(run_dir, 0, SnapshotKind::Own, 0);
+  prefix = prefix.substr(1, prefix.size() - std::string("r0-own-0").size() - 1);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with(prefix)) continue;
+    if (::shm_unlink(("/" + name).c_str()) != 0 && errno != ENOENT)
+      fail<IoError>("/{}: shm_unlink: {}", name, std::strerror(errno));
+  }
 }
 
 SnapshotRestorePlan plan_snapshot_restore(

@@ -112,6 +112,9 @@ class SnapshotStore {
 // Removes rank slot `rank`'s objects without a store (fault injection of a
 // lost machine; cleanup).
 void unlink_rank_snapshots(const std::string& run_dir, int rank);
+// Removes every object of the run found in /dev/shm, of any rank slot (a
+// finished run, including slots of ranks an exclusion removed).
+void unlink_run_snapshots(const std::string& run_dir);
 
 // Which copies a world of size(held) ranks restores from. held[r]: the copies
 // rank slot r holds (own and buddy). needed[r]: the moment range rank r keeps
@@ -131,9 +134,8 @@ struct SnapshotRestorePlan {
   std::vector<Source> moments_from;
   std::string why_not;  // when step is 0: why the newest snapshot step is unusable
 };
-SnapshotRestorePlan plan_snapshot_restore(
-    const std::vector<std::vector<SnapshotCopy>>& held,
-    const std::vector<std::pair<uint64_t, uint64_t>>& needed);
+SnapshotRestorePlan plan_snapshot_restore(const std::vector<std::vector<SnapshotCopy>>& held,
+                                          const std::vector<std::pair<uint64_t, uint64_t>>& needed);
 
 // Newest step a world of world_size ranks could restore from the snapshots of
 // run_dir (the supervisor's count of steps lost); 0 when none. The config is

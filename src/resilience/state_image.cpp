@@ -14,7 +14,9 @@ namespace {
 
 constexpr size_t kAlign = 64;
 
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
 struct Group {
   const char* name;
@@ -89,7 +91,8 @@ const StateImageEntry* StateImageView::find(std::string_view group, std::string_
 }
 
 StateImageView parse_state_image(std::span<const std::byte> image, const std::string& what) {
-  if (image.size() < 8) fail<CheckpointError>("{}: image of {} bytes is too short", what, image.size());
+  if (image.size() < 8)
+    fail<CheckpointError>("{}: image of {} bytes is too short", what, image.size());
   uint64_t hlen = 0;
   std::memcpy(&hlen, image.data(), 8);
   if (hlen > image.size() - 8)

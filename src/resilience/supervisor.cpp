@@ -314,8 +314,7 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     // The next world resumes from whichever is newer: a checkpoint on disk or
     // a snapshot in memory with a copy of every shard.
     const int64_t disk_resume = newest_intact_checkpoint_step(ckpt_root);
-    const int64_t resume =
-        std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
+    const int64_t resume = std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
     const bool progressed = resume > last_ckpt;  // this world saved a newer checkpoint
     failures_without_progress = progressed ? 1 : failures_without_progress + 1;
     last_ckpt = resume;
@@ -379,9 +378,10 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     restart_time_lost = unix_now() - run.ended;
     // Snapshots of the larger world do not fit a shrunk one: it resumes from disk.
     // After a rollback the world distrusts its snapshots and resumes from disk too.
-    const int64_t next = f.rank_wrote_rollback
-                             ? disk_resume
-                             : std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
+    const int64_t next =
+        f.rank_wrote_rollback
+            ? disk_resume
+            : std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
     Event e;
     e.event = "restart";
     e.detector = f.detector;

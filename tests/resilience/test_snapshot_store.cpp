@@ -38,9 +38,8 @@ SnapshotSlotHeader header(int64_t step, int world = 2) {
 }
 
 void write_step(SnapshotStore& s, int64_t step, SnapshotKind kind = SnapshotKind::Own) {
-  s.write(kind, header(step), 1000, [&](std::span<std::byte> out) {
-    std::memset(out.data(), int(step), out.size());
-  });
+  s.write(kind, header(step), 1000,
+          [&](std::span<std::byte> out) { std::memset(out.data(), int(step), out.size()); });
 }
 
 std::vector<int64_t> steps_of(const std::vector<SnapshotCopy>& v) {
@@ -146,11 +145,12 @@ TEST(SnapshotStore, RefusesAnotherRunWorldOrConfig) {
   EXPECT_NE(why[2].find("another training config"), std::string::npos) << why[2];
   // Another run directory names other objects: nothing there.
   TempDir other;
-  EXPECT_TRUE(SnapshotStore(other.path(), 0).scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr)
-                  .empty());
+  EXPECT_TRUE(
+      SnapshotStore(other.path(), 0).scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).empty());
   // Unlinked: gone.
   s.unlink_all();
-  EXPECT_TRUE(SnapshotStore(d.path(), 0).scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).empty());
+  EXPECT_TRUE(
+      SnapshotStore(d.path(), 0).scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).empty());
 }
 
 TEST(SnapshotStore, RestorePlanNeedsACopyOfEveryShard) {
@@ -270,4 +270,22 @@ TEST(StateImage, RoundTripsEveryGroup) {
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("cut image"), std::string::npos) << e.what();
   }
+}
+
+TEST(SnapshotStore, UnlinkRunRemovesEveryRankSlot) {
+  TempDir d, other;
+  Segments seg{d.path(), 4}, seg2{other.path(), 1};
+  for (int r : {0, 3}) {
+    SnapshotStore s(d.path(), r);
+    write_step(s, 1);
+    write_step(s, 1, SnapshotKind::Buddy);
+  }
+  SnapshotStore keep(other.path(), 0);
+  write_step(keep, 2);
+  unlink_run_snapshots(d.path());
+  for (int r : {0, 3})
+    EXPECT_TRUE(
+        SnapshotStore(d.path(), r).scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).empty());
+  // Another run's slots stay.
+  EXPECT_EQ(keep.scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).size(), 1u);
 }

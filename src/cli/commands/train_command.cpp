@@ -205,8 +205,9 @@ void run_train(const TrainArgs& args) {
     const bool per_rank_state =
         cfg.dist.compression != "none" || cfg.dist.sync == "diloco" || cfg.dist.compress_update;
     if (per_rank_state && world.size() > 1) {
-      fmt::print("snapshots: off (dist.compression / dist.sync = diloco keep per-rank state that "
-                 "only disk checkpoints hold)\n");
+      fmt::print(
+          "snapshots: off (dist.compression / dist.sync = diloco keep per-rank state that "
+          "only disk checkpoints hold)\n");
     } else {
       const size_t n = trainer.optimizer().params().size();
       for (int r = 0; r < world.size(); ++r)
