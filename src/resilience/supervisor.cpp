@@ -312,9 +312,14 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       events.append(e);
     }
     // The next world resumes from whichever is newer: a checkpoint on disk or
-    // a snapshot in memory with a copy of every shard.
+    // a snapshot in memory with a copy of every shard (not after a rollback).
     const int64_t disk_resume = newest_intact_checkpoint_step(ckpt_root);
-    const int64_t resume = std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
+    const auto restorable = [&](int w) {
+      return f.rank_wrote_rollback
+                 ? disk_resume
+                 : std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, w));
+    };
+    const int64_t resume = restorable(world);
     const bool progressed = resume > last_ckpt;  // this world saved a newer checkpoint
     failures_without_progress = progressed ? 1 : failures_without_progress + 1;
     last_ckpt = resume;
@@ -377,11 +382,7 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     ++res.restarts;
     restart_time_lost = unix_now() - run.ended;
     // Snapshots of the larger world do not fit a shrunk one: it resumes from disk.
-    // After a rollback the world distrusts its snapshots and resumes from disk too.
-    const int64_t next =
-        f.rank_wrote_rollback
-            ? disk_resume
-            : std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, world));
+    const int64_t next = restorable(world);
     Event e;
     e.event = "restart";
     e.detector = f.detector;
