@@ -34,6 +34,17 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
                    --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/heartbeat)
   set_tests_properties(resilience_heartbeat PROPERTIES TIMEOUT 240 LABELS resilience
                        ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
+  # In-memory snapshots: kills resume from memory losing at most a step, a
+  # lost machine's shard comes from its buddy, a torn snapshot is ignored, and
+  # a lost rank with its buddy falls back to disk (snapshot_check.py).
+  foreach(mode kills loss)
+    add_test(NAME resilience_snapshot_${mode}
+             COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/snapshot_check.py
+                     --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/snapshot_${mode}
+                     ${mode})
+    set_tests_properties(resilience_snapshot_${mode} PROPERTIES TIMEOUT 240 LABELS resilience
+                         ENVIRONMENT OMP_NUM_THREADS=1 RESOURCE_LOCK mpirun)
+  endforeach()
   # Random fault plans in random layouts; each run prints its seed
   # (re-run one with --seed). `make soak` runs it for as long as asked.
   add_test(NAME resilience_chaos_random

@@ -28,6 +28,21 @@ class PendingSum {
   virtual std::span<const float> result() const = 0;
 };
 
+// A point-to-point exchange in flight (started by Communicator::start_exchange):
+// this rank's bytes on their way to one peer and another peer's on their way
+// here. It owns its buffers, like PendingSum.
+class PendingExchange {
+ public:
+  virtual ~PendingExchange() = default;
+  // Advances without blocking; true once both the send and the receive are done.
+  virtual bool test() = 0;
+  // Blocks until done; keel::DistError naming the peers and the seconds
+  // waited when the communicator's timeout passes first.
+  virtual void wait() = 0;
+  // The bytes received (valid after wait() or test() == true).
+  virtual std::span<const std::byte> received() const = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -59,6 +74,12 @@ class Communicator {
                           std::span<const size_t> counts) = 0;
   // data := root's data on every rank.
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
+  // Starts sending `send` to rank `to` and receiving `recv_bytes` bytes from
+  // rank `from` without waiting (the two peers need not be the same rank;
+  // every send must meet a receive of the same size on its peer). Exchanges
+  // complete in the order they were started between the same two ranks.
+  virtual std::unique_ptr<PendingExchange> start_exchange(std::vector<std::byte> send, int to,
+                                                          size_t recv_bytes, int from) = 0;
   virtual void barrier() = 0;
 
   // Collectives that timed out and are still outstanding (their buffers are

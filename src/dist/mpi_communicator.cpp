@@ -161,6 +161,65 @@ class MpiPendingSum final : public PendingSum {
   int phase_ = 0;
 };
 
+// A send and a receive on the exchange communicator, tested together.
+class MpiPendingExchange final : public PendingExchange {
+ public:
+  MpiPendingExchange(MpiCommunicator& c, std::vector<std::byte> send, int to, size_t recv_bytes,
+                     int from)
+      : c_(c), to_(to), from_(from) {
+    const char* op = "exchange";
+    if (to < 0 || to >= c.size() || from < 0 || from >= c.size())
+      fail<DistError>("[{}] rank {}: peers {} and {} are not ranks of {}", op, c.rank(), to, from,
+                      c.size());
+    b_ = std::make_shared<ByteBuffers>();
+    b_->in = std::move(send);
+    b_->out.resize(recv_bytes);
+    mpi_check(MPI_Irecv(b_->out.data(), checked_count(recv_bytes, op, c.rank()), MPI_BYTE, from, 0,
+                        c.exchange_comm(), &req_[0]),
+              op, c.rank());
+    mpi_check(MPI_Isend(b_->in.data(), checked_count(b_->in.size(), op, c.rank()), MPI_BYTE, to, 0,
+                        c.exchange_comm(), &req_[1]),
+              op, c.rank());
+  }
+  ~MpiPendingExchange() override {
+    // Dropped in flight: MPI keeps the buffers until it is done with them.
+    for (MPI_Request& r : req_)
+      if (r != MPI_REQUEST_NULL) c_.wait_request(r, nullptr, b_);
+  }
+  bool test() override {
+    int flag = 0;
+    mpi_check(MPI_Testall(2, req_, &flag, MPI_STATUSES_IGNORE), "exchange", c_.rank());
+    return flag != 0;
+  }
+  void wait() override {
+    const auto t0 = Clock::now();
+    Backoff bo;
+    while (!test()) {
+      const double el = seconds_since(t0);
+      if (el > c_.timeout_s())
+        fail<DistError>(
+            "[exchange] rank {} of {}: sending to rank {} and receiving from rank {} timed out "
+            "after {:.3f} s (timeout {} s): a peer crashed, hangs or skipped the exchange",
+            c_.rank(), c_.size(), to_, from_, el, c_.timeout_s());
+      bo.pause();
+    }
+  }
+  std::span<const std::byte> received() const override { return b_->out; }
+
+ private:
+  MpiCommunicator& c_;
+  int to_, from_;
+  std::shared_ptr<ByteBuffers> b_;
+  MPI_Request req_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+};
+
+std::unique_ptr<PendingExchange> MpiCommunicator::start_exchange(std::vector<std::byte> send,
+                                                                 int to, size_t recv_bytes,
+                                                                 int from) {
+  reap_abandoned();
+  return std::make_unique<MpiPendingExchange>(*this, std::move(send), to, recv_bytes, from);
+}
+
 void MpiCommunicator::progress_sums() {
   // Completed sums leave the list; the vector is not touched while iterating.
   for (MpiPendingSum* s : live_) s->advance();
@@ -183,7 +242,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   mpi_check(MPI_Comm_dup(comm, &comm_), "comm_dup", -1);
   mpi_check(MPI_Comm_dup(comm, &scatter_comm_), "comm_dup", -1);
   mpi_check(MPI_Comm_dup(comm, &gather_comm_), "comm_dup", -1);
-  for (MPI_Comm c : {scatter_comm_, gather_comm_})
+  mpi_check(MPI_Comm_dup(comm, &exchange_comm_), "comm_dup", -1);
+  for (MPI_Comm c : {scatter_comm_, gather_comm_, exchange_comm_})
     mpi_check(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "comm_set_errhandler", -1);
   mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "comm_set_errhandler", -1);
   mpi_check(MPI_Comm_rank(comm_, &rank_), "comm_rank", -1);
@@ -200,7 +260,7 @@ MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized)
-    for (MPI_Comm* c : {&comm_, &scatter_comm_, &gather_comm_})
+    for (MPI_Comm* c : {&comm_, &scatter_comm_, &gather_comm_, &exchange_comm_})
       if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
 }
 

@@ -37,6 +37,8 @@ class MpiCommunicator final : public Communicator {
   void allgatherv(std::span<const std::byte> in, std::span<std::byte> out,
                   std::span<const size_t> counts) override;
   void broadcast(std::span<std::byte> data, int root) override;
+  std::unique_ptr<PendingExchange> start_exchange(std::vector<std::byte> send, int to,
+                                                  size_t recv_bytes, int from) override;
   void barrier() override;
   size_t abandoned() override;
 
@@ -50,6 +52,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm() const { return comm_; }
   MPI_Comm scatter_comm() const { return scatter_comm_; }
   MPI_Comm gather_comm() const { return gather_comm_; }
+  MPI_Comm exchange_comm() const { return exchange_comm_; }
   // Sums in flight, in start order: each advances only after those before it.
   void progress_sums();
   // Ticket bookkeeping of the sums (mpi_communicator.cpp).
@@ -66,6 +69,9 @@ class MpiCommunicator final : public Communicator {
   };
   MPI_Comm comm_ = MPI_COMM_NULL;
   MPI_Comm scatter_comm_ = MPI_COMM_NULL, gather_comm_ = MPI_COMM_NULL;
+  // Point-to-point exchanges: their own context, so no collective's internal
+  // messages can ever match them.
+  MPI_Comm exchange_comm_ = MPI_COMM_NULL;
   uint64_t sums_started_ = 0, gathers_started_ = 0;
   std::vector<MpiPendingSum*> live_;
   int rank_ = 0, size_ = 1;

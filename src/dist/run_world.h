@@ -37,6 +37,8 @@ class RunWorld {
   // model or backend dies before this RunWorld detaches first.
   void detach();
   DataParallel* data_parallel() { return dp_.get(); }
+  // The world's communicator (null in a world of one).
+  Communicator* comm() { return world_ ? &world_->comm() : nullptr; }
 
   // Waits for every rank, with a deadline of at least timeout_s seconds
   // (a one-off phase such as data preparation may need longer than a step).

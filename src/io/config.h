@@ -111,6 +111,7 @@ struct ResilienceSection {
   double spike_min_delta = 0.5;    // and nats above the median
   bool sdc = true;
   int64_t sdc_every = 10;       // replica parameter-hash check every K steps and before checkpoints
+  int64_t snapshot_every = 1;   // in-memory replicated snapshot every K steps (0: off)
   std::string skip_steps;       // "12,57": steps whose batches are skipped (replays a run's skips)
   int64_t restart_budget = 10;  // world restarts before `keel launch` gives up
   double backoff_s = 1.0;       // first restart delay, doubled per consecutive failure

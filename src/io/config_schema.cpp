@@ -91,6 +91,7 @@ const std::vector<ConfigField>& schema() {
       KEEL_FIELD(resilience, spike_min_delta, Float, NonNegative),
       KEEL_FIELD(resilience, sdc, Bool, None),
       KEEL_FIELD(resilience, sdc_every, Int, NonNegative),
+      KEEL_FIELD(resilience, snapshot_every, Int, NonNegative),
       KEEL_FIELD(resilience, skip_steps, String, None),
       KEEL_FIELD(resilience, restart_budget, Int, NonNegative),
       KEEL_FIELD(resilience, backoff_s, Float, NonNegative),

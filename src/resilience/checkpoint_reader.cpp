@@ -132,29 +132,34 @@ std::optional<LoadedCheckpoint> load_newest_verified(
       root, steps.size(), reasons);
 }
 
-namespace {
-
-// file's tensor `name` into dst, which may live in be's device memory.
-void read_into(backend::Backend& be, const io::SafetensorsFile& file, const std::string& name,
-               Tensor& dst) {
-  backend::fill_from_host(be, dst, [&](Tensor& h) { file.read_into(name, h); });
-}
-
-}  // namespace
-
-void restore_training_state(const LoadedCheckpoint& ckpt, train::Trainer& trainer) {
+void restore_training_tensors(train::Trainer& trainer, const StoredTensorReader& params,
+                              const StoredTensorReader& moments,
+                              std::pair<size_t, size_t> moment_range,
+                              const StoredTensorReader& state, int64_t step, int64_t optimizer_t) {
   train::AdamW& opt = trainer.optimizer();
   backend::Backend& be = trainer.model().backend();
+  const auto read = [&](const StoredTensorReader& from, const std::string& name, Tensor& dst) {
+    backend::fill_from_host(be, dst, [&](Tensor& h) { from(name, h); });
+  };
   const auto& ps = opt.params();
   for (size_t i = 0; i < ps.size(); ++i) {
-    read_into(be, ckpt.params, ps[i]->name, ps[i]->value);
-    read_into(be, ckpt.optimizer, "exp_avg." + ps[i]->name, opt.m()[i]);
-    read_into(be, ckpt.optimizer, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
+    read(params, ps[i]->name, ps[i]->value);
+    if (i < moment_range.first || i >= moment_range.second) continue;
+    read(moments, "exp_avg." + ps[i]->name, opt.m()[i]);
+    read(moments, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
   }
-  for (auto& [name, t] : trainer.model().state_buffers()) read_into(be, ckpt.model_state, name, *t);
-  opt.set_t(ckpt.manifest.optimizer_t);
-  trainer.set_step_count(ckpt.manifest.step);
+  for (auto& [name, t] : trainer.model().state_buffers()) read(state, name, *t);
+  opt.set_t(optimizer_t);
+  trainer.set_step_count(step);
   trainer.model().sync_compute_weights();
+}
+
+void restore_training_state(const LoadedCheckpoint& ckpt, train::Trainer& trainer) {
+  const auto from = [](const io::SafetensorsFile& f) {
+    return [&f](const std::string& name, Tensor& h) { f.read_into(name, h); };
+  };
+  restore_training_tensors(trainer, from(ckpt.params), from(ckpt.optimizer), {0, SIZE_MAX},
+                           from(ckpt.model_state), ckpt.manifest.step, ckpt.manifest.optimizer_t);
 }
 
 }  // namespace keel::resilience

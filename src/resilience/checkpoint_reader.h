@@ -61,4 +61,16 @@ std::optional<LoadedCheckpoint> load_newest_verified(
 // extra.safetensors into their owners.
 void restore_training_state(const LoadedCheckpoint& ckpt, train::Trainer& trainer);
 
+// Where a restore reads one stored tensor: fills `host` (the trainer's dtype
+// and shape, in host memory) with the stored bytes, or throws naming the source.
+using StoredTensorReader = std::function<void(const std::string& name, Tensor& host)>;
+// The restore itself, from any store (checkpoint files, in-memory snapshots):
+// parameters, the moments of parameters [moments.first, moments.second) (the
+// others are left as they are), state buffers, t and the step count; then
+// the compute weights are refreshed.
+void restore_training_tensors(train::Trainer& trainer, const StoredTensorReader& params,
+                              const StoredTensorReader& moments,
+                              std::pair<size_t, size_t> moment_range,
+                              const StoredTensorReader& state, int64_t step, int64_t optimizer_t);
+
 }  // namespace keel::resilience

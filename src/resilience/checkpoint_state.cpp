@@ -1,5 +1,7 @@
 #include "resilience/checkpoint_state.h"
 
+#include <algorithm>
+
 #include "backend/device_tensor.h"
 
 namespace keel::resilience {
@@ -48,17 +50,20 @@ CheckpointLayout training_state_layout(train::Trainer& trainer) {
   return l;
 }
 
-void capture_training_state(train::Trainer& trainer, CheckpointState& out) {
+void capture_training_state(train::Trainer& trainer, CheckpointState& out,
+                            std::pair<size_t, size_t> moments) {
   train::AdamW& opt = trainer.optimizer();
   backend::Backend& be = trainer.model().backend();
   const auto& ps = opt.params();
   for (size_t i = 0; i < ps.size(); ++i) copy_slot(be, out.params, i, ps[i]->name, ps[i]->value);
   out.params.resize(ps.size());
-  for (size_t i = 0; i < ps.size(); ++i)
-    copy_slot(be, out.optimizer, i, "exp_avg." + ps[i]->name, opt.m()[i]);
-  for (size_t i = 0; i < ps.size(); ++i)
-    copy_slot(be, out.optimizer, ps.size() + i, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
-  out.optimizer.resize(2 * ps.size());
+  const size_t mb = std::min(moments.first, ps.size()), me = std::min(moments.second, ps.size());
+  const size_t nm = me > mb ? me - mb : 0;
+  for (size_t i = mb; i < me; ++i)
+    copy_slot(be, out.optimizer, i - mb, "exp_avg." + ps[i]->name, opt.m()[i]);
+  for (size_t i = mb; i < me; ++i)
+    copy_slot(be, out.optimizer, nm + i - mb, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
+  out.optimizer.resize(2 * nm);
   const auto bufs = trainer.model().state_buffers();
   for (size_t i = 0; i < bufs.size(); ++i)
     copy_slot(be, out.model_state, i, bufs[i].first, *bufs[i].second);

@@ -7,7 +7,9 @@
 // checkpoint back. bf16 compute copies are derived, not stored: restore
 // refreshes them with Model::sync_compute_weights().
 #pragma once
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -58,7 +60,9 @@ CheckpointLayout training_state_layout(train::Trainer& trainer);
 // Copies parameters, moments and state buffers into `out` (reusing its host
 // buffers when names and shapes still match, so steady-state saves do not
 // allocate) and sets manifest.step and manifest.optimizer_t. The caller fills
-// the rest of the manifest and `extra`.
-void capture_training_state(train::Trainer& trainer, CheckpointState& out);
+// the rest of the manifest and `extra`. moments: the parameter index range
+// whose moments are copied (a snapshot keeps only its ZeRO-1 shard's).
+void capture_training_state(train::Trainer& trainer, CheckpointState& out,
+                            std::pair<size_t, size_t> moments = {0, SIZE_MAX});
 
 }  // namespace keel::resilience

@@ -104,6 +104,18 @@ std::vector<const Fault*> FaultInjector::due(FaultKind kind, int64_t step) {
 }
 
 namespace {
+[[noreturn]] void sleep_forever();
+}  // namespace
+
+void FaultInjector::in_snapshot(int64_t step) {
+  for (const Fault* f : due(FaultKind::KillInSnapshot, step)) {
+    record(*f, step, "SIGKILL halfway through the in-memory snapshot");
+    ::kill(::getpid(), SIGKILL);
+    sleep_forever();
+  }
+}
+
+namespace {
 [[noreturn]] void sleep_forever() {
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
@@ -125,6 +137,13 @@ void FaultInjector::before_step(int64_t step) {
   }
   for (const Fault* f : due(FaultKind::Kill, step)) {
     record(*f, step, "SIGKILL");
+    ::kill(::getpid(), SIGKILL);
+    sleep_forever();
+  }
+  for (const Fault* f : due(FaultKind::NodeLoss, step)) {
+    record(*f, step,
+           fmt::format("in-memory snapshots of {} machine(s) removed, then SIGKILL", f->machines));
+    if (drop_memory_) drop_memory_(f->machines);
     ::kill(::getpid(), SIGKILL);
     sleep_forever();
   }

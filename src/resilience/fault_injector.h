@@ -7,6 +7,7 @@
 // start of the world instead (a rank that keeps failing).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -31,9 +32,15 @@ class FaultInjector {
   FaultInjector(FaultPlan plan, int rank, int world_size, EventsLog* events,
                 std::set<int> fired = {}, backend::Backend* be = nullptr);
 
+  // What a node_loss fault does to the memory of `machines` machines (this
+  // rank's and the next ones') before the kill: removes their in-memory snapshots.
+  void set_drop_memory(std::function<void(int machines)> drop) { drop_memory_ = std::move(drop); }
+
   // Steps are 1-based (the step being computed, as metrics.jsonl numbers it).
-  // Before the step's first micro-batch: kill, straggler, hang in a kernel.
+  // Before the step's first micro-batch: kill, node loss, straggler, hang in a kernel.
   void before_step(int64_t step);
+  // Halfway through writing the in-memory snapshot of `step`: kill_in_snapshot.
+  void in_snapshot(int64_t step);
   // After the local backward, before the gradient exchange: NaN or bit flip in
   // a gradient, hang inside the collective. Returns true when a NaN was
   // written: the caller also poisons this rank's loss before it is averaged,
@@ -67,6 +74,7 @@ class FaultInjector {
   int rank_, world_;
   backend::Backend* be_;
   EventsLog* events_;
+  std::function<void(int)> drop_memory_;
   mutable std::mutex mu_;     // after_checkpoint may run on a checkpoint-writer thread
   std::set<int> fired_;       // fired in this run (any world)
   std::set<int> fired_here_;  // fired in this world (a NaN repeat continues only here)

@@ -23,10 +23,13 @@ constexpr std::pair<FaultKind, std::string_view> kKinds[] = {
     {FaultKind::Straggler, "straggler"},
     {FaultKind::CorruptCheckpoint, "corrupt_checkpoint"},
     {FaultKind::LossSpike, "loss_spike"},
+    {FaultKind::NodeLoss, "node_loss"},
+    {FaultKind::KillInSnapshot, "kill_in_snapshot"},
 };
 
 constexpr std::string_view kKeys =
-    "kind, step, rank, repeat, every_start, target, param, index, bit, where, seconds, magnitude";
+    "kind, step, rank, repeat, every_start, target, param, index, bit, where, seconds, magnitude, "
+    "machines";
 
 // Stores one key's textual value into f; `where` starts the error message.
 void set_field(Fault& f, std::string_view key, const std::string& value, const std::string& where,
@@ -57,7 +60,7 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
       }
     fail<ConfigError>(
         "{}: kind: unknown fault \"{}\" (expected kill, hang, nan, bitflip, straggler, "
-        "corrupt_checkpoint or loss_spike)",
+        "corrupt_checkpoint, loss_spike, node_loss or kill_in_snapshot)",
         where, value);
   } else if (key == "step") {
     f.step = as_int(1, int64_t(1) << 50);
@@ -89,6 +92,8 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
     f.seconds = as_num();
   } else if (key == "magnitude") {
     f.magnitude = as_num();
+  } else if (key == "machines") {
+    f.machines = int(as_int(1, 1 << 20));
   } else {
     fail<ConfigError>("{}: unknown key '{}' (expected {})", where, key, kKeys);
   }

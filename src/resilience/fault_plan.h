@@ -18,6 +18,12 @@ enum class FaultKind {
   Straggler,          // the rank sleeps `seconds` before the step
   CorruptCheckpoint,  // a byte of the checkpoint written at `step` is flipped
   LossSpike,          // the step's loss, as the detector sees it, is raised by `magnitude`
+  // The rank's machine disappears before the step: its in-memory snapshots
+  // (its own and the buddy copy it keeps) are removed, then it SIGKILLs itself.
+  NodeLoss,
+  // The rank SIGKILLs itself halfway through writing its in-memory snapshot
+  // of `step` (a torn snapshot slot).
+  KillInSnapshot,
 };
 
 // "kill", "hang", ... (the names the plan uses).
@@ -43,6 +49,9 @@ struct Fault {
   std::string where = "collective";
   double seconds = 1.0;    // Straggler delay
   double magnitude = 5.0;  // LossSpike: nats added to the loss
+  // NodeLoss: how many machines go at once: rank slots rank, rank+1, ...
+  // (mod the world size) lose their in-memory snapshots (2: a rank and its buddy).
+  int machines = 1;
 };
 
 struct FaultPlan {

@@ -64,6 +64,7 @@ GoodputEvent parse_goodput_event(std::string_view line, const std::string& where
   ev.time_lost_s = number_field(j, "time_lost_s", 0, where);
   ev.world_size = int_field(j, "world_size", 0, where);
   ev.detail = string_field(j, "detail", where);
+  ev.source = string_field(j, "source", where);
   if (ev.event.empty()) fail<IoError>("{}: field 'event' is missing or empty", where);
   return ev;
 }
@@ -117,6 +118,7 @@ Goodput compute_goodput(const std::vector<GoodputEvent>& events,
       fault_t = ev.time;
       fault_kind = current_kind;
     }
+    if (ev.event == "resume") ++g.resumes_by_source[ev.source.empty() ? "disk" : ev.source];
     if (ev.event == "resume" && fault_t > 0 && ev.time >= fault_t) {
       Goodput::FaultTiming& ft = g.timing_by_kind[fault_kind];
       ft.resume_s += ev.time - fault_t, ++ft.resumed;
@@ -151,6 +153,7 @@ nlohmann::ordered_json Goodput::to_json() const {
   j["lost_by_kind"] = lost_by_kind;
   j["faults_by_kind"] = faults_by_kind;
   j["steps_recomputed"] = steps_recomputed;
+  j["resumes_by_source"] = resumes_by_source;
   nlohmann::ordered_json t = nlohmann::ordered_json::object();
   for (const auto& [kind, ft] : timing_by_kind)
     t[kind] = {{"faults", ft.faults},
@@ -192,6 +195,14 @@ std::string format_goodput(const Goodput& g) {
     out += fmt::format("  {:<20}{} (mean of {})\n", kind, d, ft.faults);
   }
   out += fmt::format("steps recomputed      {:10}\n", g.steps_recomputed);
+  if (!g.resumes_by_source.empty()) {
+    const auto count = [&](const char* k) {
+      const auto it = g.resumes_by_source.find(k);
+      return it == g.resumes_by_source.end() ? int64_t(0) : it->second;
+    };
+    out += fmt::format("resumes               {:10}  (from memory snapshots {}, from disk {})\n",
+                       count("snapshot") + count("disk"), count("snapshot"), count("disk"));
+  }
   out += fmt::format("events                {:10}\n", g.events);
   out += fmt::format("effective-training-time ratio {:.4f} ({:.1f}%)\n", g.ratio, 100 * g.ratio);
   return out;

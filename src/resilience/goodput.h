@@ -25,6 +25,7 @@ struct GoodputEvent {
   double time_lost_s = 0;
   int64_t world_size = 0;
   std::string detail;
+  std::string source;  // resume: "snapshot" (memory) or "disk"
 };
 
 // Parses one events.jsonl line. A line that is not a JSON object, or whose
@@ -51,8 +52,9 @@ struct Goodput {
   // time_lost_s summed per fault kind: an event's own detector, else the
   // detector of the latest fault before it ("other" when there is none).
   std::map<std::string, double> lost_by_kind;
-  std::map<std::string, int64_t> faults_by_kind;  // "fault" events per detector
-  int64_t steps_recomputed = 0;                   // sum of steps_lost over events
+  std::map<std::string, int64_t> faults_by_kind;     // "fault" events per detector
+  int64_t steps_recomputed = 0;                      // sum of steps_lost over events
+  std::map<std::string, int64_t> resumes_by_source;  // "snapshot", "disk"
   // Per fault kind: faults seen, the mean seconds from an injected fault to
   // its detection (injected faults only: a real one has no start mark), and
   // from detection to the next resume.

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -13,6 +15,7 @@
 #include "io/atomic_file.h"
 #include "resilience/checkpoint_retention.h"
 #include "resilience/events_log.h"
+#include "resilience/state_image.h"
 
 namespace keel::resilience {
 
@@ -34,6 +37,19 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
   if (opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
     fail("RunLoop: rank {} is outside world size {}", opt_.rank, opt_.world_size);
   if (opt_.sync) trainer_.set_replica_sync(opt_.sync);
+  if (!opt_.snapshot_shards.empty() && cfg.resilience.snapshot_every > 0) {
+    SnapshotOptions so;
+    so.every = cfg.resilience.snapshot_every;
+    so.run_dir = run_dir_;
+    so.rank = opt_.rank;
+    so.world_size = opt_.world_size;
+    so.comm = opt_.comm;
+    so.shards = opt_.snapshot_shards;
+    so.n_params = trainer_.optimizer().params().size();
+    so.config_hash = snapshot_config_hash(config_map_, opt_.tokenizer_id);
+    so.halfway = opt_.snapshot_halfway;
+    snapshots_ = std::make_unique<SnapshotReplicator>(std::move(so));
+  }
   if (opt_.rank == 0 && ckpt_cfg_.every > 0)
     writer_ = std::make_unique<AsyncCheckpointer>(
         ckpt_dir_, CheckpointWriteOptions{ckpt_cfg_.keep_last, ckpt_cfg_.keep_every},
@@ -99,6 +115,83 @@ std::optional<ResumeInfo> RunLoop::load_newest(bool report) {
   return info;
 }
 
+uint64_t RunLoop::snapshot_run_id(bool fresh) {
+  // Rank 0 keeps the id in the run directory; the others take it from rank 0.
+  uint64_t id = 0;
+  if (opt_.rank == 0) {
+    id = fresh ? 0 : read_snapshot_run_id(run_dir_);
+    if (id == 0) id = new_snapshot_run_id(run_dir_);
+  }
+  if (opt_.comm) opt_.comm->broadcast(std::as_writable_bytes(std::span<uint64_t>(&id, 1)), 0);
+  return id;
+}
+
+std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<ResumeInfo>& disk,
+                                                        nlohmann::json& copies, std::string& why) {
+  const uint64_t id = snapshot_run_id(false);
+  // A world that ended in a rollback (NaN, loss spike, corruption) threw its
+  // state away: its snapshots may hold that state, so the next one uses disk.
+  std::string rollback;
+  if (opt_.rank == 0) {
+    for (const Event& e : read_events((fs::path(run_dir_) / kEventsFile).string())) {
+      if (e.event == "rollback") rollback = e.detector.empty() ? "rollback" : e.detector;
+      if ((e.event == "resume" || e.event == "start") &&
+          e.extra.value("source", "") != "supervisor")
+        rollback.clear();
+    }
+  }
+  uint64_t rolled_back = rollback.empty() ? 0 : 1;
+  if (opt_.comm)
+    opt_.comm->broadcast(std::as_writable_bytes(std::span<uint64_t>(&rolled_back, 1)), 0);
+  const SnapshotDecision d =
+      rolled_back ? SnapshotDecision{} : snapshots_->decide(disk ? disk->step : 0, id);
+  if (d.step == 0) {
+    why = rolled_back ? fmt::format(
+                            "the previous world rolled back ({}): its snapshots may hold "
+                            "the state it threw away",
+                            rollback.empty() ? std::string("on rank 0's word") : rollback)
+                      : d.why_not;
+    // Older than the state this world starts from, or of another lineage.
+    snapshots_->discard();
+    return std::nullopt;
+  }
+  const SnapshotImages img = snapshots_->fetch(d);
+  const std::string what = fmt::format("snapshot of step {}", d.step);
+  const StateImageView common = parse_state_image(img.common, what);
+  const StateImageView moments = parse_state_image(img.moments, what + " (optimizer shard)");
+  const auto reader = [&](const StateImageView& v, const char* group) {
+    return [&v, group, &what](const std::string& name, Tensor& h) {
+      const StateImageEntry* e = v.find(group, name);
+      if (!e) fail<CheckpointError>("{}: tensor '{}' ({}) is missing", what, name, group);
+      if (e->dtype != h.dtype() || e->shape != h.shape())
+        fail<CheckpointError>("{}: tensor '{}' is {}{} but this run's model has {}{}", what, name,
+                              dtype_name(e->dtype), e->shape.str(), dtype_name(h.dtype()),
+                              h.shape().str());
+      std::memcpy(h.raw(), e->bytes.data(), e->bytes.size());
+    };
+  };
+  trainer_.optimizer().materialize_moments();
+  restore_training_tensors(trainer_, reader(common, kImageParams), reader(moments, kImageOptimizer),
+                           snapshots_->shard(), reader(common, kImageModelState),
+                           common.manifest.step, common.manifest.optimizer_t);
+  if (opt_.load_health) opt_.load_health(common.manifest.health);
+  if (opt_.load_extra) opt_.load_extra(common.manifest.extra, nullptr);
+  if (opt_.sync)
+    opt_.sync->load_state(common.manifest.extra.value("replicas", nlohmann::json::object()),
+                          nullptr);
+  snapshots_->restored(d.step);
+  ResumeInfo info;
+  info.path = "memory";
+  info.step = d.step;
+  info.source = "snapshot";
+  if (const auto it = common.manifest.extra.find("metrics_line");
+      it != common.manifest.extra.end() && it->is_string())
+    info.metrics_line = it->get<std::string>();
+  copies = d.copies;
+  log().info("resumed from the in-memory snapshot of step {}", d.step);
+  return info;
+}
+
 std::optional<ResumeInfo> RunLoop::start() {
   std::optional<ResumeInfo> info;
   // A save or a retention delete cut short by a kill leaves parts behind;
@@ -109,6 +202,8 @@ std::optional<ResumeInfo> RunLoop::start() {
   const bool have = !list_checkpoint_steps(ckpt_dir_).empty();
   if (opt_.resume == ResumeMode::Require && !have)
     fail<CheckpointError>("{}: no checkpoint to resume from", ckpt_dir_);
+  nlohmann::json snapshot_copies;
+  std::string snapshot_why;
   if (opt_.resume == ResumeMode::Never) {
     if (have && opt_.rank == 0) {
       const std::string aside = fmt::format("{}.replaced-{}", ckpt_dir_, int64_t(unix_now()));
@@ -119,8 +214,15 @@ std::optional<ResumeInfo> RunLoop::start() {
                       ec.message());
       log().info("starting from scratch: old checkpoints moved to {}", aside);
     }
-  } else if (have) {
-    info = load_newest(true);
+    if (snapshots_) {
+      // A fresh start never loads what an earlier start of this run left in memory.
+      snapshots_->discard();
+      snapshots_->set_run_id(snapshot_run_id(true));
+    }
+  } else {
+    if (have) info = load_newest(true);
+    if (snapshots_)
+      if (auto s = resume_from_snapshot(info, snapshot_copies, snapshot_why)) info = std::move(s);
   }
   if (opt_.rank == 0) {
     io::make_dirs(run_dir_);
@@ -136,6 +238,12 @@ std::optional<ResumeInfo> RunLoop::start() {
     e.event = info ? "resume" : "start";
     e.step = info ? info->step : trainer_.step_count();
     e.detail = info ? info->path : "";
+    if (info) {
+      e.extra = {{"source", info->source}};
+      if (info->source == "snapshot") e.extra["copies"] = snapshot_copies;
+      if (snapshots_ && info->source == "disk" && !snapshot_why.empty())
+        e.extra["snapshot_not_used"] = snapshot_why;
+    }
     event(std::move(e));
   }
   return info;
@@ -147,6 +255,10 @@ bool RunLoop::checkpoint_due(int64_t step) const {
 
 void RunLoop::fill_state(CheckpointState& st) {
   capture_training_state(trainer_, st);
+  fill_manifest(st);
+}
+
+void RunLoop::fill_manifest(CheckpointState& st) {
   CheckpointManifest& m = st.manifest;
   const auto& o = trainer_.options();
   m.world_size = opt_.world_size;
@@ -188,13 +300,28 @@ double RunLoop::save_checkpoint() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+double RunLoop::take_snapshot() {
+  const auto t0 = std::chrono::steady_clock::now();
+  capture_training_state(trainer_, snapshot_state_, snapshots_->shard());
+  fill_manifest(snapshot_state_);
+  snapshots_->take(snapshot_state_);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 train::StepMetrics RunLoop::step() {
+  // The copy to the buddy rank usually arrived during the last step's work.
+  if (snapshots_) snapshots_->poll();
   train::StepMetrics m = trainer_.step();
   if (opt_.after_train_step) opt_.after_train_step(m);
   // The manifest carries this step's metrics line: an asynchronous save can
   // be on disk before the line is appended below.
   saving_metrics_line_ = train::metrics_json(m);
   m.ckpt_stall_s = checkpoint_if_due(m.step);
+  // After the detectors judged the step (a snapshot is only of a judged state).
+  if (snapshots_ && snapshots_->due(m.step)) {
+    m.snapshot_stall_s = take_snapshot();
+    m.snapshot_bytes = snapshots_->bytes_held();
+  }
   saving_metrics_line_.clear();
   if (metrics_) metrics_->append(m);
   if (opt_.on_step) opt_.on_step(m);
@@ -228,6 +355,14 @@ void RunLoop::run() {
     step();
   }
   finish();
+  if (snapshots_) {
+    // The run is whole on disk once rank 0's last write is done (finish()
+    // above): only then may the in-memory copies go.
+    snapshots_->complete();
+    if (opt_.comm) opt_.comm->barrier();
+    snapshots_->discard();
+    if (opt_.rank == 0) unlink_run_snapshots(run_dir_);
+  }
 }
 
 void RunLoop::finish() {

@@ -9,6 +9,14 @@
 // only rank 0 writes checkpoints, metrics.jsonl and events.jsonl. Every rank
 // loads the same newest verified checkpoint when it starts.
 //
+// In-memory snapshots (snapshot_replicator.h): with `snapshot_shards` set and
+// resilience.snapshot_every > 0, every rank snapshots its state after each
+// K-th step; a starting world resumes from the newest snapshot that is newer
+// than the newest verified checkpoint and has a copy of every shard (the
+// resume event says "source": "snapshot" or "disk", and why not a snapshot).
+// A world that resumes from disk or starts afresh removes older snapshots;
+// a finished run removes its own.
+//
 // Other components plug in through RunLoopOptions: a per-step callback
 // (progress bars, failure detectors), and save/load hooks for the
 // health-detector state (the manifest's "health" object) and for extra
@@ -28,6 +36,7 @@
 #include "resilience/async_checkpointer.h"
 #include "resilience/checkpoint_reader.h"
 #include "resilience/events_log.h"
+#include "resilience/snapshot_replicator.h"
 #include "train/metrics.h"
 #include "train/replica_sync.h"
 #include "train/trainer.h"
@@ -70,6 +79,12 @@ struct RunLoopOptions {
   // extra file (nullptr when the checkpoint has none).
   std::function<void(CheckpointExtra&)> save_extra;
   std::function<void(const nlohmann::json&, const io::SafetensorsFile*)> load_extra;
+  // Snapshots: the moment range each rank keeps (empty: no snapshots), the
+  // communicator (null in a world of one) and the fault-injection hook called
+  // halfway through writing the snapshot of a step.
+  std::vector<std::pair<size_t, size_t>> snapshot_shards;
+  dist::Communicator* comm = nullptr;
+  std::function<void(int64_t step)> snapshot_halfway;
 };
 
 struct ResumeInfo {
@@ -79,6 +94,7 @@ struct ResumeInfo {
   // The metrics.jsonl line of the checkpoint's step, as saved in its manifest
   // (empty for checkpoints that predate it).
   std::string metrics_line;
+  std::string source = "disk";  // "disk" or "snapshot"
 };
 
 class RunLoop {
@@ -100,6 +116,8 @@ class RunLoop {
   // One step: train, checkpoint when due (the stall goes into the metrics),
   // append metrics.jsonl, call on_step.
   train::StepMetrics step();
+  // Snapshots the current state into memory now; returns the stall in seconds.
+  double take_snapshot();
   // Checkpoints the current state now; returns the stall in seconds.
   double save_checkpoint();
   // Saves the checkpoint due after `step` (or held since) once the replicas
@@ -117,7 +135,14 @@ class RunLoop {
 
  private:
   std::optional<ResumeInfo> load_newest(bool report);
+  // Collective: restores from the snapshots when they are newer than `disk`
+  // (the checkpoint just loaded, if any); otherwise drops them. Fills `why`
+  // with the reason a snapshot was not used (when one existed).
+  std::optional<ResumeInfo> resume_from_snapshot(const std::optional<ResumeInfo>& disk,
+                                                 nlohmann::json& copies, std::string& why);
+  uint64_t snapshot_run_id(bool fresh);
   void fill_state(CheckpointState& st);
+  void fill_manifest(CheckpointState& st);
   void event(Event e) const;
 
   train::Trainer& trainer_;
@@ -132,6 +157,8 @@ class RunLoop {
   // The metrics line of the step being checkpointed: the manifest carries it,
   // because an asynchronous save can be on disk before the line is appended.
   std::string saving_metrics_line_;
+  std::unique_ptr<SnapshotReplicator> snapshots_;
+  CheckpointState snapshot_state_;  // reused host buffers of the snapshot copy
 };
 
 }  // namespace keel::resilience

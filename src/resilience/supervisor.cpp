@@ -30,6 +30,7 @@
 #include "resilience/checkpoint_manifest.h"
 #include "resilience/checkpoint_retention.h"
 #include "resilience/exit_codes.h"
+#include "resilience/snapshot_store.h"
 
 extern char** environ;
 
@@ -489,7 +490,15 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       e.detail = f.detail;
       events.append(e);
     }
-    const int64_t resume = newest_intact_checkpoint_step(ckpt_root);
+    // The next world resumes from whichever is newer: a checkpoint on disk or
+    // a snapshot in memory with a copy of every shard (not after a rollback).
+    const int64_t disk_resume = newest_intact_checkpoint_step(ckpt_root);
+    const auto restorable = [&](int w) {
+      return f.rank_wrote_rollback
+                 ? disk_resume
+                 : std::max(disk_resume, newest_restorable_snapshot_step(o.run_dir, w));
+    };
+    const int64_t resume = restorable(world);
     const bool progressed = resume > last_ckpt;  // this world saved a newer checkpoint
     failures_without_progress = progressed ? 1 : failures_without_progress + 1;
     last_ckpt = resume;
@@ -533,7 +542,7 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
         Event e;
         e.event = "exclude";
         e.rank = bad;
-        e.step = resume;
+        e.step = disk_resume;  // snapshots of the larger world do not fit the smaller one
         e.world_size = smaller;
         accum = elastic_grad_accum(o.world_size, o.grad_accum, smaller);
         e.detail = fmt::format(
@@ -556,17 +565,19 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
     ++res.restarts;
     restart_time_lost = unix_now() - run.ended;
+    // Snapshots of the larger world do not fit a shrunk one: it resumes from disk.
+    const int64_t next = restorable(world);
     Event e;
     e.event = "restart";
     e.detector = f.detector;
     e.rank = f.rank;
-    e.step = resume;
+    e.step = next;
     // A rank that rolled back already counted the steps it threw away.
-    e.steps_lost = f.rank_wrote_rollback ? 0 : std::max<int64_t>(0, reached - resume);
+    e.steps_lost = f.rank_wrote_rollback ? 0 : std::max<int64_t>(0, reached - next);
     e.time_lost_s = restart_time_lost;
     e.world_size = world;
     e.detail = fmt::format("restart {} of {} after {:.1f}s backoff, from the checkpoint of step {}",
-                           res.restarts, o.restart_budget, backoff, resume);
+                           res.restarts, o.restart_budget, backoff, next);
     e.extra = {{"source", "supervisor"}, {"backoff_s", backoff}};
     events.append(e);
   }

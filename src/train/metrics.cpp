@@ -36,6 +36,8 @@ std::string metrics_json(const StepMetrics& m) {
   j["step_seconds"] = num(m.step_seconds);
   if (m.skipped) j["skipped"] = true;
   if (m.ckpt_stall_s) j["ckpt_stall_s"] = num(*m.ckpt_stall_s);
+  if (m.snapshot_stall_s) j["snapshot_stall_s"] = num(*m.snapshot_stall_s);
+  if (m.snapshot_bytes) j["snapshot_bytes"] = *m.snapshot_bytes;
   if (m.bytes_sent) j["bytes_sent"] = *m.bytes_sent;
   j["host_syncs"] = m.host_syncs;
   j["bytes_to_device"] = m.bytes_to_device;

@@ -25,6 +25,12 @@ struct StepMetrics {
   // Seconds the loop was held by a checkpoint save after this step (waiting
   // for the previous write + copying the snapshot); absent when none was taken.
   std::optional<double> ckpt_stall_s;
+  // In-memory snapshot after this step: seconds the loop was held (finishing
+  // the previous copy to the buddy rank + writing its own) and the shared
+  // memory this rank holds for snapshots (own and buddy slots); absent when
+  // none was taken.
+  std::optional<double> snapshot_stall_s;
+  std::optional<uint64_t> snapshot_bytes;
   // Bytes this replica sent to its peers in the step (data parallelism only).
   std::optional<uint64_t> bytes_sent;
   // Host waits and bytes moved between host and device in the step (and its

@@ -106,7 +106,13 @@ TEST(FaultPlan, EntriesMatchToml) {
 TEST(FaultPlan, ErrorsNameEntryAndKey) {
   EXPECT_EQ(error_of([] { parse_fault_plan_entries("kind=explode,step=3"); }),
             "fault entry 'kind=explode,step=3': kind: unknown fault \"explode\" (expected kill, "
-            "hang, nan, bitflip, straggler, corrupt_checkpoint or loss_spike)");
+            "hang, nan, bitflip, straggler, corrupt_checkpoint, loss_spike, node_loss or "
+            "kill_in_snapshot)");
+  const FaultPlan nl = parse_fault_plan_entries("kind=node_loss,step=4,rank=1,machines=2");
+  EXPECT_EQ(nl.faults[0].kind, FaultKind::NodeLoss);
+  EXPECT_EQ(nl.faults[0].machines, 2);
+  EXPECT_EQ(parse_fault_plan_entries("kind=kill_in_snapshot,step=2").faults[0].kind,
+            FaultKind::KillInSnapshot);
   EXPECT_NE(
       error_of([] { parse_fault_plan_entries("kind=kill,stepp=3"); }).find("unknown key 'stepp'"),
       std::string::npos);

@@ -2,6 +2,8 @@
 // counts as productive, what a rollback recomputes, and where lost time goes.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "resilience/goodput.h"
 
@@ -111,4 +113,16 @@ TEST(Goodput, BadLinesNameTheLineAndField) {
   EXPECT_THROW(parse_goodput_event(R"({"time": 1, "ev)", "x:3"), keel::IoError);
   EXPECT_THROW(parse_goodput_event(R"([1, 2])", "x:4"), keel::IoError);
   EXPECT_THROW(parse_goodput_event(R"({"time": 1})", "x:5"), keel::IoError);  // no event
+}
+
+TEST(Goodput, CountsResumesBySource) {
+  auto res = [](double t, const char* source) {
+    return parse_goodput_event(
+        fmt::format(R"({{"time":{},"event":"resume","step":4,"source":"{}"}})", t, source), "t");
+  };
+  const auto g = compute_goodput({res(1, "snapshot"), res(2, "snapshot"), res(3, "disk")}, {});
+  EXPECT_EQ(g.resumes_by_source.at("snapshot"), 2);
+  EXPECT_EQ(g.resumes_by_source.at("disk"), 1);
+  EXPECT_NE(keel::resilience::format_goodput(g).find("from memory snapshots 2, from disk 1"),
+            std::string::npos);
 }

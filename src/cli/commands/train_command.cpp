@@ -27,6 +27,7 @@
 #include "resilience/heartbeat.h"
 #include "resilience/resilience_guard.h"
 #include "resilience/run_loop.h"
+#include "resilience/snapshot_store.h"
 #include "resilience/supervisor.h"
 #include "store/model_import.h"
 #include "store/run_dir.h"
@@ -203,6 +204,30 @@ void run_train(const TrainArgs& args) {
     dist::RunWorld& w;
     ~DetachSync() { w.detach(); }
   } detach_sync{world};
+  // In-memory snapshots (docs/faults.md): each rank keeps the moments of its
+  // ZeRO-1 shard, or all of them. Gradient compression and DiLoCo keep
+  // per-rank state (residuals, outer momentum) the snapshots do not carry yet,
+  // so those runs rely on disk checkpoints alone.
+  if (cfg.resilience.snapshot_every > 0) {
+    const bool per_rank_state =
+        cfg.dist.compression != "none" || cfg.dist.sync == "diloco" || cfg.dist.compress_update;
+    if (per_rank_state && world.size() > 1) {
+      fmt::print(
+          "snapshots: off (dist.compression / dist.sync = diloco keep per-rank state that "
+          "only disk checkpoints hold)\n");
+    } else {
+      const size_t n = trainer.optimizer().params().size();
+      for (int r = 0; r < world.size(); ++r)
+        loop_opt.snapshot_shards.push_back(world.data_parallel() ? world.data_parallel()->shard(r)
+                                                                 : std::pair<size_t, size_t>{0, n});
+      loop_opt.comm = world.comm();
+      loop_opt.snapshot_halfway = [&guard](int64_t step) { guard.injector().in_snapshot(step); };
+      guard.injector().set_drop_memory([run, r = world.rank(), n = world.size()](int machines) {
+        for (int k = 0; k < std::min(machines, n); ++k)
+          resilience::unlink_rank_snapshots(run, (r + k) % n);
+      });
+    }
+  }
   loop_opt.save_health = [&guard] { return guard.state(); };
   loop_opt.load_health = [&guard](const nlohmann::json& j) { guard.load_state(j); };
   loop_opt.after_train_step = [&guard](const train::StepMetrics& m) { guard.end_step(m); };
@@ -233,7 +258,9 @@ void run_train(const TrainArgs& args) {
       [&loop] { return resilience::newest_intact_checkpoint_step(loop.checkpoint_dir()); });
   if (const auto resumed = loop.start()) {
     // Each skipped checkpoint was already reported (with its reason) by the loop.
-    fmt::print("resumed from {} (step {} of {})\n", resumed->path, resumed->step, cfg.train.steps);
+    fmt::print("resumed from {} (step {} of {})\n",
+               resumed->source == "snapshot" ? "the in-memory snapshot" : resumed->path,
+               resumed->step, cfg.train.steps);
     first_step = resumed->step;
   }
   guard.started_at(first_step);

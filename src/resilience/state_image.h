@@ -1,0 +1,62 @@
+// A CheckpointState laid out in one contiguous byte image, for memory rather
+// than files (in-memory snapshots, and copies of them sent to another rank):
+// an 8-byte little-endian header length, a JSON header (the manifest and a
+// table of tensors: group, name, dtype, shape, byte range), then the tensor
+// bytes, 64-byte aligned. The checkpoint files keep safetensors; this image
+// exists because a snapshot is written into shared memory in place, with no
+// file and no temporary copy.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "resilience/checkpoint_state.h"
+
+namespace keel::resilience {
+
+// The groups of a CheckpointState, as image entries name them.
+inline constexpr const char* kImageParams = "params";
+inline constexpr const char* kImageOptimizer = "optimizer";
+inline constexpr const char* kImageModelState = "model_state";
+inline constexpr const char* kImageExtra = "extra";
+
+// The header of the image of `st`, built once per write (its size fixes the
+// image's size).
+struct StateImagePlan {
+  std::string header;  // JSON
+  size_t data_offset = 0;
+  size_t bytes = 0;  // the whole image
+};
+StateImagePlan plan_state_image(const CheckpointState& st);
+
+// Writes the image planned for st into out (out.size() >= plan.bytes).
+// halfway, when set, is called once about half of the tensor bytes are in
+// (fault injection: a crash in the middle of a snapshot write).
+void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
+                       std::span<std::byte> out, const std::function<void()>& halfway = {});
+
+struct StateImageEntry {
+  std::string group, name;
+  DType dtype = DType::F32;
+  Shape shape;
+  std::span<const std::byte> bytes;
+};
+
+// A parsed image: views into the caller's bytes, valid while they are.
+struct StateImageView {
+  CheckpointManifest manifest;
+  std::vector<StateImageEntry> entries;
+  // nullptr when the image holds no such tensor.
+  const StateImageEntry* find(std::string_view group, std::string_view name) const;
+};
+
+// Parses and validates an image (header length, JSON, every entry inside the
+// data); CheckpointError naming `what` on any defect.
+StateImageView parse_state_image(std::span<const std::byte> image, const std::string& what);
+
+}  // namespace keel::resilience
