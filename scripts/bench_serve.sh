@@ -50,7 +50,9 @@ cat "$OUT/llamacpp.jsonl"
 LOAD_AFTER="$(cut -d' ' -f1 /proc/loadavg)"
 python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
 import json, sys
-keel = {j["format"]: j for j in map(json.loads, open(sys.argv[1]))}
+lines = list(map(json.loads, open(sys.argv[1])))
+keel = {j["format"]: j for j in lines if j.get("bench") == "serve"}
+features = {j["bench"]: j for j in lines if j.get("bench") != "serve"}
 ll = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[2])))}
 out = {"bench": "serve_summary", "load_avg_before": float(sys.argv[3]),
        "load_avg_after": float(sys.argv[4])}
@@ -78,5 +80,14 @@ for kf, lf in (("f32", "f32"), ("q8_0", "q8_0"), ("int8", "q8_0")):
         out[f"ttft_ratio_{kf}_vs_llamacpp_{lf}"] = round(ll[lf]["ttft_ms"] / keel[kf]["ttft_ms"], 3)
 if not ll:
     out["llamacpp"] = "unavailable (see the [bench-serve] messages above)"
+pc = features.get("serve_prefix_cache", {})
+for k in ("prefix_tokens", "prefix_cache_ttft_ms_off", "prefix_cache_ttft_ms_on",
+          "prefix_cache_ttft_ratio_off_over_on"):
+    if k in pc:
+        out[k] = round(pc[k], 3) if isinstance(pc[k], float) else pc[k]
+jm = features.get("serve_json_mask", {})
+for k in ("json_mask_us_per_token", "json_mask_fraction_of_decode_b1_step"):
+    if k in jm:
+        out[k] = round(jm[k], 4)
 print(json.dumps(out))
 PY
