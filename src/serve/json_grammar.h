@@ -16,11 +16,15 @@ namespace keel::serve {
 
 class JsonGrammar {
  public:
-  // Limits that keep every output finite whatever the model prefers: values
-  // nest at most kMaxDepth deep, at most kMaxSpaces whitespace bytes in a
-  // row, numbers have at most 16 integer and 16 fraction digits and a 3-digit
-  // exponent (llama.cpp's JSON grammars bound digits likewise).
-  static constexpr int kMaxDepth = 32, kMaxSpaces = 16, kMaxDigits = 16, kMaxExpDigits = 3;
+  // Limits that keep every output finite and short whatever the model
+  // prefers: values nest at most kMaxDepth deep; between tokens at most
+  // kMaxSpaces whitespace bytes (a small model fills every gap it is given:
+  // a tiny one tried here spent its whole budget on runs of 16 spaces); numbers
+  // have at most 16 integer and 16 fraction digits and a 2-digit exponent, so
+  // every number is a finite double (llama.cpp's JSON grammars bound digits
+  // likewise; a 3-digit exponent let a model write 1e999, which parses as
+  // infinity).
+  static constexpr int kMaxDepth = 32, kMaxSpaces = 1, kMaxDigits = 16, kMaxExpDigits = 2;
 
   struct Frame {
     int32_t node = -1;  // -1: the document (bottom of every stack)

@@ -40,10 +40,10 @@ try {
   console.log(`completions: ${cached} of ${hit.usage.prompt_tokens} prompt tokens cached; text ${JSON.stringify(hit.choices[0].text)}`);
 
   // Chat: a conversation one turn longer reuses the earlier turn's rows.
-  const system = { role: 'system', content: 'You answer questions about the addresses of the Presidents to the Congress.' };
-  const turn1 = [system, { role: 'user', content: 'What did Washington say?' }];
+  const system = { role: 'system', content: 'You answer questions about the Congress.' };
+  const turn1 = [system, { role: 'user', content: 'What did they say?' }];
   const a1 = await clientOn.chat.completions.create({ ...opts, messages: turn1 });
-  const turn2 = [...turn1, { role: 'assistant', content: a1.choices[0].message.content }, { role: 'user', content: 'And then?' }];
+  const turn2 = [...turn1, { role: 'assistant', content: a1.choices[0].message.content }, { role: 'user', content: 'Then?' }];
   const streamed = async (client) => {
     const s = await client.chat.completions.create({ ...opts, messages: turn2, stream: true, stream_options: { include_usage: true } });
     let text = '';
@@ -78,3 +78,5 @@ try {
 await stopServer(on);
 await stopServer(off);
 console.log('prefix cache: all checks passed');
+// The client's kept-alive sockets would hold node for another 30 s.
+process.exit(0);

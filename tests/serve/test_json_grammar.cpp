@@ -33,26 +33,30 @@ TEST(JsonGrammar, AnyObject) {
   const JsonGrammar g(json_object_graph());
   EXPECT_EQ(verdict(g, R"({})"), 1);
   EXPECT_EQ(verdict(g, R"({"a": [1, -2.5e+3, true, null, "x\u00e9\n"], "b": {"c": {}}})"), 1);
-  EXPECT_EQ(verdict(g, R"(  { "a" : 1 } )"), -1);  // nothing after the value
-  EXPECT_EQ(verdict(g, R"(  { "a" : 1 })"), 1);
+  EXPECT_EQ(verdict(g, R"( { "a" : 1 } )"), -1);  // nothing after the value
+  EXPECT_EQ(verdict(g, R"( { "a" : 1 })"), 1);
+  EXPECT_EQ(verdict(g, "{\n\"a\":\n1}"), 1);
   EXPECT_EQ(verdict(g, R"({"a": 1)"), 0);
   EXPECT_EQ(verdict(g, R"({"a": 01})"), -1);
   EXPECT_EQ(verdict(g, R"({"a": 1.)"), 0);
   EXPECT_EQ(verdict(g, R"({"a": 1.})"), -1);
   EXPECT_EQ(verdict(g, R"({"a": tru})"), -1);
-  EXPECT_EQ(verdict(g, R"([1])"), -1);  // json_object: an object
+  EXPECT_EQ(verdict(g, R"({"a": -0.5E-12})"), 1);
+  EXPECT_EQ(verdict(g, R"({"a": 1e999})"), -1);  // would parse as infinity
+  EXPECT_EQ(verdict(g, R"([1])"), -1);           // json_object: an object
   EXPECT_EQ(verdict(g, "{\"a\": \"\x01\"}"), -1);
   EXPECT_EQ(verdict(g, "{\"a\": \"\xc3\xa9\"}"), 1);
   EXPECT_EQ(verdict(g, "{\"a\": \"\xc3\"}"), -1);          // a cut UTF-8 sequence
   EXPECT_EQ(verdict(g, "{\"a\": \"\xed\xa0\x80\"}"), -1);  // a surrogate
   EXPECT_EQ(verdict(g, R"({"a": "\q"})"), -1);
   EXPECT_EQ(verdict(g, R"({"a" 1})"), -1);
-  // Whitespace runs are bounded, so a model cannot pad forever.
+  // Whitespace between tokens is one byte at most, so a model cannot pad.
   const auto around = [](const char* a, size_t n, char c, const char* b) {
     return std::string(a).append(n, c).append(b);
   };
-  EXPECT_EQ(verdict(g, around("{", 16, ' ', "}")), 1);
-  EXPECT_EQ(verdict(g, around("{", 17, ' ', "}")), -1);
+  EXPECT_EQ(verdict(g, around("{", 1, ' ', "}")), 1);
+  EXPECT_EQ(verdict(g, around("{", 2, ' ', "}")), -1);
+  EXPECT_EQ(verdict(g, around("{\"a\":", 2, '\n', "1}")), -1);
   EXPECT_EQ(verdict(g, around("{\"a\": \"", 40, ' ', "\"}")), 1);  // not in strings
   EXPECT_EQ(verdict(g, around("{\"a\": ", 16, '9', "}")), 1);
   EXPECT_EQ(verdict(g, around("{\"a\": ", 17, '9', "}")), -1);
