@@ -45,7 +45,7 @@ try {
   // choice's text equals the whole response's, and usage adds them.
   for (const [what, create, pieceOf] of [
     ['completions', (b) => client.completions.create(b), (c) => c.text ?? ''],
-    ['chat', (b) => client.chat.completions.create({ ...b, prompt: undefined, messages: [{ role: 'user', content: base.prompt }] }), (c) => c.delta?.content ?? ''],
+    ['chat', (b) => client.chat.completions.create({ ...b, prompt: undefined, max_tokens: 6, messages: [{ role: 'user', content: 'Hello' }] }), (c) => c.delta?.content ?? ''],
   ]) {
     const body = { model: id, prompt: base.prompt, max_tokens: 12, temperature: 1.0, seed: 11, n: 3 };
     const whole = await create(body);
