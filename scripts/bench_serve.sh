@@ -73,7 +73,9 @@ LOAD_AFTER="$(cut -d' ' -f1 /proc/loadavg)"
 python3 - "$OUT/keel.jsonl" "$OUT/llamacpp.jsonl" "$LOAD_BEFORE" "$LOAD_AFTER" \
   "$OUT/llama_bench.jsonl" <<'PY'
 import json, sys
-keel = {j["format"]: j for j in map(json.loads, open(sys.argv[1]))}
+lines = list(map(json.loads, open(sys.argv[1])))
+keel = {j["format"]: j for j in lines if j.get("bench") == "serve"}
+features = {j["bench"]: j for j in lines if j.get("bench") != "serve"}
 ll = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[2])))}
 native = {j["format"]: j for j in map(json.loads, filter(str.strip, open(sys.argv[5])))}
 out = {"bench": "serve_summary", "load_avg_before": float(sys.argv[3]),
@@ -115,5 +117,14 @@ for lf, j in native.items():
             j["decode_b1_tok_s"] / keel[kf]["roofline_b1_tok_s"], 3)
         for m in ("decode_b1_tok_s", "prefill_tok_s"):
             out[f"{m}_ratio_{kf}_vs_native_{lf}"] = round(keel[kf][m] / j[m], 3)
+pc = features.get("serve_prefix_cache", {})
+for k in ("prefix_tokens", "prefix_cache_ttft_ms_off", "prefix_cache_ttft_ms_on",
+          "prefix_cache_ttft_ratio_off_over_on"):
+    if k in pc:
+        out[k] = round(pc[k], 3) if isinstance(pc[k], float) else pc[k]
+jm = features.get("serve_json_mask", {})
+for k in ("json_mask_us_per_token", "json_mask_fraction_of_decode_b1_step"):
+    if k in jm:
+        out[k] = round(jm[k], 4)
 print(json.dumps(out))
 PY

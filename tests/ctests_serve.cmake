@@ -46,6 +46,24 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
                    ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli/run ${CMAKE_SOURCE_DIR}/third_party/openai)
   set_tests_properties(serve_n_choices_deepseek PROPERTIES TIMEOUT 120 LABELS "serve;deepseek"
                        FIXTURES_REQUIRED deepseek_run)
+  # A repeated prefix is not prefilled again, f32 and q8_0 (DeepSeek's latent
+  # cache: tests/serve/test_engine_deepseek.cpp; its trained run's context is
+  # too short for this test's prefix).
+  add_test(NAME serve_prefix_cache
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_prefix_cache.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai)
+  set_tests_properties(serve_prefix_cache PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
+  add_test(NAME serve_prefix_cache_q8_0
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_prefix_cache.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai --quant q8_0)
+  set_tests_properties(serve_prefix_cache_q8_0 PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
+  add_test(NAME serve_response_format
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_response_format.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai)
+  set_tests_properties(serve_response_format PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
   add_test(NAME serve_api_key
            COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_api_key.mjs $<TARGET_FILE:keel> ${_sb}/tiny
                    ${CMAKE_SOURCE_DIR}/third_party/openai)

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -19,10 +20,13 @@
 #include "core/log.h"
 #include "serve/chat_template.h"
 #include "serve/inference_model.h"
+#include "serve/json_grammar.h"
 #include "serve/kv_cache.h"
+#include "serve/prefix_cache.h"
 #include "serve/request_validation.h"
 #include "serve/sampler.h"
 #include "serve/text_stream.h"
+#include "serve/token_mask.h"
 #include "store/model_weights.h"
 
 namespace keel::serve {
@@ -61,8 +65,11 @@ struct Running {
   std::vector<int32_t> seen;  // prompt + output ids (repetition penalty)
   TextStream text;
   int64_t produced = 0;
-  int32_t last = 0;                // the id to feed next
-  std::optional<TokenLogprob> lp;  // the picked id's, when logprobs were asked for
+  int64_t cached = 0;                    // prompt tokens taken from the prefix cache
+  int32_t last = 0;                      // the id to feed next
+  std::optional<TokenLogprob> lp;        // the picked id's, when logprobs were asked for
+  std::unique_ptr<JsonGrammar> grammar;  // response_format, with the output's state
+  JsonGrammar::State grammar_state;
   bool done = false;
   bool released = false;  // cache and reservation given back
 };
@@ -85,6 +92,11 @@ class EngineImpl final : public Engine {
     model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant));
     pool_ = std::make_unique<KvCachePool>(model_->config().n_layer, model_->kv_dim(),
                                           opt.max_cache_bytes, backend_.get());
+    prefix_cache_ = std::make_unique<PrefixCache>(
+        model_->config().n_layer, model_->kv_dim(), opt.prefix_cache_bytes, backend_.get(),
+        [this](KvSequence& dst, KvSequence& src, int64_t n) {
+          model_->copy_cache_prefix(dst, src, n);
+        });
     eot_ = tokenizer_.eot_id();
     worker_ = std::thread([this] { run(); });
   }
@@ -165,6 +177,7 @@ class EngineImpl final : public Engine {
     s.queued = int64_t(queue_.size());
     s.cache_bytes_in_use = pool_->in_use();
     s.cache_bytes_limit = pool_->limit();
+    s.prefix_cache_bytes_limit = prefix_cache_->limit();
     return s;
   }
 
@@ -173,10 +186,11 @@ class EngineImpl final : public Engine {
   bool emit(Running& r, Event ev) {
     ev.prompt_tokens = int64_t(r.p.req.prompt.size());
     ev.completion_tokens = r.produced;
+    ev.cached_tokens = r.cached;
     const bool last = ev.finish != FinishReason::None;
     // The cache is free before the client hears the end, so a client that
     // submits again on its last event finds the room it just left.
-    if (last) release(r);
+    if (last) release(r, ev.finish != FinishReason::Error);
     bool keep = true;
     try {
       keep = r.p.on_event(ev);
@@ -197,9 +211,16 @@ class EngineImpl final : public Engine {
     emit(r, std::move(ev));
   }
 
-  void release(Running& r) {
+  // keep_rows: the sequence's rows are sound and may enter the prefix cache
+  // (copied in reap(), after the client heard its end).
+  void release(Running& r, bool keep_rows = false) {
     if (r.released) return;
     r.released = true;
+    if (keep_rows && r.seq && prefix_cache_->enabled() &&
+        r.seq->length() >= PrefixCache::min_tokens()) {
+      r.seen.resize(size_t(r.seq->length()));  // the ids whose rows the cache holds
+      to_cache_.push_back({std::move(r.seen), std::move(r.seq)});
+    }
     r.seq.reset();
     std::lock_guard<std::mutex> lock(mu_);
     reserved_ -= r.p.bytes;
@@ -220,6 +241,18 @@ class EngineImpl final : public Engine {
     ev.tokens = {id};
     if (r.lp) ev.logprobs = {*std::exchange(r.lp, std::nullopt)};
     ev.text = r.text.push(tokenizer_.token_bytes(id));
+    if (r.grammar) {
+      // The mask let only continuations through, so this cannot be refused.
+      if (!r.grammar->advance(r.grammar_state, tokenizer_.token_bytes(id)))
+        return finish(r, FinishReason::Error, std::move(ev.text),
+                      "response_format: the sampled token leaves the JSON grammar");
+      if (r.grammar->finished(r.grammar_state)) {  // the value is complete
+        ev.text += r.text.flush();
+        ev.finish = FinishReason::Stop;
+        emit(r, std::move(ev));
+        return;
+      }
+    }
     if (r.text.stopped()) {
       ev.finish = FinishReason::Stop;
       emit(r, std::move(ev));
@@ -240,9 +273,34 @@ class EngineImpl final : public Engine {
     const int64_t n_top = r.p.req.sampling.logprobs;
     std::vector<float> raw;
     if (n_top >= 0) raw.assign(row.begin(), row.end());  // the sampler edits the row
+    if (r.grammar) mask_to_grammar(r, row);
     const int32_t id = sample_next(row, r.seen, r.p.req.sampling, uint64_t(r.produced));
     if (n_top >= 0) r.lp = token_logprob(raw, id, n_top);
     return id;
+  }
+
+  // Sets the logit of every id that would break r's JSON grammar to -inf.
+  // The end-of-text id stays only where the value may end.
+  void mask_to_grammar(Running& r, std::span<float> row) {
+    if (!token_mask_) {
+      std::vector<std::string> bytes(row.size());
+      const auto& specials = tokenizer_.special_tokens();
+      for (int32_t id = 0; id < tokenizer_.vocab_size() && size_t(id) < row.size(); ++id)
+        bytes[size_t(id)] = tokenizer_.token_bytes(id);
+      for (const auto& sp : specials)
+        if (size_t(sp.id) < bytes.size()) bytes[size_t(sp.id)].clear();
+      token_mask_ = std::make_unique<JsonTokenMask>(bytes);
+    }
+    token_mask_->compute(*r.grammar, r.grammar_state, allowed_);
+    if (eot_ >= 0 && size_t(eot_) < allowed_.size())
+      allowed_[size_t(eot_)] =
+          r.p.req.sampling.stop_at_eot && r.grammar->accepting(r.grammar_state) ? 1 : 0;
+    bool any = false;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (!allowed_[i]) row[i] = -std::numeric_limits<float>::infinity();
+      any = any || allowed_[i];
+    }
+    if (!any) fail("response_format: no token of the vocabulary continues the JSON text");
   }
 
   void admit(Pending p) {
@@ -250,6 +308,10 @@ class EngineImpl final : public Engine {
     const int64_t T = int64_t(p.req.prompt.size());
     r->text = TextStream(p.req.sampling.stop);
     r->seen = p.req.prompt;
+    if (p.req.sampling.response_format) {
+      r->grammar = std::make_unique<JsonGrammar>(p.req.sampling.response_format);
+      r->grammar_state = r->grammar->initial();
+    }
     r->p = std::move(p);
     r->seq = pool_->try_allocate(T + r->p.max_new);
     {
@@ -275,10 +337,11 @@ class EngineImpl final : public Engine {
         std::copy(same->logits.begin(), same->logits.end(), logits_.begin());
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.prefills_shared;
+        r->cached = same->cached;
       } else {
-        model_->prefill(*r->seq, r->p.req.prompt, logits_.data());
+        prefill_with_cache(*r);
       }
-      Prefilled mine{r->seq.get(), &r->p.req.prompt, {}};
+      Prefilled mine{r->seq.get(), &r->p.req.prompt, {}, r->cached};
       if (!same) mine.logits.assign(logits_.begin(), logits_.begin() + std::ptrdiff_t(V));
       accept(*r, pick(*r, logits_.data()));
       // A request that ended at once frees its cache: nothing to copy from.
@@ -291,6 +354,27 @@ class EngineImpl final : public Engine {
       return;
     }
     active_.push_back(std::move(r));
+  }
+
+  // Prefills r's prompt into its sequence, starting from the longest prefix
+  // the prefix cache holds (at least the last token is run: its logits pick
+  // the first output).
+  void prefill_with_cache(Running& r) {
+    const std::span<const int32_t> prompt = r.p.req.prompt;
+    const int64_t T = int64_t(prompt.size());
+    int64_t from = 0;
+    if (prefix_cache_->enabled()) {
+      const PrefixCache::Match m = prefix_cache_->find(prompt, T - 1);
+      if (m.length > 0) {
+        model_->copy_cache_prefix(*r.seq, *m.rows, m.length);
+        from = m.length;
+        r.cached = m.length;
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.prefix_cache_hits;
+        stats_.prefix_cache_tokens_reused += m.length;
+      }
+    }
+    model_->prefill(*r.seq, prompt.subspan(size_t(from)), logits_.data());
   }
 
   void decode_step() {
@@ -308,14 +392,31 @@ class EngineImpl final : public Engine {
       for (auto& r : active_) finish(*r, FinishReason::Error, {}, e.what());
       return;
     }
-    for (size_t b = 0; b < active_.size(); ++b)
-      accept(*active_[b], pick(*active_[b], logits_.data() + b * size_t(V)));
+    for (size_t b = 0; b < active_.size(); ++b) {
+      Running& r = *active_[b];
+      int32_t id = 0;
+      try {
+        id = pick(r, logits_.data() + b * size_t(V));
+      } catch (const std::exception& e) {
+        finish(r, FinishReason::Error, {}, e.what());
+        continue;
+      }
+      accept(r, id);
+    }
   }
 
   void reap() {
     for (auto& r : active_)
       if (r->done) release(*r);
     std::erase_if(active_, [](const auto& r) { return r->done; });
+    for (auto& [ids, seq] : to_cache_) {
+      try {
+        prefix_cache_->insert(ids, *seq);
+      } catch (const std::exception& e) {
+        keel::log().warn("serve: prefix cache: a sequence was not kept: {}", e.what());
+      }
+    }
+    to_cache_.clear();
     // Read here, on the thread that drives the backend, and handed over
     // under the lock.
     const backend::Backend::TransferStats t = backend_->transfer_stats();
@@ -324,6 +425,7 @@ class EngineImpl final : public Engine {
     stats_.host_syncs = t.syncs;
     stats_.bytes_to_device = t.bytes_to_device;
     stats_.bytes_to_host = t.bytes_to_host;
+    stats_.prefix_cache_bytes_in_use = prefix_cache_->bytes_in_use();
   }
 
   void run() {
@@ -385,6 +487,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<InferenceModel> model_;
   std::unique_ptr<KvCachePool> pool_;
+  std::unique_ptr<PrefixCache> prefix_cache_;
   int32_t eot_ = -1;
 
   mutable std::mutex mu_;
@@ -404,9 +507,14 @@ class EngineImpl final : public Engine {
     KvSequence* seq;
     const std::vector<int32_t>* prompt;
     std::vector<float> logits;  // the prompt's last row, before any sampling edit
+    int64_t cached = 0;         // its tokens that came from the prefix cache
   };
   std::vector<Prefilled> round_;
+  // Finished sequences waiting to enter the prefix cache, with their ids.
+  std::vector<std::pair<std::vector<int32_t>, std::unique_ptr<KvSequence>>> to_cache_;
   std::vector<float> logits_;
+  std::unique_ptr<JsonTokenMask> token_mask_;  // built at the first response_format request
+  std::vector<uint8_t> allowed_;
   std::mutex join_mu_;
   std::thread worker_;
 };

@@ -33,6 +33,8 @@ class CapacityError : public Error {
   using Error::Error;
 };
 
+struct JsonSchemaGraph;  // serve/json_schema.h
+
 struct SamplingParams {
   int64_t max_tokens = 16;          // >= 1; prompt + max_tokens is capped at the context
   double temperature = 1.0;         // 0: greedy
@@ -49,6 +51,10 @@ struct SamplingParams {
   int64_t logprobs = -1;
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool stop_at_eot = true;        // stop at the tokenizer's end-of-text id
+  // Set: only tokens that keep the output a prefix of a JSON text matching
+  // this schema are sampled, and the request stops when the value is
+  // complete (serve/json_grammar.h).
+  std::shared_ptr<const JsonSchemaGraph> response_format;
 };
 
 struct Request {
@@ -79,6 +85,8 @@ struct Event {
   FinishReason finish = FinishReason::None;
   std::string error;  // when finish == Error
   int64_t prompt_tokens = 0, completion_tokens = 0;
+  // Prompt tokens whose KV rows came from the prefix cache (not prefilled).
+  int64_t cached_tokens = 0;
 };
 
 // Called on the engine's thread; must be quick. Returning false cancels the
@@ -92,6 +100,9 @@ struct EngineOptions {
   int64_t max_queue = 256;                   // waiting requests beyond this: CapacityError
   size_t max_cache_bytes = size_t(1) << 30;  // KV cache for all sequences together
   int threads = 0;                           // 0: every core
+  // Automatic prefix caching: finished sequences' KV rows kept within this
+  // many bytes, beside max_cache_bytes (serve/prefix_cache.h). 0: off.
+  size_t prefix_cache_bytes = 0;
 };
 
 struct EngineStats {
@@ -100,6 +111,10 @@ struct EngineStats {
   // Requests that copied the KV cache of an identical prompt admitted with
   // them instead of prefilling it again (n > 1 completions).
   int64_t prefills_shared = 0;
+  // Requests whose prompt began with a cached sequence's tokens, and the
+  // prompt tokens they did not prefill because of it.
+  int64_t prefix_cache_hits = 0, prefix_cache_tokens_reused = 0;
+  size_t prefix_cache_bytes_in_use = 0, prefix_cache_bytes_limit = 0;
   size_t cache_bytes_in_use = 0, cache_bytes_limit = 0;
   // The backend's host waits and bytes moved across the host/device boundary
   // since it was made, as of the last finished step (zero on host memory).

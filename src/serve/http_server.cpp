@@ -70,8 +70,9 @@ struct Generation {
   Clock::time_point start = Clock::now(), last_token;
   bool got_first_token = false;
   // Streaming writer state (touched only by the connection thread).
-  bool sent_role = false, sent_done = false;
-  int64_t token_bytes = 0;  // bytes of the tokens streamed so far (logprobs' text_offset)
+  bool sent_role = false;
+  bool stream_ended = false;  // its finish chunk was written
+  int64_t token_bytes = 0;    // bytes of the tokens streamed so far (logprobs' text_offset)
 };
 
 }  // namespace
@@ -133,6 +134,16 @@ struct HttpServer::Impl {
     metrics.gauge("keel_prefills_shared_total",
                   "Requests that copied an identical prompt's KV cache instead of prefilling.",
                   [this] { return double(engine.stats().prefills_shared); });
+    metrics.gauge("keel_prefix_cache_hits_total",
+                  "Requests whose prompt began with tokens held by the prefix cache.",
+                  [this] { return double(engine.stats().prefix_cache_hits); });
+    metrics.gauge("keel_prefix_cache_tokens_reused_total",
+                  "Prompt tokens copied from the prefix cache instead of prefilled.",
+                  [this] { return double(engine.stats().prefix_cache_tokens_reused); });
+    metrics.gauge("keel_prefix_cache_bytes_in_use", "Bytes of KV rows the prefix cache holds.",
+                  [this] { return double(engine.stats().prefix_cache_bytes_in_use); });
+    metrics.gauge("keel_prefix_cache_bytes_limit", "The prefix cache's byte budget (0: off).",
+                  [this] { return double(engine.stats().prefix_cache_bytes_limit); });
     metrics.gauge("keel_kv_cache_bytes_in_use", "KV cache bytes held by sequences.",
                   [this] { return double(engine.stats().cache_bytes_in_use); });
     metrics.gauge("keel_kv_cache_bytes_limit", "KV cache byte limit.",
@@ -427,7 +438,7 @@ struct HttpServer::Impl {
 
     // n choices are n engine requests with seeds seed, seed + 1, ..., queued
     // together so the engine admits them in one round and prefills the prompt
-    // once (the others copy its KV cache). A stream has n = 1 (parse_request).
+    // once (the others copy its KV cache). Streamed, their chunks interleave.
     std::vector<Request> reqs;
     std::vector<EventFn> fns;
     std::vector<std::shared_ptr<Generation>> gens;
@@ -461,7 +472,7 @@ struct HttpServer::Impl {
                       r.sampling.seed,
                       r.sampling.logprobs >= 0};
     if (p.stream) {
-      stream_response(gens.front(), meta, p.include_usage, res);
+      stream_response(std::move(gens), meta, p.include_usage, res);
     } else {
       whole_response(gens, meta, res);
       inflight_add(-1);
@@ -536,6 +547,7 @@ struct HttpServer::Impl {
         return send_error(res, ended_error(c.last));
       }
       usage.prompt_tokens = c.last.prompt_tokens;
+      usage.cached_tokens = c.last.cached_tokens;
       usage.completion_tokens += c.last.completion_tokens;
       choices.push_back(std::move(c));
     }
@@ -555,64 +567,96 @@ struct HttpServer::Impl {
     send_json(res, out);
   }
 
-  void stream_response(std::shared_ptr<Generation> g, ResponseMeta meta, bool include_usage,
-                       httplib::Response& res) {
+  // Streams every choice as its tokens come: each chunk carries its choice's
+  // index (OpenAI's shape for n > 1); the finish chunks come per choice, then
+  // the usage chunk (their tokens added) and [DONE] once all have finished.
+  // A choice that fails ends the stream with an error event and cancels the rest.
+  void stream_response(std::vector<std::shared_ptr<Generation>> gens, ResponseMeta meta,
+                       bool include_usage, httplib::Response& res) {
+    struct StreamState {
+      bool sent_done = false;
+      Usage usage;
+    };
+    auto st = std::make_shared<StreamState>();
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, g, meta, include_usage](size_t, httplib::DataSink& sink) {
-          std::deque<Event> batch;
-          {
+        [this, gens, meta, include_usage, st](size_t, httplib::DataSink& sink) {
+          // The choices decode in the same engine steps, so waiting on the
+          // first one still running hears the others' tokens too; a short
+          // wait keeps the thread responsive to a dead client.
+          for (const auto& g : gens) {
+            if (g->stream_ended) continue;
             std::unique_lock lock(g->mu);
-            // A short wait keeps the thread responsive to a dead client.
             g->cv.wait_for(lock, std::chrono::milliseconds(200),
                            [&] { return !g->pending.empty(); });
-            batch.swap(g->pending);
+            break;
           }
           std::string out;
-          if (meta.endpoint == Endpoint::ChatCompletions && !g->sent_role) {
-            out += sse_event(chunk_json(meta, "", "", true));
-            g->sent_role = true;
-          }
           bool done = false;
-          for (const Event& ev : batch) {
-            if (!ev.text.empty() || (meta.logprobs && !ev.logprobs.empty())) {
-              json lp;
-              if (meta.logprobs) {
-                lp = logprobs_json(meta, engine.tokenizer(), ev.logprobs, g->token_bytes);
-                for (const TokenLogprob& t : ev.logprobs)
-                  g->token_bytes += int64_t(engine.tokenizer().token_bytes(t.id).size());
+          for (size_t i = 0; i < gens.size() && !done; ++i) {
+            Generation& g = *gens[i];
+            std::deque<Event> batch;
+            {
+              std::lock_guard lock(g.mu);
+              batch.swap(g.pending);
+            }
+            const int64_t index = int64_t(i);
+            if (meta.endpoint == Endpoint::ChatCompletions && !g.sent_role) {
+              out += sse_event(chunk_json(meta, "", "", true, nullptr, index));
+              g.sent_role = true;
+            }
+            for (const Event& ev : batch) {
+              if (!ev.text.empty() || (meta.logprobs && !ev.logprobs.empty())) {
+                json lp;
+                if (meta.logprobs) {
+                  lp = logprobs_json(meta, engine.tokenizer(), ev.logprobs, g.token_bytes);
+                  for (const TokenLogprob& t : ev.logprobs)
+                    g.token_bytes += int64_t(engine.tokenizer().token_bytes(t.id).size());
+                }
+                out += sse_event(chunk_json(meta, ev.text, "", false, lp, index));
               }
-              out += sse_event(chunk_json(meta, ev.text, "", false, lp));
+              if (ev.finish == FinishReason::None) continue;
+              if (ev.finish == FinishReason::Cancelled || ev.finish == FinishReason::Error) {
+                out += sse_event(api_error_json(ended_error(ev)));
+                out += sse_done();
+                done = true;
+                break;
+              }
+              out += sse_event(
+                  chunk_json(meta, "", finish_reason_name(ev.finish), false, nullptr, index));
+              g.stream_ended = true;
+              st->usage.prompt_tokens = ev.prompt_tokens;
+              st->usage.cached_tokens = ev.cached_tokens;
+              st->usage.completion_tokens += ev.completion_tokens;
             }
-            if (ev.finish == FinishReason::None) continue;
-            if (ev.finish == FinishReason::Cancelled || ev.finish == FinishReason::Error) {
-              out += sse_event(api_error_json(ended_error(ev)));
-            } else {
-              out += sse_event(chunk_json(meta, "", finish_reason_name(ev.finish), false));
-              if (include_usage)
-                out += sse_event(usage_chunk_json(meta, {ev.prompt_tokens, ev.completion_tokens}));
-            }
+          }
+          if (!done && std::all_of(gens.begin(), gens.end(),
+                                   [](const auto& g) { return g->stream_ended; })) {
+            if (include_usage) out += sse_event(usage_chunk_json(meta, st->usage));
             out += sse_done();
             done = true;
           }
           if (out.empty()) return sink.is_writable();
           if (!sink.write(out.data(), out.size())) return false;  // the releaser cancels
           if (done) {
-            g->sent_done = true;
+            st->sent_done = true;
             sink.done();
           }
           return true;
         },
         // Runs when the response is destroyed, whatever happened to the stream.
-        [this, g](bool) {
-          if (!g->sent_done) {
+        [this, gens, st](bool) {
+          if (!st->sent_done) disconnects->inc();
+          for (const auto& g : gens) {
+            std::unique_lock lock(g->mu);
+            if (g->finished) continue;
+            lock.unlock();
             g->client_gone = true;
             engine.cancel(g->id);
-            disconnects->inc();
             // The engine's final event is still to come; wait for it so the
             // slot is free before this request stops counting as in flight.
-            std::unique_lock lock(g->mu);
+            lock.lock();
             g->cv.wait_for(lock, std::chrono::seconds(10), [&] { return g->finished; });
           }
           inflight_add(-1);

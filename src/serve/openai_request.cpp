@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "serve/json_schema.h"
+
 namespace keel::serve {
 
 namespace {
@@ -69,12 +71,41 @@ void refuse_unsupported(const json& body) {
   for (const char* key : {"suffix", "tools", "functions", "tool_choice", "function_call"}) {
     if (field(body, key)) fail_request(key, "unsupported_value", "{}: not supported", key);
   }
-  if (const json* v = field(body, "response_format")) {
-    const bool text = v->is_object() && v->value("type", json()).is_string() &&
-                      (*v)["type"].get<std::string>() == "text";
-    if (!text)
-      fail_request("response_format", "unsupported_value",
-                   "response_format: only {{\"type\": \"text\"}} is supported");
+}
+
+// response_format: {"type": "text"} (no constraint), {"type": "json_object"}
+// or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}.
+std::shared_ptr<const JsonSchemaGraph> parse_response_format(const json& body) {
+  const std::string param = "response_format";
+  const json* v = field(body, "response_format");
+  if (!v) return nullptr;
+  if (!v->is_object()) fail_type(param, "an object", *v);
+  const json* t = field(*v, "type");
+  if (!t || !t->is_string())
+    fail_request(param, "invalid_value",
+                 "response_format.type: expected \"text\", \"json_object\" or \"json_schema\"");
+  const std::string type = t->get<std::string>();
+  if (type == "text") return nullptr;
+  if (type == "json_object") return json_object_graph();
+  if (type != "json_schema")
+    fail_request(param, "invalid_value",
+                 "response_format.type: expected \"text\", \"json_object\" or \"json_schema\", "
+                 "got \"{}\"",
+                 type);
+  const json* js = field(*v, "json_schema");
+  if (!js || !js->is_object())
+    fail_request(param, "invalid_value",
+                 "response_format.json_schema: an object {{\"name\", \"schema\"}} is required");
+  if (const json* name = field(*js, "name"); name && !name->is_string())
+    fail_request(param, "invalid_type", "response_format.json_schema.name: expected a string");
+  if (const json* strict = field(*js, "strict"); strict && !strict->is_boolean())
+    fail_request(param, "invalid_type", "response_format.json_schema.strict: expected a boolean");
+  const json* schema = field(*js, "schema");
+  if (!schema) fail_request(param, "invalid_value", "response_format.json_schema.schema: required");
+  try {
+    return compile_json_schema(*schema, "response_format.json_schema.schema");
+  } catch (const SchemaError& e) {
+    fail_request(param, "invalid_value", "{}", e.what());
   }
 }
 
@@ -187,9 +218,8 @@ void parse_sampling(const json& body, const RequestLimits& limits, ParsedRequest
     s.stop = std::move(stop);
   }
   if (auto ignore = get_bool(body, "ignore_eos")) s.stop_at_eot = !*ignore;
+  s.response_format = parse_response_format(body);
   out.stream = get_bool(body, "stream").value_or(false);
-  if (out.stream && out.n > 1)
-    fail_request("n", "unsupported_value", "n: n > 1 is served whole; with stream it needs n = 1");
   if (const json* v = field(body, "stream_options")) {
     if (!v->is_object()) fail_type("stream_options", "an object", *v);
     if (!out.stream)

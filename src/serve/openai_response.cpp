@@ -15,7 +15,8 @@ namespace {
 json usage_json(const Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json finish_json(const std::string& finish_reason) {
@@ -104,10 +105,10 @@ json completion_json(const ResponseMeta& meta, const std::string& text,
 }
 
 json chunk_json(const ResponseMeta& meta, const std::string& text, const std::string& finish_reason,
-                bool first, const json& logprobs) {
+                bool first, const json& logprobs, int64_t index) {
   json j = header_json(meta, is_chat(meta) ? "chat.completion.chunk" : "text_completion");
   json choice = {
-      {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_json(finish_reason)}};
+      {"index", index}, {"logprobs", logprobs}, {"finish_reason", finish_json(finish_reason)}};
   if (is_chat(meta)) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

@@ -28,6 +28,8 @@ struct ResponseMeta {
 
 struct Usage {
   int64_t prompt_tokens = 0, completion_tokens = 0;
+  // Prompt tokens served from the prefix cache: usage.prompt_tokens_details.
+  int64_t cached_tokens = 0;
 };
 
 // A fresh id with the endpoint's prefix and 24 hex digits.
@@ -46,11 +48,11 @@ nlohmann::json completion_json(const ResponseMeta& meta, const std::string& text
                                const std::string& finish_reason, const Usage& usage,
                                const nlohmann::json& logprobs = nullptr);
 
-// One streamed chunk carrying `text`; `finish_reason` empty means null. For
-// chat, `first` adds the assistant role to the delta.
+// One streamed chunk carrying `text` of choice `index`; `finish_reason` empty
+// means null. For chat, `first` adds the assistant role to the delta.
 nlohmann::json chunk_json(const ResponseMeta& meta, const std::string& text,
                           const std::string& finish_reason, bool first,
-                          const nlohmann::json& logprobs = nullptr);
+                          const nlohmann::json& logprobs = nullptr, int64_t index = 0);
 
 // The final chunk of stream_options.include_usage: no choices, only usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& meta, const Usage& usage);

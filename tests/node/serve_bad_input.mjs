@@ -52,7 +52,6 @@ try {
     ['prompt + max_tokens over the context', C, { model: id, prompt: 'The Congress', max_tokens: ctx }, 400, { param: 'max_tokens', code: 'context_length_exceeded' }],
     ['top_p out of range', C, { model: id, prompt: 'x', top_p: 3 }, 400, { param: 'top_p' }],
     ['n > 16', C, { model: id, prompt: 'x', n: 17 }, 400, { param: 'n', code: 'invalid_value' }],
-    ['n > 1 with stream', C, { model: id, prompt: 'x', n: 2, stream: true }, 400, { param: 'n', code: 'unsupported_value' }],
     ['invalid UTF-8', C, Buffer.concat([Buffer.from(`{"model":"${id}","prompt":"bad `), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}')]), 400, { code: 'invalid_utf8' }],
     ['lone surrogate escape', C, `{"model":"${id}","prompt":"\\udc00"}`, 400, { code: 'invalid_json' }],
   ];

@@ -2,7 +2,8 @@
 // each equals the single request with that seed (so sharing the prompt's
 // prefill changes nothing), usage adds the choices' tokens, the engine
 // prefilled the prompt once (keel_prefills_shared_total grows by n - 1), and
-// OpenAI's client reads the choices. n with stream, or n > 16, is a 400.
+// OpenAI's client reads the choices, streamed too (chunks carry each
+// choice's index). n > 16 is a 400.
 // Usage: node serve_n_choices.mjs <keel> <model dir> <openai package dir>
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -40,7 +41,35 @@ try {
   const c = await client.chat.completions.create({ model: id, messages: [{ role: 'user', content: 'Hello' }], n: 3, max_tokens: 6, seed: 5 });
   check(c.choices.length === 3 && c.choices.every((x, i) => x.index === i && x.message.role === 'assistant'), `chat n = 3 through the client: ${JSON.stringify(c.choices)}`);
   console.log(`chat n = 3: ${c.choices.map((x) => JSON.stringify(x.message.content)).join(', ')}`);
-  checkErrorObject(await rawPost(srv.port, C, { ...base, n: 2, stream: true }), 400, { param: 'n', code: 'unsupported_value' }, 'n with stream');
+  // Streamed, the choices' chunks interleave, each with its index; every
+  // choice's text equals the whole response's, and usage adds them.
+  for (const [what, create, pieceOf] of [
+    ['completions', (b) => client.completions.create(b), (c) => c.text ?? ''],
+    ['chat', (b) => client.chat.completions.create({ ...b, prompt: undefined, max_tokens: 6, messages: [{ role: 'user', content: 'Hello' }] }), (c) => c.delta?.content ?? ''],
+  ]) {
+    const body = { model: id, prompt: base.prompt, max_tokens: 12, temperature: 1.0, seed: 11, n: 3 };
+    const whole = await create(body);
+    const s = await create({ ...body, stream: true, stream_options: { include_usage: true } });
+    const texts = ['', '', ''];
+    const finishes = [null, null, null];
+    const roles = [0, 0, 0];
+    let usage = null;
+    for await (const chunk of s) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        check(c.index >= 0 && c.index < 3, `${what}: chunk index ${c.index}`);
+        texts[c.index] += pieceOf(c);
+        if (c.delta?.role === 'assistant') roles[c.index]++;
+        if (c.finish_reason) finishes[c.index] = c.finish_reason;
+      }
+    }
+    const wholeTexts = whole.choices.map((c) => c.text ?? c.message.content);
+    check(JSON.stringify(texts) === JSON.stringify(wholeTexts), `${what}: streamed n = 3 equals whole: ${JSON.stringify(texts)} vs ${JSON.stringify(wholeTexts)}`);
+    check(finishes.every((f) => f === 'length' || f === 'stop'), `${what}: each choice finished: ${JSON.stringify(finishes)}`);
+    if (what === 'chat') check(roles.every((r) => r === 1), `chat: one role delta per choice: ${JSON.stringify(roles)}`);
+    check(usage && usage.completion_tokens === whole.usage.completion_tokens && usage.prompt_tokens === whole.usage.prompt_tokens, `${what}: streamed usage adds the choices: ${JSON.stringify(usage)} vs ${JSON.stringify(whole.usage)}`);
+    console.log(`${what} n = 3 streamed: ${texts.map((t) => JSON.stringify(t)).join(', ')}`);
+  }
   checkErrorObject(await rawPost(srv.port, C, { ...base, n: 17 }), 400, { param: 'n', code: 'invalid_value' }, 'n = 17');
   ok = true;
 } finally {
@@ -48,3 +77,5 @@ try {
 }
 await stopServer(srv);
 console.log('n choices: all checks passed');
+// The client's kept-alive sockets would hold node for another 30 s.
+process.exit(0);

@@ -199,3 +199,48 @@ TEST(DeepSeekEngine, GreedyMatchesTrainingGreedyGeneration) {
 }
 
 }  // namespace
+
+// The prefix cache copies DeepSeek's latent rows: a prompt extending an
+// earlier request's gives the greedy tokens of an engine without the cache.
+TEST(DeepSeekEngine, PrefixCacheGivesTheSameGreedyTokens) {
+  const std::string dir = deepseek_run();
+  EngineOptions o;
+  o.threads = 2;
+  auto plain = Engine::load(dir, o);
+  o.prefix_cache_bytes = size_t(16) << 20;
+  auto cached = Engine::load(dir, o);
+  const int64_t V = plain->tokenizer().vocab_size();
+  const auto first = serve::testing::some_ids(24, V, 5);
+  auto second = first;
+  for (int32_t id : serve::testing::some_ids(8, V, 6)) second.push_back(id);
+  struct Out {
+    std::mutex mu;
+    std::vector<int32_t> tokens;
+    int64_t cached = -1;
+    std::promise<void> done;
+  };
+  auto run = [](Engine& e, const std::vector<int32_t>& prompt) {
+    Request r;
+    r.prompt = prompt;
+    r.sampling.temperature = 0;
+    r.sampling.max_tokens = 8;
+    r.sampling.stop_at_eot = false;
+    auto out = std::make_shared<Out>();
+    e.submit(r, [out](const Event& ev) {
+      std::lock_guard<std::mutex> lock(out->mu);
+      out->tokens.insert(out->tokens.end(), ev.tokens.begin(), ev.tokens.end());
+      out->cached = ev.cached_tokens;
+      if (ev.finish != FinishReason::None) out->done.set_value();
+      return true;
+    });
+    EXPECT_EQ(out->done.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    std::lock_guard<std::mutex> lock(out->mu);
+    return std::make_pair(out->tokens, out->cached);
+  };
+  run(*cached, first);
+  const auto [hit_tokens, hit_cached] = run(*cached, second);
+  const auto [want_tokens, want_cached] = run(*plain, second);
+  EXPECT_EQ(hit_cached, 24);
+  EXPECT_EQ(want_cached, 0);
+  EXPECT_EQ(hit_tokens, want_tokens);
+}

@@ -153,7 +153,11 @@ TEST(OpenAiRequest, OutOfRangeValues) {
 
 TEST(OpenAiRequest, UnsupportedFeaturesAreRefused) {
   expect_error(R"({"model":"m","prompt":"x","n":17})", "n", "invalid_value");
-  expect_error(R"({"model":"m","prompt":"x","n":2,"stream":true})", "n", "unsupported_value");
+  expect_error(R"({"model":"m","prompt":"x","response_format":{"type":"json_schema",)"
+               R"("json_schema":{"name":"x","schema":{"type":"string","format":"date"}}}})",
+               "response_format", "invalid_value");
+  expect_error(R"({"model":"m","prompt":"x","response_format":{"type":"yaml"}})", "response_format",
+               "invalid_value");
   expect_error(R"({"model":"m","prompt":"x","echo":true})", "echo", "unsupported_value");
   expect_error(R"({"model":"m","prompt":"x","logprobs":6})", "logprobs", "invalid_value");
   expect_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2})",

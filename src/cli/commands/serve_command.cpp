@@ -25,7 +25,7 @@ struct ServeArgs {
   std::string model;
   serve::EngineOptions engine;
   serve::HttpServerOptions http;
-  double cache_mb = 1024, max_body_mb = 8;
+  double cache_mb = 1024, max_body_mb = 8, prefix_cache_mb = 256;
 };
 
 void run_serve(ServeArgs& a) {
@@ -41,6 +41,8 @@ void run_serve(ServeArgs& a) {
     fail("--drain-timeout: must be >= 0, got {}", a.http.drain_timeout_s);
   a.http.max_body_bytes = size_t(a.max_body_mb * 1024 * 1024);
   a.engine.max_cache_bytes = size_t(a.cache_mb * 1024 * 1024);
+  if (!(a.prefix_cache_mb >= 0)) fail("--prefix-cache-mb: must be >= 0, got {}", a.prefix_cache_mb);
+  a.engine.prefix_cache_bytes = size_t(a.prefix_cache_mb * 1024 * 1024);
 
   // Termination signals are taken by sigwait below, never by a random
   // thread: block them before any thread (engine, OpenMP, HTTP) exists.
@@ -107,6 +109,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-queue", a->engine.max_queue, "waiting requests before 429")
       ->capture_default_str();
   cmd->add_option("--cache-mb", a->cache_mb, "KV cache memory for all sequences (MiB)")
+      ->capture_default_str();
+  cmd->add_option("--prefix-cache-mb", a->prefix_cache_mb,
+                  "KV rows of finished requests kept for prompts that repeat their start "
+                  "(MiB, beside --cache-mb; 0: no prefix caching)")
       ->capture_default_str();
   cmd->add_option("--threads", a->engine.threads, "compute threads (0: every core)")
       ->capture_default_str();
