@@ -77,3 +77,5 @@ const st = JSON.parse(stats.slice('keel generate: '.length));
 console.log('stats:', JSON.stringify(st));
 check(st.completion_tokens === 24 && st.decode_tok_s > 0, 'stats count 24 tokens at a positive rate');
 console.log('ok');
+// The client's kept-alive sockets would hold node for their 30 s timeout.
+process.exit(0);
