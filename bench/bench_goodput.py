@@ -90,7 +90,9 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     tiny = ["train.threads=1", f"train.steps={a.steps}", "train.eval_every=0", "train.peak_gflops=100",
             f"checkpoint.every={a.every}", f"resilience.snapshot_every={a.snapshot_every}",
-            "resilience.backoff_s=0.2", "resilience.backoff_max_s=1"]
+            "resilience.backoff_s=0.2", "resilience.backoff_max_s=1",
+            # A kill every 30 of 400 steps is 13 restarts, past the default budget.
+            "resilience.restart_budget=1000"]
     # One kill every `period` steps, half-way between disk checkpoints (or
     # between kills, when those come more often).
     def kills_every(period):

@@ -251,8 +251,16 @@ int SnapshotStore::write(SnapshotKind kind, SnapshotSlotHeader header, size_t pa
     const size_t size = (need + need / 8 + 4095) / 4096 * 4096;
     if (m.base) ::munmap(m.base, m.size);
     m.base = nullptr;
+    // Reserved, not only sized: tmpfs hands out pages on first touch, and a
+    // write past a full /dev/shm would be a SIGBUS in the middle of a step.
     if (::ftruncate(m.fd, off_t(size)) != 0)
       fail<IoError>("{}: cannot grow to {} bytes: {}", name, size, std::strerror(errno));
+    if (const int rc = ::posix_fallocate(m.fd, 0, off_t(size)); rc != 0)
+      fail<IoError>(
+          "{}: cannot reserve {} bytes of shared memory for the in-memory snapshot: {} (the "
+          "snapshots of a rank take about twice its training state; give /dev/shm more room, or "
+          "set resilience.snapshot_every=0 to keep disk checkpoints only)",
+          name, size, std::strerror(rc));
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
     if (p == MAP_FAILED) fail<IoError>("{}: mmap: {}", name, std::strerror(errno));
     m.base = static_cast<std::byte*>(p);

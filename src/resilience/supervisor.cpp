@@ -576,8 +576,9 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     e.steps_lost = f.rank_wrote_rollback ? 0 : std::max<int64_t>(0, reached - next);
     e.time_lost_s = restart_time_lost;
     e.world_size = world;
-    e.detail = fmt::format("restart {} of {} after {:.1f}s backoff, from the checkpoint of step {}",
-                           res.restarts, o.restart_budget, backoff, next);
+    e.detail = fmt::format("restart {} of {} after {:.1f}s backoff, from {} of step {}",
+                           res.restarts, o.restart_budget, backoff,
+                           next > disk_resume ? "the in-memory snapshot" : "the checkpoint", next);
     e.extra = {{"source", "supervisor"}, {"backoff_s", backoff}};
     events.append(e);
   }
