@@ -1,8 +1,13 @@
-// Training throughput of the GPT-2 124M shape at B=4, T=64: keel with f32 and
-// bf16 compute, and PyTorch (tests/reference/train_torch_bench.py, under each
-// BLAS setup tried, best one kept) in the same run. Prints one JSON line with
-// tokens/s, ratios, and MFU against the measured GEMM peak of each dtype.
-// Usage: bench_train [--steps N] [--source-dir DIR] [--no-torch]   (run from the repo root)
+// Training throughput of keel against the hardware and PyTorch, in one run:
+// GPT-2 124M at B=4, T=64 (the short line), then the long lines: GPT-2 124M
+// at B=1, T=1024 and a ~124M Llama (grouped-query attention) at B=1, T=2048.
+// keel trains with f32 and bf16 compute through the real Trainer; PyTorch
+// (tests/reference/train_torch_bench.py) under each BLAS setup and with f32
+// and bf16 autocast, its best kept. Every figure is also given as a ratio to
+// the measured GEMM peak of its dtype (MFU) and to PyTorch's best setup.
+// Prints one JSON line.
+// Usage: bench_train [--steps N] [--long-steps N] [--source-dir DIR] [--no-torch]
+//                    [--short-only | --long-only]   (run from the repo root)
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "attention_rate.h"
 #include "backend/backend.h"
 #include "core/rng.h"
 #include "data/batch_sampler.h"
@@ -27,9 +33,9 @@ using namespace keel;
 
 namespace {
 
-constexpr int64_t kB = 4, kT = 64, kVocab = 50257;
+constexpr int64_t kVocab = 50257;
 
-model::ModelConfig gpt2_124m(DType compute) {
+model::ModelConfig gpt2_124m() {
   model::ModelConfig c;
   c.arch = "gpt2";
   c.vocab_size = kVocab;
@@ -37,36 +43,75 @@ model::ModelConfig gpt2_124m(DType compute) {
   c.n_head = 12;
   c.n_embd = 768;
   c.max_seq_len = 1024;
-  c.compute_dtype = compute;
   return c;
 }
 
+// GPT-2 small's width and depth as a Llama: 4 kv heads for 12 query heads,
+// SwiGLU at 8/3 width, a 32000-token vocabulary; about 124M parameters.
+model::ModelConfig llama_124m() {
+  model::ModelConfig c;
+  c.arch = "llama";
+  c.vocab_size = 32000;
+  c.n_layer = 12;
+  c.n_head = 12;
+  c.n_kv_head = 4;
+  c.n_embd = 768;
+  c.max_seq_len = 2048;
+  return c;
+}
+
+struct Line {
+  std::string name;
+  model::ModelConfig cfg;
+  int64_t B, T;
+  int steps;
+};
+
 struct KeelResult {
-  double tokens_per_s = 0, flops_per_token = 0, first_loss = 0;
+  double tokens_per_s = 0, seconds_per_step = 0, flops_per_token = 0, first_loss = 0;
   int64_t params = 0;
 };
 
+// Random tokens below `vocab` in a temporary shard: throughput does not depend on the text.
+std::string write_shard(int64_t vocab, int64_t n) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            fmt::format("keel_bench_train_{}_{}.bin", ::getpid(), vocab))
+                               .string();
+  std::vector<int32_t> toks(static_cast<size_t>(n));
+  const Rng rng(7, 0);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = int32_t(rng.below(i, uint64_t(vocab)));
+  data::write_token_shard(path, toks, vocab);
+  return path;
+}
+
 // Warm-up step, then `steps` timed optimizer steps through the real Trainer.
-KeelResult bench_keel(backend::Backend& be, DType compute, const std::string& shard, int steps) {
-  auto m = model::make_model(gpt2_124m(compute), be);
+KeelResult bench_keel(backend::Backend& be, const Line& line, DType compute) {
+  model::ModelConfig cfg = line.cfg;
+  cfg.compute_dtype = compute;
+  const std::string shard = write_shard(cfg.vocab_size, line.B * line.T * (line.steps + 2) + 1000);
+  auto m = model::make_model(cfg, be);
   m->init(0);
   m->sync_compute_weights();
   train::TrainerOptions o;
-  o.batch_size = kB;
-  o.seq_len = kT;
-  o.steps = steps + 1;
-  o.schedule = train::LrSchedule{3e-4, 3e-5, 0, steps + 1};
+  o.batch_size = line.B;
+  o.seq_len = line.T;
+  o.steps = line.steps + 1;
+  o.schedule = train::LrSchedule{3e-4, 3e-5, 0, line.steps + 1};
   o.adamw = train::AdamWConfig{0.9, 0.95, 1e-8, 0.1};
   o.grad_clip = 1.0;
-  train::Trainer t(*m, be, data::BatchSampler(data::TokenShard::open(shard), kB, kT, 1),
-                   std::nullopt, o);
   KeelResult r;
-  r.first_loss = t.step().loss;
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!t.done()) t.step();
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.tokens_per_s = double(kB * kT * steps) / dt;
-  r.flops_per_token = m->flops_per_token(kT);
+  {
+    train::Trainer t(*m, be, data::BatchSampler(data::TokenShard::open(shard), line.B, line.T, 1),
+                     std::nullopt, o);
+    r.first_loss = t.step().loss;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!t.done()) t.step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.seconds_per_step = dt / line.steps;
+    r.tokens_per_s = double(line.B * line.T * line.steps) / dt;
+  }
+  std::filesystem::remove(shard);
+  r.flops_per_token = m->flops_per_token(line.T);
   r.params = m->num_parameters();
   return r;
 }
@@ -85,92 +130,197 @@ nlohmann::json run_json(const std::string& cmd) {
   return last;
 }
 
+struct Peaks {
+  double f32 = 0, bf16 = 0;  // FLOP/s
+  double of(DType dt) const { return dt == DType::BF16 ? bf16 : f32; }
+};
+
+struct TorchSetup {
+  std::string name, env, args;
+  DType dtype;
+};
+
+// PyTorch's tokens/s under each setup (null when a run printed nothing), and the best.
+struct TorchResult {
+  nlohmann::ordered_json tried = nlohmann::ordered_json::object();
+  std::string best;
+  DType best_dtype = DType::F32;
+  double best_tps = 0;
+};
+
+TorchResult bench_torch(const std::string& src, const Line& line,
+                        const std::vector<TorchSetup>& setups) {
+  const std::string script = src + "/tests/reference/train_torch_bench.py";
+  const model::ModelConfig c = model::resolve_config(line.cfg);
+  std::string shape = fmt::format(
+      "--arch {} --vocab {} --layers {} --heads {} --embd {} --max-seq {} --batch {} --seq {} "
+      "--steps {} --threads 2",
+      c.arch, c.vocab_size, c.n_layer, c.n_head, c.n_embd, c.max_seq_len, line.B, line.T,
+      line.steps);
+  if (c.arch == "llama")
+    shape += fmt::format(" --kv-heads {} --ffn {} --rope-theta {}", c.n_kv_head, c.ffn_hidden,
+                         c.rope_theta);
+  TorchResult r;
+  for (const TorchSetup& s : setups) {
+    std::fprintf(stderr, "[bench-train] %s: torch, %s...\n", line.name.c_str(), s.name.c_str());
+    const auto j =
+        run_json(fmt::format("env {} /usr/bin/python3 {} {} {}", s.env, script, shape, s.args));
+    if (j.is_null()) {
+      r.tried[s.name] = nullptr;
+      continue;
+    }
+    const double tps = j.value("tokens_per_s", 0.0);
+    r.tried[s.name] = tps;
+    if (tps > r.best_tps) r.best_tps = tps, r.best = s.name, r.best_dtype = s.dtype;
+  }
+  return r;
+}
+
+// keel's figures for one dtype: tokens/s, MFU against that dtype's peak, and
+// the ratio to PyTorch's best (when measured).
+void put_keel(nlohmann::ordered_json& out, const std::string& dn, const KeelResult& k, double peak,
+              const TorchResult* torch) {
+  out["keel_" + dn + "_tokens_per_s"] = k.tokens_per_s;
+  out["keel_" + dn + "_seconds_per_step"] = k.seconds_per_step;
+  out["keel_" + dn + "_mfu"] = k.flops_per_token * k.tokens_per_s / peak;
+  if (torch && torch->best_tps > 0)
+    out["ratio_keel_" + dn + "_vs_torch_best"] = k.tokens_per_s / torch->best_tps;
+}
+
+void put_torch(nlohmann::ordered_json& out, const TorchResult& t, double flops_per_token,
+               const Peaks& peaks) {
+  out["torch_setups_tokens_per_s"] = t.tried;
+  out["torch_best_setup"] = t.best;
+  out["torch_best_tokens_per_s"] = t.best_tps;
+  if (t.best_tps > 0) out["torch_best_mfu"] = flops_per_token * t.best_tps / peaks.of(t.best_dtype);
+}
+
+// One long-sequence line: keel f32 and bf16, attention's share of each step
+// and its FLOP rate against the GEMM rate of the dtype, and PyTorch.
+nlohmann::ordered_json long_line(backend::Backend& be, const Line& line, const Peaks& peaks,
+                                 const std::string& src, bool torch) {
+  const model::ModelConfig c = model::resolve_config(line.cfg);
+  nlohmann::ordered_json out;
+  out["model"] = line.name;
+  out["B"] = line.B;
+  out["T"] = line.T;
+  out["timed_steps"] = line.steps;
+  const bench::AttentionShape shape{line.B, line.T, c.n_head, c.n_kv_head, c.n_embd / c.n_head};
+  std::vector<std::pair<DType, KeelResult>> keel;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    std::fprintf(stderr, "[bench-train] %s: keel %s...\n", line.name.c_str(),
+                 std::string(dtype_name(dt)).c_str());
+    keel.emplace_back(dt, bench_keel(be, line, dt));
+  }
+  out["params"] = keel[0].second.params;
+  out["flops_per_token"] = keel[0].second.flops_per_token;
+  TorchResult tr;
+  if (torch) {
+    // The BLAS setup that wins the short line (OpenMP OpenBLAS), each attention and dtype.
+    const std::string omp =
+        "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_NUM_THREADS=2";
+    tr = bench_torch(src, line,
+                     {{"f32, sdpa", omp, "--attn sdpa --dtype f32", DType::F32},
+                      {"bf16 autocast, sdpa", omp, "--attn sdpa --dtype bf16", DType::BF16}});
+  }
+  for (const auto& [dt, k] : keel) {
+    const std::string dn(dtype_name(dt));
+    put_keel(out, dn, k, peaks.of(dt), torch ? &tr : nullptr);
+    // Attention alone at the step's shape: its time over the step's (n_layer
+    // forward and backward calls), and its FLOP rate against the GEMM rate
+    // measured just before it (on a shared machine the rate of the moment).
+    const double gemm = train::measure_gemm_gflops(be, dt, 1024, 0.5);
+    const bench::AttentionRate ar = bench::measure_attention(be, shape, dt, 0.5);
+    out["keel_" + dn + "_attention_share"] =
+        double(c.n_layer) * (ar.fwd_seconds + ar.bwd_seconds) / k.seconds_per_step;
+    out["keel_" + dn + "_gemm_gflops_beside_attention"] = gemm;
+    out["keel_" + dn + "_attention_fwd_gflops"] = ar.fwd_gflops;
+    out["keel_" + dn + "_attention_bwd_gflops"] = ar.bwd_gflops;
+    out["keel_" + dn + "_attention_fwd_vs_gemm"] = ar.fwd_gflops / gemm;
+    out["keel_" + dn + "_attention_bwd_vs_gemm"] = ar.bwd_gflops / gemm;
+  }
+  if (torch) put_torch(out, tr, keel[0].second.flops_per_token, peaks);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 3;
+  int steps = 3, long_steps = 2;
   std::string src = ".";
-  bool torch = true;
+  bool torch = true, short_line = true, long_lines = true;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
+    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) {
       steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--source-dir") && i + 1 < argc)
+    } else if (!std::strcmp(argv[i], "--long-steps") && i + 1 < argc) {
+      long_steps = std::atoi(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--source-dir") && i + 1 < argc) {
       src = argv[++i];
-    else if (!std::strcmp(argv[i], "--no-torch"))
+    } else if (!std::strcmp(argv[i], "--no-torch")) {
       torch = false;
-    else {
-      std::fprintf(stderr, "usage: %s [--steps N] [--source-dir DIR] [--no-torch]\n", argv[0]);
+    } else if (!std::strcmp(argv[i], "--short-only")) {
+      long_lines = false;
+    } else if (!std::strcmp(argv[i], "--long-only")) {
+      long_lines = true, short_line = false;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--steps N] [--long-steps N] [--source-dir DIR] [--no-torch] "
+                   "[--short-only | --long-only]\n",
+                   argv[0]);
       return 2;
     }
   }
-  // Random tokens: throughput does not depend on the text.
-  const std::string shard =
-      (std::filesystem::temp_directory_path() / fmt::format("keel_bench_train_{}.bin", ::getpid()))
-          .string();
-  std::vector<int32_t> toks(20000);
-  const Rng rng(7, 0);
-  for (size_t i = 0; i < toks.size(); ++i) toks[i] = int32_t(rng.below(i, kVocab));
-  data::write_token_shard(shard, toks, kVocab);
-
   auto be = backend::make_backend("cpu");
   be->set_threads(2);
-  const double peak = train::measure_sgemm_gflops(*be, 1024, 1.0) * 1e9;
-  const double bf16_peak = train::measure_gemm_gflops(*be, DType::BF16, 1024, 1.0) * 1e9;
-  std::fprintf(stderr, "[bench-train] GEMM peak f32 %.1f, bf16 %.1f GFLOP/s; keel f32...\n",
-               peak / 1e9, bf16_peak / 1e9);
-  const KeelResult f32 = bench_keel(*be, DType::F32, shard, steps);
-  std::fprintf(stderr, "[bench-train] keel f32 %.1f tokens/s; keel bf16...\n", f32.tokens_per_s);
-  const KeelResult bf16 = bench_keel(*be, DType::BF16, shard, steps);
-  std::fprintf(stderr, "[bench-train] keel bf16 %.1f tokens/s\n", bf16.tokens_per_s);
-  std::filesystem::remove(shard);
+  Peaks peaks;
+  peaks.f32 = train::measure_sgemm_gflops(*be, 1024, 1.0) * 1e9;
+  peaks.bf16 = train::measure_gemm_gflops(*be, DType::BF16, 1024, 1.0) * 1e9;
+  std::fprintf(stderr, "[bench-train] GEMM peak f32 %.1f, bf16 %.1f GFLOP/s\n", peaks.f32 / 1e9,
+               peaks.bf16 / 1e9);
 
   nlohmann::ordered_json out;
-  out["model"] = "gpt2-124m";
-  out["B"] = kB;
-  out["T"] = kT;
-  out["timed_steps"] = steps;
-  out["params"] = f32.params;
-  out["flops_per_token"] = f32.flops_per_token;
-  out["sgemm_peak_gflops"] = peak / 1e9;
-  out["bf16_gemm_peak_gflops"] = bf16_peak / 1e9;
-  out["keel_f32_tokens_per_s"] = f32.tokens_per_s;
-  out["keel_bf16_tokens_per_s"] = bf16.tokens_per_s;
-  out["keel_f32_mfu"] = f32.flops_per_token * f32.tokens_per_s / peak;
-  // Each dtype against its own GEMM peak (bf16 against f32's read above 100%).
-  out["keel_bf16_mfu"] = bf16.flops_per_token * bf16.tokens_per_s / bf16_peak;
-  out["keel_first_loss"] = f32.first_loss;
-  if (torch) {
-    const std::string script = src + "/tests/reference/train_torch_bench.py";
-    const std::string omp = "/usr/lib/x86_64-linux-gnu/openblas-openmp";
-    const std::vector<std::pair<std::string, std::string>> setups = {
-        {"openblas-openmp (LD_LIBRARY_PATH)", "LD_LIBRARY_PATH=" + omp + " OMP_NUM_THREADS=2"},
-        {"openblas-openmp (LD_PRELOAD)",
-         "LD_PRELOAD=" + omp + "/libopenblas.so.0:" + omp + "/libblas.so.3 OMP_NUM_THREADS=2"},
-        {"system default (openblas-pthread)", "OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2"},
-    };
-    nlohmann::ordered_json tried = nlohmann::ordered_json::object();
-    std::string best;
-    double best_tps = 0;
-    for (const auto& [name, env] : setups) {
-      std::fprintf(stderr, "[bench-train] torch, %s...\n", name.c_str());
-      const auto j = run_json(
-          fmt::format("env {} /usr/bin/python3 {} --batch {} --seq {} --steps {} --threads 2", env,
-                      script, kB, kT, steps));
-      if (j.is_null()) {
-        tried[name] = nullptr;
-        continue;
-      }
-      const double tps = j.value("tokens_per_s", 0.0);
-      tried[name] = tps;
-      if (tps > best_tps) best_tps = tps, best = name;
+  out["sgemm_peak_gflops"] = peaks.f32 / 1e9;
+  out["bf16_gemm_peak_gflops"] = peaks.bf16 / 1e9;
+  if (short_line) {
+    const Line line{"gpt2-124m", gpt2_124m(), 4, 64, steps};
+    out["model"] = line.name;
+    out["B"] = line.B;
+    out["T"] = line.T;
+    out["timed_steps"] = steps;
+    std::fprintf(stderr, "[bench-train] keel f32...\n");
+    const KeelResult f32 = bench_keel(*be, line, DType::F32);
+    std::fprintf(stderr, "[bench-train] keel f32 %.1f tokens/s; keel bf16...\n", f32.tokens_per_s);
+    const KeelResult bf16 = bench_keel(*be, line, DType::BF16);
+    std::fprintf(stderr, "[bench-train] keel bf16 %.1f tokens/s\n", bf16.tokens_per_s);
+    out["params"] = f32.params;
+    out["flops_per_token"] = f32.flops_per_token;
+    out["keel_first_loss"] = f32.first_loss;
+    TorchResult tr;
+    if (torch) {
+      const std::string omp = "/usr/lib/x86_64-linux-gnu/openblas-openmp";
+      const std::string omp_path = "LD_LIBRARY_PATH=" + omp + " OMP_NUM_THREADS=2";
+      tr = bench_torch(
+          src, line,
+          {{"f32, openblas-openmp (LD_LIBRARY_PATH)", omp_path, "", DType::F32},
+           {"f32, openblas-openmp (LD_PRELOAD)",
+            "LD_PRELOAD=" + omp + "/libopenblas.so.0:" + omp + "/libblas.so.3 OMP_NUM_THREADS=2",
+            "", DType::F32},
+           {"f32, system default (openblas-pthread)", "OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2",
+            "", DType::F32},
+           {"bf16 autocast, openblas-openmp (LD_LIBRARY_PATH)", omp_path, "--dtype bf16",
+            DType::BF16}});
     }
-    out["torch_tokens_per_s"] = best_tps;
-    out["torch_best_setup"] = best;
-    out["torch_setups_tokens_per_s"] = tried;
-    if (best_tps > 0) {
-      out["torch_mfu"] = f32.flops_per_token * best_tps / peak;
-      out["ratio_keel_f32_vs_torch"] = f32.tokens_per_s / best_tps;
-      out["ratio_keel_bf16_vs_torch"] = bf16.tokens_per_s / best_tps;
+    put_keel(out, "f32", f32, peaks.f32, torch ? &tr : nullptr);
+    put_keel(out, "bf16", bf16, peaks.bf16, torch ? &tr : nullptr);
+    out["ratio_keel_bf16_vs_f32"] = bf16.tokens_per_s / f32.tokens_per_s;
+    if (torch) put_torch(out, tr, f32.flops_per_token, peaks);
+  }
+  if (long_lines) {
+    out["long"] = nlohmann::ordered_json::array();
+    for (const Line& line : {Line{"gpt2-124m", gpt2_124m(), 1, 1024, long_steps},
+                             Line{"llama-124m", llama_124m(), 1, 2048, long_steps}}) {
+      out["long"].push_back(long_line(*be, line, peaks, src, torch));
+      std::fprintf(stderr, "%s\n", out["long"].back().dump().c_str());
     }
   }
   std::printf("%s\n", out.dump().c_str());

@@ -67,11 +67,18 @@ void AdamW::step(double lr, float grad_scale, float variance_keep) {
   a.variance_keep = variance_keep;
   a.t = t_ + 1;
   Tensor no_bf16;
+  bool all = shard_begin_ == 0 && shard_end_ == params_.size();
   for (size_t i = shard_begin_; i < shard_end_; ++i) {
     nn::Parameter& p = *params_[i];
     a.weight_decay = p.decay ? float(cfg_.weight_decay) : 0.f;
-    ops::adamw_update(be_, a, p.value, p.grad, m_[i], v_[i], no_bf16);
+    // Same rounding as the cast that sync_compute_weights would do afterwards.
+    const bool copy = p.compute.defined() && p.compute.dtype() == DType::BF16 &&
+                      p.compute.raw() != p.value.raw() && p.compute.numel() == p.value.numel() &&
+                      p.compute.is_contiguous();
+    all = all && copy;
+    ops::adamw_update(be_, a, p.value, p.grad, m_[i], v_[i], copy ? p.compute : no_bf16);
   }
+  wrote_compute_copies_ = all;
   ++t_;
 }
 

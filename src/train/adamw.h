@@ -23,10 +23,15 @@ class AdamW {
 
   // One update of every parameter at rate lr; each gradient is multiplied by
   // grad_scale first (clipping). Bias correction uses t() + 1, then t() advances.
-  // Compute copies (bf16) are NOT refreshed here: call Model::sync_compute_weights().
+  // bf16 compute copies are written in the same pass over the weights (saving
+  // Model::sync_compute_weights' separate read and write of every weight);
+  // wrote_compute_copies() says whether the last step did so for all of them.
   // variance_keep < 1 (backend::AdamWArgs): the gradient is one rank's share
   // of a larger batch and is normalised like that batch's mean would be.
   void step(double lr, float grad_scale, float variance_keep = 1.f);
+
+  // Whether the last step() also wrote every parameter's bf16 compute copy.
+  bool wrote_compute_copies() const { return wrote_compute_copies_; }
 
   // Optimizer steps taken so far.
   int64_t t() const { return t_; }
@@ -67,6 +72,7 @@ class AdamW {
   std::vector<Tensor> m_, v_;
   int64_t t_ = 0;
   size_t shard_begin_ = 0, shard_end_ = 0;  // parameters step() updates
+  bool wrote_compute_copies_ = false;
 };
 
 // sqrt of the sum over parameters of sum(grad^2), accumulated in f64 in

@@ -69,7 +69,9 @@ StepMetrics Trainer::step() {
       sync_->optimizer_step(opt_state_, m.lr, clip);
     else
       opt_state_.step(m.lr, clip);
-    model_.sync_compute_weights();
+    // Replicas may change the weights after the update (gathers, outer
+    // steps); alone, the update itself may have written the bf16 copies.
+    if (sync_ || !opt_state_.wrote_compute_copies()) model_.sync_compute_weights();
   }
   // Routing statistics of this step, then the balancing update they drive;
   // replicas first agree on the global load so their routing biases stay equal.

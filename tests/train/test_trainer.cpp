@@ -94,6 +94,24 @@ TEST(Trainer, RunsAreBitIdentical) {
   }
 }
 
+// The update writes the bf16 weights forward reads in its own pass; they must
+// be exactly the master weights rounded, as a separate cast would give.
+TEST(Trainer, Bf16ComputeWeightsAreTheRoundedMasterWeights) {
+  auto be = backend::make_backend("cpu");
+  auto m = tiny_model(*be, 5, DType::BF16);
+  Trainer t = make_trainer(*m, *be, tiny_options(4, 1, 3));
+  const std::vector<float> before = flat_params(*m);
+  while (!t.done()) t.step();
+  EXPECT_NE(before, flat_params(*m));
+  for (nn::Parameter* p : m->parameters()) {
+    ASSERT_EQ(p->compute.dtype(), DType::BF16) << p->name;
+    const std::vector<float> v = p->value.to_f32_vector();
+    const uint16_t* c = p->compute.data<uint16_t>();
+    for (size_t i = 0; i < v.size(); ++i)
+      ASSERT_EQ(c[i], f32_to_bf16(v[i])) << p->name << "[" << i << "]";
+  }
+}
+
 TEST(Trainer, ExposedStateContinuesARunBitExactly) {
   auto be = backend::make_backend("cpu");
   auto ref = tiny_model(*be);

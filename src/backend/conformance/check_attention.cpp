@@ -81,7 +81,12 @@ void check_attention(Harness& h) {
                         {1, 1, 17, 4, 1, 16, false},
                         {2, 5, 33, 2, 1, 7, false},
                         {1, 64, 64, 1, 1, 3, false},
-                        {1, 100, 100, 2, 1, 17, true}},
+                        {1, 100, 100, 2, 1, 17, true},
+                        // Several query and key tiles, the last ones partial:
+                        // grouped heads, odd head sizes, queries after past keys.
+                        {1, 150, 150, 4, 2, 48, false},
+                        {2, 40, 90, 4, 2, 20, false},
+                        {1, 130, 200, 3, 1, 19, false}},
                        {{2, 257, 257, 8, 2, 64, true}, {1, 1, 1025, 8, 8, 64, false}});
   for (DType dt : activation_dtypes(h, Kernel::Attention)) {
     const std::string dn(dtype_name(dt));

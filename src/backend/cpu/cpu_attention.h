@@ -1,176 +1,195 @@
-// Causal grouped-query attention, flash style: each query row streams over key
-// blocks with an online softmax, so no Tq x Tk matrix exists. The forward
-// saves lse; the backward recomputes probabilities from it. Forward work items
-// are (b, h, query block); backward items are (b, kv head), which own their
-// dk/dv rows outright, so query heads sharing a kv head never race.
+// Causal grouped-query attention, flash style, as tiled matrix products: per
+// (query block of kTileQ rows) x (key block of kTileK keys) the scores
+// S^T = K Q^T (queries along the vector lanes, so the softmax statistics of
+// all rows update with plain vector ops), an online softmax on the tile, and
+// O += P V, both through tile_gemm's register-blocked kernel. No Tq x Tk
+// matrix exists; key blocks wholly in a row block's future are skipped and
+// only blocks that cross the diagonal are masked. The forward saves lse; the
+// backward recomputes P from it. Forward work items are (b, h, query block);
+// backward items are (b, kv head), which own their dk/dv rows outright, so
+// query heads sharing a kv head never race and every sum has a fixed order.
 #pragma once
+#include <cfloat>
+#include <type_traits>
+
+#include "backend/cpu/cpu_attention_rows.h"
+#include "backend/cpu/cpu_tile_gemm.h"
 #include "backend/cpu/simd.h"
 
 namespace keel::backend::cpu::KEEL_CPU_ISA {
 
-inline constexpr int64_t kKeyBlock = 64;
-inline constexpr int64_t kQueryBlock = 16;
+inline constexpr int64_t kTileQ = 64;
+inline constexpr int64_t kTileK = 64;
+// Below this many query rows the forward takes the row-at-a-time path.
+inline constexpr int64_t kTiledMinQueries = 16;
 
-// dot(a[0..n), b[0..n)) with a in f32 and b in storage type T.
-template <class S, class T>
-inline float dot_row(const float* a, const T* b, int64_t n) {
-  auto acc0 = S::zero(), acc1 = S::zero();
-  int64_t d = 0;
-  for (; d + 2 * S::W <= n; d += 2 * S::W) {
-    acc0 = S::fma(S::load(a + d), S::load(b + d), acc0);
-    acc1 = S::fma(S::load(a + d + S::W), S::load(b + d + S::W), acc1);
-  }
-  for (; d + S::W <= n; d += S::W) acc0 = S::fma(S::load(a + d), S::load(b + d), acc0);
-  float s = S::hsum(S::add(acc0, acc1));
-  float t = 0.f;
-  for (; d < n; ++d) t = std::fma(a[d], Scalar::load(b + d), t);
-  return s + t;
-}
-
-// out[0..n) = f32(row) * scale
-template <class S, class T>
-inline void load_row(const T* row, float scale, float* out, int64_t n) {
-  vec_loop<S>(0, n, [&](auto l, int64_t d) {
-    using L = decltype(l);
-    L::store(out + d, L::mul(L::load(row + d), L::set1(scale)));
-  });
-}
-
-// y[0..n) += alpha * x[0..n), both f32, or T for x.
-template <class S, class X>
-inline void axpy(float alpha, const X* x, float* y, int64_t n) {
-  vec_loop<S>(0, n, [&](auto l, int64_t d) {
-    using L = decltype(l);
-    L::store(y + d, L::fma(L::set1(alpha), L::load(x + d), L::load(y + d)));
-  });
-}
-
-// p[0..n) = exp(s[0..n) - m) in place
-template <class S>
-inline void exp_shifted(float* p, int64_t n, float m) {
-  vec_loop<S>(0, n, [&](auto l, int64_t j) {
-    using L = decltype(l);
-    L::store(p + j, exp_v<L>(L::sub(L::load(p + j), L::set1(m))));
-  });
-}
-
-// acc[0..HS) += sum_{j < jn} p[j] * row_j, row_j = base + j * stride (storage
-// type T). Four vectors of acc stay in registers over all j; same fma order
-// per element as one axpy per key.
-template <class S, class T>
-inline void weighted_rows(const float* p, int64_t jn, const T* base, int64_t stride, float* acc,
-                          int64_t HS) {
-  int64_t d0 = 0;
-  for (; d0 + 4 * S::W <= HS; d0 += 4 * S::W) {
-    auto a0 = S::load(acc + d0), a1 = S::load(acc + d0 + S::W);
-    auto a2 = S::load(acc + d0 + 2 * S::W), a3 = S::load(acc + d0 + 3 * S::W);
-    for (int64_t j = 0; j < jn; ++j) {
-      auto pj = S::set1(p[j]);
-      const T* r = base + j * stride + d0;
-      a0 = S::fma(pj, S::load(r), a0);
-      a1 = S::fma(pj, S::load(r + S::W), a1);
-      a2 = S::fma(pj, S::load(r + 2 * S::W), a2);
-      a3 = S::fma(pj, S::load(r + 3 * S::W), a3);
+// Per-thread f32 scratch that outlives a kernel call, grown when a call needs
+// more. Freshly allocated large buffers cost a page fault per 4 KiB on every
+// call (measured: in a VM, more time than the arithmetic of a T=256 backward).
+struct TileScratch {
+  float* p = nullptr;
+  int64_t n = 0;
+  TileScratch() = default;
+  TileScratch(const TileScratch&) = delete;
+  TileScratch& operator=(const TileScratch&) = delete;
+  ~TileScratch() { std::free(p); }
+  // Consecutive pieces of the given sizes, each 64-byte aligned.
+  template <size_t N>
+  void carve(const int64_t (&sizes)[N], float* (&out)[N]) {
+    int64_t total = 0;
+    for (int64_t s : sizes) total += (s + 15) / 16 * 16;
+    if (total > n) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, size_t(total) * sizeof(float)));
+      n = total;
     }
-    S::store(acc + d0, a0);
-    S::store(acc + d0 + S::W, a1);
-    S::store(acc + d0 + 2 * S::W, a2);
-    S::store(acc + d0 + 3 * S::W, a3);
+    int64_t off = 0;
+    for (size_t i = 0; i < N; ++i) out[i] = p + off, off += (sizes[i] + 15) / 16 * 16;
   }
-  if (d0 < HS)
-    for (int64_t j = 0; j < jn; ++j) axpy<S>(p[j], base + j * stride + d0, acc + d0, HS - d0);
+};
+inline TileScratch& tile_scratch() {
+  thread_local TileScratch s;
+  return s;
 }
 
-// Keys a query row t may see: 0..Tk-Tq+t.
-inline int64_t visible_keys(const AttentionArgs& a, int64_t t) {
-  return imax(0, imin(a.Tk, a.Tk - a.Tq + t + 1));
-}
-
-// Kt[d, j] = f32(K[j0 + j, d]) for j < jn, 0 for jn <= j < kKeyBlock: keys
-// along the vector lanes, so scores need no horizontal sums.
+// Rows [0, n) of a (rows x HS) matrix in storage type T, as f32 rows with a
+// row stride: T = float is used in place, 16-bit types are widened into buf.
+struct F32Rows {
+  const float* p;
+  int64_t ld;
+};
 template <class S, class T>
-inline void transpose_block(const T* base, int64_t row_stride, int64_t jn, int64_t HS, float* Kt) {
-  for (int64_t j = 0; j < jn; ++j) {
-    const T* row = base + j * row_stride;
-    for (int64_t d = 0; d < HS; ++d) Kt[d * kKeyBlock + j] = Scalar::load(row + d);
+inline F32Rows f32_rows(const T* base, int64_t row_stride, int64_t n, int64_t HS, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    (void)n, (void)HS, (void)buf;
+    return {base, row_stride};
+  } else {
+    for (int64_t j = 0; j < n; ++j) load_row<S>(base + j * row_stride, 1.f, buf + j * HS, HS);
+    return {buf, HS};
   }
-  for (int64_t j = jn; j < kKeyBlock; ++j)
-    for (int64_t d = 0; d < HS; ++d) Kt[d * kKeyBlock + j] = 0.f;
 }
 
-// s[j] = sum_d q[d] Kt[d, j] for all kKeyBlock lanes of a transposed block.
-template <class S>
-inline void block_scores(const float* q, const float* Kt, int64_t HS, float scale, float* s) {
-  constexpr int kG = int(kKeyBlock / S::W);
-  typename S::V acc[kG];
-  for (int g = 0; g < kG; ++g) acc[g] = S::zero();
-  for (int64_t d = 0; d < HS; ++d) {
-    auto qd = S::set1(q[d]);
-    const float* kr = Kt + d * kKeyBlock;
-    for (int g = 0; g < kG; ++g) acc[g] = S::fma(qd, S::load(kr + g * S::W), acc[g]);
+// First query lane of row block t0 that may see key `key`: lanes below it are
+// masked (row t sees keys < Tk - Tq + t + 1).
+inline int64_t first_seeing_lane(const AttentionArgs& a, int64_t t0, int64_t key) {
+  return key - (a.Tk - a.Tq) - t0;
+}
+
+// Lanes r < first_seeing_lane of each key row j of a (jb x ld) tile get value
+// x; returns whether any lane was masked.
+inline bool mask_tile(const AttentionArgs& a, int64_t t0, int64_t j0, int64_t jb, int64_t nq,
+                      float* tile, int64_t ld, float x) {
+  bool any = false;
+  for (int64_t j = 0; j < jb; ++j) {
+    const int64_t lim = imin(imax(first_seeing_lane(a, t0, j0 + j), 0), nq);
+    for (int64_t r = 0; r < lim; ++r) tile[j * ld + r] = x;
+    any |= lim > 0;
   }
-  for (int g = 0; g < kG; ++g) S::store(s + g * S::W, S::mul(acc[g], S::set1(scale)));
+  return any;
+}
+
+// Whether a key block [j0, j0 + jb) is visible to every row of the block at t0.
+inline bool tile_unmasked(const AttentionArgs& a, int64_t t0, int64_t j0, int64_t jb) {
+  return first_seeing_lane(a, t0, j0 + jb - 1) <= 0;
 }
 
 template <class S, class T>
-void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o, float* lse,
-                     int threads) {
+void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o,
+                         float* lse, int threads) {
   const int64_t HS = a.HS, group = a.NH / a.NKV;
-  const int64_t nqb = (a.Tq + kQueryBlock - 1) / kQueryBlock;
+  const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
   parallel_items(a.B * a.NH * nqb, threads, [&](int64_t item) {
-    int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
-    int64_t kvh = h / group;
-    int64_t t0 = qb * kQueryBlock, nq = imin(a.Tq - t0, kQueryBlock);
+    const int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
+    const int64_t kvh = h / group;
+    const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
     const T* kb = k + b * a.kv_batch_stride + kvh * HS;
     const T* vb = v + b * a.kv_batch_stride + kvh * HS;
-    Buf<float> qs(nq * HS), acc(nq * HS), Kt(nq > 1 ? HS * kKeyBlock : 1);
-    float m[kQueryBlock], l[kQueryBlock];
-    alignas(64) float s[kKeyBlock];
+    // Qt (HS x kTileQ): scaled queries, rows along the lanes. acc (nq x HS).
+    float* buf[5];
+    tile_scratch().carve({HS * kTileQ, kTileQ * HS, kTileK * kTileQ, kTileK * HS, kTileK * HS},
+                         buf);
+    float *Qt = buf[0], *acc = buf[1], *st = buf[2], *kbuf = buf[3], *vbuf = buf[4];
+    alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ], bm[kTileQ];
     for (int64_t r = 0; r < nq; ++r) {
-      load_row<S>(q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS, 1.f, qs.p + r * HS,
-                  HS);
-      for (int64_t d = 0; d < HS; ++d) acc[r * HS + d] = 0.f;
-      m[r] = -INFINITY;
+      const T* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
+      for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * a.scale;
+      m[r] = -FLT_MAX;
       l[r] = 0.f;
     }
-    int64_t nk_max = visible_keys(a, t0 + nq - 1);
-    // One query row (decode): a dot per key beats transposing the block
-    // for a single use (measured: the transpose was most of a decode
-    // step's attention time).
-    const bool direct = nq == 1;
-    for (int64_t j0 = 0; j0 < nk_max; j0 += kKeyBlock) {
-      if (!direct)
-        transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, imin(nk_max - j0, kKeyBlock),
-                           HS, Kt.p);
-      for (int64_t r = 0; r < nq; ++r) {
-        int64_t jn = imin(visible_keys(a, t0 + r) - j0, kKeyBlock);
-        if (jn <= 0) continue;
-        if (direct)
-          for (int64_t j = 0; j < jn; ++j)
-            s[j] = dot_row<S>(qs.p, kb + (j0 + j) * a.kv_row_stride, HS) * a.scale;
-        else
-          block_scores<S>(qs.p + r * HS, Kt.p, HS, a.scale, s);
-        float bm = -INFINITY;
-        for (int64_t j = 0; j < jn; ++j) bm = Scalar::max(bm, s[j]);
-        float m_new = Scalar::max(m[r], bm);
-        float corr = exp_v<Scalar>(m[r] - m_new);
-        float* ar = acc.p + r * HS;
-        if (corr != 1.f) {
-          l[r] *= corr;
-          for (int64_t d = 0; d < HS; ++d) ar[d] *= corr;
-        }
-        exp_shifted<S>(s, jn, m_new);
-        for (int64_t j = 0; j < jn; ++j) l[r] += s[j];
-        weighted_rows<S>(s, jn, vb + j0 * a.kv_row_stride, a.kv_row_stride, ar, HS);
-        m[r] = m_new;
+    for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
+    const int64_t nk = visible_keys(a, t0 + nq - 1);
+    for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
+      const int64_t jb = imin(nk - j0, kTileK);
+      const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
+      // st[j, r] = scale q_r . k_j
+      tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false);
+      const bool masked =
+          !tile_unmasked(a, t0, j0, jb) && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
+      vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+        using L = decltype(ll);
+        auto x = L::set1(-INFINITY);
+        for (int64_t j = 0; j < jb; ++j) x = L::max(x, L::load(st + j * kTileQ + r));
+        L::store(bm + r, x);
+      });
+      // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
+      // (all its lanes masked to -inf) still has corr = exp(0) = 1.
+      vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+        using L = decltype(ll);
+        const auto m_old = L::load(m + r), m_new = L::max(m_old, L::load(bm + r));
+        L::store(corr + r, exp_v<L>(L::sub(m_old, m_new)));
+        L::store(m + r, m_new);
+      });
+      bool rescale = false;
+      for (int64_t r = 0; r < nq; ++r) rescale |= corr[r] != 1.f;
+      if (masked) {
+        for (int64_t j = 0; j < jb; ++j)
+          vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+            using L = decltype(ll);
+            float* p = st + j * kTileQ + r;
+            L::store(p, exp_v<L>(L::sub(L::load(p), L::load(m + r))));
+          });
+        mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
+        // l = l * corr + column sums of P^T, summed in key order.
+        vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+          using L = decltype(ll);
+          auto s = L::mul(L::load(l + r), L::load(corr + r));
+          for (int64_t j = 0; j < jb; ++j) s = L::add(s, L::load(st + j * kTileQ + r));
+          L::store(l + r, s);
+        });
+      } else {
+        // The same values and summation order in one pass over the tile.
+        vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+          using L = decltype(ll);
+          const auto sh = L::load(m + r);
+          auto s = L::mul(L::load(l + r), L::load(corr + r));
+          for (int64_t j = 0; j < jb; ++j) {
+            float* p = st + j * kTileQ + r;
+            const auto e = exp_v<L>(L::sub(L::load(p), sh));
+            L::store(p, e);
+            s = L::add(s, e);
+          }
+          L::store(l + r, s);
+        });
       }
+      if (rescale)
+        for (int64_t r = 0; r < nq; ++r) {
+          if (corr[r] == 1.f) continue;
+          float* ar = acc + r * HS;
+          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+            using L = decltype(ll);
+            L::store(ar + d, L::mul(L::load(ar + d), L::set1(corr[r])));
+          });
+        }
+      const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
+      // acc[r, :] += sum_j P[r, j] v_j, P[r, j] read from st[j, r].
+      tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true);
     }
     for (int64_t r = 0; r < nq; ++r) {
-      int64_t t = t0 + r;
-      bool any = visible_keys(a, t) > 0;
+      const int64_t t = t0 + r;
+      const bool any = visible_keys(a, t) > 0;
       T* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
-      float inv = any ? 1.f / l[r] : 0.f;
-      const float* ar = acc.p + r * HS;
+      const float inv = any ? 1.f / l[r] : 0.f;
+      const float* ar = acc + r * HS;
       vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
         using L = decltype(ll);
         L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
@@ -180,78 +199,112 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
   });
 }
 
-// With p = exp(scale q.k - lse), D = dout.o:
-// dv_j += p_j dout, ds_j = p_j (dout.v_j - D), dq += scale ds_j k_j, dk_j += scale ds_j q.
-// Outer loop over key blocks (dk/dv of the block stay in f32 locals), inner
-// over every query of the kv head's group; dq sums in an f32 buffer.
+// With P = exp(S - lse), S = scale Q K^T, D = rowsum(dO * O):
+// dV += P^T dO, dP = dO V^T, dS = P * (dP - D), dQ += scale dS K,
+// dK += scale dS^T Q. Per (b, kv head): every query block of every head of the
+// group in order, each over its visible key blocks; dK and dV sum in f32 over
+// the whole head, dQ per query block.
 template <class S, class T>
 void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T* k, const T* v,
                      const T* o, const float* lse, T* dq, T* dk, T* dv, int threads) {
-  const int64_t HS = a.HS, group = a.NH / a.NKV;
+  const int64_t HS = a.HS, group = a.NH / a.NKV, Tk = a.Tk;
+  const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
   parallel_items(a.B * a.NKV, threads, [&](int64_t item) {
-    int64_t kvh = item % a.NKV, b = item / a.NKV;
-    int64_t kv_off = b * a.kv_batch_stride + kvh * HS;
-    const T* kb = k + kv_off;
-    const T* vb = v + kv_off;
-    const int64_t rows = group * a.Tq;  // (head in group, t)
-    Buf<float> dq_acc(rows * HS), D(rows), Kt(HS * kKeyBlock), Vt(HS * kKeyBlock);
-    Buf<float> dk_blk(kKeyBlock * HS), dv_blk(kKeyBlock * HS), qrow(HS), drow(HS);
-    alignas(64) float p[kKeyBlock];
-    alignas(64) float dp[kKeyBlock];
-    for (int64_t i = 0; i < rows * HS; ++i) dq_acc[i] = 0.f;
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t h = kvh * group + r / a.Tq, t = r % a.Tq;
-      int64_t o_off = ((b * a.Tq + t) * a.NH + h) * HS;
-      load_row<S>(dout + o_off, 1.f, drow.p, HS);
-      D[r] = dot_row<S>(drow.p, o + o_off, HS);
+    const int64_t kvh = item % a.NKV, b = item / a.NKV;
+    const int64_t kv_off = b * a.kv_batch_stride + kvh * HS;
+    // Kf, Vf, dKf, dVf: (Tk x HS) f32. Qs, dOr, dQa: (kTileQ x HS) rows;
+    // Qt, dOt: (HS x kTileQ) with queries along the lanes; st, dpt: (kTileK x kTileQ).
+    float* buf[11];
+    tile_scratch().carve({Tk * HS, Tk * HS, Tk * HS, Tk * HS, kTileQ * HS, kTileQ * HS, kTileQ * HS,
+                          HS * kTileQ, HS * kTileQ, kTileK * kTileQ, kTileK * kTileQ},
+                         buf);
+    float *Kf = buf[0], *Vf = buf[1], *dKf = buf[2], *dVf = buf[3], *Qs = buf[4], *dOr = buf[5],
+          *dQa = buf[6], *Qt = buf[7], *dOt = buf[8], *st = buf[9], *dpt = buf[10];
+    alignas(64) float lr[kTileQ], Dr[kTileQ];
+    for (int64_t j = 0; j < Tk; ++j) {
+      load_row<S>(k + kv_off + j * a.kv_row_stride, 1.f, Kf + j * HS, HS);
+      load_row<S>(v + kv_off + j * a.kv_row_stride, 1.f, Vf + j * HS, HS);
     }
-    for (int64_t j0 = 0; j0 < a.Tk; j0 += kKeyBlock) {
-      int64_t jb = imin(a.Tk - j0, kKeyBlock);
-      transpose_block<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, Kt.p);
-      transpose_block<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, Vt.p);
-      for (int64_t i = 0; i < kKeyBlock * HS; ++i) dk_blk[i] = dv_blk[i] = 0.f;
-      for (int64_t r = 0; r < rows; ++r) {
-        int64_t h = kvh * group + r / a.Tq, t = r % a.Tq;
-        int64_t jn = imin(visible_keys(a, t) - j0, jb);
-        if (jn <= 0) continue;
-        int64_t q_off = b * a.q_batch_stride + t * a.q_row_stride + h * HS;
-        int64_t o_off = ((b * a.Tq + t) * a.NH + h) * HS;
-        load_row<S>(q + q_off, 1.f, qrow.p, HS);
-        load_row<S>(dout + o_off, 1.f, drow.p, HS);
-        block_scores<S>(qrow.p, Kt.p, HS, a.scale, p);
-        exp_shifted<S>(p, jn, lse[(b * a.NH + h) * a.Tq + t]);
-        block_scores<S>(drow.p, Vt.p, HS, 1.f, dp);
-        float* dqa = dq_acc.p + r * HS;
-        for (int64_t j = 0; j < jn; ++j) {
-          float ds = p[j] * (dp[j] - D[r]);
-          axpy<S>(p[j], drow.p, dv_blk.p + j * HS, HS);
-          axpy<S>(ds, qrow.p, dk_blk.p + j * HS, HS);
-          dp[j] = ds;
+    for (int64_t i = 0; i < Tk * HS; ++i) dKf[i] = dVf[i] = 0.f;
+    for (int64_t hg = 0; hg < group; ++hg) {
+      const int64_t h = kvh * group + hg;
+      for (int64_t qb = 0; qb < nqb; ++qb) {
+        const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
+        const int64_t nk = visible_keys(a, t0 + nq - 1);
+        if (nk <= 0) continue;
+        for (int64_t r = 0; r < nq; ++r) {
+          const int64_t t = t0 + r;
+          const int64_t q_off = b * a.q_batch_stride + t * a.q_row_stride + h * HS;
+          const int64_t o_off = ((b * a.Tq + t) * a.NH + h) * HS;
+          float* qs = Qs + r * HS;
+          float* dor = dOr + r * HS;
+          load_row<S>(q + q_off, a.scale, qs, HS);
+          load_row<S>(dout + o_off, 1.f, dor, HS);
+          for (int64_t d = 0; d < HS; ++d) {
+            Qt[d * kTileQ + r] = qs[d];
+            dOt[d * kTileQ + r] = dor[d];
+          }
+          Dr[r] = dot_row<S>(dor, o + o_off, HS);
+          lr[r] = lse[(b * a.NH + h) * a.Tq + t];
         }
-        weighted_rows<S>(dp, jn, kb + j0 * a.kv_row_stride, a.kv_row_stride, dqa, HS);
-      }
-      for (int64_t j = 0; j < jb; ++j) {
-        T* dkr = dk + kv_off + (j0 + j) * a.kv_row_stride;
-        T* dvr = dv + kv_off + (j0 + j) * a.kv_row_stride;
-        const float* dka = dk_blk.p + j * HS;
-        const float* dva = dv_blk.p + j * HS;
-        vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-          using Lt = decltype(ll);
-          Lt::store(dkr + d, Lt::fma(Lt::set1(a.scale), Lt::load(dka + d), Lt::load(dkr + d)));
-          Lt::store(dvr + d, Lt::add(Lt::load(dva + d), Lt::load(dvr + d)));
-        });
+        for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
+        for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
+          const int64_t jb = imin(nk - j0, kTileK);
+          const float* Kj = Kf + j0 * HS;
+          const float* Vj = Vf + j0 * HS;
+          tile_gemm<S>(jb, nq, HS, Kj, HS, 1, Qt, kTileQ, st, kTileQ, false);    // S^T
+          tile_gemm<S>(jb, nq, HS, Vj, HS, 1, dOt, kTileQ, dpt, kTileQ, false);  // dP^T
+          for (int64_t j = 0; j < jb; ++j)
+            vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+              using L = decltype(ll);
+              float* p = st + j * kTileQ + r;
+              L::store(p, exp_v<L>(L::sub(L::load(p), L::load(lr + r))));
+            });
+          if (!tile_unmasked(a, t0, j0, jb)) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
+          for (int64_t j = 0; j < jb; ++j)
+            vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+              using L = decltype(ll);
+              float* ds = dpt + j * kTileQ + r;
+              const auto p = L::load(st + j * kTileQ + r);
+              L::store(ds, L::mul(p, L::sub(L::load(ds), L::load(Dr + r))));
+            });
+          // dV[j] += sum_r P[r, j] dO[r]; dK[j] += sum_r dS[r, j] (scale q_r).
+          tile_gemm<S>(jb, HS, nq, st, kTileQ, 1, dOr, HS, dVf + j0 * HS, HS, true);
+          tile_gemm<S>(jb, HS, nq, dpt, kTileQ, 1, Qs, HS, dKf + j0 * HS, HS, true);
+          // dQ[r] += sum_j dS[r, j] k_j
+          tile_gemm<S>(nq, HS, jb, dpt, 1, kTileQ, Kj, HS, dQa, HS, true);
+        }
+        for (int64_t r = 0; r < nq; ++r) {
+          T* dqr = dq + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
+          const float* dqa = dQa + r * HS;
+          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+            using L = decltype(ll);
+            L::store(dqr + d, L::fma(L::set1(a.scale), L::load(dqa + d), L::load(dqr + d)));
+          });
+        }
       }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t h = kvh * group + r / a.Tq, t = r % a.Tq;
-      T* dqr = dq + b * a.q_batch_stride + t * a.q_row_stride + h * HS;
-      const float* dqa = dq_acc.p + r * HS;
+    for (int64_t j = 0; j < Tk; ++j) {
+      T* dkr = dk + kv_off + j * a.kv_row_stride;
+      T* dvr = dv + kv_off + j * a.kv_row_stride;
+      const float* dka = dKf + j * HS;
+      const float* dva = dVf + j * HS;
       vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-        using Lt = decltype(ll);
-        Lt::store(dqr + d, Lt::fma(Lt::set1(a.scale), Lt::load(dqa + d), Lt::load(dqr + d)));
+        using L = decltype(ll);
+        L::store(dkr + d, L::add(L::load(dka + d), L::load(dkr + d)));
+        L::store(dvr + d, L::add(L::load(dva + d), L::load(dvr + d)));
       });
     }
   });
+}
+
+template <class S, class T>
+void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o, float* lse,
+                     int threads) {
+  if (a.Tq < kTiledMinQueries)
+    attention_fwd_rows<S>(a, q, k, v, o, lse, threads);
+  else
+    attention_fwd_tiled<S>(a, q, k, v, o, lse, threads);
 }
 
 template <class S>
