@@ -133,7 +133,8 @@ def main():
     for name, period, w, p, e in (("crash_every_100", 100, wall, prod, ev),
                                   ("crash_every_30", 30, wall30, prod30, ev30)):
         restart = mean_restart(e)
-        e_step = base["step_s"] + base["checkpoint_s"] / a.every
+        e_step = base["step_s"] + base["checkpoint_s"] / a.every + (
+            base["snapshot_s"] / a.snapshot_every if a.snapshot_every > 0 else 0.0)
         kills_planned = kills_every(period).count("kill")
         redo = (a.snapshot_every if a.snapshot_every > 0 else min(a.every, period)) / 2
         between = a.steps / kills_planned * e_step + restart + redo * e_step
@@ -169,7 +170,7 @@ def main():
 
 
 def snapshot_stall(run):
-    """Median seconds a step waited for its in-memory snapshot (0 without them)."""
+    """Mean seconds a step waited for its in-memory snapshot (0 without them)."""
     v = []
     with open(os.path.join(run, "metrics.jsonl")) as f:
         for x in f:
@@ -177,8 +178,7 @@ def snapshot_stall(run):
                 m = json.loads(x)
                 if "snapshot_stall_s" in m:
                     v.append(m["snapshot_stall_s"])
-    v.sort()
-    return round(v[len(v) // 2], 6) if v else 0.0
+    return round(sum(v) / len(v), 6) if v else 0.0
 
 
 def plan(keel, args):

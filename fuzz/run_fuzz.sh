@@ -23,6 +23,7 @@ SRCS=(src/core/dtype.cpp src/core/shape.cpp src/core/tensor.cpp src/core/arena.c
       src/data/tokenizer.cpp src/data/tokenizer_io.cpp src/data/pretokenizer.cpp
       src/data/byte_unicode.cpp src/data/file_util.cpp
       src/serve/openai_request.cpp src/serve/openai_error.cpp src/serve/chat_template.cpp
+      src/serve/json_schema.cpp src/serve/json_grammar.cpp
       src/store/hf_config.cpp src/io/gguf_kquants.cpp)
 TARGETS=(gguf safetensors http_request tokenizer config chat_template hf_files)
 FLAGS=(-std=c++20 -O1 -g -Isrc -fno-omit-frame-pointer -DFMT_SHARED -DTOML_HEADER_ONLY=0
@@ -34,7 +35,9 @@ LIBS=(-lfmt -ltomlplusplus)
 objs=()
 for s in "${SRCS[@]}"; do
   o="$WORK/$(basename "${s%.cpp}").o"
-  if [ ! -f "$o" ] || [ "$s" -nt "$o" ]; then
+  # Headers count too: a struct that grew (a config field) must not meet
+  # objects compiled against its old layout.
+  if [ ! -f "$o" ] || [ "$s" -nt "$o" ] || [ -n "$(find src -name '*.h' -newer "$o" -print -quit)" ]; then
     "$CXX" "${FLAGS[@]}" "${SAN[@]}" -fsanitize=fuzzer-no-link -c "$s" -o "$o"
   fi
   objs+=("$o")

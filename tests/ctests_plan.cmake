@@ -9,7 +9,7 @@ add_test(NAME plan_cluster_simulated
                  $<TARGET_FILE:keel> plan --chips 16384 --mtbf-hours 50680 --step-s 4 --restart-s 300
                  --checkpoint-s 60 --snapshot-s 0.5 --steps 20000 --simulate --runs 100)
 add_test(NAME plan_from_run
-         COMMAND ${_ex} 0 "from .*run_faulty: [0-9]+ steps of median [0-9.]+ s, 1 chip\\(s\\), 1 fault\\(s\\)"
+         COMMAND ${_ex} 0 "from .*run_faulty: [0-9]+ steps of mean [0-9.]+ s, 1 chip\\(s\\), 1 fault\\(s\\)"
                  $<TARGET_FILE:keel> plan --from-run ${CMAKE_CURRENT_BINARY_DIR}/report_cli/run_faulty
                  --checkpoint-s 0.5)
 set_tests_properties(plan_from_run PROPERTIES FIXTURES_REQUIRED report_faulty)

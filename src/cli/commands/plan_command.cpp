@@ -52,10 +52,26 @@ RunInputs read_run_inputs(const std::string& dir) {
   const auto col = run.columns.find("step_seconds");
   if (col == run.columns.end() || run.step.empty())
     fail("plan --from-run {}: metrics.jsonl has no step_seconds", dir);
+  // The mean, not the median: productive time is the sum of the steps.
   std::vector<double> steps;
   for (size_t i = 0; i < col->second.size(); ++i)
     if (!run.skipped[i] && std::isfinite(col->second[i])) steps.push_back(col->second[i]);
-  in.step_s = median(steps);
+  if (steps.empty()) fail("plan --from-run {}: metrics.jsonl has no timed step", dir);
+  double sum = 0;
+  for (double x : steps) sum += x;
+  in.step_s = sum / double(steps.size());
+  // Seconds of steps (and of their snapshot stalls) recorded for steps in (a, b].
+  const auto snap_col = run.columns.find("snapshot_stall_s");
+  const auto recorded = [&](int64_t a, int64_t b) {
+    double t = 0;
+    for (size_t i = 0; i < run.step.size(); ++i) {
+      if (run.step[i] <= a || run.step[i] > b) continue;
+      if (std::isfinite(col->second[i])) t += col->second[i];
+      if (snap_col != run.columns.end() && std::isfinite(snap_col->second[i]))
+        t += snap_col->second[i];
+    }
+    return t;
+  };
   const resilience::Goodput g = run.goodput();
   in.steps = g.final_step;
   if (const std::string e = run.config_value("checkpoint.every"); !e.empty())
@@ -68,32 +84,36 @@ RunInputs read_run_inputs(const std::string& dir) {
     std::vector<double> v;
     for (double x : sc->second)
       if (std::isfinite(x)) v.push_back(x);
-    if (!v.empty()) in.snapshot_s = median(v);
+    double t = 0;
+    for (double x : v) t += x;
+    if (!v.empty()) in.snapshot_s = t / double(v.size());
   }
   int64_t world = 0;
   for (const auto& e : run.events) world = std::max(world, e.world_size);
   if (world > 0) in.chips = world;
   // Checkpoint stall: the time between consecutive checkpoints k steps
-  // apart, less k steps (median, so a restart between them does not count).
+  // apart, less the steps and snapshot stalls recorded between them (what
+  // is left is the save and the loop's own bookkeeping); the median, so a
+  // restart between them does not count.
   std::vector<double> stalls;
   const resilience::GoodputEvent* prev = nullptr;
   for (const auto& e : run.events) {
     if (e.event == "fault" || e.event == "restart") prev = nullptr;
     if (e.event != "checkpoint") continue;
     if (prev && in.checkpoint_every && e.step - prev->step == *in.checkpoint_every)
-      stalls.push_back(
-          std::max(0.0, e.time - prev->time - double(*in.checkpoint_every) * *in.step_s));
+      stalls.push_back(std::max(0.0, e.time - prev->time - recorded(prev->step, e.step)));
     prev = &e;
   }
   if (!stalls.empty()) in.checkpoint_s = median(stalls);
-  // Start-up: from the first start to the first checkpoint, less its steps and stall.
+  // Start-up: from the first start to the first checkpoint, less its
+  // recorded steps and snapshot stalls and a checkpoint's stall.
   const auto first = std::find_if(run.events.begin(), run.events.end(),
                                   [](const auto& e) { return e.event == "start"; });
   const auto ck = std::find_if(run.events.begin(), run.events.end(),
                                [](const auto& e) { return e.event == "checkpoint"; });
   if (first != run.events.end() && ck != run.events.end() && ck->step > 0)
-    in.startup_s = std::max(0.0, ck->time - first->time - double(ck->step) * *in.step_s -
-                                     in.checkpoint_s.value_or(0.0));
+    in.startup_s = std::max(
+        0.0, ck->time - first->time - recorded(0, ck->step) - in.checkpoint_s.value_or(0.0));
   // Restart: each fault's injection (or detection) to the next resume.
   std::vector<double> restarts;
   int64_t faults = 0;
@@ -123,8 +143,8 @@ RunInputs read_run_inputs(const std::string& dir) {
   if (faults > 0 && g.wall_s > 0)
     in.mtbf_chip_s = g.wall_s * double(in.chips.value_or(1)) / double(faults);
   in.notes.push_back(
-      fmt::format("from {}: {} steps of median {:.4f} s, {} chip(s), {} fault(s) over {:.1f} s",
-                  dir, g.final_step, *in.step_s, in.chips.value_or(1), faults, g.wall_s));
+      fmt::format("from {}: {} steps of mean {:.4f} s, {} chip(s), {} fault(s) over {:.1f} s", dir,
+                  g.final_step, *in.step_s, in.chips.value_or(1), faults, g.wall_s));
   return in;
 }
 
