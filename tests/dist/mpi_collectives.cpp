@@ -121,6 +121,37 @@ TEST(MpiCommunicator, AllgatherAllgathervBroadcastBarrier) {
   c.barrier();
 }
 
+// Exchanges around the ring (what in-memory snapshots use): each rank sends
+// to rank+1 and receives from rank-1, messages of different sizes per rank,
+// two in flight at once, completed in either order, while a collective runs.
+TEST(MpiCommunicator, RingExchangesDeliverExactBytesWhileCollectivesRun) {
+  Communicator& c = world().comm();
+  c.set_timeout(30);
+  const int N = c.size(), me = c.rank(), next = (me + 1) % N, prev = (me + N - 1) % N;
+  auto bytes_of = [](int r, int round) {
+    std::vector<std::byte> v(size_t(100000 + 1000 * r + round));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = std::byte((i * 7 + size_t(r) * 13 + size_t(round)) & 0xff);
+    return v;
+  };
+  auto first = c.start_exchange(bytes_of(me, 0), next, bytes_of(prev, 0).size(), prev);
+  auto second = c.start_exchange(bytes_of(me, 1), next, bytes_of(prev, 1).size(), prev);
+  std::vector<float> v(1001);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = input(me, i);
+  c.allreduce_sum(v);  // progresses the exchanges too
+  EXPECT_TRUE(same_bits(v, expected_sum(N, v.size())));
+  second->wait();
+  first->wait();
+  EXPECT_TRUE(first->test());
+  const auto a = first->received(), b = second->received();
+  const auto want_a = bytes_of(prev, 0), want_b = bytes_of(prev, 1);
+  ASSERT_EQ(a.size(), want_a.size());
+  ASSERT_EQ(b.size(), want_b.size());
+  EXPECT_EQ(std::memcmp(a.data(), want_a.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(b.data(), want_b.data(), b.size()), 0);
+  EXPECT_THROW(c.start_exchange({}, N, 0, prev), DistError);
+}
+
 // Rank 1 skips a collective: rank 0 must get a DistError naming it, its rank
 // and the time waited; without the deadline this test would hang (ctest's
 // TIMEOUT). Rank 1 waits for rank 0's verdict by a point-to-point message, so
