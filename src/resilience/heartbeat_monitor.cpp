@@ -210,6 +210,11 @@ int64_t HeartbeatMonitor::steps_done(uint64_t world_id) const {
   return best;
 }
 
+bool HeartbeatMonitor::exiting(uint64_t world_id) const {
+  const auto it = worlds_.find(world_id);
+  return it != worlds_.end() && it->second.exiting;
+}
+
 void HeartbeatMonitor::forget(uint64_t world_id) {
   worlds_.erase(world_id);
 }

@@ -63,6 +63,9 @@ class HeartbeatMonitor {
   int64_t steps_done(uint64_t world_id) const;
   // Median step seconds of `world_id` so far (0 before any).
   double median_step_s(uint64_t world_id) const;
+  // Whether a rank of `world_id` said it leaves on purpose (finished, or an
+  // error or rollback it reported): its world's exit status then counts.
+  bool exiting(uint64_t world_id) const;
   // Drops what is known of `world_id` (it ended).
   void forget(uint64_t world_id);
 

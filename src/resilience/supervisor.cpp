@@ -424,9 +424,11 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
         }
       }
       // Every rank here is gone but mpirun still sits out its teardown
-      // timeout: nothing is left for it to wait for.
+      // timeout: nothing is left for it to wait for. Not when a rank left on
+      // purpose (finished, an error, a rollback): the exit status then says
+      // what happened, and a killed mpirun would read as a crash.
       const auto pids = monitor->local_pids(run.id);
-      if (!hosts.empty() || pids.size() < size_t(world) ||
+      if (!hosts.empty() || monitor->exiting(run.id) || pids.size() < size_t(world) ||
           std::any_of(pids.begin(), pids.end(), process_alive))
         ranks_gone_since = 0;
       else if (ranks_gone_since == 0)
