@@ -53,6 +53,11 @@ HeartbeatSender::HeartbeatSender(const std::string& target, uint64_t world_id, i
   if (::bind(fd_, reinterpret_cast<sockaddr*>(&any),
              any.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) != 0)
     fail<IoError>("heartbeat: cannot bind a UDP socket: {}", std::strerror(errno));
+  sockaddr_storage own{};
+  socklen_t own_len = sizeof own;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&own), &own_len) == 0)
+    reply_port_ = ntohs(own.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&own)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&own)->sin_port);
   char h[64] = {};
   ::gethostname(h, sizeof h - 1);
   std::memcpy(host_buf_, h, sizeof host_buf_);
@@ -80,12 +85,7 @@ void HeartbeatSender::send_now(uint32_t extra_flags) noexcept {
   b.pid = int32_t(::getpid());
   b.progress = progress_.load();
   b.flags = flags_.load() | extra_flags;
-  sockaddr_storage own{};
-  socklen_t own_len = sizeof own;
-  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&own), &own_len) == 0)
-    b.reply_port =
-        ntohs(own.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&own)->sin6_port
-                                        : reinterpret_cast<sockaddr_in*>(&own)->sin_port);
+  b.reply_port = reply_port_;
   std::memcpy(b.host, host_buf_, sizeof b.host);
   // Best effort: a lost datagram is what the supervisor's timeout allows for.
   (void)::sendto(fd_, &b, sizeof b, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&target_),

@@ -89,6 +89,7 @@ class HeartbeatSender {
   int fd_ = -1;
   sockaddr_storage target_{};
   socklen_t target_len_ = 0;
+  uint16_t reply_port_ = 0;  // this socket's port, named in every beat
   uint64_t world_id_;
   int rank_;
   pid_t supervisor_pid_;

@@ -398,12 +398,8 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       const double now = unix_now();
       monitor->receive(now);
       if (spare && !pump_output(*spare)) {
-        reap_world(*spare);
-        log().warn("keel launch: the warm spare world ended while waiting ({})",
-                   describe_status(spare->wait_status));
-        monitor->forget(spare->id);
-        spare.reset();
-        g_spare = 0;
+        log().warn("keel launch: the warm spare world ended while waiting");
+        drop_spare();  // reaps it (its ranks are gone already)
         ++spare_failures;
       }
       if (!verdict) {
