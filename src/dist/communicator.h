@@ -63,6 +63,10 @@ class Communicator {
   void allreduce_sum(std::span<float> data);
   // Starts the same sum without waiting (for overlap with computation).
   virtual std::unique_ptr<PendingSum> start_allreduce_sum(std::vector<float> data) = 0;
+  // A vector of n floats to fill and pass to start_allreduce_sum; contents
+  // unspecified. Communicators that recycle the buffers of finished sums
+  // return one of those, so steady-state steps allocate nothing.
+  virtual std::vector<float> sum_buffer(size_t n) { return std::vector<float>(n); }
   // in holds size() * out.size() elements; out := sum over ranks r' of
   // chunk rank() of r''s in, summed in rank order (the first half of allreduce_sum).
   virtual void reduce_scatter_sum(std::span<const float> in, std::span<float> out) = 0;

@@ -102,11 +102,15 @@ void DataParallel::begin_step(int64_t step) {
 }
 
 void DataParallel::launch(Bucket& b) {
-  std::vector<float> data(b.numel);
+  std::vector<float> data = comm_.sum_buffer(b.numel);
   // A memcpy per tensor on host-memory backends; from a device, the bucket's
   // gradients gathered on the device and read back in one wait.
   stage_.to_host(
       params_, b.params, [&](size_t i) -> const Tensor& { return params_[i]->grad; }, data);
+  // A parameter without a gradient adds zeros (the recycled buffer holds old sums there).
+  for_each_slice(params_, b.params, [&](size_t i, size_t off, size_t n) {
+    if (!params_[i]->grad.defined()) std::fill_n(data.begin() + std::ptrdiff_t(off), n, 0.f);
+  });
   const uint64_t N = uint64_t(comm_.size());
   const uint64_t chunk = (b.numel + N - 1) / N;
   stats_.bytes_sent += 2 * (N - 1) * chunk * sizeof(float);  // all-to-all + all-gather

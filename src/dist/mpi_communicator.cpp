@@ -65,15 +65,18 @@ class MpiPendingSum final : public PendingSum {
   MpiPendingSum(MpiCommunicator& c, std::vector<float> data) : c_(c), n_(data.size()) {
     const int N = c.size();
     b_ = std::make_shared<Buffers>();
+    b_->pool = c.pool();
     b_->send = std::move(data);
     if (N == 1) {
       phase_ = 2;
       return;
     }
     chunk_ = (n_ + size_t(N) - 1) / size_t(N);
-    b_->send.resize(chunk_ * size_t(N), 0.f);  // zero padding adds nothing
-    b_->recv.resize(chunk_ * size_t(N));
-    b_->mine.resize(chunk_);
+    b_->send.resize(chunk_ * size_t(N));
+    // Zero padding adds nothing (a recycled buffer may hold old values there).
+    std::fill(b_->send.begin() + std::ptrdiff_t(n_), b_->send.end(), 0.f);
+    b_->recv = b_->pool->take(chunk_ * size_t(N));
+    b_->mine = b_->pool->take(chunk_);
     const int cnt = checked_count(chunk_, "allreduce_sum", c.rank());
     ticket_ = c.take_sum_ticket();
     mpi_check(MPI_Ialltoall(b_->send.data(), cnt, MPI_FLOAT, b_->recv.data(), cnt, MPI_FLOAT,
@@ -143,8 +146,16 @@ class MpiPendingSum final : public PendingSum {
   }
 
  private:
+  // Back to the pool once MPI is done with them (also for an abandoned sum).
   struct Buffers {
     std::vector<float> send, recv, mine;
+    std::shared_ptr<FloatBufferPool> pool;
+    ~Buffers() {
+      if (!pool) return;
+      pool->give(std::move(send));
+      pool->give(std::move(recv));
+      pool->give(std::move(mine));
+    }
   };
   void abandon() {
     if (req_ != MPI_REQUEST_NULL) c_.wait_request(req_, nullptr, b_);  // hand over, no wait

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/float_buffer_pool.h"
 
 namespace keel::dist {
 
@@ -32,6 +33,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::unique_ptr<PendingSum> start_allreduce_sum(std::vector<float> data) override;
+  std::vector<float> sum_buffer(size_t n) override { return pool_->take(n); }
   void reduce_scatter_sum(std::span<const float> in, std::span<float> out) override;
   void allgather(std::span<const std::byte> in, std::span<std::byte> out) override;
   void allgatherv(std::span<const std::byte> in, std::span<std::byte> out,
@@ -61,6 +63,9 @@ class MpiCommunicator final : public Communicator {
   void gather_started() { ++gathers_started_; }
   void sum_live(MpiPendingSum* s) { live_.push_back(s); }
   void sum_gone(MpiPendingSum* s);
+  // Where finished sums leave their buffers (shared: an abandoned sum's
+  // buffers may outlive a pending sum object).
+  const std::shared_ptr<FloatBufferPool>& pool() const { return pool_; }
 
  private:
   struct Abandoned {
@@ -76,6 +81,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<MpiPendingSum*> live_;
   int rank_ = 0, size_ = 1;
   std::vector<Abandoned> abandoned_;
+  std::shared_ptr<FloatBufferPool> pool_ = std::make_shared<FloatBufferPool>();
 };
 
 // Throws DistError "[op] rank r: MPI error text" when rc is not MPI_SUCCESS.
