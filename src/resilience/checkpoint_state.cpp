@@ -11,9 +11,14 @@ namespace {
 // Copies src into dst[i], reallocating dst[i] only when its name, dtype or
 // shape differ from what is wanted.
 void copy_slot(backend::Backend& be, std::vector<io::NamedTensor>& dst, size_t i,
-               const std::string& name, const Tensor& src) {
+               const std::string& name, const Tensor& src, bool alias) {
   if (i >= dst.size()) dst.resize(i + 1);
   io::NamedTensor& slot = dst[i];
+  if (alias && be.host_memory() && src.is_contiguous()) {
+    if (slot.name != name) slot.name = name;
+    slot.tensor = src;
+    return;
+  }
   if (slot.name != name || !slot.tensor.defined() || slot.tensor.dtype() != src.dtype() ||
       slot.tensor.shape() != src.shape()) {
     slot.name = name;
@@ -51,22 +56,23 @@ CheckpointLayout training_state_layout(train::Trainer& trainer) {
 }
 
 void capture_training_state(train::Trainer& trainer, CheckpointState& out,
-                            std::pair<size_t, size_t> moments) {
+                            std::pair<size_t, size_t> moments, bool alias) {
   train::AdamW& opt = trainer.optimizer();
   backend::Backend& be = trainer.model().backend();
   const auto& ps = opt.params();
-  for (size_t i = 0; i < ps.size(); ++i) copy_slot(be, out.params, i, ps[i]->name, ps[i]->value);
+  for (size_t i = 0; i < ps.size(); ++i)
+    copy_slot(be, out.params, i, ps[i]->name, ps[i]->value, alias);
   out.params.resize(ps.size());
   const size_t mb = std::min(moments.first, ps.size()), me = std::min(moments.second, ps.size());
   const size_t nm = me > mb ? me - mb : 0;
   for (size_t i = mb; i < me; ++i)
-    copy_slot(be, out.optimizer, i - mb, "exp_avg." + ps[i]->name, opt.m()[i]);
+    copy_slot(be, out.optimizer, i - mb, "exp_avg." + ps[i]->name, opt.m()[i], alias);
   for (size_t i = mb; i < me; ++i)
-    copy_slot(be, out.optimizer, nm + i - mb, "exp_avg_sq." + ps[i]->name, opt.v()[i]);
+    copy_slot(be, out.optimizer, nm + i - mb, "exp_avg_sq." + ps[i]->name, opt.v()[i], alias);
   out.optimizer.resize(2 * nm);
   const auto bufs = trainer.model().state_buffers();
   for (size_t i = 0; i < bufs.size(); ++i)
-    copy_slot(be, out.model_state, i, bufs[i].first, *bufs[i].second);
+    copy_slot(be, out.model_state, i, bufs[i].first, *bufs[i].second, alias);
   out.model_state.resize(bufs.size());
   out.manifest.step = trainer.step_count();
   out.manifest.optimizer_t = opt.t();

@@ -62,7 +62,10 @@ CheckpointLayout training_state_layout(train::Trainer& trainer);
 // allocate) and sets manifest.step and manifest.optimizer_t. The caller fills
 // the rest of the manifest and `extra`. moments: the parameter index range
 // whose moments are copied (a snapshot keeps only its ZeRO-1 shard's).
+// alias: where the backend's memory is the host's, out's tensors share the
+// trainer's storage instead of copying it (no copy at all), for a caller that
+// is done with out before the next step changes the state.
 void capture_training_state(train::Trainer& trainer, CheckpointState& out,
-                            std::pair<size_t, size_t> moments = {0, SIZE_MAX});
+                            std::pair<size_t, size_t> moments = {0, SIZE_MAX}, bool alias = false);
 
 }  // namespace keel::resilience

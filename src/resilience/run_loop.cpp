@@ -302,7 +302,9 @@ double RunLoop::save_checkpoint() {
 
 double RunLoop::take_snapshot() {
   const auto t0 = std::chrono::steady_clock::now();
-  capture_training_state(trainer_, snapshot_state_, snapshots_->shard());
+  // Written into shared memory before the next step: the trainer's own
+  // tensors are read in place (alias), one pass from them to the slot.
+  capture_training_state(trainer_, snapshot_state_, snapshots_->shard(), /*alias=*/true);
   fill_manifest(snapshot_state_);
   snapshots_->take(snapshot_state_);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

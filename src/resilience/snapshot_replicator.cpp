@@ -199,11 +199,12 @@ void SnapshotReplicator::take(const CheckpointState& st) {
   h.run_id = run_id_;
   h.config_hash = opt_.config_hash;
   const StateImagePlan plan = plan_state_image(st);
-  store_.write(SnapshotKind::Own, h, plan.bytes, [&](std::span<std::byte> out) {
-    std::function<void()> halfway;
-    if (opt_.halfway) halfway = [&] { opt_.halfway(step); };
-    write_state_image(st, plan, out, halfway);
-  });
+  store_.write(SnapshotKind::Own, h, plan.bytes,
+               [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
+                 std::function<void()> halfway;
+                 if (opt_.halfway) halfway = [&] { opt_.halfway(step); };
+                 write_state_image(st, plan, out, halfway, final_through);
+               });
   if (!sharded() || opt_.world_size < 2) return;
   // The shard only this rank holds goes to rank+1: [step][optimizer_t][image].
   CheckpointState part;
@@ -239,9 +240,15 @@ void SnapshotReplicator::finish_exchange() {
   h.run_id = run_id_;
   h.config_hash = opt_.config_hash;
   const auto image = got.subspan(16);
-  store_.write(SnapshotKind::Buddy, h, image.size(), [&](std::span<std::byte> out) {
-    std::memcpy(out.data(), image.data(), image.size());
-  });
+  store_.write(SnapshotKind::Buddy, h, image.size(),
+               [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
+                 constexpr size_t kPiece = size_t(256) << 10;  // checksummed while in L2
+                 for (size_t p = 0; p < image.size(); p += kPiece) {
+                   const size_t k = std::min(kPiece, image.size() - p);
+                   std::memcpy(out.data() + p, image.data() + p, k);
+                   final_through(p + k);
+                 }
+               });
   exchange_.reset();
 }
 

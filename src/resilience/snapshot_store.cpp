@@ -230,6 +230,13 @@ std::span<const std::byte> SnapshotStore::payload(const SnapshotCopy& c) const {
 
 int SnapshotStore::write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
                          const std::function<void(std::span<std::byte>)>& fill) {
+  return write(kind, header, payload_bytes,
+               [&](std::span<std::byte> out, const FinalThrough&) { fill(out); });
+}
+
+int SnapshotStore::write(
+    SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+    const std::function<void(std::span<std::byte>, const FinalThrough&)>& fill) {
   // The slot to write: not the one holding the newest complete snapshot.
   int slot = 0;
   int64_t newest = -1;
@@ -277,8 +284,19 @@ int SnapshotStore::write(SnapshotKind kind, SnapshotSlotHeader header, size_t pa
   header.payload_xxh3 = 0;
   std::memcpy(m.base, &header, sizeof header);
   const std::span<std::byte> out(m.base + kSnapshotHeaderBytes, payload_bytes);
-  fill(out);
-  const uint64_t x = XXH3_64bits(out.data(), out.size());
+  // The streaming digest equals XXH3_64bits over the whole payload.
+  XXH3_state_t hs;
+  XXH3_64bits_reset(&hs);
+  size_t hashed = 0;
+  const FinalThrough final_through = [&](size_t n) {
+    n = std::min(n, out.size());
+    if (n <= hashed) return;
+    XXH3_64bits_update(&hs, out.data() + hashed, n - hashed);
+    hashed = n;
+  };
+  fill(out, final_through);
+  final_through(out.size());
+  const uint64_t x = XXH3_64bits_digest(&hs);
   std::memcpy(m.base + offsetof(SnapshotSlotHeader, payload_xxh3), &x, sizeof x);
   store_complete(m.base, 1);
   return slot;

@@ -87,6 +87,12 @@ class SnapshotStore {
   // the checksum, then complete. Returns the slot written.
   int write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
             const std::function<void(std::span<std::byte>)>& fill);
+  // The same, where fill calls final_through(n) whenever payload bytes
+  // [0, n) will not change again: the checksum reads them while they are
+  // still in cache, so a snapshot is one pass over memory, not two.
+  using FinalThrough = std::function<void(size_t n)>;
+  int write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+            const std::function<void(std::span<std::byte>, const FinalThrough&)>& fill);
   // Clears the complete flag of every slot of `kind` holding a step other
   // than keep_step (a restored world drops what is newer than its restore).
   void invalidate_except(SnapshotKind kind, int64_t keep_step);

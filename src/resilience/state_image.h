@@ -37,8 +37,12 @@ StateImagePlan plan_state_image(const CheckpointState& st);
 // Writes the image planned for st into out (out.size() >= plan.bytes).
 // halfway, when set, is called once about half of the tensor bytes are in
 // (fault injection: a crash in the middle of a snapshot write).
+// final_through, when set, is called with n as each piece of out below n is
+// complete (pieces of a few hundred KiB, so a checksum can follow the copy
+// while the bytes are in cache).
 void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
-                       std::span<std::byte> out, const std::function<void()>& halfway = {});
+                       std::span<std::byte> out, const std::function<void()>& halfway = {},
+                       const std::function<void(size_t)>& final_through = {});
 
 struct StateImageEntry {
   std::string group, name;
