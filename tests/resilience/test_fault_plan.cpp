@@ -101,6 +101,12 @@ TEST(FaultPlan, EntriesMatchToml) {
   EXPECT_EQ(p.faults[1].target, "param");
   EXPECT_EQ(p.faults[2].id, 2);
   EXPECT_DOUBLE_EQ(p.faults[2].seconds, 2.0);
+  EXPECT_DOUBLE_EQ(p.faults[0].after, 0.0);
+  EXPECT_DOUBLE_EQ(parse_fault_plan_entries("kind=kill,step=3,after=0.125").faults[0].after, 0.125);
+  EXPECT_NE(error_of([] {
+              parse_fault_plan_entries("kind=kill,step=3,after=1e6");
+            }).find("after: expected seconds in [0, 86400], got 1e6"),
+            std::string::npos);
 }
 
 TEST(FaultPlan, ErrorsNameEntryAndKey) {
