@@ -59,15 +59,25 @@ class KvCachePool {
 
   size_t in_use() const;
   size_t limit() const { return limit_; }
+  ~KvCachePool();
 
  private:
   friend class KvSequence;
   void release(size_t bytes);
+  // Large host buffers of finished sequences (two at most), kept for the
+  // next ones while live and kept bytes stay within the limit: a fresh buffer
+  // of tens of megabytes is page-faulted in again on every request (glibc
+  // maps blocks this large anew each time; 650 ms for 76 MB on a virtual
+  // machine), which cost a prefix-cache hit most of its time.
+  float* take_free(size_t need, size_t* got);
+  void give_free(float* p, size_t bytes);
   int64_t n_layer_, kv_dim_;
   size_t limit_;
   backend::Backend* be_;
   mutable std::mutex mu_;
   size_t used_ = 0;
+  size_t free_bytes_ = 0;
+  std::vector<std::pair<size_t, float*>> free_;  // (bytes, buffer)
 };
 
 }  // namespace keel::serve
