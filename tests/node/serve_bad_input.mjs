@@ -1,5 +1,6 @@
 // Hostile and malformed input against `keel serve`, over raw sockets: each
-// case gets the right 4xx with an OpenAI error object, a 100 MB body is
+// case gets the right 4xx with an OpenAI error object (oversized request
+// lines and headers included), a 100 MB body is
 // refused without being held in memory, a client that disconnects mid-stream
 // has its request cancelled and its slot freed, and the server keeps serving
 // throughout.
@@ -80,6 +81,16 @@ try {
     const e = checkErrorObject(r, status, { code }, what);
     check(r.headers.connection === 'close', `${what}: the connection is closed after the answer`);
     console.log(`${what}: ${status} ${e.code} in ${Date.now() - t0} ms: ${e.message}`);
+  }
+  // A request line or headers past the server's limit: 431 and the connection closed.
+  for (const [what, head] of [
+    ['request line over the limit', `GET /health?${'a'.repeat(16384)} HTTP/1.1\r\nHost: x\r\n\r\n`],
+    ['headers over the limit', `GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(16384)}\r\n\r\n`],
+  ]) {
+    const r = await rawRequest(port, head, '', { timeoutMs: 10000 });
+    const e = checkErrorObject(r, 431, { code: 'request_header_too_large' }, what);
+    check(r.headers.connection === 'close', `${what}: the connection is closed after the answer`);
+    console.log(`${what}: 431 ${e.code}: ${e.message}`);
   }
   // Without a seed each sampled request draws its own, and says which: sending
   // it back replays the answer.
