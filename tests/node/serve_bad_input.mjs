@@ -1,9 +1,8 @@
 // Hostile and malformed input against `keel serve`, over raw sockets: each
 // case gets the right 4xx with an OpenAI error object (oversized request
-// lines and headers included), a 100 MB body is
-// refused without being held in memory, a client that disconnects mid-stream
-// has its request cancelled and its slot freed, and the server keeps serving
-// throughout.
+// lines and headers included), a 100 MB body is refused without being held
+// in memory, a client that disconnects mid-stream has its request cancelled
+// and its slot freed, and the server keeps serving throughout.
 // Usage: node serve_bad_input.mjs <keel> <model dir>
 import net from 'node:net';
 import path from 'node:path';
