@@ -146,8 +146,8 @@ try {
       const got = [];
       sock.on('data', (d) => got.push(d));
       sock.on('error', () => {});
-      sock.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
-      setTimeout(() => { sock.destroy(); reject(new Error('smuggling check: the server kept the connection open')); }, 20000);
+      sock.on('close', () => { clearTimeout(timer); resolve(Buffer.concat(got).toString('latin1')); });
+      const timer = setTimeout(() => { sock.destroy(); reject(new Error('smuggling check: the server kept the connection open')); }, 20000);
     });
     const answers = all.split('HTTP/1.1 ').length - 1;
     check(answers === 1 && all.startsWith('HTTP/1.1 413'),
@@ -171,11 +171,13 @@ try {
       got += d.toString();
       if (got.includes('data: {')) {
         sock.destroy(); // gone after the first chunk
+        clearTimeout(timer);
         resolve(got);
       }
     });
     sock.on('error', reject);
-    setTimeout(() => reject(new Error('no first chunk in 30 s')), 30000);
+    // Cleared once answered: a pending timer would hold node for 30 s after the test.
+    const timer = setTimeout(() => reject(new Error('no first chunk in 30 s')), 30000);
   });
   const firsts = await Promise.all(Array.from({ length: 4 }, disconnectMidStream));
   check(firsts.every((g) => g.startsWith('HTTP/1.1 200')), 'streams started');
