@@ -415,7 +415,7 @@ struct HttpServer::Impl {
   // How long an idle kept-alive connection waits for its next request: it
   // holds a thread, so release it soon (sent to clients as Keep-Alive: timeout).
   static constexpr int kKeepAliveTimeoutS = 2;
-  // Request line and headers together; Beast's default, as httplib's was 8 KiB per line.
+  // Request line and headers together (Beast's default).
   static constexpr uint32_t kHeaderLimitBytes = 8 * 1024;
 
   // Serves one connection until it closes: requests are parsed one after the
