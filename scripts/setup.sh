@@ -23,7 +23,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev
       libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
       libfmt-dev libspdlog-dev libxxhash-dev libzstd-dev
-      libcpp-httplib-dev
+      libboost1.81-dev
       libvulkan-dev glslc)
 # mesa-vulkan-drivers: lavapipe, a Vulkan 1.3 device on the CPU, so the
 # Vulkan code runs in CI; the validation layer checks it.

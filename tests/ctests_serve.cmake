@@ -78,6 +78,11 @@ add_test(NAME serve_slow_clients
          COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_slow_clients.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
 set_tests_properties(serve_slow_clients PROPERTIES TIMEOUT 120 LABELS serve
                      FIXTURES_REQUIRED serve_model)
+# Three requests pipelined in one write: three answers, in order.
+add_test(NAME serve_pipelining
+         COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_pipelining.mjs $<TARGET_FILE:keel> ${_sb}/tiny)
+set_tests_properties(serve_pipelining PROPERTIES TIMEOUT 60 LABELS serve
+                     FIXTURES_REQUIRED serve_model)
 # `keel generate` and `keel serve`: the same text for the same request and seed.
 add_test(NAME generate_vs_serve
          COMMAND ${KEEL_SERVE_NODE} ${_nd}/generate_vs_serve.mjs $<TARGET_FILE:keel> ${_sb}/tiny)

@@ -1,10 +1,10 @@
-// The threads that serve `keel serve`'s connections. cpp-httplib hands each
-// accepted connection to a task queue and the task holds its thread until the
-// connection closes, so a fixed pool lets a few hundred slow or idle clients
-// (a partial request line each, read timeout 30 s) make a normal request wait
-// behind them. This pool starts `threads` workers and adds one whenever a
-// connection arrives with none idle, up to `max_connections`; only beyond
-// that does a connection wait for a free worker.
+// The threads that serve `keel serve`'s connections. Each accepted connection
+// is a job that holds its thread until the connection closes, so a fixed pool
+// lets a few hundred slow or idle clients (a partial request line each, read
+// timeout 30 s) make a normal request wait behind them. This pool starts
+// `threads` workers and adds one whenever a connection arrives with none
+// idle, up to `max_connections`; only beyond that does a connection wait for
+// a free worker.
 #pragma once
 #include <condition_variable>
 #include <cstddef>
@@ -14,19 +14,19 @@
 #include <thread>
 #include <vector>
 
-#include <httplib.h>
-
 namespace keel::serve {
 
-class ConnectionPool : public httplib::TaskQueue {
+class ConnectionPool {
  public:
   ConnectionPool(size_t threads, size_t max_connections);
-  ~ConnectionPool() override;
+  ~ConnectionPool();
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
-  void enqueue(std::function<void()> fn) override;
-  void shutdown() override;
+  // Queues a connection's job; dropped once shutdown has begun.
+  void enqueue(std::function<void()> fn);
+  // Runs the jobs already queued, then joins every worker.
+  void shutdown();
   // Workers started so far (for tests and metrics).
   size_t workers() const;
 

@@ -1,21 +1,34 @@
 #include "serve/http_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
-#include <httplib.h>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 
+#include "core/log.h"
 #include "serve/chat_template.h"
 #include "serve/connection_pool.h"
 #include "serve/openai_request.h"
@@ -48,14 +61,162 @@ std::string path_label(const std::string& path) {
   return "other";
 }
 
-void send_error(httplib::Response& res, const ApiError& e) {
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using ParsedHttp = http::request<http::string_body>;
+
+// How a streamed reply writes: each piece goes out as one chunk at once.
+struct StreamSink {
+  std::function<bool(std::string_view)> write;  // false: the client is gone
+  std::function<bool()> client_alive;           // no hang-up seen on the socket
+  bool done = false;                            // the provider wrote its last piece
+};
+
+// What a route answers: a whole body, or a stream whose provider is called
+// until it sets done or returns false; `release` runs once the reply is over,
+// whatever happened to it (written, cut short, never started).
+struct Reply {
+  int status = 200;
+  std::string body, content_type;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool close = false;  // the connection closes after this reply
+  std::function<bool(StreamSink&)> stream;
+  std::function<void()> release;
+
+  void set_header(std::string name, std::string value) {
+    headers.emplace_back(std::move(name), std::move(value));
+  }
+  void set_content(std::string b, std::string type) {
+    body = std::move(b);
+    content_type = std::move(type);
+  }
+};
+
+void send_error(Reply& res, const ApiError& e) {
   res.status = e.status();
   res.set_content(api_error_body(e), "application/json");
 }
 
-void send_json(httplib::Response& res, const json& j) {
+void send_json(Reply& res, const json& j) {
   res.status = 200;
   res.set_content(json_text(j), "application/json");
+}
+
+// A connected socket whose every read and write gives up after `timeout_ms`
+// without progress (Beast's SyncReadStream and SyncWriteStream). The socket
+// is non-blocking and the waits are poll()s: a receive timeout on a blocking
+// Asio socket does not help, as Asio goes back to waiting without a limit.
+class TimedSocket {
+ public:
+  TimedSocket(tcp::socket& sock, int timeout_ms) : sock_(sock), timeout_ms_(timeout_ms) {}
+  int fd() { return sock_.native_handle(); }
+  void shutdown_send() { ::shutdown(fd(), SHUT_WR); }
+
+  // Waits up to `ms` for bytes (or a hang-up) to read.
+  bool wait_readable(int ms) {
+    pollfd p{fd(), POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
+  // A hang-up or an error seen on the socket, without waiting or reading.
+  bool peer_gone() {
+    pollfd p{fd(), POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  }
+
+  template <class Buffers>
+  size_t read_some(const Buffers& b, beast::error_code& ec) {
+    for (;;) {
+      const size_t n = sock_.read_some(b, ec);
+      if (ec != asio::error::would_block && ec != asio::error::try_again) return n;
+      if (!wait(POLLIN, ec)) return 0;
+    }
+  }
+  template <class Buffers>
+  size_t read_some(const Buffers& b) {
+    beast::error_code ec;
+    const size_t n = read_some(b, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+  template <class Buffers>
+  size_t write_some(const Buffers& b, beast::error_code& ec) {
+    for (;;) {
+      const size_t n = sock_.write_some(b, ec);
+      if (ec != asio::error::would_block && ec != asio::error::try_again) return n;
+      if (!wait(POLLOUT, ec)) return 0;
+    }
+  }
+  template <class Buffers>
+  size_t write_some(const Buffers& b) {
+    beast::error_code ec;
+    const size_t n = write_some(b, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+
+ private:
+  bool wait(short events, beast::error_code& ec) {
+    pollfd p{fd(), events, 0};
+    int r;
+    do r = ::poll(&p, 1, timeout_ms_);
+    while (r < 0 && errno == EINTR);
+    if (r > 0) return true;
+    ec = r == 0 ? beast::error_code(beast::error::timeout)
+                : beast::error_code(errno, boost::system::system_category());
+    return false;
+  }
+  tcp::socket& sock_;
+  int timeout_ms_;
+};
+
+// The path of a request target: the query dropped, %XX decoded.
+std::string target_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::string out;
+  out.reserve(target.size());
+  const auto hex = [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c))
+               ? c - '0'
+               : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+  };
+  for (size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == '%' && i + 2 < target.size() &&
+        std::isxdigit(static_cast<unsigned char>(target[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(target[i + 2]))) {
+      out += char(hex(target[i + 1]) * 16 + hex(target[i + 2]));
+      i += 2;
+    } else {
+      out += target[i];
+    }
+  }
+  return out;
+}
+
+// A header's value as sent, read from the raw bytes the parser refused
+// (for an error message that quotes what the client sent).
+std::string raw_header_value(std::string_view raw, std::string_view name) {
+  const size_t end = raw.find("\r\n\r\n");
+  raw = raw.substr(0, end);
+  for (size_t pos = 0; pos < raw.size();) {
+    size_t eol = raw.find("\r\n", pos);
+    if (eol == std::string_view::npos) eol = raw.size();
+    const std::string_view line = raw.substr(pos, eol - pos);
+    pos = eol + 2;
+    const size_t colon = line.find(':');
+    if (colon != name.size()) continue;
+    if (!std::equal(name.begin(), name.end(), line.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        }))
+      continue;
+    std::string_view v = line.substr(colon + 1);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return std::string(v);
+  }
+  return "";
 }
 
 // One generation request as seen from both sides: the engine thread pushes
@@ -80,9 +241,20 @@ struct Generation {
 struct HttpServer::Impl {
   Engine& engine;
   HttpServerOptions opt;
-  httplib::Server svr;
+  asio::io_context io;  // never run: sockets and the acceptor are used synchronously
+  tcp::acceptor acceptor{io};
   int port = 0;
-  int listen_fd = -1;  // the listening socket (set while binding)
+  std::unique_ptr<ConnectionPool> pool;
+
+  // Open connections, so shutdown can close the idle ones (waiting for a
+  // request) and the busy ones close after their reply.
+  struct OpenConnection {
+    int fd;
+    bool busy = false;
+  };
+  std::mutex conns_mu;
+  std::unordered_map<const void*, OpenConnection> conns;
+  bool stopping = false;  // guarded by conns_mu
   const int64_t created = int64_t(std::time(nullptr));
 
   std::mutex inflight_mu;
@@ -166,39 +338,27 @@ struct HttpServer::Impl {
 
   // ---- routes ----
 
-  // Requests refused before routing, so nothing waits on a body that will not
-  // come: a missing API key (401), a POST without a length (411), a length
-  // that is not a number (400). The connection closes
-  // after these, since the bytes that follow cannot be trusted as a request.
-  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) {
+  // Requests refused once their header is read, so nothing waits on a body
+  // that will not come: a missing API key (401), a POST without a length
+  // (411). The connection closes after these, since the bytes that follow
+  // cannot be trusted as a request. (A length that is not a byte count, or
+  // one over the limit, the parser refuses by itself: see serve_connection.)
+  bool refused_before_body(const ParsedHttp& req, const std::string& path, Reply& res) {
     const auto refuse = [&](int status, const char* code, const std::string& msg) {
-      res.set_header("Connection", "close");
+      res.close = true;
       send_error(res, ApiError(status, "invalid_request_error", "", code, msg));
-      return httplib::Server::HandlerResponse::Handled;
+      return true;
     };
-    if (!opt.api_key.empty() && req.path != "/health" &&
-        !bearer_matches(req.get_header_value("Authorization"), opt.api_key)) {
+    if (!opt.api_key.empty() && path != "/health" &&
+        !bearer_matches(std::string(req[http::field::authorization]), opt.api_key)) {
       res.set_header("WWW-Authenticate", "Bearer");
       return refuse(401, "invalid_api_key",
                     "missing or incorrect API key (send \"Authorization: Bearer <key>\")");
     }
-    if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
-    std::string te = req.get_header_value("Transfer-Encoding");
-    std::transform(te.begin(), te.end(), te.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    if (te.find("chunked") != std::string::npos) return httplib::Server::HandlerResponse::Unhandled;
-    if (!req.has_header("Content-Length"))
-      return refuse(411, "length_required",
-                    "a POST needs a Content-Length header (or Transfer-Encoding: chunked)");
-    const std::string len = req.get_header_value("Content-Length");
-    if (len.empty() || len.size() > 19 ||
-        !std::all_of(len.begin(), len.end(), [](unsigned char c) { return std::isdigit(c); }))
-      return refuse(400, "invalid_content_length",
-                    fmt::format("Content-Length: '{}' is not a byte count", len.substr(0, 32)));
-    // A parseable length over the limit goes on to read_body, which reads the
-    // body to its end before the 413: closing on a client still sending would
-    // reset the connection and could lose the answer.
-    return httplib::Server::HandlerResponse::Unhandled;
+    if (req.method() != http::verb::post) return false;
+    if (req.chunked() || req.count(http::field::content_length)) return false;
+    return refuse(411, "length_required",
+                  "a POST needs a Content-Length header (or Transfer-Encoding: chunked)");
   }
 
   // "Bearer <key>" against the key, in time that does not depend on where they differ.
@@ -215,92 +375,223 @@ struct HttpServer::Impl {
     return diff == 0;
   }
 
-  void setup_routes() {
-    svr.new_task_queue = [n = opt.threads, cap = opt.max_connections] {
-      return new ConnectionPool(size_t(n), size_t(cap));
-    };
+  void route(const ParsedHttp& req, const std::string& path, Reply& res) {
+    // HEAD is GET without the body (write_reply leaves it out).
+    const http::verb m = req.method() == http::verb::head ? http::verb::get : req.method();
+    try {
+      if (m == http::verb::get && path == "/health") {
+        if (draining) {
+          res.status = 503;
+          res.set_content(R"({"status":"draining"})", "application/json");
+        } else {
+          send_json(res, {{"status", "ok"}, {"model", engine.model_id()}});
+        }
+      } else if (m == http::verb::get && path == "/metrics") {
+        res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+      } else if (m == http::verb::get && path == "/v1/models") {
+        send_json(res, {{"object", "list"}, {"data", json::array({model_json()})}});
+      } else if (m == http::verb::get && path.size() > 11 && path.rfind("/v1/models/", 0) == 0) {
+        const std::string id = path.substr(11);
+        if (id != engine.model_id()) return send_error(res, unknown_model(id));
+        send_json(res, model_json());
+      } else if (m == http::verb::post && path == "/v1/completions") {
+        handle_generation(Endpoint::Completions, req.body(), res);
+      } else if (m == http::verb::post && path == "/v1/chat/completions") {
+        handle_generation(Endpoint::ChatCompletions, req.body(), res);
+      } else {
+        send_error(res, ApiError(404, "invalid_request_error", "", "not_found",
+                                 fmt::format("no route for {} {}", std::string(req.method_string()),
+                                             path)));
+      }
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, "server_error", "", "internal_error", e.what()));
+    }
+  }
+
+  // ---- connections ----
+
+  // How long an idle kept-alive connection waits for its next request: it
+  // holds a thread, so release it soon (sent to clients as Keep-Alive: timeout).
+  static constexpr int kKeepAliveTimeoutS = 2;
+  // Request line and headers together (Beast's default).
+  static constexpr uint32_t kHeaderLimitBytes = 8 * 1024;
+
+  // Serves one connection until it closes: requests are parsed one after the
+  // other from the connection's buffer, so requests pipelined in one write
+  // are each answered, in order.
+  void serve_connection(tcp::socket sock) {
+    const void* key = &sock;
+    {
+      std::lock_guard lock(conns_mu);
+      if (stopping) return;
+      conns.emplace(key, OpenConnection{sock.native_handle()});
+    }
+    beast::error_code ec;
     // A reply's last segment goes out at once instead of waiting for the
     // client's delayed ACK (Nagle): ~40 ms per request on a kept-alive connection.
-    svr.set_tcp_nodelay(true);
-    // httplib listens with a backlog of 5; the listening socket is taken here
-    // so bind() can raise it.
-    svr.set_socket_options([this](socket_t sock) {
-      listen_fd = sock;
-      int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      return pre_route(req, res);
-    });
-    svr.set_payload_max_length(opt.max_body_bytes);
-    svr.set_read_timeout(opt.read_timeout_s, 0);
-    // An idle keep-alive connection holds a thread: release it soon, but let a
-    // busy client reuse its connection for many requests.
-    svr.set_keep_alive_timeout(2);
-    svr.set_keep_alive_max_count(1000);
-    svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      http_requests->with({path_label(req.path), std::to_string(res.status)}).inc();
-    });
-    // Statuses set by httplib itself (404 no route, 413 body too large, 400
-    // unreadable request) still get an OpenAI error object.
-    svr.set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request& req, httplib::Response& res) {
-          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-          std::string type = "invalid_request_error", code, msg;
-          if (res.status == 404) {
-            code = "not_found";
-            msg = fmt::format("no route for {} {}", req.method, req.path);
-          } else if (res.status == 413) {
-            code = "request_too_large";
-            msg = "request body is larger than the server's limit";
-          } else {
-            msg = fmt::format("HTTP {}", res.status);
-            if (res.status >= 500) type = "server_error";
-          }
-          res.set_content(api_error_body(ApiError(res.status, type, "", code, msg)),
-                          "application/json");
-          return httplib::Server::HandlerResponse::Handled;
-        }));
-    svr.set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-          std::string msg = "internal error";
-          try {
-            std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            msg = e.what();
-          } catch (...) {
-          }
-          send_error(res, ApiError(500, "server_error", "", "internal_error", msg));
-        });
-    svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      if (draining) {
-        res.status = 503;
-        res.set_content(R"({"status":"draining"})", "application/json");
-      } else {
-        send_json(res, {{"status", "ok"}, {"model", engine.model_id()}});
+    sock.set_option(tcp::no_delay(true), ec);
+    sock.non_blocking(true, ec);
+    TimedSocket stream(sock, opt.read_timeout_s * 1000);
+    // Writes give up sooner: a client that stops reading its stream is gone.
+    TimedSocket writer(sock, opt.write_timeout_s * 1000);
+    beast::flat_buffer buf;
+    try {
+      for (bool first = true;; first = false) {
+        if (!first && buf.size() == 0 && !stream.wait_readable(kKeepAliveTimeoutS * 1000)) break;
+        if (!serve_request(stream, writer, buf, key)) break;
+        std::lock_guard lock(conns_mu);
+        if (stopping) break;
+        conns[key].busy = false;
       }
-    });
-    svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
-    });
-    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, {{"object", "list"}, {"data", json::array({model_json()})}});
-    });
-    svr.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      const std::string id = req.matches[1];
-      if (id != engine.model_id()) return send_error(res, unknown_model(id));
-      send_json(res, model_json());
-    });
-    for (auto [path, ep] : {std::pair{"/v1/completions", Endpoint::Completions},
-                            std::pair{"/v1/chat/completions", Endpoint::ChatCompletions}}) {
-      svr.Post(path, [this, ep](const httplib::Request& req, httplib::Response& res,
-                                const httplib::ContentReader& reader) {
-        try {
-          handle_generation(ep, read_body(req, res, reader), res);
-        } catch (const ApiError& e) {
-          send_error(res, e);
+    } catch (const std::exception& e) {
+      log().debug("keel serve: connection ended: {}", e.what());
+    }
+    {
+      std::lock_guard lock(conns_mu);
+      conns.erase(key);
+    }
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
+  }
+
+  // Reads and answers one request; false when the connection is to close.
+  bool serve_request(TimedSocket& stream, TimedSocket& writer, beast::flat_buffer& buf,
+                     const void* key) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(kHeaderLimitBytes);
+    parser.body_limit(opt.max_body_bytes);
+    beast::error_code ec;
+    http::read_header(stream, buf, parser, ec);
+    Reply res;
+    std::string path;
+    bool answered = false;
+    if (!ec) {
+      path = target_path(parser.get().target());
+      answered = refused_before_body(parser.get(), path, res);
+      if (!answered) {
+        if (parser.get()[http::field::expect] == "100-continue") {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          asio::write(writer, asio::buffer(kContinue.data(), kContinue.size()), ec);
+          if (ec) return false;
         }
-      });
+        http::read(stream, buf, parser, ec);
+      }
+    }
+    if (ec) {
+      // Nothing more comes from a client that left or went silent.
+      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+          ec == beast::error::timeout || ec == asio::error::connection_reset ||
+          ec == http::error::partial_message)
+        return false;
+      res = refusal(ec, buf);
+      // The request line is known when the refusal came later (a body over
+      // the limit), so the metrics still name the route.
+      if (path.empty()) path = target_path(parser.get().target());
+    } else if (!answered) {
+      {
+        std::lock_guard lock(conns_mu);
+        conns[key].busy = true;
+      }
+      route(parser.get(), path, res);
+    }
+    const bool keep_alive = !res.close && parser.get().keep_alive();
+    const bool head_only = parser.get().method() == http::verb::head;
+    const bool written = write_reply(writer, res, keep_alive, head_only);
+    http_requests->with({path_label(path), std::to_string(res.status)}).inc();
+    if (res.close) {
+      // The rest of what the client sends (an unread or oversized body) is
+      // read and dropped, never parsed as requests: closing with unread
+      // bytes would reset the connection, and the client could lose the answer.
+      stream.shutdown_send();
+      drain_before_close(stream);
+      return false;
+    }
+    return written && keep_alive;
+  }
+
+  // The answer to a request the parser refused.
+  Reply refusal(const beast::error_code& ec, const beast::flat_buffer& buf) {
+    Reply res;
+    res.close = true;
+    std::string code = "invalid_request", msg;
+    int status = 400;
+    if (ec == http::error::body_limit) {
+      status = 413;
+      code = "request_too_large";
+      msg = fmt::format("request body is larger than {} bytes", opt.max_body_bytes);
+    } else if (ec == http::error::bad_content_length) {
+      code = "invalid_content_length";
+      const std::string_view raw(static_cast<const char*>(buf.data().data()), buf.size());
+      msg = fmt::format("Content-Length: '{}' is not a byte count",
+                        raw_header_value(raw, "content-length").substr(0, 32));
+    } else if (ec == http::error::header_limit) {
+      status = 431;
+      code = "request_header_too_large";
+      msg = fmt::format("the request line and headers exceed {} bytes", kHeaderLimitBytes);
+    } else {
+      msg = fmt::format("unreadable request: {}", ec.message());
+    }
+    send_error(res, ApiError(status, "invalid_request_error", "", code, msg));
+    return res;
+  }
+
+  // Writes a reply; false when the client could not be written to.
+  bool write_reply(TimedSocket& writer, Reply& res, bool keep_alive, bool head_only) {
+    struct Release {
+      Reply& r;
+      ~Release() {
+        if (r.release) r.release();
+      }
+    } release{res};
+    beast::error_code ec;
+    const auto common = [&](auto& msg) {
+      msg.result(static_cast<unsigned>(res.status));
+      msg.version(11);
+      for (const auto& [name, value] : res.headers) msg.set(name, value);
+      msg.keep_alive(keep_alive);
+      if (keep_alive)
+        msg.set(http::field::keep_alive, fmt::format("timeout={}", kKeepAliveTimeoutS));
+    };
+    if (!res.stream) {
+      http::response<http::string_body> msg;
+      common(msg);
+      if (!res.content_type.empty()) msg.set(http::field::content_type, res.content_type);
+      msg.body() = std::move(res.body);
+      msg.prepare_payload();
+      if (head_only) msg.body().clear();  // Content-Length still says what GET sends
+      http::write(writer, msg, ec);
+      return !ec;
+    }
+    http::response<http::empty_body> msg;
+    common(msg);
+    msg.set(http::field::content_type, res.content_type);
+    msg.chunked(true);
+    http::response_serializer<http::empty_body> head(msg);
+    http::write_header(writer, head, ec);
+    if (ec) return false;
+    StreamSink sink;
+    sink.write = [&](std::string_view piece) {
+      asio::write(writer, http::make_chunk(asio::const_buffer(piece.data(), piece.size())), ec);
+      return !ec;
+    };
+    sink.client_alive = [&] { return !writer.peer_gone(); };
+    while (!sink.done)
+      if (!res.stream(sink)) return false;
+    asio::write(writer, http::make_chunk_last(), ec);
+    return !ec;
+  }
+
+  // Reads and drops what the client still sends, until it closes or goes
+  // quiet, so the answer already written reaches it.
+  static void drain_before_close(TimedSocket& stream) {
+    beast::error_code ec;
+    char scratch[64 * 1024];
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < until && stream.wait_readable(1000)) {
+      stream.read_some(asio::buffer(scratch), ec);
+      if (ec) return;
     }
   }
 
@@ -315,36 +606,6 @@ struct HttpServer::Impl {
   static ApiError unknown_model(const std::string& id) {
     return ApiError(404, "invalid_request_error", "model", "model_not_found",
                     fmt::format("The model '{}' does not exist", id));
-  }
-
-  // Reads the body through the content reader so the size limit holds for
-  // chunked uploads too (httplib checks only Content-Length by itself). An
-  // oversized body is read to its end and dropped, as httplib does for an
-  // oversized Content-Length: stopping early would leave the rest of the body
-  // on the keep-alive connection, where it would be parsed as new requests.
-  std::string read_body(const httplib::Request& req, httplib::Response& res,
-                        const httplib::ContentReader& reader) {
-    std::string body;
-    bool too_large = false;
-    const bool ok = reader([&](const char* data, size_t n) {
-      if (too_large || body.size() + n > opt.max_body_bytes) {
-        too_large = true;
-        std::string().swap(body);
-        return true;
-      }
-      body.append(data, n);
-      return true;
-    });
-    if (too_large || res.status == 413) {
-      res.set_header("Connection", "close");
-      throw ApiError(413, "invalid_request_error", "", "request_too_large",
-                     fmt::format("request body is larger than {} bytes", opt.max_body_bytes));
-    }
-    if (!ok)
-      throw ApiError(400, "invalid_request_error", "", "invalid_body",
-                     "could not read the request body");
-    (void)req;
-    return body;
   }
 
   // Prompt token ids for a parsed request (chat: rendered through the
@@ -405,7 +666,7 @@ struct HttpServer::Impl {
     return (r ^ (0x9e3779b97f4a7c15ull * ++counter)) & ((uint64_t(1) << 53) - 1);
   }
 
-  void handle_generation(Endpoint ep, const std::string& body, httplib::Response& res) {
+  void handle_generation(Endpoint ep, const std::string& body, Reply& res) {
     if (draining)
       throw ApiError(503, "server_error", "", "shutting_down",
                      "the server is shutting down and takes no new requests");
@@ -519,7 +780,7 @@ struct HttpServer::Impl {
   // Waits for every choice and answers with all of them (usage adds their
   // tokens); a choice that failed cancels the rest and answers its error.
   void whole_response(const std::vector<std::shared_ptr<Generation>>& gens,
-                      const ResponseMeta& meta, httplib::Response& res) {
+                      const ResponseMeta& meta, Reply& res) {
     struct Choice {
       std::string text;
       std::vector<TokenLogprob> lps;
@@ -572,122 +833,159 @@ struct HttpServer::Impl {
   // the usage chunk (their tokens added) and [DONE] once all have finished.
   // A choice that fails ends the stream with an error event and cancels the rest.
   void stream_response(std::vector<std::shared_ptr<Generation>> gens, ResponseMeta meta,
-                       bool include_usage, httplib::Response& res) {
+                       bool include_usage, Reply& res) {
     struct StreamState {
       bool sent_done = false;
       Usage usage;
     };
     auto st = std::make_shared<StreamState>();
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, gens, meta, include_usage, st](size_t, httplib::DataSink& sink) {
-          // The choices decode in the same engine steps, so waiting on the
-          // first one still running hears the others' tokens too; a short
-          // wait keeps the thread responsive to a dead client.
-          for (const auto& g : gens) {
-            if (g->stream_ended) continue;
-            std::unique_lock lock(g->mu);
-            g->cv.wait_for(lock, std::chrono::milliseconds(200),
-                           [&] { return !g->pending.empty(); });
-            break;
+    res.content_type = "text/event-stream";
+    res.stream = [this, gens, meta, include_usage, st](StreamSink& sink) {
+      // The choices decode in the same engine steps, so waiting on the
+      // first one still running hears the others' tokens too; a short
+      // wait keeps the thread responsive to a dead client.
+      for (const auto& g : gens) {
+        if (g->stream_ended) continue;
+        std::unique_lock lock(g->mu);
+        g->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return !g->pending.empty(); });
+        break;
+      }
+      std::string out;
+      bool done = false;
+      for (size_t i = 0; i < gens.size() && !done; ++i) {
+        Generation& g = *gens[i];
+        std::deque<Event> batch;
+        {
+          std::lock_guard lock(g.mu);
+          batch.swap(g.pending);
+        }
+        const int64_t index = int64_t(i);
+        if (meta.endpoint == Endpoint::ChatCompletions && !g.sent_role) {
+          out += sse_event(chunk_json(meta, "", "", true, nullptr, index));
+          g.sent_role = true;
+        }
+        for (const Event& ev : batch) {
+          if (!ev.text.empty() || (meta.logprobs && !ev.logprobs.empty())) {
+            json lp;
+            if (meta.logprobs) {
+              lp = logprobs_json(meta, engine.tokenizer(), ev.logprobs, g.token_bytes);
+              for (const TokenLogprob& t : ev.logprobs)
+                g.token_bytes += int64_t(engine.tokenizer().token_bytes(t.id).size());
+            }
+            out += sse_event(chunk_json(meta, ev.text, "", false, lp, index));
           }
-          std::string out;
-          bool done = false;
-          for (size_t i = 0; i < gens.size() && !done; ++i) {
-            Generation& g = *gens[i];
-            std::deque<Event> batch;
-            {
-              std::lock_guard lock(g.mu);
-              batch.swap(g.pending);
-            }
-            const int64_t index = int64_t(i);
-            if (meta.endpoint == Endpoint::ChatCompletions && !g.sent_role) {
-              out += sse_event(chunk_json(meta, "", "", true, nullptr, index));
-              g.sent_role = true;
-            }
-            for (const Event& ev : batch) {
-              if (!ev.text.empty() || (meta.logprobs && !ev.logprobs.empty())) {
-                json lp;
-                if (meta.logprobs) {
-                  lp = logprobs_json(meta, engine.tokenizer(), ev.logprobs, g.token_bytes);
-                  for (const TokenLogprob& t : ev.logprobs)
-                    g.token_bytes += int64_t(engine.tokenizer().token_bytes(t.id).size());
-                }
-                out += sse_event(chunk_json(meta, ev.text, "", false, lp, index));
-              }
-              if (ev.finish == FinishReason::None) continue;
-              if (ev.finish == FinishReason::Cancelled || ev.finish == FinishReason::Error) {
-                out += sse_event(api_error_json(ended_error(ev)));
-                out += sse_done();
-                done = true;
-                break;
-              }
-              out += sse_event(
-                  chunk_json(meta, "", finish_reason_name(ev.finish), false, nullptr, index));
-              g.stream_ended = true;
-              st->usage.prompt_tokens = ev.prompt_tokens;
-              st->usage.cached_tokens = ev.cached_tokens;
-              st->usage.completion_tokens += ev.completion_tokens;
-            }
-          }
-          if (!done && std::all_of(gens.begin(), gens.end(),
-                                   [](const auto& g) { return g->stream_ended; })) {
-            if (include_usage) out += sse_event(usage_chunk_json(meta, st->usage));
+          if (ev.finish == FinishReason::None) continue;
+          if (ev.finish == FinishReason::Cancelled || ev.finish == FinishReason::Error) {
+            out += sse_event(api_error_json(ended_error(ev)));
             out += sse_done();
             done = true;
+            break;
           }
-          if (out.empty()) return sink.is_writable();
-          if (!sink.write(out.data(), out.size())) return false;  // the releaser cancels
-          if (done) {
-            st->sent_done = true;
-            sink.done();
-          }
-          return true;
-        },
-        // Runs when the response is destroyed, whatever happened to the stream.
-        [this, gens, st](bool) {
-          if (!st->sent_done) disconnects->inc();
-          for (const auto& g : gens) {
-            std::unique_lock lock(g->mu);
-            if (g->finished) continue;
-            lock.unlock();
-            g->client_gone = true;
-            engine.cancel(g->id);
-            // The engine's final event is still to come; wait for it so the
-            // slot is free before this request stops counting as in flight.
-            lock.lock();
-            g->cv.wait_for(lock, std::chrono::seconds(10), [&] { return g->finished; });
-          }
-          inflight_add(-1);
-        });
+          out +=
+              sse_event(chunk_json(meta, "", finish_reason_name(ev.finish), false, nullptr, index));
+          g.stream_ended = true;
+          st->usage.prompt_tokens = ev.prompt_tokens;
+          st->usage.cached_tokens = ev.cached_tokens;
+          st->usage.completion_tokens += ev.completion_tokens;
+        }
+      }
+      if (!done &&
+          std::all_of(gens.begin(), gens.end(), [](const auto& g) { return g->stream_ended; })) {
+        if (include_usage) out += sse_event(usage_chunk_json(meta, st->usage));
+        out += sse_done();
+        done = true;
+      }
+      if (out.empty()) return sink.client_alive();
+      if (!sink.write(out)) return false;  // the release cancels
+      if (done) {
+        st->sent_done = true;
+        sink.done = true;
+      }
+      return true;
+    };
+    // Runs once the reply is over, whatever happened to the stream.
+    res.release = [this, gens, st] {
+      if (!st->sent_done) disconnects->inc();
+      for (const auto& g : gens) {
+        std::unique_lock lock(g->mu);
+        if (g->finished) continue;
+        lock.unlock();
+        g->client_gone = true;
+        engine.cancel(g->id);
+        // The engine's final event is still to come; wait for it so the
+        // slot is free before this request stops counting as in flight.
+        lock.lock();
+        g->cv.wait_for(lock, std::chrono::seconds(10), [&] { return g->finished; });
+      }
+      inflight_add(-1);
+    };
   }
 };
 
 HttpServer::HttpServer(Engine& engine, HttpServerOptions opt)
-    : impl_(std::make_unique<Impl>(engine, std::move(opt))) {
-  impl_->setup_routes();
-}
+    : impl_(std::make_unique<Impl>(engine, std::move(opt))) {}
 
 HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
   Impl& m = *impl_;
-  if (m.opt.port == 0) {
-    m.port = m.svr.bind_to_any_port(m.opt.host);
-    if (m.port <= 0) fail("serve: cannot bind to {} on any port", m.opt.host);
-  } else {
-    if (!m.svr.bind_to_port(m.opt.host, m.opt.port))
-      fail("serve: cannot bind to {}:{} (in use, or not a local address?)", m.opt.host, m.opt.port);
-    m.port = m.opt.port;
+  beast::error_code ec;
+  tcp::resolver resolver(m.io);
+  const auto found = resolver.resolve(m.opt.host, std::to_string(m.opt.port),
+                                      tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || found.empty())
+    fail("serve: cannot resolve host '{}': {}", m.opt.host, ec ? ec.message() : "no address");
+  const tcp::endpoint where = found.begin()->endpoint();
+  m.acceptor.open(where.protocol(), ec);
+  if (!ec) m.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) m.acceptor.bind(where, ec);
+  // The kernel queues this many connections before accept, so a burst waits
+  // instead of being refused.
+  if (!ec) m.acceptor.listen(m.opt.listen_backlog, ec);
+  if (ec) {
+    beast::error_code ignored;
+    m.acceptor.close(ignored);
+    fail("serve: cannot bind to {}:{} ({})", m.opt.host, m.opt.port, ec.message());
   }
-  // listen() again on a listening socket only changes its backlog (Linux).
-  if (m.listen_fd >= 0) ::listen(m.listen_fd, m.opt.listen_backlog);
+  m.port = m.acceptor.local_endpoint().port();
   return m.port;
 }
 
 void HttpServer::listen() {
-  impl_->svr.listen_after_bind();
+  Impl& m = *impl_;
+  m.pool = std::make_unique<ConnectionPool>(size_t(m.opt.threads), size_t(m.opt.max_connections));
+  for (;;) {
+    tcp::socket sock(m.io);
+    beast::error_code ec;
+    m.acceptor.accept(sock, ec);
+    if (ec) {
+      {
+        std::lock_guard lock(m.conns_mu);
+        if (m.stopping) break;
+      }
+      // Out of descriptors or memory: the connections being served close in
+      // time, so wait a little rather than stop serving.
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+          ec == asio::error::no_memory) {
+        log().warn("keel serve: accept: {} (retrying)", ec.message());
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      if (ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
+          ec == asio::error::try_again)
+        continue;
+      log().error("keel serve: accept on {}:{} failed: {}", m.opt.host, m.port, ec.message());
+      break;
+    }
+    // The pool's jobs are copyable functions; the socket moves in through a pointer.
+    auto conn = std::make_shared<tcp::socket>(std::move(sock));
+    m.pool->enqueue([&m, conn] { m.serve_connection(std::move(*conn)); });
+  }
+  m.pool->shutdown();  // the connections still open finish their replies and close
+  std::lock_guard lock(m.conns_mu);
+  beast::error_code ignored;
+  m.acceptor.close(ignored);
 }
 
 ShutdownReport HttpServer::shutdown() {
@@ -703,7 +1001,13 @@ ShutdownReport HttpServer::shutdown() {
       m.engine.shutdown(false);  // the rest end with Cancelled
       m.wait_inflight_zero(10);
     }
-    m.svr.stop();
+    // Stop accepting; close the connections waiting for a request (a busy one
+    // closes after its reply).
+    std::lock_guard lock(m.conns_mu);
+    m.stopping = true;
+    for (const auto& [key, conn] : m.conns)
+      if (!conn.busy) ::shutdown(conn.fd, SHUT_RDWR);
+    if (m.acceptor.is_open()) ::shutdown(m.acceptor.native_handle(), SHUT_RDWR);
   });
   return m.report;
 }

@@ -1,7 +1,7 @@
 // The OpenAI-compatible HTTP front of the engine: POST /v1/completions and
 // /v1/chat/completions (whole or streamed as server-sent events), GET
-// /v1/models, /health and /metrics (Prometheus). Built on cpp-httplib, which
-// stays hidden behind this header.
+// /v1/models, /health and /metrics (Prometheus). Built on Boost.Beast, one
+// thread per connection, which stays hidden behind this header.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +20,7 @@ struct HttpServerOptions {
   size_t max_body_bytes = size_t(8) << 20;  // larger bodies: 413 before being read
   double drain_timeout_s = 30;              // shutdown: in-flight requests get this long
   int read_timeout_s = 30;                  // a client silent this long is dropped
+  int write_timeout_s = 5;                  // a client not reading this long is dropped
   // Non-empty: every route but /health needs "Authorization: Bearer <key>".
   std::string api_key;
   int listen_backlog = 1024;  // connections the kernel queues before accept

@@ -64,10 +64,12 @@ export function startServer(keel, model, extra = []) {
 // SIGTERM, then the exit code must be 0 within `timeoutMs`.
 export async function stopServer(srv, timeoutMs = 30000) {
   srv.proc.kill('SIGTERM');
+  let timer;
   const res = await Promise.race([
     srv.exited,
-    new Promise((r) => setTimeout(() => r({ code: 'timeout' }), timeoutMs)),
+    new Promise((r) => { timer = setTimeout(() => r({ code: 'timeout' }), timeoutMs); }),
   ]);
+  clearTimeout(timer); // a pending timer would hold node for timeoutMs after the test
   if (res.code === 'timeout') srv.proc.kill('SIGKILL');
   check(res.code === 0, `server exit after SIGTERM: ${JSON.stringify(res)}\n${srv.output()}`);
   return srv.output();
