@@ -4,17 +4,21 @@
 // all rows update with plain vector ops), an online softmax on the tile, and
 // O += P V, both through tile_gemm's register-blocked kernel. No Tq x Tk
 // matrix exists; key blocks wholly in a row block's future are skipped and
-// only blocks that cross the diagonal are masked. The forward saves lse; the
-// backward recomputes P from it. Forward work items are (b, h, query block);
-// backward items are (b, kv head), which own their dk/dv rows outright, so
-// query heads sharing a kv head never race and every sum has a fixed order.
+// only blocks that cross the diagonal are masked, and their masked corners are
+// not multiplied (TileTrim). Scores are kept in base 2 (log2(e) folded into
+// the query scale) so each probability costs one exp2_nonpos_v. The forward
+// saves lse (natural log); the backward recomputes P from it. Forward work items are (b, h, query
+// block); backward items are (b, kv head), which own their dk/dv rows outright, so query heads
+// sharing a kv head never race and every sum has a fixed order.
 #pragma once
 #include <cfloat>
 #include <type_traits>
 
 #include "backend/cpu/cpu_attention_rows.h"
+#include "backend/cpu/cpu_tile_dot_bf16.h"
 #include "backend/cpu/cpu_tile_gemm.h"
 #include "backend/cpu/simd.h"
+#include "core/cpu_features.h"
 
 namespace keel::backend::cpu::KEEL_CPU_ISA {
 
@@ -22,6 +26,8 @@ inline constexpr int64_t kTileQ = 64;
 inline constexpr int64_t kTileK = 64;
 // Below this many query rows the forward takes the row-at-a-time path.
 inline constexpr int64_t kTiledMinQueries = 16;
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2 = 0.693147180559945309f;
 
 // Per-thread f32 scratch that outlives a kernel call, grown when a call needs
 // more. Freshly allocated large buffers cost a page fault per 4 KiB on every
@@ -93,18 +99,25 @@ inline bool tile_unmasked(const AttentionArgs& a, int64_t t0, int64_t j0, int64_
   return first_seeing_lane(a, t0, j0 + jb - 1) <= 0;
 }
 
-template <class S, class T>
+// Dot: bf16 storage with AVX512-BF16, both products as vdpbf16ps on bf16
+// pairs (tile_dot_bf16): q and k as stored, P rounded to bf16 before P V (l
+// sums P before rounding), the scale applied to the f32 scores.
+template <class S, class T, bool Dot = false>
 void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o,
                          float* lse, int threads) {
   const int64_t HS = a.HS, group = a.NH / a.NKV;
   const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
+  const float qscale = a.scale * kLog2e;
+  [[maybe_unused]] const float sscale = qscale;
   parallel_items(a.B * a.NH * nqb, threads, [&](int64_t item) {
     const int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
     const int64_t kvh = h / group;
     const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
     const T* kb = k + b * a.kv_batch_stride + kvh * HS;
     const T* vb = v + b * a.kv_batch_stride + kvh * HS;
-    // Qt (HS x kTileQ): scaled queries, rows along the lanes. acc (nq x HS).
+    // Qt (HS x kTileQ): queries times scale * log2(e), rows along the lanes. acc (nq x HS).
+    // With Dot: Qt holds (HS / 2) x kTileQ pairs of q, unscaled, lanes past nq
+    // zero; kbuf the P pairs, vbuf the V pairs.
     float* buf[5];
     tile_scratch().carve({HS * kTileQ, kTileQ * HS, kTileK * kTileQ, kTileK * HS, kTileK * HS},
                          buf);
@@ -112,31 +125,57 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
     alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ], bm[kTileQ];
     for (int64_t r = 0; r < nq; ++r) {
       const T* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-      for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * a.scale;
+      if constexpr (Dot) {
+        uint32_t* qp = reinterpret_cast<uint32_t*>(Qt);
+        for (int64_t d2 = 0; d2 < HS / 2; ++d2)
+          std::memcpy(qp + d2 * kTileQ + r, qr + 2 * d2, sizeof(uint32_t));
+      } else {
+        for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * qscale;
+      }
       m[r] = -FLT_MAX;
       l[r] = 0.f;
     }
+    if constexpr (Dot)
+      for (int64_t d2 = 0; d2 < HS / 2; ++d2)
+        for (int64_t r = nq; r < kTileQ; ++r) reinterpret_cast<uint32_t*>(Qt)[d2 * kTileQ + r] = 0;
     for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
     const int64_t nk = visible_keys(a, t0 + nq - 1);
     for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
       const int64_t jb = imin(nk - j0, kTileK);
-      const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
-      // st[j, r] = scale q_r . k_j
-      tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false);
-      const bool masked =
-          !tile_unmasked(a, t0, j0, jb) && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
+      // st[j, r] = scale log2(e) q_r . k_j; the masked corner is not computed.
+      const bool crosses = !tile_unmasked(a, t0, j0, jb);
+      const int64_t shift = first_seeing_lane(a, t0, j0);
+      const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
+      if constexpr (Dot) {
+#if defined(__AVX512BF16__)
+        tile_dot_bf16(jb, kTileQ, HS / 2,
+                      reinterpret_cast<const uint32_t*>(kb + j0 * a.kv_row_stride),
+                      a.kv_row_stride / 2, 1, reinterpret_cast<const uint32_t*>(Qt), kTileQ, st,
+                      kTileQ, false, nullptr, cols);
+#endif
+      } else {
+        const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
+        tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);
+      }
+      const bool masked = crosses && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
       vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
         using L = decltype(ll);
         auto x = L::set1(-INFINITY);
-        for (int64_t j = 0; j < jb; ++j) x = L::max(x, L::load(st + j * kTileQ + r));
+        for (int64_t j = 0; j < jb; ++j) {
+          if constexpr (Dot) {
+            float* p = st + j * kTileQ + r;
+            L::store(p, L::mul(L::load(p), L::set1(sscale)));
+          }
+          x = L::max(x, L::load(st + j * kTileQ + r));
+        }
         L::store(bm + r, x);
       });
       // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
-      // (all its lanes masked to -inf) still has corr = exp(0) = 1.
+      // (all its lanes masked to -inf) still has corr = exp2(0) = 1.
       vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
         using L = decltype(ll);
         const auto m_old = L::load(m + r), m_new = L::max(m_old, L::load(bm + r));
-        L::store(corr + r, exp_v<L>(L::sub(m_old, m_new)));
+        L::store(corr + r, exp2_nonpos_v<L>(L::sub(m_old, m_new)));
         L::store(m + r, m_new);
       });
       bool rescale = false;
@@ -146,7 +185,7 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
           vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
             using L = decltype(ll);
             float* p = st + j * kTileQ + r;
-            L::store(p, exp_v<L>(L::sub(L::load(p), L::load(m + r))));
+            L::store(p, exp2_nonpos_v<L>(L::sub(L::load(p), L::load(m + r))));
           });
         mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
         // l = l * corr + column sums of P^T, summed in key order.
@@ -164,25 +203,30 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
           auto s = L::mul(L::load(l + r), L::load(corr + r));
           for (int64_t j = 0; j < jb; ++j) {
             float* p = st + j * kTileQ + r;
-            const auto e = exp_v<L>(L::sub(L::load(p), sh));
+            const auto e = exp2_nonpos_v<L>(L::sub(L::load(p), sh));
             L::store(p, e);
             s = L::add(s, e);
           }
           L::store(l + r, s);
         });
       }
-      if (rescale)
-        for (int64_t r = 0; r < nq; ++r) {
-          if (corr[r] == 1.f) continue;
-          float* ar = acc + r * HS;
-          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-            using L = decltype(ll);
-            L::store(ar + d, L::mul(L::load(ar + d), L::set1(corr[r])));
-          });
-        }
-      const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
-      // acc[r, :] += sum_j P[r, j] v_j, P[r, j] read from st[j, r].
-      tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true);
+      // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j, P[r, j] read from
+      // st[j, r]; keys in row r's future (P = 0) are not visited.
+      const TileTrim to = crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{};
+      if constexpr (Dot) {
+#if defined(__AVX512BF16__)
+        uint32_t* pp = reinterpret_cast<uint32_t*>(kbuf);
+        uint32_t* vp = reinterpret_cast<uint32_t*>(vbuf);
+        pack_f32_pairs(st, kTileQ, jb, kTileQ, pp);
+        pack_bf16_pairs(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vp);
+        tile_dot_bf16(nq, HS, (jb + 1) / 2, pp, 1, kTileQ, vp, HS, acc, HS, true,
+                      rescale ? corr : nullptr, to);
+#endif
+      } else {
+        const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
+        tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true, rescale ? corr : nullptr,
+                     to);
+      }
     }
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t t = t0 + r;
@@ -194,7 +238,7 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
         using L = decltype(ll);
         L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
       });
-      lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] + std::log(l[r]) : -INFINITY;
+      lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
     }
   });
 }
@@ -203,7 +247,7 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
 // dV += P^T dO, dP = dO V^T, dS = P * (dP - D), dQ += scale dS K,
 // dK += scale dS^T Q. Per (b, kv head): every query block of every head of the
 // group in order, each over its visible key blocks; dK and dV sum in f32 over
-// the whole head, dQ per query block.
+// the whole head, dQ per query block. S and lse are taken in base 2 for exp2.
 template <class S, class T>
 void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T* k, const T* v,
                      const T* o, const float* lse, T* dq, T* dk, T* dv, int threads) {
@@ -241,26 +285,31 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
           load_row<S>(q + q_off, a.scale, qs, HS);
           load_row<S>(dout + o_off, 1.f, dor, HS);
           for (int64_t d = 0; d < HS; ++d) {
-            Qt[d * kTileQ + r] = qs[d];
+            Qt[d * kTileQ + r] = qs[d] * kLog2e;
             dOt[d * kTileQ + r] = dor[d];
           }
           Dr[r] = dot_row<S>(dor, o + o_off, HS);
-          lr[r] = lse[(b * a.NH + h) * a.Tq + t];
+          lr[r] = lse[(b * a.NH + h) * a.Tq + t] * kLog2e;
         }
         for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
         for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
           const int64_t jb = imin(nk - j0, kTileK);
           const float* Kj = Kf + j0 * HS;
           const float* Vj = Vf + j0 * HS;
-          tile_gemm<S>(jb, nq, HS, Kj, HS, 1, Qt, kTileQ, st, kTileQ, false);    // S^T
-          tile_gemm<S>(jb, nq, HS, Vj, HS, 1, dOt, kTileQ, dpt, kTileQ, false);  // dP^T
+          // Lanes a crossing tile's mask covers are left uncomputed in S^T and
+          // dP^T and zeroed in P and dS; the products after skip them too.
+          const bool crosses = !tile_unmasked(a, t0, j0, jb);
+          const int64_t shift = first_seeing_lane(a, t0, j0);
+          const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
+          tile_gemm<S>(jb, nq, HS, Kj, HS, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);  // S^T
+          tile_gemm<S>(jb, nq, HS, Vj, HS, 1, dOt, kTileQ, dpt, kTileQ, false, nullptr, cols);
           for (int64_t j = 0; j < jb; ++j)
             vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
               using L = decltype(ll);
               float* p = st + j * kTileQ + r;
-              L::store(p, exp_v<L>(L::sub(L::load(p), L::load(lr + r))));
+              L::store(p, exp2_nonpos_v<L>(L::sub(L::load(p), L::load(lr + r))));
             });
-          if (!tile_unmasked(a, t0, j0, jb)) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
+          if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
           for (int64_t j = 0; j < jb; ++j)
             vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
               using L = decltype(ll);
@@ -268,11 +317,14 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
               const auto p = L::load(st + j * kTileQ + r);
               L::store(ds, L::mul(p, L::sub(L::load(ds), L::load(Dr + r))));
             });
+          if (crosses) mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
           // dV[j] += sum_r P[r, j] dO[r]; dK[j] += sum_r dS[r, j] (scale q_r).
-          tile_gemm<S>(jb, HS, nq, st, kTileQ, 1, dOr, HS, dVf + j0 * HS, HS, true);
-          tile_gemm<S>(jb, HS, nq, dpt, kTileQ, 1, Qs, HS, dKf + j0 * HS, HS, true);
+          const TileTrim from = crosses ? TileTrim{TileTrim::KFrom, shift} : TileTrim{};
+          tile_gemm<S>(jb, HS, nq, st, kTileQ, 1, dOr, HS, dVf + j0 * HS, HS, true, nullptr, from);
+          tile_gemm<S>(jb, HS, nq, dpt, kTileQ, 1, Qs, HS, dKf + j0 * HS, HS, true, nullptr, from);
           // dQ[r] += sum_j dS[r, j] k_j
-          tile_gemm<S>(nq, HS, jb, dpt, 1, kTileQ, Kj, HS, dQa, HS, true);
+          tile_gemm<S>(nq, HS, jb, dpt, 1, kTileQ, Kj, HS, dQa, HS, true, nullptr,
+                       crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
         }
         for (int64_t r = 0; r < nq; ++r) {
           T* dqr = dq + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
@@ -301,10 +353,21 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
 template <class S, class T>
 void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o, float* lse,
                      int threads) {
-  if (a.Tq < kTiledMinQueries)
+  if (a.Tq < kTiledMinQueries) {
     attention_fwd_rows<S>(a, q, k, v, o, lse, threads);
-  else
-    attention_fwd_tiled<S>(a, q, k, v, o, lse, threads);
+    return;
+  }
+#if defined(__AVX512BF16__)
+  // Pairs along the head dimension need HS even (and N of the P V product a
+  // whole number of vectors); rows of 4-byte words need even strides.
+  if constexpr (std::is_same_v<T, bf16_t> && S::W == 16)
+    if (cpu_features().avx512_bf16 && a.HS % 32 == 0 && a.kv_row_stride % 2 == 0 &&
+        a.q_row_stride % 2 == 0) {
+      attention_fwd_tiled<S, T, true>(a, q, k, v, o, lse, threads);
+      return;
+    }
+#endif
+  attention_fwd_tiled<S>(a, q, k, v, o, lse, threads);
 }
 
 template <class S>
