@@ -99,6 +99,15 @@ inline bool tile_unmasked(const AttentionArgs& a, int64_t t0, int64_t j0, int64_
   return first_seeing_lane(a, t0, j0 + jb - 1) <= 0;
 }
 
+// Whether the bf16 pair products apply: the CPU has AVX512-BF16, HS is a
+// whole number of 16-lane vectors of pairs (pairs along the head dimension, N
+// of the products along it), rows of 4-byte words start at even elements, and
+// a head fits the backward's row buffer.
+inline bool bf16_dot_usable(const AttentionArgs& a) {
+  return cpu_features().avx512_bf16 && a.HS % 32 == 0 && a.HS <= 512 && a.kv_row_stride % 2 == 0 &&
+         a.q_row_stride % 2 == 0 && a.kv_batch_stride % 2 == 0 && a.q_batch_stride % 2 == 0;
+}
+
 // Dot: bf16 storage with AVX512-BF16, both products as vdpbf16ps on bf16
 // pairs (tile_dot_bf16): q and k as stored, P rounded to bf16 before P V (l
 // sums P before rounding), the scale applied to the f32 scores.
@@ -350,6 +359,145 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
   });
 }
 
+#if defined(__AVX512BF16__)
+// Rows of f32 rounded to bf16 words: out[j * (n / 2) + w] = (x[j][2w], x[j][2w + 1]),
+// x[j] = base + j * ld, n a multiple of 16.
+inline void round_rows_bf16(const float* base, int64_t ld, int64_t rows, int64_t n, uint32_t* out) {
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t c = 0; c < n; c += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j * (n / 2) + c / 2),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(base + j * ld + c)));
+}
+
+// The backward of attention_bwd_t for bf16 storage on AVX512-BF16: the same
+// order of work, all five products as tile_dot_bf16 over bf16 pairs (q, k, v,
+// dO as stored; P and dS rounded to bf16 before their products), the scale
+// applied to the f32 scores and to dK and dQ at the end.
+template <class S>
+void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t* q, const bf16_t* k,
+                       const bf16_t* v, const bf16_t* o, const float* lse, bf16_t* dq, bf16_t* dk,
+                       bf16_t* dv, int threads) {
+  const int64_t HS = a.HS, H2 = HS / 2, group = a.NH / a.NKV, Tk = a.Tk;
+  const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
+  const float sscale = a.scale * kLog2e;
+  parallel_items(a.B * a.NKV, threads, [&](int64_t item) {
+    const int64_t kvh = item % a.NKV, b = item / a.NKV;
+    const int64_t kv_off = b * a.kv_batch_stride + kvh * HS;
+    // Kp: key pairs ((Tk + 1) / 2 x HS words); dKf, dVf: (Tk x HS) f32; Qp, dOp:
+    // (H2 x kTileQ) words, d pairs with queries along the lanes; Qr, dOq: query
+    // pairs (kTileQ / 2 x HS words); Pa, dSa: st and dpt rounded (kTileK x
+    // kTileQ / 2 words); dSp: key pairs of dS (kTileK / 2 x kTileQ words).
+    float* buf[13];
+    tile_scratch().carve(
+        {(Tk + 1) / 2 * HS, Tk * HS, Tk * HS, H2 * kTileQ, H2 * kTileQ, kTileQ / 2 * HS,
+         kTileQ / 2 * HS, kTileQ * HS, kTileK * kTileQ, kTileK * kTileQ, kTileK * kTileQ / 2,
+         kTileK * kTileQ / 2, kTileK / 2 * kTileQ},
+        buf);
+    auto* Kp = reinterpret_cast<uint32_t*>(buf[0]);
+    float *dKf = buf[1], *dVf = buf[2];
+    auto* Qp = reinterpret_cast<uint32_t*>(buf[3]);
+    auto* dOp = reinterpret_cast<uint32_t*>(buf[4]);
+    auto* Qr = reinterpret_cast<uint32_t*>(buf[5]);
+    auto* dOq = reinterpret_cast<uint32_t*>(buf[6]);
+    float *dQa = buf[7], *st = buf[8], *dpt = buf[9];
+    auto* Pa = reinterpret_cast<uint32_t*>(buf[10]);
+    auto* dSa = reinterpret_cast<uint32_t*>(buf[11]);
+    auto* dSp = reinterpret_cast<uint32_t*>(buf[12]);
+    alignas(64) float lr[kTileQ], Dr[kTileQ], dor[512];
+    pack_bf16_pairs(k + kv_off, a.kv_row_stride, Tk, HS, Kp);
+    for (int64_t i = 0; i < Tk * HS; ++i) dKf[i] = dVf[i] = 0.f;
+    for (int64_t hg = 0; hg < group; ++hg) {
+      const int64_t h = kvh * group + hg;
+      for (int64_t qb = 0; qb < nqb; ++qb) {
+        const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
+        const int64_t nk = visible_keys(a, t0 + nq - 1);
+        if (nk <= 0) continue;
+        const bf16_t* q0 = q + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS;
+        const bf16_t* do0 = dout + ((b * a.Tq + t0) * a.NH + h) * HS;
+        for (int64_t r = 0; r < kTileQ; ++r) {
+          if (r < nq) {
+            const int64_t t = t0 + r;
+            for (int64_t d2 = 0; d2 < H2; ++d2) {
+              std::memcpy(Qp + d2 * kTileQ + r, q0 + r * a.q_row_stride + 2 * d2, 4);
+              std::memcpy(dOp + d2 * kTileQ + r, do0 + r * a.NH * HS + 2 * d2, 4);
+            }
+            load_row<S>(do0 + r * a.NH * HS, 1.f, dor, HS);
+            Dr[r] = dot_row<S>(dor, o + ((b * a.Tq + t) * a.NH + h) * HS, HS);
+            lr[r] = lse[(b * a.NH + h) * a.Tq + t] * kLog2e;
+          } else {
+            // Padding lanes: zero scores and dP give P = dS = 0 there.
+            for (int64_t d2 = 0; d2 < H2; ++d2) Qp[d2 * kTileQ + r] = dOp[d2 * kTileQ + r] = 0;
+            Dr[r] = 0.f;
+            lr[r] = INFINITY;
+          }
+        }
+        pack_bf16_pairs(q0, a.q_row_stride, nq, HS, Qr);
+        pack_bf16_pairs(do0, a.NH * HS, nq, HS, dOq);
+        for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
+        for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
+          const int64_t jb = imin(nk - j0, kTileK);
+          const auto* Kj = reinterpret_cast<const uint32_t*>(k + kv_off + j0 * a.kv_row_stride);
+          const auto* Vj = reinterpret_cast<const uint32_t*>(v + kv_off + j0 * a.kv_row_stride);
+          const bool crosses = !tile_unmasked(a, t0, j0, jb);
+          const int64_t shift = first_seeing_lane(a, t0, j0);
+          const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
+          tile_dot_bf16(jb, kTileQ, H2, Kj, a.kv_row_stride / 2, 1, Qp, kTileQ, st, kTileQ, false,
+                        nullptr, cols);
+          tile_dot_bf16(jb, kTileQ, H2, Vj, a.kv_row_stride / 2, 1, dOp, kTileQ, dpt, kTileQ, false,
+                        nullptr, cols);
+          for (int64_t j = 0; j < jb; ++j)
+            for (int64_t r = 0; r < kTileQ; r += 16) {
+              float* p = st + j * kTileQ + r;
+              const auto x = Avx512::fma(Avx512::load(p), Avx512::set1(sscale),
+                                         Avx512::sub(Avx512::set1(0.f), Avx512::load(lr + r)));
+              Avx512::store(p, exp2_nonpos_v<Avx512>(x));
+            }
+          if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
+          for (int64_t j = 0; j < jb; ++j)
+            for (int64_t r = 0; r < kTileQ; r += 16) {
+              float* ds = dpt + j * kTileQ + r;
+              const auto p = Avx512::load(st + j * kTileQ + r);
+              Avx512::store(ds,
+                            Avx512::mul(p, Avx512::sub(Avx512::load(ds), Avx512::load(Dr + r))));
+            }
+          if (crosses) mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
+          round_rows_bf16(st, kTileQ, jb, kTileQ, Pa);
+          round_rows_bf16(dpt, kTileQ, jb, kTileQ, dSa);
+          pack_f32_pairs(dpt, kTileQ, jb, kTileQ, dSp);
+          const TileTrim from = crosses ? TileTrim{TileTrim::KFrom, shift} : TileTrim{};
+          const int64_t nq2 = (nq + 1) / 2;
+          tile_dot_bf16(jb, HS, nq2, Pa, kTileQ / 2, 1, dOq, HS, dVf + j0 * HS, HS, true, nullptr,
+                        from);
+          tile_dot_bf16(jb, HS, nq2, dSa, kTileQ / 2, 1, Qr, HS, dKf + j0 * HS, HS, true, nullptr,
+                        from);
+          tile_dot_bf16(nq, HS, (jb + 1) / 2, dSp, 1, kTileQ, Kp + j0 / 2 * HS, HS, dQa, HS, true,
+                        nullptr, crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
+        }
+        for (int64_t r = 0; r < nq; ++r) {
+          bf16_t* dqr = dq + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
+          const float* dqa = dQa + r * HS;
+          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+            using L = decltype(ll);
+            L::store(dqr + d, L::fma(L::set1(a.scale), L::load(dqa + d), L::load(dqr + d)));
+          });
+        }
+      }
+    }
+    for (int64_t j = 0; j < Tk; ++j) {
+      bf16_t* dkr = dk + kv_off + j * a.kv_row_stride;
+      bf16_t* dvr = dv + kv_off + j * a.kv_row_stride;
+      const float* dka = dKf + j * HS;
+      const float* dva = dVf + j * HS;
+      vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+        using L = decltype(ll);
+        L::store(dkr + d, L::fma(L::set1(a.scale), L::load(dka + d), L::load(dkr + d)));
+        L::store(dvr + d, L::add(L::load(dva + d), L::load(dvr + d)));
+      });
+    }
+  });
+}
+#endif
+
 template <class S, class T>
 void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o, float* lse,
                      int threads) {
@@ -358,11 +506,8 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
     return;
   }
 #if defined(__AVX512BF16__)
-  // Pairs along the head dimension need HS even (and N of the P V product a
-  // whole number of vectors); rows of 4-byte words need even strides.
   if constexpr (std::is_same_v<T, bf16_t> && S::W == 16)
-    if (cpu_features().avx512_bf16 && a.HS % 32 == 0 && a.kv_row_stride % 2 == 0 &&
-        a.q_row_stride % 2 == 0) {
+    if (bf16_dot_usable(a)) {
       attention_fwd_tiled<S, T, true>(a, q, k, v, o, lse, threads);
       return;
     }
@@ -383,6 +528,16 @@ template <class S>
 void attention_backward(const AttentionArgs& a, const void* dout, const void* q, const void* k,
                         const void* v, const void* o, const float* lse, void* dq, void* dk,
                         void* dv, int threads) {
+#if defined(__AVX512BF16__)
+  if constexpr (S::W == 16)
+    if (a.dt == DType::BF16 && bf16_dot_usable(a)) {
+      attention_bwd_dot<S>(a, static_cast<const bf16_t*>(dout), static_cast<const bf16_t*>(q),
+                           static_cast<const bf16_t*>(k), static_cast<const bf16_t*>(v),
+                           static_cast<const bf16_t*>(o), lse, static_cast<bf16_t*>(dq),
+                           static_cast<bf16_t*>(dk), static_cast<bf16_t*>(dv), threads);
+      return;
+    }
+#endif
   with_dtype(a.dt, [&](auto t) {
     using T = decltype(t);
     attention_bwd_t<S>(a, static_cast<const T*>(dout), static_cast<const T*>(q),
