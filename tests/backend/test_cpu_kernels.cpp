@@ -361,7 +361,12 @@ TEST(CpuKernels, Attention) {
                                        {2, 7, 7, 4, 4, 16, false},
                                        {2, 70, 70, 4, 2, 33, false},
                                        {1, 67, 67, 4, 1, 64, true},
-                                       {2, 3, 70, 2, 1, 16, false}};
+                                       {2, 3, 70, 2, 1, 16, false},
+                                       // Several 64- and 128-key tiles, a partial last
+                                       // one; queries after past keys: on CPUs with
+                                       // AVX512-BF16 these take the bf16 pair path.
+                                       {1, 200, 200, 2, 1, 64, false},
+                                       {1, 40, 100, 2, 2, 32, false}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
       AttentionArgs a;
