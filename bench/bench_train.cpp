@@ -4,12 +4,15 @@
 // keel trains with f32 and bf16 compute through the real Trainer; PyTorch
 // (tests/reference/train_torch_bench.py) under each BLAS setup and with f32
 // and bf16 autocast, its best kept. Every figure is also given as a ratio to
-// the measured GEMM peak of its dtype (MFU) and to PyTorch's best setup.
+// the measured GEMM peak of its dtype (MFU) and to PyTorch's best setup and
+// PyTorch's best in the same dtype; the long lines add bf16/f32 and attention's
+// FLOP rate against the GEMM of its dtype and against that dtype's peak.
 // Prints one JSON line.
 // Usage: bench_train [--steps N] [--long-steps N] [--source-dir DIR] [--no-torch]
 //                    [--short-only | --long-only]   (run from the repo root)
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -140,12 +143,15 @@ struct TorchSetup {
   DType dtype;
 };
 
-// PyTorch's tokens/s under each setup (null when a run printed nothing), and the best.
+// PyTorch's tokens/s under each setup (null when a run printed nothing), the
+// best overall and the best of each dtype (f32, bf16 autocast).
 struct TorchResult {
   nlohmann::ordered_json tried = nlohmann::ordered_json::object();
   std::string best;
   DType best_dtype = DType::F32;
   double best_tps = 0;
+  double best_f32_tps = 0, best_bf16_tps = 0;
+  double best_of(DType dt) const { return dt == DType::BF16 ? best_bf16_tps : best_f32_tps; }
 };
 
 TorchResult bench_torch(const std::string& src, const Line& line,
@@ -172,12 +178,15 @@ TorchResult bench_torch(const std::string& src, const Line& line,
     const double tps = j.value("tokens_per_s", 0.0);
     r.tried[s.name] = tps;
     if (tps > r.best_tps) r.best_tps = tps, r.best = s.name, r.best_dtype = s.dtype;
+    double& of_dtype = s.dtype == DType::BF16 ? r.best_bf16_tps : r.best_f32_tps;
+    of_dtype = std::max(of_dtype, tps);
   }
   return r;
 }
 
 // keel's figures for one dtype: tokens/s, MFU against that dtype's peak, and
-// the ratio to PyTorch's best (when measured).
+// the ratios to PyTorch's best setup and to PyTorch's best in the same dtype
+// (when measured).
 void put_keel(nlohmann::ordered_json& out, const std::string& dn, const KeelResult& k, double peak,
               const TorchResult* torch) {
   out["keel_" + dn + "_tokens_per_s"] = k.tokens_per_s;
@@ -185,6 +194,9 @@ void put_keel(nlohmann::ordered_json& out, const std::string& dn, const KeelResu
   out["keel_" + dn + "_mfu"] = k.flops_per_token * k.tokens_per_s / peak;
   if (torch && torch->best_tps > 0)
     out["ratio_keel_" + dn + "_vs_torch_best"] = k.tokens_per_s / torch->best_tps;
+  const DType dt = dn == "bf16" ? DType::BF16 : DType::F32;
+  if (torch && torch->best_of(dt) > 0)
+    out["ratio_keel_" + dn + "_vs_torch_" + dn] = k.tokens_per_s / torch->best_of(dt);
 }
 
 void put_torch(nlohmann::ordered_json& out, const TorchResult& t, double flops_per_token,
@@ -193,6 +205,11 @@ void put_torch(nlohmann::ordered_json& out, const TorchResult& t, double flops_p
   out["torch_best_setup"] = t.best;
   out["torch_best_tokens_per_s"] = t.best_tps;
   if (t.best_tps > 0) out["torch_best_mfu"] = flops_per_token * t.best_tps / peaks.of(t.best_dtype);
+  // PyTorch's best in each dtype against the peak of that dtype.
+  for (DType dt : {DType::F32, DType::BF16})
+    if (t.best_of(dt) > 0)
+      out["torch_" + std::string(dtype_name(dt)) + "_mfu"] =
+          flops_per_token * t.best_of(dt) / peaks.of(dt);
 }
 
 // One long-sequence line: keel f32 and bf16, attention's share of each step
@@ -223,14 +240,21 @@ nlohmann::ordered_json long_line(backend::Backend& be, const Line& line, const P
                      {{"f32, sdpa", omp, "--attn sdpa --dtype f32", DType::F32},
                       {"bf16 autocast, sdpa", omp, "--attn sdpa --dtype bf16", DType::BF16}});
   }
+  // On a shared machine one short peak measurement can land in a busy moment:
+  // each dtype's peak is the best of the start-up one and the GEMM measured
+  // beside attention here.
+  Peaks best = peaks;
   for (const auto& [dt, k] : keel) {
     const std::string dn(dtype_name(dt));
-    put_keel(out, dn, k, peaks.of(dt), torch ? &tr : nullptr);
     // Attention alone at the step's shape: its time over the step's (n_layer
     // forward and backward calls), and its FLOP rate against the GEMM rate
     // measured just before it (on a shared machine the rate of the moment).
     const double gemm = train::measure_gemm_gflops(be, dt, 1024, 0.5);
     const bench::AttentionRate ar = bench::measure_attention(be, shape, dt, 0.5);
+    double& peak = dt == DType::BF16 ? best.bf16 : best.f32;
+    peak = std::max(peak, gemm * 1e9);
+    out["keel_" + dn + "_peak_gflops"] = peak / 1e9;
+    put_keel(out, dn, k, peak, torch ? &tr : nullptr);
     out["keel_" + dn + "_attention_share"] =
         double(c.n_layer) * (ar.fwd_seconds + ar.bwd_seconds) / k.seconds_per_step;
     out["keel_" + dn + "_gemm_gflops_beside_attention"] = gemm;
@@ -238,8 +262,12 @@ nlohmann::ordered_json long_line(backend::Backend& be, const Line& line, const P
     out["keel_" + dn + "_attention_bwd_gflops"] = ar.bwd_gflops;
     out["keel_" + dn + "_attention_fwd_vs_gemm"] = ar.fwd_gflops / gemm;
     out["keel_" + dn + "_attention_bwd_vs_gemm"] = ar.bwd_gflops / gemm;
+    out["keel_" + dn + "_attention_fwd_vs_peak"] = ar.fwd_gflops * 1e9 / peak;
+    out["keel_" + dn + "_attention_bwd_vs_peak"] = ar.bwd_gflops * 1e9 / peak;
   }
-  if (torch) put_torch(out, tr, keel[0].second.flops_per_token, peaks);
+  out["ratio_keel_bf16_vs_f32"] = keel[1].second.tokens_per_s / keel[0].second.tokens_per_s;
+  out["ratio_bf16_vs_f32_peak"] = best.bf16 / best.f32;
+  if (torch) put_torch(out, tr, keel[0].second.flops_per_token, best);
   return out;
 }
 

@@ -17,6 +17,10 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/rng.h"
+// The kernels' traits at the one-lane level, for checking their exp2 polynomial
+// directly (the vector levels are the same operations on more lanes).
+#define KEEL_CPU_ISA exp_check
+#include "backend/cpu/simd.h"
 
 namespace {
 
@@ -357,7 +361,12 @@ TEST(CpuKernels, Attention) {
                                        {2, 7, 7, 4, 4, 16, false},
                                        {2, 70, 70, 4, 2, 33, false},
                                        {1, 67, 67, 4, 1, 64, true},
-                                       {2, 3, 70, 2, 1, 16, false}};
+                                       {2, 3, 70, 2, 1, 16, false},
+                                       // Several 64- and 128-key tiles, a partial last
+                                       // one; queries after past keys: on CPUs with
+                                       // AVX512-BF16 these take the bf16 pair path.
+                                       {1, 200, 200, 2, 1, 64, false},
+                                       {1, 40, 100, 2, 2, 32, false}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
       AttentionArgs a;
@@ -555,6 +564,26 @@ TEST(CpuKernels, Embedding) {
         return Outs{{"out", out}, {"dtable", dtable}};
       });
     }
+}
+
+// The softmax's exp2 against std::exp2 in double over the whole range the
+// attention kernels feed it (scores minus their max, in base 2): within 2.5e-7
+// relative where the result is a normal float, 0 at and below -127, exp2(0) = 1
+// exactly, NaN kept.
+TEST(CpuKernels, SoftmaxExp2MatchesStdExp) {
+  using keel::backend::cpu::exp_check::exp2_nonpos_v;
+  using keel::backend::cpu::exp_check::Scalar;
+  double worst = 0;
+  for (int64_t i = 0; i <= 2000000; ++i) {
+    const float x = -126.f * float(i) / 2000000.f;
+    const double want = std::exp2(double(x));
+    worst = std::max(worst, std::fabs(double(exp2_nonpos_v<Scalar>(x)) - want) / want);
+  }
+  EXPECT_LT(worst, 2.5e-7);
+  EXPECT_EQ(exp2_nonpos_v<Scalar>(0.f), 1.f);
+  EXPECT_EQ(exp2_nonpos_v<Scalar>(-127.f), 0.f);
+  EXPECT_EQ(exp2_nonpos_v<Scalar>(-INFINITY), 0.f);
+  EXPECT_TRUE(std::isnan(exp2_nonpos_v<Scalar>(NAN)));
 }
 
 }  // namespace

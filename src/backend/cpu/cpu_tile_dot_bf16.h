@@ -1,0 +1,158 @@
+// The bf16 counterpart of tile_gemm for CPUs with AVX512-BF16: C (M x N, f32)
+// (+)= A (M x K) * B (K x N) with A and B in bf16 pairs along k, one
+// vdpbf16ps per pair of k, twice the products of an f32 FMA per instruction.
+// A holds 32-bit words (a[k], a[k+1]) at row stride a_row and pair stride
+// a_col; B holds pair rows of N words (b[k][n], b[k+1][n]), row stride ldb.
+// N is a multiple of 16. Same register blocking, row scale and causal trim as
+// tile_gemm, counted in pairs of k.
+#pragma once
+#include "backend/cpu/cpu_tile_gemm.h"
+
+#if defined(__AVX512BF16__)
+namespace keel::backend::cpu::KEEL_CPU_ISA {
+
+template <int R, int NV>
+inline void tile_dot_block(int64_t k0, int64_t k1, const uint32_t* A, int64_t a_row, int64_t a_col,
+                           const uint32_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+                           const float* row_scale) {
+  __m512 c[R][NV];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) {
+      c[i][v] = accumulate ? _mm512_loadu_ps(C + i * ldc + v * 16) : _mm512_setzero_ps();
+      if (accumulate && row_scale) c[i][v] = _mm512_mul_ps(c[i][v], _mm512_set1_ps(row_scale[i]));
+    }
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512bh b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(B + k * ldb + v * 16);
+    const uint32_t* ak = A + k * a_col;
+    for (int i = 0; i < R; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(ak[i * a_row]));
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], a, b[v]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + v * 16, c[i][v]);
+}
+
+template <int R, int NV>
+inline void tile_dot_block_from(int skip, int64_t k0, int64_t k1, const uint32_t* A, int64_t a_row,
+                                int64_t a_col, const uint32_t* B, int64_t ldb, float* C,
+                                int64_t ldc, bool accumulate, const float* row_scale) {
+  if (skip >= NV) return;
+  if constexpr (NV > 1)
+    if (skip > 0) {
+      tile_dot_block_from<R, NV - 1>(skip - 1, k0, k1, A, a_row, a_col, B + 16, ldb, C + 16, ldc,
+                                     accumulate, row_scale);
+      return;
+    }
+  tile_dot_block<R, NV>(k0, k1, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale);
+}
+
+// Rows [i, i + R) of the strip at column n0; the trim is in k (not pair) units.
+template <int R, int NV>
+inline void tile_dot_rows(int64_t i, int64_t n0, int64_t K2, const uint32_t* A, int64_t a_row,
+                          int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
+                          bool accumulate, const float* row_scale, TileTrim trim) {
+  int64_t k0 = 0, k1 = K2;
+  int skip = 0;
+  if (trim.kind == TileTrim::Cols) {
+    skip = int(imin(imax(i + trim.shift - n0, 0), int64_t(NV) * 16) / 16);
+  } else if (trim.kind == TileTrim::KFrom) {
+    k0 = imin(imax(i + trim.shift, 0), 2 * K2) / 2;
+  } else if (trim.kind == TileTrim::KTo) {
+    k1 = (imin(imax(i + R + trim.shift, 0), 2 * K2) + 1) / 2;
+  }
+  tile_dot_block_from<R, NV>(skip, k0, k1, A + i * a_row, a_row, a_col, B, ldb, C + i * ldc, ldc,
+                             accumulate, row_scale ? row_scale + i : nullptr);
+}
+
+template <int NV>
+inline void tile_dot_strip(int64_t n0, int64_t M, int64_t K2, const uint32_t* A, int64_t a_row,
+                           int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
+                           bool accumulate, const float* row_scale, TileTrim trim) {
+  constexpr int R = 6;
+  B += n0, C += n0;
+  int64_t i = 0;
+  for (; i + R <= M; i += R)
+    tile_dot_rows<R, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+  switch (M - i) {
+    case 1:
+      tile_dot_rows<1, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 2:
+      tile_dot_rows<2, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 3:
+      tile_dot_rows<3, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 4:
+      tile_dot_rows<4, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 5:
+      tile_dot_rows<5, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    default:
+      break;
+  }
+}
+
+// C (M x N) (+)= A B over K2 pairs of k; N a multiple of 16.
+inline void tile_dot_bf16(int64_t M, int64_t N, int64_t K2, const uint32_t* A, int64_t a_row,
+                          int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
+                          bool accumulate, const float* row_scale = nullptr, TileTrim trim = {}) {
+  int64_t n = 0;
+  for (; n + 64 <= N; n += 64)
+    tile_dot_strip<4>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+  switch ((N - n) / 16) {
+    case 1:
+      tile_dot_strip<1>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 2:
+      tile_dot_strip<2>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 3:
+      tile_dot_strip<3>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    default:
+      break;
+  }
+}
+
+// Pair rows of a bf16 matrix: out[j2 * N + n] = (x[2 j2][n], x[2 j2 + 1][n])
+// for rows x[j] = base + j * stride, j < rows (a missing odd row reads as 0).
+inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, int64_t N,
+                            uint32_t* out) {
+  for (int64_t j = 0; j < rows; j += 2) {
+    const auto* lo = reinterpret_cast<const uint16_t*>(base + j * stride);
+    const auto* hi = reinterpret_cast<const uint16_t*>(base + (j + 1) * stride);
+    uint32_t* o = out + (j / 2) * N;
+    for (int64_t n = 0; n < N; n += 16) {
+      const __m512i l = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(lo + n)));
+      const __m512i h = j + 1 < rows
+                            ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(hi + n)))
+                            : _mm512_setzero_si512();
+      _mm512_storeu_si512(o + n, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+    }
+  }
+}
+
+// The same from f32 rows x[j] = base + j * stride, rounded to bf16 (nearest
+// even), as probabilities are before their product with V.
+inline void pack_f32_pairs(const float* base, int64_t stride, int64_t rows, int64_t N,
+                           uint32_t* out) {
+  for (int64_t j = 0; j < rows; j += 2) {
+    const float* lo = base + j * stride;
+    const float* hi = base + (j + 1) * stride;
+    uint32_t* o = out + (j / 2) * N;
+    for (int64_t n = 0; n < N; n += 16) {
+      const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo + n)));
+      const __m512i h =
+          j + 1 < rows ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi + n)))
+                       : _mm512_setzero_si512();
+      _mm512_storeu_si512(o + n, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+    }
+  }
+}
+
+}  // namespace keel::backend::cpu::KEEL_CPU_ISA
+#endif
