@@ -3,8 +3,10 @@
 // each weight format, prefill tokens/s, time to first token, decode tokens/s
 // at batch 1 and batch 8, and batch-1 decode against the memory-bandwidth
 // roofline (weight bytes per token / read bandwidth measured in this run:
-// the best pass, and paired, the median over decode windows of the
-// bandwidth a probe gets right after each window for as long).
+// the best of every probe pass, the first ones and those interleaved with the
+// decode windows of all formats, so all lines share one denominator; and
+// paired, the median over decode windows of the bandwidth a probe gets right
+// after each window for as long).
 // Prints one JSON line per format, then one on response_format's token-mask
 // cost per token ("serve_json_mask") and one on the time to first token of a
 // request sharing a --prefix-tokens (1000) prefix with an earlier one, prefix
@@ -91,13 +93,18 @@ class BandwidthProbe {
   // Best of 5 passes over the 512 MiB: the roofline is what the memory can
   // do, so a slow pass (another process on the core) must not lower it.
   double best() {
-    double b = 0;
-    for (int rep = 0; rep < 5; ++rep) {
-      const auto t0 = Clock::now();
-      pass();
-      b = std::max(b, double(buf_.size() * sizeof(float)) / since(t0));
-    }
-    return b;
+    for (int rep = 0; rep < 5; ++rep) timed_pass();
+    return max();
+  }
+
+  // The best pass so far, and every pass's rate: on a shared host one run's
+  // passes measured 32-74 GB/s, so only the best of many (some of them
+  // between the decode windows) says what the memory can do.
+  double max() const {
+    return *std::max_element(rates_.begin(), rates_.end());
+  }
+  const std::vector<double>& rates() const {
+    return rates_;
   }
 
   // Mean rate of whole passes over at least `seconds`: taken right after a
@@ -109,13 +116,19 @@ class BandwidthProbe {
     const auto t0 = Clock::now();
     size_t passes = 0;
     do {
-      pass();
+      timed_pass();
       ++passes;
     } while (since(t0) < seconds);
     return double(passes * buf_.size() * sizeof(float)) / since(t0);
   }
 
  private:
+  void timed_pass() {
+    const auto t0 = Clock::now();
+    pass();
+    rates_.push_back(double(buf_.size() * sizeof(float)) / since(t0));
+  }
+
   void pass() {
     const size_t chunk = 1 << 16, nchunks = buf_.size() / chunk;
     const bool avx2 = cpu_features().avx2;
@@ -130,6 +143,7 @@ class BandwidthProbe {
 
   int threads_;
   std::vector<float> buf_;
+  std::vector<double> rates_;
   volatile float sink_ = 0;
 };
 
@@ -192,8 +206,7 @@ void save_run_dir(const std::string& dir, const model::ModelConfig& c, model::Mo
   store::save_run(dir, cfg, m, tok, {{"note", "untrained, for bench-serve"}});
 }
 
-nlohmann::json measure(serve::InferenceModel& m, const Args& a, double bandwidth,
-                       BandwidthProbe& probe) {
+nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& probe) {
   const auto& cfg = m.config();
   const int64_t V = cfg.vocab_size;
   serve::KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX);
@@ -248,16 +261,26 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, double bandwidth
     return best;
   };
   const double d1 = decode(1), dB = decode(a.batch);
-  const double roofline = bandwidth / bytes;
   std::sort(paired.begin(), paired.end());
   return {{"prefill_tok_s", double(a.prompt) / prefill_s},
           {"ttft_ms", 1e3 * ttft_s},
           {"decode_b1_tok_s", d1},
           {fmt::format("decode_b{}_tok_s", a.batch), dB},
           {"weight_bytes_per_token", bytes},
-          {"roofline_b1_tok_s", roofline},
-          {"roofline_fraction", d1 / roofline},
           {"roofline_fraction_paired", paired.empty() ? 0.0 : paired[paired.size() / 2]}};
+}
+
+// The roofline of a measured line against the run's best read bandwidth,
+// with the spread of all probe passes (min, median, max in GB/s).
+void add_roofline(nlohmann::json& j, const BandwidthProbe& probe) {
+  std::vector<double> r = probe.rates();
+  std::sort(r.begin(), r.end());
+  const double bw = r.back(), bytes = j["weight_bytes_per_token"];
+  j["read_bandwidth_gb_s"] = bw / 1e9;
+  j["read_bandwidth_spread_gb_s"] = {r.front() / 1e9, r[r.size() / 2] / 1e9, bw / 1e9};
+  j["read_bandwidth_passes"] = r.size();
+  j["roofline_b1_tok_s"] = bw / bytes;
+  j["roofline_fraction"] = double(j["decode_b1_tok_s"]) / (bw / bytes);
 }
 
 // Per-phase wall time of batch-1 decode (the model's ForwardProfile plus the
@@ -461,6 +484,7 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "[bench_serve] %s, %d threads, read bandwidth %.2f GB/s\n",
                be->describe().c_str(), a.threads, bw / 1e9);
   double decode_b1_f32 = 0;
+  std::vector<nlohmann::json> lines;
   std::string fmts = a.formats + ",";
   for (size_t p = 0, q; (q = fmts.find(',', p)) != std::string::npos; p = q + 1) {
     const std::string f = fmts.substr(p, q - p);
@@ -473,12 +497,23 @@ int main(int argc, char** argv) try {
                                               c.n_embd, c.vocab_size)},
                         {"threads", a.threads},
                         {"read_bandwidth_gb_s", bw / 1e9}};
-    j.update(a.profile > 0 ? profile_decode(m, a) : measure(m, a, bw, probe));
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
-    if (f == "f32" && j.contains("decode_b1_tok_s")) decode_b1_f32 = j["decode_b1_tok_s"];
+    if (a.profile > 0) {
+      j.update(profile_decode(m, a));
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+      continue;
+    }
+    j.update(measure(m, a, probe));
+    if (f == "f32") decode_b1_f32 = j["decode_b1_tok_s"];
+    lines.push_back(std::move(j));
   }
   if (a.profile > 0) return 0;
+  // Printed once every format has run, so all share the run's best bandwidth.
+  for (nlohmann::json& j : lines) {
+    add_roofline(j, probe);
+    std::printf("%s\n", j.dump().c_str());
+  }
+  std::fflush(stdout);
   std::printf("%s\n", json_mask_cost(tok, decode_b1_f32).dump().c_str());
   std::fflush(stdout);
   if (a.prefix_tokens > 0) {

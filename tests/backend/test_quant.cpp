@@ -269,6 +269,43 @@ TEST(Quant, VectorLevelsMatchScalarBitForBit) {
   }
 }
 
+// Prefill-shaped calls (more rows than the decode path takes) go through the
+// 512-bit tile kernel where the CPU has it: each row of the result must be
+// bit for bit the single-row (decode) call on that row, whatever the thread
+// count, for odd row counts, an odd number of weight rows and a partial
+// group of eight blocks.
+TEST(Quant, PrefillRowsEqualDecodeRowsBitForBit) {
+  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8}) {
+    for (int64_t M : {int64_t(9), int64_t(16), int64_t(23)}) {
+      const int64_t N = 131, K = 32 * 27;
+      auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
+      x[5] = 0.f;  // and an all-zero block in row 1
+      for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
+      std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
+      std::vector<float> ws(static_cast<size_t>(N));
+      quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
+      std::vector<float> y1(size_t(M * N)), y2(size_t(M * N)), row(static_cast<size_t>(N));
+      qmatmul(qdt, x.data(), wq.data(), ws.data(), y1.data(), M, N, K, 1);
+      qmatmul(qdt, x.data(), wq.data(), ws.data(), y2.data(), M, N, K, 2);
+      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
+      for (int64_t m = 0; m < M; ++m) {
+        qmatmul(qdt, x.data() + m * K, wq.data(), ws.data(), row.data(), 1, N, K, 1);
+        ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
+            << dtype_name(qdt) << " M=" << M << " row " << m;
+      }
+    }
+  }
+}
+
+// The same prefill path against the exact integer reference (float64 sums of
+// the dequantized weights times the quantized activations).
+TEST(Quant, PrefillMatchesIntegerReference) {
+  for (DType qdt : {DType::I8, DType::Q8_0, DType::Q4_0}) {
+    check_qmatmul(qdt, 17, 70, 32 * 9);
+    check_qmatmul(qdt, 40, 33, 768);
+  }
+}
+
 TEST(Quant, BlockedTypesNeedKMultipleOf32) {
   std::vector<float> w(40);
   std::vector<char> q(1024);

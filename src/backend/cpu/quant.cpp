@@ -262,6 +262,21 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
   // so y depends neither on the thread count nor on who computed it.
   const int64_t block = 64, nblocks = (N + block - 1) / block;
   const int nt = int(std::min<int64_t>(threads, nblocks));
+  if (!team && !i8 && gemm_detail::allow_avx512()) {
+    // Prefill: x packed in row pairs once, then 512-bit tiles that reuse each
+    // unpacked weight block for eight rows (same results as the dots below).
+    thread_local std::vector<uint8_t> xu;
+    thread_local std::vector<float> xus;
+    if (xu.size() < size_t(qgemm_x_bytes(M, nb))) xu.resize(size_t(qgemm_x_bytes(M, nb)));
+    if (xus.size() < size_t(qgemm_x_scales(M, nb))) xus.resize(size_t(qgemm_x_scales(M, nb)));
+    qgemm_pack_x_avx512(reinterpret_cast<const BlockQ8_0*>(xqp), xsp, M, nb, xu.data(), xus.data());
+    const uint8_t* xup = xu.data();
+    const float* xusp = xus.data();
+    for_blocks(false, nt, nblocks, [&](int64_t ib) {
+      qgemm_avx512(qdt, wq, ib * block, std::min(N, (ib + 1) * block), N, xup, xusp, M, nb, y);
+    });
+    return;
+  }
   for_blocks(team, nt, nblocks, [&](int64_t ib) {
     float out[kQRows];
     int32_t iout[kQRows];

@@ -46,4 +46,28 @@ const QDotTable& qdot_scalar();
 const QDotTable& qdot_avx2();    // only when the CPU has AVX2
 const QDotTable& qdot_avx512();  // only when the CPU has AVX-512 VL + VNNI
 
+// dot_q4_pair in 512-bit registers (quant_gemv_avx512.cpp), the avx512
+// table's; same results.
+void dot_q4_pair_avx512(const BlockQ4_0* w, const BlockQ8_0* x, const float* xd, int64_t nb,
+                        float* out);
+
+// Many-row (prefill) Q8_0 / Q4_0 matmul with 512-bit VNNI, only when the CPU
+// has it. x rows, quantized to Q8_0 blocks (xq, scales xd), are packed once
+// per call in pairs: pair p's block b is 64 bytes (rows 2p and 2p + 1, each
+// value + 128) at xu + (p * nb + b) * 64, and its scales for blocks
+// 8g .. 8g+7 are 16 floats at xs + (p * ceil(nb / 8) + g) * 16 (zeros past nb
+// and for the row past an odd M).
+inline int64_t qgemm_x_bytes(int64_t M, int64_t nb) {
+  return (M + 1) / 2 * nb * 64;
+}
+inline int64_t qgemm_x_scales(int64_t M, int64_t nb) {
+  return (M + 1) / 2 * ((nb + 7) / 8) * 16;
+}
+void qgemm_pack_x_avx512(const BlockQ8_0* xq, const float* xd, int64_t M, int64_t nb, uint8_t* xu,
+                         float* xs);
+// y[m * N + n] for m < M, n0 <= n < n1, weight rows of nb blocks of qdt:
+// bit for bit the dot_q8 / dot_q4 result of row n with x row m.
+void qgemm_avx512(DType qdt, const void* w, int64_t n0, int64_t n1, int64_t N, const uint8_t* xu,
+                  const float* xs, int64_t M, int64_t nb, float* y);
+
 }  // namespace keel::backend::cpu::quant_detail
