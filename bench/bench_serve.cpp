@@ -6,7 +6,9 @@
 // the best of every probe pass, the first ones and those interleaved with the
 // decode windows of all formats, so all lines share one denominator; and
 // paired, the median over decode windows of the bandwidth a probe gets right
-// after each window for as long).
+// after each window for as long); and batch-1 decode with 2,048 tokens in
+// the cache (decode_b1_ctx2048_tok_s; its roofline counts the cached keys
+// and values each token reads as well as the weights).
 // Prints one JSON line per format, then one on response_format's token-mask
 // cost per token ("serve_json_mask") and one on the time to first token of a
 // request sharing a --prefix-tokens (1000) prefix with an earlier one, prefix
@@ -153,7 +155,7 @@ struct Args {
   int64_t profile = 0;           // > 0: only profile this many batch-1 decode steps per format
   int64_t prefix_tokens = 1000;  // the shared prefix of the prefix-cache TTFT case (0: skip)
   int64_t prompt = 128, decode_steps = 32, batch = 8;
-  int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 1024;
+  int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 2304;
 };
 
 Args parse(int argc, char** argv) {
@@ -262,12 +264,44 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
   };
   const double d1 = decode(1), dB = decode(a.batch);
   std::sort(paired.begin(), paired.end());
-  return {{"prefill_tok_s", double(a.prompt) / prefill_s},
-          {"ttft_ms", 1e3 * ttft_s},
-          {"decode_b1_tok_s", d1},
-          {fmt::format("decode_b{}_tok_s", a.batch), dB},
-          {"weight_bytes_per_token", bytes},
-          {"roofline_fraction_paired", paired.empty() ? 0.0 : paired[paired.size() / 2]}};
+  nlohmann::json j = {
+      {"prefill_tok_s", double(a.prompt) / prefill_s},
+      {"ttft_ms", 1e3 * ttft_s},
+      {"decode_b1_tok_s", d1},
+      {fmt::format("decode_b{}_tok_s", a.batch), dB},
+      {"weight_bytes_per_token", bytes},
+      {"roofline_fraction_paired", paired.empty() ? 0.0 : paired[paired.size() / 2]}};
+  // Long context: batch-1 decode with kLongContext positions already in the
+  // cache, where reading the keys and values (f32) outweighs a small model's
+  // weights and attention runs on every thread. The cache is filled with
+  // values rather than prefilled: a decode step's time does not depend on
+  // them, and 2,048 prefilled tokens would cost seconds per format.
+  constexpr int64_t kLongContext = 2048;
+  if (cfg.max_seq_len >= kLongContext + a.decode_steps + 1 && m.kv_dim() > 0) {
+    double best = 0;
+    for (int rep = 0; rep < a.reps; ++rep) {
+      auto seq = pool.try_allocate(kLongContext + a.decode_steps + 1);
+      const size_t per_layer = size_t(seq->capacity() * m.kv_dim());
+      for (int64_t l = 0; l < cfg.n_layer; ++l)
+        for (float* base : {seq->keys(l), seq->values(l)})
+          for (size_t i = 0; i < per_layer; ++i)
+            base[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+      seq->set_length(kLongContext);
+      std::vector<serve::KvSequence*> ptrs{seq.get()};
+      std::vector<int32_t> toks{prompt[0]};
+      const auto t0 = Clock::now();
+      for (int64_t s = 0; s < a.decode_steps; ++s) {
+        m.decode(ptrs, toks, logits.data());
+        toks[0] = serve::sample_next({logits.data(), size_t(V)}, {}, greedy, uint64_t(s));
+      }
+      best = std::max(best, double(a.decode_steps) / since(t0));
+    }
+    const double kv = double(cfg.n_layer) * 2.0 * double(kLongContext + a.decode_steps / 2) *
+                      double(m.kv_dim()) * sizeof(float);
+    j["decode_b1_ctx2048_tok_s"] = best;
+    j["kv_bytes_per_token_ctx2048"] = kv;
+  }
+  return j;
 }
 
 // The roofline of a measured line against the run's best read bandwidth,
@@ -281,6 +315,12 @@ void add_roofline(nlohmann::json& j, const BandwidthProbe& probe) {
   j["read_bandwidth_passes"] = r.size();
   j["roofline_b1_tok_s"] = bw / bytes;
   j["roofline_fraction"] = double(j["decode_b1_tok_s"]) / (bw / bytes);
+  // At long context a token reads its weights and every cached key and value.
+  if (j.contains("decode_b1_ctx2048_tok_s")) {
+    const double all = bytes + double(j["kv_bytes_per_token_ctx2048"]);
+    j["roofline_ctx2048_tok_s"] = bw / all;
+    j["roofline_fraction_ctx2048"] = double(j["decode_b1_ctx2048_tok_s"]) / (bw / all);
+  }
 }
 
 // Per-phase wall time of batch-1 decode (the model's ForwardProfile plus the
