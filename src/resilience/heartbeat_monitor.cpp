@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -184,6 +187,35 @@ bool HeartbeatMonitor::spare_ready(uint64_t world_id, int world_size) const {
   for (const auto& [rank, r] : it->second.ranks)
     if (!(r.last.flags & Beat::kSpareWaiting)) return false;
   return true;
+}
+
+std::optional<int> HeartbeatMonitor::rank_stopped_or_gone(uint64_t world_id) const {
+  const auto it = worlds_.find(world_id);
+  if (it == worlds_.end()) return std::nullopt;
+  for (const auto& [rank, r] : it->second.ranks) {
+    if (!r.local) continue;
+    const char st = process_state(r.last.pid);
+    if (st == 'T' || st == 't' || st == '?' || st == 'Z' || st == 'X') return rank;
+  }
+  return std::nullopt;
+}
+
+std::optional<pid_t> HeartbeatMonitor::stopped_child(pid_t parent) {
+  std::error_code ec;
+  for (const auto& d : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = d.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(d.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line)) continue;  // gone meanwhile
+    // "pid (comm) S ppid ...": the state and the parent follow the last ')'.
+    const auto p = line.rfind(')');
+    if (p == std::string::npos || p + 4 >= line.size()) continue;
+    const char st = line[p + 2];
+    const long ppid = std::strtol(line.c_str() + p + 4, nullptr, 10);
+    if (ppid == long(parent) && (st == 'T' || st == 't')) return pid_t(std::stol(name));
+  }
+  return std::nullopt;
 }
 
 void HeartbeatMonitor::release(uint64_t world_id) {
