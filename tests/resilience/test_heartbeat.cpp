@@ -194,3 +194,24 @@ TEST(Heartbeat, SpareIsReadyWhenAllRanksWaitAndResumesOnRelease) {
   HeartbeatSender n(m.address(), 12, 0, false, 0);
   n.wait_until_released();
 }
+
+// A spare whose rank was stopped before its first beat never gets ready:
+// the supervisor finds it among mpirun's children instead of waiting.
+TEST(Heartbeat, StoppedChildIsFoundAmongTheParentsChildren) {
+  EXPECT_FALSE(HeartbeatMonitor::stopped_child(::getpid()).has_value());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  ASSERT_EQ(::kill(child, SIGSTOP), 0);
+  std::optional<pid_t> found;
+  for (int i = 0; i < 200 && !found; ++i) {  // the stop takes effect asynchronously
+    found = HeartbeatMonitor::stopped_child(::getpid());
+    if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(found, std::optional<pid_t>(child));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_FALSE(HeartbeatMonitor::stopped_child(::getpid()).has_value());
+}
