@@ -21,14 +21,28 @@
 
 namespace keel::resilience {
 
-char process_state(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+namespace {
+
+// State and parent of a process from /proc/<pid>/stat ('?' and 0 when gone).
+struct ProcStat {
+  char state = '?';
+  long ppid = 0;
+};
+ProcStat read_proc_stat(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
   std::string s;
-  if (!std::getline(in, s)) return '?';
-  // "pid (comm) S ...": comm may hold spaces and parentheses; the state
-  // follows the last ')'.
+  if (!std::getline(in, s)) return {};
+  // "pid (comm) S ppid ...": comm may hold spaces and parentheses; the state
+  // and the parent follow the last ')'.
   const auto p = s.rfind(')');
-  return p != std::string::npos && p + 2 < s.size() ? s[p + 2] : '?';
+  if (p == std::string::npos || p + 2 >= s.size()) return {};
+  return {s[p + 2], p + 4 < s.size() ? std::strtol(s.c_str() + p + 4, nullptr, 10) : 0};
+}
+
+}  // namespace
+
+char process_state(pid_t pid) {
+  return read_proc_stat(std::to_string(pid)).state;
 }
 
 bool process_alive(pid_t pid) {
@@ -189,31 +203,14 @@ bool HeartbeatMonitor::spare_ready(uint64_t world_id, int world_size) const {
   return true;
 }
 
-std::optional<int> HeartbeatMonitor::rank_stopped_or_gone(uint64_t world_id) const {
-  const auto it = worlds_.find(world_id);
-  if (it == worlds_.end()) return std::nullopt;
-  for (const auto& [rank, r] : it->second.ranks) {
-    if (!r.local) continue;
-    const char st = process_state(r.last.pid);
-    if (st == 'T' || st == 't' || st == '?' || st == 'Z' || st == 'X') return rank;
-  }
-  return std::nullopt;
-}
-
 std::optional<pid_t> HeartbeatMonitor::stopped_child(pid_t parent) {
   std::error_code ec;
   for (const auto& d : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = d.path().filename().string();
     if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
-    std::ifstream in(d.path() / "stat");
-    std::string line;
-    if (!std::getline(in, line)) continue;  // gone meanwhile
-    // "pid (comm) S ppid ...": the state and the parent follow the last ')'.
-    const auto p = line.rfind(')');
-    if (p == std::string::npos || p + 4 >= line.size()) continue;
-    const char st = line[p + 2];
-    const long ppid = std::strtol(line.c_str() + p + 4, nullptr, 10);
-    if (ppid == long(parent) && (st == 'T' || st == 't')) return pid_t(std::stol(name));
+    const ProcStat st = read_proc_stat(name);  // '?' when gone meanwhile
+    if (st.ppid == long(parent) && (st.state == 'T' || st.state == 't'))
+      return pid_t(std::stol(name));
   }
   return std::nullopt;
 }

@@ -55,11 +55,9 @@ class HeartbeatMonitor {
   std::optional<HeartbeatVerdict> judge(uint64_t world_id, int world_size, double now);
   // Whether every rank of spare world `world_id` beats and waits.
   bool spare_ready(uint64_t world_id, int world_size) const;
-  // A rank of world `world_id` on this host that beat once and is now
-  // stopped or gone: a spare that will never get ready (empty: none).
-  std::optional<int> rank_stopped_or_gone(uint64_t world_id) const;
-  // A stopped (SIGSTOP) child process of `parent` (mpirun: its ranks), for
-  // ranks stopped before their first beat (empty: none).
+  // A stopped (SIGSTOP) child process of `parent` (mpirun: its ranks on this
+  // host, whether or not they beat yet): a spare that will never get ready
+  // (empty: none).
   static std::optional<pid_t> stopped_child(pid_t parent);
   // Sends the release to every rank of spare world `world_id`.
   void release(uint64_t world_id);

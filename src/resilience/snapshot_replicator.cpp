@@ -242,12 +242,7 @@ void SnapshotReplicator::finish_exchange() {
   const auto image = got.subspan(16);
   store_.write(SnapshotKind::Buddy, h, image.size(),
                [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
-                 constexpr size_t kPiece = size_t(256) << 10;  // checksummed while in L2
-                 for (size_t p = 0; p < image.size(); p += kPiece) {
-                   const size_t k = std::min(kPiece, image.size() - p);
-                   std::memcpy(out.data() + p, image.data() + p, k);
-                   final_through(p + k);
-                 }
+                 copy_in_pieces(out, 0, image, final_through);
                });
   exchange_.reset();
 }

@@ -62,12 +62,22 @@ StateImagePlan plan_state_image(const CheckpointState& st) {
   return p;
 }
 
+void copy_in_pieces(std::span<std::byte> out, size_t at, std::span<const std::byte> src,
+                    const std::function<void(size_t)>& final_through) {
+  // Small enough to stay in L2 between the copy and the checksum.
+  constexpr size_t kPiece = size_t(256) << 10;
+  KEEL_ASSERT(at + src.size() <= out.size());
+  for (size_t p = 0; p < src.size(); p += kPiece) {
+    const size_t k = std::min(kPiece, src.size() - p);
+    std::memcpy(out.data() + at + p, src.data() + p, k);
+    if (final_through) final_through(at + p + k);
+  }
+}
+
 void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
                        std::span<std::byte> out, const std::function<void()>& halfway,
                        const std::function<void(size_t)>& final_through) {
   KEEL_ASSERT(out.size() >= plan.bytes);
-  // Small enough to stay in L2 between the copy and the checksum.
-  constexpr size_t kPiece = size_t(256) << 10;
   const uint64_t hlen = plan.header.size();
   std::memcpy(out.data(), &hlen, 8);
   std::memcpy(out.data() + 8, plan.header.data(), plan.header.size());
@@ -77,13 +87,8 @@ void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
   for (const Group& g : groups_of(st))
     for (const io::NamedTensor& t : *g.tensors) {
       const size_t n = t.tensor.nbytes();
-      std::byte* dst = out.data() + plan.data_offset + off;
-      const auto* src = static_cast<const std::byte*>(t.tensor.raw());
-      for (size_t p = 0; p < n; p += kPiece) {
-        const size_t k = std::min(kPiece, n - p);
-        std::memcpy(dst + p, src + p, k);
-        if (final_through) final_through(plan.data_offset + off + p + k);
-      }
+      copy_in_pieces(out, plan.data_offset + off,
+                     {static_cast<const std::byte*>(t.tensor.raw()), n}, final_through);
       off = align_up(off + n);
       done += n;
       if (!called && 2 * done >= total) {

@@ -44,6 +44,12 @@ void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
                        std::span<std::byte> out, const std::function<void()>& halfway = {},
                        const std::function<void(size_t)>& final_through = {});
 
+// Copies src into out at offset `at` in pieces of a few hundred KiB, calling
+// final_through(end of the piece) after each (when set), so a checksum can
+// read every piece while it is still in cache.
+void copy_in_pieces(std::span<std::byte> out, size_t at, std::span<const std::byte> src,
+                    const std::function<void(size_t)>& final_through);
+
 struct StateImageEntry {
   std::string group, name;
   DType dtype = DType::F32;

@@ -360,15 +360,12 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
       pollfd p[2] = {{monitor->fd(), POLLIN, 0}, {spare->out_fd, POLLIN, 0}};
       ::poll(p, 2, 20);
       monitor->receive(unix_now());
-      // A spare rank that is stopped or gone will never get ready (nothing
-      // else would end this wait before its 600 s bound).
-      const std::optional<int> stuck = monitor->rank_stopped_or_gone(spare->id);
+      // A stopped spare rank will never get ready (nothing else would end
+      // this wait before its 600 s bound; a rank that dies ends mpirun).
       const std::optional<pid_t> stopped = HeartbeatMonitor::stopped_child(spare->pid);
-      if (!pump_output(*spare) || stuck || stopped || unix_now() - spare->started > 600) {
+      if (!pump_output(*spare) || stopped || unix_now() - spare->started > 600) {
         log().warn("keel launch: the warm spare world did not get ready{}; starting cold",
-                   stuck     ? fmt::format(" (its rank {} is stopped or gone)", *stuck)
-                   : stopped ? fmt::format(" (its process {} is stopped)", *stopped)
-                             : "");
+                   stopped ? fmt::format(" (its process {} is stopped)", *stopped) : "");
         drop_spare();
         ++spare_failures;
       }

@@ -115,6 +115,21 @@ inline bool bf16_dot_usable(const AttentionArgs& a) {
 // Dot: bf16 storage with AVX512-BF16, both products as vdpbf16ps on bf16
 // pairs (tile_dot_bf16): q and k as stored, P rounded to bf16 before P V (l
 // sums P before rounding), the scale applied to the f32 scores.
+// dst row r (rows row_stride apart) += scale * src row r (HS floats each),
+// for n rows: the backward's write-back of a query tile's dQ.
+template <class S, class T>
+inline void add_scaled_rows(T* dst, int64_t row_stride, const float* src, int64_t n, int64_t HS,
+                            float scale) {
+  for (int64_t r = 0; r < n; ++r) {
+    T* dr = dst + r * row_stride;
+    const float* sr = src + r * HS;
+    vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+      using L = decltype(ll);
+      L::store(dr + d, L::fma(L::set1(scale), L::load(sr + d), L::load(dr + d)));
+    });
+  }
+}
+
 template <class S, class T, bool Dot = false>
 void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o,
                          float* lse, int threads) {
@@ -339,14 +354,8 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
           tile_gemm<S>(nq, HS, jb, dpt, 1, kTileQ, Kj, HS, dQa, HS, true, nullptr,
                        crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
         }
-        for (int64_t r = 0; r < nq; ++r) {
-          T* dqr = dq + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-          const float* dqa = dQa + r * HS;
-          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-            using L = decltype(ll);
-            L::store(dqr + d, L::fma(L::set1(a.scale), L::load(dqa + d), L::load(dqr + d)));
-          });
-        }
+        add_scaled_rows<S>(dq + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS, a.q_row_stride,
+                           dQa, nq, HS, a.scale);
       }
     }
     for (int64_t j = 0; j < Tk; ++j) {
@@ -477,14 +486,8 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
           tile_dot_bf16(nq, HS, (jb + 1) / 2, dSp, 1, kTileQ, Kp + j0 / 2 * HS, HS, dQa, HS, true,
                         nullptr, crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
         }
-        for (int64_t r = 0; r < nq; ++r) {
-          bf16_t* dqr = dq + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-          const float* dqa = dQa + r * HS;
-          vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-            using L = decltype(ll);
-            L::store(dqr + d, L::fma(L::set1(a.scale), L::load(dqa + d), L::load(dqr + d)));
-          });
-        }
+        add_scaled_rows<S>(dq + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS, a.q_row_stride,
+                           dQa, nq, HS, a.scale);
       }
     }
     for (int64_t j = 0; j < Tk; ++j) {
