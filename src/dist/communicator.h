@@ -41,6 +41,10 @@ class PendingExchange {
   virtual void wait() = 0;
   // The bytes received (valid after wait() or test() == true).
   virtual std::span<const std::byte> received() const = 0;
+  // After wait() or test() == true: hands back the send and the receive
+  // buffers, so a caller that exchanges every step reuses them instead of
+  // allocating and zero-filling megabytes each time. received() is empty after.
+  virtual std::pair<std::vector<std::byte>, std::vector<std::byte>> release_buffers() = 0;
 };
 
 class Communicator {
@@ -82,8 +86,11 @@ class Communicator {
   // rank `from` without waiting (the two peers need not be the same rank;
   // every send must meet a receive of the same size on its peer). Exchanges
   // complete in the order they were started between the same two ranks.
-  virtual std::unique_ptr<PendingExchange> start_exchange(std::vector<std::byte> send, int to,
-                                                          size_t recv_bytes, int from) = 0;
+  // recv_buffer: storage to receive into (resized to recv_bytes; a buffer of
+  // that size from release_buffers() is reused as it is).
+  virtual std::unique_ptr<PendingExchange> start_exchange(
+      std::vector<std::byte> send, int to, size_t recv_bytes, int from,
+      std::vector<std::byte> recv_buffer = {}) = 0;
   virtual void barrier() = 0;
 
   // Collectives that timed out and are still outstanding (their buffers are

@@ -176,7 +176,7 @@ class MpiPendingSum final : public PendingSum {
 class MpiPendingExchange final : public PendingExchange {
  public:
   MpiPendingExchange(MpiCommunicator& c, std::vector<std::byte> send, int to, size_t recv_bytes,
-                     int from)
+                     int from, std::vector<std::byte> recv_buffer)
       : c_(c), to_(to), from_(from) {
     const char* op = "exchange";
     if (to < 0 || to >= c.size() || from < 0 || from >= c.size())
@@ -184,6 +184,7 @@ class MpiPendingExchange final : public PendingExchange {
                       c.size());
     b_ = std::make_shared<ByteBuffers>();
     b_->in = std::move(send);
+    b_->out = std::move(recv_buffer);
     b_->out.resize(recv_bytes);
     mpi_check(MPI_Irecv(b_->out.data(), checked_count(recv_bytes, op, c.rank()), MPI_BYTE, from, 0,
                         c.exchange_comm(), &req_[0]),
@@ -216,6 +217,10 @@ class MpiPendingExchange final : public PendingExchange {
     }
   }
   std::span<const std::byte> received() const override { return b_->out; }
+  std::pair<std::vector<std::byte>, std::vector<std::byte>> release_buffers() override {
+    wait();
+    return {std::move(b_->in), std::move(b_->out)};
+  }
 
  private:
   MpiCommunicator& c_;
@@ -224,11 +229,12 @@ class MpiPendingExchange final : public PendingExchange {
   MPI_Request req_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
 };
 
-std::unique_ptr<PendingExchange> MpiCommunicator::start_exchange(std::vector<std::byte> send,
-                                                                 int to, size_t recv_bytes,
-                                                                 int from) {
+std::unique_ptr<PendingExchange> MpiCommunicator::start_exchange(
+    std::vector<std::byte> send, int to, size_t recv_bytes, int from,
+    std::vector<std::byte> recv_buffer) {
   reap_abandoned();
-  return std::make_unique<MpiPendingExchange>(*this, std::move(send), to, recv_bytes, from);
+  return std::make_unique<MpiPendingExchange>(*this, std::move(send), to, recv_bytes, from,
+                                              std::move(recv_buffer));
 }
 
 void MpiCommunicator::progress_sums() {

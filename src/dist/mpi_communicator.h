@@ -40,7 +40,8 @@ class MpiCommunicator final : public Communicator {
                   std::span<const size_t> counts) override;
   void broadcast(std::span<std::byte> data, int root) override;
   std::unique_ptr<PendingExchange> start_exchange(std::vector<std::byte> send, int to,
-                                                  size_t recv_bytes, int from) override;
+                                                  size_t recv_bytes, int from,
+                                                  std::vector<std::byte> recv_buffer = {}) override;
   void barrier() override;
   size_t abandoned() override;
 

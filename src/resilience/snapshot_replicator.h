@@ -98,6 +98,7 @@ class SnapshotReplicator {
   uint64_t run_id_ = 0;
   // The copy in flight: received bytes are [step][optimizer_t][image].
   std::unique_ptr<dist::PendingExchange> exchange_;
+  std::vector<std::byte> send_buf_, recv_buf_;  // the last exchange's, for the next
   std::vector<size_t> buddy_bytes_;  // each rank's message size (learned at the first take)
 };
 

@@ -71,6 +71,13 @@ class Progress {
     const std::string val = m.val_loss ? fmt::format(" val {:.4f}", *m.val_loss) : "";
     const std::string moe = moe_stats(m);
     if (tty_) {
+      // A redraw costs a write through the terminal (a pty under mpirun) on
+      // the step loop's thread: ten a second are enough for a person.
+      const auto now = std::chrono::steady_clock::now();
+      if (!m.val_loss && m.step != total_ && m.step != first_ + 1 &&
+          now - last_draw_ < std::chrono::milliseconds(100))
+        return;
+      last_draw_ = now;
       constexpr int kWidth = 24;
       const int filled = int(kWidth * m.step / total_);
       fmt::print("\r[{}{}] {}/{} loss {:.4f} | {:.0f} tok/s | ETA {}   ", std::string(filled, '#'),
@@ -106,6 +113,7 @@ class Progress {
 
  private:
   int64_t total_, first_, log_every_;
+  std::chrono::steady_clock::time_point last_draw_{};
   bool tty_;
 };
 
