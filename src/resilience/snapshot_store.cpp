@@ -28,6 +28,26 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Linux 5.14's populate advice (uapi values; older libc headers lack the names).
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// Maps a slot and fills its page tables in one call. A slot mapped anew (a
+// restarted rank, a released warm spare) would otherwise take a page fault per
+// 4 KiB in its first snapshot or scan: 50-95 ms for 17 MB where faults are
+// slow (a VM), against about 1 ms populated. Only advice: an older kernel
+// faults the pages in as before.
+std::byte* map_slot(int fd, size_t size, bool writable, const std::string& name) {
+  void* p = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) fail<IoError>("{}: mmap: {}", name, std::strerror(errno));
+  (void)::madvise(p, size, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+  return static_cast<std::byte*>(p);
+}
+
 const char* kind_name(SnapshotKind k) {
   return k == SnapshotKind::Own ? "own" : "buddy";
 }
@@ -67,11 +87,14 @@ std::optional<ReadMap> map_readonly(const std::string& name) {
     ::close(fd);
     return ReadMap{};
   }
-  void* p = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) fail<IoError>("{}: mmap: {}", name, std::strerror(errno));
   ReadMap m;
-  m.base = static_cast<const std::byte*>(p);
+  try {
+    m.base = map_slot(fd, size_t(st.st_size), false, name);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
   m.size = size_t(st.st_size);
   return m;
 }
@@ -200,9 +223,7 @@ SnapshotStore::Mapping& SnapshotStore::writable(SnapshotKind kind, int slot) {
   if (::fstat(m.fd, &st) != 0) fail<IoError>("{}: fstat: {}", name, std::strerror(errno));
   m.size = size_t(st.st_size);
   if (m.size > 0) {
-    void* p = ::mmap(nullptr, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
-    if (p == MAP_FAILED) fail<IoError>("{}: mmap: {}", name, std::strerror(errno));
-    m.base = static_cast<std::byte*>(p);
+    m.base = map_slot(m.fd, m.size, true, name);
   }
   return m;
 }
@@ -268,9 +289,7 @@ int SnapshotStore::write(
           "snapshots of a rank take about twice its training state; give /dev/shm more room, or "
           "set resilience.snapshot_every=0 to keep disk checkpoints only)",
           name, size, std::strerror(rc));
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
-    if (p == MAP_FAILED) fail<IoError>("{}: mmap: {}", name, std::strerror(errno));
-    m.base = static_cast<std::byte*>(p);
+    m.base = map_slot(m.fd, size, true, name);
     m.size = size;
   }
   store_complete(m.base, 0);
