@@ -9,8 +9,9 @@
 #include <filesystem>
 #include <numeric>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+// XXH3 dispatched at run time to the widest vectors the CPU has: the inlined
+// build is SSE2 only (4 GB/s here, against 60 in cache with AVX-512).
+#include <xxh_x86dispatch.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
