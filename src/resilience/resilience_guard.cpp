@@ -390,6 +390,11 @@ void ResilienceGuard::run_sdc(int64_t step) {
                : std::string("replica parameter hashes differ, no majority"));
 }
 
+void ResilienceGuard::pause_step_clock() {
+  if (watchdog_) watchdog_->pause();
+  if (HeartbeatSender* hb = rank_heartbeat()) hb->pause();
+}
+
 void ResilienceGuard::before_checkpoint(int64_t step) {
   if (watchdog_) watchdog_->pause();
   if (opt_.sdc) run_sdc(step);

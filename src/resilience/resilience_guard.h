@@ -84,6 +84,10 @@ class ResilienceGuard {
   // injected kills/stragglers/kernel hangs. The sync from wrap_sync calls it
   // from inside trainer.step(); call it yourself only without that sync.
   void begin_step(int64_t s);
+  // Work between a step's update and end_step that is not the step's own (the
+  // validation pass): the watchdog and the heartbeat's step clock stop, so a
+  // long evaluation is not judged a hang.
+  void pause_step_clock();
   // After trainer.step(): the detectors judge the step; a rollback aborts the world.
   void end_step(const train::StepMetrics& m);
   // Before saving the checkpoint of (1-based) step: the watchdog pauses and the

@@ -97,6 +97,7 @@ StepMetrics Trainer::step() {
   if (opt_.peak_flops > 0)
     m.mfu = model_.flops_per_token(opt_.seq_len) * m.tokens_per_s / opt_.peak_flops;
   if (val_ && ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || step_ == opt_.steps)) {
+    if (before_evaluate_) before_evaluate_();
     m.val_loss = evaluate();
     for (auto& kv : model_.take_eval_statistics()) m.model_stats.push_back(kv);
   }

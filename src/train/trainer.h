@@ -5,6 +5,7 @@
 // these resumes the same trajectory bit for bit.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -66,6 +67,9 @@ class Trainer {
   // Data parallelism: gradients and updates go through sync (not owned; null:
   // a single replica). Set before the first step.
   void set_replica_sync(ReplicaSync* sync) { sync_ = sync; }
+  // Called before the validation pass a step ends with: the pass is not the
+  // step's work, so a hang detector timing steps must not count it.
+  void set_before_evaluate(std::function<void()> f) { before_evaluate_ = std::move(f); }
 
  private:
   model::Model& model_;
@@ -78,6 +82,7 @@ class Trainer {
   int64_t step_ = 0;
   std::optional<double> last_val_;
   ReplicaSync* sync_ = nullptr;
+  std::function<void()> before_evaluate_;
   Tensor inputs_, targets_;  // (B, T) i32, reused by every micro-batch
 };
 

@@ -205,6 +205,7 @@ void run_train(const TrainArgs& args) {
                                     std::move(allgather),
                                     [&world](int code) { world.abort(code); });
   loop_opt.sync = guard.wrap_sync(world.attach(*model, trainer));
+  trainer.set_before_evaluate([&guard] { guard.pause_step_clock(); });
   // The world outlives the backend and the model (MPI spans the whole run);
   // the sync it attached must not: it holds device memory and the model's
   // listener. Declared after them, so it goes first, on errors too.
