@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <new>
 #include <utility>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace keel {
 
@@ -16,7 +18,7 @@ Arena::~Arena() {
     if (memory_.release)
       memory_.release(c.data);
     else
-      std::free(c.data);
+      host_free(c.data, c.size);
   }
 }
 
@@ -34,7 +36,11 @@ void* Arena::alloc(size_t bytes) {
     ++current_;
   }
   size_t size = std::max(chunk_bytes_, need);
-  char* d = static_cast<char*>(memory_.alloc ? memory_.alloc(size) : std::aligned_alloc(64, size));
+  char* d = nullptr;
+  try {
+    d = static_cast<char*>(memory_.alloc ? memory_.alloc(size) : host_alloc(size));
+  } catch (const std::bad_alloc&) {
+  }
   if (!d) fail("arena: out of memory allocating a chunk of {} bytes", size);
   chunks_.push_back({d, size, 0});
   current_ = chunks_.size() - 1;

@@ -2,9 +2,11 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace keel {
 
@@ -12,7 +14,7 @@ static void check_shape(const Shape& shape, DType dtype);
 
 Storage::~Storage() {
   if (release) release(data);
-  if (owned) std::free(data);
+  if (owned) host_free(data, allocated);
 }
 
 std::shared_ptr<Storage> Storage::on_device(void* data, size_t bytes, std::string name,
@@ -54,11 +56,15 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
   auto s = std::make_shared<Storage>();
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
-  s->data = std::aligned_alloc(64, rounded);
-  if (!s->data) fail("out of memory allocating {} bytes", bytes);
+  try {
+    s->data = host_alloc(rounded);
+  } catch (const std::bad_alloc&) {
+    fail("out of memory allocating {} bytes", bytes);
+  }
+  s->allocated = rounded;
+  s->owned = true;
   std::memset(s->data, 0, rounded);
   s->bytes = bytes;
-  s->owned = true;
   return s;
 }
 

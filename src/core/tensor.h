@@ -26,7 +26,8 @@ struct Storage {
   Device device = Device::Host;
   std::string device_name;             // the backend that owns device memory
   std::function<void(void*)> release;  // frees device memory (set by its backend)
-  bool owned = false;
+  bool owned = false;                  // from host_alloc(allocated), freed with the storage
+  size_t allocated = 0;
   ~Storage();
   static std::shared_ptr<Storage> allocate(size_t bytes);  // 64-byte aligned, zeroed
   static std::shared_ptr<Storage> borrow(void* data, size_t bytes);

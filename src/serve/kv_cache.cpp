@@ -1,42 +1,19 @@
 #include "serve/kv_cache.h"
 
-#include <sys/mman.h>
-
 #include <new>
+
+#include "core/host_memory.h"
 
 namespace keel::serve {
 
 namespace {
 
-constexpr size_t kHugePage = size_t(2) << 20;
-// Smaller buffers come from the heap: rounding them up to huge pages would
-// waste most of each, and they take few page faults anyway.
-constexpr size_t kMappedMin = size_t(8) << 20;
+// Buffers below host_alloc's huge-page threshold are not worth keeping.
+constexpr size_t kKeptMin = size_t(8) << 20;
 // Finished buffers kept for reuse: enough for requests that follow one
 // another (a chat turn after a turn, a prefix-cache entry replacing the one
 // it evicted) without holding a burst's worth of memory afterwards.
 constexpr size_t kMaxFree = 2;
-
-// Anonymous memory in 2 MiB pages where the kernel offers them (transparent
-// huge pages in "madvise" mode): a 75 MB cache otherwise takes 18,000 page
-// faults on first touch, hundreds of milliseconds on a virtual machine.
-float* map_host_buffer(size_t bytes) {
-  if (bytes < kMappedMin) return new float[bytes / sizeof(float)];
-  const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  (void)::madvise(p, len, MADV_HUGEPAGE);  // advice only: without it, 4 KiB pages
-  return static_cast<float*>(p);
-}
-
-void unmap_host_buffer(float* p, size_t bytes) {
-  if (bytes < kMappedMin) {
-    delete[] p;
-    return;
-  }
-  const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  ::munmap(p, len);
-}
 
 }  // namespace
 
@@ -57,7 +34,7 @@ KvSequence::KvSequence(KvCachePool* pool, int64_t n_layer, int64_t capacity, int
     float* p = pool->take_free(n * sizeof(float), &got);
     if (!p) {
       got = n * sizeof(float);
-      p = map_host_buffer(got);
+      p = static_cast<float*>(host_alloc(got));
     }
     data_ = {p, [pool, got](float* q) { pool->give_free(q, got); }};
   }
@@ -86,7 +63,7 @@ std::unique_ptr<KvSequence> KvCachePool::try_allocate(int64_t capacity) {
 }
 
 KvCachePool::~KvCachePool() {
-  for (auto& [bytes, p] : free_) unmap_host_buffer(p, bytes);
+  for (auto& [bytes, p] : free_) host_free(p, bytes);
 }
 
 float* KvCachePool::take_free(size_t need, size_t* got) {
@@ -106,7 +83,7 @@ float* KvCachePool::take_free(size_t need, size_t* got) {
 }
 
 void KvCachePool::give_free(float* p, size_t bytes) {
-  if (bytes >= kMappedMin) {
+  if (bytes >= kKeptMin) {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.size() < kMaxFree && used_ + free_bytes_ + bytes <= limit_) {
       free_.emplace_back(bytes, p);
@@ -114,7 +91,7 @@ void KvCachePool::give_free(float* p, size_t bytes) {
       return;
     }
   }
-  unmap_host_buffer(p, bytes);
+  host_free(p, bytes);
 }
 
 size_t KvCachePool::in_use() const {
