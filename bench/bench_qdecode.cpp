@@ -63,7 +63,10 @@ int main(int argc, char** argv) {
         v = float(int32_t((r = r * 1664525u + 1013904223u) >> 8) % 2001 - 1000) * 1e-3f;
       Weights W;
       W.plain_bytes = keel::dtype_bytes(qdt, size_t(N * K));
-      const size_t copies = std::max<size_t>(2, (size_t(256) << 20) / W.plain_bytes);
+      // KEEL_QDECODE_IN_CACHE=1: one copy, so the kernels' compute bound shows.
+      const bool in_cache = std::getenv("KEEL_QDECODE_IN_CACHE") != nullptr;
+      const size_t copies =
+          in_cache ? 1 : std::max<size_t>(2, (size_t(256) << 20) / W.plain_bytes);
       for (size_t c = 0; c < copies; ++c) {
         W.q.emplace_back(W.plain_bytes);
         W.s.emplace_back(size_t(N));
