@@ -43,6 +43,8 @@ struct Weights {
 
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 30;
+  // KEEL_QDECODE_M=128: prefill-shaped calls instead (same weight bytes counted).
+  const int64_t M = std::getenv("KEEL_QDECODE_M") ? std::atoll(std::getenv("KEEL_QDECODE_M")) : 1;
   auto be = keel::backend::make_backend("cpu");
   be->set_threads(1);
   struct Shape {
@@ -54,8 +56,8 @@ int main(int argc, char** argv) {
     for (Shape sh : shapes) {
       const int64_t N = sh.N, K = sh.K;
       const size_t pb = be->qpack_bytes(qdt, N, K);
-      std::vector<float> w(static_cast<size_t>(N * K)), x(static_cast<size_t>(K)),
-          y(static_cast<size_t>(N));
+      std::vector<float> w(static_cast<size_t>(N * K)), x(static_cast<size_t>(M * K)),
+          y(static_cast<size_t>(M * N));
       uint32_t r = 1;
       for (float& v : w)
         v = float(int32_t((r = r * 1664525u + 1013904223u) >> 8) % 2001 - 1000) * 1e-4f;
@@ -65,8 +67,7 @@ int main(int argc, char** argv) {
       W.plain_bytes = keel::dtype_bytes(qdt, size_t(N * K));
       // KEEL_QDECODE_IN_CACHE=1: one copy, so the kernels' compute bound shows.
       const bool in_cache = std::getenv("KEEL_QDECODE_IN_CACHE") != nullptr;
-      const size_t copies =
-          in_cache ? 1 : std::max<size_t>(2, (size_t(256) << 20) / W.plain_bytes);
+      const size_t copies = in_cache ? 1 : std::max<size_t>(2, (size_t(256) << 20) / W.plain_bytes);
       for (size_t c = 0; c < copies; ++c) {
         W.q.emplace_back(W.plain_bytes);
         W.s.emplace_back(size_t(N));
@@ -82,11 +83,11 @@ int main(int argc, char** argv) {
       for (int i = 0; i < rounds; ++i)
         for (size_t j = 0; j < copies; ++j, c = (c + 1) % copies) {
           double t0 = thread_seconds();
-          be->qmatmul(qdt, x.data(), W.q[c].data(), W.s[c].data(), y.data(), 1, N, K);
+          be->qmatmul(qdt, x.data(), W.q[c].data(), W.s[c].data(), y.data(), M, N, K);
           tp.push_back(thread_seconds() - t0);
           if (!pb) continue;
           t0 = thread_seconds();
-          be->qmatmul_packed(qdt, x.data(), W.p[c].data(), y.data(), 1, N, K);
+          be->qmatmul_packed(qdt, x.data(), W.p[c].data(), y.data(), M, N, K);
           tk.push_back(thread_seconds() - t0);
         }
       const double gp = double(W.plain_bytes) / median(tp) * 1e-9;
