@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/rng.h"
 
 namespace keel::backend {
@@ -340,6 +341,29 @@ class Backend {
   // fast backend matches ref up to f32 rounding.
   virtual void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y,
                        int64_t M, int64_t N, int64_t K) = 0;
+  // Optional: a weight layout of the backend's own for qmatmul. qpack_bytes
+  // is the size of that form of an (N, K) weight of qdt, or 0 (the default)
+  // when the backend multiplies quantize()'s plain layout only. qpack turns
+  // quantize()'s output (q, plus scale for I8) into it; qmatmul_packed is
+  // qmatmul on it: same quantization of x, same result up to f32 rounding,
+  // in an order of the backend's that depends neither on M nor on the
+  // thread count (row m of any call equals the call on row m alone, bit for
+  // bit). The packed form is private to the backend and this CPU: export
+  // and other backends read the plain one.
+  virtual size_t qpack_bytes(DType qdt, int64_t N, int64_t K) const {
+    (void)qdt, (void)N, (void)K;
+    return 0;
+  }
+  virtual void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N,
+                     int64_t K) {
+    (void)qdt, (void)q, (void)scale, (void)packed, (void)N, (void)K;
+    fail<KernelError>("[qpack] {} backend has no packed layout", name());
+  }
+  virtual void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M,
+                              int64_t N, int64_t K) {
+    (void)qdt, (void)x, (void)packed, (void)y, (void)M, (void)N, (void)K;
+    fail<KernelError>("[qmatmul_packed] {} backend has no packed layout", name());
+  }
 
   // ==== mixture of experts (DeepSeekMoE). All routing math is f32.
   // scores[n, e] = sigmoid(logits[n, e]), or the softmax of row n. Token n's

@@ -59,6 +59,14 @@ InferenceLinear make_inference_linear(backend::Backend& be, const std::vector<co
     if (l.dt == DType::I8) l.scale = backend::empty_on(be, {l.N}, DType::F32, "weight scales");
     be.quantize(l.dt, fd.data<float>(), l.w.raw(),
                 l.dt == DType::I8 ? l.scale.data<float>() : nullptr, l.N, l.K);
+    if (const size_t bytes = be.qpack_bytes(l.dt, l.N, l.K); bytes > 0) {
+      Tensor p = backend::empty_on(be, {int64_t(bytes)}, DType::I8, "packed quantized weight");
+      be.qpack(l.dt, l.w.raw(), l.scale.defined() ? l.scale.data<float>() : nullptr, p.raw(), l.N,
+               l.K);
+      l.w = p;
+      l.scale = Tensor();
+      l.packed = true;
+    }
   }
   if (l.w.on_host()) prefer_huge_pages(l.w);
   return l;
@@ -76,6 +84,8 @@ void apply_inference_linear(backend::Backend& be, const InferenceLinear& l, cons
     a.ldb = l.K;
     a.ldc = l.N;
     be.matmul(a, x, l.w.raw(), y);
+  } else if (l.packed) {
+    be.qmatmul_packed(l.dt, x, l.w.raw(), y, M, l.N, l.K);
   } else {
     be.qmatmul(l.dt, x, l.w.raw(), l.scale.defined() ? l.scale.data<float>() : nullptr, y, M, l.N,
                l.K);

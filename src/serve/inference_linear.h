@@ -16,14 +16,17 @@ namespace keel::serve {
 struct InferenceLinear {
   int64_t N = 0, K = 0;
   DType dt = DType::F32;
-  Tensor w;      // (N, K) f32 or quantized
-  Tensor scale;  // (N) f32 for I8
-  Tensor bias;   // (N) f32 or undefined
+  Tensor w;             // (N, K) f32 or quantized, or the backend's packed bytes
+  Tensor scale;         // (N) f32 for I8 (not when packed: the scales are inside)
+  bool packed = false;  // w is in the backend's qmatmul_packed layout
+  Tensor bias;          // (N) f32 or undefined
 };
 
 // Stacks the f32 parts (each (n_i, K)) by rows and stores them as `format`.
 // A blocked format whose block does not divide K keeps the weight f32 (with
-// a warning). The stored weight is backed by huge pages where the kernel can.
+// a warning). A quantized weight is kept in the backend's packed layout when
+// it has one (Backend::qpack_bytes). The stored weight is backed by huge
+// pages where the kernel can.
 InferenceLinear make_inference_linear(backend::Backend& be, const std::vector<const Tensor*>& parts,
                                       const Tensor* bias, DType format);
 

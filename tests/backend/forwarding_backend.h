@@ -130,6 +130,17 @@ class ForwardingBackend : public Backend {
                int64_t N, int64_t K) override {
     in_->qmatmul(qdt, x, wq, wscale, y, M, N, K);
   }
+  size_t qpack_bytes(DType qdt, int64_t N, int64_t K) const override {
+    return in_->qpack_bytes(qdt, N, K);
+  }
+  void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N,
+             int64_t K) override {
+    in_->qpack(qdt, q, scale, packed, N, K);
+  }
+  void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M, int64_t N,
+                      int64_t K) override {
+    in_->qmatmul_packed(qdt, x, packed, y, M, N, K);
+  }
 
   void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
                          float* scores, int32_t* idx, float* w) override {

@@ -149,21 +149,45 @@ std::vector<double> qmatmul_reference(DType qdt, const std::vector<float>& x, co
   return y;
 }
 
-void check_qmatmul(DType qdt, int64_t M, int64_t N, int64_t K) {
+// y = x @ W^T through the packed layout (quant_internal.h) when the CPU has
+// one, else through the plain qmatmul; returns whether it was packed.
+bool packed_qmatmul(DType qdt, const float* x, const void* wq, const float* ws, float* y, int64_t M,
+                    int64_t N, int64_t K, int threads) {
+  const int64_t bytes = qpack_bytes(qdt, N, K);
+  if (bytes == 0) {
+    qmatmul(qdt, x, wq, ws, y, M, N, K, threads);
+    return false;
+  }
+  std::vector<uint8_t> p(size_t(bytes), 0xAB);
+  qpack(qdt, wq, ws, p.data(), N, K);
+  qmatmul_packed(qdt, x, p.data(), y, M, N, K, threads);
+  return true;
+}
+
+void check_qmatmul(DType qdt, int64_t M, int64_t N, int64_t K, bool packed = false) {
   auto w = randn(size_t(N * K), 2, 0.1f), x = randn(size_t(M * K), 3);
   std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
   std::vector<float> ws(static_cast<size_t>(N));
   quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
   auto ref = qmatmul_reference(qdt, x, wq.data(), ws.data(), M, N, K);
-  std::vector<float> y1(size_t(M * N)), y2(size_t(M * N));
-  qmatmul(qdt, x.data(), wq.data(), ws.data(), y1.data(), M, N, K, 1);
-  qmatmul(qdt, x.data(), wq.data(), ws.data(), y2.data(), M, N, K, 2);
+  // Sentinels past the end catch a padded weight row written out.
+  const float sentinel = 12345.f;
+  std::vector<float> y1(size_t(M * N + 16), sentinel), y2(size_t(M * N + 16), sentinel);
+  if (packed) {
+    packed_qmatmul(qdt, x.data(), wq.data(), ws.data(), y1.data(), M, N, K, 1);
+    packed_qmatmul(qdt, x.data(), wq.data(), ws.data(), y2.data(), M, N, K, 2);
+  } else {
+    qmatmul(qdt, x.data(), wq.data(), ws.data(), y1.data(), M, N, K, 1);
+    qmatmul(qdt, x.data(), wq.data(), ws.data(), y2.data(), M, N, K, 2);
+  }
   EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
+  for (size_t i = ref.size(); i < y1.size(); ++i) ASSERT_EQ(y1[i], sentinel) << "past the end";
   double mag = 0;
   for (double v : ref) mag = std::max(mag, std::fabs(v));
   for (size_t i = 0; i < ref.size(); ++i)
     ASSERT_NEAR(y1[i], ref[i], 1e-5 * mag + 1e-6 * std::fabs(ref[i]) * double(K / 32 + 1))
-        << dtype_name(qdt) << " M=" << M << " N=" << N << " K=" << K << " at " << i;
+        << dtype_name(qdt) << (packed ? " packed" : "") << " M=" << M << " N=" << N << " K=" << K
+        << " at " << i;
 }
 
 TEST(Quant, QmatmulMatchesIntegerReference) {
@@ -303,6 +327,53 @@ TEST(Quant, PrefillMatchesIntegerReference) {
   for (DType qdt : {DType::I8, DType::Q8_0, DType::Q4_0}) {
     check_qmatmul(qdt, 17, 70, 32 * 9);
     check_qmatmul(qdt, 40, 33, 768);
+  }
+}
+
+// The packed layout of the 512-bit kernels (only where the CPU has them):
+// against the exact integer reference for N not a multiple of 16 (the
+// padded rows must not reach y), K of one and of many blocks, odd K for I8,
+// decode (M = 1) and prefill shapes, thread counts 1 and 2.
+TEST(Quant, PackedMatchesIntegerReference) {
+  if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
+  for (DType qdt : {DType::I8, DType::Q8_0, DType::Q4_0}) {
+    check_qmatmul(qdt, 1, 37, 64, true);
+    check_qmatmul(qdt, 1, 16, 32, true);
+    check_qmatmul(qdt, 1, 200, 32 * 9, true);
+    check_qmatmul(qdt, 3, 8, 32, true);
+    check_qmatmul(qdt, 5, 19, 256, true);
+    check_qmatmul(qdt, 17, 70, 32 * 9, true);
+    check_qmatmul(qdt, 40, 33, 768, true);
+  }
+  check_qmatmul(DType::I8, 4, 9, 77, true);
+  check_qmatmul(DType::I8, 1, 21, 6, true);
+}
+
+// Packed prefill rows equal the packed decode (M = 1) call on that row, bit
+// for bit, whatever the thread count and the number of rows per tile.
+TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
+  if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
+  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8}) {
+    for (int64_t M : {int64_t(3), int64_t(9), int64_t(16), int64_t(23)}) {
+      const int64_t N = 131, K = 32 * 27;
+      auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
+      x[5] = 0.f;  // and an all-zero block in row 1
+      for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
+      std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
+      std::vector<float> ws(static_cast<size_t>(N));
+      quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
+      std::vector<uint8_t> p(size_t(qpack_bytes(qdt, N, K)));
+      qpack(qdt, wq.data(), ws.data(), p.data(), N, K);
+      std::vector<float> y1(size_t(M * N)), y2(size_t(M * N)), row(static_cast<size_t>(N));
+      qmatmul_packed(qdt, x.data(), p.data(), y1.data(), M, N, K, 1);
+      qmatmul_packed(qdt, x.data(), p.data(), y2.data(), M, N, K, 2);
+      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
+      for (int64_t m = 0; m < M; ++m) {
+        qmatmul_packed(qdt, x.data() + m * K, p.data(), row.data(), 1, N, K, 2);
+        ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
+            << dtype_name(qdt) << " M=" << M << " row " << m;
+      }
+    }
   }
 }
 

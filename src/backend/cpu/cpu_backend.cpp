@@ -159,6 +159,17 @@ class CpuBackend final : public Backend {
                int64_t N, int64_t K) override {
     cpu::qmatmul(qdt, x, wq, wscale, y, M, N, K, threads_);
   }
+  size_t qpack_bytes(DType qdt, int64_t N, int64_t K) const override {
+    return size_t(cpu::qpack_bytes(qdt, N, K));
+  }
+  void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N,
+             int64_t K) override {
+    cpu::qpack(qdt, q, scale, packed, N, K);
+  }
+  void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M, int64_t N,
+                      int64_t K) override {
+    cpu::qmatmul_packed(qdt, x, packed, y, M, N, K, threads_);
+  }
 
   void moe_route_forward(const MoeRouteArgs& a, const float* logits, const float* bias,
                          float* scores, int32_t* idx, float* w) override {

@@ -27,5 +27,11 @@ void dequantize(DType qdt, const void* q, const float* scale, float* w, int64_t 
                 int threads);
 void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, float* y, int64_t M,
              int64_t N, int64_t K, int threads);
+// Backend::qpack_bytes / qpack / qmatmul_packed: the layout of
+// quant_internal.h where the CPU has AVX-512 VNNI, none (0 bytes) elsewhere.
+int64_t qpack_bytes(DType qdt, int64_t N, int64_t K);
+void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N, int64_t K);
+void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M, int64_t N,
+                    int64_t K, int threads);
 
 }  // namespace keel::backend::cpu

@@ -310,4 +310,68 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
   });
 }
 
+int64_t qpack_bytes(DType qdt, int64_t N, int64_t K) {
+  check_qdt("qpack", qdt, K);
+  if (!gemm_detail::allow_avx512()) return 0;
+  return (N + kPackRows - 1) / kPackRows * qpack_group_bytes(qdt, K);
+}
+
+void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N, int64_t K) {
+  if (qpack_bytes(qdt, N, K) == 0)
+    fail<KernelError>("[qpack] cpu backend: no packed layout on this CPU (it lacks AVX-512 VNNI)");
+  qpack_avx512(qdt, q, scale, static_cast<uint8_t*>(packed), N, K);
+}
+
+void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M, int64_t N,
+                    int64_t K, int threads) {
+  if (qpack_bytes(qdt, N, K) == 0)
+    fail<KernelError>("[qmatmul_packed] cpu backend: no packed layout on this CPU");
+  threads = std::max(1, threads);
+  const QDotTable& dot = qdot_avx512();
+  const bool i8 = qdt == DType::I8;
+  const int64_t nb = K / kQBlock, K4 = (K + 3) / 4 * 4;
+  // Per x row: I8 takes K4 bytes (zeros past K) and one scale and offset
+  // sum; the block types nb Q8_0 blocks, nb scales and nb offset sums.
+  const int64_t xrow = i8 ? K4 : nb * int64_t(sizeof(BlockQ8_0)), ns = i8 ? 1 : nb;
+  thread_local std::vector<char> xq;
+  thread_local std::vector<float> xs;
+  thread_local std::vector<int32_t> xo;
+  if (xq.size() < size_t(M * xrow)) xq.resize(size_t(M * xrow));
+  if (xs.size() < size_t(M * ns)) xs.resize(size_t(M * ns));
+  if (xo.size() < size_t(M * ns)) xo.resize(size_t(M * ns));
+  char* xqp = xq.data();
+  float* xsp = xs.data();
+  int32_t* xop = xo.data();
+  const bool team = M <= kTeamMaxRows;
+  for_blocks(team, threads, M, [&](int64_t m) {
+    if (i8) {
+      int8_t* q = reinterpret_cast<int8_t*>(xqp + m * xrow);
+      dot.quantize_i8(x + m * K, q, xsp + m, K);
+      int32_t sum = 0;
+      for (int64_t k = K; k < K4; ++k) q[k] = 0;
+      for (int64_t k = 0; k < K; ++k) sum += q[k];
+      xop[m] = int32_t(uint32_t(sum) * 128u);  // may wrap, as the dots do
+      return;
+    }
+    BlockQ8_0* q = reinterpret_cast<BlockQ8_0*>(xqp + m * xrow);
+    dot.quantize_q8(x + m * K, q, xsp + m * nb, nb);
+    const int32_t off = qdt == DType::Q4_0 ? 8 : 128;
+    for (int64_t b = 0; b < nb; ++b) {
+      int32_t sum = 0;
+      for (int e = 0; e < kQBlock; ++e) sum += q[b].qs[e];
+      xop[m * nb + b] = off * sum;
+    }
+  });
+  // Fixed chunks of groups, each taken by whichever thread is free (as in
+  // qmatmul): every y element is computed whole by one tile call.
+  const PackedX px{xqp, xsp, xop};
+  const int64_t groups = (N + kPackRows - 1) / kPackRows, chunk = 4;
+  const int64_t nchunks = (groups + chunk - 1) / chunk;
+  const int nt = int(std::min<int64_t>(threads, nchunks));
+  const uint8_t* wp = static_cast<const uint8_t*>(packed);
+  for_blocks(team, nt, nchunks, [&](int64_t c) {
+    qmatmul_packed_avx512(qdt, wp, c * chunk, std::min(groups, (c + 1) * chunk), N, K, px, M, y);
+  });
+}
+
 }  // namespace keel::backend::cpu

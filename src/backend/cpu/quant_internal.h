@@ -70,4 +70,43 @@ void qgemm_pack_x_avx512(const BlockQ8_0* xq, const float* xd, int64_t M, int64_
 void qgemm_avx512(DType qdt, const void* w, int64_t n0, int64_t n1, int64_t N, const uint8_t* xu,
                   const float* xs, int64_t M, int64_t nb, float* y);
 
+// ---- The packed weight layout of the 512-bit VNNI kernels
+// (quant_packed_avx512.cpp), only when the CPU has them. Weight rows are taken
+// 16 at a time (a group; N padded up with zero rows), and within a group the
+// values of k = 4j .. 4j+3 of the 16 rows form one 64-byte vector (row r in
+// bytes 4r .. 4r+3), so one vpdpbusd with 4 broadcast activation bytes adds
+// 4 products to each of 16 rows' int32 lanes: no horizontal sums, one
+// stream through memory. vpdpbusd multiplies unsigned by signed bytes, so
+// the weights are stored unsigned (Q4_0 nibbles as they are, Q8_0 and I8 as
+// w + 128) and offset * sum(x) is taken off in int32.
+// Per group, at group * qpack_group_bytes:
+//   Q8_0: block b's 8 vectors at b * 512, then the 16 rows' f16 scales of
+//         block b at nb * 512 + b * 32.
+//   Q4_0: block b's 4 vectors at b * 256, vector j holding k = 4j.. in the
+//         low nibbles and k = 16 + 4j.. in the high ones; scales at
+//         nb * 256 + b * 32.
+//   I8:   K padded to K4 (a multiple of 4, with w = 0); vector j at j * 64,
+//         then the 16 rows' f32 scales at K4 * 16.
+// For Q8_0 and Q4_0 row n's result is acc = fma(float(p_b), d_w[b] * d_x[b],
+// acc) over blocks in order from 0, p_b the exact int32 dot of block b; for
+// I8 float(p) * (s_x * s_w) as the plain kernels: the same for every M, row
+// split and thread count.
+inline constexpr int64_t kPackRows = 16;
+int64_t qpack_group_bytes(DType qdt, int64_t K);
+// Writes the packed form of N rows of quantize()'s output (q; scale for I8).
+void qpack_avx512(DType qdt, const void* q, const float* scale, uint8_t* packed, int64_t N,
+                  int64_t K);
+// Activations for the packed kernels: Q8_0 blocks xq (row m at xq + m * nb,
+// f32 scales xd) and xoff[m * nb + b] = offset * sum of block b's values,
+// offset 128 for Q8_0 and 8 for Q4_0; for I8, rows of K4 int8 values (zeros
+// past K), xd[m] the row scale and xoff[m] = 128 * sum of the row.
+struct PackedX {
+  const void* xq;
+  const float* xd;
+  const int32_t* xoff;
+};
+// y[m * N + n] for m < M and the rows n of groups g0 .. g1.
+void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
+                           int64_t K, const PackedX& x, int64_t M, float* y);
+
 }  // namespace keel::backend::cpu::quant_detail

@@ -1,0 +1,100 @@
+// Batch-1 decode matvec on the shapes of a gpt2-124m-sized llama, plain
+// quantized layout (qmatmul) against the backend's packed one
+// (qmatmul_packed), on one thread, timed in thread CPU time so that a busy
+// machine does not distort it. Each weight is copied until the copies pass
+// 256 MiB and the calls rotate through them, so weights come from memory as
+// in a real token. The two layouts alternate call by call; prints the median
+// weight bytes per CPU-second of each.
+//   bench_qdecode [rounds]
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/dtype.h"
+
+namespace {
+
+using keel::DType;
+
+double thread_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Weights {
+  std::vector<std::vector<char>> q;  // plain copies
+  std::vector<std::vector<float>> s;
+  std::vector<std::vector<char>> p;  // packed copies
+  size_t plain_bytes = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 30;
+  // KEEL_QDECODE_M=128: prefill-shaped calls instead (same weight bytes counted).
+  const int64_t M = std::getenv("KEEL_QDECODE_M") ? std::atoll(std::getenv("KEEL_QDECODE_M")) : 1;
+  auto be = keel::backend::make_backend("cpu");
+  be->set_threads(1);
+  struct Shape {
+    int64_t N, K;
+  } shapes[] = {{768, 768}, {2048, 768}, {768, 2048}, {50257, 768}};
+  std::printf("%-6s %-11s %10s %10s %7s   (GB of plain weights per CPU-second, medians)\n",
+              "format", "N x K", "plain", "packed", "ratio");
+  for (DType qdt : {DType::I8, DType::Q8_0, DType::Q4_0}) {
+    for (Shape sh : shapes) {
+      const int64_t N = sh.N, K = sh.K;
+      const size_t pb = be->qpack_bytes(qdt, N, K);
+      std::vector<float> w(static_cast<size_t>(N * K)), x(static_cast<size_t>(M * K)),
+          y(static_cast<size_t>(M * N));
+      uint32_t r = 1;
+      for (float& v : w)
+        v = float(int32_t((r = r * 1664525u + 1013904223u) >> 8) % 2001 - 1000) * 1e-4f;
+      for (float& v : x)
+        v = float(int32_t((r = r * 1664525u + 1013904223u) >> 8) % 2001 - 1000) * 1e-3f;
+      Weights W;
+      W.plain_bytes = keel::dtype_bytes(qdt, size_t(N * K));
+      // KEEL_QDECODE_IN_CACHE=1: one copy, so the kernels' compute bound shows.
+      const bool in_cache = std::getenv("KEEL_QDECODE_IN_CACHE") != nullptr;
+      const size_t copies = in_cache ? 1 : std::max<size_t>(2, (size_t(256) << 20) / W.plain_bytes);
+      for (size_t c = 0; c < copies; ++c) {
+        W.q.emplace_back(W.plain_bytes);
+        W.s.emplace_back(size_t(N));
+        be->quantize(qdt, w.data(), W.q.back().data(),
+                     qdt == DType::I8 ? W.s.back().data() : nullptr, N, K);
+        if (pb) {
+          W.p.emplace_back(pb);
+          be->qpack(qdt, W.q.back().data(), W.s.back().data(), W.p.back().data(), N, K);
+        }
+      }
+      std::vector<double> tp, tk;
+      size_t c = 0;
+      for (int i = 0; i < rounds; ++i)
+        for (size_t j = 0; j < copies; ++j, c = (c + 1) % copies) {
+          double t0 = thread_seconds();
+          be->qmatmul(qdt, x.data(), W.q[c].data(), W.s[c].data(), y.data(), M, N, K);
+          tp.push_back(thread_seconds() - t0);
+          if (!pb) continue;
+          t0 = thread_seconds();
+          be->qmatmul_packed(qdt, x.data(), W.p[c].data(), y.data(), M, N, K);
+          tk.push_back(thread_seconds() - t0);
+        }
+      const double gp = double(W.plain_bytes) / median(tp) * 1e-9;
+      const double gk = pb ? double(W.plain_bytes) / median(tk) * 1e-9 : 0.0;
+      std::printf("%-6s %5lldx%-5lld %10.2f %10.2f %7.2f\n", keel::dtype_name(qdt).data(),
+                  (long long)N, (long long)K, gp, gk, pb ? gk / gp : 0.0);
+      std::fflush(stdout);
+    }
+  }
+}

@@ -1,0 +1,240 @@
+// Quantized matmul on the packed weight layout of quant_internal.h (AVX-512
+// VNNI): 16 weight rows per 512-bit register, one int32 lane per row, so a
+// block of 32 values costs 8 vpdpbusd (Q4_0: 4 loads, each unpacked into
+// two) and one convert + one fma for 16 rows, with no horizontal sum. The
+// same tile serves batch-1 decode (one activation row) and prefill (up to
+// kTileRows rows per pass over a weight group, which then stays in cache),
+// and both compute every output in the one order quant_internal.h fixes.
+// GCC 12's 512-bit intrinsics start from _mm512_undefined_*(), which
+// -W(maybe-)uninitialized reports as a false error.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backend/cpu/quant_internal.h"
+
+namespace keel::backend::cpu::quant_detail {
+
+namespace {
+
+// Activation rows per pass over a weight group: R int32 and R float
+// accumulators beside the weight vector and scales fit the 32 zmm registers.
+constexpr int kTileRows = 8;
+
+// Weights stream from memory once per token; the hardware prefetcher alone
+// keeps too few lines in flight (as for the plain kernels, quant_dot.h).
+constexpr int64_t kPrefetchBytes = 2048;
+
+inline int64_t round64(int64_t n) {
+  return (n + 63) / 64 * 64;
+}
+
+inline int64_t quant_bytes_per_block(DType qdt) {
+  return qdt == DType::Q4_0 ? 256 : 512;
+}
+
+// Four activation bytes, broadcast to every lane.
+inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+inline void prefetch(const uint8_t* p, int64_t n) {
+  for (int64_t o = 0; o < n; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// Rows m < R of x against one group of Q8_0 / Q4_0 weights; lane r of y
+// row m is written where mask has bit r.
+template <int R, bool Q4>
+void tile_blocked(const uint8_t* gp, int64_t nb, const BlockQ8_0* xq, const float* xd,
+                  const int32_t* xoff, float* y, int64_t ldy, __mmask16 mask) {
+  constexpr int64_t qb = Q4 ? 256 : 512;
+  const uint8_t* sc = gp + nb * qb;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* wb = gp + b * qb;
+    prefetch(wb + kPrefetchBytes, qb);
+    __m512i p[R];
+    for (int r = 0; r < R; ++r) p[r] = _mm512_setzero_si512();
+    if constexpr (Q4) {
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(wb + 64 * j);
+        const __m512i lo = _mm512_and_si512(v, low4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* xs = xq[r * nb + b].qs;
+          p[r] = _mm512_dpbusd_epi32(p[r], lo, bcast4(xs + 4 * j));
+          p[r] = _mm512_dpbusd_epi32(p[r], hi, bcast4(xs + 16 + 4 * j));
+        }
+      }
+    } else {
+      for (int j = 0; j < 8; ++j) {
+        const __m512i v = _mm512_loadu_si512(wb + 64 * j);
+        for (int r = 0; r < R; ++r)
+          p[r] = _mm512_dpbusd_epi32(p[r], v, bcast4(xq[r * nb + b].qs + 4 * j));
+      }
+    }
+    const __m512 dw =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + b * 32)));
+    for (int r = 0; r < R; ++r) {
+      const __m512i s = _mm512_sub_epi32(p[r], _mm512_set1_epi32(xoff[r * nb + b]));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),
+                               _mm512_mul_ps(dw, _mm512_set1_ps(xd[r * nb + b])), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + r * ldy, mask, acc[r]);
+}
+
+// The same for I8 weights (rows of K4 values, one scale per row); the int32
+// sums wrap, but the true dot fits in int32 (backend.h's bound), so the
+// wrapped sum minus the wrapped offset is exact.
+template <int R>
+void tile_i8(const uint8_t* gp, int64_t K4, const int8_t* xq, const float* xd, const int32_t* xoff,
+             float* y, int64_t ldy, __mmask16 mask) {
+  __m512i p0[R], p1[R];
+  for (int r = 0; r < R; ++r) p0[r] = p1[r] = _mm512_setzero_si512();
+  const int64_t nv = K4 / 4;
+  int64_t j = 0;
+  for (; j + 2 <= nv; j += 2) {
+    if (j % 16 == 0) prefetch(gp + j * 64 + kPrefetchBytes, 1024);
+    const __m512i v0 = _mm512_loadu_si512(gp + j * 64), v1 = _mm512_loadu_si512(gp + j * 64 + 64);
+    for (int r = 0; r < R; ++r) {
+      p0[r] = _mm512_dpbusd_epi32(p0[r], v0, bcast4(xq + r * K4 + 4 * j));
+      p1[r] = _mm512_dpbusd_epi32(p1[r], v1, bcast4(xq + r * K4 + 4 * j + 4));
+    }
+  }
+  if (j < nv) {
+    const __m512i v0 = _mm512_loadu_si512(gp + j * 64);
+    for (int r = 0; r < R; ++r) p0[r] = _mm512_dpbusd_epi32(p0[r], v0, bcast4(xq + r * K4 + 4 * j));
+  }
+  const __m512 ws = _mm512_loadu_ps(reinterpret_cast<const float*>(gp + K4 * 16));
+  for (int r = 0; r < R; ++r) {
+    const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(p0[r], p1[r]), _mm512_set1_epi32(xoff[r]));
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_set1_ps(xd[r]), ws));
+    _mm512_mask_storeu_ps(y + r * ldy, mask, v);
+  }
+}
+
+template <int R>
+void tile(DType qdt, const uint8_t* gp, int64_t K, const PackedX& x, int64_t m0, float* y,
+          int64_t ldy, __mmask16 mask) {
+  if (qdt == DType::I8) {
+    const int64_t K4 = (K + 3) / 4 * 4;
+    tile_i8<R>(gp, K4, static_cast<const int8_t*>(x.xq) + m0 * K4, x.xd + m0, x.xoff + m0, y, ldy,
+               mask);
+    return;
+  }
+  const int64_t nb = K / kQBlock;
+  const BlockQ8_0* xq = static_cast<const BlockQ8_0*>(x.xq) + m0 * nb;
+  if (qdt == DType::Q4_0)
+    tile_blocked<R, true>(gp, nb, xq, x.xd + m0 * nb, x.xoff + m0 * nb, y, ldy, mask);
+  else
+    tile_blocked<R, false>(gp, nb, xq, x.xd + m0 * nb, x.xoff + m0 * nb, y, ldy, mask);
+}
+
+// Packs one group's rows n0 .. n0 + 16 (rows past N zero).
+void pack_group(DType qdt, const void* q, const float* scale, uint8_t* gp, int64_t n0, int64_t N,
+                int64_t K) {
+  const int64_t nb = K / kQBlock;
+  const int64_t rows = std::min<int64_t>(kPackRows, N - n0);
+  if (qdt == DType::I8) {
+    const int64_t K4 = (K + 3) / 4 * 4;
+    const int8_t* w = static_cast<const int8_t*>(q);
+    float* sc = reinterpret_cast<float*>(gp + K4 * 16);
+    for (int64_t r = 0; r < kPackRows; ++r) {
+      sc[r] = r < rows ? scale[n0 + r] : 0.f;
+      for (int64_t k = 0; k < K4; ++k) {
+        const int v = r < rows && k < K ? w[(n0 + r) * K + k] : 0;
+        gp[(k / 4) * 64 + r * 4 + k % 4] = uint8_t(v + 128);
+      }
+    }
+    return;
+  }
+  const int64_t qb = quant_bytes_per_block(qdt);
+  uint16_t* sc = reinterpret_cast<uint16_t*>(gp + nb * qb);
+  for (int64_t r = 0; r < kPackRows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* wb = gp + b * qb;
+      if (qdt == DType::Q8_0) {
+        const BlockQ8_0* blk =
+            r < rows ? static_cast<const BlockQ8_0*>(q) + (n0 + r) * nb + b : nullptr;
+        sc[b * 16 + r] = blk ? blk->d : 0;
+        for (int e = 0; e < kQBlock; ++e)
+          wb[(e / 4) * 64 + r * 4 + e % 4] = uint8_t((blk ? int(blk->qs[e]) : 0) + 128);
+      } else {
+        const BlockQ4_0* blk =
+            r < rows ? static_cast<const BlockQ4_0*>(q) + (n0 + r) * nb + b : nullptr;
+        sc[b * 16 + r] = blk ? blk->d : 0;
+        // Element e < 16 is the low nibble of qs[e], e >= 16 the high one of
+        // qs[e - 16]; vector j's low nibbles take e = 4j.., its high ones e = 16 + 4j...
+        for (int e = 0; e < kQBlock / 2; ++e)
+          wb[(e / 4) * 64 + r * 4 + e % 4] = blk ? blk->qs[e] : uint8_t(0x88);
+      }
+    }
+}
+
+}  // namespace
+
+int64_t qpack_group_bytes(DType qdt, int64_t K) {
+  if (qdt == DType::I8) return round64((K + 3) / 4 * 4 * kPackRows + kPackRows * 4);
+  const int64_t nb = K / kQBlock;
+  return round64(nb * (quant_bytes_per_block(qdt) + kPackRows * 2));
+}
+
+void qpack_avx512(DType qdt, const void* q, const float* scale, uint8_t* packed, int64_t N,
+                  int64_t K) {
+  const int64_t gb = qpack_group_bytes(qdt, K), groups = (N + kPackRows - 1) / kPackRows;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    std::memset(packed + g * gb, 0, size_t(gb));
+    pack_group(qdt, q, scale, packed + g * gb, g * kPackRows, N, K);
+  }
+}
+
+void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
+                           int64_t K, const PackedX& x, int64_t M, float* y) {
+  const int64_t gb = qpack_group_bytes(qdt, K);
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t n0 = g * kPackRows, rows = std::min<int64_t>(kPackRows, N - n0);
+    const __mmask16 mask = __mmask16((1u << rows) - 1);
+    const uint8_t* gp = packed + g * gb;
+    for (int64_t m0 = 0; m0 < M; m0 += kTileRows) {
+      float* yt = y + m0 * N + n0;
+      switch (std::min<int64_t>(kTileRows, M - m0)) {
+        case 1:
+          tile<1>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 2:
+          tile<2>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 3:
+          tile<3>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 4:
+          tile<4>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 5:
+          tile<5>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 6:
+          tile<6>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        case 7:
+          tile<7>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+        default:
+          tile<8>(qdt, gp, K, x, m0, yt, N, mask);
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace keel::backend::cpu::quant_detail
