@@ -152,7 +152,7 @@ def main():
         restart = mean_restart(e)
         e_step = base["step_s"] + base["checkpoint_s"] / a.every + (
             base["snapshot_s"] / a.snapshot_every if a.snapshot_every > 0 else 0.0)
-        kills_planned = kills_every(period).count("kill")
+        kills_planned = max(1, kills_every(period).count("kill"))  # --steps below the period: none
         redo = (a.snapshot_every if a.snapshot_every > 0 else min(a.every, period)) / 2
         between = a.steps / kills_planned * e_step + restart + redo * e_step
         # The schedule kills one rank at a time, never its buddy within a
