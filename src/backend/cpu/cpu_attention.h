@@ -335,6 +335,7 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
 
 #if defined(__AVX512BF16__)
 // Per calling thread scratch for buffers all workers share within one call.
+inline constexpr int64_t kPackedKvFloats = int64_t(8) << 20;  // 32 MiB
 inline TileScratch& call_scratch() {
   thread_local TileScratch s;
   return s;
@@ -393,104 +394,111 @@ void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k,
   // Vp: V as key pairs; Kc: K's rows of one head back to back (the scores'
   // broadcasts then walk a few adjacent lines instead of rows a token's width
   // apart: measured 354 -> 420 GFLOP/s for that product).
-  float* shared[2];
-  call_scratch().carve({a.B * a.NKV * Tk2 * HS, a.B * a.NKV * a.Tk * H2}, shared);
-  auto* Vp = reinterpret_cast<uint32_t*>(shared[0]);
-  auto* Kc = reinterpret_cast<uint32_t*>(shared[1]);
-  parallel_items(a.B * a.NKV, threads, [&](int64_t item) {
-    const int64_t kvh = item % a.NKV, b = item / a.NKV;
-    const int64_t off = b * a.kv_batch_stride + kvh * HS;
-    pack_bf16_pairs(v + off, a.kv_row_stride, a.Tk, HS, Vp + item * Tk2 * HS);
-    copy_rows(k + off, a.kv_row_stride, a.Tk, HS, Kc + item * a.Tk * H2);
-  });
+  // Batches go in slices whose packed K and V fit kPackedKvFloats (a long
+  // prefill of a large batch would otherwise hold a second copy of its cache).
+  const int64_t per_batch = a.NKV * (Tk2 * HS + a.Tk * H2);
+  const int64_t nb = imax(1, imin(a.B, kPackedKvFloats / imax(per_batch, 1)));
   const __m512 sc = _mm512_set1_ps(a.scale * kLog2e);
-  parallel_items(a.B * a.NH * nqb, threads, [&](int64_t item) {
-    const int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
-    const int64_t kvh = h / group;
-    const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
-    const uint32_t* kc = Kc + (b * a.NKV + kvh) * a.Tk * H2;
-    const uint32_t* vp = Vp + (b * a.NKV + kvh) * Tk2 * HS;
-    // Qt: (H2 x kTileQ) pairs of q along d, queries along the lanes; acc (nq x
-    // HS); st (TK x kTileQ) raw scores; pp (TK / 2 x kTileQ) key pairs of P.
-    float* buf[4];
-    tile_scratch().carve({H2 * kTileQ, kTileQ * HS, TK * kTileQ, TK / 2 * kTileQ}, buf);
-    auto* Qt = reinterpret_cast<uint32_t*>(buf[0]);
-    float *acc = buf[1], *st = buf[2];
-    auto* pp = reinterpret_cast<uint32_t*>(buf[3]);
-    alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ];
-    for (int64_t r = 0; r < kTileQ; ++r) {
-      if (r < nq) {
-        const bf16_t* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-        for (int64_t d2 = 0; d2 < H2; ++d2) std::memcpy(Qt + d2 * kTileQ + r, qr + 2 * d2, 4);
-      } else {
-        for (int64_t d2 = 0; d2 < H2; ++d2) Qt[d2 * kTileQ + r] = 0;
-      }
-      m[r] = -FLT_MAX;
-      l[r] = 0.f;
-    }
-    for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
-    const int64_t nk = visible_keys(a, t0 + nq - 1);
-    for (int64_t j0 = 0; j0 < nk; j0 += TK) {
-      const int64_t jb = imin(nk - j0, TK);
-      const bool crosses = !tile_unmasked(a, t0, j0, jb);
-      const int64_t shift = first_seeing_lane(a, t0, j0);
-      tile_dot_bf16(jb, kTileQ, H2, kc + j0 * H2, H2, 1, Qt, kTileQ, st, kTileQ, false, nullptr,
-                    crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{});
-      // Masked scores become -inf, whose exp2 below is exactly 0.
-      if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
-      __m512 x[kTileQ / 16];
-      for (int g = 0; g < kTileQ / 16; ++g) x[g] = _mm512_set1_ps(-INFINITY);
-      for (int64_t j = 0; j < jb; ++j)
-        for (int g = 0; g < kTileQ / 16; ++g)
-          x[g] = _mm512_max_ps(x[g], _mm512_load_ps(st + j * kTileQ + 16 * g));
-      // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
-      // (all its lanes masked to -inf) still has corr = exp2(0) = 1. The
-      // scale is positive (bf16_dot_usable), so it commutes with the maximum.
-      bool rescale = false;
-      for (int g = 0; g < kTileQ / 16; ++g) {
-        const __m512 m_old = _mm512_load_ps(m + 16 * g);
-        const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(x[g], sc));
-        const __m512 c = exp2_nonpos_v<Avx512>(_mm512_sub_ps(m_old, m_new));
-        _mm512_store_ps(corr + 16 * g, c);
-        _mm512_store_ps(m + 16 * g, m_new);
-        rescale |= _mm512_cmp_ps_mask(c, _mm512_set1_ps(1.f), _CMP_NEQ_UQ) != 0;
-      }
-      // l = l * corr + the tile's P summed in key order.
-      for (int g = 0; g < kTileQ / 16; ++g) {
-        const __m512 nm = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(m + 16 * g));
-        __m512 s = _mm512_mul_ps(_mm512_load_ps(l + 16 * g), _mm512_load_ps(corr + 16 * g));
-        const float* sj = st + 16 * g;
-        for (int64_t j = 0; j < jb; j += 2) {
-          const __m512 e0 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + j * kTileQ), sc, nm));
-          s = _mm512_add_ps(s, e0);
-          __m512 e1 = _mm512_setzero_ps();
-          if (j + 1 < jb) {
-            e1 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + (j + 1) * kTileQ), sc, nm));
-            s = _mm512_add_ps(s, e1);
-          }
-          _mm512_store_si512(pp + j / 2 * kTileQ + 16 * g, bf16_pair_words(e0, e1));
+  for (int64_t b0 = 0; b0 < a.B; b0 += nb) {
+    const int64_t bn = imin(nb, a.B - b0);
+    float* shared[2];
+    call_scratch().carve({bn * a.NKV * Tk2 * HS, bn * a.NKV * a.Tk * H2}, shared);
+    auto* Vp = reinterpret_cast<uint32_t*>(shared[0]);
+    auto* Kc = reinterpret_cast<uint32_t*>(shared[1]);
+    parallel_items(bn * a.NKV, threads, [&](int64_t item) {
+      const int64_t kvh = item % a.NKV, b = b0 + item / a.NKV;
+      const int64_t off = b * a.kv_batch_stride + kvh * HS;
+      pack_bf16_pairs(v + off, a.kv_row_stride, a.Tk, HS, Vp + item * Tk2 * HS);
+      copy_rows(k + off, a.kv_row_stride, a.Tk, HS, Kc + item * a.Tk * H2);
+    });
+    parallel_items(bn * a.NH * nqb, threads, [&](int64_t item) {
+      const int64_t qb = item % nqb, h = (item / nqb) % a.NH, bs = item / (nqb * a.NH);
+      const int64_t b = b0 + bs, kvh = h / group;
+      const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
+      const uint32_t* kc = Kc + (bs * a.NKV + kvh) * a.Tk * H2;
+      const uint32_t* vp = Vp + (bs * a.NKV + kvh) * Tk2 * HS;
+      // Qt: (H2 x kTileQ) pairs of q along d, queries along the lanes; acc (nq x
+      // HS); st (TK x kTileQ) raw scores; pp (TK / 2 x kTileQ) key pairs of P.
+      float* buf[4];
+      tile_scratch().carve({H2 * kTileQ, kTileQ * HS, TK * kTileQ, TK / 2 * kTileQ}, buf);
+      auto* Qt = reinterpret_cast<uint32_t*>(buf[0]);
+      float *acc = buf[1], *st = buf[2];
+      auto* pp = reinterpret_cast<uint32_t*>(buf[3]);
+      alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ];
+      for (int64_t r = 0; r < kTileQ; ++r) {
+        if (r < nq) {
+          const bf16_t* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
+          for (int64_t d2 = 0; d2 < H2; ++d2) std::memcpy(Qt + d2 * kTileQ + r, qr + 2 * d2, 4);
+        } else {
+          for (int64_t d2 = 0; d2 < H2; ++d2) Qt[d2 * kTileQ + r] = 0;
         }
-        _mm512_store_ps(l + 16 * g, s);
+        m[r] = -FLT_MAX;
+        l[r] = 0.f;
       }
-      // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j; keys in row r's
-      // future (P = 0) are not visited.
-      tile_dot_bf16(nq, HS, (jb + 1) / 2, pp, 1, kTileQ, vp + j0 / 2 * HS, HS, acc, HS, true,
-                    rescale ? corr : nullptr,
-                    crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
-    }
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t t = t0 + r;
-      const bool any = visible_keys(a, t) > 0;
-      bf16_t* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
-      const float inv = any ? 1.f / l[r] : 0.f;
-      const float* ar = acc + r * HS;
-      vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-        using L = decltype(ll);
-        L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
-      });
-      lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
-    }
-  });
+      for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
+      const int64_t nk = visible_keys(a, t0 + nq - 1);
+      for (int64_t j0 = 0; j0 < nk; j0 += TK) {
+        const int64_t jb = imin(nk - j0, TK);
+        const bool crosses = !tile_unmasked(a, t0, j0, jb);
+        const int64_t shift = first_seeing_lane(a, t0, j0);
+        tile_dot_bf16(jb, kTileQ, H2, kc + j0 * H2, H2, 1, Qt, kTileQ, st, kTileQ, false, nullptr,
+                      crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{});
+        // Masked scores become -inf, whose exp2 below is exactly 0.
+        if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
+        __m512 x[kTileQ / 16];
+        for (int g = 0; g < kTileQ / 16; ++g) x[g] = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < jb; ++j)
+          for (int g = 0; g < kTileQ / 16; ++g)
+            x[g] = _mm512_max_ps(x[g], _mm512_load_ps(st + j * kTileQ + 16 * g));
+        // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
+        // (all its lanes masked to -inf) still has corr = exp2(0) = 1. The
+        // scale is positive (bf16_dot_usable), so it commutes with the maximum.
+        bool rescale = false;
+        for (int g = 0; g < kTileQ / 16; ++g) {
+          const __m512 m_old = _mm512_load_ps(m + 16 * g);
+          const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(x[g], sc));
+          const __m512 c = exp2_nonpos_v<Avx512>(_mm512_sub_ps(m_old, m_new));
+          _mm512_store_ps(corr + 16 * g, c);
+          _mm512_store_ps(m + 16 * g, m_new);
+          rescale |= _mm512_cmp_ps_mask(c, _mm512_set1_ps(1.f), _CMP_NEQ_UQ) != 0;
+        }
+        // l = l * corr + the tile's P summed in key order.
+        for (int g = 0; g < kTileQ / 16; ++g) {
+          const __m512 nm = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(m + 16 * g));
+          __m512 s = _mm512_mul_ps(_mm512_load_ps(l + 16 * g), _mm512_load_ps(corr + 16 * g));
+          const float* sj = st + 16 * g;
+          for (int64_t j = 0; j < jb; j += 2) {
+            const __m512 e0 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + j * kTileQ), sc, nm));
+            s = _mm512_add_ps(s, e0);
+            __m512 e1 = _mm512_setzero_ps();
+            if (j + 1 < jb) {
+              e1 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + (j + 1) * kTileQ), sc, nm));
+              s = _mm512_add_ps(s, e1);
+            }
+            _mm512_store_si512(pp + j / 2 * kTileQ + 16 * g, bf16_pair_words(e0, e1));
+          }
+          _mm512_store_ps(l + 16 * g, s);
+        }
+        // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j; keys in row r's
+        // future (P = 0) are not visited.
+        tile_dot_bf16(nq, HS, (jb + 1) / 2, pp, 1, kTileQ, vp + j0 / 2 * HS, HS, acc, HS, true,
+                      rescale ? corr : nullptr,
+                      crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
+      }
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t t = t0 + r;
+        const bool any = visible_keys(a, t) > 0;
+        bf16_t* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
+        const float inv = any ? 1.f / l[r] : 0.f;
+        const float* ar = acc + r * HS;
+        vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+          using L = decltype(ll);
+          L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
+        });
+        lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
+      }
+    });
+  }
 }
 
 // The backward of attention_bwd_t for bf16 storage on AVX512-BF16: the same
