@@ -4,6 +4,8 @@
 // the forward (QK^T, PV), 5 in the backward (QK^T again, dO V^T, P^T dO,
 // dS K, dS^T Q), 2 * HS each.
 #pragma once
+#include <time.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +20,19 @@ struct AttentionShape {
   int64_t B, T, NH, NKV, HS;
 };
 
+// Wall time, or the calling thread's CPU time: on a loaded machine only the
+// latter compares kernels, and only with one thread (workers' time is not counted).
+enum class BenchClock { Wall, ThreadCpu };
+
+inline double bench_now(BenchClock c) {
+  if (c == BenchClock::ThreadCpu) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 struct AttentionRate {
   double fwd_seconds = 0, bwd_seconds = 0;  // one call, best of the repetitions
   double fwd_gflops = 0, bwd_gflops = 0;
@@ -29,7 +44,7 @@ inline double attention_pair_flops(const AttentionShape& s) {
 
 // Best time of each direction over about `seconds` of repetitions (at least 2).
 inline AttentionRate measure_attention(backend::Backend& be, const AttentionShape& s, DType dt,
-                                       double seconds) {
+                                       double seconds, BenchClock clock = BenchClock::Wall) {
   backend::AttentionArgs a;
   a.B = s.B, a.Tq = a.Tk = s.T, a.NH = s.NH, a.NKV = s.NKV, a.HS = s.HS;
   a.q_row_stride = s.NH * s.HS, a.q_batch_stride = s.T * a.q_row_stride;
@@ -60,10 +75,9 @@ inline AttentionRate measure_attention(backend::Backend& be, const AttentionShap
   auto best_of = [&](auto&& call) {
     double best = 1e30, spent = 0;
     for (int rep = 0; rep < 2 || spent < seconds; ++rep) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = bench_now(clock);
       call();
-      const double dt_s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double dt_s = bench_now(clock) - t0;
       best = dt_s < best ? dt_s : best;
       spent += dt_s;
     }

@@ -147,6 +147,9 @@ struct TorchSetup {
 // best overall and the best of each dtype (f32, bf16 autocast).
 struct TorchResult {
   nlohmann::ordered_json tried = nlohmann::ordered_json::object();
+  // How PyTorch ran attention and which PyTorch it was, as the script reports
+  // them (torch < 2.0 has no fused scaled_dot_product_attention).
+  std::string attention, version;
   std::string best;
   DType best_dtype = DType::F32;
   double best_tps = 0;
@@ -177,6 +180,8 @@ TorchResult bench_torch(const std::string& src, const Line& line,
     }
     const double tps = j.value("tokens_per_s", 0.0);
     r.tried[s.name] = tps;
+    r.attention = j.value("attention", r.attention);
+    r.version = j.value("torch", r.version);
     if (tps > r.best_tps) r.best_tps = tps, r.best = s.name, r.best_dtype = s.dtype;
     double& of_dtype = s.dtype == DType::BF16 ? r.best_bf16_tps : r.best_f32_tps;
     of_dtype = std::max(of_dtype, tps);
@@ -202,6 +207,8 @@ void put_keel(nlohmann::ordered_json& out, const std::string& dn, const KeelResu
 void put_torch(nlohmann::ordered_json& out, const TorchResult& t, double flops_per_token,
                const Peaks& peaks) {
   out["torch_setups_tokens_per_s"] = t.tried;
+  out["torch_attention"] = t.attention;
+  out["torch_version"] = t.version;
   out["torch_best_setup"] = t.best;
   out["torch_best_tokens_per_s"] = t.best_tps;
   if (t.best_tps > 0) out["torch_best_mfu"] = flops_per_token * t.best_tps / peaks.of(t.best_dtype);

@@ -366,7 +366,11 @@ TEST(CpuKernels, Attention) {
                                        // one; queries after past keys: on CPUs with
                                        // AVX512-BF16 these take the bf16 pair path.
                                        {1, 200, 200, 2, 1, 64, false},
-                                       {1, 40, 100, 2, 2, 32, false}};
+                                       {1, 40, 100, 2, 2, 32, false},
+                                       // Three heads per kv head, a partial last query
+                                       // block and key tile, the diagonal crossing
+                                       // 128-key tiles at several offsets.
+                                       {1, 300, 300, 3, 1, 64, false}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
       AttentionArgs a;

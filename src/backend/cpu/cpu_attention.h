@@ -103,18 +103,17 @@ inline bool tile_unmasked(const AttentionArgs& a, int64_t t0, int64_t j0, int64_
   return first_seeing_lane(a, t0, j0 + jb - 1) <= 0;
 }
 
-// Whether the bf16 pair products apply: the CPU has AVX512-BF16, HS is a
+// Whether the bf16 pair products apply: the CPU has AVX512-BF16, the scale is
+// positive (the forward takes the maximum of unscaled scores), HS is a
 // whole number of 16-lane vectors of pairs (pairs along the head dimension, N
 // of the products along it), rows of 4-byte words start at even elements, and
 // a head fits the backward's row buffer.
 inline bool bf16_dot_usable(const AttentionArgs& a) {
-  return cpu_features().avx512_bf16 && a.HS % 32 == 0 && a.HS <= 512 && a.kv_row_stride % 2 == 0 &&
-         a.q_row_stride % 2 == 0 && a.kv_batch_stride % 2 == 0 && a.q_batch_stride % 2 == 0;
+  return cpu_features().avx512_bf16 && a.scale > 0 && a.HS % 32 == 0 && a.HS <= 512 &&
+         a.kv_row_stride % 2 == 0 && a.q_row_stride % 2 == 0 && a.kv_batch_stride % 2 == 0 &&
+         a.q_batch_stride % 2 == 0;
 }
 
-// Dot: bf16 storage with AVX512-BF16, both products as vdpbf16ps on bf16
-// pairs (tile_dot_bf16): q and k as stored, P rounded to bf16 before P V (l
-// sums P before rounding), the scale applied to the f32 scores.
 // dst row r (rows row_stride apart) += scale * src row r (HS floats each),
 // for n rows: the backward's write-back of a query tile's dQ.
 template <class S, class T>
@@ -130,14 +129,12 @@ inline void add_scaled_rows(T* dst, int64_t row_stride, const float* src, int64_
   }
 }
 
-template <class S, class T, bool Dot = false>
+template <class S, class T>
 void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o,
                          float* lse, int threads) {
   const int64_t HS = a.HS, group = a.NH / a.NKV;
   const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
   const float qscale = a.scale * kLog2e;
-  constexpr int64_t TK = Dot ? kTileKDot : kTileK;
-  [[maybe_unused]] const float sscale = qscale;
   parallel_items(a.B * a.NH * nqb, threads, [&](int64_t item) {
     const int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
     const int64_t kvh = h / group;
@@ -145,57 +142,32 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
     const T* kb = k + b * a.kv_batch_stride + kvh * HS;
     const T* vb = v + b * a.kv_batch_stride + kvh * HS;
     // Qt (HS x kTileQ): queries times scale * log2(e), rows along the lanes. acc (nq x HS).
-    // With Dot: Qt holds (HS / 2) x kTileQ pairs of q, unscaled, lanes past nq
-    // zero; kbuf the P pairs, vbuf the V pairs.
     float* buf[5];
-    tile_scratch().carve({HS * kTileQ, kTileQ * HS, TK * kTileQ, TK * HS, TK * HS}, buf);
+    tile_scratch().carve({HS * kTileQ, kTileQ * HS, kTileK * kTileQ, kTileK * HS, kTileK * HS},
+                         buf);
     float *Qt = buf[0], *acc = buf[1], *st = buf[2], *kbuf = buf[3], *vbuf = buf[4];
     alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ], bm[kTileQ];
     for (int64_t r = 0; r < nq; ++r) {
       const T* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-      if constexpr (Dot) {
-        uint32_t* qp = reinterpret_cast<uint32_t*>(Qt);
-        for (int64_t d2 = 0; d2 < HS / 2; ++d2)
-          std::memcpy(qp + d2 * kTileQ + r, qr + 2 * d2, sizeof(uint32_t));
-      } else {
-        for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * qscale;
-      }
+      for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * qscale;
       m[r] = -FLT_MAX;
       l[r] = 0.f;
     }
-    if constexpr (Dot)
-      for (int64_t d2 = 0; d2 < HS / 2; ++d2)
-        for (int64_t r = nq; r < kTileQ; ++r) reinterpret_cast<uint32_t*>(Qt)[d2 * kTileQ + r] = 0;
     for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
     const int64_t nk = visible_keys(a, t0 + nq - 1);
-    for (int64_t j0 = 0; j0 < nk; j0 += TK) {
-      const int64_t jb = imin(nk - j0, TK);
+    for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
+      const int64_t jb = imin(nk - j0, kTileK);
       // st[j, r] = scale log2(e) q_r . k_j; the masked corner is not computed.
       const bool crosses = !tile_unmasked(a, t0, j0, jb);
       const int64_t shift = first_seeing_lane(a, t0, j0);
       const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
-      if constexpr (Dot) {
-#if defined(__AVX512BF16__)
-        tile_dot_bf16(jb, kTileQ, HS / 2,
-                      reinterpret_cast<const uint32_t*>(kb + j0 * a.kv_row_stride),
-                      a.kv_row_stride / 2, 1, reinterpret_cast<const uint32_t*>(Qt), kTileQ, st,
-                      kTileQ, false, nullptr, cols);
-#endif
-      } else {
-        const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
-        tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);
-      }
+      const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
+      tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);
       const bool masked = crosses && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
       vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
         using L = decltype(ll);
         auto x = L::set1(-INFINITY);
-        for (int64_t j = 0; j < jb; ++j) {
-          if constexpr (Dot) {
-            float* p = st + j * kTileQ + r;
-            L::store(p, L::mul(L::load(p), L::set1(sscale)));
-          }
-          x = L::max(x, L::load(st + j * kTileQ + r));
-        }
+        for (int64_t j = 0; j < jb; ++j) x = L::max(x, L::load(st + j * kTileQ + r));
         L::store(bm + r, x);
       });
       // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
@@ -241,20 +213,9 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
       // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j, P[r, j] read from
       // st[j, r]; keys in row r's future (P = 0) are not visited.
       const TileTrim to = crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{};
-      if constexpr (Dot) {
-#if defined(__AVX512BF16__)
-        uint32_t* pp = reinterpret_cast<uint32_t*>(kbuf);
-        uint32_t* vp = reinterpret_cast<uint32_t*>(vbuf);
-        pack_f32_pairs(st, kTileQ, jb, kTileQ, pp);
-        pack_bf16_pairs(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vp);
-        tile_dot_bf16(nq, HS, (jb + 1) / 2, pp, 1, kTileQ, vp, HS, acc, HS, true,
-                      rescale ? corr : nullptr, to);
-#endif
-      } else {
-        const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
-        tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true, rescale ? corr : nullptr,
-                     to);
-      }
+      const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
+      tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true, rescale ? corr : nullptr,
+                   to);
     }
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t t = t0 + r;
@@ -373,13 +334,171 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
 }
 
 #if defined(__AVX512BF16__)
-// Rows of f32 rounded to bf16 words: out[j * (n / 2) + w] = (x[j][2w], x[j][2w + 1]),
-// x[j] = base + j * ld, n a multiple of 16.
-inline void round_rows_bf16(const float* base, int64_t ld, int64_t rows, int64_t n, uint32_t* out) {
+// Per calling thread scratch for buffers all workers share within one call.
+inline constexpr int64_t kPackedKvFloats = int64_t(8) << 20;  // 32 MiB
+inline TileScratch& call_scratch() {
+  thread_local TileScratch s;
+  return s;
+}
+
+// 2^x for x <= 0 (-inf gives exactly 0) to a relative error of 7.5e-5, for
+// probabilities that are rounded to bf16 (2^-9) before their products: a
+// degree-3 polynomial (fitted to relative error on [-1/2, 1/2]) where
+// exp2_nonpos_v takes degree 5, two fewer FMAs on the ports the products use.
+inline __m512 exp2_bf16_v(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-127.f), x);
+  const __m512 magic = _mm512_set1_ps(12582912.f + 127.f);
+  const __m512 t = _mm512_add_ps(x, magic);
+  const __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, magic));
+  __m512 p =
+      _mm512_fmadd_ps(_mm512_set1_ps(0.0551716573536396f), f, _mm512_set1_ps(0.24261115491390228f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932609677314758f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999280571937561f));
+  return _mm512_mul_ps(p, Avx512::pow2_from_magic(t));
+}
+
+// rows of n bf16 (n even) at base + j * stride, back to back as 32-bit words.
+inline void copy_rows(const bf16_t* base, int64_t stride, int64_t rows, int64_t n, uint32_t* out) {
   for (int64_t j = 0; j < rows; ++j)
-    for (int64_t c = 0; c < n; c += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j * (n / 2) + c / 2),
-                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(base + j * ld + c)));
+    std::memcpy(out + j * (n / 2), base + j * stride, size_t(n) * 2);
+}
+
+// 32 bf16 words x0..x15, y0..y15 as the 16 pairs (x_r, y_r) vdpbf16ps takes.
+inline __m512i interleave_bf16_halves(__m512i w) {
+  alignas(64) static constexpr uint16_t kInterleave[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), w);
+}
+
+// Word r: (bf16(lo[r]), bf16(hi[r])), nearest even: two key rows of f32
+// probabilities as the pairs vdpbf16ps takes, in one rounding and one shuffle.
+inline __m512i bf16_pair_words(__m512 lo, __m512 hi) {
+  return interleave_bf16_halves((__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// The forward for bf16 storage on AVX512-BF16: both products as vdpbf16ps on
+// bf16 pairs (tile_dot_bf16), q and k as stored, V packed into key pairs once
+// per call, P rounded to bf16 before P V (l sums P before rounding). Per key
+// tile one read-only pass finds the maximum of the raw scores, and one pass
+// turns them into probabilities (the scale folded into the exp2's argument),
+// sums them and writes them as the pairs of the P V product, so the tile is
+// not rewritten in between. All kTileQ lanes are worked; padding lanes hold
+// zero queries and are never written out.
+template <class S>
+void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k, const bf16_t* v,
+                       bf16_t* o, float* lse, int threads) {
+  const int64_t HS = a.HS, H2 = HS / 2, group = a.NH / a.NKV;
+  const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ, Tk2 = (a.Tk + 1) / 2;
+  constexpr int64_t TK = kTileKDot;
+  // Vp: V as key pairs; Kc: K's rows of one head back to back (the scores'
+  // broadcasts then walk a few adjacent lines instead of rows a token's width
+  // apart: measured 354 -> 420 GFLOP/s for that product).
+  // Batches go in slices whose packed K and V fit kPackedKvFloats (a long
+  // prefill of a large batch would otherwise hold a second copy of its cache).
+  const int64_t per_batch = a.NKV * (Tk2 * HS + a.Tk * H2);
+  const int64_t nb = imax(1, imin(a.B, kPackedKvFloats / imax(per_batch, 1)));
+  const __m512 sc = _mm512_set1_ps(a.scale * kLog2e);
+  for (int64_t b0 = 0; b0 < a.B; b0 += nb) {
+    const int64_t bn = imin(nb, a.B - b0);
+    float* shared[2];
+    call_scratch().carve({bn * a.NKV * Tk2 * HS, bn * a.NKV * a.Tk * H2}, shared);
+    auto* Vp = reinterpret_cast<uint32_t*>(shared[0]);
+    auto* Kc = reinterpret_cast<uint32_t*>(shared[1]);
+    parallel_items(bn * a.NKV, threads, [&](int64_t item) {
+      const int64_t kvh = item % a.NKV, b = b0 + item / a.NKV;
+      const int64_t off = b * a.kv_batch_stride + kvh * HS;
+      pack_bf16_pairs(v + off, a.kv_row_stride, a.Tk, HS, Vp + item * Tk2 * HS);
+      copy_rows(k + off, a.kv_row_stride, a.Tk, HS, Kc + item * a.Tk * H2);
+    });
+    parallel_items(bn * a.NH * nqb, threads, [&](int64_t item) {
+      const int64_t qb = item % nqb, h = (item / nqb) % a.NH, bs = item / (nqb * a.NH);
+      const int64_t b = b0 + bs, kvh = h / group;
+      const int64_t t0 = qb * kTileQ, nq = imin(a.Tq - t0, kTileQ);
+      const uint32_t* kc = Kc + (bs * a.NKV + kvh) * a.Tk * H2;
+      const uint32_t* vp = Vp + (bs * a.NKV + kvh) * Tk2 * HS;
+      // Qt: (H2 x kTileQ) pairs of q along d, queries along the lanes; acc (nq x
+      // HS); st (TK x kTileQ) raw scores; pp (TK / 2 x kTileQ) key pairs of P.
+      float* buf[4];
+      tile_scratch().carve({H2 * kTileQ, kTileQ * HS, TK * kTileQ, TK / 2 * kTileQ}, buf);
+      auto* Qt = reinterpret_cast<uint32_t*>(buf[0]);
+      float *acc = buf[1], *st = buf[2];
+      auto* pp = reinterpret_cast<uint32_t*>(buf[3]);
+      alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ];
+      for (int64_t r = 0; r < kTileQ; ++r) {
+        if (r < nq) {
+          const bf16_t* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
+          for (int64_t d2 = 0; d2 < H2; ++d2) std::memcpy(Qt + d2 * kTileQ + r, qr + 2 * d2, 4);
+        } else {
+          for (int64_t d2 = 0; d2 < H2; ++d2) Qt[d2 * kTileQ + r] = 0;
+        }
+        m[r] = -FLT_MAX;
+        l[r] = 0.f;
+      }
+      for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
+      const int64_t nk = visible_keys(a, t0 + nq - 1);
+      for (int64_t j0 = 0; j0 < nk; j0 += TK) {
+        const int64_t jb = imin(nk - j0, TK);
+        const bool crosses = !tile_unmasked(a, t0, j0, jb);
+        const int64_t shift = first_seeing_lane(a, t0, j0);
+        tile_dot_bf16(jb, kTileQ, H2, kc + j0 * H2, H2, 1, Qt, kTileQ, st, kTileQ, false, nullptr,
+                      crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{});
+        // Masked scores become -inf, whose exp2 below is exactly 0.
+        if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
+        __m512 x[kTileQ / 16];
+        for (int g = 0; g < kTileQ / 16; ++g) x[g] = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < jb; ++j)
+          for (int g = 0; g < kTileQ / 16; ++g)
+            x[g] = _mm512_max_ps(x[g], _mm512_load_ps(st + j * kTileQ + 16 * g));
+        // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
+        // (all its lanes masked to -inf) still has corr = exp2(0) = 1. The
+        // scale is positive (bf16_dot_usable), so it commutes with the maximum.
+        bool rescale = false;
+        for (int g = 0; g < kTileQ / 16; ++g) {
+          const __m512 m_old = _mm512_load_ps(m + 16 * g);
+          const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(x[g], sc));
+          const __m512 c = exp2_nonpos_v<Avx512>(_mm512_sub_ps(m_old, m_new));
+          _mm512_store_ps(corr + 16 * g, c);
+          _mm512_store_ps(m + 16 * g, m_new);
+          rescale |= _mm512_cmp_ps_mask(c, _mm512_set1_ps(1.f), _CMP_NEQ_UQ) != 0;
+        }
+        // l = l * corr + the tile's P summed in key order.
+        for (int g = 0; g < kTileQ / 16; ++g) {
+          const __m512 nm = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(m + 16 * g));
+          __m512 s = _mm512_mul_ps(_mm512_load_ps(l + 16 * g), _mm512_load_ps(corr + 16 * g));
+          const float* sj = st + 16 * g;
+          for (int64_t j = 0; j < jb; j += 2) {
+            const __m512 e0 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + j * kTileQ), sc, nm));
+            s = _mm512_add_ps(s, e0);
+            __m512 e1 = _mm512_setzero_ps();
+            if (j + 1 < jb) {
+              e1 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(sj + (j + 1) * kTileQ), sc, nm));
+              s = _mm512_add_ps(s, e1);
+            }
+            _mm512_store_si512(pp + j / 2 * kTileQ + 16 * g, bf16_pair_words(e0, e1));
+          }
+          _mm512_store_ps(l + 16 * g, s);
+        }
+        // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j; keys in row r's
+        // future (P = 0) are not visited.
+        tile_dot_bf16(nq, HS, (jb + 1) / 2, pp, 1, kTileQ, vp + j0 / 2 * HS, HS, acc, HS, true,
+                      rescale ? corr : nullptr,
+                      crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
+      }
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t t = t0 + r;
+        const bool any = visible_keys(a, t) > 0;
+        bf16_t* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
+        const float inv = any ? 1.f / l[r] : 0.f;
+        const float* ar = acc + r * HS;
+        vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+          using L = decltype(ll);
+          L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
+        });
+        lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
+      }
+    });
+  }
 }
 
 // The backward of attention_bwd_t for bf16 storage on AVX512-BF16: the same
@@ -392,7 +511,7 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
                        bf16_t* dv, int threads) {
   const int64_t HS = a.HS, H2 = HS / 2, group = a.NH / a.NKV, Tk = a.Tk;
   const int64_t nqb = (a.Tq + kTileQ - 1) / kTileQ;
-  const float sscale = a.scale * kLog2e;
+  const __m512 sc = _mm512_set1_ps(a.scale * kLog2e);
   parallel_items(a.B * a.NKV, threads, [&](int64_t item) {
     const int64_t kvh = item % a.NKV, b = item / a.NKV;
     const int64_t kv_off = b * a.kv_batch_stride + kvh * HS;
@@ -400,12 +519,17 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
     // (H2 x kTileQ) words, d pairs with queries along the lanes; Qr, dOq: query
     // pairs (kTileQ / 2 x HS words); Pa, dSa: st and dpt rounded (kTileKDot x
     // kTileQ / 2 words); dSp: key pairs of dS (kTileKDot / 2 x kTileQ words).
-    float* buf[13];
+    // Kc, Vc: the head's K and V rows back to back (H2 words each).
+    float* buf[15];
     tile_scratch().carve(
         {(Tk + 1) / 2 * HS, Tk * HS, Tk * HS, H2 * kTileQ, H2 * kTileQ, kTileQ / 2 * HS,
          kTileQ / 2 * HS, kTileQ * HS, kTileKDot * kTileQ, kTileKDot * kTileQ,
-         kTileKDot * kTileQ / 2, kTileKDot * kTileQ / 2, kTileKDot / 2 * kTileQ},
+         kTileKDot * kTileQ / 2, kTileKDot * kTileQ / 2, kTileKDot / 2 * kTileQ, Tk * H2, Tk * H2},
         buf);
+    auto* Kc = reinterpret_cast<uint32_t*>(buf[13]);
+    auto* Vc = reinterpret_cast<uint32_t*>(buf[14]);
+    copy_rows(k + kv_off, a.kv_row_stride, Tk, HS, Kc);
+    copy_rows(v + kv_off, a.kv_row_stride, Tk, HS, Vc);
     auto* Kp = reinterpret_cast<uint32_t*>(buf[0]);
     float *dKf = buf[1], *dVf = buf[2];
     auto* Qp = reinterpret_cast<uint32_t*>(buf[3]);
@@ -449,34 +573,51 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
         for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
         for (int64_t j0 = 0; j0 < nk; j0 += kTileKDot) {
           const int64_t jb = imin(nk - j0, kTileKDot);
-          const auto* Kj = reinterpret_cast<const uint32_t*>(k + kv_off + j0 * a.kv_row_stride);
-          const auto* Vj = reinterpret_cast<const uint32_t*>(v + kv_off + j0 * a.kv_row_stride);
+          const uint32_t* Kj = Kc + j0 * H2;
+          const uint32_t* Vj = Vc + j0 * H2;
           const bool crosses = !tile_unmasked(a, t0, j0, jb);
           const int64_t shift = first_seeing_lane(a, t0, j0);
           const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
-          tile_dot_bf16(jb, kTileQ, H2, Kj, a.kv_row_stride / 2, 1, Qp, kTileQ, st, kTileQ, false,
-                        nullptr, cols);
-          tile_dot_bf16(jb, kTileQ, H2, Vj, a.kv_row_stride / 2, 1, dOp, kTileQ, dpt, kTileQ, false,
-                        nullptr, cols);
-          for (int64_t j = 0; j < jb; ++j)
+          tile_dot_bf16(jb, kTileQ, H2, Kj, H2, 1, Qp, kTileQ, st, kTileQ, false, nullptr, cols);
+          tile_dot_bf16(jb, kTileQ, H2, Vj, H2, 1, dOp, kTileQ, dpt, kTileQ, false, nullptr, cols);
+          // Masked lanes: scores -inf (P = exp2 = 0 exactly) and dP 0, so dS = 0
+          // there too, and the uncomputed corner's contents are never read.
+          if (crosses) {
+            mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
+            mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
+          }
+          // One pass per key pair: P and dS of keys j and j + 1, rounded once,
+          // written as rows of Pa and dSa and as the key pairs of dSp.
+          for (int64_t j = 0; j < jb; j += 2) {
+            const bool two = j + 1 < jb;
             for (int64_t r = 0; r < kTileQ; r += 16) {
-              float* p = st + j * kTileQ + r;
-              const auto x = Avx512::fma(Avx512::load(p), Avx512::set1(sscale),
-                                         Avx512::sub(Avx512::set1(0.f), Avx512::load(lr + r)));
-              Avx512::store(p, exp2_nonpos_v<Avx512>(x));
+              const __m512 nl = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(lr + r));
+              const __m512 dr = _mm512_load_ps(Dr + r);
+              const float* s0 = st + j * kTileQ + r;
+              const float* d0 = dpt + j * kTileQ + r;
+              const __m512 p0 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(s0), sc, nl));
+              const __m512 ds0 = _mm512_mul_ps(p0, _mm512_sub_ps(_mm512_load_ps(d0), dr));
+              __m512 p1 = _mm512_setzero_ps(), ds1 = _mm512_setzero_ps();
+              if (two) {
+                p1 = exp2_bf16_v(_mm512_fmadd_ps(_mm512_load_ps(s0 + kTileQ), sc, nl));
+                ds1 = _mm512_mul_ps(p1, _mm512_sub_ps(_mm512_load_ps(d0 + kTileQ), dr));
+              }
+              // Words 0..15: key j's 16 lanes, 16..31: key j + 1's.
+              const __m512i pw = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
+              const __m512i dw = (__m512i)_mm512_cvtne2ps_pbh(ds1, ds0);
+              uint32_t* pa = Pa + j * (kTileQ / 2) + r / 2;
+              uint32_t* da = dSa + j * (kTileQ / 2) + r / 2;
+              _mm256_store_si256(reinterpret_cast<__m256i*>(pa), _mm512_castsi512_si256(pw));
+              _mm256_store_si256(reinterpret_cast<__m256i*>(da), _mm512_castsi512_si256(dw));
+              if (two) {
+                _mm256_store_si256(reinterpret_cast<__m256i*>(pa + kTileQ / 2),
+                                   _mm512_extracti64x4_epi64(pw, 1));
+                _mm256_store_si256(reinterpret_cast<__m256i*>(da + kTileQ / 2),
+                                   _mm512_extracti64x4_epi64(dw, 1));
+              }
+              _mm512_store_si512(dSp + j / 2 * kTileQ + r, interleave_bf16_halves(dw));
             }
-          if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
-          for (int64_t j = 0; j < jb; ++j)
-            for (int64_t r = 0; r < kTileQ; r += 16) {
-              float* ds = dpt + j * kTileQ + r;
-              const auto p = Avx512::load(st + j * kTileQ + r);
-              Avx512::store(ds,
-                            Avx512::mul(p, Avx512::sub(Avx512::load(ds), Avx512::load(Dr + r))));
-            }
-          if (crosses) mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
-          round_rows_bf16(st, kTileQ, jb, kTileQ, Pa);
-          round_rows_bf16(dpt, kTileQ, jb, kTileQ, dSa);
-          pack_f32_pairs(dpt, kTileQ, jb, kTileQ, dSp);
+          }
           const TileTrim from = crosses ? TileTrim{TileTrim::KFrom, shift} : TileTrim{};
           const int64_t nq2 = (nq + 1) / 2;
           tile_dot_bf16(jb, HS, nq2, Pa, kTileQ / 2, 1, dOq, HS, dVf + j0 * HS, HS, true, nullptr,
@@ -515,7 +656,7 @@ void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v,
 #if defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, bf16_t> && S::W == 16)
     if (bf16_dot_usable(a)) {
-      attention_fwd_tiled<S, T, true>(a, q, k, v, o, lse, threads);
+      attention_fwd_dot<S>(a, q, k, v, o, lse, threads);
       return;
     }
 #endif

@@ -136,23 +136,5 @@ inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, in
   }
 }
 
-// The same from f32 rows x[j] = base + j * stride, rounded to bf16 (nearest
-// even), as probabilities are before their product with V.
-inline void pack_f32_pairs(const float* base, int64_t stride, int64_t rows, int64_t N,
-                           uint32_t* out) {
-  for (int64_t j = 0; j < rows; j += 2) {
-    const float* lo = base + j * stride;
-    const float* hi = base + (j + 1) * stride;
-    uint32_t* o = out + (j / 2) * N;
-    for (int64_t n = 0; n < N; n += 16) {
-      const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo + n)));
-      const __m512i h =
-          j + 1 < rows ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi + n)))
-                       : _mm512_setzero_si512();
-      _mm512_storeu_si512(o + n, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
-    }
-  }
-}
-
 }  // namespace keel::backend::cpu::KEEL_CPU_ISA
 #endif
