@@ -129,6 +129,27 @@ inline void add_scaled_rows(T* dst, int64_t row_stride, const float* src, int64_
   }
 }
 
+// The epilogue of a forward query block: o[t] = acc[r] / l[r] and the
+// log-sum-exp, in natural log, from the base-2 running max m (a row that
+// sees no key gets o = 0 and lse = -inf).
+template <class S, class T>
+inline void finish_query_rows(const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int64_t nq,
+                              const float* acc, const float* l, const float* m, T* o, float* lse) {
+  const int64_t HS = a.HS;
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t t = t0 + r;
+    const bool any = visible_keys(a, t) > 0;
+    T* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
+    const float inv = any ? 1.f / l[r] : 0.f;
+    const float* ar = acc + r * HS;
+    vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
+      using L = decltype(ll);
+      L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
+    });
+    lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
+  }
+}
+
 template <class S, class T>
 void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o,
                          float* lse, int threads) {
@@ -217,18 +238,7 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
       tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true, rescale ? corr : nullptr,
                    to);
     }
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t t = t0 + r;
-      const bool any = visible_keys(a, t) > 0;
-      T* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
-      const float inv = any ? 1.f / l[r] : 0.f;
-      const float* ar = acc + r * HS;
-      vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-        using L = decltype(ll);
-        L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
-      });
-      lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
-    }
+    finish_query_rows<S>(a, b, h, t0, nq, acc, l, m, o, lse);
   });
 }
 
@@ -485,18 +495,7 @@ void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k,
                       rescale ? corr : nullptr,
                       crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{});
       }
-      for (int64_t r = 0; r < nq; ++r) {
-        const int64_t t = t0 + r;
-        const bool any = visible_keys(a, t) > 0;
-        bf16_t* orow = o + ((b * a.Tq + t) * a.NH + h) * HS;
-        const float inv = any ? 1.f / l[r] : 0.f;
-        const float* ar = acc + r * HS;
-        vec_loop<S>(0, HS, [&](auto ll, int64_t d) {
-          using L = decltype(ll);
-          L::store(orow + d, L::mul(L::load(ar + d), L::set1(inv)));
-        });
-        lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] * kLn2 + std::log(l[r]) : -INFINITY;
-      }
+      finish_query_rows<S>(a, b, h, t0, nq, acc, l, m, o, lse);
     });
   }
 }

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include "backend/cpu/quant_internal.h"
 
@@ -200,6 +201,10 @@ void qpack_avx512(DType qdt, const void* q, const float* scale, uint8_t* packed,
 
 void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
                            int64_t K, const PackedX& x, int64_t M, float* y) {
+  // The tile for each row count of a call's last, partial tile.
+  static constexpr decltype(&tile<1>) kTiles[] = {tile<1>, tile<2>, tile<3>, tile<4>,
+                                                  tile<5>, tile<6>, tile<7>, tile<8>};
+  static_assert(std::size(kTiles) == size_t(kTileRows));
   const int64_t gb = qpack_group_bytes(qdt, K);
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t n0 = g * kPackRows, rows = std::min<int64_t>(kPackRows, N - n0);
@@ -207,32 +212,7 @@ void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t
     const uint8_t* gp = packed + g * gb;
     for (int64_t m0 = 0; m0 < M; m0 += kTileRows) {
       float* yt = y + m0 * N + n0;
-      switch (std::min<int64_t>(kTileRows, M - m0)) {
-        case 1:
-          tile<1>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 2:
-          tile<2>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 3:
-          tile<3>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 4:
-          tile<4>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 5:
-          tile<5>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 6:
-          tile<6>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        case 7:
-          tile<7>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-        default:
-          tile<8>(qdt, gp, K, x, m0, yt, N, mask);
-          break;
-      }
+      kTiles[std::min<int64_t>(kTileRows, M - m0) - 1](qdt, gp, K, x, m0, yt, N, mask);
     }
   }
 }
