@@ -1,13 +1,16 @@
 // Arena: 64-byte alignment, memory reused after reset, high-water mark, and
-// chunks added when a step outgrows the first.
+// chunks added when a step outgrows the first; host_alloc beneath both.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <set>
 #include <vector>
 
 #include "core/arena.h"
+#include "core/host_memory.h"
+#include "core/tensor.h"
 
 namespace keel {
 namespace {
@@ -77,6 +80,24 @@ TEST(Arena, GrowsBeyondOneChunkAndKeepsItAfterReset) {
   for (int i = 0; i < 20; ++i) a.alloc(500);
   a.alloc(10000);
   EXPECT_EQ(a.capacity(), cap) << "the same step after reset must not allocate";
+}
+
+// host_alloc takes two roads (heap below 8 MiB, a huge-page mapping from
+// there): both must give 64-byte aligned memory that holds every byte asked
+// for, and Tensor::zeros over the mapped road must still be zeroed.
+TEST(HostMemory, BothRoadsAreAlignedAndWritable) {
+  for (size_t n :
+       {size_t(1), size_t(4096), (size_t(8) << 20) - 1, size_t(8) << 20, (size_t(9) << 20) + 3}) {
+    void* p = host_alloc(n);
+    ASSERT_TRUE(aligned64(p)) << n;
+    std::memset(p, 0xab, n);
+    EXPECT_EQ(static_cast<unsigned char*>(p)[n - 1], 0xab) << n;
+    host_free(p, n);
+  }
+  host_free(nullptr, size_t(16) << 20);
+  const Tensor t = Tensor::zeros({int64_t(3) << 20}, DType::F32);  // 12 MiB
+  const float* d = t.data<float>();
+  EXPECT_TRUE(std::all_of(d, d + t.numel(), [](float v) { return v == 0.f; }));
 }
 
 }  // namespace
