@@ -200,7 +200,8 @@ void SnapshotReplicator::take(const CheckpointState& st) {
   h.n_params = opt_.n_params;
   h.run_id = run_id_;
   h.config_hash = opt_.config_hash;
-  const StateImagePlan plan = plan_state_image(st);
+  own_plan_ = plan_state_image(st, &own_plan_);
+  const StateImagePlan& plan = own_plan_;
   store_.write(SnapshotKind::Own, h, plan.bytes,
                [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
                  std::function<void()> halfway;
@@ -211,7 +212,8 @@ void SnapshotReplicator::take(const CheckpointState& st) {
   // The shard only this rank holds goes to rank+1: [step][optimizer_t][image].
   CheckpointState part;
   part.optimizer = st.optimizer;
-  const StateImagePlan bp = plan_state_image(part);
+  buddy_plan_ = plan_state_image(part, &buddy_plan_);
+  const StateImagePlan& bp = buddy_plan_;
   // The buffers of the last exchange, reused: a fresh one every step costs a
   // zero fill of the shard's size on each side.
   std::vector<std::byte> msg = std::move(send_buf_);

@@ -22,6 +22,7 @@
 #include "dist/communicator.h"
 #include "resilience/checkpoint_state.h"
 #include "resilience/snapshot_store.h"
+#include "resilience/state_image.h"
 
 namespace keel::resilience {
 
@@ -99,7 +100,8 @@ class SnapshotReplicator {
   // The copy in flight: received bytes are [step][optimizer_t][image].
   std::unique_ptr<dist::PendingExchange> exchange_;
   std::vector<std::byte> send_buf_, recv_buf_;  // the last exchange's, for the next
-  std::vector<size_t> buddy_bytes_;  // each rank's message size (learned at the first take)
+  std::vector<size_t> buddy_bytes_;       // each rank's message size (learned at the first take)
+  StateImagePlan own_plan_, buddy_plan_;  // the last take's (their tensor tables are reused)
 };
 
 // Hash of the config keys that shape the trajectory (checkpoint_manifest.h's

@@ -5,6 +5,9 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+// XXH3_state_t lives behind XXH_STATIC_LINKING_ONLY.
+#define XXH_STATIC_LINKING_ONLY
+#include <xxh_x86dispatch.h>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -39,26 +42,55 @@ DType image_dtype(const std::string& s, const std::string& what) {
 
 }  // namespace
 
-StateImagePlan plan_state_image(const CheckpointState& st) {
-  nlohmann::json table = nlohmann::json::array();
-  size_t off = 0;
-  for (const Group& g : groups_of(st))
+uint64_t state_image_layout(const CheckpointState& st) {
+  XXH3_state_t hs;
+  XXH3_64bits_reset(&hs);
+  for (const Group& g : groups_of(st)) {
+    const uint64_t count = g.tensors->size();
+    XXH3_64bits_update(&hs, &count, sizeof count);
     for (const io::NamedTensor& t : *g.tensors) {
-      const size_t n = t.tensor.nbytes();
-      table.push_back({{"group", g.name},
-                       {"name", t.name},
-                       {"dtype", io::safetensors_dtype_name(t.tensor.dtype())},
-                       {"shape", t.tensor.shape().dims()},
-                       {"offset", off},
-                       {"bytes", n}});
-      off = align_up(off + n);
+      const uint64_t name_len = t.name.size(), dtype = uint64_t(t.tensor.dtype()),
+                     rank = t.tensor.shape().dims().size();
+      XXH3_64bits_update(&hs, &name_len, sizeof name_len);
+      XXH3_64bits_update(&hs, t.name.data(), t.name.size());
+      XXH3_64bits_update(&hs, &dtype, sizeof dtype);
+      XXH3_64bits_update(&hs, &rank, sizeof rank);
+      XXH3_64bits_update(&hs, t.tensor.shape().dims().data(), rank * sizeof(int64_t));
     }
+  }
+  return XXH3_64bits_digest(&hs);
+}
+
+StateImagePlan plan_state_image(const CheckpointState& st, const StateImagePlan* previous) {
   StateImagePlan p;
-  p.header = nlohmann::json{{"manifest", nlohmann::json::parse(manifest_to_json(st.manifest))},
-                            {"tensors", std::move(table)}}
-                 .dump();
+  p.layout = state_image_layout(st);
+  if (previous && previous->layout == p.layout && !previous->tensor_table.empty()) {
+    // Snapshots every step keep the same tensors: only the manifest changes.
+    p.tensor_table = previous->tensor_table;
+    p.tensor_bytes = previous->tensor_bytes;
+  } else {
+    nlohmann::json table = nlohmann::json::array();
+    size_t off = 0;
+    for (const Group& g : groups_of(st))
+      for (const io::NamedTensor& t : *g.tensors) {
+        const size_t n = t.tensor.nbytes();
+        table.push_back({{"group", g.name},
+                         {"name", t.name},
+                         {"dtype", io::safetensors_dtype_name(t.tensor.dtype())},
+                         {"shape", t.tensor.shape().dims()},
+                         {"offset", off},
+                         {"bytes", n}});
+        off = align_up(off + n);
+      }
+    p.tensor_table = table.dump();
+    p.tensor_bytes = off;
+  }
+  // Spliced as text: the manifest is JSON already, and parsing it back only
+  // to print it again cost more than the rest of the plan.
+  p.header =
+      R"({"manifest":)" + manifest_to_json(st.manifest) + R"(,"tensors":)" + p.tensor_table + "}";
   p.data_offset = align_up(8 + p.header.size());
-  p.bytes = p.data_offset + off;
+  p.bytes = p.data_offset + p.tensor_bytes;
   return p;
 }
 

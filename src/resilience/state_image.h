@@ -31,8 +31,16 @@ struct StateImagePlan {
   std::string header;  // JSON
   size_t data_offset = 0;
   size_t bytes = 0;  // the whole image
+  // The tensor table (JSON) and the bytes of tensor data it lays out, with a
+  // hash of the layout (groups, names, dtypes, shapes) they were made for.
+  std::string tensor_table;
+  size_t tensor_bytes = 0;
+  uint64_t layout = 0;
 };
-StateImagePlan plan_state_image(const CheckpointState& st);
+// `previous`, when given, is the plan of an earlier write: its tensor table
+// is reused when the layout is the same (it usually is, step after step).
+StateImagePlan plan_state_image(const CheckpointState& st,
+                                const StateImagePlan* previous = nullptr);
 
 // Writes the image planned for st into out (out.size() >= plan.bytes).
 // halfway, when set, is called once about half of the tensor bytes are in

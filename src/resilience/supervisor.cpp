@@ -6,12 +6,14 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cstdlib>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -183,6 +185,15 @@ std::vector<std::string> world_command(const SupervisorOptions& o, int world, in
     // checkpoint write in flight (async_checkpointer.cpp). mpirun waits it
     // out on every teardown, even when every rank is gone, so it stays short.
     cmd.insert(cmd.end(), {"--mca", "odls_base_sigkill_timeout", "2"});
+    // A world on this machine alone talks through shared memory (ob1 over
+    // vader), which OpenMPI picks anyway, but only after probing UCX's
+    // network devices: about 0.2 s of every world's start (and of every
+    // restart). Worlds across hosts, or a user's own choice, keep the probe.
+    const bool pml_chosen =
+        std::getenv("OMPI_MCA_pml") != nullptr ||
+        std::find(o.mpirun_args.begin(), o.mpirun_args.end(), "pml") != o.mpirun_args.end();
+    if (hosts.empty() && o.hostfile.empty() && !pml_chosen)
+      cmd.insert(cmd.end(), {"--mca", "pml", "ob1"});
     // The heartbeat's address and the world's identity reach ranks on other
     // hosts too.
     if (o.heartbeat)

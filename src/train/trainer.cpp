@@ -113,11 +113,17 @@ double Trainer::evaluate() {
   if (!val_ || val_->num_batches() == 0) fail("Trainer: no validation batches to evaluate on");
   Tensor in = Tensor::zeros({val_->batch_size(), val_->seq_len()}, DType::I32);
   Tensor tg = Tensor::zeros({val_->batch_size(), val_->seq_len()}, DType::I32);
+  // Replicas holding the same weights share the batches out and add up
+  // their sums (in rank order, so every replica gets the same bits); alone,
+  // each would redo the whole pass.
+  const bool split = sync_ && opt_.data_world > 1 && sync_->replicas_identical();
+  const int64_t stride = split ? opt_.data_world : 1, first = split ? opt_.data_rank : 0;
   double sum = 0;
-  for (int64_t b = 0; b < val_->num_batches(); ++b) {
+  for (int64_t b = first; b < val_->num_batches(); b += stride) {
     val_->fill(b, in, tg);
     sum += double(model_.loss(in, tg));
   }
+  if (split) sum = sync_->mean(sum) * double(stride);
   last_val_ = sum / double(val_->num_batches());
   return *last_val_;
 }

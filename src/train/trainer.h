@@ -49,6 +49,8 @@ class Trainer {
   // step still counts, so the data order is unchanged).
   StepMetrics step();
   // Mean loss over the fixed validation batches (throws if there are none).
+  // With a replica sync whose replicas agree, a collective: each replica
+  // evaluates every data_world-th batch and all get the same mean.
   double evaluate();
   bool done() const { return step_ >= opt_.steps; }
   bool has_validation() const { return val_.has_value() && val_->num_batches() > 0; }
