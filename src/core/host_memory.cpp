@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -10,9 +11,6 @@ namespace keel {
 namespace {
 
 constexpr size_t kHugePage = size_t(2) << 20;
-// Smaller buffers come from the heap: rounding them up to huge pages would
-// waste much of each, and they take few page faults anyway.
-constexpr size_t kMappedMin = size_t(8) << 20;
 
 size_t mapped_length(size_t bytes) {
   return (bytes + kHugePage - 1) / kHugePage * kHugePage;
@@ -20,8 +18,8 @@ size_t mapped_length(size_t bytes) {
 
 }  // namespace
 
-void* host_alloc(size_t bytes) {
-  if (bytes < kMappedMin) {
+void* host_alloc(size_t bytes, size_t mapped_min) {
+  if (bytes < std::max(mapped_min, kHugePage)) {
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0 ? 64 : 0));
     if (!p) throw std::bad_alloc();
     return p;
@@ -33,9 +31,9 @@ void* host_alloc(size_t bytes) {
   return p;
 }
 
-void host_free(void* p, size_t bytes) {
+void host_free(void* p, size_t bytes, size_t mapped_min) {
   if (!p) return;
-  if (bytes < kMappedMin) {
+  if (bytes < std::max(mapped_min, kHugePage)) {
     std::free(p);
     return;
   }

@@ -35,7 +35,7 @@ bool dtype_from_safetensors(const std::string& s, DType& out) {
   return false;
 }
 
-uint64_t read_u64_le(const char* p) {
+uint64_t read_u64_le(const std::byte* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
   return v;
@@ -95,9 +95,13 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
 }
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  return from_bytes(path, FileBytes::read(path));
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(const std::string& path, FileBytes bytes) {
   SafetensorsFile f;
   f.path_ = path;
-  f.bytes_ = read_file_bytes(path);
+  f.bytes_ = std::move(bytes);
   const uint64_t size = f.bytes_.size();
   if (size < 8)
     fail<IoError>("{}: file of {} bytes is too short for the 8-byte header length", path, size);
@@ -109,8 +113,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const uint64_t data_bytes = size - f.data_start_;
   nlohmann::json header;
   try {
-    header =
-        nlohmann::json::parse(f.bytes_.begin() + 8, f.bytes_.begin() + 8 + std::ptrdiff_t(hlen));
+    header = nlohmann::json::parse(
+        std::string_view(reinterpret_cast<const char*>(f.bytes_.data()) + 8, size_t(hlen)));
   } catch (const nlohmann::json::parse_error& e) {
     fail<IoError>("{}: header JSON is malformed near offset {}: {}", path, 8 + e.byte, e.what());
   } catch (const nlohmann::json::out_of_range& e) {  // a number too large for any type

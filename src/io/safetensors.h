@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/file_bytes.h"
 
 namespace keel::io {
 
@@ -41,6 +42,8 @@ class SafetensorsFile {
 
   // Reads and validates the whole file.
   static SafetensorsFile open(const std::string& path);
+  // Validates a file already read (to checksum it first); `path` names it in errors.
+  static SafetensorsFile from_bytes(const std::string& path, FileBytes bytes);
 
   const std::string& path() const { return path_; }
   // In data order.
@@ -56,7 +59,7 @@ class SafetensorsFile {
 
  private:
   std::string path_;
-  std::string bytes_;        // the whole file
+  FileBytes bytes_;          // the whole file
   uint64_t data_start_ = 0;  // file offset of the data section
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;

@@ -41,7 +41,9 @@ FileChecksum checksum_file(const std::string& path) {
   if (g.fd < 0) fail<IoError>("{}: cannot open: {}", path, std::strerror(errno));
   g.st = XXH3_createState();
   if (!g.st || XXH3_64bits_reset(g.st) != XXH_OK) fail<IoError>("{}: cannot start a hash", path);
-  std::vector<char> buf(size_t(4) << 20);
+  // Small enough to stay in L2 between the read and the hash, and to take
+  // few page faults when fresh (~25 us each on a virtual machine).
+  std::vector<char> buf(size_t(256) << 10);
   FileChecksum out;
   for (;;) {
     const ssize_t n = ::read(g.fd, buf.data(), buf.size());

@@ -1,11 +1,13 @@
 #include "resilience/checkpoint_reader.h"
 
 #include <filesystem>
+#include <map>
 
 #include <fmt/format.h>
 
 #include "backend/device_tensor.h"
 #include "io/atomic_file.h"
+#include "io/file_bytes.h"
 #include "resilience/checkpoint_checksum.h"
 #include "resilience/checkpoint_retention.h"
 
@@ -44,16 +46,6 @@ void check_tensors(const io::SafetensorsFile& f, const std::vector<TensorSpec>& 
   }
 }
 
-io::SafetensorsFile open_checked(const std::string& path) {
-  try {
-    return io::SafetensorsFile::open(path);
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const IoError& e) {
-    throw CheckpointError(e.what());
-  }
-}
-
 }  // namespace
 
 LoadedCheckpoint verify_checkpoint(const std::string& dir, const CheckpointExpectations& want) {
@@ -78,24 +70,38 @@ LoadedCheckpoint verify_checkpoint(const std::string& dir, const CheckpointExpec
        {kCheckpointParamsFile, kCheckpointOptimizerFile, kCheckpointModelStateFile})
     if (!find_file(m, required))
       fail<CheckpointError>("{}: the manifest lists no '{}'", mpath, required);
+  // Each file is read once: hashed, then parsed from the same bytes.
+  std::map<std::string, io::FileBytes> files;
   for (const auto& f : m.files) {
     const std::string path = (fs::path(dir) / f.name).string();
     if (!fs::is_regular_file(path, ec))
       fail<CheckpointError>("{}: file is missing (listed in {})", path, kCheckpointManifestFile);
-    FileChecksum c;
+    io::FileBytes bytes;
     try {
-      c = checksum_file(path);
+      bytes = io::FileBytes::read(path);
+    } catch (const CheckpointError&) {
+      throw;
     } catch (const IoError& e) {
       throw CheckpointError(e.what());
     }
-    if (c.bytes != f.bytes)
-      fail<CheckpointError>("{}: size is {} bytes but the manifest says {} ({})", path, c.bytes,
-                            f.bytes, c.bytes < f.bytes ? "truncated" : "grown");
-    if (c.xxh3 != f.xxh3)
-      fail<CheckpointError>("{}: checksum mismatch: xxh3 {} but the manifest says {}", path, c.xxh3,
+    if (bytes.size() != f.bytes)
+      fail<CheckpointError>("{}: size is {} bytes but the manifest says {} ({})", path,
+                            bytes.size(), f.bytes, bytes.size() < f.bytes ? "truncated" : "grown");
+    if (const std::string x = xxh3_hex(bytes.data(), bytes.size()); x != f.xxh3)
+      fail<CheckpointError>("{}: checksum mismatch: xxh3 {} but the manifest says {}", path, x,
                             f.xxh3);
+    files[f.name] = std::move(bytes);
   }
-  auto open_part = [&](const char* name) { return open_checked((fs::path(dir) / name).string()); };
+  auto open_part = [&](const char* name) {
+    const std::string path = (fs::path(dir) / name).string();
+    try {
+      return io::SafetensorsFile::from_bytes(path, std::move(files.at(name)));
+    } catch (const CheckpointError&) {
+      throw;
+    } catch (const IoError& e) {
+      throw CheckpointError(e.what());
+    }
+  };
   LoadedCheckpoint out{dir,
                        std::move(m),
                        open_part(kCheckpointParamsFile),
