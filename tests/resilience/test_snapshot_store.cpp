@@ -272,6 +272,47 @@ TEST(StateImage, RoundTripsEveryGroup) {
   }
 }
 
+TEST(StateImage, PiecewiseWriteChecksumsWhatLandsInTheSlot) {
+  // Tensors of odd sizes (pieces of 256 KiB and a partial one, padding
+  // between tensors) written through the store's checksumming road: scan()
+  // re-hashes the slot, so a checksum of bytes other than those stored
+  // would refuse it.
+  TempDir d;
+  Segments seg{d.path(), 1};
+  SnapshotStore s(d.path(), 0);
+  CheckpointState st;
+  st.manifest.step = 5;
+  const int64_t sizes[] = {3, 70001, 131072 + 5, 1000};
+  for (int i = 0; i < 4; ++i) {
+    std::vector<float> v(size_t(sizes[i]));
+    for (size_t k = 0; k < v.size(); ++k) v[k] = float(k % 977) * 0.5f + float(i);
+    st.params.push_back({"p" + std::to_string(i), Tensor::from_f32(v, Shape{sizes[i]})});
+  }
+  const StateImagePlan plan = plan_state_image(st);
+  // The same layout reuses the tensor table; the header still carries the new step.
+  st.manifest.step = 6;
+  const StateImagePlan again = plan_state_image(st, &plan);
+  EXPECT_EQ(again.tensor_table, plan.tensor_table);
+  EXPECT_NE(again.header, plan.header);
+  SnapshotSlotHeader h = header(6);
+  s.write(SnapshotKind::Own, h, again.bytes,
+          [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& through) {
+            write_state_image(st, again, out, {}, through);
+          });
+  std::vector<std::string> why;
+  const auto copies = s.scan(SnapshotKind::Own, kRun, 2, kConfig, &why);
+  ASSERT_EQ(copies.size(), 1u) << (why.empty() ? "" : why[0]);
+  const StateImageView v = parse_state_image(s.payload(copies[0]), "slot");
+  EXPECT_EQ(v.manifest.step, 6);
+  for (int i = 0; i < 4; ++i) {
+    const StateImageEntry* e = v.find(kImageParams, "p" + std::to_string(i));
+    ASSERT_NE(e, nullptr);
+    ASSERT_EQ(e->bytes.size(), st.params[size_t(i)].tensor.nbytes());
+    EXPECT_EQ(std::memcmp(e->bytes.data(), st.params[size_t(i)].tensor.raw(), e->bytes.size()), 0)
+        << i;
+  }
+}
+
 TEST(SnapshotStore, UnlinkRunRemovesEveryRankSlot) {
   TempDir d, other;
   Segments seg{d.path(), 4}, seg2{other.path(), 1};
