@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -70,6 +71,22 @@ TEST(Supervisor, WorldCommand) {
   EXPECT_NE(line.find("--host a,b /bin/keel train train.steps=10 train.grad_accum=1 "
                       "resilience.faults=kind=kill,step=3"),
             std::string::npos);
+  // Across hosts the transport is OpenMPI's to choose; on this machine alone
+  // shared memory (ob1) is named, unless the user named one.
+  EXPECT_EQ(line.find("pml"), std::string::npos);
+  const auto has_ob1 = [](const std::vector<std::string>& cmd) {
+    return fmt::format("{}", fmt::join(cmd, " ")).find("--mca pml ob1") != std::string::npos;
+  };
+  EXPECT_TRUE(has_ob1(world_command(o, 2, 1, {})));
+  o.hostfile = "hosts.txt";
+  EXPECT_FALSE(has_ob1(world_command(o, 2, 1, {})));
+  o.hostfile.clear();
+  o.mpirun_args = {"--mca", "pml", "ucx"};
+  EXPECT_FALSE(has_ob1(world_command(o, 2, 1, {})));
+  o.mpirun_args.clear();
+  ::setenv("OMPI_MCA_pml", "ucx", 1);
+  EXPECT_FALSE(has_ob1(world_command(o, 2, 1, {})));
+  ::unsetenv("OMPI_MCA_pml");
   o.use_mpirun = false;
   o.faults.clear();
   EXPECT_EQ(
