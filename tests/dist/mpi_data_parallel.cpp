@@ -2,7 +2,8 @@
 // replicas hold bit-identical parameters after every step; N ranks x batch B
 // match one rank accumulating the same global batch to rounding (the bound is
 // asserted and the measured difference printed); ZeRO-1 gives exactly the
-// plain update; gradient sums start during backward; runs repeat bit for bit.
+// plain update; gradient sums start during backward; runs repeat bit for bit;
+// replicas share the validation batches out and agree with one replica alone.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -191,6 +192,31 @@ TEST(DataParallel, MatchesOneRankWithGradientAccumulation) {
                     "= {:.3g} (parameters moved up to {:.3g})",
                     c.size(), accum, accum * c.size(), kSteps, worst, moved));
   }
+}
+
+TEST(DataParallel, ValidationIsSharedOutAndAgreesWithOneReplica) {
+  // Replicas evaluate every N-th batch and combine their sums: every rank
+  // gets the same bits, equal (to rounding of the combination) to one
+  // replica evaluating every batch itself.
+  Communicator& c = world().comm();
+  DpSetup s;
+  auto be = single_threaded_cpu();
+  auto m = make_tiny(*be, s);
+  Trainer shared = make_trainer(*m, *be, options(s, c.size(), c.rank()));
+  DataParallelOptions dpo;
+  DataParallel dp(c, *m, dpo);
+  shared.set_replica_sync(&dp);
+  for (int k = 0; k < 2; ++k) shared.step();
+  const double val = shared.evaluate();
+  std::vector<double> got{val};
+  c.broadcast(std::as_writable_bytes(std::span<double>(got)), 0);
+  EXPECT_EQ(std::memcmp(&got[0], &val, sizeof val), 0) << "rank " << c.rank();
+  Trainer alone = make_trainer(*m, *be, options(s, 1, 0));
+  const double full = alone.evaluate();
+  EXPECT_NEAR(val, full, 1e-12 * std::fabs(full));
+  EXPECT_GT(full, 0.0);
+  print0(fmt::format("validation shared over {} ranks {:.17g}, one replica alone {:.17g}", c.size(),
+                     val, full));
 }
 
 TEST(DataParallel, Zero1EqualsPlainUpdateBitForBit) {
