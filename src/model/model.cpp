@@ -14,7 +14,10 @@ int64_t Model::num_parameters() {
 }
 
 void Model::zero_grad() {
-  for (nn::Parameter* p : parameters()) p->grad.fill_zero();
+  for (nn::Parameter* p : parameters()) {
+    p->grad.fill_zero();
+    p->grad_stale = false;
+  }
 }
 
 ModelConfig resolve_config(const ModelConfig& in) {

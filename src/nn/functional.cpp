@@ -58,9 +58,11 @@ void linear_bw(Tape& tape, const Node& n) {
   void* dx = tape.grad_for_write(n.in[0], &fresh).raw();
   gemm(be, "linear dx", false, false, rows, in, out, dyp, ld, dt, w.compute.raw(), in,
        w.compute.dtype(), dx, in, dt, fresh ? 0.f : 1.f);
-  // dw (out, in) += dy^T (out, rows) @ x (rows, in)
+  // dw (out, in) += dy^T (out, rows) @ x (rows, in); written, not added to, while stale.
+  const bool overwrite = w.grad_stale;
+  w.grad_stale = false;
   gemm(be, "linear dw", true, false, out, in, rows, dyp, ld, dt, x.raw(), in, dt, w.grad.raw(), in,
-       DType::F32, 1.f);
+       DType::F32, overwrite ? 0.f : 1.f);
   if (n.param[1]) ops::bias_backward(be, dy, n.param[1]->grad);
 }
 
@@ -93,6 +95,7 @@ void linear_fw(Tape& tape, const Value& x, Parameter& w, Parameter* bias, const 
   n.out = y.id;
   n.param[0] = &w;
   n.param[1] = bias;
+  n.overwrites_param0_grad = true;
   n.i[0] = col0;
   n.i[1] = ld;
   n.i[2] = out;

@@ -83,7 +83,10 @@ void ParamStore::sync_compute() {
 }
 
 void ParamStore::zero_grad() {
-  for (Parameter* p : ptrs_) backend::zero(be_, p->grad);
+  for (Parameter* p : ptrs_) {
+    backend::zero(be_, p->grad);
+    p->grad_stale = false;
+  }
 }
 
 }  // namespace keel::nn

@@ -100,6 +100,19 @@ void Tape::for_each_param(const Node& n, F&& f) const {
     if (p) f(p);
 }
 
+void Tape::run_backward(const Node& n) {
+  // A recomputed segment clears its parameters' gradients node by node as it replays.
+  if (n.backward != &Tape::checkpoint_backward)
+    for (int j = 0; j < 2; ++j) {
+      Parameter* p = n.param[j];
+      if (p && p->grad_stale && !(j == 0 && n.overwrites_param0_grad)) {
+        backend::zero(be_, p->grad);
+        p->grad_stale = false;
+      }
+    }
+  n.backward(*this, n);
+}
+
 void Tape::backward() {
   if (!recording_) fail("backward() on a tape that did not record (forward-only step)");
   GradListener* l = listener_;
@@ -111,7 +124,7 @@ void Tape::backward() {
   }
   // By index: a recomputed segment appends (and then drops) nodes while we iterate.
   for (size_t k = nodes_.size(); k-- > 0;) {
-    nodes_[k].backward(*this, nodes_[k]);
+    run_backward(nodes_[k]);
     if (l)
       for_each_param(nodes_[k], [&](Parameter* p) {
         if (--pending_[p] == 0) l->on_grad_ready(*p);
@@ -171,7 +184,7 @@ void Tape::checkpoint_backward(Tape& tape, const Node& node) {
   Value y = fn(tape, ctx, index, x);
   tape.cur_ = prev;
   tape.alias_grad(y.id, tape.grad(oid));
-  for (size_t k = tape.nodes_.size(); k-- > nmark;) tape.nodes_[k].backward(tape, tape.nodes_[k]);
+  for (size_t k = tape.nodes_.size(); k-- > nmark;) tape.run_backward(tape.nodes_[k]);
   tape.nodes_.resize(nmark);
   tape.values_.resize(vmark);
   tape.grads_.resize(vmark);

@@ -51,6 +51,9 @@ struct Node {
   int32_t out = -1;              // value id of the output
   Tensor saved[3];               // what backward needs beyond in/out (stats, ids)
   Parameter* param[2] = {nullptr, nullptr};
+  // backward writes param[0]'s gradient whole when it is stale (grad_stale),
+  // so the tape need not clear it first.
+  bool overwrites_param0_grad = false;
   int64_t i[8] = {};
   float f[2] = {};
   void* ctx = nullptr;
@@ -113,6 +116,8 @@ class Tape {
 
  private:
   static void checkpoint_backward(Tape& tape, const Node& node);
+  // Runs node n's backward after clearing the stale gradients it accumulates into.
+  void run_backward(const Node& n);
   Value register_value(const Tensor& t, Arena* a);
   // Parameters named by node k (a recomputed segment: those of its nodes).
   template <class F>

@@ -9,6 +9,19 @@
 
 namespace keel::train {
 
+namespace {
+
+// Whatever no backward node touched is still stale after the micro-batches: zero it now.
+void clear_stale_grads(backend::Backend& be, const std::vector<nn::Parameter*>& params) {
+  for (nn::Parameter* p : params)
+    if (p->grad_stale) {
+      backend::zero(be, p->grad);
+      p->grad_stale = false;
+    }
+}
+
+}  // namespace
+
 Trainer::Trainer(model::Model& model, backend::Backend& be, data::BatchSampler train,
                  std::optional<data::EvalSampler> val, TrainerOptions opt)
     : model_(model),
@@ -43,7 +56,13 @@ StepMetrics Trainer::step() {
   StepMetrics m;
   const backend::Backend::TransferStats moved0 = be_.transfer_stats();
   m.lr = opt_.schedule.at(step_);
-  zero_grads(be_, params_);
+  // Alone, the gradients are cleared lazily by the backward pass (see
+  // Parameter::grad_stale); replicas reduce gradients as they become ready and
+  // may read any of them, so they get them zeroed up front.
+  if (sync_)
+    zero_grads(be_, params_);
+  else
+    for (nn::Parameter* p : params_) p->grad_stale = true;
   if (sync_) sync_->begin_step(step_);
   const float scale = 1.f / float(opt_.grad_accum);
   double loss_sum = 0;
@@ -51,6 +70,7 @@ StepMetrics Trainer::step() {
     train_.fill(micro_batch_index(step_, k), 0, inputs_, targets_);
     loss_sum += double(model_.forward_backward(inputs_, targets_, scale));
   }
+  clear_stale_grads(be_, params_);
   m.loss = loss_sum / double(opt_.grad_accum);
   if (sync_) {
     sync_->finish_gradients(params_);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -178,6 +179,46 @@ TEST_P(EachArch, RecomputeAndThreadCountGiveIdenticalGradients) {
     EXPECT_TRUE(runs[0] == runs[1]) << "recompute changed gradients (" << dtype_name(dt) << ")";
     EXPECT_TRUE(runs[0] == runs[2]) << "thread count changed gradients (" << dtype_name(dt) << ")";
   }
+}
+
+// The trainer marks gradients stale instead of zeroing them (nn::Parameter::
+// grad_stale): backward must then give bitwise the gradients a zeroed start
+// gives, over accumulated micro-batches, with and without recomputation.
+TEST_P(EachArch, StaleGradientsMatchZeroedOnes) {
+  for (DType dt : {DType::F32, DType::BF16})
+    for (bool recompute : {false, true}) {
+      auto be = backend::make_backend("cpu");
+      be->set_threads(2);
+      ModelConfig c = tiny(GetParam());
+      c.compute_dtype = dt;
+      c.recompute = recompute;
+      auto m = make_model(c, *be);
+      m->init(5);
+      auto [ids, tg] = batch(2, 8, 64);
+      const auto poison = [&] {
+        for (nn::Parameter* p : m->parameters()) {
+          float* g = p->grad.data<float>();
+          for (int64_t k = 0; k < p->numel(); ++k) g[k] = NAN;
+        }
+      };
+      poison();
+      m->zero_grad();
+      m->forward_backward(ids, tg, 1.f);
+      m->forward_backward(ids, tg, 0.5f);
+      const auto zeroed = grads_of(*m);
+      poison();
+      for (nn::Parameter* p : m->parameters()) p->grad_stale = true;
+      m->forward_backward(ids, tg, 1.f);
+      m->forward_backward(ids, tg, 0.5f);
+      for (nn::Parameter* p : m->parameters())
+        EXPECT_FALSE(p->grad_stale) << p->name << " never reached by backward";
+      const auto lazy = grads_of(*m);
+      ASSERT_EQ(lazy.size(), zeroed.size());
+      for (size_t k = 0; k < lazy.size(); ++k)
+        EXPECT_EQ(std::memcmp(lazy[k].data(), zeroed[k].data(), lazy[k].size() * sizeof(float)), 0)
+            << m->parameters()[k]->name << " (" << dtype_name(dt) << ", recompute " << recompute
+            << ")";
+    }
 }
 
 TEST_P(EachArch, GradScaleAccumulationAndForwardOnlyPaths) {
