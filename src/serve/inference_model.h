@@ -95,6 +95,7 @@ class InferenceModel {
   using Segment = ForwardSegment;
 
   Linear make_linear(const std::vector<const Tensor*>& parts, const Tensor* bias) const;
+  void gather_weights();
   void linear(const Linear& l, const float* x, float* y, int64_t M);
   void norm(const Tensor& w, const Tensor& b, const float* x, float* y, int64_t M);
   void forward(std::span<const Segment> segs, const int32_t* ids, int64_t M,
@@ -110,6 +111,8 @@ class InferenceModel {
   std::vector<Layer> layers_;
   Tensor final_w_, final_b_;
   Linear head_;
+  // The host linears' weights, back to back (gather_weights).
+  Tensor weight_arena_;
   // Scratch reused across calls (one engine thread drives a model).
   // Activations in the backend's memory (a device's, or the host's), grown
   // to the largest call so far.

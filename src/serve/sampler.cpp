@@ -24,11 +24,37 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
   }
 }
 
+namespace {
+
+// std::max_element's answer (the first of the largest; a NaN first element
+// wins, any other NaN never does), in two passes that a core runs 2-3x
+// faster over a vocabulary of logits: the maximum in eight independent
+// chains, where max_element's single compare-and-select chain waits on
+// itself every element (measured 36 us -> 15 us for 50257 logits, a
+// percent of a small model's decode step), then the first index holding it.
+int32_t first_argmax(std::span<const float> v) {
+  const size_t n = v.size();
+  if (std::isnan(v[0])) return 0;
+  constexpr size_t kChains = 8;
+  float m[kChains];
+  for (float& x : m) x = -INFINITY;
+  size_t i = 0;
+  for (; i + kChains <= n; i += kChains)
+    for (size_t j = 0; j < kChains; ++j) m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+  float best = -INFINITY;
+  for (float x : m) best = x > best ? x : best;
+  for (; i < n; ++i) best = v[i] > best ? v[i] : best;
+  for (size_t k = 0; k < n; ++k)
+    if (v[k] == best) return int32_t(k);
+  return 0;  // not reached: v[0] is a number, so best is one of the values
+}
+
+}  // namespace
+
 int32_t sample_token(std::span<const float> logits, const SamplingParams& params, double u) {
   const int64_t V = int64_t(logits.size());
   if (V == 0) fail("sample_token: empty logits");
-  if (params.temperature <= 0)
-    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  if (params.temperature <= 0) return first_argmax(logits);
   // Candidates by descending logit (stable: ties keep the smaller id first).
   std::vector<int32_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);

@@ -351,6 +351,32 @@ TEST(CpuKernels, Rope) {
       }
 }
 
+// The cpu backend keeps each thread's last cos/sin table: decode-shaped
+// calls that change only the position, only theta, or only T must each get
+// their own table (a stale one rotates by the wrong angles).
+TEST(CpuKernels, RopeTableFollowsPositionThetaAndLength) {
+  struct Step {
+    int64_t pos0, T;
+    float theta;
+  };
+  const Step steps[] = {{5, 1, 1e4f}, {6, 1, 1e4f}, {5, 1, 5e5f},
+                        {5, 3, 5e5f}, {5, 3, 1e4f}, {5, 1, 1e4f}};
+  for (const Step& st : steps) {
+    RopeArgs a;
+    a.B = 1, a.T = st.T, a.NH = 3, a.HS = 16, a.pos0 = st.pos0, a.theta = st.theta;
+    a.row_stride = a.NH * a.HS;
+    a.batch_stride = a.T * a.row_stride;
+    const int64_t n = a.batch_stride;
+    check("rope pos0=" + std::to_string(st.pos0) + " T=" + std::to_string(st.T) +
+              " theta=" + std::to_string(st.theta),
+          tol_for(DType::F32), [&](Backend& be) {
+            Buf x = rand_buf(DType::F32, n, 60), y = rand_buf(DType::F32, n, 61);
+            be.rope_forward(a, x.p(), y.p());
+            return Outs{{"y", y}};
+          });
+  }
+}
+
 struct AttnCase {
   int64_t B, Tq, Tk, NH, NKV, HS;
   bool fused;  // q, k, v interleaved in one (B, T, NH + 2 NKV, HS) buffer

@@ -2,7 +2,10 @@
 // (UTF-8 hold-back, stop strings across token boundaries).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <vector>
 
 #include "serve/sampler.h"
 #include "serve/text_stream.h"
@@ -138,6 +141,29 @@ TEST(Sampling, GreedyAndCuts) {
   k2.top_k = 2;  // only ids 1 and 3 (equal logits): half of u each
   EXPECT_EQ(sample_token(logits, k2, 0.25), 1);
   EXPECT_EQ(sample_token(logits, k2, 0.75), 3);
+}
+
+// Greedy picks std::max_element's id (the first of the largest; a NaN at id
+// 0 wins, any other NaN never does) for every length around the eight-wide
+// chains, ties placed anywhere, and signed zeros, infinities and NaNs.
+TEST(Sampling, GreedyIsMaxElement) {
+  SamplingParams g;
+  g.temperature = 0;
+  uint32_t r = 7;
+  const auto next = [&] { return (r = r * 1664525u + 1013904223u) >> 8; };
+  const float specials[] = {0.f, -0.f, INFINITY, -INFINITY, NAN, 3.f};
+  for (size_t n = 1; n <= 40; ++n)
+    for (int trial = 0; trial < 50; ++trial) {
+      std::vector<float> l(n);
+      for (float& v : l) v = float(next() % 7) - 3.f;  // many ties
+      if (trial % 2)
+        for (int k = 0; k < 3; ++k) l[next() % n] = specials[next() % std::size(specials)];
+      const int32_t want = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+      EXPECT_EQ(sample_token(l, g, 0.5), want) << "n=" << n << " trial=" << trial;
+    }
+  const std::vector<float> all_nan(9, NAN), ninf(9, -INFINITY);
+  EXPECT_EQ(sample_token(all_nan, g, 0.5), 0);
+  EXPECT_EQ(sample_token(ninf, g, 0.5), 0);
 }
 
 TEST(Sampling, FrequenciesFollowTheSoftmax) {

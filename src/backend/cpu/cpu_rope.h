@@ -1,7 +1,10 @@
 // Rotary embedding over (B, T, NH, HS) rows, rotating adjacent pairs. The
-// cos/sin table is built once per call in double (angles at large positions
-// lose digits in float) and shared by every batch row and head.
+// cos/sin table is built in double (angles at large positions lose digits in
+// float), shared by every batch row and head, and kept for the next call at
+// the same positions.
 #pragma once
+#include <vector>
+
 #include "backend/cpu/simd.h"
 
 namespace keel::backend::cpu::KEEL_CPU_ISA {
@@ -26,18 +29,40 @@ inline void rope_table(const RopeArgs& a, float* cs, float* sn, int threads) {
       a.HS);
 }
 
+// The table of the last call on this thread, kept: a decode step rotates
+// every layer's q and k at the same position, and the table (a pow, cos and
+// sin per pair) cost most of a decode-sized call (3.5 us, measured).
+struct RopeTable {
+  int64_t pos0 = -1, T = 0, HS = 0;
+  float theta = 0.f;
+  std::vector<float> cs, sn;
+};
+inline const RopeTable& rope_table_for(const RopeArgs& a, int threads) {
+  thread_local RopeTable t;
+  if (t.pos0 != a.pos0 || t.T != a.T || t.HS != a.HS || !(t.theta == a.theta)) {
+    t.cs.resize(size_t(a.T * a.HS));
+    t.sn.resize(size_t(a.T * a.HS));
+    rope_table(a, t.cs.data(), t.sn.data(), threads);
+    t.pos0 = a.pos0;
+    t.T = a.T;
+    t.HS = a.HS;
+    t.theta = a.theta;
+  }
+  return t;
+}
+
 // out = rotate(in) (sign = +1) or out += rotate(in, -angle) (sign = -1, backward).
 template <class S, class T, bool kBackward>
 void rope_t(const RopeArgs& a, const T* in, T* out, int threads) {
   int64_t HS = a.HS;
-  Buf<float> cs(a.T * HS), sn(a.T * HS);
-  rope_table(a, cs.p, sn.p, threads);
+  const RopeTable& table = rope_table_for(a, threads);
+  const float *cs = table.cs.data(), *sn = table.sn.data();
   parallel_items(
       a.B * a.T, threads,
       [&](int64_t bt) {
         int64_t b = bt / a.T, t = bt % a.T;
-        const float* c = cs.p + t * HS;
-        const float* s = sn.p + t * HS;
+        const float* c = cs + t * HS;
+        const float* s = sn + t * HS;
         for (int64_t h = 0; h < a.NH; ++h) {
           int64_t off = b * a.batch_stride + t * a.row_stride + h * HS;
           const T* x = in + off;
