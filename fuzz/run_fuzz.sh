@@ -18,7 +18,8 @@ command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (scripts/setup.sh i
 mkdir -p "$WORK"
 
 SRCS=(src/core/dtype.cpp src/core/shape.cpp src/core/tensor.cpp src/core/arena.cpp src/core/host_memory.cpp
-      src/io/atomic_file.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp src/io/gguf_reader.cpp
+      src/io/atomic_file.cpp src/io/file_bytes.cpp src/io/safetensors.cpp src/io/gguf_writer.cpp
+      src/io/gguf_reader.cpp
       src/io/config.cpp src/io/config_schema.cpp src/resilience/checkpoint_manifest.cpp
       src/data/tokenizer.cpp src/data/tokenizer_io.cpp src/data/pretokenizer.cpp
       src/data/byte_unicode.cpp src/data/file_util.cpp

@@ -150,7 +150,7 @@ def compare(runner, ref, other):
     print("bit-identical: %d parameter tensors, %d optimizer tensors, %d losses" % (len(pa), len(oa), STEPS))
 
 
-def kill_run(runner, mode, rng):
+def kill_run(runner, mode, rng, step_s):
     run = "killed"
     ckdir = os.path.join(runner.work, run, "checkpoints")
     env = dict(os.environ)
@@ -168,7 +168,9 @@ def kill_run(runner, mode, rng):
         if mode == "random":
             n = runner.metrics_lines(run)
             if n >= target:
-                time.sleep(rng.uniform(0, 0.05))  # somewhere inside the next step(s)
+                # Somewhere inside the next step. A fixed delay outlived the
+                # last three steps once a step took 7 ms: the run finished.
+                time.sleep(rng.uniform(0, step_s))
                 killed_at = runner.metrics_lines(run)
                 proc.send_signal(signal.SIGKILL)
                 break
@@ -230,10 +232,13 @@ def main():
     r = Runner(args)
     t0 = time.time()
     r.run("reference")
-    print("reference run: %.1f s" % (time.time() - t0), flush=True)
+    ref_s = time.time() - t0
+    print("reference run: %.1f s" % ref_s, flush=True)
+    # A step's time, at most: the whole run (start-up included) over its steps.
+    step_s = min(0.05, ref_s / STEPS)
 
     if args.mode in ("random", "during-write"):
-        run, _ = kill_run(r, args.mode, rng)
+        run, _ = kill_run(r, args.mode, rng, step_s)
         # The random mode resumes with --resume, the other automatically.
         extra = ["--resume"] if args.mode == "random" else []
         out = r.run(run, extra)
