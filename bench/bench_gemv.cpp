@@ -8,8 +8,6 @@
 // the median GB of weights per CPU-second of each and their ratio: a GEMV
 // near 1.0 is bound by what one core can pull from memory, not by its code.
 //   bench_gemv [rounds]
-#include <immintrin.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,43 +15,14 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "core/cpu_features.h"
 #include "core/tensor.h"
+#include "streaming_read.h"
+#include "thread_timing.h"
 
 namespace {
 
-double thread_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Sum of n floats with eight 8-lane accumulators: enough loads in flight to
-// stream at the memory's speed (the generic build of this file is SSE2 only).
-__attribute__((target("avx2"))) float sum_avx2(const float* p, size_t n) {
-  __m256 acc[8];
-  for (auto& v : acc) v = _mm256_setzero_ps();
-  for (size_t i = 0; i + 64 <= n; i += 64)
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(p + i + 8 * j));
-  for (int j = 1; j < 8; ++j) acc[0] = _mm256_add_ps(acc[0], acc[j]);
-  alignas(32) float t[8];
-  _mm256_store_ps(t, acc[0]);
-  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-
-float sum_generic(const float* p, size_t n) {
-  float acc[16] = {};
-  for (size_t i = 0; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) acc[j] += p[i + size_t(j)];
-  float t = 0;
-  for (float a : acc) t += a;
-  return t;
-}
+using keel::bench::median;
+using keel::bench::thread_seconds;
 
 volatile float g_sink = 0;
 
@@ -63,7 +32,6 @@ int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 10;
   auto be = keel::backend::make_backend("cpu");
   be->set_threads(1);
-  const bool avx2 = keel::cpu_features().avx2;
   struct Shape {
     int64_t N, K;
   } shapes[] = {{2304, 768}, {768, 768}, {4096, 768}, {768, 2048}, {50257, 768}};
@@ -99,7 +67,7 @@ int main(int argc, char** argv) {
         tg.push_back(thread_seconds() - t0);
         const float* p = w[(c + copies / 3) % copies].data<float>();
         t0 = thread_seconds();
-        g_sink = avx2 ? sum_avx2(p, size_t(N * K)) : sum_generic(p, size_t(N * K));
+        g_sink = keel::bench::streaming_sum(p, size_t(N * K));
         ts.push_back(thread_seconds() - t0);
       }
     const double gg = double(bytes) / median(tg) * 1e-9, gs = double(bytes) / median(ts) * 1e-9;

@@ -6,7 +6,6 @@
 // in a real token. The two layouts alternate call by call; prints the median
 // weight bytes per CPU-second of each.
 //   bench_qdecode [rounds]
-#include <time.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,21 +15,13 @@
 
 #include "backend/backend.h"
 #include "core/dtype.h"
+#include "thread_timing.h"
 
 namespace {
 
 using keel::DType;
-
-double thread_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using keel::bench::median;
+using keel::bench::thread_seconds;
 
 struct Weights {
   std::vector<std::vector<char>> q;  // plain copies

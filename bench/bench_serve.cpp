@@ -15,7 +15,6 @@
 // cache off and on ("serve_prefix_cache"). With --save-run DIR it also writes the
 // model as a run directory (for `keel export --format gguf`, so
 // scripts/bench_serve.sh can measure llama.cpp on the same weights).
-#include <immintrin.h>
 #include <omp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -33,7 +32,6 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
-#include "core/cpu_features.h"
 #include "core/rng.h"
 #include "io/config.h"
 #include "serve/engine.h"
@@ -45,6 +43,7 @@
 #include "serve/token_mask.h"
 #include "store/run_dir.h"
 #include "store/run_model.h"
+#include "streaming_read.h"
 
 using namespace keel;
 using Clock = std::chrono::steady_clock;
@@ -53,28 +52,6 @@ namespace {
 
 double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Sum of n floats with eight 8-lane accumulators: enough loads in flight to
-// stream at the memory's speed (the generic build of this file is SSE2 only).
-__attribute__((target("avx2"))) float sum_avx2(const float* p, size_t n) {
-  __m256 acc[8];
-  for (auto& v : acc) v = _mm256_setzero_ps();
-  for (size_t i = 0; i + 64 <= n; i += 64)
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(p + i + 8 * j));
-  for (int j = 1; j < 8; ++j) acc[0] = _mm256_add_ps(acc[0], acc[j]);
-  alignas(32) float t[8];
-  _mm256_store_ps(t, acc[0]);
-  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-
-float sum_generic(const float* p, size_t n) {
-  float acc[16] = {};
-  for (size_t i = 0; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) acc[j] += p[i + size_t(j)];
-  float t = 0;
-  for (float a : acc) t += a;
-  return t;
 }
 
 // Read bandwidth: sums of a buffer far larger than the caches, split over
@@ -133,12 +110,11 @@ class BandwidthProbe {
 
   void pass() {
     const size_t chunk = 1 << 16, nchunks = buf_.size() / chunk;
-    const bool avx2 = cpu_features().avx2;
     float total = 0;
 #pragma omp parallel for num_threads(threads_) schedule(static) reduction(+ : total)
     for (size_t c = 0; c < nchunks; ++c) {
       const float* p = buf_.data() + c * chunk;
-      total += avx2 ? sum_avx2(p, chunk) : sum_generic(p, chunk);
+      total += bench::streaming_sum(p, chunk);
     }
     sink_ = total;
   }

@@ -46,18 +46,26 @@ void check_tensors(const io::SafetensorsFile& f, const std::vector<TensorSpec>& 
   }
 }
 
+// Runs f, turning an IoError (a file unreadable or malformed) into the
+// CheckpointError that makes the caller skip this checkpoint.
+template <class F>
+auto as_checkpoint_error(F&& f) {
+  try {
+    return f();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const IoError& e) {
+    throw CheckpointError(e.what());
+  }
+}
+
 }  // namespace
 
 LoadedCheckpoint verify_checkpoint(const std::string& dir, const CheckpointExpectations& want) {
   const std::string mpath = (fs::path(dir) / kCheckpointManifestFile).string();
   std::error_code ec;
   if (!fs::is_regular_file(mpath, ec)) fail<CheckpointError>("{}: manifest is missing", mpath);
-  std::string text;
-  try {
-    text = io::read_file_bytes(mpath);
-  } catch (const IoError& e) {
-    throw CheckpointError(e.what());
-  }
+  const std::string text = as_checkpoint_error([&] { return io::read_file_bytes(mpath); });
   CheckpointManifest m = parse_manifest(text, mpath);
   if (auto s = checkpoint_step_from_name(fs::path(dir).filename().string()); s && *s != m.step)
     fail<CheckpointError>("{}: step {} does not match the directory name", mpath, m.step);
@@ -76,14 +84,7 @@ LoadedCheckpoint verify_checkpoint(const std::string& dir, const CheckpointExpec
     const std::string path = (fs::path(dir) / f.name).string();
     if (!fs::is_regular_file(path, ec))
       fail<CheckpointError>("{}: file is missing (listed in {})", path, kCheckpointManifestFile);
-    io::FileBytes bytes;
-    try {
-      bytes = io::FileBytes::read(path);
-    } catch (const CheckpointError&) {
-      throw;
-    } catch (const IoError& e) {
-      throw CheckpointError(e.what());
-    }
+    io::FileBytes bytes = as_checkpoint_error([&] { return io::FileBytes::read(path); });
     if (bytes.size() != f.bytes)
       fail<CheckpointError>("{}: size is {} bytes but the manifest says {} ({})", path,
                             bytes.size(), f.bytes, bytes.size() < f.bytes ? "truncated" : "grown");
@@ -94,13 +95,8 @@ LoadedCheckpoint verify_checkpoint(const std::string& dir, const CheckpointExpec
   }
   auto open_part = [&](const char* name) {
     const std::string path = (fs::path(dir) / name).string();
-    try {
-      return io::SafetensorsFile::from_bytes(path, std::move(files.at(name)));
-    } catch (const CheckpointError&) {
-      throw;
-    } catch (const IoError& e) {
-      throw CheckpointError(e.what());
-    }
+    return as_checkpoint_error(
+        [&] { return io::SafetensorsFile::from_bytes(path, std::move(files.at(name))); });
   };
   LoadedCheckpoint out{dir,
                        std::move(m),

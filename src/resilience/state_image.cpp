@@ -40,8 +40,7 @@ DType image_dtype(const std::string& s, const std::string& what) {
   fail<CheckpointError>("{}: unknown dtype '{}' in the image header", what, s);
 }
 
-}  // namespace
-
+// A hash of the groups, names, dtypes and shapes: what the tensor table says.
 uint64_t state_image_layout(const CheckpointState& st) {
   XXH3_state_t hs;
   XXH3_64bits_reset(&hs);
@@ -60,6 +59,8 @@ uint64_t state_image_layout(const CheckpointState& st) {
   }
   return XXH3_64bits_digest(&hs);
 }
+
+}  // namespace
 
 StateImagePlan plan_state_image(const CheckpointState& st, const StateImagePlan* previous) {
   StateImagePlan p;

@@ -293,32 +293,46 @@ TEST(Quant, VectorLevelsMatchScalarBitForBit) {
   }
 }
 
+// M rows of x through one call (1 and 2 threads: the same bits) against
+// each row through its own decode call (M = 1), on 131 weight rows of 27
+// blocks, with a zero activation and an all-zero block in row 1. The packed
+// layout's decode call runs on 2 threads, the plain one's on 1.
+void expect_rows_equal_decode_rows(DType qdt, int64_t M, bool packed) {
+  const int64_t N = 131, K = 32 * 27;
+  auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
+  x[5] = 0.f;  // and an all-zero block in row 1
+  for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
+  std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
+  std::vector<float> ws(static_cast<size_t>(N));
+  quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
+  std::vector<uint8_t> p(packed ? size_t(qpack_bytes(qdt, N, K)) : 0);
+  if (packed) qpack(qdt, wq.data(), ws.data(), p.data(), N, K);
+  const auto run = [&](const float* xs, float* y, int64_t rows, int threads) {
+    if (packed)
+      qmatmul_packed(qdt, xs, p.data(), y, rows, N, K, threads);
+    else
+      qmatmul(qdt, xs, wq.data(), ws.data(), y, rows, N, K, threads);
+  };
+  std::vector<float> y1(size_t(M * N)), y2(size_t(M * N)), row(static_cast<size_t>(N));
+  run(x.data(), y1.data(), M, 1);
+  run(x.data(), y2.data(), M, 2);
+  EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
+  for (int64_t m = 0; m < M; ++m) {
+    run(x.data() + m * K, row.data(), 1, packed ? 2 : 1);
+    ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
+        << dtype_name(qdt) << " M=" << M << " row " << m;
+  }
+}
+
 // Prefill-shaped calls (more rows than the decode path takes) go through the
 // 512-bit tile kernel where the CPU has it: each row of the result must be
 // bit for bit the single-row (decode) call on that row, whatever the thread
 // count, for odd row counts, an odd number of weight rows and a partial
 // group of eight blocks.
 TEST(Quant, PrefillRowsEqualDecodeRowsBitForBit) {
-  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8}) {
-    for (int64_t M : {int64_t(9), int64_t(16), int64_t(23)}) {
-      const int64_t N = 131, K = 32 * 27;
-      auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
-      x[5] = 0.f;  // and an all-zero block in row 1
-      for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
-      std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
-      std::vector<float> ws(static_cast<size_t>(N));
-      quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
-      std::vector<float> y1(size_t(M * N)), y2(size_t(M * N)), row(static_cast<size_t>(N));
-      qmatmul(qdt, x.data(), wq.data(), ws.data(), y1.data(), M, N, K, 1);
-      qmatmul(qdt, x.data(), wq.data(), ws.data(), y2.data(), M, N, K, 2);
-      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
-      for (int64_t m = 0; m < M; ++m) {
-        qmatmul(qdt, x.data() + m * K, wq.data(), ws.data(), row.data(), 1, N, K, 1);
-        ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
-            << dtype_name(qdt) << " M=" << M << " row " << m;
-      }
-    }
-  }
+  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8})
+    for (int64_t M : {int64_t(9), int64_t(16), int64_t(23)})
+      expect_rows_equal_decode_rows(qdt, M, /*packed=*/false);
 }
 
 // The same prefill path against the exact integer reference (float64 sums of
@@ -353,28 +367,9 @@ TEST(Quant, PackedMatchesIntegerReference) {
 // for bit, whatever the thread count and the number of rows per tile.
 TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
   if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
-  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8}) {
-    for (int64_t M : {int64_t(3), int64_t(9), int64_t(16), int64_t(23)}) {
-      const int64_t N = 131, K = 32 * 27;
-      auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
-      x[5] = 0.f;  // and an all-zero block in row 1
-      for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
-      std::vector<char> wq(dtype_bytes(qdt, size_t(N * K)));
-      std::vector<float> ws(static_cast<size_t>(N));
-      quantize(qdt, w.data(), wq.data(), ws.data(), N, K, 2);
-      std::vector<uint8_t> p(size_t(qpack_bytes(qdt, N, K)));
-      qpack(qdt, wq.data(), ws.data(), p.data(), N, K);
-      std::vector<float> y1(size_t(M * N)), y2(size_t(M * N)), row(static_cast<size_t>(N));
-      qmatmul_packed(qdt, x.data(), p.data(), y1.data(), M, N, K, 1);
-      qmatmul_packed(qdt, x.data(), p.data(), y2.data(), M, N, K, 2);
-      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "threads 1 vs 2";
-      for (int64_t m = 0; m < M; ++m) {
-        qmatmul_packed(qdt, x.data() + m * K, p.data(), row.data(), 1, N, K, 2);
-        ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
-            << dtype_name(qdt) << " M=" << M << " row " << m;
-      }
-    }
-  }
+  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8})
+    for (int64_t M : {int64_t(3), int64_t(9), int64_t(16), int64_t(23)})
+      expect_rows_equal_decode_rows(qdt, M, /*packed=*/true);
 }
 
 TEST(Quant, BlockedTypesNeedKMultipleOf32) {
