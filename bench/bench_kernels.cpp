@@ -76,6 +76,36 @@ int main(int argc, char** argv) {
     run(
         st, [&] { be.gelu_backward(DType::F32, x.data(), y.data(), z.data(), kN); }, 4 * n4, 0);
   });
+  // bf16 activations move half the bytes, so these show whether the rounding
+  // store keeps up with memory.
+  static std::vector<uint16_t> xh, yh, zh;
+  auto ensure_bf16 = [] {
+    if (!xh.empty()) return;
+    xh = keel::bench::filled_bf16(size_t(kN), 1.f, 1);
+    yh = keel::bench::filled_bf16(size_t(kN), 1.f, 2);
+    zh = keel::bench::filled_bf16(size_t(kN), 1.f, 3);
+  };
+  reg("gelu_forward/bf16/12582912", [&](benchmark::State& st) {
+    ensure_bf16();
+    run(
+        st, [&] { be.gelu_forward(DType::BF16, xh.data(), yh.data(), kN); }, n4, 0);
+  });
+  reg("gelu_backward/bf16/12582912", [&](benchmark::State& st) {
+    ensure_bf16();
+    run(
+        st, [&] { be.gelu_backward(DType::BF16, xh.data(), yh.data(), zh.data(), kN); }, 2 * n4, 0);
+  });
+  reg("swiglu_forward/bf16/12582912", [&](benchmark::State& st) {
+    ensure_bf16();
+    run(
+        st, [&] { be.swiglu_forward(DType::BF16, xh.data(), yh.data(), zh.data(), kN); }, 1.5 * n4,
+        0);
+  });
+  reg("add/bf16/12582912", [&](benchmark::State& st) {
+    ensure_bf16();
+    run(
+        st, [&] { be.add(DType::BF16, xh.data(), yh.data(), zh.data(), kN); }, 1.5 * n4, 0);
+  });
   reg("swiglu_forward/f32/12582912", [&](benchmark::State& st) {
     ensure();
     run(

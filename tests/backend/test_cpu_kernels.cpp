@@ -314,6 +314,40 @@ TEST(CpuKernels, ElementwiseSameBitsAtEveryLevel) {
   }
 }
 
+// Rounding f32 to bf16 in the vector store (one instruction on AVX512-BF16,
+// which flushes subnormal inputs) against keel::f32_to_bf16, bit for bit: ties,
+// subnormals of both signs, NaNs with payloads, infinities, the overflow
+// threshold. Subnormals sit in some 16-value vectors and not in others, so
+// both the one-instruction path and the exact fallback run.
+TEST(CpuKernels, Bf16StoreRoundsLikeTheScalarRule) {
+  auto f = [](uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+  };
+  std::vector<float> v;
+  const keel::Rng rng(77, 0);
+  for (uint64_t i = 0; i < 4096; ++i) v.push_back(f(uint32_t(rng.below(i, uint64_t(1) << 32))));
+  const uint32_t specials[] = {0x00000001u, 0x80000001u, 0x007fffffu, 0x807fffffu, 0x00008000u,
+                               0x00018000u, 0x00800000u, 0x3f808000u, 0x3f818000u, 0x7f7f8000u,
+                               0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7f800001u, 0xffc12345u,
+                               0x7fbfffffu, 0x00000000u, 0x80000000u};
+  for (size_t k = 0; k < std::size(specials); ++k) v[k * 97 % 2048] = f(specials[k]);
+  for (size_t k = 0; k < 2048; ++k) v[2048 + k] = f(0x3f800000u + uint32_t(k) * 0x8000u);
+  const int64_t n = int64_t(v.size());
+  for (const std::string& level : levels_here()) {
+    auto be = keel::backend::make_cpu_backend(level);
+    std::vector<uint16_t> out(v.size());
+    be->cast(DType::F32, v.data(), DType::BF16, out.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &v[size_t(i)], 4);
+      ASSERT_EQ(out[size_t(i)], keel::f32_to_bf16(v[size_t(i)]))
+          << "level " << level << " index " << i << " input bits 0x" << std::hex << u;
+    }
+  }
+}
+
 TEST(CpuKernels, RmsNorm) {
   for (DType dt : kDtypes)
     for (auto [N, C] : kNormShapes) {

@@ -278,6 +278,33 @@ TEST(Gemm, Bf16BothImplementations) {
     }
     check_bf16({200, 130, 70}, false, true, 1, DType::BF16, 0.5f, 1.f);
     check_bf16({1, 40, 3}, false, false, 3, DType::F32, 2.f, -1.f);
+    // More rows than columns, N past two blocks and not a multiple of 64:
+    // oneDNN's blocks then run along N unless A is transposed.
+    for (int t = 0; t < 4; ++t) check_bf16({700, 333, 150}, t & 1, t & 2, 1, DType::F32, 1.f, 0.f);
+  }
+}
+
+TEST(Gemm, Bf16ThreadCountDoesNotChangeBits) {
+  const Case cases[] = {{1536, 384, 256}, {256, 1536, 384}, {700, 333, 150}};
+  for (const auto& m : bf16_modes()) {
+    EnvScope env("KEEL_BF16_GEMM", m);
+    for (Case c : cases)
+      for (int t = 0; t < 4; ++t) {
+        Layout l = layout(c, t & 1, t & 2, 0, 1, false);
+        l.a.a_dtype = l.a.b_dtype = DType::BF16;
+        std::vector<uint16_t> A(l.na), B(span_b(l.a));
+        const auto fa = randn(A.size(), 4), fb = randn(B.size(), 5);
+        for (size_t i = 0; i < A.size(); ++i) A[i] = f32_to_bf16(fa[i]);
+        for (size_t i = 0; i < B.size(); ++i) B[i] = f32_to_bf16(fb[i]);
+        std::vector<float> C1(l.nc), C2(l.nc), C3(l.nc);
+        gemm(l.a, A.data(), B.data(), C1.data(), 1);
+        gemm(l.a, A.data(), B.data(), C2.data(), 2);
+        gemm(l.a, A.data(), B.data(), C3.data(), 3);
+        EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4))
+            << m << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+        EXPECT_EQ(0, std::memcmp(C1.data(), C3.data(), C1.size() * 4))
+            << m << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+      }
   }
 }
 
