@@ -155,13 +155,27 @@ struct Avx2 {
 #endif
 
 #if defined(__AVX512F__)
+// Stores v rounded to bf16 with vcvtneps2bf16 where the CPU has AVX512-BF16 and
+// returns true; false (nothing stored) otherwise. The instruction rounds to
+// nearest even and quiets NaN exactly like bf16_round, but flushes subnormal
+// inputs to zero, so vectors holding one are left to the exact integer path:
+// results are the same bits on every AVX-512 CPU.
+inline bool store_bf16_by_instruction(bf16_t* p, __m512 v) {
 #if defined(__AVX512BF16__)
-// Read once: AVX-512 CPUs without BF16 run the same translation unit.
-inline bool have_bf16_convert() {
-  static const bool has = cpu_features().avx512_bf16;
-  return has;
-}
+  static const bool has = cpu_features().avx512_bf16;  // the TU also runs without BF16
+  if (!has) return false;
+  const __m512i mag = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+  if (_mm512_cmplt_epu32_mask(_mm512_sub_epi32(mag, _mm512_set1_epi32(1)),
+                              _mm512_set1_epi32(0x007fffff)))
+    return false;
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+  return true;
+#else
+  (void)p, (void)v;
+  return false;
 #endif
+}
+
 // Same operations as Avx2 at 16 lanes (AVX512F only).
 struct Avx512 {
   static constexpr int W = 16;
@@ -179,21 +193,8 @@ struct Avx512 {
   }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static void store(bf16_t* p, V v) {
+    if (store_bf16_by_instruction(p, v)) return;
     __m512i u = _mm512_castps_si512(v);
-#if defined(__AVX512BF16__)
-    // vcvtneps2bf16 rounds to nearest even and quiets NaN exactly as below in
-    // one instruction, but flushes subnormal inputs to zero: those take the
-    // integer path, so results are bit-identical on every AVX-512 CPU.
-    if (have_bf16_convert()) {
-      const __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-      const __mmask16 sub = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(mag, _mm512_set1_epi32(1)),
-                                                    _mm512_set1_epi32(0x007fffff));
-      if (!sub) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
-        return;
-      }
-    }
-#endif
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
@@ -208,33 +209,15 @@ struct Avx512 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  static V add(V a, V b) {
-    return _mm512_add_ps(a, b);
-  }
-  static V sub(V a, V b) {
-    return _mm512_sub_ps(a, b);
-  }
-  static V mul(V a, V b) {
-    return _mm512_mul_ps(a, b);
-  }
-  static V div(V a, V b) {
-    return _mm512_div_ps(a, b);
-  }
-  static V fma(V a, V b, V c) {
-    return _mm512_fmadd_ps(a, b, c);
-  }
-  static V sqrt(V a) {
-    return _mm512_sqrt_ps(a);
-  }
-  static V min(V a, V b) {
-    return _mm512_min_ps(a, b);
-  }
-  static V max(V a, V b) {
-    return _mm512_max_ps(a, b);
-  }
-  static V swap_pairs(V a) {
-    return _mm512_permute_ps(a, 0xb1);
-  }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V sqrt(V a) { return _mm512_sqrt_ps(a); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V swap_pairs(V a) { return _mm512_permute_ps(a, 0xb1); }
   static float hsum(V a) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a),
                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
@@ -248,9 +231,7 @@ struct Avx512 {
   static V pow2_from_magic(V t) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
   }
-  static D dzero() {
-    return _mm512_setzero_pd();
-  }
+  static D dzero() { return _mm512_setzero_pd(); }
   static void sq_acc(D& lo, D& hi, V x) {
     __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
     __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
