@@ -308,7 +308,7 @@ nlohmann::ordered_json long_line(backend::Backend& be, const Line& line, const P
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 7, long_steps = 3;
+  int steps = 7, long_steps = 5;
   std::string src = ".";
   bool torch = true, short_line = true, long_lines = true;
   for (int i = 1; i < argc; ++i) {
