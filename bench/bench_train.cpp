@@ -332,6 +332,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (steps < 1 || long_steps < 1) {
+    std::fprintf(stderr, "bench_train: --steps and --long-steps must be at least 1 (got %d, %d)\n",
+                 steps, long_steps);
+    return 2;
+  }
   auto be = backend::make_backend("cpu");
   be->set_threads(2);
   Peaks peaks;
