@@ -430,7 +430,14 @@ TEST(CpuKernels, Attention) {
                                        // Three heads per kv head, a partial last query
                                        // block and key tile, the diagonal crossing
                                        // 128-key tiles at several offsets.
-                                       {1, 300, 300, 3, 1, 64, false}};
+                                       {1, 300, 300, 3, 1, 64, false},
+                                       // Decode rows: one query over several key
+                                       // blocks and a partial one (keys four at a
+                                       // time, odd count), HS off the vector width,
+                                       // fewer keys than four.
+                                       {2, 1, 151, 6, 2, 64, false},
+                                       {1, 1, 77, 3, 3, 40, false},
+                                       {1, 1, 3, 2, 1, 32, false}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
       AttentionArgs a;

@@ -81,6 +81,72 @@ inline void weighted_rows(const float* p, int64_t jn, const T* base, int64_t str
     for (int64_t j = 0; j < jn; ++j) axpy<S>(p[j], base + j * stride + d0, acc + d0, HS - d0);
 }
 
+// One query row's scores over jn keys (rows `stride` apart), times scale.
+// Four keys at a time share each load of the query; every key is one
+// accumulator over HS, summed once, in the same order wherever it falls.
+template <class S, class T>
+inline void row_scores(const float* q, const T* k, int64_t stride, int64_t jn, int64_t HS,
+                       float scale, float* s) {
+  auto one = [&](const T* kr) {
+    auto acc = S::zero();
+    int64_t d = 0;
+    for (; d + S::W <= HS; d += S::W) acc = S::fma(S::load(q + d), S::load(kr + d), acc);
+    float t = S::hsum(acc);
+    for (; d < HS; ++d) t = std::fma(q[d], Scalar::load(kr + d), t);
+    return t * scale;
+  };
+  int64_t j = 0;
+  if (HS % S::W == 0)
+    for (; j + 4 <= jn; j += 4) {
+      const T *k0 = k + j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+      auto a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
+      for (int64_t d = 0; d < HS; d += S::W) {
+        const auto qd = S::load(q + d);
+        a0 = S::fma(qd, S::load(k0 + d), a0);
+        a1 = S::fma(qd, S::load(k1 + d), a1);
+        a2 = S::fma(qd, S::load(k2 + d), a2);
+        a3 = S::fma(qd, S::load(k3 + d), a3);
+      }
+      s[j] = S::hsum(a0) * scale;
+      s[j + 1] = S::hsum(a1) * scale;
+      s[j + 2] = S::hsum(a2) * scale;
+      s[j + 3] = S::hsum(a3) * scale;
+    }
+  for (; j < jn; ++j) s[j] = one(k + j * stride);
+}
+
+// acc[0..HS) += sum_{j < jn} p[j] * row_j for one query row: even and odd
+// keys in two register sets (one chain of FMAs per key was the decode loop's
+// latency bound), added at the end of the block.
+template <class S, class T>
+inline void weighted_rows_2(const float* p, int64_t jn, const T* base, int64_t stride, float* acc,
+                            int64_t HS) {
+  int64_t d0 = 0;
+  for (; d0 + 2 * S::W <= HS; d0 += 2 * S::W) {
+    auto a0 = S::load(acc + d0), a1 = S::load(acc + d0 + S::W);
+    auto b0 = S::zero(), b1 = S::zero();
+    int64_t j = 0;
+    for (; j + 2 <= jn; j += 2) {
+      const auto pj = S::set1(p[j]), pk = S::set1(p[j + 1]);
+      const T* r = base + j * stride + d0;
+      a0 = S::fma(pj, S::load(r), a0);
+      a1 = S::fma(pj, S::load(r + S::W), a1);
+      b0 = S::fma(pk, S::load(r + stride), b0);
+      b1 = S::fma(pk, S::load(r + stride + S::W), b1);
+    }
+    if (j < jn) {
+      const auto pj = S::set1(p[j]);
+      const T* r = base + j * stride + d0;
+      a0 = S::fma(pj, S::load(r), a0);
+      a1 = S::fma(pj, S::load(r + S::W), a1);
+    }
+    S::store(acc + d0, S::add(a0, b0));
+    S::store(acc + d0 + S::W, S::add(a1, b1));
+  }
+  if (d0 < HS)
+    for (int64_t j = 0; j < jn; ++j) axpy<S>(p[j], base + j * stride + d0, acc + d0, HS - d0);
+}
+
 // Keys a query row t may see: 0..Tk-Tq+t.
 inline int64_t visible_keys(const AttentionArgs& a, int64_t t) {
   return imax(0, imin(a.Tk, a.Tk - a.Tq + t + 1));
@@ -146,8 +212,7 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
         int64_t jn = imin(visible_keys(a, t0 + r) - j0, kKeyBlock);
         if (jn <= 0) continue;
         if (direct)
-          for (int64_t j = 0; j < jn; ++j)
-            s[j] = dot_row<S>(qs.p, kb + (j0 + j) * a.kv_row_stride, HS) * a.scale;
+          row_scores<S>(qs.p, kb + j0 * a.kv_row_stride, a.kv_row_stride, jn, HS, a.scale, s);
         else
           block_scores<S>(qs.p + r * HS, Kt.p, HS, a.scale, s);
         float bm = -INFINITY;
@@ -160,8 +225,16 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
           for (int64_t d = 0; d < HS; ++d) ar[d] *= corr;
         }
         exp_shifted<S>(s, jn, m_new);
-        for (int64_t j = 0; j < jn; ++j) l[r] += s[j];
-        weighted_rows<S>(s, jn, vb + j0 * a.kv_row_stride, a.kv_row_stride, ar, HS);
+        if (direct) {
+          l[r] += row_sum<S>(jn, [&](auto ll, int64_t j) {
+            using L = decltype(ll);
+            return L::load(s + j);
+          });
+          weighted_rows_2<S>(s, jn, vb + j0 * a.kv_row_stride, a.kv_row_stride, ar, HS);
+        } else {
+          for (int64_t j = 0; j < jn; ++j) l[r] += s[j];
+          weighted_rows<S>(s, jn, vb + j0 * a.kv_row_stride, a.kv_row_stride, ar, HS);
+        }
         m[r] = m_new;
       }
     }
