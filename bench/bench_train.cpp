@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -78,9 +79,9 @@ struct KeelResult {
 };
 
 // Random tokens below `vocab` in a temporary shard: throughput does not depend on the text.
-std::string write_shard(int64_t vocab, int64_t n) {
+std::string write_shard(int64_t vocab, int64_t n, std::string_view tag) {
   const std::string path = (std::filesystem::temp_directory_path() /
-                            fmt::format("keel_bench_train_{}_{}.bin", ::getpid(), vocab))
+                            fmt::format("keel_bench_train_{}_{}_{}.bin", ::getpid(), vocab, tag))
                                .string();
   std::vector<int32_t> toks(static_cast<size_t>(n));
   const Rng rng(7, 0);
@@ -97,7 +98,9 @@ struct KeelRun {
   KeelRun(backend::Backend& be, const Line& line, DType compute) {
     model::ModelConfig cfg = line.cfg;
     cfg.compute_dtype = compute;
-    shard = write_shard(cfg.vocab_size, line.B * line.T * (line.steps + 2) + 1000);
+    // A file per run: both runs are alive at once.
+    shard =
+        write_shard(cfg.vocab_size, line.B * line.T * (line.steps + 2) + 1000, dtype_name(compute));
     model = model::make_model(cfg, be);
     model->init(0);
     model->sync_compute_weights();
