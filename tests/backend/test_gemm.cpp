@@ -203,6 +203,19 @@ TEST(Gemm, KZeroScalesC) {
   for (float v : C) EXPECT_EQ(v, 2.f);
 }
 
+// Runs l's product on 1, 2 and 3 threads and expects the same f32 C bits.
+void expect_same_bits_at_1_2_3_threads(const Layout& l, const void* A, const void* B,
+                                       const std::string& mode, Case c, int t) {
+  std::vector<float> C1(l.nc), C2(l.nc), C3(l.nc);
+  gemm(l.a, A, B, C1.data(), 1);
+  gemm(l.a, A, B, C2.data(), 2);
+  gemm(l.a, A, B, C3.data(), 3);
+  EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4))
+      << mode << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+  EXPECT_EQ(0, std::memcmp(C1.data(), C3.data(), C1.size() * 4))
+      << mode << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+}
+
 // Same inputs, 1, 2 and 3 threads: C must be bit-identical (the blocks are
 // fixed by the shape; each library runs single-threaded inside a block).
 TEST(Gemm, ThreadCountDoesNotChangeBits) {
@@ -214,14 +227,7 @@ TEST(Gemm, ThreadCountDoesNotChangeBits) {
       for (int t = 0; t < 4; ++t) {
         Layout l = layout(c, t & 1, t & 2, 0, 1, false);
         auto A = randn(l.na, 4), B = randn(span_b(l.a), 5);
-        std::vector<float> C1(l.nc), C2(l.nc), C3(l.nc);
-        gemm(l.a, A.data(), B.data(), C1.data(), 1);
-        gemm(l.a, A.data(), B.data(), C2.data(), 2);
-        gemm(l.a, A.data(), B.data(), C3.data(), 3);
-        EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4))
-            << e << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
-        EXPECT_EQ(0, std::memcmp(C1.data(), C3.data(), C1.size() * 4))
-            << e << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+        expect_same_bits_at_1_2_3_threads(l, A.data(), B.data(), e, c, t);
       }
     }
   }
@@ -296,14 +302,7 @@ TEST(Gemm, Bf16ThreadCountDoesNotChangeBits) {
         const auto fa = randn(A.size(), 4), fb = randn(B.size(), 5);
         for (size_t i = 0; i < A.size(); ++i) A[i] = f32_to_bf16(fa[i]);
         for (size_t i = 0; i < B.size(); ++i) B[i] = f32_to_bf16(fb[i]);
-        std::vector<float> C1(l.nc), C2(l.nc), C3(l.nc);
-        gemm(l.a, A.data(), B.data(), C1.data(), 1);
-        gemm(l.a, A.data(), B.data(), C2.data(), 2);
-        gemm(l.a, A.data(), B.data(), C3.data(), 3);
-        EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4))
-            << m << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
-        EXPECT_EQ(0, std::memcmp(C1.data(), C3.data(), C1.size() * 4))
-            << m << " M=" << c.M << " N=" << c.N << " K=" << c.K << " t=" << t;
+        expect_same_bits_at_1_2_3_threads(l, A.data(), B.data(), m, c, t);
       }
   }
 }

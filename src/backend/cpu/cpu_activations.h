@@ -30,10 +30,8 @@ inline typename L::V sigmoid_v(typename L::V x) {
 }
 
 template <class S, class T>
-void gelu_fwd_t(const T* x0, T* y0, int64_t n, int threads) {
+void gelu_fwd_t(const T* x, T* y, int64_t n, int threads) {
   parallel_chunks(n, kElemChunk, threads, [&](int64_t lo, int64_t hi) {
-    const T* x = x0;
-    T* y = y0;
     vec_loop<S>(lo, hi, [&](auto l, int64_t i) {
       using L = decltype(l);
       auto v = L::load(x + i);
