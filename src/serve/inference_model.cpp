@@ -232,7 +232,9 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   // the split saves, and the pool's threads then spin on the cores the next
   // matmul's team needs. So at decode sizes everything but the matmuls (and
   // attention from kSerialAttention query x key x head triples up) runs on
-  // this thread; results do not depend on the thread count.
+  // this thread; results do not depend on the thread count. The exception
+  // is a one-row segment's attention: the backend hands its heads to the
+  // matmuls' team (cpu_attention_rows.h), which is still awake.
   constexpr int64_t kSerialRows = 8, kSerialAttention = int64_t(1) << 14;
   const int threads = be_.threads();
   int64_t att_work = 0;
@@ -280,7 +282,7 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
       a.kv_row_stride = kvd;
       a.kv_batch_stride = s.seq->capacity() * kvd;
       a.scale = float(1.0 / std::sqrt(double(HS)));
-      const ScopedThreads st(be_, att_threads);
+      const ScopedThreads st(be_, s.rows == 1 ? threads : att_threads);
       be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse);
     }
     mark(P::kAttention);

@@ -4,6 +4,7 @@
 // beats preparing the tiles of cpu_attention.h. Work items are (b, h, block
 // of kQueryBlock rows).
 #pragma once
+#include "backend/cpu/gemv_team.h"
 #include "backend/cpu/simd.h"
 
 namespace keel::backend::cpu::KEEL_CPU_ISA {
@@ -183,7 +184,7 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
                         float* lse, int threads) {
   const int64_t HS = a.HS, group = a.NH / a.NKV;
   const int64_t nqb = (a.Tq + kQueryBlock - 1) / kQueryBlock;
-  parallel_items(a.B * a.NH * nqb, threads, [&](int64_t item) {
+  const auto body = [&](int64_t item) {
     int64_t qb = item % nqb, h = (item / nqb) % a.NH, b = item / (nqb * a.NH);
     int64_t kvh = h / group;
     int64_t t0 = qb * kQueryBlock, nq = imin(a.Tq - t0, kQueryBlock);
@@ -250,7 +251,14 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
       });
       lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] + std::log(l[r]) : -INFINITY;
     }
-  });
+  };
+  // A decode step (one query row) runs between two matvecs, whose team is
+  // still awake: handing it the heads costs about a microsecond, where an
+  // OpenMP region would wake threads that then spin against the team.
+  if (a.Tq == 1)
+    team_for(threads, a.B * a.NH * nqb, body);
+  else
+    parallel_items(a.B * a.NH * nqb, threads, body);
 }
 
 }  // namespace keel::backend::cpu::KEEL_CPU_ISA

@@ -17,10 +17,15 @@
 
 namespace keel::backend::cpu::moe {
 
-// f(i) for i in [0, n), static schedule.
+// f(i) for i in [0, n), static schedule. A serial call stays outside any
+// OpenMP region: even one with if(false) costs microseconds (simd.h).
 template <class F>
 inline void for_items(int64_t n, int threads, F&& f) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 1)
+  if (threads <= 1 || n <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 

@@ -354,10 +354,17 @@ inline constexpr int64_t kElemChunk = int64_t(1) << 14;
 inline constexpr int64_t kRowChunk = 64;
 
 // f(lo, hi) over fixed chunks of [0, n), statically spread over threads.
+// Serial work never enters an OpenMP region: libgomp builds a team even for
+// one with if(false), measured 1.6 us per call, 30x a decode step's residual
+// add of 768 values.
 template <class F>
 inline void parallel_chunks(int64_t n, int64_t chunk, int threads, F&& f) {
   int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && nchunks > 1)
+  if (threads <= 1 || nchunks <= 1) {
+    for (int64_t c = 0; c < nchunks; ++c) f(c * chunk, imin(n, (c + 1) * chunk));
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t c = 0; c < nchunks; ++c) f(c * chunk, imin(n, (c + 1) * chunk));
 }
 
@@ -366,8 +373,11 @@ inline void parallel_chunks(int64_t n, int64_t chunk, int threads, F&& f) {
 // pay for waking threads; the result is the same either way.
 template <class F>
 inline void parallel_items(int64_t n, int threads, F&& f, int64_t item_work = kElemChunk) {
-  bool par = threads > 1 && n > 1 && n * item_work >= kElemChunk;
-#pragma omp parallel for schedule(static) num_threads(threads) if (par)
+  if (threads <= 1 || n <= 1 || n * item_work < kElemChunk) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 
