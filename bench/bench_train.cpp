@@ -8,7 +8,11 @@
 // PyTorch's best in the same dtype; the long lines add bf16/f32 and attention's
 // FLOP rate against the GEMM of its dtype and against that dtype's peak.
 // keel's f32 and bf16 steps are taken in turns and each figure is the median
-// step, so the bf16/f32 ratio holds up on a shared, noisy machine.
+// step, so the bf16/f32 ratio holds up on a shared, noisy machine. Each step
+// is also paired with its dtype's GEMM peak measured right after it
+// (*_mfu_paired: the median over steps of step rate / that peak), so that an
+// MFU does not fall or rise with a host that was slower or faster when the
+// start-up peak was taken than when the steps ran.
 // Prints one JSON line.
 // Usage: bench_train [--steps N] [--long-steps N] [--source-dir DIR] [--no-torch]
 //                    [--short-only | --long-only]   (run from the repo root)
@@ -75,6 +79,9 @@ struct Line {
 
 struct KeelResult {
   double tokens_per_s = 0, seconds_per_step = 0, flops_per_token = 0, first_loss = 0;
+  // Median over steps of (step FLOP rate / the GEMM peak measured right after
+  // it), and the median of those peaks (FLOP/s).
+  double mfu_paired = 0, peak_paired = 0;
   int64_t params = 0;
 };
 
@@ -130,24 +137,36 @@ double median(std::vector<double> v) {
 // f32 and bf16 through the real Trainer, one warm-up step each, then `steps`
 // timed optimizer steps taken in turns (f32, bf16, f32, ...), so a busy
 // moment on a shared machine lands on both dtypes instead of one. Each
-// dtype's figure is its median step time.
+// dtype's figure is its median step time. After each timed step, a short
+// GEMM of its dtype (best of about 0.15 s of 1024^3 products) gives the peak
+// of that moment for the paired MFU.
 std::pair<KeelResult, KeelResult> bench_keel_pair(backend::Backend& be, const Line& line) {
-  KeelRun runs[2] = {KeelRun(be, line, DType::F32), KeelRun(be, line, DType::BF16)};
+  const DType dts[2] = {DType::F32, DType::BF16};
+  KeelRun runs[2] = {KeelRun(be, line, dts[0]), KeelRun(be, line, dts[1])};
   KeelResult r[2];
-  std::vector<double> seconds[2];
-  for (int d = 0; d < 2; ++d) r[d].first_loss = runs[d].trainer->step().loss;
+  std::vector<double> seconds[2], peaks[2], mfus[2];
+  for (int d = 0; d < 2; ++d) {
+    r[d].first_loss = runs[d].trainer->step().loss;
+    r[d].flops_per_token = runs[d].model->flops_per_token(line.T);
+    r[d].params = runs[d].model->num_parameters();
+  }
+  const double tokens = double(line.B * line.T);
   for (int s = 0; s < line.steps; ++s)
     for (int d = 0; d < 2; ++d) {
       const auto t0 = std::chrono::steady_clock::now();
       runs[d].trainer->step();
-      seconds[d].push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      const double dt_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double peak = train::measure_gemm_gflops(be, dts[d], 1024, 0.15) * 1e9;
+      seconds[d].push_back(dt_s);
+      peaks[d].push_back(peak);
+      mfus[d].push_back(r[d].flops_per_token * tokens / dt_s / peak);
     }
   for (int d = 0; d < 2; ++d) {
     r[d].seconds_per_step = median(seconds[d]);
-    r[d].tokens_per_s = double(line.B * line.T) / r[d].seconds_per_step;
-    r[d].flops_per_token = runs[d].model->flops_per_token(line.T);
-    r[d].params = runs[d].model->num_parameters();
+    r[d].tokens_per_s = tokens / r[d].seconds_per_step;
+    r[d].mfu_paired = median(mfus[d]);
+    r[d].peak_paired = median(peaks[d]);
   }
   return {r[0], r[1]};
 }
@@ -230,6 +249,8 @@ void put_keel(nlohmann::ordered_json& out, const std::string& dn, const KeelResu
   out["keel_" + dn + "_tokens_per_s"] = k.tokens_per_s;
   out["keel_" + dn + "_seconds_per_step"] = k.seconds_per_step;
   out["keel_" + dn + "_mfu"] = k.flops_per_token * k.tokens_per_s / peak;
+  out["keel_" + dn + "_mfu_paired"] = k.mfu_paired;
+  out["keel_" + dn + "_peak_paired_gflops"] = k.peak_paired / 1e9;
   if (torch && torch->best_tps > 0)
     out["ratio_keel_" + dn + "_vs_torch_best"] = k.tokens_per_s / torch->best_tps;
   const DType dt = dn == "bf16" ? DType::BF16 : DType::F32;
