@@ -36,6 +36,7 @@
 #include "data/batch_sampler.h"
 #include "data/token_shard.h"
 #include "model/model.h"
+#include "thread_timing.h"
 #include "train/peak_flops.h"
 #include "train/trainer.h"
 
@@ -128,12 +129,6 @@ struct KeelRun {
   }
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // f32 and bf16 through the real Trainer, one warm-up step each, then `steps`
 // timed optimizer steps taken in turns (f32, bf16, f32, ...), so a busy
 // moment on a shared machine lands on both dtypes instead of one. Each
@@ -163,10 +158,10 @@ std::pair<KeelResult, KeelResult> bench_keel_pair(backend::Backend& be, const Li
       mfus[d].push_back(r[d].flops_per_token * tokens / dt_s / peak);
     }
   for (int d = 0; d < 2; ++d) {
-    r[d].seconds_per_step = median(seconds[d]);
+    r[d].seconds_per_step = bench::median(seconds[d]);
     r[d].tokens_per_s = tokens / r[d].seconds_per_step;
-    r[d].mfu_paired = median(mfus[d]);
-    r[d].peak_paired = median(peaks[d]);
+    r[d].mfu_paired = bench::median(mfus[d]);
+    r[d].peak_paired = bench::median(peaks[d]);
   }
   return {r[0], r[1]};
 }
