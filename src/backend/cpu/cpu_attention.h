@@ -435,16 +435,9 @@ void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k,
       float *acc = buf[1], *st = buf[2];
       auto* pp = reinterpret_cast<uint32_t*>(buf[3]);
       alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ];
-      for (int64_t r = 0; r < kTileQ; ++r) {
-        if (r < nq) {
-          const bf16_t* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-          for (int64_t d2 = 0; d2 < H2; ++d2) std::memcpy(Qt + d2 * kTileQ + r, qr + 2 * d2, 4);
-        } else {
-          for (int64_t d2 = 0; d2 < H2; ++d2) Qt[d2 * kTileQ + r] = 0;
-        }
-        m[r] = -FLT_MAX;
-        l[r] = 0.f;
-      }
+      transpose_row_pairs(q + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS, a.q_row_stride,
+                          nq, kTileQ, HS, Qt, kTileQ);
+      for (int64_t r = 0; r < kTileQ; ++r) m[r] = -FLT_MAX, l[r] = 0.f;
       for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
       const int64_t nk = visible_keys(a, t0 + nq - 1);
       for (int64_t j0 = 0; j0 < nk; j0 += TK) {
@@ -550,19 +543,16 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
         if (nk <= 0) continue;
         const bf16_t* q0 = q + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS;
         const bf16_t* do0 = dout + ((b * a.Tq + t0) * a.NH + h) * HS;
+        // Padding lanes get zero q and dO, so zero scores and dP, and P = dS = 0.
+        transpose_row_pairs(q0, a.q_row_stride, nq, kTileQ, HS, Qp, kTileQ);
+        transpose_row_pairs(do0, a.NH * HS, nq, kTileQ, HS, dOp, kTileQ);
         for (int64_t r = 0; r < kTileQ; ++r) {
           if (r < nq) {
             const int64_t t = t0 + r;
-            for (int64_t d2 = 0; d2 < H2; ++d2) {
-              std::memcpy(Qp + d2 * kTileQ + r, q0 + r * a.q_row_stride + 2 * d2, 4);
-              std::memcpy(dOp + d2 * kTileQ + r, do0 + r * a.NH * HS + 2 * d2, 4);
-            }
             load_row<S>(do0 + r * a.NH * HS, 1.f, dor, HS);
             Dr[r] = dot_row<S>(dor, o + ((b * a.Tq + t) * a.NH + h) * HS, HS);
             lr[r] = lse[(b * a.NH + h) * a.Tq + t] * kLog2e;
           } else {
-            // Padding lanes: zero scores and dP give P = dS = 0 there.
-            for (int64_t d2 = 0; d2 < H2; ++d2) Qp[d2 * kTileQ + r] = dOp[d2 * kTileQ + r] = 0;
             Dr[r] = 0.f;
             lr[r] = INFINITY;
           }

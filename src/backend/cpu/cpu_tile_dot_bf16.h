@@ -136,5 +136,49 @@ inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, in
   }
 }
 
+// x[c] = column c of the 16 x 16 matrix of 32-bit words whose row r is x[r].
+inline void transpose_words_16x16(__m512i x[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+  }
+  // b[4 i + j], 128-bit lane k: column 4 k + j of rows 4 i .. 4 i + 3.
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i c0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44);
+    const __m512i c1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+    const __m512i d0 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44);
+    const __m512i d1 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+    x[j] = _mm512_shuffle_i32x4(c0, d0, 0x88);
+    x[4 + j] = _mm512_shuffle_i32x4(c0, d0, 0xDD);
+    x[8 + j] = _mm512_shuffle_i32x4(c1, d1, 0x88);
+    x[12 + j] = _mm512_shuffle_i32x4(c1, d1, 0xDD);
+  }
+}
+
+// The words of rows r < n (HS bf16 each, HS a multiple of 32, at base + r *
+// stride) along the lanes: out[d2 * ld + r] = (x_r[2 d2], x_r[2 d2 + 1]) for
+// r < nrows (a multiple of 16; rows from n on are zero). A tile's queries as
+// the B operand of its scores: 16 x 16 word transposes in registers, where
+// one 4-byte copy per word waited on the rows' loads.
+inline void transpose_row_pairs(const bf16_t* base, int64_t stride, int64_t n, int64_t nrows,
+                                int64_t HS, uint32_t* out, int64_t ld) {
+  for (int64_t r0 = 0; r0 < nrows; r0 += 16)
+    for (int64_t c = 0; c < HS; c += 32) {
+      __m512i x[16];
+      for (int i = 0; i < 16; ++i)
+        x[i] = r0 + i < n ? _mm512_loadu_si512(base + (r0 + i) * stride + c)
+                          : _mm512_setzero_si512();
+      transpose_words_16x16(x);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_si512(out + (c / 2 + i) * ld + r0, x[i]);
+    }
+}
+
 }  // namespace keel::backend::cpu::KEEL_CPU_ISA
 #endif
