@@ -413,7 +413,8 @@ TEST(CpuKernels, RopeTableFollowsPositionThetaAndLength) {
 
 struct AttnCase {
   int64_t B, Tq, Tk, NH, NKV, HS;
-  bool fused;  // q, k, v interleaved in one (B, T, NH + 2 NKV, HS) buffer
+  bool fused;        // q, k, v interleaved in one (B, T, NH + 2 NKV, HS) buffer
+  float ramp = 0.f;  // key j scaled by 1 + ramp j: later keys outscore earlier ones
 };
 
 TEST(CpuKernels, Attention) {
@@ -437,7 +438,11 @@ TEST(CpuKernels, Attention) {
                                        // fewer keys than four.
                                        {2, 1, 151, 6, 2, 64, false},
                                        {1, 1, 77, 3, 3, 40, false},
-                                       {1, 1, 3, 2, 1, 32, false}};
+                                       {1, 1, 3, 2, 1, 32, false},
+                                       // Scores that rise key tile after key tile far
+                                       // past each row's running maximum (the bf16
+                                       // forward's one-pass tiles must give way).
+                                       {1, 400, 400, 2, 1, 64, false, 1.f / 8}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
       AttentionArgs a;
@@ -459,10 +464,14 @@ TEST(CpuKernels, Attention) {
       std::string what = "attention " + std::string(keel::dtype_name(dt)) +
                          " Tq=" + std::to_string(c.Tq) + " Tk=" + std::to_string(c.Tk) +
                          " NH/NKV=" + std::to_string(c.NH) + "/" + std::to_string(c.NKV) +
-                         " HS=" + std::to_string(c.HS) + (c.fused ? " fused" : "");
+                         " HS=" + std::to_string(c.HS) + (c.fused ? " fused" : "") +
+                         (c.ramp != 0.f ? " rising" : "");
       check(what, tol_for(dt), [&](Backend& be) {
         Buf q = rand_buf(dt, qn, 60, -2, 2), k = rand_buf(dt, kn, 61, -2, 2);
         Buf v = rand_buf(dt, kn, 62);
+        if (c.ramp != 0.f)
+          for (int64_t i = 0; i < kn; ++i)
+            k.set(i, k.get(i) * (1.f + c.ramp * float(i % a.kv_batch_stride / a.kv_row_stride)));
         // In the fused layout k and v live after q's heads in the same rows.
         const unsigned char* kp = k.bytes.data();
         const unsigned char* vp = v.bytes.data();

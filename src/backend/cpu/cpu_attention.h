@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "backend/cpu/cpu_attention_rows.h"
+#include "backend/cpu/cpu_attention_softmax_tile.h"
 #include "backend/cpu/cpu_tile_dot_bf16.h"
 #include "backend/cpu/cpu_tile_gemm.h"
 #include "backend/cpu/simd.h"
@@ -28,6 +29,10 @@ inline constexpr int64_t kTileK = 64;
 // halves the per-tile work of the softmax bookkeeping (measured +8-15% there,
 // no gain in f32).
 inline constexpr int64_t kTileKDot = 128;
+// How far (base 2) a score may pass its row's running maximum before the bf16
+// forward's one-pass tile gives way to the rescaling one: P <= 2^8 keeps
+// every sum far inside f32.
+inline constexpr float kStaleMaxExcess = 8.f;
 // Below this many query rows the forward takes the row-at-a-time path.
 inline constexpr int64_t kTiledMinQueries = 16;
 inline constexpr float kLog2e = 1.44269504088896341f;
@@ -351,40 +356,10 @@ inline TileScratch& call_scratch() {
   return s;
 }
 
-// 2^x for x <= 0 (-inf gives exactly 0) to a relative error of 7.5e-5, for
-// probabilities that are rounded to bf16 (2^-9) before their products: a
-// degree-3 polynomial (fitted to relative error on [-1/2, 1/2]) where
-// exp2_nonpos_v takes degree 5, two fewer FMAs on the ports the products use.
-inline __m512 exp2_bf16_v(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-127.f), x);
-  const __m512 magic = _mm512_set1_ps(12582912.f + 127.f);
-  const __m512 t = _mm512_add_ps(x, magic);
-  const __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, magic));
-  __m512 p =
-      _mm512_fmadd_ps(_mm512_set1_ps(0.0551716573536396f), f, _mm512_set1_ps(0.24261115491390228f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932609677314758f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999280571937561f));
-  return _mm512_mul_ps(p, Avx512::pow2_from_magic(t));
-}
-
 // rows of n bf16 (n even) at base + j * stride, back to back as 32-bit words.
 inline void copy_rows(const bf16_t* base, int64_t stride, int64_t rows, int64_t n, uint32_t* out) {
   for (int64_t j = 0; j < rows; ++j)
     std::memcpy(out + j * (n / 2), base + j * stride, size_t(n) * 2);
-}
-
-// 32 bf16 words x0..x15, y0..y15 as the 16 pairs (x_r, y_r) vdpbf16ps takes.
-inline __m512i interleave_bf16_halves(__m512i w) {
-  alignas(64) static constexpr uint16_t kInterleave[32] = {
-      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), w);
-}
-
-// Word r: (bf16(lo[r]), bf16(hi[r])), nearest even: two key rows of f32
-// probabilities as the pairs vdpbf16ps takes, in one rounding and one shuffle.
-inline __m512i bf16_pair_words(__m512 lo, __m512 hi) {
-  return interleave_bf16_halves((__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
 // The forward for bf16 storage on AVX512-BF16: both products as vdpbf16ps on
@@ -435,6 +410,8 @@ void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k,
       float *acc = buf[1], *st = buf[2];
       auto* pp = reinterpret_cast<uint32_t*>(buf[3]);
       alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ];
+      static_assert(kTileQ == 64, "score_softmax_tile works 64 query lanes");
+      SoftmaxLanes lanes;
       transpose_row_pairs(q + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS, a.q_row_stride,
                           nq, kTileQ, HS, Qt, kTileQ);
       for (int64_t r = 0; r < kTileQ; ++r) m[r] = -FLT_MAX, l[r] = 0.f;
@@ -444,6 +421,29 @@ void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k,
         const int64_t jb = imin(nk - j0, TK);
         const bool crosses = !tile_unmasked(a, t0, j0, jb);
         const int64_t shift = first_seeing_lane(a, t0, j0);
+        // Past the first tile every lane has a maximum m. A tile no lane's
+        // mask touches is scored against m as it stands, in one pass, and P
+        // stays below 2^kStaleMaxExcess (no rescale of acc, no max pass),
+        // unless some score exceeds m by more: then the tile is redone below.
+        if (j0 > 0 && !crosses && jb % 2 == 0) {
+          for (int g = 0; g < kTileQ / 16; ++g) {
+            _mm512_store_ps(lanes.neg_m + 16 * g,
+                            _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(m + 16 * g)));
+            _mm512_store_ps(lanes.sum + 16 * g, _mm512_load_ps(l + 16 * g));
+            _mm512_store_ps(lanes.max + 16 * g, _mm512_set1_ps(-INFINITY));
+          }
+          score_softmax_tile(jb, kc + j0 * H2, H2, Qt, sc, lanes, pp);
+          bool within = true;
+          for (int g = 0; g < kTileQ / 16; ++g)
+            within &= _mm512_cmp_ps_mask(_mm512_fmadd_ps(_mm512_load_ps(lanes.max + 16 * g), sc,
+                                                         _mm512_load_ps(lanes.neg_m + 16 * g)),
+                                         _mm512_set1_ps(kStaleMaxExcess), _CMP_LE_OQ) == 0xffff;
+          if (within) {
+            std::memcpy(l, lanes.sum, sizeof l);
+            tile_dot_bf16(nq, HS, jb / 2, pp, 1, kTileQ, vp + j0 / 2 * HS, HS, acc, HS, true);
+            continue;
+          }
+        }
         tile_dot_bf16(jb, kTileQ, H2, kc + j0 * H2, H2, 1, Qt, kTileQ, st, kTileQ, false, nullptr,
                       crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{});
         // Masked scores become -inf, whose exp2 below is exactly 0.

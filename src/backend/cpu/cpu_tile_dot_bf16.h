@@ -173,8 +173,8 @@ inline void transpose_row_pairs(const bf16_t* base, int64_t stride, int64_t n, i
     for (int64_t c = 0; c < HS; c += 32) {
       __m512i x[16];
       for (int i = 0; i < 16; ++i)
-        x[i] = r0 + i < n ? _mm512_loadu_si512(base + (r0 + i) * stride + c)
-                          : _mm512_setzero_si512();
+        x[i] =
+            r0 + i < n ? _mm512_loadu_si512(base + (r0 + i) * stride + c) : _mm512_setzero_si512();
       transpose_words_16x16(x);
       for (int i = 0; i < 16; ++i) _mm512_storeu_si512(out + (c / 2 + i) * ld + r0, x[i]);
     }
