@@ -4,6 +4,8 @@
 // of the P V product, their sums and their maximum. The exponentials then
 // overlap the next keys' products instead of running as passes of their own.
 #pragma once
+#include <type_traits>
+
 #include "backend/cpu/cpu_tile_dot_bf16.h"
 
 #if defined(__AVX512BF16__)
@@ -39,6 +41,38 @@ inline __m512i bf16_pair_words(__m512 lo, __m512 hi) {
   return interleave_bf16_halves((__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+// Keys [j, j + R) of a key tile against its 64 query lanes: c[i][v] = the
+// dot products of key row j + i of A (H2 words each) with lanes 16 v .. 16 v
+// + 15 of B (H2 pair rows of 64 words), left in registers for ep(c, R, j),
+// which turns them into what the next products take while the next block's
+// products run.
+template <int R, class Ep>
+inline void key_block_dot(int64_t j, const uint32_t* A, int64_t H2, const uint32_t* B, Ep& ep) {
+  __m512 c[R][4];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < 4; ++v) c[i][v] = _mm512_setzero_ps();
+  const uint32_t* a0 = A + j * H2;
+  for (int64_t k = 0; k < H2; ++k) {
+    __m512bh b[4];
+    for (int v = 0; v < 4; ++v) b[v] = (__m512bh)_mm512_loadu_si512(B + k * 64 + v * 16);
+    for (int i = 0; i < R; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(a0[i * H2 + k]));
+      for (int v = 0; v < 4; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], a, b[v]);
+    }
+  }
+  ep(c, std::integral_constant<int, R>{}, j);
+}
+
+// key_block_dot over keys [0, jb) (jb even) in blocks of six, then the rest,
+// so that every block holds whole key pairs.
+template <class Ep>
+inline void key_tile_dot(int64_t jb, const uint32_t* A, int64_t H2, const uint32_t* B, Ep&& ep) {
+  int64_t j = 0;
+  for (; j + 6 <= jb; j += 6) key_block_dot<6>(j, A, H2, B, ep);
+  if (jb - j == 4) key_block_dot<4>(j, A, H2, B, ep);
+  if (jb - j == 2) key_block_dot<2>(j, A, H2, B, ep);
+}
+
 // The running state of one 64-lane query tile through a key tile: the base-2
 // shift -m of each lane (scale log2(e) folded in by sc), the lane sums of P in
 // key order and the lane maxima of the raw scores.
@@ -48,46 +82,27 @@ struct SoftmaxLanes {
   alignas(64) float max[64];
 };
 
-// Keys [j, j + R) (R even) against the 64 query lanes of Qt (H2 pair rows of
-// 64 words): s = k . q, P = 2^(sc s - m), written as R / 2 pair rows of pp.
-template <int R>
-inline void score_softmax_block(const uint32_t* kc, int64_t H2, const uint32_t* Qt, __m512 sc,
-                                SoftmaxLanes& st, uint32_t* pp) {
-  static_assert(R % 2 == 0);
-  __m512 c[R][4];
-  for (int i = 0; i < R; ++i)
-    for (int v = 0; v < 4; ++v) c[i][v] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < H2; ++k) {
-    __m512bh b[4];
-    for (int v = 0; v < 4; ++v) b[v] = (__m512bh)_mm512_loadu_si512(Qt + k * 64 + v * 16);
-    for (int i = 0; i < R; ++i) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(kc[i * H2 + k]));
-      for (int v = 0; v < 4; ++v) c[i][v] = _mm512_dpbf16_ps(c[i][v], a, b[v]);
-    }
-  }
-  for (int v = 0; v < 4; ++v) {
-    const __m512 nm = _mm512_load_ps(st.neg_m + 16 * v);
-    __m512 s = _mm512_load_ps(st.sum + 16 * v), mx = _mm512_load_ps(st.max + 16 * v);
-    for (int i = 0; i < R; i += 2) {
-      const __m512 e0 = exp2_bf16_v(_mm512_fmadd_ps(c[i][v], sc, nm));
-      const __m512 e1 = exp2_bf16_v(_mm512_fmadd_ps(c[i + 1][v], sc, nm));
-      s = _mm512_add_ps(_mm512_add_ps(s, e0), e1);
-      mx = _mm512_max_ps(mx, _mm512_max_ps(c[i][v], c[i + 1][v]));
-      _mm512_store_si512(pp + i / 2 * 64 + 16 * v, bf16_pair_words(e0, e1));
-    }
-    _mm512_store_ps(st.sum + 16 * v, s);
-    _mm512_store_ps(st.max + 16 * v, mx);
-  }
-}
-
-// A whole key tile of jb keys (jb even) from kc (rows of H2 words) in blocks
-// of six, then the remainder; st.sum and st.max carry on from their values.
+// A forward key tile of jb keys (jb even) from kc (rows of H2 words) against
+// the query lanes of Qt: s = k . q, P = 2^(sc s - m) written as jb / 2 pair
+// rows of pp (64 words each); st.sum and st.max carry on from their values.
 inline void score_softmax_tile(int64_t jb, const uint32_t* kc, int64_t H2, const uint32_t* Qt,
                                __m512 sc, SoftmaxLanes& st, uint32_t* pp) {
-  int64_t j = 0;
-  for (; j + 6 <= jb; j += 6) score_softmax_block<6>(kc + j * H2, H2, Qt, sc, st, pp + j / 2 * 64);
-  if (jb - j == 4) score_softmax_block<4>(kc + j * H2, H2, Qt, sc, st, pp + j / 2 * 64);
-  if (jb - j == 2) score_softmax_block<2>(kc + j * H2, H2, Qt, sc, st, pp + j / 2 * 64);
+  key_tile_dot(jb, kc, H2, Qt, [&](auto& c, auto r, int64_t j) {
+    constexpr int R = decltype(r)::value;
+    for (int v = 0; v < 4; ++v) {
+      const __m512 nm = _mm512_load_ps(st.neg_m + 16 * v);
+      __m512 s = _mm512_load_ps(st.sum + 16 * v), mx = _mm512_load_ps(st.max + 16 * v);
+      for (int i = 0; i < R; i += 2) {
+        const __m512 e0 = exp2_bf16_v(_mm512_fmadd_ps(c[i][v], sc, nm));
+        const __m512 e1 = exp2_bf16_v(_mm512_fmadd_ps(c[i + 1][v], sc, nm));
+        s = _mm512_add_ps(_mm512_add_ps(s, e0), e1);
+        mx = _mm512_max_ps(mx, _mm512_max_ps(c[i][v], c[i + 1][v]));
+        _mm512_store_si512(pp + (j + i) / 2 * 64 + 16 * v, bf16_pair_words(e0, e1));
+      }
+      _mm512_store_ps(st.sum + 16 * v, s);
+      _mm512_store_ps(st.max + 16 * v, mx);
+    }
+  });
 }
 
 }  // namespace keel::backend::cpu::KEEL_CPU_ISA
