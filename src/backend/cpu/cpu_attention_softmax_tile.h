@@ -1,8 +1,8 @@
 // The bf16 attention forward's key tile in one pass: the scores of six keys at
-// a time (vdpbf16ps), and while they are still in registers their
-// probabilities against the row's running maximum, rounded to the key pairs
-// of the P V product, their sums and their maximum. The exponentials then
-// overlap the next keys' products instead of running as passes of their own.
+// a time (vdpbf16ps) and, while they are still in registers, their
+// probabilities against the row's running maximum as it stands, rounded to
+// the key pairs of the P V product, their sums and their maximum. No pass
+// over the tile for its maximum and no rescale of the accumulator remain.
 #pragma once
 #include <type_traits>
 
