@@ -364,11 +364,13 @@ inline void copy_rows(const bf16_t* base, int64_t stride, int64_t rows, int64_t 
 
 // The forward for bf16 storage on AVX512-BF16: both products as vdpbf16ps on
 // bf16 pairs (tile_dot_bf16), q and k as stored, V packed into key pairs once
-// per call, P rounded to bf16 before P V (l sums P before rounding). Per key
-// tile one read-only pass finds the maximum of the raw scores, and one pass
-// turns them into probabilities (the scale folded into the exp2's argument),
-// sums them and writes them as the pairs of the P V product, so the tile is
-// not rewritten in between. All kTileQ lanes are worked; padding lanes hold
+// per call, P rounded to bf16 before P V (l sums P before rounding). The first
+// key tile, a tile the diagonal crosses and a tile whose scores pass the
+// running maximum by more than kStaleMaxExcess take two passes: one
+// read-only pass finds the maximum of the raw scores, and one turns them into
+// probabilities (the scale folded into the exp2's argument), sums them and
+// writes them as the pairs of the P V product. Every other tile takes the one
+// pass of score_softmax_tile. All kTileQ lanes are worked; padding lanes hold
 // zero queries and are never written out.
 template <class S>
 void attention_fwd_dot(const AttentionArgs& a, const bf16_t* q, const bf16_t* k, const bf16_t* v,
