@@ -43,9 +43,8 @@ inline __m512i bf16_pair_words(__m512 lo, __m512 hi) {
 
 // Keys [j, j + R) of a key tile against its 64 query lanes: c[i][v] = the
 // dot products of key row j + i of A (H2 words each) with lanes 16 v .. 16 v
-// + 15 of B (H2 pair rows of 64 words), left in registers for ep(c, R, j),
-// which turns them into what the next products take while the next block's
-// products run.
+// + 15 of B (H2 pair rows of 64 words), handed to ep(c, R, j) while they are
+// still in registers.
 template <int R, class Ep>
 inline void key_block_dot(int64_t j, const uint32_t* A, int64_t H2, const uint32_t* B, Ep& ep) {
   __m512 c[R][4];
