@@ -1,9 +1,12 @@
 // Causal attention's FLOP rate on the cpu backend against the GEMM rate of the
 // same dtype, measured in the same run: GPT-2 small's heads at T=1024 and a
 // grouped-query Llama shape at T=2048, forward and backward, f32 and bf16.
-// Prints one JSON line. Usage: bench_attention [--seconds S] [--cpu-time] [--dtype f32|bf16]
+// Prints one JSON line. Usage:
+//   bench_attention [--seconds S] [--cpu-time] [--cold] [--dtype f32|bf16]
 // --cpu-time: one thread, timed by its CPU time (for comparing kernels on a
 // loaded machine); the GEMM beside it is timed the same way.
+// --cold: the caches are flushed before each call (inputs from memory, as in
+// a training step); the GEMM beside it stays hot.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,17 +47,20 @@ double gemm_gflops_cpu_time(backend::Backend& be, DType dt, int n, double second
 
 int main(int argc, char** argv) {
   double seconds = 1.0;
-  bool cpu_time = false;
+  bool cpu_time = false, cold = false;
   std::string only_dtype;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
     } else if (!std::strcmp(argv[i], "--cpu-time")) {
       cpu_time = true;
+    } else if (!std::strcmp(argv[i], "--cold")) {
+      cold = true;
     } else if (!std::strcmp(argv[i], "--dtype") && i + 1 < argc) {
       only_dtype = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--seconds S] [--cpu-time] [--dtype f32|bf16]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seconds S] [--cpu-time] [--cold] [--dtype f32|bf16]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -72,6 +78,7 @@ int main(int argc, char** argv) {
   out["bench"] = "attention";
   out["flops"] = "visible pairs only: forward 2 products, backward 5, 2*HS each";
   out["clock"] = cpu_time ? "thread cpu time, 1 thread" : "wall";
+  out["caches"] = cold ? "flushed before each call" : "warm";
   for (DType dt : {DType::F32, DType::BF16}) {
     const std::string dn(dtype_name(dt));
     if (!only_dtype.empty() && only_dtype != dn) continue;
@@ -79,7 +86,8 @@ int main(int argc, char** argv) {
                                  : train::measure_gemm_gflops(*be, dt, 1024, seconds);
     out[dn + "_gemm_gflops"] = gemm;
     for (const Case& c : cases) {
-      const bench::AttentionRate r = bench::measure_attention(*be, c.shape, dt, seconds, clock);
+      const bench::AttentionRate r =
+          bench::measure_attention(*be, c.shape, dt, seconds, clock, cold);
       nlohmann::ordered_json j;
       j["case"] = c.name;
       j["dtype"] = dn;
