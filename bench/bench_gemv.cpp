@@ -7,14 +7,18 @@
 // copies apart), so every call reads from memory as in a real token. Prints
 // the median GB of weights per CPU-second of each and their ratio: a GEMV
 // near 1.0 is bound by what one core can pull from memory, not by its code.
-//   bench_gemv [rounds]
+// With threads > 1 the GEMV and the sum both run on the backend's decode
+// team, timed by the wall clock, calls back to back as in a decode step.
+//   bench_gemv [rounds] [threads]
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/gemv_team.h"
 #include "core/tensor.h"
 #include "streaming_read.h"
 #include "thread_timing.h"
@@ -26,17 +30,40 @@ using keel::bench::thread_seconds;
 
 volatile float g_sink = 0;
 
+double wall_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// With threads > 1: the sum on the GEMV's own thread team, in items of 64
+// rows as the GEMV takes them, so both pay the same hand-offs and only the
+// kernels differ (an OpenMP sum would leave its threads spinning beside the
+// team's helpers on the next GEMV).
+float team_sum(const float* p, int64_t rows, int64_t K, int threads) {
+  if (threads <= 1) return keel::bench::streaming_sum(p, size_t(rows * K));
+  const int64_t items = (rows + 63) / 64;
+  std::vector<float> part(static_cast<size_t>(items));
+  keel::backend::cpu::team_for(threads, items, [&](int64_t i) {
+    const int64_t r0 = i * 64, r1 = std::min(rows, r0 + 64);
+    part[size_t(i)] = keel::bench::streaming_sum(p + r0 * K, size_t((r1 - r0) * K));
+  });
+  float total = 0;
+  for (float v : part) total += v;
+  return total;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 10;
+  const int threads = argc > 2 ? std::max(1, std::atoi(argv[2])) : 1;
   auto be = keel::backend::make_backend("cpu");
-  be->set_threads(1);
+  be->set_threads(threads);
+  auto now = threads > 1 ? wall_seconds : thread_seconds;
   struct Shape {
     int64_t N, K;
   } shapes[] = {{2304, 768}, {768, 768}, {4096, 768}, {768, 2048}, {50257, 768}};
-  std::printf("%-11s %10s %10s %7s   (GB of weights per CPU-second, medians)\n", "N x K", "gemv",
-              "read", "ratio");
+  std::printf("%-11s %10s %10s %7s   (GB of weights per %s, medians)\n", "N x K", "gemv", "read",
+              "ratio", threads > 1 ? "second, wall clock" : "CPU-second");
   for (Shape sh : shapes) {
     const int64_t N = sh.N, K = sh.K;
     const size_t bytes = size_t(N * K) * sizeof(float);
@@ -60,16 +87,29 @@ int main(int argc, char** argv) {
     a.ldb = K;
     a.ldc = N;
     std::vector<double> tg, ts;
-    for (int r = 0; r < rounds; ++r)
-      for (size_t c = 0; c < copies; ++c) {
-        double t0 = thread_seconds();
-        be->matmul(a, x.data(), w[c].raw(), y.data());
-        tg.push_back(thread_seconds() - t0);
-        const float* p = w[(c + copies / 3) % copies].data<float>();
-        t0 = thread_seconds();
-        g_sink = keel::bench::streaming_sum(p, size_t(N * K));
-        ts.push_back(thread_seconds() - t0);
+    for (int r = 0; r < rounds; ++r) {
+      if (threads > 1) {
+        // Back to back, as a decode step's matmuls run: the team's helpers
+        // stay awake between calls, and OpenMP's sum threads do not spin
+        // beside them.
+        double t0 = now();
+        for (size_t c = 0; c < copies; ++c) be->matmul(a, x.data(), w[c].raw(), y.data());
+        tg.push_back((now() - t0) / double(copies));
+        t0 = now();
+        for (size_t c = 0; c < copies; ++c) g_sink = team_sum(w[c].data<float>(), N, K, threads);
+        ts.push_back((now() - t0) / double(copies));
+        continue;
       }
+      for (size_t c = 0; c < copies; ++c) {
+        double t0 = now();
+        be->matmul(a, x.data(), w[c].raw(), y.data());
+        tg.push_back(now() - t0);
+        const float* p = w[(c + copies / 3) % copies].data<float>();
+        t0 = now();
+        g_sink = keel::bench::streaming_sum(p, size_t(N * K));
+        ts.push_back(now() - t0);
+      }
+    }
     const double gg = double(bytes) / median(tg) * 1e-9, gs = double(bytes) / median(ts) * 1e-9;
     std::printf("%5lldx%-5lld %10.2f %10.2f %7.2f\n", (long long)N, (long long)K, gg, gs, gg / gs);
     std::fflush(stdout);
