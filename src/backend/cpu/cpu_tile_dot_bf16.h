@@ -12,11 +12,11 @@
 namespace keel::backend::cpu::KEEL_CPU_ISA {
 
 // A whole 4 x 4 block: C (4 rows of 64 floats at ldc) loaded (zero where
-// `load` is 0, not accumulating) and scaled by scale[0..3], n pairs of k of
-// A's 4 rows against B's 4 vectors added, C stored. In assembly because GCC 12
-// keeps the 16 accumulators of the intrinsics version in registers inside the
-// k loop but passes them through the stack at its edges: bench_attention bf16
-// 3-5% faster, the same bits (a multiply by 1 is exact).
+// `load` is 0, not accumulating) and scaled by scale[0..3] unless scale is
+// null, n pairs of k of A's 4 rows against B's 4 vectors added, C stored. In
+// assembly because GCC 12 keeps the 16 accumulators of the intrinsics
+// version in registers inside the k loop but passes them through the stack at
+// its edges: bench_attention bf16 2-6% faster, the same bits.
 // clang-format off
 #define KEEL_C_ROW(op, row, r0, r1, r2, r3) \
   op(row, "%%zmm" r0) op("64" row, "%%zmm" r1) op("128" row, "%%zmm" r2) op("192" row, "%%zmm" r3)
@@ -45,10 +45,13 @@ inline void tile_dot_4x4_asm(int64_t n, const uint32_t* A, int64_t a_row, int64_
       KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc])", "4", "5", "6", "7")
       KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc],2)", "8", "9", "10", "11")
       KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc3])", "12", "13", "14", "15")
+      "test %[s], %[s]\n\t"
+      "jz 3f\n\t"
       KEEL_C_SCALE("0", "0", "1", "2", "3")
       KEEL_C_SCALE("4", "4", "5", "6", "7")
       KEEL_C_SCALE("8", "8", "9", "10", "11")
       KEEL_C_SCALE("12", "12", "13", "14", "15")
+      "3:\n\t"
       "test %[n], %[n]\n\t"
       "jle 2f\n\t"
       "1:\n\t"
@@ -87,10 +90,9 @@ inline void tile_dot_block(int64_t k0, int64_t k1, const uint32_t* A, int64_t a_
                            const uint32_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                            const float* row_scale) {
   if constexpr (R == 4 && NV == 4) {
-    static constexpr float kOnes[4] = {1.0f, 1.0f, 1.0f, 1.0f};
     tile_dot_4x4_asm(k1 - k0, A + k0 * a_col, a_row, a_col, B + k0 * ldb, ldb, C, ldc,
                      accumulate ? __mmask16(0xFFFF) : __mmask16(0),
-                     accumulate && row_scale ? row_scale : kOnes);
+                     accumulate ? row_scale : nullptr);
     return;
   }
   __m512 c[R][NV];
