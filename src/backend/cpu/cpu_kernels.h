@@ -85,4 +85,10 @@ const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
 const KernelTable& kernels_for(Level l);
 
+// For tests, on CPUs with AVX512-BF16 only: runs `trials` random 4 x 4 blocks
+// of the bf16 attention products (accumulating or not, with and without a row
+// scale, both operand layouts, partial k ranges) in assembly and in the
+// intrinsics it replaces, and returns how many gave different bits.
+int bf16_tile_block_mismatches(int trials);
+
 }  // namespace keel::backend::cpu
