@@ -417,51 +417,6 @@ struct AttnCase {
   float ramp = 0.f;  // key j scaled by 1 + ramp j: later keys outscore earlier ones
 };
 
-// Forward then backward of case c in dtype dt on be: o, lse, dq, dk, dv.
-Outs run_attention(Backend& be, const AttnCase& c, DType dt) {
-  AttentionArgs a;
-  a.B = c.B, a.Tq = c.Tq, a.Tk = c.Tk, a.NH = c.NH, a.NKV = c.NKV, a.HS = c.HS, a.dt = dt;
-  a.scale = 1.f / std::sqrt(float(c.HS));
-  int64_t qn, kn;
-  if (c.fused) {  // Tq == Tk
-    int64_t row = (c.NH + 2 * c.NKV) * c.HS;
-    a.q_row_stride = a.kv_row_stride = row;
-    a.q_batch_stride = a.kv_batch_stride = c.Tq * row;
-    qn = kn = c.B * c.Tq * row;
-  } else {
-    a.q_row_stride = c.NH * c.HS, a.q_batch_stride = c.Tq * a.q_row_stride;
-    a.kv_row_stride = c.NKV * c.HS, a.kv_batch_stride = c.Tk * a.kv_row_stride;
-    qn = c.B * a.q_batch_stride;
-    kn = c.B * a.kv_batch_stride;
-  }
-  int64_t on = c.B * c.Tq * c.NH * c.HS;
-  Buf q = rand_buf(dt, qn, 60, -2, 2), k = rand_buf(dt, kn, 61, -2, 2);
-  Buf v = rand_buf(dt, kn, 62);
-  if (c.ramp != 0.f)
-    for (int64_t i = 0; i < kn; ++i)
-      k.set(i, k.get(i) * (1.f + c.ramp * float(i % a.kv_batch_stride / a.kv_row_stride)));
-  // In the fused layout k and v live after q's heads in the same rows.
-  const unsigned char* kp = k.bytes.data();
-  const unsigned char* vp = v.bytes.data();
-  size_t es = keel::dtype_size(dt);
-  if (c.fused) {
-    kp = q.bytes.data() + size_t(c.NH * c.HS) * es;
-    vp = q.bytes.data() + size_t((c.NH + c.NKV) * c.HS) * es;
-  }
-  Buf o(dt, on), lse(DType::F32, c.B * c.NH * c.Tq);
-  be.attention_forward(a, q.p(), kp, vp, o.p(), lse.f());
-  Buf dout = rand_buf(dt, on, 63);
-  Buf dq = rand_buf(dt, qn, 64), dk = rand_buf(dt, kn, 65), dv = rand_buf(dt, kn, 66);
-  unsigned char* dkp = dk.bytes.data();
-  unsigned char* dvp = dv.bytes.data();
-  if (c.fused) {
-    dkp = dq.bytes.data() + size_t(c.NH * c.HS) * es;
-    dvp = dq.bytes.data() + size_t((c.NH + c.NKV) * c.HS) * es;
-  }
-  be.attention_backward(a, dout.p(), q.p(), kp, vp, o.p(), lse.f(), dq.p(), dkp, dvp);
-  return Outs{{"o", o}, {"lse", lse}, {"dq", dq}, {"dk", dk}, {"dv", dv}};
-}
-
 TEST(CpuKernels, Attention) {
   const std::vector<AttnCase> cases = {{1, 1, 1, 1, 1, 8, false},
                                        {2, 7, 7, 4, 4, 16, false},
@@ -490,12 +445,54 @@ TEST(CpuKernels, Attention) {
                                        {1, 400, 400, 2, 1, 64, false, 1.f / 8}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
-      const std::string what = "attention " + std::string(keel::dtype_name(dt)) +
-                               " Tq=" + std::to_string(c.Tq) + " Tk=" + std::to_string(c.Tk) +
-                               " NH/NKV=" + std::to_string(c.NH) + "/" + std::to_string(c.NKV) +
-                               " HS=" + std::to_string(c.HS) + (c.fused ? " fused" : "") +
-                               (c.ramp != 0.f ? " rising" : "");
-      check(what, tol_for(dt), [&](Backend& be) { return run_attention(be, c, dt); });
+      AttentionArgs a;
+      a.B = c.B, a.Tq = c.Tq, a.Tk = c.Tk, a.NH = c.NH, a.NKV = c.NKV, a.HS = c.HS, a.dt = dt;
+      a.scale = 1.f / std::sqrt(float(c.HS));
+      int64_t qn, kn;
+      if (c.fused) {  // Tq == Tk
+        int64_t row = (c.NH + 2 * c.NKV) * c.HS;
+        a.q_row_stride = a.kv_row_stride = row;
+        a.q_batch_stride = a.kv_batch_stride = c.Tq * row;
+        qn = kn = c.B * c.Tq * row;
+      } else {
+        a.q_row_stride = c.NH * c.HS, a.q_batch_stride = c.Tq * a.q_row_stride;
+        a.kv_row_stride = c.NKV * c.HS, a.kv_batch_stride = c.Tk * a.kv_row_stride;
+        qn = c.B * a.q_batch_stride;
+        kn = c.B * a.kv_batch_stride;
+      }
+      int64_t on = c.B * c.Tq * c.NH * c.HS;
+      std::string what = "attention " + std::string(keel::dtype_name(dt)) +
+                         " Tq=" + std::to_string(c.Tq) + " Tk=" + std::to_string(c.Tk) +
+                         " NH/NKV=" + std::to_string(c.NH) + "/" + std::to_string(c.NKV) +
+                         " HS=" + std::to_string(c.HS) + (c.fused ? " fused" : "") +
+                         (c.ramp != 0.f ? " rising" : "");
+      check(what, tol_for(dt), [&](Backend& be) {
+        Buf q = rand_buf(dt, qn, 60, -2, 2), k = rand_buf(dt, kn, 61, -2, 2);
+        Buf v = rand_buf(dt, kn, 62);
+        if (c.ramp != 0.f)
+          for (int64_t i = 0; i < kn; ++i)
+            k.set(i, k.get(i) * (1.f + c.ramp * float(i % a.kv_batch_stride / a.kv_row_stride)));
+        // In the fused layout k and v live after q's heads in the same rows.
+        const unsigned char* kp = k.bytes.data();
+        const unsigned char* vp = v.bytes.data();
+        size_t es = keel::dtype_size(dt);
+        if (c.fused) {
+          kp = q.bytes.data() + size_t(c.NH * c.HS) * es;
+          vp = q.bytes.data() + size_t((c.NH + c.NKV) * c.HS) * es;
+        }
+        Buf o(dt, on), lse(DType::F32, c.B * c.NH * c.Tq);
+        be.attention_forward(a, q.p(), kp, vp, o.p(), lse.f());
+        Buf dout = rand_buf(dt, on, 63);
+        Buf dq = rand_buf(dt, qn, 64), dk = rand_buf(dt, kn, 65), dv = rand_buf(dt, kn, 66);
+        unsigned char* dkp = dk.bytes.data();
+        unsigned char* dvp = dv.bytes.data();
+        if (c.fused) {
+          dkp = dq.bytes.data() + size_t(c.NH * c.HS) * es;
+          dvp = dq.bytes.data() + size_t((c.NH + c.NKV) * c.HS) * es;
+        }
+        be.attention_backward(a, dout.p(), q.p(), kp, vp, o.p(), lse.f(), dq.p(), dkp, dvp);
+        return Outs{{"o", o}, {"lse", lse}, {"dq", dq}, {"dk", dk}, {"dv", dv}};
+      });
     }
 }
 
