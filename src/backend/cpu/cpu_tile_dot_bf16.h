@@ -87,7 +87,7 @@ inline void tile_dot_4x4_asm(int64_t n, const uint32_t* A, int64_t a_row, int64_
 
 // Asm: 4 x 4 blocks in assembly (tile_dot_4x4_asm), else in intrinsics, the
 // same bits (bf16_tile_block_mismatches in cpu_kernels.h checks it).
-template <int R, int NV, bool Asm>
+template <int R, int NV, bool Asm = true>
 inline void tile_dot_block(int64_t k0, int64_t k1, const uint32_t* A, int64_t a_row, int64_t a_col,
                            const uint32_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                            const float* row_scale) {
@@ -116,22 +116,22 @@ inline void tile_dot_block(int64_t k0, int64_t k1, const uint32_t* A, int64_t a_
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + v * 16, c[i][v]);
 }
 
-template <int R, int NV, bool Asm>
+template <int R, int NV>
 inline void tile_dot_block_from(int skip, int64_t k0, int64_t k1, const uint32_t* A, int64_t a_row,
                                 int64_t a_col, const uint32_t* B, int64_t ldb, float* C,
                                 int64_t ldc, bool accumulate, const float* row_scale) {
   if (skip >= NV) return;
   if constexpr (NV > 1)
     if (skip > 0) {
-      tile_dot_block_from<R, NV - 1, Asm>(skip - 1, k0, k1, A, a_row, a_col, B + 16, ldb, C + 16,
-                                          ldc, accumulate, row_scale);
+      tile_dot_block_from<R, NV - 1>(skip - 1, k0, k1, A, a_row, a_col, B + 16, ldb, C + 16, ldc,
+                                     accumulate, row_scale);
       return;
     }
-  tile_dot_block<R, NV, Asm>(k0, k1, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale);
+  tile_dot_block<R, NV>(k0, k1, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale);
 }
 
 // Rows [i, i + R) of the strip at column n0; the trim is in k (not pair) units.
-template <int R, int NV, bool Asm>
+template <int R, int NV>
 inline void tile_dot_rows(int64_t i, int64_t n0, int64_t K2, const uint32_t* A, int64_t a_row,
                           int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
                           bool accumulate, const float* row_scale, TileTrim trim) {
@@ -144,11 +144,11 @@ inline void tile_dot_rows(int64_t i, int64_t n0, int64_t K2, const uint32_t* A, 
   } else if (trim.kind == TileTrim::KTo) {
     k1 = (imin(imax(i + R + trim.shift, 0), 2 * K2) + 1) / 2;
   }
-  tile_dot_block_from<R, NV, Asm>(skip, k0, k1, A + i * a_row, a_row, a_col, B, ldb, C + i * ldc,
-                                  ldc, accumulate, row_scale ? row_scale + i : nullptr);
+  tile_dot_block_from<R, NV>(skip, k0, k1, A + i * a_row, a_row, a_col, B, ldb, C + i * ldc, ldc,
+                             accumulate, row_scale ? row_scale + i : nullptr);
 }
 
-template <int NV, bool Asm>
+template <int NV>
 inline void tile_dot_strip(int64_t n0, int64_t M, int64_t K2, const uint32_t* A, int64_t a_row,
                            int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
                            bool accumulate, const float* row_scale, TileTrim trim) {
@@ -160,45 +160,16 @@ inline void tile_dot_strip(int64_t n0, int64_t M, int64_t K2, const uint32_t* A,
   B += n0, C += n0;
   int64_t i = 0;
   for (; i + R <= M; i += R)
-    tile_dot_rows<R, NV, Asm>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                              trim);
+    tile_dot_rows<R, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
   switch (M - i) {
     case 1:
-      tile_dot_rows<1, NV, Asm>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                                trim);
+      tile_dot_rows<1, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
       break;
     case 2:
-      tile_dot_rows<2, NV, Asm>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                                trim);
+      tile_dot_rows<2, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
       break;
     case 3:
-      tile_dot_rows<3, NV, Asm>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                                trim);
-      break;
-    default:
-      break;
-  }
-}
-
-template <bool Asm>
-inline void tile_dot_bf16_at(int64_t M, int64_t N, int64_t K2, const uint32_t* A, int64_t a_row,
-                             int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
-                             bool accumulate, const float* row_scale, TileTrim trim) {
-  int64_t n = 0;
-  for (; n + 64 <= N; n += 64)
-    tile_dot_strip<4, Asm>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
-  switch ((N - n) / 16) {
-    case 1:
-      tile_dot_strip<1, Asm>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                             trim);
-      break;
-    case 2:
-      tile_dot_strip<2, Asm>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                             trim);
-      break;
-    case 3:
-      tile_dot_strip<3, Asm>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale,
-                             trim);
+      tile_dot_rows<3, NV>(i, n0, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
       break;
     default:
       break;
@@ -209,7 +180,22 @@ inline void tile_dot_bf16_at(int64_t M, int64_t N, int64_t K2, const uint32_t* A
 inline void tile_dot_bf16(int64_t M, int64_t N, int64_t K2, const uint32_t* A, int64_t a_row,
                           int64_t a_col, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
                           bool accumulate, const float* row_scale = nullptr, TileTrim trim = {}) {
-  tile_dot_bf16_at<true>(M, N, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+  int64_t n = 0;
+  for (; n + 64 <= N; n += 64)
+    tile_dot_strip<4>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+  switch ((N - n) / 16) {
+    case 1:
+      tile_dot_strip<1>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 2:
+      tile_dot_strip<2>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    case 3:
+      tile_dot_strip<3>(n, M, K2, A, a_row, a_col, B, ldb, C, ldc, accumulate, row_scale, trim);
+      break;
+    default:
+      break;
+  }
 }
 
 // Pair rows of a bf16 matrix: out[j2 * N + n] = (x[2 j2][n], x[2 j2 + 1][n])
