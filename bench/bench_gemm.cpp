@@ -2,7 +2,11 @@
 // (B*T = 256 rows): forward (A B^T with weights stored out x in), input
 // gradient (dY W) and weight gradient (dY^T X), once per engine so the
 // OpenBLAS / oneDNN choice in gemm.cpp can be checked against measurements.
+// KEEL_BENCH_ENGINES / KEEL_BENCH_BF16_ENGINES pick one f32 / bf16 engine.
+// --rows=N puts N tokens in place of the 256 (1024 and 2048 are bench-train's
+// long lines).
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -28,6 +32,7 @@ const Shape kShapes[] = {
     {256, 3072, 768, false, true},    // fc down, out x in
     {256, 768, 2304, false, true},    // qkv
     {256, 50304, 768, false, false},  // d(hidden) from d(logits) @ wte
+    {256, 50257, 768, false, false},  // the same at GPT-2's own (odd) vocabulary
     {3072, 256, 768, true, false},    // dW = dY^T X shapes
     {768, 256, 3072, true, false},   {768, 256, 768, true, false}, {50304, 256, 768, true, false},
 };
@@ -74,7 +79,8 @@ void run_f32(benchmark::State& st, Shape s, std::string engine) {
   unsetenv("KEEL_GEMM");
 }
 
-void run_bf16(benchmark::State& st, Shape s, DType cdt) {
+void run_bf16(benchmark::State& st, Shape s, DType cdt, std::string engine) {
+  setenv("KEEL_BF16_GEMM", engine.c_str(), 1);
   auto& be = keel::bench::cpu();
   MatmulArgs a = args(s, DType::BF16, cdt);
   auto A = keel::bench::filled_bf16(size_t(s.M * s.K), 1.f, 1);
@@ -84,6 +90,7 @@ void run_bf16(benchmark::State& st, Shape s, DType cdt) {
     be.matmul(a, A.data(), B.data(), C.data());
   } catch (const std::exception& e) {
     st.SkipWithError(e.what());
+    unsetenv("KEEL_BF16_GEMM");
     return;
   }
   for (auto _ : st) {
@@ -91,24 +98,52 @@ void run_bf16(benchmark::State& st, Shape s, DType cdt) {
     benchmark::DoNotOptimize(C.data());
   }
   keel::bench::set_flops(st, 2.0 * double(s.M) * double(s.N) * double(s.K));
+  unsetenv("KEEL_BF16_GEMM");
 }
 
 }  // namespace
 
+// The shape with the token count (256 in kShapes) replaced by rows.
+Shape with_rows(Shape s, int64_t rows) {
+  if (s.M == 256) s.M = rows;
+  if (s.K == 256) s.K = rows;
+  return s;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> engines{"auto", "openblas", "onednn"};
   if (const char* e = std::getenv("KEEL_BENCH_ENGINES")) engines = {e};
-  for (const Shape& s : kShapes) {
+  std::vector<std::string> bf16_engines{"tile", "onednn"};
+  if (const char* e = std::getenv("KEEL_BENCH_BF16_ENGINES")) bf16_engines = {e};
+  int64_t rows = 256;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strncmp(argv[i], "--rows=", 7))
+      rows = std::atoll(argv[i] + 7);
+    else
+      argv[kept++] = argv[i];
+  }
+  argc = kept;
+  if (rows <= 0) {
+    std::fprintf(stderr, "bench_gemm: --rows must be a positive token count\n");
+    return 2;
+  }
+  for (const Shape& s0 : kShapes) {
+    const Shape s = with_rows(s0, rows);
     for (const auto& e : engines)
       benchmark::RegisterBenchmark(("sgemm/" + e + "/" + shape_name(s)).c_str(), run_f32, s, e)
           ->UseRealTime()
           ->MinTime(0.2)
           ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(("bf16gemm/f32out/" + shape_name(s)).c_str(), run_bf16, s,
-                                 DType::F32)
-        ->UseRealTime()
-        ->MinTime(0.2)
-        ->Unit(benchmark::kMillisecond);
+    for (const auto& e : bf16_engines)
+      for (DType cdt : {DType::F32, DType::BF16})
+        benchmark::RegisterBenchmark(
+            ("bf16gemm/" + e + (cdt == DType::F32 ? "/f32out/" : "/bf16out/") + shape_name(s))
+                .c_str(),
+            run_bf16, s, cdt, e)
+            ->UseRealTime()
+            ->MinTime(0.2)
+            ->Unit(benchmark::kMillisecond);
   }
   benchmark::Initialize(&argc, argv);
   std::fprintf(stderr, "%s\n", keel::bench::cpu().describe().c_str());

@@ -233,10 +233,15 @@ TEST(Gemm, ThreadCountDoesNotChangeBits) {
   }
 }
 
+bool cpu_has_bf16_tile() {
+  return cpu_features().avx512_bf16 && gemm_detail::allow_avx512();
+}
+
 std::vector<std::string> bf16_modes() {
-  std::vector<std::string> m{"convert"};
+  std::vector<std::string> m{"convert", "auto"};
   // oneDNN 2.x has bf16 matmul only on AVX-512 CPUs; elsewhere the mode is an error.
   if (gemm_detail::onednn_bf16_supported()) m.push_back("onednn");
+  if (cpu_has_bf16_tile()) m.push_back("tile");
   return m;
 }
 
@@ -287,7 +292,25 @@ TEST(Gemm, Bf16BothImplementations) {
     // More rows than columns, N past two blocks and not a multiple of 64:
     // oneDNN's blocks then run along N unless A is transposed.
     for (int t = 0; t < 4; ++t) check_bf16({700, 333, 150}, t & 1, t & 2, 1, DType::F32, 1.f, 0.f);
+    // K past the tile kernel's k blocks, C accumulated (in place for f32 C with
+    // whole 16-column vectors, through its f32 copy for bf16 C or odd N).
+    for (int t = 0; t < 4; ++t) {
+      check_bf16({200, 128, 801}, t & 1, t & 2, 1, DType::F32, 1.f, 1.f);
+      check_bf16({131, 96, 800}, t & 1, t & 2, 1, DType::BF16, 1.f, 1.f);
+      check_bf16({97, 45, 1000}, t & 1, t & 2, 1, DType::F32, 1.f, 0.5f);
+    }
   }
+}
+
+TEST(Gemm, Bf16TileModeWithoutAvx512Bf16IsAnError) {
+  if (cpu_has_bf16_tile()) GTEST_SKIP() << "this CPU has AVX512-BF16";
+  EnvScope env("KEEL_BF16_GEMM", "tile");
+  MatmulArgs a;
+  a.M = a.N = a.K = a.lda = a.ldb = a.ldc = 1;
+  a.a_dtype = a.b_dtype = DType::BF16;
+  uint16_t x = 0x3f80, y = 0x3f80;
+  float z = 0;
+  EXPECT_THROW(gemm(a, &x, &y, &z, 1), KernelError);
 }
 
 TEST(Gemm, Bf16ThreadCountDoesNotChangeBits) {

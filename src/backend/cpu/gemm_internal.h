@@ -41,6 +41,12 @@ void sgemm_portable(const MatmulArgs& a, const float* A, const float* B, float* 
 // bf16 A and B, f32 or bf16 C, through oneDNN's matmul primitive (one block).
 void bf16gemm_onednn(const MatmulArgs& a, const void* A, const void* B, void* C);
 
+// bf16 A and B, f32 or bf16 C, through keel's own AVX512-BF16 block
+// (gemm_bf16_tile_avx512.cpp; one block). Only where the CPU has AVX512-BF16
+// and bf16gemm_tile_applies (alpha 1; any beta, shape and stride).
+bool bf16gemm_tile_applies(const MatmulArgs& a);
+void bf16gemm_tile(const MatmulArgs& a, const void* A, const void* B, void* C);
+
 // Vectorised conversions (AVX2 when the CPU has it), n elements.
 void bf16_to_f32_n(const uint16_t* src, float* dst, int64_t n);
 void f32_to_bf16_n(const float* src, uint16_t* dst, int64_t n);
