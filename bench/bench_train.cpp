@@ -12,7 +12,8 @@
 // is also paired with its dtype's GEMM peak measured right after it
 // (*_mfu_paired: the median over steps of step rate / that peak), so that an
 // MFU does not fall or rise with a host that was slower or faster when the
-// start-up peak was taken than when the steps ran.
+// start-up peak was taken than when the steps ran. The instructions' own peak
+// per dtype (instruction_peak.h) is printed beside the GEMM peaks.
 // Prints one JSON line.
 // Usage: bench_train [--steps N] [--long-steps N] [--source-dir DIR] [--no-torch]
 //                    [--short-only | --long-only]   (run from the repo root)
@@ -35,6 +36,7 @@
 #include "core/rng.h"
 #include "data/batch_sampler.h"
 #include "data/token_shard.h"
+#include "instruction_peak.h"
 #include "model/model.h"
 #include "thread_timing.h"
 #include "train/peak_flops.h"
@@ -364,9 +366,26 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "[bench-train] GEMM peak f32 %.1f, bf16 %.1f GFLOP/s\n", peaks.f32 / 1e9,
                peaks.bf16 / 1e9);
 
+  // What the instructions allow: a GEMM's rate against this is its efficiency
+  // on the hardware, and the bf16 / f32 ratio of these peaks bounds what a
+  // bf16 step can gain over an f32 one when all of both steps were GEMMs.
+  const bench::InstructionPeak ip = bench::instruction_peak(2);
+  std::fprintf(stderr, "[bench-train] instruction peak f32 %.1f, bf16 %.1f GFLOP/s\n",
+               ip.f32_flops / 1e9, ip.bf16_flops / 1e9);
+
   nlohmann::ordered_json out;
   out["sgemm_peak_gflops"] = peaks.f32 / 1e9;
   out["bf16_gemm_peak_gflops"] = peaks.bf16 / 1e9;
+  if (ip.f32_flops > 0) {
+    out["f32_instruction_peak_gflops"] = ip.f32_flops / 1e9;
+    out["sgemm_peak_vs_instruction_peak"] = peaks.f32 / ip.f32_flops;
+  }
+  if (ip.bf16_flops > 0) {
+    out["bf16_instruction_peak_gflops"] = ip.bf16_flops / 1e9;
+    out["bf16_gemm_peak_vs_instruction_peak"] = peaks.bf16 / ip.bf16_flops;
+  }
+  if (ip.f32_flops > 0 && ip.bf16_flops > 0)
+    out["ratio_bf16_vs_f32_instruction_peak"] = ip.bf16_flops / ip.f32_flops;
   if (short_line) {
     const Line line{"gpt2-124m", gpt2_124m(), 4, 64, steps};
     out["model"] = line.name;
