@@ -101,14 +101,14 @@ void run_bf16(benchmark::State& st, Shape s, DType cdt, std::string engine) {
   unsetenv("KEEL_BF16_GEMM");
 }
 
-}  // namespace
-
 // The shape with the token count (256 in kShapes) replaced by rows.
 Shape with_rows(Shape s, int64_t rows) {
   if (s.M == 256) s.M = rows;
   if (s.K == 256) s.K = rows;
   return s;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> engines{"auto", "openblas", "onednn"};
