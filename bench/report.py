@@ -64,7 +64,10 @@ def main(outdir):
             line = {"kernel": "roofline_" + parts[1], "variant": parts[2]}
             if len(parts) > 3:
                 line["shape"] = parts[3]
-        elif parts[0] in ("sgemm", "bf16gemm", "qmatmul"):
+        elif parts[0] == "bf16gemm":  # bf16gemm/<engine>/<output dtype>/<shape>
+            line["variant"] = "/".join(parts[1:3])
+            line["shape"] = "/".join(parts[3:])
+        elif parts[0] in ("sgemm", "qmatmul"):
             line["variant"] = parts[1]
             line["shape"] = "/".join(parts[2:])
         else:

@@ -13,6 +13,7 @@ SHAPES = [  # M, K, N, trans_a, trans_b (same list as bench/bench_gemm.cpp)
     (256, 768, 50304, False, True), (256, 768, 3072, False, True), (256, 3072, 768, False, True),
     (256, 768, 2304, False, True), (256, 50304, 768, False, False), (3072, 256, 768, True, False),
     (768, 256, 3072, True, False), (768, 256, 768, True, False), (50304, 256, 768, True, False),
+    (256, 50257, 768, False, False),
 ]
 
 
