@@ -302,15 +302,20 @@ TEST(Gemm, Bf16BothImplementations) {
   }
 }
 
-TEST(Gemm, Bf16TileModeWithoutAvx512Bf16IsAnError) {
-  if (cpu_has_bf16_tile()) GTEST_SKIP() << "this CPU has AVX512-BF16";
-  EnvScope env("KEEL_BF16_GEMM", "tile");
+// A 1 x 1 x 1 bf16 product under KEEL_BF16_GEMM=mode must be refused.
+void expect_bf16_mode_refused(const char* mode) {
+  EnvScope env("KEEL_BF16_GEMM", mode);
   MatmulArgs a;
   a.M = a.N = a.K = a.lda = a.ldb = a.ldc = 1;
   a.a_dtype = a.b_dtype = DType::BF16;
   uint16_t x = 0x3f80, y = 0x3f80;
   float z = 0;
   EXPECT_THROW(gemm(a, &x, &y, &z, 1), KernelError);
+}
+
+TEST(Gemm, Bf16TileModeWithoutAvx512Bf16IsAnError) {
+  if (cpu_has_bf16_tile()) GTEST_SKIP() << "this CPU has AVX512-BF16";
+  expect_bf16_mode_refused("tile");
 }
 
 TEST(Gemm, Bf16ThreadCountDoesNotChangeBits) {
@@ -373,13 +378,7 @@ TEST(Gemm, ConversionsMatchScalar) {
 
 TEST(Gemm, Bf16OneDnnModeWithoutSupportIsAnError) {
   if (gemm_detail::onednn_bf16_supported()) GTEST_SKIP() << "oneDNN bf16 runs here";
-  EnvScope env("KEEL_BF16_GEMM", "onednn");
-  MatmulArgs a;
-  a.M = a.N = a.K = a.lda = a.ldb = a.ldc = 1;
-  a.a_dtype = a.b_dtype = DType::BF16;
-  uint16_t x = 0x3f80, y = 0x3f80;
-  float z = 0;
-  EXPECT_THROW(gemm(a, &x, &y, &z, 1), KernelError);
+  expect_bf16_mode_refused("onednn");
 }
 
 // The ref backend is the oracle of `keel verify`: same answer within f32 rounding.

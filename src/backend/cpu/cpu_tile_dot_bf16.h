@@ -198,22 +198,31 @@ inline void tile_dot_bf16(int64_t M, int64_t N, int64_t K2, const uint32_t* A, i
   }
 }
 
-// Pair rows of a bf16 matrix: out[j2 * N + n] = (x[2 j2][n], x[2 j2 + 1][n])
-// for rows x[j] = base + j * stride, j < rows (a missing odd row reads as 0).
-inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, int64_t N,
-                            uint32_t* out) {
+// Pair rows of a bf16 matrix: out[j2 * ldo + c] = (x[2 j2][c], x[2 j2 + 1][c])
+// for rows x[j] = base + j * stride, j < rows, and c < ldo (a multiple of
+// 16); zero where the odd row is missing or c >= cols.
+inline void pack_bf16_pairs(const uint16_t* base, int64_t stride, int64_t rows, int64_t cols,
+                            uint32_t* out, int64_t ldo) {
   for (int64_t j = 0; j < rows; j += 2) {
-    const auto* lo = reinterpret_cast<const uint16_t*>(base + j * stride);
-    const auto* hi = reinterpret_cast<const uint16_t*>(base + (j + 1) * stride);
-    uint32_t* o = out + (j / 2) * N;
-    for (int64_t n = 0; n < N; n += 16) {
-      const __m512i l = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(lo + n)));
-      const __m512i h = j + 1 < rows
-                            ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(hi + n)))
-                            : _mm512_setzero_si512();
-      _mm512_storeu_si512(o + n, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+    const uint16_t* lo = base + j * stride;
+    const uint16_t* hi = lo + stride;
+    uint32_t* o = out + (j / 2) * ldo;
+    for (int64_t c = 0; c < ldo; c += 16) {
+      const __mmask16 m = cols - c >= 16 ? __mmask16(0xFFFF)
+                          : cols > c     ? __mmask16((1u << (cols - c)) - 1u)
+                                         : __mmask16(0);
+      const __m512i l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo + c));
+      const __m512i h = j + 1 < rows ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi + c))
+                                     : _mm512_setzero_si512();
+      _mm512_storeu_si512(o + c, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
     }
   }
+}
+
+// The same for N columns (a multiple of 16) stored N words apart.
+inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, int64_t N,
+                            uint32_t* out) {
+  pack_bf16_pairs(reinterpret_cast<const uint16_t*>(base), stride, rows, N, out, N);
 }
 
 // x[c] = column c of the 16 x 16 matrix of 32-bit words whose row r is x[r].
@@ -242,21 +251,24 @@ inline void transpose_words_16x16(__m512i x[16]) {
   }
 }
 
-// The words of rows r < n (HS bf16 each, HS a multiple of 32, at base + r *
-// stride) along the lanes: out[d2 * ld + r] = (x_r[2 d2], x_r[2 d2 + 1]) for
-// r < nrows (a multiple of 16; rows from n on are zero). A tile's queries as
-// the B operand of its scores: 16 x 16 word transposes in registers, where
-// one 4-byte copy per word waited on the rows' loads.
+// The words of rows r < n (HS bf16 each, at base + r * stride) along the
+// lanes: out[d2 * ld + r] = (x_r[2 d2], x_r[2 d2 + 1]) for r < nrows (a
+// multiple of 16) and d2 < (HS + 1) / 2; zero for rows from n on and past HS.
+// A tile's queries as the B operand of its scores, and a GEMM's B stored n x
+// k: 16 x 16 word transposes in registers, where one 4-byte copy per word
+// waited on the rows' loads.
 inline void transpose_row_pairs(const bf16_t* base, int64_t stride, int64_t n, int64_t nrows,
                                 int64_t HS, uint32_t* out, int64_t ld) {
   for (int64_t r0 = 0; r0 < nrows; r0 += 16)
     for (int64_t c = 0; c < HS; c += 32) {
+      const __mmask32 m = HS - c >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (HS - c)) - 1u);
       __m512i x[16];
       for (int i = 0; i < 16; ++i)
-        x[i] =
-            r0 + i < n ? _mm512_loadu_si512(base + (r0 + i) * stride + c) : _mm512_setzero_si512();
+        x[i] = r0 + i < n ? _mm512_maskz_loadu_epi16(m, base + (r0 + i) * stride + c)
+                          : _mm512_setzero_si512();
       transpose_words_16x16(x);
-      for (int i = 0; i < 16; ++i) _mm512_storeu_si512(out + (c / 2 + i) * ld + r0, x[i]);
+      const int64_t words = HS - c >= 32 ? 16 : (HS - c + 1) / 2;
+      for (int i = 0; i < words; ++i) _mm512_storeu_si512(out + (c / 2 + i) * ld + r0, x[i]);
     }
 }
 

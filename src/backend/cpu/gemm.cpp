@@ -101,8 +101,7 @@ Bf16Engine bf16_engine() {
     fail<KernelError>("[matmul] KEEL_BF16_GEMM='{}' is not one of auto, tile, onednn, convert",
                       mode);
   // oneDNN 2.x has a bf16 matmul only on AVX-512 CPUs; there it is at the bf16 peak.
-  if (onednn_available() && cpu_features().avx512_bf16 && allow_avx512() && onednn_bf16_supported())
-    return Bf16Engine::OneDnn;
+  if (have_tile && onednn_available() && onednn_bf16_supported()) return Bf16Engine::OneDnn;
   return have_tile ? Bf16Engine::Tile : Bf16Engine::Convert;
 }
 

@@ -19,8 +19,9 @@ namespace keel::backend::cpu::gemm_detail {
 
 namespace {
 
+using avx512::pack_bf16_pairs;
 using avx512::tile_dot_bf16;
-using avx512::transpose_words_16x16;
+using avx512::transpose_row_pairs;
 
 // Goto-style blocking, measured (bench_gemm, one thread, best of 3-4, Zen 5):
 // k blocks of 384 and row blocks of 96 against 256-column panels beat k 256
@@ -37,48 +38,6 @@ int64_t round16(int64_t n) {
 
 __mmask32 first_n32(int64_t n) {
   return n >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << n) - 1u);
-}
-
-__mmask16 first_n16(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
-}
-
-// out[j * ldo + c] = (x[2 j][c], x[2 j + 1][c]) for pair rows j < (rows + 1) /
-// 2 and c < ldo, with x[r][c] = base[r * stride + c]: zero where r >= rows or
-// c >= cols. B when it is stored k x n, A^T when A is stored k x m.
-void pack_row_pairs(const uint16_t* base, int64_t stride, int64_t rows, int64_t cols, uint32_t* out,
-                    int64_t ldo) {
-  for (int64_t r = 0; r < rows; r += 2) {
-    const uint16_t* lo = base + r * stride;
-    const uint16_t* hi = lo + stride;
-    const bool has_hi = r + 1 < rows;
-    uint32_t* o = out + (r / 2) * ldo;
-    for (int64_t c = 0; c < ldo; c += 16) {
-      const __mmask16 m = first_n16(cols - c);
-      const __m512i l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo + c));
-      const __m512i h = has_hi ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi + c))
-                               : _mm512_setzero_si512();
-      _mm512_storeu_si512(o + c, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
-    }
-  }
-}
-
-// out[j * ldo + r] = (x_r[2 j], x_r[2 j + 1]) for r < ldo (a multiple of 16)
-// and pair rows j < (len + 1) / 2, with x_r[k] = base[r * stride + k]: zero
-// where r >= n or k >= len. B when it is stored n x k (weights out x in).
-void pack_transposed_pairs(const uint16_t* base, int64_t stride, int64_t n, int64_t len,
-                           uint32_t* out, int64_t ldo) {
-  for (int64_t r0 = 0; r0 < ldo; r0 += 16)
-    for (int64_t k = 0; k < len; k += 32) {
-      const __mmask32 m = first_n32(len - k);
-      __m512i x[16];
-      for (int i = 0; i < 16; ++i)
-        x[i] = r0 + i < n ? _mm512_maskz_loadu_epi16(m, base + (r0 + i) * stride + k)
-                          : _mm512_setzero_si512();
-      transpose_words_16x16(x);
-      const int64_t words = std::min<int64_t>(16, (len - k + 1) / 2);
-      for (int i = 0; i < words; ++i) _mm512_storeu_si512(out + (k / 2 + i) * ldo + r0, x[i]);
-    }
 }
 
 // A (not transposed) row block as words: out[i * ldo + j] = (a_i[2 j], a_i[2 j +
@@ -196,7 +155,7 @@ const uint32_t* a_block(const MatmulArgs& a, const uint16_t* A, int64_t m0, int6
   if (a.trans_a) {
     const int64_t mcp = round16(mc);
     uint32_t* p = buf.get<uint32_t>(size_t(kp * mcp));
-    pack_row_pairs(A + 2 * k0 * a.lda + m0, a.lda, kc, mc, p, mcp);
+    pack_bf16_pairs(A + 2 * k0 * a.lda + m0, a.lda, kc, mc, p, mcp);
     *a_row = 1, *a_col = mcp;
     return p;
   }
@@ -222,9 +181,9 @@ void k_outer(const MatmulArgs& a, const uint16_t* A, const uint16_t* B, void* Cv
     const int64_t kp = std::min(kcp, KP - k0), kc = std::min(2 * kp, K - 2 * k0);
     uint32_t* Bp = s.b.get<uint32_t>(size_t(kp * Np));
     if (a.trans_b)
-      pack_transposed_pairs(B + 2 * k0, a.ldb, N, kc, Bp, Np);
+      transpose_row_pairs(reinterpret_cast<const bf16_t*>(B + 2 * k0), a.ldb, N, Np, kc, Bp, Np);
     else
-      pack_row_pairs(B + 2 * k0 * a.ldb, a.ldb, kc, N, Bp, Np);
+      pack_bf16_pairs(B + 2 * k0 * a.ldb, a.ldb, kc, N, Bp, Np);
     const bool accumulate = k0 > 0 || !in_place || a.beta == 1.f;
     for (int64_t m0 = 0; m0 < M; m0 += kMc) {
       const int64_t mc = std::min(kMc, M - m0);
@@ -254,9 +213,9 @@ void bf16gemm_tile(const MatmulArgs& a, const void* Av, const void* Bv, void* Cv
   if (M * Np * int64_t(sizeof(float)) <= kSmallC) return k_outer(a, A, B, Cv, s);
   uint32_t* Bp = s.b.get<uint32_t>(size_t(KP * Np));
   if (a.trans_b)
-    pack_transposed_pairs(B, a.ldb, N, K, Bp, Np);
+    transpose_row_pairs(reinterpret_cast<const bf16_t*>(B), a.ldb, N, Np, K, Bp, Np);
   else
-    pack_row_pairs(B, a.ldb, K, N, Bp, Np);
+    pack_bf16_pairs(B, a.ldb, K, N, Bp, Np);
   const int64_t kblocks = (KP + kKcMax / 2 - 1) / (kKcMax / 2);
   const int64_t kcp = (KP + kblocks - 1) / kblocks;  // pairs per k block
   const bool in_place = c_accumulates_in_place(a);
