@@ -31,9 +31,10 @@ TEST(KvCache, LimitRefusesAndReleaseFrees) {
 }
 
 // A sequence's rows are first touched a position at a time while it decodes,
-// so buffers from 2 MiB on are mapped (2 MiB aligned, in huge pages where the
-// kernel gives them) and a finished one is handed to the next sequence of
-// about its size instead of being faulted in again.
+// so buffers from 2 MiB on are mapped (page aligned, where a heap block sits
+// just past a header; in 2 MiB pages where the kernel gives them) and a
+// finished one is handed to the next sequence of about its size instead of
+// being faulted in again.
 TEST(KvCache, MidSizedBuffersAreMappedAndKept) {
   KvCachePool pool(12, 768, size_t(1) << 30);
   const int64_t cap = 48;  // 3.4 MiB: below the 8 MiB of host_alloc's default
@@ -41,7 +42,7 @@ TEST(KvCache, MidSizedBuffersAreMappedAndKept) {
   auto a = pool.try_allocate(cap);
   ASSERT_TRUE(a);
   const float* first = a->keys(0);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % (uintptr_t(2) << 20), 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 4096, 0u);
   a->values(11)[cap * 768 - 1] = 3.f;  // the last value is writable
   a.reset();
   auto b = pool.try_allocate(cap - 4);  // within a quarter of the kept size
