@@ -64,7 +64,7 @@ class KvCachePool {
  private:
   friend class KvSequence;
   void release(size_t bytes);
-  // Large host buffers of finished sequences (two at most), kept for the
+  // Mapped host buffers (2 MiB and more) of finished sequences (two at most), kept for the
   // next ones while live and kept bytes stay within the limit: a fresh buffer
   // of tens of megabytes is page-faulted in again on every request (glibc
   // maps blocks this large anew each time; 650 ms for 76 MB on a virtual
