@@ -18,6 +18,7 @@
 #include "backend/cpu/cpu_attention_softmax_tile.h"
 #include "backend/cpu/cpu_tile_dot_bf16.h"
 #include "backend/cpu/cpu_tile_gemm.h"
+#include "backend/cpu/cpu_tile_scratch.h"
 #include "backend/cpu/simd.h"
 #include "core/cpu_features.h"
 
@@ -38,30 +39,7 @@ inline constexpr int64_t kTiledMinQueries = 16;
 inline constexpr float kLog2e = 1.44269504088896341f;
 inline constexpr float kLn2 = 0.693147180559945309f;
 
-// Per-thread f32 scratch that outlives a kernel call, grown when a call needs
-// more. Freshly allocated large buffers cost a page fault per 4 KiB on every
-// call (measured: in a VM, more time than the arithmetic of a T=256 backward).
-struct TileScratch {
-  float* p = nullptr;
-  int64_t n = 0;
-  TileScratch() = default;
-  TileScratch(const TileScratch&) = delete;
-  TileScratch& operator=(const TileScratch&) = delete;
-  ~TileScratch() { std::free(p); }
-  // Consecutive pieces of the given sizes, each 64-byte aligned.
-  template <size_t N>
-  void carve(const int64_t (&sizes)[N], float* (&out)[N]) {
-    int64_t total = 0;
-    for (int64_t s : sizes) total += (s + 15) / 16 * 16;
-    if (total > n) {
-      std::free(p);
-      p = static_cast<float*>(std::aligned_alloc(64, size_t(total) * sizeof(float)));
-      n = total;
-    }
-    int64_t off = 0;
-    for (size_t i = 0; i < N; ++i) out[i] = p + off, off += (sizes[i] + 15) / 16 * 16;
-  }
-};
+// The attention kernels' per-thread scratch.
 inline TileScratch& tile_scratch() {
   thread_local TileScratch s;
   return s;

@@ -8,11 +8,10 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #define KEEL_CPU_ISA avx512
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "backend/cpu/cpu_tile_dot_bf16.h"
+#include "backend/cpu/cpu_tile_scratch.h"
 #include "backend/cpu/gemm_internal.h"
 
 namespace keel::backend::cpu::gemm_detail {
@@ -21,6 +20,7 @@ namespace {
 
 using avx512::pack_bf16_pairs;
 using avx512::tile_dot_bf16;
+using avx512::TileScratch;
 using avx512::transpose_row_pairs;
 
 // Goto-style blocking, measured (bench_gemm, one thread, best of 3-4, Zen 5):
@@ -53,29 +53,18 @@ void pack_rows(const uint16_t* base, int64_t stride, int64_t rows, int64_t len, 
                                                    base + i * stride + k));
 }
 
-// A growing thread-local buffer. Not std::vector: its out-of-line members
-// compiled here with AVX-512 could be the copy the linker keeps for the whole
-// program.
-struct Buffer {
-  void* p = nullptr;
-  size_t bytes = 0;
-  ~Buffer() { std::free(p); }
-  template <class T>
-  T* get(size_t n) {
-    const size_t want = (n * sizeof(T) + 63) / 64 * 64;
-    if (want > bytes) {
-      std::free(p);
-      p = std::aligned_alloc(64, want);
-      if (!p) throw std::bad_alloc();
-      bytes = want;
-    }
-    return static_cast<T*>(p);
-  }
-};
+// The block's scratch (B's pairs, A's packed rows, C's f32 rows), its own so
+// that it never regrows, and so frees, a buffer the attention kernels carved.
+TileScratch& gemm_scratch() {
+  thread_local TileScratch s;
+  return s;
+}
 
-struct Scratch {
-  Buffer b, a, c;
-};
+// Floats of A's packed rows for a row block and kp pairs of k: transposed
+// (kp x round16(kMc) words) or rows packed with pack_rows' spill.
+int64_t a_pack_floats(int64_t kp) {
+  return kp * round16(kMc) + 16;
+}
 
 // C (mc x nc, f32, ldc) (+)= A's rows times the pair strip B (kp pairs of ldb
 // words from column 0): rows six at a time (24 accumulators, 4 B vectors per
@@ -150,36 +139,37 @@ void c_store(const MatmulArgs& a, void* Cv, int64_t m0, int64_t mc, int64_t Np,
 // op(A)'s rows [m0, m0 + mc) and pairs of k [k0, k0 + kp) as the kernel reads
 // them: in place, or packed into buf.
 const uint32_t* a_block(const MatmulArgs& a, const uint16_t* A, int64_t m0, int64_t mc, int64_t k0,
-                        int64_t kp, Buffer& buf, int64_t* a_row, int64_t* a_col) {
+                        int64_t kp, uint32_t* buf, int64_t* a_row, int64_t* a_col) {
   const int64_t kc = std::min(2 * kp, a.K - 2 * k0);
   if (a.trans_a) {
     const int64_t mcp = round16(mc);
-    uint32_t* p = buf.get<uint32_t>(size_t(kp * mcp));
-    pack_bf16_pairs(A + 2 * k0 * a.lda + m0, a.lda, kc, mc, p, mcp);
+    pack_bf16_pairs(A + 2 * k0 * a.lda + m0, a.lda, kc, mc, buf, mcp);
     *a_row = 1, *a_col = mcp;
-    return p;
+    return buf;
   }
   if (a_readable_in_place(a, A)) {
     *a_row = a.lda / 2, *a_col = 1;
     return reinterpret_cast<const uint32_t*>(A + m0 * a.lda + 2 * k0);
   }
-  uint32_t* p = buf.get<uint32_t>(size_t(mc * kp + 16));  // pack_rows' spill
-  pack_rows(A + m0 * a.lda + 2 * k0, a.lda, mc, kc, p, kp);
+  pack_rows(A + m0 * a.lda + 2 * k0, a.lda, mc, kc, buf, kp);
   *a_row = kp, *a_col = 1;
-  return p;
+  return buf;
 }
 
 // The order for a C that fits L2: for each k block, B's k block packed, then
 // every row block of A against it.
-void k_outer(const MatmulArgs& a, const uint16_t* A, const uint16_t* B, void* Cv, Scratch& s) {
+void k_outer(const MatmulArgs& a, const uint16_t* A, const uint16_t* B, void* Cv) {
   const int64_t M = a.M, N = a.N, K = a.K, Np = round16(N), KP = (K + 1) / 2;
   const int64_t kcp = kKcMax / 2;
+  float* buf[3];
+  gemm_scratch().carve({kcp * Np, a_pack_floats(kcp), M * Np}, buf);
+  auto* Bp = reinterpret_cast<uint32_t*>(buf[0]);
+  auto* Apack = reinterpret_cast<uint32_t*>(buf[1]);
   int64_t ldc32;
-  float* C32 = c_rows(a, Cv, 0, M, Np, s.c.get<float>(size_t(M * Np)), &ldc32);
+  float* C32 = c_rows(a, Cv, 0, M, Np, buf[2], &ldc32);
   const bool in_place = c_accumulates_in_place(a);
   for (int64_t k0 = 0; k0 < KP; k0 += kcp) {
     const int64_t kp = std::min(kcp, KP - k0), kc = std::min(2 * kp, K - 2 * k0);
-    uint32_t* Bp = s.b.get<uint32_t>(size_t(kp * Np));
     if (a.trans_b)
       transpose_row_pairs(reinterpret_cast<const bf16_t*>(B + 2 * k0), a.ldb, N, Np, kc, Bp, Np);
     else
@@ -188,7 +178,7 @@ void k_outer(const MatmulArgs& a, const uint16_t* A, const uint16_t* B, void* Cv
     for (int64_t m0 = 0; m0 < M; m0 += kMc) {
       const int64_t mc = std::min(kMc, M - m0);
       int64_t a_row, a_col;
-      const uint32_t* Ap = a_block(a, A, m0, mc, k0, kp, s.a, &a_row, &a_col);
+      const uint32_t* Ap = a_block(a, A, m0, mc, k0, kp, Apack, &a_row, &a_col);
       strip6(mc, Np, kp, Ap, a_row, a_col, Bp, Np, C32 + m0 * ldc32, ldc32, accumulate);
     }
   }
@@ -206,12 +196,14 @@ bool bf16gemm_tile_applies(const MatmulArgs& a) {
 // place, and for each kNc-column panel the k blocks run back to back, so the
 // panel's C tile stays in L2 between them.
 void bf16gemm_tile(const MatmulArgs& a, const void* Av, const void* Bv, void* Cv) {
-  thread_local Scratch s;
   const auto* A = static_cast<const uint16_t*>(Av);
   const auto* B = static_cast<const uint16_t*>(Bv);
   const int64_t M = a.M, N = a.N, K = a.K, Np = round16(N), KP = (K + 1) / 2;
-  if (M * Np * int64_t(sizeof(float)) <= kSmallC) return k_outer(a, A, B, Cv, s);
-  uint32_t* Bp = s.b.get<uint32_t>(size_t(KP * Np));
+  if (M * Np * int64_t(sizeof(float)) <= kSmallC) return k_outer(a, A, B, Cv);
+  float* buf[3];
+  gemm_scratch().carve({KP * Np, a_pack_floats(KP), kMc * Np}, buf);
+  auto* Bp = reinterpret_cast<uint32_t*>(buf[0]);
+  auto* Apack = reinterpret_cast<uint32_t*>(buf[1]);
   if (a.trans_b)
     transpose_row_pairs(reinterpret_cast<const bf16_t*>(B), a.ldb, N, Np, K, Bp, Np);
   else
@@ -222,8 +214,8 @@ void bf16gemm_tile(const MatmulArgs& a, const void* Av, const void* Bv, void* Cv
   for (int64_t m0 = 0; m0 < M; m0 += kMc) {
     const int64_t mc = std::min(kMc, M - m0);
     int64_t a_row, a_col, ldc32;
-    const uint32_t* Ap = a_block(a, A, m0, mc, 0, KP, s.a, &a_row, &a_col);
-    float* C32 = c_rows(a, Cv, m0, mc, Np, s.c.get<float>(size_t(mc * Np)), &ldc32);
+    const uint32_t* Ap = a_block(a, A, m0, mc, 0, KP, Apack, &a_row, &a_col);
+    float* C32 = c_rows(a, Cv, m0, mc, Np, buf[2], &ldc32);
     for (int64_t n0 = 0; n0 < Np; n0 += kNc) {
       const int64_t nc = std::min(kNc, Np - n0);
       for (int64_t k0 = 0; k0 < KP; k0 += kcp) {
