@@ -206,10 +206,18 @@ TEST(Engine, CancelAndCallbackFalseEndWithCancelled) {
   EXPECT_EQ(a.finish(), FinishReason::Cancelled);
   EXPECT_LT(a.tokens().size(), 40u);
 
-  // cancel() of a running or queued request.
+  // cancel() of a running or queued request. The tiny model could otherwise
+  // write all 40 tokens while this thread waits for a core between submit
+  // and cancel: its first event is held until the cancel is in.
   Collector b;
-  const uint64_t id = eng->submit(r, b.fn());
+  std::promise<void> cancel_sent;
+  std::shared_future<void> sent = cancel_sent.get_future().share();
+  const uint64_t id = eng->submit(r, [fn = b.fn(), sent](const Event& e) {
+    sent.wait_for(std::chrono::seconds(60));
+    return fn(e);
+  });
   eng->cancel(id);
+  cancel_sent.set_value();
   b.wait();
   EXPECT_EQ(b.finish(), FinishReason::Cancelled);
   EXPECT_EQ(eng->stats().cache_bytes_in_use, 0u);
