@@ -107,6 +107,14 @@ namespace {
 [[noreturn]] void sleep_forever();
 }  // namespace
 
+void FaultInjector::before_snapshot(int64_t step) {
+  for (const Fault* f : due(FaultKind::Straggler, step)) {
+    if (f->where != "snapshot") continue;  // fired before the step
+    record(*f, step, fmt::format("sleep {}s before the in-memory snapshot", f->seconds));
+    std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
+  }
+}
+
 void FaultInjector::in_snapshot(int64_t step) {
   for (const Fault* f : due(FaultKind::KillInSnapshot, step)) {
     record(*f, step, "SIGKILL halfway through the in-memory snapshot");
@@ -132,6 +140,12 @@ nn::Parameter* find_param(const std::vector<nn::Parameter*>& params, const Fault
 
 void FaultInjector::before_step(int64_t step) {
   for (const Fault* f : due(FaultKind::Straggler, step)) {
+    if (f->where == "snapshot") {
+      std::lock_guard<std::mutex> lk(mu_);
+      fired_.erase(f->id);  // fires in before_snapshot
+      fired_here_.erase(f->id);
+      continue;
+    }
     record(*f, step, fmt::format("sleep {}s", f->seconds));
     std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
   }

@@ -39,6 +39,8 @@ class FaultInjector {
   // Steps are 1-based (the step being computed, as metrics.jsonl numbers it).
   // Before the step's first micro-batch: kill, node loss, straggler, hang in a kernel.
   void before_step(int64_t step);
+  // After the step, before its in-memory snapshot: straggler where="snapshot".
+  void before_snapshot(int64_t step);
   // Halfway through writing the in-memory snapshot of `step`: kill_in_snapshot.
   void in_snapshot(int64_t step);
   // After the local backward, before the gradient exchange: NaN or bit flip in

@@ -84,9 +84,11 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
   } else if (key == "bit") {
     f.bit = int(as_int(0, 31));
   } else if (key == "where") {
-    if (value != "collective" && value != "kernel")
-      fail<ConfigError>("{}: where: expected \"collective\" or \"kernel\", got \"{}\"", where,
-                        value);
+    if (value != "collective" && value != "kernel" && value != "snapshot")
+      fail<ConfigError>(
+          "{}: where: expected \"collective\" or \"kernel\" (hang), or \"snapshot\" "
+          "(straggler), got \"{}\"",
+          where, value);
     f.where = value;
   } else if (key == "seconds") {
     f.seconds = as_num();
@@ -101,6 +103,16 @@ void set_field(Fault& f, std::string_view key, const std::string& value, const s
   } else {
     fail<ConfigError>("{}: unknown key '{}' (expected {})", where, key, kKeys);
   }
+}
+
+// The fields that only some kinds read, checked once the whole entry is known.
+void check_fault(const Fault& f, const std::string& where) {
+  if (f.where == "snapshot" && f.kind != FaultKind::Straggler)
+    fail<ConfigError>("{}: where: \"snapshot\" applies to straggler only (this is {})", where,
+                      fault_kind_name(f.kind));
+  if (f.where == "kernel" && f.kind != FaultKind::Hang)
+    fail<ConfigError>("{}: where: \"kernel\" applies to hang only (this is {})", where,
+                      fault_kind_name(f.kind));
 }
 
 std::string trim(std::string_view s) {
@@ -159,6 +171,7 @@ FaultPlan parse_fault_plan_toml(std::string_view text, const std::string& source
         set_field(f, k.str(), value, kwhere, has_kind);
       }
       if (!has_kind) fail<ConfigError>("{}: missing 'kind'", fwhere);
+      check_fault(f, fwhere);
       plan.faults.push_back(f);
     }
   }
@@ -189,6 +202,7 @@ FaultPlan parse_fault_plan_entries(std::string_view entries) {
       set_field(f, trim(t.substr(0, eq)), trim(t.substr(eq + 1)), where, has_kind);
     }
     if (!has_kind) fail<ConfigError>("{}: missing 'kind'", where);
+    check_fault(f, where);
     plan.faults.push_back(f);
   }
   return plan;

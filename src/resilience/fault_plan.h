@@ -45,7 +45,9 @@ struct Fault {
   std::string param;
   int64_t index = 0;
   int bit = 30;
-  // Hang: "collective" or "kernel".
+  // Hang: "collective" or "kernel". Straggler: "snapshot" sleeps after the
+  // step, before its in-memory snapshot (a rank behind its peers there);
+  // otherwise before the step.
   std::string where = "collective";
   double seconds = 1.0;  // Straggler delay
   // Kill: seconds into the step at which SIGKILL fires (0: before the step

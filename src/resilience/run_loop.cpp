@@ -49,6 +49,14 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
     so.config_hash = snapshot_config_hash(config_map_, opt_.tokenizer_id);
     so.halfway = opt_.snapshot_halfway;
     snapshots_ = std::make_unique<SnapshotReplicator>(std::move(so));
+    // The buddy copy of snapshot S travels during the next step and must be
+    // stored before any rank can finish that step and overwrite its own S-1
+    // slot with S+1. Finished only at the next snapshot, a machine lost
+    // while a slower rank was still between the step's collectives and its
+    // snapshot found the lost shard's copies (S-2, S-1) and a faster rank's
+    // own slots (S, S+1) without a step in common, and the world restarted
+    // from disk. Finished here, every rank's slots share step S.
+    trainer_.set_before_gradient_sync([this] { snapshots_->complete(); });
   }
   if (opt_.rank == 0 && ckpt_cfg_.every > 0)
     writer_ = std::make_unique<AsyncCheckpointer>(
@@ -321,6 +329,7 @@ train::StepMetrics RunLoop::step() {
   m.ckpt_stall_s = checkpoint_if_due(m.step);
   // After the detectors judged the step (a snapshot is only of a judged state).
   if (snapshots_ && snapshots_->due(m.step)) {
+    if (opt_.before_snapshot) opt_.before_snapshot(m.step);
     m.snapshot_stall_s = take_snapshot();
     m.snapshot_bytes = snapshots_->bytes_held();
   }

@@ -80,11 +80,11 @@ struct RunLoopOptions {
   std::function<void(CheckpointExtra&)> save_extra;
   std::function<void(const nlohmann::json&, const io::SafetensorsFile*)> load_extra;
   // Snapshots: the moment range each rank keeps (empty: no snapshots), the
-  // communicator (null in a world of one) and the fault-injection hook called
-  // halfway through writing the snapshot of a step.
+  // communicator (null in a world of one) and the fault-injection hooks
+  // called before and halfway through writing the snapshot of a step.
   std::vector<std::pair<size_t, size_t>> snapshot_shards;
   dist::Communicator* comm = nullptr;
-  std::function<void(int64_t step)> snapshot_halfway;
+  std::function<void(int64_t step)> before_snapshot, snapshot_halfway;
 };
 
 struct ResumeInfo {

@@ -73,6 +73,7 @@ StepMetrics Trainer::step() {
   clear_stale_grads(be_, params_);
   m.loss = loss_sum / double(opt_.grad_accum);
   if (sync_) {
+    if (before_gradient_sync_) before_gradient_sync_();
     sync_->finish_gradients(params_);
     m.loss = sync_->mean(m.loss);
   }

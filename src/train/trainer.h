@@ -72,6 +72,11 @@ class Trainer {
   // Called before the validation pass a step ends with: the pass is not the
   // step's work, so a hang detector timing steps must not count it.
   void set_before_evaluate(std::function<void()> f) { before_evaluate_ = std::move(f); }
+  // Called on every replica before the step's gradients are reduced. The
+  // step's loss is averaged across replicas after it, so no replica finishes
+  // a step before every one has called it (the in-memory snapshots rely on
+  // this to finish the copy to their buddy in time).
+  void set_before_gradient_sync(std::function<void()> f) { before_gradient_sync_ = std::move(f); }
 
  private:
   model::Model& model_;
@@ -84,7 +89,7 @@ class Trainer {
   int64_t step_ = 0;
   std::optional<double> last_val_;
   ReplicaSync* sync_ = nullptr;
-  std::function<void()> before_evaluate_;
+  std::function<void()> before_evaluate_, before_gradient_sync_;
   Tensor inputs_, targets_;  // (B, T) i32, reused by every micro-batch
 };
 

@@ -9,8 +9,9 @@ kills: 2 ranks; rank kills at seeded random steps and ranks, without and with
        lose at most one step, and the final parameters must equal a
        fault-free run's bit for bit.
 loss:  3 ranks with ZeRO-1 and a disk checkpoint every 10 steps:
-       - rank 1's machine is lost (node_loss: its snapshots are removed):
-         its optimizer shard comes back from the buddy copy on rank 2;
+       - rank 1's machine is lost (node_loss: its snapshots are removed)
+         while rank 2 lags a step behind (a straggler before its snapshot):
+         rank 1's optimizer shard comes back from the buddy copy on rank 2;
        - rank 2 dies halfway through writing its snapshot: the torn slot is
          ignored and the previous snapshot is used;
        - ranks 1 and 2's machines are lost together (a rank and its buddy):
@@ -85,7 +86,10 @@ def check_loss(keel, corpus, work):
     base = tiny_overrides(corpus, work, STEPS, 10, ["checkpoint.async=false", "dist.zero1=true"])
     ref = launch(keel, work, "ref3", base, ranks=3)
     must_finish(*ref[1:], "ref3")
-    plan = ("kind=node_loss,step=8,rank=1;"
+    # Rank 2 lags behind at the snapshot of step 7 when rank 1's machine goes
+    # at the start of step 8: the buddy copy of step 6 must be on rank 2 by then.
+    plan = ("kind=straggler,step=7,rank=2,seconds=1,where=snapshot;"
+            "kind=node_loss,step=8,rank=1;"
             "kind=kill_in_snapshot,step=17,rank=2;"
             "kind=node_loss,step=28,rank=1,machines=2")
     run, rc, secs, out = launch(keel, work, "loss", base, faults=plan, ranks=3)

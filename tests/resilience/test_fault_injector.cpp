@@ -9,10 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 
 #include "core/error.h"
@@ -91,6 +93,37 @@ TEST(FaultInjector, FiresOnceAcrossWorlds) {
   // Rank 1 of the same plan still has its own fault to fire.
   FaultInjector r1(plan, 1, 2, nullptr, fired_fault_ids(ev));
   EXPECT_EQ(r1.loss_offset(5), 100);
+}
+
+// A straggler at the snapshot sleeps there, not before its step; one before
+// the step sleeps there only (what fired is read from the events, the
+// sleeps are lower bounds).
+TEST(FaultInjector, StragglerBeforeTheStepOrBeforeTheSnapshot) {
+  const std::string dir = fresh_dir("straggler");
+  const std::string events = dir + "/events.jsonl";
+  EventsLog log(events);
+  FaultInjector inj(parse_fault_plan_entries("kind=straggler,step=3,seconds=0.2,where=snapshot;"
+                                             "kind=straggler,step=4,seconds=0.2"),
+                    0, 1, &log);
+  const auto timed = [](const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  inj.before_step(3);
+  EXPECT_FALSE(inj.fired(0));
+  EXPECT_GE(timed([&] { inj.before_snapshot(3); }), 0.2);
+  EXPECT_TRUE(inj.fired(0));
+  inj.before_snapshot(3);  // once
+  EXPECT_GE(timed([&] { inj.before_step(4); }), 0.2);
+  inj.before_snapshot(4);
+  const auto ev = read_events(events);
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0].step, 3);
+  EXPECT_EQ(ev[0].extra.at("fault_id"), 0);
+  EXPECT_NE(ev[0].detail.find("before the in-memory snapshot"), std::string::npos) << ev[0].detail;
+  EXPECT_EQ(ev[1].step, 4);
+  EXPECT_EQ(ev[1].extra.at("fault_id"), 1);
 }
 
 TEST(FaultInjector, NanRepeatAndBitFlips) {

@@ -140,6 +140,16 @@ TEST(FaultPlan, ErrorsNameEntryAndKey) {
             }).find("where: expected \"collective\" or \"kernel\""),
             std::string::npos);
   EXPECT_NE(error_of([] {
+              parse_fault_plan_entries("kind=hang,where=snapshot");
+            }).find("where: \"snapshot\" applies to straggler only (this is hang)"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              parse_fault_plan_entries("kind=straggler,where=kernel");
+            }).find("where: \"kernel\" applies to hang only (this is straggler)"),
+            std::string::npos);
+  EXPECT_EQ(parse_fault_plan_entries("kind=straggler,step=2,where=snapshot").faults[0].where,
+            "snapshot");
+  EXPECT_NE(error_of([] {
               parse_fault_plan_entries("kind=kill,step");
             }).find("expected key=value, got 'step'"),
             std::string::npos);

@@ -230,6 +230,7 @@ void run_train(const TrainArgs& args) {
         loop_opt.snapshot_shards.push_back(world.data_parallel() ? world.data_parallel()->shard(r)
                                                                  : std::pair<size_t, size_t>{0, n});
       loop_opt.comm = world.comm();
+      loop_opt.before_snapshot = [&guard](int64_t step) { guard.injector().before_snapshot(step); };
       loop_opt.snapshot_halfway = [&guard](int64_t step) { guard.injector().in_snapshot(step); };
       guard.injector().set_drop_memory([run, r = world.rank(), n = world.size()](int machines) {
         for (int k = 0; k < std::min(machines, n); ++k)
