@@ -3,17 +3,21 @@
 // bit-identical results for 1, 2 and 3 threads with every library present.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_internal.h"
+#include "backend/cpu/gemv_team.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -231,6 +235,38 @@ TEST(Gemm, ThreadCountDoesNotChangeBits) {
       }
     }
   }
+}
+
+// The decode team runs every item once, and the caller's items are a prefix
+// of the list (the helpers claim from the back): each thread streams one
+// contiguous run of the weights, not every other block of them.
+TEST(GemvTeam, EveryItemOnceAndTheCallerTakesAPrefix) {
+  constexpr int64_t n = 400;
+  bool helper_ran = false;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::atomic<int>> runs(n);
+    std::vector<char> by_caller(n, 0);
+    const std::thread::id caller = std::this_thread::get_id();
+    team_for(2, n, [&](int64_t i) {
+      runs[size_t(i)].fetch_add(1);
+      by_caller[size_t(i)] = std::this_thread::get_id() == caller;
+      // Long enough for the helper to wake up and take a share.
+      const auto t0 = std::chrono::steady_clock::now();
+      while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(20)) {
+      }
+    });
+    int64_t prefix = 0;
+    while (prefix < n && by_caller[size_t(prefix)]) ++prefix;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(runs[size_t(i)].load(), 1) << "item " << i << ", round " << round;
+      ASSERT_EQ(bool(by_caller[size_t(i)]), i < prefix)
+          << "item " << i << " ran on the " << (by_caller[size_t(i)] ? "caller" : "helper")
+          << " after the caller's first " << prefix << " items, round " << round;
+    }
+    helper_ran = helper_ran || prefix < n;
+  }
+  // On a machine so busy that the helper never ran, the split went untested.
+  if (!helper_ran) GTEST_SKIP() << "the helper thread never took an item";
 }
 
 bool cpu_has_bf16_tile() {

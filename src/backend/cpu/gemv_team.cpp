@@ -1,8 +1,12 @@
 // team_for: one job at a time, published as a single 64-bit word (job id,
-// item count, next item) that every participant claims items from with a
-// compare-and-swap, so a claim can never land in a job other than the one
-// whose body it reads. Helpers spin briefly after a job (decode issues one
-// every few tens of microseconds), then sleep on a futex.
+// the unclaimed items' end and start) that every participant claims items
+// from with a compare-and-swap, so a claim can never land in a job other
+// than the one whose body it reads. The caller claims from the front and
+// the helpers from the back: with two threads each reads one contiguous run
+// of the items' memory, where alternate items would end every item's stream
+// (and the prefetches run ahead of it) at memory the other thread reads.
+// Helpers spin briefly after a job (decode issues one every few tens of
+// microseconds), then sleep on a futex.
 #include "backend/cpu/gemv_team.h"
 
 #include <immintrin.h>
@@ -19,7 +23,8 @@ namespace {
 
 using Body = void (*)(const void*, int64_t);
 
-// ctr_ layout: job id (16 bits) | item count (24 bits) | next item (24 bits).
+// ctr_ layout: job id (16 bits) | end of the unclaimed items (24 bits) |
+// their start (24 bits).
 constexpr int kItemBits = 24;
 constexpr uint64_t kItemMask = (uint64_t(1) << kItemBits) - 1;
 constexpr int64_t kMaxItems = int64_t(kItemMask);
@@ -51,23 +56,25 @@ class Team {
     ctr_.store(pack(job_, n), std::memory_order_release);
     epoch_.fetch_add(1);
     if (sleepers_.load() > 0) epoch_.notify_all();
-    work();
+    work(false);
     while (done_.load(std::memory_order_acquire) < n) _mm_pause();
   }
 
  private:
-  // Claims and runs items of the published job until none is left.
-  void work() {
+  // Claims and runs items of the published job, from the back or the front,
+  // until none is left.
+  void work(bool from_back) {
     for (;;) {
       uint64_t cur = ctr_.load(std::memory_order_acquire);
       const Body body = body_.load(std::memory_order_relaxed);
       const void* ctx = ctx_.load(std::memory_order_relaxed);
-      const int64_t n = int64_t((cur >> kItemBits) & kItemMask), i = int64_t(cur & kItemMask);
-      if (i >= n) return;
-      // Success means the job read above is still live (its item i is not
+      const int64_t end = int64_t((cur >> kItemBits) & kItemMask), start = int64_t(cur & kItemMask);
+      if (start >= end) return;
+      // Success means the job read above is still live (its item is not
       // done), so body and ctx, written before it was published, are its own.
-      if (!ctr_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
-      body(ctx, i);
+      const uint64_t next = from_back ? cur - (uint64_t(1) << kItemBits) : cur + 1;
+      if (!ctr_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) continue;
+      body(ctx, from_back ? end - 1 : start);
       done_.fetch_add(1, std::memory_order_release);
     }
   }
@@ -86,7 +93,7 @@ class Team {
         }
       }
       seen = epoch_.load(std::memory_order_acquire);
-      if (id < want_.load(std::memory_order_relaxed)) work();
+      if (id < want_.load(std::memory_order_relaxed)) work(true);
     }
   }
 
