@@ -237,36 +237,40 @@ TEST(Gemm, ThreadCountDoesNotChangeBits) {
   }
 }
 
-// The decode team runs every item once, and the caller's items are a prefix
-// of the list (the helpers claim from the back): each thread streams one
-// contiguous run of the weights, not every other block of them.
-TEST(GemvTeam, EveryItemOnceAndTheCallerTakesAPrefix) {
+// The decode team runs every item once, on up to `threads` threads, and
+// with two threads each one's items lie in one or two runs: the caller takes
+// the first half from its front, the helper the second half, and a thread
+// that runs out takes the other's last items. Items handed out alternately
+// (every other block of the weights to each thread) fail this.
+TEST(GemvTeam, EveryItemOnceInContiguousRuns) {
   constexpr int64_t n = 400;
   bool helper_ran = false;
-  for (int round = 0; round < 20; ++round) {
-    std::vector<std::atomic<int>> runs(n);
-    std::vector<char> by_caller(n, 0);
-    const std::thread::id caller = std::this_thread::get_id();
-    team_for(2, n, [&](int64_t i) {
-      runs[size_t(i)].fetch_add(1);
-      by_caller[size_t(i)] = std::this_thread::get_id() == caller;
-      // Long enough for the helper to wake up and take a share.
-      const auto t0 = std::chrono::steady_clock::now();
-      while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(20)) {
+  for (int threads : {2, 3}) {
+    for (int round = 0; round < 20; ++round) {
+      std::vector<std::atomic<int>> runs(n);
+      std::vector<std::thread::id> by(n);
+      team_for(threads, n, [&](int64_t i) {
+        runs[size_t(i)].fetch_add(1);
+        by[size_t(i)] = std::this_thread::get_id();
+        // Long enough for the helpers to wake up and take their share.
+        const auto t0 = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(20)) {
+        }
+      });
+      int switches = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(runs[size_t(i)].load(), 1) << "item " << i << ", round " << round;
+        switches += i > 0 && by[size_t(i)] != by[size_t(i - 1)];
       }
-    });
-    int64_t prefix = 0;
-    while (prefix < n && by_caller[size_t(prefix)]) ++prefix;
-    for (int64_t i = 0; i < n; ++i) {
-      ASSERT_EQ(runs[size_t(i)].load(), 1) << "item " << i << ", round " << round;
-      ASSERT_EQ(bool(by_caller[size_t(i)]), i < prefix)
-          << "item " << i << " ran on the " << (by_caller[size_t(i)] ? "caller" : "helper")
-          << " after the caller's first " << prefix << " items, round " << round;
+      helper_ran = helper_ran || switches > 0;
+      if (threads == 2) {
+        EXPECT_LE(switches, 2) << "the two threads' items alternate " << switches
+                               << " times, round " << round;
+      }
     }
-    helper_ran = helper_ran || prefix < n;
   }
-  // On a machine so busy that the helper never ran, the split went untested.
-  if (!helper_ran) GTEST_SKIP() << "the helper thread never took an item";
+  // On a machine so busy that no helper ever ran, the split went untested.
+  if (!helper_ran) GTEST_SKIP() << "no helper thread took an item";
 }
 
 bool cpu_has_bf16_tile() {

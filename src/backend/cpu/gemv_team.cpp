@@ -1,16 +1,18 @@
-// team_for: one job at a time, published as a single 64-bit word (job id,
-// the unclaimed items' end and start) that every participant claims items
-// from with a compare-and-swap, so a claim can never land in a job other
-// than the one whose body it reads. The caller claims from the front and
-// the helpers from the back: with two threads each reads one contiguous run
-// of the items' memory, where alternate items would end every item's stream
-// (and the prefetches run ahead of it) at memory the other thread reads.
-// Helpers spin briefly after a job (decode issues one every few tens of
-// microseconds), then sleep on a futex.
+// team_for: one job at a time. Each participant (the caller and the helpers)
+// owns a contiguous range of the items, published as a 64-bit word (job id,
+// end, next) that it claims from the front with a compare-and-swap; one that
+// runs out takes items from the back of the fullest other range. A claim
+// can never land in a job other than the one whose body it reads: the job id
+// is in the word it swaps. Contiguous ranges keep each thread on one run of
+// the weights' memory: items claimed alternately from one list ended every
+// item's stream (and the prefetches running ahead of it) at memory another
+// thread was reading. Helpers spin briefly after a job (decode issues one
+// every few tens of microseconds), then sleep on a futex.
 #include "backend/cpu/gemv_team.h"
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -23,14 +25,20 @@ namespace {
 
 using Body = void (*)(const void*, int64_t);
 
-// ctr_ layout: job id (16 bits) | end of the unclaimed items (24 bits) |
-// their start (24 bits).
+// A range word: job id (16 bits) | end (24 bits) | next unclaimed item (24 bits).
 constexpr int kItemBits = 24;
 constexpr uint64_t kItemMask = (uint64_t(1) << kItemBits) - 1;
 constexpr int64_t kMaxItems = int64_t(kItemMask);
+constexpr int kMaxThreads = 256;
 
-uint64_t pack(uint64_t job, int64_t n) {
-  return (job << (2 * kItemBits)) | (uint64_t(n) << kItemBits);
+uint64_t pack(uint64_t job, int64_t begin, int64_t end) {
+  return (job << (2 * kItemBits)) | (uint64_t(end) << kItemBits) | uint64_t(begin);
+}
+int64_t range_end(uint64_t w) {
+  return int64_t((w >> kItemBits) & kItemMask);
+}
+int64_t range_next(uint64_t w) {
+  return int64_t(w & kItemMask);
 }
 
 // How long a helper polls for the next job before it sleeps.
@@ -40,7 +48,8 @@ class Team {
  public:
   void run(int threads, int64_t n, Body body, const void* ctx) {
     std::unique_lock lock(mu_, std::try_to_lock);
-    if (!lock.owns_lock() || threads <= 1 || n <= 1 || n > kMaxItems) {
+    threads = int(std::min<int64_t>({threads, n, kMaxThreads}));
+    if (!lock.owns_lock() || threads <= 1 || n > kMaxItems) {
       for (int64_t i = 0; i < n; ++i) body(ctx, i);
       return;
     }
@@ -53,29 +62,55 @@ class Team {
     ctx_.store(ctx, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     job_ = (job_ + 1) & 0xffff;
-    ctr_.store(pack(job_, n), std::memory_order_release);
+    // Ranges past `threads` were emptied by their last job (every item of a
+    // job is claimed before it returns), so there is nothing to take there.
+    for (int p = 0; p < threads; ++p)
+      range_[p].store(pack(job_, n * p / threads, n * (p + 1) / threads),
+                      std::memory_order_release);
+    parts_.store(threads, std::memory_order_release);
     epoch_.fetch_add(1);
     if (sleepers_.load() > 0) epoch_.notify_all();
-    work(false);
+    work(0);
     while (done_.load(std::memory_order_acquire) < n) _mm_pause();
   }
 
  private:
-  // Claims and runs items of the published job, from the back or the front,
-  // until none is left.
-  void work(bool from_back) {
+  // Claims one item of range r, from its front or its back; -1 when it is empty.
+  int64_t claim(int r, bool from_back) {
     for (;;) {
-      uint64_t cur = ctr_.load(std::memory_order_acquire);
-      const Body body = body_.load(std::memory_order_relaxed);
-      const void* ctx = ctx_.load(std::memory_order_relaxed);
-      const int64_t end = int64_t((cur >> kItemBits) & kItemMask), start = int64_t(cur & kItemMask);
-      if (start >= end) return;
-      // Success means the job read above is still live (its item is not
+      uint64_t cur = range_[r].load(std::memory_order_acquire);
+      const int64_t end = range_end(cur), next = range_next(cur);
+      if (next >= end) return -1;
+      // Success means the job read here is still live (its item is not
       // done), so body and ctx, written before it was published, are its own.
-      const uint64_t next = from_back ? cur - (uint64_t(1) << kItemBits) : cur + 1;
-      if (!ctr_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) continue;
-      body(ctx, from_back ? end - 1 : start);
-      done_.fetch_add(1, std::memory_order_release);
+      const uint64_t to = from_back ? cur - (uint64_t(1) << kItemBits) : cur + 1;
+      if (range_[r].compare_exchange_weak(cur, to, std::memory_order_acq_rel))
+        return from_back ? end - 1 : next;
+    }
+  }
+
+  void run_item(int64_t i) {
+    body_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
+    done_.fetch_add(1, std::memory_order_release);
+  }
+
+  // Participant p's range from its front, then the others' from their backs,
+  // the fullest first, until nothing is left.
+  void work(int p) {
+    for (int64_t i; (i = claim(p, false)) >= 0;) run_item(i);
+    const int parts = parts_.load(std::memory_order_acquire);
+    for (;;) {
+      int victim = -1;
+      int64_t most = 0;
+      for (int q = 0; q < parts; ++q) {
+        const uint64_t w = range_[q].load(std::memory_order_relaxed);
+        if (q != p && range_end(w) - range_next(w) > most) {
+          most = range_end(w) - range_next(w);
+          victim = q;
+        }
+      }
+      if (victim < 0) return;
+      if (const int64_t i = claim(victim, true); i >= 0) run_item(i);
     }
   }
 
@@ -93,14 +128,15 @@ class Team {
         }
       }
       seen = epoch_.load(std::memory_order_acquire);
-      if (id < want_.load(std::memory_order_relaxed)) work(true);
+      if (id < want_.load(std::memory_order_relaxed)) work(id + 1);
     }
   }
 
   std::mutex mu_;  // one job at a time
   std::vector<std::thread> helpers_;
   uint64_t job_ = 0;
-  std::atomic<uint64_t> ctr_{0};
+  std::atomic<uint64_t> range_[kMaxThreads] = {};
+  std::atomic<int> parts_{0};
   std::atomic<Body> body_{nullptr};
   std::atomic<const void*> ctx_{nullptr};
   std::atomic<int64_t> done_{0};

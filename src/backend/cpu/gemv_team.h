@@ -8,8 +8,8 @@ namespace keel::backend::cpu {
 
 // Runs body(i) once for every i in [0, n), on the calling thread and up to
 // threads - 1 persistent helper threads, and returns when all have run.
-// Items are claimed one at a time by whoever is free (the caller from the
-// first item on, the helpers from the last one back), so the caller waits at
+// Each thread takes one contiguous share of the items in order, then items
+// from the ends of the others' shares, one at a time, so the caller waits at
 // the end only for items a helper has already claimed: a helper the OS has
 // not scheduled (a busy machine) costs nothing, where an OpenMP region's
 // join would wait a whole time slice for it. body must not throw. Callers
