@@ -42,11 +42,16 @@ std::string env_or(const char* name, const char* dflt) {
   return (s && *s) ? std::string(s) : std::string(dflt);
 }
 
-// KEEL_GEMM=auto|openblas|onednn|portable. "auto": oneDNN only for op(A) = A^T
-// with a very tall output (the vocabulary-sized weight gradient, 50304x256x768,
-// where it measured ~15% faster on Zen 3 through keel's blocking) and OpenBLAS
-// for the rest: on the other A^T shapes oneDNN measured at half OpenBLAS's
-// speed inside keel's blocks (`make bench`); whichever exists when only one does.
+// KEEL_GEMM=auto|openblas|onednn|portable. "auto" on AVX-512 CPUs: oneDNN for
+// every shape. On the Zen 5 (bench_gemm, 256 and 1024 rows) it beat
+// OpenBLAS's Cooperlake kernels on all of GPT-2's training shapes but the
+// fc-down weight gradient (3072 x rows x 768, A^T: 3-8% slower), and f32
+// training ran 14-16% more tokens/s (bench_train's long lines). Without
+// AVX-512: oneDNN only for op(A) = A^T with a very tall output (the
+// vocabulary-sized weight gradient, 50304x256x768, where it measured ~15%
+// faster on Zen 3 through keel's blocking) and OpenBLAS for the rest: on the
+// other A^T shapes oneDNN measured at half OpenBLAS's speed inside keel's
+// blocks there. Whichever exists when only one does.
 Engine choose_engine(const MatmulArgs& a) {
   const std::string mode = env_or("KEEL_GEMM", "auto");  // read per call: tests switch it
   bool have_ob = openblas().sgemm != nullptr, have_dnnl = onednn_available();
@@ -62,7 +67,8 @@ Engine choose_engine(const MatmulArgs& a) {
   if (mode != "auto")
     fail<KernelError>("[matmul] KEEL_GEMM='{}' is not one of auto, openblas, onednn, portable",
                       mode);
-  if (have_dnnl && a.trans_a && !a.trans_b && a.M >= 8192) return Engine::OneDnn;
+  if (have_dnnl && (allow_avx512() || (a.trans_a && !a.trans_b && a.M >= 8192)))
+    return Engine::OneDnn;
   if (have_ob) return Engine::OpenBlas;
   if (have_dnnl) return Engine::OneDnn;
   return Engine::Portable;
@@ -341,9 +347,12 @@ std::string gemm_describe() {
   else
     s += "no OpenBLAS found: portable C++ GEMM (slow)";
   if (onednn_available()) s += fmt::format("; onednn {}", onednn_version());
-  s += fmt::format("; f32 engine: {}", mode == "auto" && onednn_available() && ob.sgemm
-                                           ? "onednn for tall A^T*B (M >= 8192), openblas otherwise"
-                                           : mode);
+  s += fmt::format(
+      "; f32 engine: {}",
+      mode != "auto" || !onednn_available() || !ob.sgemm ? mode
+      : allow_avx512()
+          ? "onednn (with avx-512 it beat openblas at every training shape but one, bench_gemm)"
+          : "onednn for tall A^T*B (M >= 8192), openblas otherwise");
   s += fmt::format("; bf16: {}", bf16_describe(bf16_engine()));
   s += "; fixed shape-based blocks, results independent of thread count";
   if (!ob.warning.empty()) s += "; WARNING: " + ob.warning;
