@@ -144,8 +144,10 @@ std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<Resu
     for (const Event& e : read_events((fs::path(run_dir_) / kEventsFile).string())) {
       if (e.event == "rollback") rollback = e.detector.empty() ? "rollback" : e.detector;
       if ((e.event == "resume" || e.event == "start") &&
-          e.extra.value("source", "") != "supervisor")
+          e.extra.value("source", "") != "supervisor") {
         rollback.clear();
+        earlier_world_ = true;
+      }
     }
   }
   uint64_t rolled_back = rollback.empty() ? 0 : 1;
@@ -251,6 +253,9 @@ std::optional<ResumeInfo> RunLoop::start() {
       if (info->source == "snapshot") e.extra["copies"] = snapshot_copies;
       if (snapshots_ && info->source == "disk" && !snapshot_why.empty())
         e.extra["snapshot_not_used"] = snapshot_why;
+    } else if (snapshots_ && earlier_world_ && !snapshot_why.empty()) {
+      // A restart from scratch: why the earlier world's snapshots were not used.
+      e.extra = {{"snapshot_not_used", snapshot_why}};
     }
     event(std::move(e));
   }

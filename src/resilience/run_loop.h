@@ -154,6 +154,7 @@ class RunLoop {
   std::unique_ptr<AsyncCheckpointer> writer_;   // rank 0 only
   std::unique_ptr<train::MetricsLog> metrics_;  // rank 0 only
   bool checkpoint_pending_ = false;             // due, but the replicas differ now
+  bool earlier_world_ = false;  // rank 0: events.jsonl holds an earlier world's start
   // The metrics line of the step being checkpointed: the manifest carries it,
   // because an asynchronous save can be on disk before the line is appended.
   std::string saving_metrics_line_;

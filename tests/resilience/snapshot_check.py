@@ -16,7 +16,9 @@ loss:  3 ranks with ZeRO-1 and a disk checkpoint every 10 steps:
          ignored and the previous snapshot is used;
        - ranks 1 and 2's machines are lost together (a rank and its buddy):
          no copy of rank 1's shard is left, so the world resumes from the
-         disk checkpoint and the resume event says why;
+         disk checkpoint and the resume event says why (and, in a second
+         run, before the first checkpoint, starts from scratch and its start
+         event says why);
        and the final parameters equal a fault-free 3-rank run's bit for bit.
 """
 import argparse
@@ -125,6 +127,18 @@ def check_loss(keel, corpus, work):
                             f"{res['step']}")
     if params_digest(run) != params_digest(ref[0]):
         failures.append("final parameters differ from the fault-free 3-rank run")
+    # Ranks 1 and 2 lost together before the first disk checkpoint: the world
+    # starts again from scratch, and its start event says why.
+    early, rc, secs, out = launch(keel, work, "loss_early", base,
+                                  faults="kind=node_loss,step=5,rank=1,machines=2", ranks=3)
+    must_finish(rc, secs, out, "loss_early")
+    pairs = resumes(events(early))
+    if len(pairs) != 1 or not pairs[0][1] or pairs[0][1]["event"] != "start":
+        failures.append(f"early loss: expected one restart from scratch, got {pairs}")
+    elif "rank 1" not in pairs[0][1].get("snapshot_not_used", ""):
+        failures.append(f"early loss: the start event does not say why: {pairs[0][1]}")
+    else:
+        print(f"  early loss -> start: {pairs[0][1]['snapshot_not_used']}")
     return failures
 
 
