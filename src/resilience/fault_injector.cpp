@@ -83,11 +83,12 @@ void FaultInjector::record(const Fault& f, int64_t step, const std::string& deta
   events_->append(e);
 }
 
-std::vector<const Fault*> FaultInjector::due(FaultKind kind, int64_t step) {
+std::vector<const Fault*> FaultInjector::due(FaultKind kind, int64_t step,
+                                             bool (*here)(const Fault&)) {
   std::lock_guard<std::mutex> lk(mu_);
   std::vector<const Fault*> out;
   for (const Fault& f : plan_.faults) {
-    if (f.kind != kind || (f.rank != -1 && f.rank != rank_)) continue;
+    if (f.kind != kind || (f.rank != -1 && f.rank != rank_) || (here && !here(f))) continue;
     // A NaN fault covers `repeat` consecutive steps from its first firing.
     const bool in_repeat = kind == FaultKind::Nan && step > f.step && step < f.step + f.repeat;
     if (step != f.step && !in_repeat) continue;
@@ -105,11 +106,30 @@ std::vector<const Fault*> FaultInjector::due(FaultKind kind, int64_t step) {
 
 namespace {
 [[noreturn]] void sleep_forever();
+
+// Where faults of the kinds that fire at more than one hook fire.
+bool at_snapshot(const Fault& f) {
+  return f.where == "snapshot";
+}
+bool before_the_step(const Fault& f) {
+  return f.where != "snapshot";
+}
+bool in_kernel(const Fault& f) {
+  return f.where == "kernel";
+}
+bool in_collective(const Fault& f) {
+  return f.where != "kernel";
+}
+bool on_grad(const Fault& f) {
+  return f.target == "grad";
+}
+bool after_update_target(const Fault& f) {
+  return f.target != "grad";
+}
 }  // namespace
 
 void FaultInjector::before_snapshot(int64_t step) {
-  for (const Fault* f : due(FaultKind::Straggler, step)) {
-    if (f->where != "snapshot") continue;  // fired before the step
+  for (const Fault* f : due(FaultKind::Straggler, step, at_snapshot)) {
     record(*f, step, fmt::format("sleep {}s before the in-memory snapshot", f->seconds));
     std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
   }
@@ -139,13 +159,7 @@ nn::Parameter* find_param(const std::vector<nn::Parameter*>& params, const Fault
 }  // namespace
 
 void FaultInjector::before_step(int64_t step) {
-  for (const Fault* f : due(FaultKind::Straggler, step)) {
-    if (f->where == "snapshot") {
-      std::lock_guard<std::mutex> lk(mu_);
-      fired_.erase(f->id);  // fires in before_snapshot
-      fired_here_.erase(f->id);
-      continue;
-    }
+  for (const Fault* f : due(FaultKind::Straggler, step, before_the_step)) {
     record(*f, step, fmt::format("sleep {}s", f->seconds));
     std::this_thread::sleep_for(std::chrono::duration<double>(f->seconds));
   }
@@ -170,13 +184,7 @@ void FaultInjector::before_step(int64_t step) {
     ::kill(::getpid(), SIGKILL);
     sleep_forever();
   }
-  for (const Fault* f : due(FaultKind::Hang, step)) {
-    if (f->where != "kernel") {
-      std::lock_guard<std::mutex> lk(mu_);
-      fired_.erase(f->id);  // fires in after_backward
-      fired_here_.erase(f->id);
-      continue;
-    }
+  for (const Fault* f : due(FaultKind::Hang, step, in_kernel)) {
     record(*f, step, "hang in a kernel");
     sleep_forever();
   }
@@ -184,7 +192,7 @@ void FaultInjector::before_step(int64_t step) {
 
 bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter*>& params) {
   bool nan = false;
-  for (const Fault* f : due(FaultKind::Hang, step)) {
+  for (const Fault* f : due(FaultKind::Hang, step, in_collective)) {
     record(*f, step, "hang inside a collective");
     sleep_forever();
   }
@@ -195,13 +203,7 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
     edit_f32(be_, p->grad, i, [](float* x) { *x = std::numeric_limits<float>::quiet_NaN(); });
     nan = true;
   }
-  for (const Fault* f : due(FaultKind::BitFlip, step)) {
-    if (f->target != "grad") {
-      std::lock_guard<std::mutex> lk(mu_);
-      fired_.erase(f->id);  // fires in after_update
-      fired_here_.erase(f->id);
-      continue;
-    }
+  for (const Fault* f : due(FaultKind::BitFlip, step, on_grad)) {
     nn::Parameter* p = find_param(params, *f);
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("flip bit {} of grad {}[{}]", f->bit, p->name, i));
@@ -212,7 +214,7 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
 
 void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params,
                                  train::AdamW* opt) {
-  for (const Fault* f : due(FaultKind::BitFlip, step)) {
+  for (const Fault* f : due(FaultKind::BitFlip, step, after_update_target)) {
     if (f->target == "moment") {
       if (!opt)
         fail<ConfigError>("fault {} (bitflip): target \"moment\" needs an optimizer", f->id);

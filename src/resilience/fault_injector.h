@@ -67,9 +67,10 @@ class FaultInjector {
   }
 
  private:
-  // The faults of `kind` due at `step` on this rank that have not fired; marks
-  // them fired and records the inject events.
-  std::vector<const Fault*> due(FaultKind kind, int64_t step);
+  // The faults of `kind` (and, given `here`, only those it accepts: a kind
+  // that fires at several hooks) due at `step` on this rank that have not
+  // fired; marks them fired.
+  std::vector<const Fault*> due(FaultKind kind, int64_t step, bool (*here)(const Fault&) = nullptr);
   void record(const Fault& f, int64_t step, const std::string& detail);
 
   FaultPlan plan_;
