@@ -484,6 +484,25 @@ TEST(Gemm, CoreChoiceFollowsKeelBlasCoretype) {
   EXPECT_NE(gemm_describe().find(ob.core_reason), std::string::npos);
 }
 
+// KEEL_GEMM=auto: oneDNN for every f32 shape on AVX-512 CPUs (measured
+// faster there), elsewhere OpenBLAS but for the tall A^T*B weight gradient.
+TEST(Gemm, AutoEngineFollowsTheCpu) {
+  if (!gemm_detail::onednn_available() || !gemm_detail::openblas().sgemm)
+    GTEST_SKIP() << "needs both OpenBLAS and oneDNN";
+  EnvScope env("KEEL_GEMM", "auto");
+  MatmulArgs fwd, tall;
+  fwd.M = 1024, fwd.N = 3072, fwd.K = 768, fwd.trans_b = true;
+  tall.M = 50304, tall.N = 768, tall.K = 1024, tall.trans_a = true;
+  using gemm_detail::Engine;
+  EXPECT_EQ(gemm_detail::choose_engine(tall), Engine::OneDnn);
+  EXPECT_EQ(gemm_detail::choose_engine(fwd),
+            gemm_detail::allow_avx512() ? Engine::OneDnn : Engine::OpenBlas);
+  EXPECT_NE(gemm_describe().find(gemm_detail::allow_avx512() ? "f32 engine: onednn (with avx-512"
+                                                             : "openblas otherwise"),
+            std::string::npos)
+      << gemm_describe();
+}
+
 TEST(Gemm, DescribeNamesTheLibrary) {
   const std::string d = gemm_describe();
   if (gemm_detail::openblas().sgemm) {

@@ -42,6 +42,8 @@ std::string env_or(const char* name, const char* dflt) {
   return (s && *s) ? std::string(s) : std::string(dflt);
 }
 
+}  // namespace
+
 // KEEL_GEMM=auto|openblas|onednn|portable. "auto" on AVX-512 CPUs: oneDNN for
 // every shape. On the Zen 5 (bench_gemm, 256 and 1024 rows) it beat
 // OpenBLAS's Cooperlake kernels on all of GPT-2's training shapes but the
@@ -52,7 +54,7 @@ std::string env_or(const char* name, const char* dflt) {
 // faster on Zen 3 through keel's blocking) and OpenBLAS for the rest: on the
 // other A^T shapes oneDNN measured at half OpenBLAS's speed inside keel's
 // blocks there. Whichever exists when only one does.
-Engine choose_engine(const MatmulArgs& a) {
+Engine gemm_detail::choose_engine(const MatmulArgs& a) {
   const std::string mode = env_or("KEEL_GEMM", "auto");  // read per call: tests switch it
   bool have_ob = openblas().sgemm != nullptr, have_dnnl = onednn_available();
   if (mode == "openblas") {
@@ -73,6 +75,8 @@ Engine choose_engine(const MatmulArgs& a) {
   if (have_dnnl) return Engine::OneDnn;
   return Engine::Portable;
 }
+
+namespace {
 
 // Which code computes a bf16 product.
 enum class Bf16Engine : uint8_t { Tile, OneDnn, Convert };

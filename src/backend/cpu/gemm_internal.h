@@ -12,6 +12,8 @@ namespace keel::backend::cpu::gemm_detail {
 // Which library computes an f32 block.
 enum class Engine : uint8_t { OpenBlas, OneDnn, Portable };
 std::string_view engine_name(Engine e);
+// The library for an f32 product (KEEL_GEMM, else by CPU and shape; gemm.cpp).
+Engine choose_engine(const MatmulArgs& a);
 
 // OpenBLAS loaded with dlopen; null members when no library could be loaded.
 struct OpenBlas {
