@@ -354,6 +354,7 @@ TEST(Quant, PackedMatchesIntegerReference) {
     check_qmatmul(qdt, 1, 37, 64, true);
     check_qmatmul(qdt, 1, 16, 32, true);
     check_qmatmul(qdt, 1, 200, 32 * 9, true);
+    check_qmatmul(qdt, 2, 45, 32 * 70, true);
     check_qmatmul(qdt, 3, 8, 32, true);
     check_qmatmul(qdt, 5, 19, 256, true);
     check_qmatmul(qdt, 17, 70, 32 * 9, true);
@@ -364,11 +365,12 @@ TEST(Quant, PackedMatchesIntegerReference) {
 }
 
 // Packed prefill rows equal the packed decode (M = 1) call on that row, bit
-// for bit, whatever the thread count and the number of rows per tile.
+// for bit, whatever the thread count and the number of rows per tile (tiles
+// of one and two rows take their sums in a separate pass, the others not).
 TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
   if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
   for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8})
-    for (int64_t M : {int64_t(3), int64_t(9), int64_t(16), int64_t(23)})
+    for (int64_t M : {int64_t(2), int64_t(3), int64_t(9), int64_t(10), int64_t(16), int64_t(23)})
       expect_rows_equal_decode_rows(qdt, M, /*packed=*/true);
 }
 
