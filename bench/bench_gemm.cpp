@@ -4,11 +4,12 @@
 // OpenBLAS / oneDNN choice in gemm.cpp can be checked against measurements.
 // KEEL_BENCH_ENGINES / KEEL_BENCH_BF16_ENGINES pick one f32 / bf16 engine.
 // --rows=N puts N tokens in place of the 256 (1024 and 2048 are bench-train's
-// long lines).
+// long lines); --cold evicts the caches before every timed call.
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "bench_util.h"
 
@@ -16,6 +17,16 @@ namespace {
 
 using keel::DType;
 using keel::backend::MatmulArgs;
+
+// --cold: every timed call starts with A, B and C out of cache, as in a
+// training step, where the other layers' work passes between two GEMMs.
+bool g_cold = false;
+
+void evict_caches() {
+  static std::vector<float> junk(size_t(64) << 20 >> 2);
+  for (size_t i = 0; i < junk.size(); i += 16) junk[i] += 1.f;
+  benchmark::DoNotOptimize(junk.data());
+}
 
 struct Shape {
   int64_t M, K, N;
@@ -72,6 +83,11 @@ void run_f32(benchmark::State& st, Shape s, std::string engine) {
     return;
   }
   for (auto _ : st) {
+    if (g_cold) {
+      st.PauseTiming();
+      evict_caches();
+      st.ResumeTiming();
+    }
     be.matmul(a, A.data(), B.data(), C.data());
     benchmark::DoNotOptimize(C.data());
   }
@@ -94,6 +110,11 @@ void run_bf16(benchmark::State& st, Shape s, DType cdt, std::string engine) {
     return;
   }
   for (auto _ : st) {
+    if (g_cold) {
+      st.PauseTiming();
+      evict_caches();
+      st.ResumeTiming();
+    }
     be.matmul(a, A.data(), B.data(), C.data());
     benchmark::DoNotOptimize(C.data());
   }
@@ -120,6 +141,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strncmp(argv[i], "--rows=", 7))
       rows = std::atoll(argv[i] + 7);
+    else if (!std::strcmp(argv[i], "--cold"))
+      g_cold = true;
     else
       argv[kept++] = argv[i];
   }
