@@ -48,7 +48,9 @@ std::string env_or(const char* name, const char* dflt) {
 // every shape. On the Zen 5 (bench_gemm, 256 and 1024 rows) it beat
 // OpenBLAS's Cooperlake kernels on all of GPT-2's training shapes but the
 // fc-down weight gradient (3072 x rows x 768, A^T: 3-8% slower), and f32
-// training ran 14-16% more tokens/s (bench_train's long lines). Without
+// training ran 14-16% more tokens/s (bench_train's long lines); on a Zen 4
+// it won every shape at 1024 rows but the fc-down input gradient (158 vs
+// 165 GFLOP/s; elsewhere 200-227 against 165-202). Without
 // AVX-512: oneDNN only for op(A) = A^T with a very tall output (the
 // vocabulary-sized weight gradient, 50304x256x768, where it measured ~15%
 // faster on Zen 3 through keel's blocking) and OpenBLAS for the rest: on the

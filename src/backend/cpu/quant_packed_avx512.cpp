@@ -28,10 +28,14 @@ namespace {
 // accumulators beside the weight vector and scales fit the 32 zmm registers.
 constexpr int kTileRows = 8;
 
-// Prefetch distance of tiles of more than two rows. The few-row tiles of
-// decode leave the stream to the hardware prefetcher: with their sums taken
-// in a pass of their own, asking for the lines 2 KiB ahead cut the bytes per
-// second on Zen 4 (one thread: Q8_0 26-31 → 20, I8 30-33 → 25-28 GB/s).
+// Tiles of up to this many rows (decode) stream their weights from memory:
+// the blocked types take their sums in a pass of their own (tile_blocked),
+// and none of them prefetches, leaving the stream to the hardware
+// prefetcher. Asking for the lines 2 KiB ahead cut their bytes per second on
+// Zen 4 (one thread: Q8_0 26-31 → 20, I8 30-33 → 25-28 GB/s).
+constexpr int kFewRows = 2;
+
+// Prefetch distance of tiles of more than kFewRows rows.
 constexpr int64_t kPrefetchBytes = 2048;
 // Q4_0 spends more work per byte than the 8-bit layouts, so the same lead
 // in time is more bytes: 3 KiB ahead measured 1-11% more weight bytes per
@@ -73,7 +77,7 @@ inline void block_sums(const uint8_t* gp, int64_t nb, int64_t b0, int64_t b1, co
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* wb = gp + b * qb;
-    if constexpr (R > 2) prefetch(wb + (Q4 ? kPrefetchBytesQ4 : kPrefetchBytes), qb);
+    if constexpr (R > kFewRows) prefetch(wb + (Q4 ? kPrefetchBytesQ4 : kPrefetchBytes), qb);
     __m512i p[R];
     for (int r = 0; r < R; ++r) p[r] = _mm512_setzero_si512();
     if constexpr (Q4) {
@@ -133,7 +137,7 @@ void tile_blocked(const uint8_t* gp, int64_t nb, const BlockQ8_0* xq, const floa
   const uint8_t* sc = gp + nb * qb;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  if constexpr (R <= 2) {
+  if constexpr (R <= kFewRows) {
     // The whole group in one run, so the scales are read where the stream
     // reaches them: runs of 32 blocks at K = 2048 read 22 GB/s instead of 29.
     thread_local std::vector<Lanes> sums;
@@ -161,7 +165,7 @@ void tile_i8(const uint8_t* gp, int64_t K4, const int8_t* xq, const float* xd, c
   const int64_t nv = K4 / 4;
   int64_t j = 0;
   for (; j + 2 <= nv; j += 2) {
-    if (R > 2 && j % 16 == 0) prefetch(gp + j * 64 + kPrefetchBytes, 1024);
+    if (R > kFewRows && j % 16 == 0) prefetch(gp + j * 64 + kPrefetchBytes, 1024);
     const __m512i v0 = _mm512_loadu_si512(gp + j * 64), v1 = _mm512_loadu_si512(gp + j * 64 + 64);
     for (int r = 0; r < R; ++r) {
       p0[r] = _mm512_dpbusd_epi32(p0[r], v0, bcast4(xq + r * K4 + 4 * j));
