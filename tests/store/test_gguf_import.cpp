@@ -101,7 +101,7 @@ TEST_P(GgufImport, F32ExportReadsBackBitForBit) {
   const std::string arch = GetParam();
   auto be = backend::make_backend("cpu");
   auto m = make(*be, arch, 3);
-  const std::string path = temp_dir("gguf_" + arch) + "/m.gguf";
+  const std::string path = temp_dir("gguf_import_" + arch) + "/m.gguf";
   store::export_gguf(path, *m, tokenizer(), store::GgufWeights::F32, *be);
   ASSERT_TRUE(store::is_gguf_file(path));
 
