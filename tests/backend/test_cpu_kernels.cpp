@@ -439,6 +439,11 @@ TEST(CpuKernels, Attention) {
                                        {2, 1, 151, 6, 2, 64, false},
                                        {1, 1, 77, 3, 3, 40, false},
                                        {1, 1, 3, 2, 1, 32, false},
+                                       // Decode rows split over key chunks: 2 chunks
+                                       // (odd sizes), 32 chunks of 21-22 keys past a
+                                       // 64-key block, GQA.
+                                       {2, 1, 33, 4, 2, 64, false},
+                                       {1, 1, 700, 6, 3, 64, false},
                                        // Scores that rise key tile after key tile far
                                        // past each row's running maximum (the bf16
                                        // forward's one-pass tiles must give way).
@@ -494,6 +499,31 @@ TEST(CpuKernels, Attention) {
         return Outs{{"o", o}, {"lse", lse}, {"dq", dq}, {"dk", dk}, {"dv", dv}};
       });
     }
+}
+
+// A decode row whose scores rise key after key: every later key block of a
+// chunk and every later chunk passes the running maximum, so each online
+// rescale and each merge weight is exercised (random scores rarely do that).
+// 2,200 keys make chunks of 68-69 keys, a 64-key block and a short one.
+TEST(CpuKernels, DecodeAttentionRisingScores) {
+  for (DType dt : kDtypes) {
+    AttentionArgs a;
+    a.B = 1, a.Tq = 1, a.Tk = 2200, a.NH = 2, a.NKV = 1, a.HS = 48, a.dt = dt;
+    a.scale = 1.f / std::sqrt(float(a.HS));
+    a.q_row_stride = a.q_batch_stride = a.NH * a.HS;
+    a.kv_row_stride = a.HS, a.kv_batch_stride = a.Tk * a.HS;
+    check("decode attention, rising scores " + std::string(keel::dtype_name(dt)), tol_for(dt),
+          [&](Backend& be) {
+            Buf q(dt, a.NH * a.HS), k(dt, a.Tk * a.HS);
+            for (int64_t i = 0; i < q.n(); ++i) q.set(i, 0.5f);
+            Buf noise = rand_buf(DType::F32, k.n(), 67, -0.1f, 0.1f);
+            for (int64_t i = 0; i < k.n(); ++i) k.set(i, 0.005f * float(i / a.HS) + noise.get(i));
+            Buf v = rand_buf(dt, k.n(), 68);
+            Buf o(dt, a.NH * a.HS), lse(DType::F32, a.NH);
+            be.attention_forward(a, q.p(), k.p(), v.p(), o.p(), lse.f());
+            return Outs{{"o", o}, {"lse", lse}};
+          });
+  }
 }
 
 // The bf16 attention products' 4 x 4 blocks in assembly give the bits of the

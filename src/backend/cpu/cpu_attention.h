@@ -14,6 +14,7 @@
 #include <cfloat>
 #include <type_traits>
 
+#include "backend/cpu/cpu_attention_decode.h"
 #include "backend/cpu/cpu_attention_rows.h"
 #include "backend/cpu/cpu_attention_softmax_tile.h"
 #include "backend/cpu/cpu_tile_dot_bf16.h"
@@ -618,6 +619,10 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
 template <class S, class T>
 void attention_fwd_t(const AttentionArgs& a, const T* q, const T* k, const T* v, T* o, float* lse,
                      int threads) {
+  if (a.Tq == 1) {
+    attention_fwd_decode<S>(a, q, k, v, o, lse, threads);
+    return;
+  }
   if (a.Tq < kTiledMinQueries) {
     attention_fwd_rows<S>(a, q, k, v, o, lse, threads);
     return;

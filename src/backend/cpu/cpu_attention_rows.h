@@ -1,10 +1,9 @@
-// Causal attention forward one query row at a time, for decoding and other
-// short query blocks (Tq < kTiledMinQueries): each row streams over key blocks
-// with an online softmax (dot products and axpys), which for a single row
-// beats preparing the tiles of cpu_attention.h. Work items are (b, h, block
-// of kQueryBlock rows).
+// Causal attention forward one query row at a time, for short query blocks
+// (1 < Tq < kTiledMinQueries; a single row is cpu_attention_decode.h's): each
+// row streams over key blocks with an online softmax (dot products and
+// axpys), which for a few rows beats preparing the tiles of cpu_attention.h.
+// Work items are (b, h, block of kQueryBlock rows).
 #pragma once
-#include "backend/cpu/gemv_team.h"
 #include "backend/cpu/simd.h"
 
 namespace keel::backend::cpu::KEEL_CPU_ISA {
@@ -201,9 +200,9 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
       l[r] = 0.f;
     }
     int64_t nk_max = visible_keys(a, t0 + nq - 1);
-    // One query row (decode): a dot per key beats transposing the block
-    // for a single use (measured: the transpose was most of a decode
-    // step's attention time).
+    // A block of one query row (the last of Tq = 17, 33, ...): a dot per
+    // key beats transposing the block for a single use (measured: the
+    // transpose was most of a one-row block's attention time).
     const bool direct = nq == 1;
     for (int64_t j0 = 0; j0 < nk_max; j0 += kKeyBlock) {
       if (!direct)
@@ -252,13 +251,7 @@ void attention_fwd_rows(const AttentionArgs& a, const T* q, const T* k, const T*
       lse[(b * a.NH + h) * a.Tq + t] = any ? m[r] + std::log(l[r]) : -INFINITY;
     }
   };
-  // A decode step (one query row) runs between two matvecs, whose team is
-  // still awake: handing it the heads costs about a microsecond, where an
-  // OpenMP region would wake threads that then spin against the team.
-  if (a.Tq == 1)
-    team_for(threads, a.B * a.NH * nqb, body);
-  else
-    parallel_items(a.B * a.NH * nqb, threads, body);
+  parallel_items(a.B * a.NH * nqb, threads, body);
 }
 
 }  // namespace keel::backend::cpu::KEEL_CPU_ISA
