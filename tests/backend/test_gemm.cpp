@@ -273,6 +273,29 @@ TEST(GemvTeam, EveryItemOnceInContiguousRuns) {
   if (!helper_ran) GTEST_SKIP() << "no helper thread took an item";
 }
 
+// Many short jobs back to back, as a decode step issues them: each returns
+// only once every one of its items has run, whichever thread ran it, and
+// never runs an item of another job (a helper that wakes late must not count
+// its items toward the wrong job).
+TEST(GemvTeam, BackToBackJobsEndWithAllTheirItems) {
+  for (int threads : {2, 3}) {
+    for (int job = 0; job < 3000; ++job) {
+      const int64_t n = 1 + job % 7;
+      std::atomic<int64_t> ran{0};
+      std::atomic<int> wrong{0};
+      team_for(threads, n, [&](int64_t i) {
+        if (i < 0 || i >= n) wrong.fetch_add(1);
+        const auto t0 = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(job % 3)) {
+        }
+        ran.fetch_add(1);
+      });
+      ASSERT_EQ(ran.load(), n) << "job " << job << ", threads " << threads;
+      ASSERT_EQ(wrong.load(), 0) << "job " << job;
+    }
+  }
+}
+
 bool cpu_has_bf16_tile() {
   return cpu_features().avx512_bf16 && gemm_detail::allow_avx512();
 }
