@@ -381,6 +381,19 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
         ++spare_failures;
       }
     }
+    // A spare that got ready and was then stopped (its node frozen with the
+    // world's rank on it) still reads as ready from its last beats: released,
+    // it would hang at once and take a second failure, and an exclusion, on
+    // the rank that froze.
+    if (spare && spare_world == world && spare_accum == accum &&
+        monitor->spare_ready(spare->id, world)) {
+      if (const std::optional<pid_t> stopped = HeartbeatMonitor::stopped_child(spare->pid)) {
+        log().warn("keel launch: the warm spare world's process {} is stopped; starting cold",
+                   *stopped);
+        drop_spare();
+        ++spare_failures;
+      }
+    }
     if (spare && spare_world == world && spare_accum == accum &&
         monitor->spare_ready(spare->id, world)) {
       log().info("keel launch: releasing the warm spare world ({} rank(s))", world);
