@@ -297,8 +297,8 @@ TEST(Quant, VectorLevelsMatchScalarBitForBit) {
 // each row through its own decode call (M = 1), on 131 weight rows of 27
 // blocks, with a zero activation and an all-zero block in row 1. The packed
 // layout's decode call runs on 2 threads, the plain one's on 1.
-void expect_rows_equal_decode_rows(DType qdt, int64_t M, bool packed) {
-  const int64_t N = 131, K = 32 * 27;
+void expect_rows_equal_decode_rows(DType qdt, int64_t M, bool packed, int64_t K = 32 * 27) {
+  const int64_t N = 131;
   auto w = randn(size_t(N * K), 11, 0.1f), x = randn(size_t(M * K), 12);
   x[5] = 0.f;  // and an all-zero block in row 1
   for (int64_t k = 0; k < 32; ++k) x[size_t(K + 64 + k)] = 0.f;
@@ -320,7 +320,7 @@ void expect_rows_equal_decode_rows(DType qdt, int64_t M, bool packed) {
   for (int64_t m = 0; m < M; ++m) {
     run(x.data() + m * K, row.data(), 1, packed ? 2 : 1);
     ASSERT_EQ(0, std::memcmp(row.data(), y1.data() + m * N, size_t(N) * 4))
-        << dtype_name(qdt) << " M=" << M << " row " << m;
+        << dtype_name(qdt) << " M=" << M << " K=" << K << " row " << m;
   }
 }
 
@@ -372,6 +372,11 @@ TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
   for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8})
     for (int64_t M : {int64_t(2), int64_t(3), int64_t(9), int64_t(10), int64_t(16), int64_t(23)})
       expect_rows_equal_decode_rows(qdt, M, /*packed=*/true);
+  // 70 blocks a row: packed groups of several runs (Q8_0: 32 + 32 + 6,
+  // Q4_0: 64 + 6), which the one- and two-row tiles sum a run at a time.
+  for (DType qdt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t M : {int64_t(1), int64_t(2), int64_t(9)})
+      expect_rows_equal_decode_rows(qdt, M, /*packed=*/true, 32 * 70);
 }
 
 TEST(Quant, BlockedTypesNeedKMultipleOf32) {

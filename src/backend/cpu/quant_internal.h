@@ -79,12 +79,15 @@ void qgemm_avx512(DType qdt, const void* w, int64_t n0, int64_t n1, int64_t N, c
 // stream through memory. vpdpbusd multiplies unsigned by signed bytes, so
 // the weights are stored unsigned (Q4_0 nibbles as they are, Q8_0 and I8 as
 // w + 128) and offset * sum(x) is taken off in int32.
-// Per group, at group * qpack_group_bytes:
-//   Q8_0: block b's 8 vectors at b * 512, then the 16 rows' f16 scales of
-//         block b at nb * 512 + b * 32.
-//   Q4_0: block b's 4 vectors at b * 256, vector j holding k = 4j.. in the
-//         low nibbles and k = 16 + 4j.. in the high ones; scales at
-//         nb * 256 + b * 32.
+// Per group, at group * qpack_group_bytes, the blocks in runs of 32 (Q8_0)
+// or 64 (Q4_0), 16 KiB of weights, each run followed by its scales: the
+// run of blocks b0 .. b1 starts at b0 * (qb + 32), qb = 512 (Q8_0) or 256
+// (Q4_0); block b's vectors at its start + (b - b0) * qb, then the 16 rows'
+// f16 scales of block b at its start + (b1 - b0) * qb + (b - b0) * 32 (a
+// group of at most one run: vectors at b * qb, scales at nb * qb + b * 32).
+//   Q8_0: 8 vectors per block.
+//   Q4_0: 4 vectors per block, vector j holding k = 4j.. in the low nibbles
+//         and k = 16 + 4j.. in the high ones.
 //   I8:   K padded to K4 (a multiple of 4, with w = 0); vector j at j * 64,
 //         then the 16 rows' f32 scales at K4 * 16.
 // For Q8_0 and Q4_0 row n's result is acc = fma(float(p_b), d_w[b] * d_x[b],

@@ -5,7 +5,7 @@
 // same tile serves batch-1 decode (one activation row) and prefill (up to
 // kTileRows rows per pass over a weight group, which then stays in cache),
 // and both compute every output in the one order quant_internal.h fixes.
-// Tiles of one or two rows take a group's int32 sums first and scale them in
+// Tiles of one or two rows take a run's int32 sums first and scale them in
 // a second pass, which keeps twice the weight bytes in flight (tile_blocked).
 // GCC 12's 512-bit intrinsics start from _mm512_undefined_*(), which
 // -W(maybe-)uninitialized reports as a false error.
@@ -51,6 +51,16 @@ inline int64_t quant_bytes_per_block(DType qdt) {
   return qdt == DType::Q4_0 ? 256 : 512;
 }
 
+// Blocks per run of a packed group (quant_internal.h): 16 KiB of weights,
+// half of an L1. A tile of one or two rows sums a whole run before it scales
+// it, and with whole groups as runs, groups past 32 KiB (K >= 2048 for Q8_0,
+// 4096 for Q4_0) read 10-35% fewer bytes per core-second on Zen 4 (Q8_0 at K
+// = 4096: 25-26 against 31; Q4_0: 19-21 against 25-27); runs of 8 KiB were
+// no better, runs of 32 KiB no better than whole groups.
+inline int64_t run_blocks(bool q4) {
+  return q4 ? 64 : 32;
+}
+
 // Four activation bytes, broadcast to every lane.
 inline __m512i bcast4(const int8_t* p) {
   int32_t v;
@@ -68,15 +78,16 @@ struct alignas(64) Lanes {
   __m512i v;
 };
 
-// The int32 sums of rows m < R of x against blocks [b0, b1) of one group
-// of Q8_0 / Q4_0 weights, one 16-lane vector per (block, row).
+// The int32 sums of rows m < R of x against blocks [b0, b1) of one run of
+// Q8_0 / Q4_0 weights (block b0's vectors at wp), one 16-lane vector per
+// (block, row).
 template <int R, bool Q4>
-inline void block_sums(const uint8_t* gp, int64_t nb, int64_t b0, int64_t b1, const BlockQ8_0* xq,
+inline void block_sums(const uint8_t* wp, int64_t nb, int64_t b0, int64_t b1, const BlockQ8_0* xq,
                        Lanes* out) {
   constexpr int64_t qb = Q4 ? 256 : 512;
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   for (int64_t b = b0; b < b1; ++b) {
-    const uint8_t* wb = gp + b * qb;
+    const uint8_t* wb = wp + (b - b0) * qb;
     if constexpr (R > kFewRows) prefetch(wb + (Q4 ? kPrefetchBytesQ4 : kPrefetchBytes), qb);
     __m512i p[R];
     for (int r = 0; r < R; ++r) p[r] = _mm512_setzero_si512();
@@ -102,13 +113,14 @@ inline void block_sums(const uint8_t* gp, int64_t nb, int64_t b0, int64_t b1, co
   }
 }
 
-// acc[r] += the scaled sums of blocks [b0, b1) (block_sums' out).
+// acc[r] += the scaled sums of blocks [b0, b1) (block_sums' out; block
+// b0's 16 scales at sc).
 template <int R>
 inline void scale_sums(const uint8_t* sc, int64_t nb, int64_t b0, int64_t b1, const Lanes* sums,
                        const float* xd, const int32_t* xoff, __m512* acc) {
   for (int64_t b = b0; b < b1; ++b) {
     const __m512 dw =
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + b * 32)));
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + (b - b0) * 32)));
     for (int r = 0; r < R; ++r) {
       const __m512i s =
           _mm512_sub_epi32(sums[(b - b0) * R + r].v, _mm512_set1_epi32(xoff[r * nb + b]));
@@ -126,29 +138,34 @@ inline void scale_sums(const uint8_t* sc, int64_t nb, int64_t b0, int64_t b1, co
 // scales, subtract the offset, convert, multiply, fma) adds five such ops
 // per 8 or 4 vpdpbusd, and the kernel read 12-15 GB/s per core on Zen 4
 // where a plain read loop reads 30 (software prefetch did not help there).
-// So a tile of up to two rows first takes the int32 sums of the whole group
-// into a buffer (a few KiB: in L1 at these widths), then scales them: 27-32
-// GB/s for Q8_0 and Q4_0. Every output's operations and their order are the
-// same either way.
+// So a tile of up to two rows first takes the int32 sums of a whole run
+// (run_blocks) into a buffer of at most 4 KiB, in L1, then scales them from
+// the run's scales, which follow it: 27-32 GB/s for Q8_0 and Q4_0. Every
+// output's operations and their order are the same either way.
 template <int R, bool Q4>
 void tile_blocked(const uint8_t* gp, int64_t nb, const BlockQ8_0* xq, const float* xd,
                   const int32_t* xoff, float* y, int64_t ldy, __mmask16 mask) {
   constexpr int64_t qb = Q4 ? 256 : 512;
-  const uint8_t* sc = gp + nb * qb;
+  const int64_t run = run_blocks(Q4);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  if constexpr (R <= kFewRows) {
-    // The whole group in one run, so the scales are read where the stream
-    // reaches them: runs of 32 blocks at K = 2048 read 22 GB/s instead of 29.
-    thread_local std::vector<Lanes> sums;
-    if (sums.size() < size_t(nb * R)) sums.resize(size_t(nb * R));
-    block_sums<R, Q4>(gp, nb, 0, nb, xq, sums.data());
-    scale_sums<R>(sc, nb, 0, nb, sums.data(), xd, xoff, acc);
-  } else {
-    for (int64_t b = 0; b < nb; ++b) {
-      Lanes p[R];
-      block_sums<R, Q4>(gp, nb, b, b + 1, xq, p);
-      scale_sums<R>(sc, nb, b, b + 1, p, xd, xoff, acc);
+  for (int64_t b0 = 0; b0 < nb; b0 += run) {
+    const int64_t b1 = std::min(nb, b0 + run);
+    const uint8_t* wp = gp + b0 * (qb + 32);
+    const uint8_t* sc = wp + (b1 - b0) * qb;
+    if constexpr (R <= kFewRows) {
+      // The whole run in one pass, then its scales, which follow it in
+      // memory: read where the stream reaches them.
+      thread_local std::vector<Lanes> sums;
+      if (sums.size() < size_t(run * R)) sums.resize(size_t(run * R));
+      block_sums<R, Q4>(wp, nb, b0, b1, xq, sums.data());
+      scale_sums<R>(sc, nb, b0, b1, sums.data(), xd, xoff, acc);
+    } else {
+      for (int64_t b = b0; b < b1; ++b) {
+        Lanes p[R];
+        block_sums<R, Q4>(wp + (b - b0) * qb, nb, b, b + 1, xq, p);
+        scale_sums<R>(sc + (b - b0) * 32, nb, b, b + 1, p, xd, xoff, acc);
+      }
     }
   }
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + r * ldy, mask, acc[r]);
@@ -219,11 +236,12 @@ void pack_group(DType qdt, const void* q, const float* scale, uint8_t* gp, int64
     }
     return;
   }
-  const int64_t qb = quant_bytes_per_block(qdt);
-  uint16_t* sc = reinterpret_cast<uint16_t*>(gp + nb * qb);
+  const int64_t qb = quant_bytes_per_block(qdt), run = run_blocks(qdt == DType::Q4_0);
   for (int64_t r = 0; r < kPackRows; ++r)
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* wb = gp + b * qb;
+      const int64_t b0 = b / run * run, b1 = std::min(nb, b0 + run);
+      uint8_t* wb = gp + b0 * (qb + 32) + (b - b0) * qb;
+      uint16_t* sc = reinterpret_cast<uint16_t*>(gp + b0 * (qb + 32) + (b1 - b0) * qb) - b0 * 16;
       if (qdt == DType::Q8_0) {
         const BlockQ8_0* blk =
             r < rows ? static_cast<const BlockQ8_0*>(q) + (n0 + r) * nb + b : nullptr;
