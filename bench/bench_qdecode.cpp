@@ -5,7 +5,8 @@
 // 256 MiB and the calls rotate through them, so weights come from memory as
 // in a real token, on 2 MiB pages like the served model's. The two layouts
 // alternate call by call; prints the median weight bytes per CPU-second of
-// each.
+// each. KEEL_QDECODE_SHAPES=7b takes a 7B llama's shapes instead (K = 4096
+// and 11008: packed groups of several runs).
 //   bench_qdecode [rounds]
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -57,7 +59,12 @@ int main(int argc, char** argv) {
   be->set_threads(1);
   struct Shape {
     int64_t N, K;
-  } shapes[] = {{768, 768}, {2048, 768}, {768, 2048}, {50257, 768}};
+  };
+  const char* which = std::getenv("KEEL_QDECODE_SHAPES");
+  const std::vector<Shape> shapes =
+      which && std::string(which) == "7b"
+          ? std::vector<Shape>{{4096, 4096}, {11008, 4096}, {4096, 11008}}
+          : std::vector<Shape>{{768, 768}, {2048, 768}, {768, 2048}, {50257, 768}};
   std::printf("%-6s %-11s %10s %10s %7s   (GB of plain weights per CPU-second, medians)\n",
               "format", "N x K", "plain", "packed", "ratio");
   for (DType qdt : {DType::I8, DType::Q8_0, DType::Q4_0}) {
