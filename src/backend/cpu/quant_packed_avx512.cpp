@@ -139,7 +139,7 @@ inline void scale_sums(const uint8_t* sc, int64_t nb, int64_t b0, int64_t b1, co
 // per 8 or 4 vpdpbusd, and the kernel read 12-15 GB/s per core on Zen 4
 // where a plain read loop reads 30 (software prefetch did not help there).
 // So a tile of up to two rows first takes the int32 sums of a whole run
-// (run_blocks) into a buffer of at most 4 KiB, in L1, then scales them from
+// (run_blocks) into a buffer of at most 8 KiB, in L1, then scales them from
 // the run's scales, which follow it: 27-32 GB/s for Q8_0 and Q4_0. Every
 // output's operations and their order are the same either way.
 template <int R, bool Q4>
@@ -241,17 +241,17 @@ void pack_group(DType qdt, const void* q, const float* scale, uint8_t* gp, int64
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t b0 = b / run * run, b1 = std::min(nb, b0 + run);
       uint8_t* wb = gp + b0 * (qb + 32) + (b - b0) * qb;
-      uint16_t* sc = reinterpret_cast<uint16_t*>(gp + b0 * (qb + 32) + (b1 - b0) * qb) - b0 * 16;
+      uint16_t* sc = reinterpret_cast<uint16_t*>(gp + b0 * (qb + 32) + (b1 - b0) * qb);
       if (qdt == DType::Q8_0) {
         const BlockQ8_0* blk =
             r < rows ? static_cast<const BlockQ8_0*>(q) + (n0 + r) * nb + b : nullptr;
-        sc[b * 16 + r] = blk ? blk->d : 0;
+        sc[(b - b0) * 16 + r] = blk ? blk->d : 0;
         for (int e = 0; e < kQBlock; ++e)
           wb[(e / 4) * 64 + r * 4 + e % 4] = uint8_t((blk ? int(blk->qs[e]) : 0) + 128);
       } else {
         const BlockQ4_0* blk =
             r < rows ? static_cast<const BlockQ4_0*>(q) + (n0 + r) * nb + b : nullptr;
-        sc[b * 16 + r] = blk ? blk->d : 0;
+        sc[(b - b0) * 16 + r] = blk ? blk->d : 0;
         // Element e < 16 is the low nibble of qs[e], e >= 16 the high one of
         // qs[e - 16]; vector j's low nibbles take e = 4j.., its high ones e = 16 + 4j...
         for (int e = 0; e < kQBlock / 2; ++e)
