@@ -366,30 +366,24 @@ SupervisorResult run_supervisor(const SupervisorOptions& o) {
     const size_t events_before = read_events(events.path()).size();
     WorldRun run;
     // A spare still starting is further along than a cold start: wait for it.
-    while (spare && spare_world == world && spare_accum == accum &&
-           !monitor->spare_ready(spare->id, world)) {
-      pollfd p[2] = {{monitor->fd(), POLLIN, 0}, {spare->out_fd, POLLIN, 0}};
-      ::poll(p, 2, 20);
-      monitor->receive(unix_now());
-      // A stopped spare rank will never get ready (nothing else would end
-      // this wait before its 600 s bound; a rank that dies ends mpirun).
+    // One with a stopped process is dropped, ready or not: a stopped rank
+    // never gets ready (nothing else would end this wait before its 600 s
+    // bound; a rank that dies ends mpirun), and one that got ready and was
+    // then stopped (its node frozen with the world's rank on it) still reads
+    // as ready from its last beats: released, it would hang at once and take
+    // a second failure, and an exclusion, on the rank that froze.
+    while (spare && spare_world == world && spare_accum == accum) {
       const std::optional<pid_t> stopped = HeartbeatMonitor::stopped_child(spare->pid);
-      if (!pump_output(*spare) || stopped || unix_now() - spare->started > 600) {
-        log().warn("keel launch: the warm spare world did not get ready{}; starting cold",
-                   stopped ? fmt::format(" (its process {} is stopped)", *stopped) : "");
-        drop_spare();
-        ++spare_failures;
+      if (!stopped && monitor->spare_ready(spare->id, world)) break;
+      if (!stopped) {
+        pollfd p[2] = {{monitor->fd(), POLLIN, 0}, {spare->out_fd, POLLIN, 0}};
+        ::poll(p, 2, 20);
+        monitor->receive(unix_now());
       }
-    }
-    // A spare that got ready and was then stopped (its node frozen with the
-    // world's rank on it) still reads as ready from its last beats: released,
-    // it would hang at once and take a second failure, and an exclusion, on
-    // the rank that froze.
-    if (spare && spare_world == world && spare_accum == accum &&
-        monitor->spare_ready(spare->id, world)) {
-      if (const std::optional<pid_t> stopped = HeartbeatMonitor::stopped_child(spare->pid)) {
-        log().warn("keel launch: the warm spare world's process {} is stopped; starting cold",
-                   *stopped);
+      if (stopped || !pump_output(*spare) || unix_now() - spare->started > 600) {
+        log().warn("keel launch: the warm spare world {}; starting cold",
+                   stopped ? fmt::format("has a stopped process ({})", *stopped)
+                           : std::string("did not get ready"));
         drop_spare();
         ++spare_failures;
       }
