@@ -67,6 +67,19 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
            COMMAND sh -c "[ $(wc -l < \"$0\") -eq 200 ] && tail -n 1 \"$0\" | grep -q '\"step\":200,\"loss\":[0-9.]*,\"val_loss\":[0-9.]*,\"lr\":.*\"mfu\":.*\"peak_rss_mb\"' && grep -q '\"step\":50,.*val_loss' \"$0\""
                    ${_tb}/run/metrics.jsonl)
   set_tests_properties(train_cli_metrics PROPERTIES TIMEOUT 30 LABELS train FIXTURES_REQUIRED train_run)
+  # A fresh start moves the old checkpoints aside to checkpoints.replaced-<second>;
+  # with that name taken (another fresh start within the same second: here every
+  # name of the next 30 seconds is taken) it must take another, not fail.
+  add_test(NAME train_cli_fresh_start_name_taken
+           COMMAND sh -c "set -e; d=$1; shift; rm -rf $d; \"$0\" \"$@\" run.dir=$d; now=$(date +%s); \
+for t in $(seq $now $((now + 30))); do mkdir -p $d/checkpoints.replaced-$t/taken; done; \
+\"$0\" \"$@\" run.dir=$d; ls -d $d/checkpoints.replaced-*-2/step-*; [ -d $d/checkpoints ]"
+                   $<TARGET_FILE:keel> ${_tb}/fresh_twice train --no-resume data.corpus=${_tb}/corpus
+                   data.vocab_size=384 data.val_fraction=0.25 data.cache_dir=${_tb}/cache_fresh
+                   model.n_layer=1 model.n_head=2 model.n_embd=32 model.max_seq_len=32 train.seq_len=32
+                   train.batch_size=4 train.steps=4 train.warmup_steps=1 train.eval_every=4
+                   train.eval_batches=1 train.peak_gflops=100)
+  set_tests_properties(train_cli_fresh_start_name_taken PROPERTIES TIMEOUT 120 LABELS train)
 else()
   keel_missing_dependency(train_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()

@@ -216,7 +216,11 @@ std::optional<ResumeInfo> RunLoop::start() {
   std::string snapshot_why;
   if (opt_.resume == ResumeMode::Never) {
     if (have && opt_.rank == 0) {
-      const std::string aside = fmt::format("{}.replaced-{}", ckpt_dir_, int64_t(unix_now()));
+      // Named by the second; a second fresh start within it takes the next
+      // free suffix instead of failing on the name the first one took.
+      const std::string stamp = fmt::format("{}.replaced-{}", ckpt_dir_, int64_t(unix_now()));
+      std::string aside = stamp;
+      for (int n = 2; fs::exists(aside); ++n) aside = fmt::format("{}-{}", stamp, n);
       std::error_code ec;
       fs::rename(ckpt_dir_, aside, ec);
       if (ec)
