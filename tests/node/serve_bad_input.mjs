@@ -161,8 +161,12 @@ try {
 
   // Clients that hang up mid-stream: their requests are cancelled and the
   // slots freed (disconnect counter, nothing in flight, no active sequence).
+  // Sixteen choices of ctx - 8 tokens keep the engine on each request long
+  // after its first chunk: with one choice the tiny model could finish every
+  // token before a client slowed by a busy machine hung up, leaving nothing
+  // to cancel.
   const disconnectMidStream = () => new Promise((resolve, reject) => {
-    const body = JSON.stringify({ model: id, prompt: 'The', max_tokens: ctx - 8, stream: true, ignore_eos: true, temperature: 1 });
+    const body = JSON.stringify({ model: id, prompt: 'The', max_tokens: ctx - 8, n: 16, stream: true, ignore_eos: true, temperature: 1 });
     const sock = net.connect(port, '127.0.0.1', () => {
       sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
