@@ -220,8 +220,8 @@ std::optional<ResumeInfo> RunLoop::start() {
       // free suffix instead of failing on the name the first one took.
       const std::string stamp = fmt::format("{}.replaced-{}", ckpt_dir_, int64_t(unix_now()));
       std::string aside = stamp;
-      for (int n = 2; fs::exists(aside); ++n) aside = fmt::format("{}-{}", stamp, n);
       std::error_code ec;
+      for (int n = 2; fs::exists(aside, ec); ++n) aside = fmt::format("{}-{}", stamp, n);
       fs::rename(ckpt_dir_, aside, ec);
       if (ec)
         fail<IoError>("{}: cannot move the old checkpoints aside to {}: {}", ckpt_dir_, aside,
