@@ -27,6 +27,18 @@ inline constexpr const char* kSupervisorPidEnv = "KEEL_SUPERVISOR_PID";
 
 inline constexpr double kBeatInterval_s = 0.1;
 
+// Where a rank is within a step, published as step * 8 + phase (beats and
+// <run>/progress/rank-N). Hang blame names the rank behind every other, so
+// each point where a rank starts to wait on the others comes after a phase
+// of its own: a rank stuck before it is then behind the ranks waiting there.
+enum StepPhase : int {
+  kPhaseBegan = 1,       // the step began
+  kPhaseComputed = 2,    // forward and backward done; next, the snapshot copy
+  kPhaseExchanging = 3,  // entering the gradient exchange
+  kPhaseExchanged = 4,   // the gradients are exchanged
+  kPhaseEnded = 5,       // the step ended (also: the step a world starts after)
+};
+
 // One datagram, rank -> supervisor. Fixed layout, host byte order (both ends
 // run the same binary).
 struct Beat {

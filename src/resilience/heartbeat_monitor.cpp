@@ -89,10 +89,10 @@ void HeartbeatMonitor::receive(double now) {
     if (first || b.progress != r.last.progress) {
       r.progress_since = now;
       const int64_t phase = b.progress >= 0 ? b.progress % 8 : -1;
-      if (phase == 1) r.step_began = now;
+      if (phase == kPhaseBegan) r.step_began = now;
       // Step durations of one rank are enough for the median: in a data
       // parallel world every rank runs the same steps.
-      if (phase == 4 && r.step_began >= 0 && b.rank == w.ranks.begin()->first) {
+      if (phase == kPhaseEnded && r.step_began >= 0 && b.rank == w.ranks.begin()->first) {
         w.step_s.push_back(now - r.step_began);
         if (w.step_s.size() > 50) w.step_s.pop_front();
         r.step_began = -1;
@@ -239,8 +239,8 @@ int64_t HeartbeatMonitor::steps_done(uint64_t world_id) const {
   if (it == worlds_.end()) return best;
   for (const auto& [rank, r] : it->second.ranks)
     if (r.last.progress >= 0)
-      best =
-          std::max(best, r.last.progress % 8 == 4 ? r.last.progress / 8 : r.last.progress / 8 - 1);
+      best = std::max(
+          best, r.last.progress % 8 == kPhaseEnded ? r.last.progress / 8 : r.last.progress / 8 - 1);
   return best;
 }
 

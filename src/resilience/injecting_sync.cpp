@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "resilience/heartbeat.h"
 #include "train/adamw.h"
 
 namespace keel::resilience {
@@ -17,9 +18,9 @@ void InjectingSync::finish_gradients(const std::vector<nn::Parameter*>& params) 
   poisoned_ = injector_->after_backward(step_, params);
   // Entering the exchange: a rank stuck before this point is the one the
   // others wait for.
-  if (on_phase_) on_phase_(step_, 2);
+  if (on_phase_) on_phase_(step_, kPhaseExchanging);
   if (inner_) inner_->finish_gradients(params);
-  if (on_phase_) on_phase_(step_, 3);
+  if (on_phase_) on_phase_(step_, kPhaseExchanged);
 }
 
 double InjectingSync::mean(double x) {

@@ -212,7 +212,7 @@ void ResilienceGuard::load_state(const nlohmann::json& state) {
 
 void ResilienceGuard::started_at(int64_t step) {
   last_ckpt_ = step;
-  progress(step, 4);
+  progress(step, kPhaseEnded);
   nan_.reset();
   for (const Event& e : read_events(events_->path()))
     if (e.event == "skip_batches" && e.extra.contains("steps") && e.extra["steps"].is_array())
@@ -235,7 +235,8 @@ train::ReplicaSync* ResilienceGuard::wrap_sync(train::ReplicaSync* inner) {
 
 void ResilienceGuard::begin_step(int64_t s) {
   if (HeartbeatSender* hb = rank_heartbeat()) hb->resume();
-  progress(s + 1, 1);
+  step_ = s + 1;
+  progress(step_, kPhaseBegan);
   if (watchdog_) watchdog_->begin_step(s + 1);
   if (opt_.sdc) verify_moments(s + 1);
   if (opt_.sdc && opt_.zero1 && world_ > 1 && allgather_ &&
@@ -244,6 +245,10 @@ void ResilienceGuard::begin_step(int64_t s) {
     ++digested_steps_;
   }
   injector_->before_step(s + 1);
+}
+
+void ResilienceGuard::entering_exchange() {
+  progress(step_, kPhaseComputed);
 }
 
 void ResilienceGuard::after_update(int64_t step, train::AdamW& opt) {
@@ -306,7 +311,7 @@ void ResilienceGuard::rollback(int64_t step, const std::string& detector, int ra
 
 void ResilienceGuard::end_step(const train::StepMetrics& m) {
   if (watchdog_) watchdog_->end_step(m.step_seconds);
-  progress(m.step, 4);
+  progress(m.step, kPhaseEnded);
   // Between steps (metrics, checkpoints, evaluation) no step clock runs.
   if (HeartbeatSender* hb = rank_heartbeat()) hb->pause();
   const int64_t step = m.step;

@@ -84,6 +84,10 @@ class ResilienceGuard {
   // injected kills/stragglers/kernel hangs. The sync from wrap_sync calls it
   // from inside trainer.step(); call it yourself only without that sync.
   void begin_step(int64_t s);
+  // This rank's forward and backward of the step are done and it is about to
+  // wait on the others (snapshot copy, gradient exchange): published for hang
+  // blame, as the wrapped sync does when the gradient exchange begins.
+  void entering_exchange();
   // Work between a step's update and end_step that is not the step's own (the
   // validation pass): the watchdog and the heartbeat's step clock stop, so a
   // long evaluation is not judged a hang.
@@ -116,8 +120,8 @@ class ResilienceGuard {
   void after_update(int64_t step, train::AdamW& opt);
   // Whether the moments still match their checksum; a mismatch is kept for the next check.
   void verify_moments(int64_t step);
-  // This rank reached `phase` of `step` (1 began, 2 entering the gradient
-  // exchange, 3 exchanged, 4 ended), published for hang blame.
+  // This rank reached `phase` (a StepPhase, heartbeat.h) of `step`,
+  // published for hang blame.
   void progress(int64_t step, int phase);
   // The rank every other rank is waiting for: the one whose published
   // progress is behind all others (-1: none stands out). Also the raw values.
@@ -140,6 +144,7 @@ class ResilienceGuard {
   // Written by the checkpoint writer's thread (after_checkpoint) when writes
   // are asynchronous, read by the training thread on a rollback.
   std::atomic<int64_t> last_ckpt_{0};
+  int64_t step_ = 0;  // the (1-based) step begin_step began
   bool warned_no_sdc_ = false;
   int64_t last_sdc_step_ = -1;
   // ZeRO-1: the hashes taken at the start of each step since the last check.

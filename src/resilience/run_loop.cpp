@@ -55,9 +55,17 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
     // while a slower rank was still between the step's collectives and its
     // snapshot found the lost shard's copies (S-2, S-1) and a faster rank's
     // own slots (S, S+1) without a step in common, and the world restarted
-    // from disk. Finished here, every rank's slots share step S.
-    trainer_.set_before_gradient_sync([this] { snapshots_->complete(); });
+    // from disk. Finished before the gradient exchange (the trainer's hook
+    // below), every rank's slots share step S.
   }
+  // The snapshot copy waits on the buddy rank, so a rank that reaches it says
+  // so first: otherwise a rank waiting there for one hung in its backward
+  // looks as far along as that rank, and the hang is blamed on nobody.
+  if (snapshots_ || opt_.entering_exchange)
+    trainer_.set_before_gradient_sync([this] {
+      if (opt_.entering_exchange) opt_.entering_exchange();
+      if (snapshots_) snapshots_->complete();
+    });
   if (opt_.rank == 0 && ckpt_cfg_.every > 0)
     writer_ = std::make_unique<AsyncCheckpointer>(
         ckpt_dir_, CheckpointWriteOptions{ckpt_cfg_.keep_last, ckpt_cfg_.keep_every},

@@ -71,6 +71,11 @@ struct RunLoopOptions {
   // Before the checkpoint of (1-based) step is saved, on every rank (the
   // replicas compare parameter hashes there).
   std::function<void(int64_t step)> before_checkpoint;
+  // On every rank once its own forward and backward of the step are done,
+  // before the first wait on the other ranks (the snapshot copy, then the
+  // gradient exchange): hang blame tells the rank still computing from the
+  // ranks waiting for it by what each published here.
+  std::function<void()> entering_exchange;
   // Health-detector state: saved into / restored from the manifest's "health".
   std::function<nlohmann::json()> save_health;
   std::function<void(const nlohmann::json&)> load_health;

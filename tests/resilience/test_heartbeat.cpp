@@ -53,9 +53,9 @@ pid_t child_rank(const HeartbeatMonitor& m, int rank, int stop_after, char end) 
   HeartbeatSender* s = rank_heartbeat(rank);
   for (int step = 1; step <= stop_after; ++step) {
     s->resume();
-    s->progress(step, 1);
+    s->progress(step, kPhaseBegan);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    s->progress(step, 4);
+    s->progress(step, kPhaseEnded);
     s->pause();
   }
   if (end == 'x') std::exit(0);
@@ -129,12 +129,12 @@ TEST(Heartbeat, StalledProgressIsAHangBlamedOnTheRankBehind) {
   for (int step = 1; step <= 6; ++step) {
     r0.resume();
     r1.resume();
-    r0.progress(step, 1);
-    r1.progress(step, 1);
+    r0.progress(step, kPhaseBegan);
+    r1.progress(step, kPhaseBegan);
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     m.receive(now_s());
-    r0.progress(step, 4);
-    r1.progress(step, 4);
+    r0.progress(step, kPhaseEnded);
+    r1.progress(step, kPhaseEnded);
     r0.pause();
     r1.pause();
     m.receive(now_s());
@@ -142,9 +142,9 @@ TEST(Heartbeat, StalledProgressIsAHangBlamedOnTheRankBehind) {
   // Step 7: rank 1 reaches the exchange, rank 0 never does.
   r0.resume();
   r1.resume();
-  r0.progress(7, 1);
-  r1.progress(7, 1);
-  r1.progress(7, 2);
+  r0.progress(7, kPhaseBegan);
+  r1.progress(7, kPhaseBegan);
+  r1.progress(7, kPhaseExchanging);
   double waited = 0;
   const auto v = judge_for(m, 9, 2, 5.0, &waited);
   ASSERT_TRUE(v);

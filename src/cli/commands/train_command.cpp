@@ -243,6 +243,7 @@ void run_train(const TrainArgs& args) {
   loop_opt.after_train_step = [&guard](const train::StepMetrics& m) { guard.end_step(m); };
   loop_opt.skip_step = [&guard](int64_t s) { return guard.skip_step(s); };
   loop_opt.before_checkpoint = [&guard](int64_t step) { guard.before_checkpoint(step); };
+  loop_opt.entering_exchange = [&guard] { guard.entering_exchange(); };
   loop_opt.on_checkpoint_written = [&guard](int64_t step, const std::string& path) {
     guard.after_checkpoint(step, path);
   };
