@@ -18,8 +18,8 @@ if(KEEL_MPIRUN AND EXISTS ${_chaos_sotu}/1790_george_washington_n.txt)
   endforeach()
   # Issue 22's detector defects, each against real mpirun ranks, and the
   # checkpoint due at a skipped step (tests/resilience/detectors_check.py).
-  foreach(mode zero1_sdc rollback_async hang_blame hang_blame_snapshot retention
-               skipped_checkpoint)
+  foreach(mode zero1_sdc rollback_async hang_blame hang_blame_snapshot snapshot_resume_checkpoint
+               retention skipped_checkpoint)
     add_test(NAME resilience_detect_${mode}
              COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/resilience/detectors_check.py
                      --keel $<TARGET_FILE:keel> --corpus ${_cw}/corpus --work ${_cw}/detect_${mode}

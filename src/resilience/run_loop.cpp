@@ -198,6 +198,18 @@ std::optional<ResumeInfo> RunLoop::resume_from_snapshot(const std::optional<Resu
     opt_.sync->load_state(common.manifest.extra.value("replicas", nlohmann::json::object()),
                           nullptr);
   snapshots_->restored(d.step);
+  // A checkpoint due by the snapshot's step is not on disk (its writer died
+  // mid-write): a later rollback, which trusts the disk alone, would go back
+  // past it. One is written after the next step instead. Every rank sees the
+  // same disk and snapshot steps, so all of them take part.
+  const int64_t on_disk = disk ? disk->step : 0;
+  if (ckpt_cfg_.every > 0 && d.step / ckpt_cfg_.every > on_disk / ckpt_cfg_.every) {
+    checkpoint_pending_ = true;
+    log().info(
+        "resumed from the snapshot of step {}, newer than the checkpoint due by then (disk "
+        "holds step {}): a checkpoint is written after the next step",
+        d.step, on_disk);
+  }
   ResumeInfo info;
   info.path = "memory";
   info.step = d.step;

@@ -25,6 +25,13 @@ hang_blame_snapshot: 2 ranks with ZeRO-1, in-memory snapshots and asynchronous
                 and must have said it is past its backward by then, so that
                 the hang is blamed on rank 1 (it was blamed on nobody: the
                 seed 570927729 of chaos_random).
+snapshot_resume_checkpoint: rank 0 is killed while the asynchronous write
+                of a checkpoint is in flight, so the next world resumes from
+                the in-memory snapshot while the disk lacks that checkpoint; a
+                checkpoint must then be written right after the resume, so
+                that a rollback soon after (two NaN steps) loses at most
+                checkpoint.every steps (it went back to step 0: chaos seed
+                9665696), and the final parameters equal the fault-free run.
 retention:      the leftovers of an interrupted save or delete (a step-...
                 directory without its manifest, .del-/.tmp- directories,
                 latest.tmp.* files) are removed at start and the half-deleted
@@ -272,6 +279,39 @@ def check_hang_blame_snapshot(keel, corpus, work):
     print("hang_blame_snapshot: PASS")
 
 
+def check_snapshot_resume_checkpoint(keel, corpus, work):
+    ov = tiny_overrides(corpus, work, 50, CKPT_EVERY, ["checkpoint.async=true"])
+    ref, rc, secs, out = launch(keel, work, "snapshot_resume_reference", ov)
+    must_finish(ref, rc, secs, out, "snapshot_resume_reference")
+    # Each checkpoint write sleeps 300 ms after its first file: rank 0, the
+    # writer, dies at step 21 with the checkpoint of step 20 still unwritten.
+    run, rc, secs, out = launch(keel, work, "snapshot_resume", ov,
+                                faults="kind=kill,step=21,rank=0;kind=nan,step=27,repeat=2",
+                                env={"KEEL_FAULT_CKPT_WRITE_SLEEP_MS": "300"})
+    must_finish(run, rc, secs, out, "snapshot_resume")
+    ev = events(run)
+    for e in ev:
+        print("  " + json.dumps(short(e)))
+    failures = resume_consistency(ev)
+    resumes = [e for e in ev if e["event"] == "resume"]
+    if not resumes or resumes[0].get("detail") != "memory":
+        failures.append("the world after the kill did not resume from the in-memory snapshot")
+    rb = [e for e in ev if e["event"] == "rollback"]
+    if not rb:
+        failures.append("no rollback event")
+    else:
+        print(f"rollback to step {rb[0]['step']}, {rb[0]['steps_lost']} steps lost "
+              f"(interval {CKPT_EVERY})")
+        if rb[0]["steps_lost"] > CKPT_EVERY:
+            failures.append(f"the rollback lost {rb[0]['steps_lost']} steps, more than "
+                            f"checkpoint.every {CKPT_EVERY}")
+    if params_digest(ref) != params_digest(run):
+        failures.append("final parameters differ from the fault-free run")
+    if failures:
+        sys.exit("FAIL: " + "; ".join(failures))
+    print("snapshot_resume_checkpoint: PASS")
+
+
 def train(keel, ov, run, env=None, wait=True):
     cmd = [keel, "train"] + ov + [f"run.dir={run}"]
     e = dict(os.environ, OMP_NUM_THREADS="1")
@@ -392,11 +432,13 @@ def main():
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("mode", choices=["zero1_sdc", "rollback_async", "hang_blame",
-                                     "hang_blame_snapshot", "retention", "skipped_checkpoint"])
+                                     "hang_blame_snapshot", "snapshot_resume_checkpoint",
+                                     "retention", "skipped_checkpoint"])
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     {"zero1_sdc": check_zero1_sdc, "rollback_async": check_rollback_async,
      "hang_blame": check_hang_blame, "hang_blame_snapshot": check_hang_blame_snapshot,
+     "snapshot_resume_checkpoint": check_snapshot_resume_checkpoint,
      "retention": check_retention,
      "skipped_checkpoint": check_skipped_checkpoint}[a.mode](a.keel, a.corpus, a.work)
 
