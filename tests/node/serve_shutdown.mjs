@@ -14,8 +14,8 @@ const id = path.basename(model);
 // Opens a long stream; resolves `started` once the server answers 200 (a
 // queued request gets its headers before its first token) and `ended` with
 // the whole SSE text when the server closes it.
-function openStream(port, maxTokens) {
-  const body = JSON.stringify({ model: id, prompt: 'The', max_tokens: maxTokens, stream: true, ignore_eos: true, temperature: 1, seed: 3 });
+function openStream(port, maxTokens, n = 1) {
+  const body = JSON.stringify({ model: id, prompt: 'The', max_tokens: maxTokens, n, stream: true, ignore_eos: true, temperature: 1, seed: 3 });
   let text = '';
   let startedResolve;
   const started = new Promise((r) => (startedResolve = r));
@@ -39,7 +39,10 @@ async function run(drainArgs, expectFinished) {
   try {
     const info = await (await fetch(`${srv.base}/v1/models`)).json();
     const ctx = info.data[0].context_length;
-    const streams = Array.from({ length: 4 }, () => openStream(srv.port, 48));
+    // Cancelled streams must still be running when the signal lands: with 48
+    // tokens the tiny model finished all four first on a busy machine, so
+    // those ask for 16 choices of ctx - 8 tokens each.
+    const streams = Array.from({ length: 4 }, () => (expectFinished ? openStream(srv.port, 48) : openStream(srv.port, ctx - 8, 16)));
     await Promise.all(streams.map((s) => s.started));
     srv.proc.kill('SIGTERM');
     // Give the signal a moment to land, then a new request must be refused.
