@@ -72,6 +72,28 @@ def caught_after(ev, fault_id, detector):
     return ev[inj[0]], (after[0] if after else None)
 
 
+def hang_blame_failure(ev, fid, rank, what):
+    """The hang of fault fid on `rank`: its fault event and the restart after
+    it must both blame that rank. A failure message, or None."""
+    inj, caught = caught_after(ev, fid, "hang")
+    if caught is None:
+        return f"{what}: no hang fault event"
+    restart = [e for e in ev[ev.index(caught):] if e["event"] == "restart"]
+    print(f"{what}: fault event blames rank {caught['rank']}, restart blames "
+          f"{restart[0]['rank'] if restart else None}")
+    if caught["rank"] != rank or not restart or restart[0]["rank"] != rank:
+        return f"{what} blamed on rank {caught['rank']}"
+    return None
+
+
+def printed_events(run):
+    """The run's events, each printed (short form)."""
+    ev = events(run)
+    for e in ev:
+        print("  " + json.dumps(short(e)))
+    return ev
+
+
 def resume_consistency(ev):
     """Every rollback/restart names the step the next world resumed from."""
     bad = []
@@ -104,9 +126,7 @@ def check_zero1_sdc(keel, corpus, work):
     for name, (plan, hit) in plans.items():
         run, rc, secs, out = launch(keel, work, name, ov, faults=plan, ranks=ranks)
         must_finish(run, rc, secs, out, name)
-        ev = events(run)
-        for e in ev:
-            print("  " + json.dumps(short(e)))
+        ev = printed_events(run)
         for fid, rank in enumerate(hit):
             inj, caught = caught_after(ev, fid, "sdc")
             if inj is None:
@@ -130,28 +150,39 @@ def check_zero1_sdc(keel, corpus, work):
     print("zero1_sdc: PASS")
 
 
-def check_rollback_async(keel, corpus, work):
+def slow_writer_run(keel, corpus, work, ref_name, name, faults):
+    """A fault-free reference and a run with `faults` whose checkpoint writes
+    (asynchronous) each sleep 300 ms after their first file, 50 steps, a
+    checkpoint every CKPT_EVERY. Returns (reference dir, run dir, run events)."""
     ov = tiny_overrides(corpus, work, 50, CKPT_EVERY, ["checkpoint.async=true"])
-    ref, rc, secs, out = launch(keel, work, "async_reference", ov)
-    must_finish(ref, rc, secs, out, "async_reference")
-    # Each write of a checkpoint sleeps 300 ms after its first file: the NaNs
-    # of steps 41 and 42 arrive while the checkpoint of step 40 is written.
-    run, rc, secs, out = launch(keel, work, "async_nan", ov, faults="kind=nan,step=41,repeat=2",
+    ref, rc, secs, out = launch(keel, work, ref_name, ov)
+    must_finish(ref, rc, secs, out, ref_name)
+    run, rc, secs, out = launch(keel, work, name, ov, faults=faults,
                                 env={"KEEL_FAULT_CKPT_WRITE_SLEEP_MS": "300"})
-    must_finish(run, rc, secs, out, "async_nan")
-    ev = events(run)
-    for e in ev:
-        print("  " + json.dumps(short(e)))
-    failures = resume_consistency(ev)
+    must_finish(run, rc, secs, out, name)
+    return ref, run, printed_events(run)
+
+
+def first_rollback(ev, failures):
+    """The first rollback event (printed), or None with a failure noted."""
     rb = [e for e in ev if e["event"] == "rollback"]
     if not rb:
         failures.append("no rollback event")
-    else:
-        print(f"rollback to step {rb[0]['step']}, {rb[0]['steps_lost']} steps lost "
-              f"(interval {CKPT_EVERY})")
-        if rb[0]["step"] != 40:
-            failures.append(f"rolled back to step {rb[0]['step']}, not to the checkpoint of step "
-                            "40 that was being written")
+        return None
+    print(f"rollback to step {rb[0]['step']}, {rb[0]['steps_lost']} steps lost "
+          f"(interval {CKPT_EVERY})")
+    return rb[0]
+
+
+def check_rollback_async(keel, corpus, work):
+    # The NaNs of steps 41 and 42 arrive while the checkpoint of step 40 is written.
+    ref, run, ev = slow_writer_run(keel, corpus, work, "async_reference", "async_nan",
+                                   "kind=nan,step=41,repeat=2")
+    failures = resume_consistency(ev)
+    rb = first_rollback(ev, failures)
+    if rb and rb["step"] != 40:
+        failures.append(f"rolled back to step {rb['step']}, not to the checkpoint of step "
+                        "40 that was being written")
     lost = [e["steps_lost"] for e in ev if e.get("steps_lost")]
     if any(x > CKPT_EVERY for x in lost):
         failures.append(f"a failure lost more than {CKPT_EVERY} steps: {lost}")
@@ -225,22 +256,14 @@ def check_hang_blame(keel, corpus, work):
         watcher.join()
     print("\n".join(log))
     must_finish(run, rc, secs, out, name)
-    ev = events(run)
-    for e in ev:
-        print("  " + json.dumps(short(e)))
+    ev = printed_events(run)
     failures = []
     if not log:
         failures.append("rank 2 was never frozen")
     for fid, rank in enumerate([2, 1]):
-        inj, caught = caught_after(ev, fid, "hang")
-        if caught is None:
-            failures.append(f"hang {fid} on rank {rank}: no hang fault event")
-            continue
-        restart = [e for e in ev[ev.index(caught):] if e["event"] == "restart"]
-        print(f"hang on rank {rank}: fault event blames rank {caught['rank']}, restart blames "
-              f"{restart[0]['rank'] if restart else None}")
-        if caught["rank"] != rank or not restart or restart[0]["rank"] != rank:
-            failures.append(f"hang on rank {rank} blamed on rank {caught['rank']}")
+        f = hang_blame_failure(ev, fid, rank, f"hang {fid} on rank {rank}")
+        if f:
+            failures.append(f)
     if any(e["event"] == "exclude" for e in ev):
         failures.append("a rank was excluded after two hangs on different ranks")
     if failures:
@@ -260,51 +283,30 @@ def check_hang_blame_snapshot(keel, corpus, work):
     plan = ";".join(f"kind=hang,step={s},rank=1,where=kernel" for s in steps)
     run, rc, secs, out = launch(keel, work, name, ov, faults=plan)
     must_finish(run, rc, secs, out, name)
-    ev = events(run)
-    for e in ev:
-        print("  " + json.dumps(short(e)))
+    ev = printed_events(run)
     failures = []
     for fid, step in enumerate(steps):
-        inj, caught = caught_after(ev, fid, "hang")
-        if caught is None:
-            failures.append(f"hang at step {step}: no hang fault event")
-            continue
-        restart = [e for e in ev[ev.index(caught):] if e["event"] == "restart"]
-        print(f"hang at step {step} on rank 1: fault event blames rank {caught['rank']}, restart "
-              f"blames {restart[0]['rank'] if restart else None}")
-        if caught["rank"] != 1 or not restart or restart[0]["rank"] != 1:
-            failures.append(f"hang at step {step} on rank 1 blamed on rank {caught['rank']}")
+        f = hang_blame_failure(ev, fid, 1, f"hang at step {step} on rank 1")
+        if f:
+            failures.append(f)
     if failures:
         sys.exit("FAIL: " + "; ".join(failures))
     print("hang_blame_snapshot: PASS")
 
 
 def check_snapshot_resume_checkpoint(keel, corpus, work):
-    ov = tiny_overrides(corpus, work, 50, CKPT_EVERY, ["checkpoint.async=true"])
-    ref, rc, secs, out = launch(keel, work, "snapshot_resume_reference", ov)
-    must_finish(ref, rc, secs, out, "snapshot_resume_reference")
-    # Each checkpoint write sleeps 300 ms after its first file: rank 0, the
-    # writer, dies at step 21 with the checkpoint of step 20 still unwritten.
-    run, rc, secs, out = launch(keel, work, "snapshot_resume", ov,
-                                faults="kind=kill,step=21,rank=0;kind=nan,step=27,repeat=2",
-                                env={"KEEL_FAULT_CKPT_WRITE_SLEEP_MS": "300"})
-    must_finish(run, rc, secs, out, "snapshot_resume")
-    ev = events(run)
-    for e in ev:
-        print("  " + json.dumps(short(e)))
+    # Rank 0, the writer, dies at step 21 with the checkpoint of step 20 still unwritten.
+    ref, run, ev = slow_writer_run(keel, corpus, work, "snapshot_resume_reference",
+                                   "snapshot_resume",
+                                   "kind=kill,step=21,rank=0;kind=nan,step=27,repeat=2")
     failures = resume_consistency(ev)
     resumes = [e for e in ev if e["event"] == "resume"]
     if not resumes or resumes[0].get("detail") != "memory":
         failures.append("the world after the kill did not resume from the in-memory snapshot")
-    rb = [e for e in ev if e["event"] == "rollback"]
-    if not rb:
-        failures.append("no rollback event")
-    else:
-        print(f"rollback to step {rb[0]['step']}, {rb[0]['steps_lost']} steps lost "
-              f"(interval {CKPT_EVERY})")
-        if rb[0]["steps_lost"] > CKPT_EVERY:
-            failures.append(f"the rollback lost {rb[0]['steps_lost']} steps, more than "
-                            f"checkpoint.every {CKPT_EVERY}")
+    rb = first_rollback(ev, failures)
+    if rb and rb["steps_lost"] > CKPT_EVERY:
+        failures.append(f"the rollback lost {rb['steps_lost']} steps, more than "
+                        f"checkpoint.every {CKPT_EVERY}")
     if params_digest(ref) != params_digest(run):
         failures.append("final parameters differ from the fault-free run")
     if failures:
@@ -361,9 +363,7 @@ def check_retention(keel, corpus, work):
     p = train(keel, ov, run)
     if p.returncode != 0:
         failures.append(f"the resumed run exited {p.returncode}")
-    ev = events(run)
-    for e in ev:
-        print("  " + json.dumps(short(e)))
+    ev = printed_events(run)
     corrupt = [e for e in ev if e["event"] == "fault" and e["detector"] == "checkpoint_corrupt"]
     if corrupt:
         failures.append(f"a half-deleted directory was taken for a checkpoint: {corrupt[0]['detail']}")
