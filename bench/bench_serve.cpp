@@ -8,7 +8,10 @@
 // paired, the median over decode windows of the bandwidth a probe gets right
 // after each window for as long); and batch-1 decode with 2,048 tokens in
 // the cache (decode_b1_ctx2048_tok_s; its roofline counts the cached keys
-// and values each token reads as well as the weights).
+// and values each token reads as well as the weights). Each format is then
+// measured again with a bf16 KV cache (keys ending "_kv_bf16"; --kv-bf16 0
+// skips it): the same lines, against the same rooflines, the long-context
+// one counting the cache's halved bytes.
 // Prints one JSON line per format, then one on response_format's token-mask
 // cost per token ("serve_json_mask") and one on the time to first token of a
 // request sharing a --prefix-tokens (1000) prefix with an earlier one, prefix
@@ -130,6 +133,7 @@ struct Args {
   int threads = 2, reps = 3;
   int64_t profile = 0;           // > 0: only profile this many batch-1 decode steps per format
   int64_t prefix_tokens = 1000;  // the shared prefix of the prefix-cache TTFT case (0: skip)
+  bool kv_bf16 = true;           // also measure each format with a bf16 KV cache
   int64_t prompt = 128, decode_steps = 32, batch = 8;
   int64_t n_layer = 12, n_head = 12, n_kv_head = 12, n_embd = 768, ctx = 2304;
 };
@@ -155,6 +159,8 @@ Args parse(int argc, char** argv) {
       a.profile = std::atoll(v.c_str());
     else if (k == "--prefix-tokens")
       a.prefix_tokens = std::atoll(v.c_str());
+    else if (k == "--kv-bf16")
+      a.kv_bf16 = v != "0";
     else if (k == "--reps")
       a.reps = std::max(1, std::atoi(v.c_str()));
     else if (k == "--n-layer")
@@ -184,10 +190,13 @@ void save_run_dir(const std::string& dir, const model::ModelConfig& c, model::Mo
   store::save_run(dir, cfg, m, tok, {{"note", "untrained, for bench-serve"}});
 }
 
-nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& probe) {
+// The lines of one model; every key gets `suffix` (the bf16-cache pass's
+// "_kv_bf16") but weight_bytes_per_token.
+nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& probe,
+                       const std::string& suffix) {
   const auto& cfg = m.config();
   const int64_t V = cfg.vocab_size;
-  serve::KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX);
+  serve::KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX, nullptr, m.kv_dtype());
   // Pseudo-random ids: the prompt, then 16 more per decode sequence after it.
   std::vector<int32_t> prompt(size_t(a.prompt + 16 * a.batch));
   const Rng rng(1, 2);
@@ -241,14 +250,15 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
   const double d1 = decode(1), dB = decode(a.batch);
   std::sort(paired.begin(), paired.end());
   nlohmann::json j = {
-      {"prefill_tok_s", double(a.prompt) / prefill_s},
-      {"ttft_ms", 1e3 * ttft_s},
-      {"decode_b1_tok_s", d1},
-      {fmt::format("decode_b{}_tok_s", a.batch), dB},
+      {"prefill_tok_s" + suffix, double(a.prompt) / prefill_s},
+      {"ttft_ms" + suffix, 1e3 * ttft_s},
+      {"decode_b1_tok_s" + suffix, d1},
+      {fmt::format("decode_b{}_tok_s", a.batch) + suffix, dB},
       {"weight_bytes_per_token", bytes},
-      {"roofline_fraction_paired", paired.empty() ? 0.0 : paired[paired.size() / 2]}};
+      {"roofline_fraction_paired" + suffix, paired.empty() ? 0.0 : paired[paired.size() / 2]}};
   // Long context: batch-1 decode with kLongContext positions already in the
-  // cache, where reading the keys and values (f32) outweighs a small model's
+  // cache, where reading the keys and values (f32: 151 MB a token for this
+  // model; bf16 half) outweighs a small model's
   // weights and attention runs on every thread. The cache is filled with
   // values rather than prefilled: a decode step's time does not depend on
   // them, and 2,048 prefilled tokens would cost seconds per format.
@@ -258,10 +268,12 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
     for (int rep = 0; rep < a.reps; ++rep) {
       auto seq = pool.try_allocate(kLongContext + a.decode_steps + 1);
       const size_t per_layer = size_t(seq->capacity() * m.kv_dim());
+      std::vector<float> rows(per_layer);
+      for (size_t i = 0; i < per_layer; ++i)
+        rows[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
       for (int64_t l = 0; l < cfg.n_layer; ++l)
-        for (float* base : {seq->keys(l), seq->values(l)})
-          for (size_t i = 0; i < per_layer; ++i)
-            base[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+        for (void* base : {seq->keys(l), seq->values(l)})
+          m.backend().cast(DType::F32, rows.data(), m.kv_dtype(), base, int64_t(per_layer));
       seq->set_length(kLongContext);
       std::vector<serve::KvSequence*> ptrs{seq.get()};
       std::vector<int32_t> toks{prompt[0]};
@@ -273,9 +285,9 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
       best = std::max(best, double(a.decode_steps) / since(t0));
     }
     const double kv = double(cfg.n_layer) * 2.0 * double(kLongContext + a.decode_steps / 2) *
-                      double(m.kv_dim()) * sizeof(float);
-    j["decode_b1_ctx2048_tok_s"] = best;
-    j["kv_bytes_per_token_ctx2048"] = kv;
+                      double(m.kv_dim()) * double(dtype_size(m.kv_dtype()));
+    j["decode_b1_ctx2048_tok_s" + suffix] = best;
+    j["kv_bytes_per_token_ctx2048" + suffix] = kv;
   }
   return j;
 }
@@ -290,12 +302,16 @@ void add_roofline(nlohmann::json& j, const BandwidthProbe& probe) {
   j["read_bandwidth_spread_gb_s"] = {r.front() / 1e9, r[r.size() / 2] / 1e9, bw / 1e9};
   j["read_bandwidth_passes"] = r.size();
   j["roofline_b1_tok_s"] = bw / bytes;
-  j["roofline_fraction"] = double(j["decode_b1_tok_s"]) / (bw / bytes);
-  // At long context a token reads its weights and every cached key and value.
-  if (j.contains("decode_b1_ctx2048_tok_s")) {
-    const double all = bytes + double(j["kv_bytes_per_token_ctx2048"]);
-    j["roofline_ctx2048_tok_s"] = bw / all;
-    j["roofline_fraction_ctx2048"] = double(j["decode_b1_ctx2048_tok_s"]) / (bw / all);
+  for (const std::string sfx : {"", "_kv_bf16"}) {
+    if (!j.contains("decode_b1_tok_s" + sfx)) continue;
+    j["roofline_fraction" + sfx] = double(j["decode_b1_tok_s" + sfx]) / (bw / bytes);
+    // At long context a token reads its weights and every cached key and value.
+    if (j.contains("decode_b1_ctx2048_tok_s" + sfx)) {
+      const double all = bytes + double(j["kv_bytes_per_token_ctx2048" + sfx]);
+      j["roofline_ctx2048_tok_s" + sfx] = bw / all;
+      j["roofline_fraction_ctx2048" + sfx] =
+          double(j["decode_b1_ctx2048_tok_s" + sfx]) / (bw / all);
+    }
   }
 }
 
@@ -519,8 +535,12 @@ int main(int argc, char** argv) try {
       std::fflush(stdout);
       continue;
     }
-    j.update(measure(m, a, probe));
+    j.update(measure(m, a, probe, ""));
     if (f == "f32") decode_b1_f32 = j["decode_b1_tok_s"];
+    if (a.kv_bf16) {
+      serve::InferenceModel m16(w, *be, serve::weight_format_from_name(f), DType::BF16);
+      j.update(measure(m16, a, probe, "_kv_bf16"));
+    }
     lines.push_back(std::move(j));
   }
   if (a.profile > 0) return 0;

@@ -117,6 +117,26 @@ for lf, j in native.items():
             j["decode_b1_tok_s"] / keel[kf]["roofline_b1_tok_s"], 3)
         for m in ("decode_b1_tok_s", "prefill_tok_s"):
             out[f"{m}_ratio_{kf}_vs_native_{lf}"] = round(keel[kf][m] / j[m], 3)
+        # 2,048 cached tokens: llama.cpp's f16 cache holds what keel's bf16 one
+        # does (2 bytes an element); keel's f32 cache reads twice the bytes.
+        m = "decode_b1_ctx2048_tok_s"
+        if m in j:
+            out.setdefault(f"{m}_kv_f16", {})[f"llamacpp_native_{lf}"] = round(j[m], 1)
+            for sfx, kv in (("", "f32"), ("_kv_bf16", "bf16")):
+                if m + sfx in keel[kf]:
+                    out[f"{m}_ratio_{kf}_kv_{kv}_vs_native_{lf}_kv_f16"] = round(
+                        keel[kf][m + sfx] / j[m], 3)
+# Batch 1 with 2,048 positions in the cache, f32 and bf16 caches (--kv-dtype):
+# tokens/s and the fraction of the roofline that counts the cache's bytes.
+for sfx, kv in (("", "f32"), ("_kv_bf16", "bf16")):
+    for m, nd in (("decode_b1_ctx2048_tok_s", 1), ("roofline_fraction_ctx2048", 3)):
+        got = {f"keel_{f}": round(j[m + sfx], nd) for f, j in keel.items() if m + sfx in j}
+        if got:
+            out[f"{m}_kv_{kv}"] = got
+    got = {f"keel_{f}": round(j["decode_b1_tok_s" + sfx], 1) for f, j in keel.items()
+           if "decode_b1_tok_s" + sfx in j}
+    if got and sfx:
+        out[f"decode_b1_tok_s_kv_{kv}"] = got
 pc = features.get("serve_prefix_cache", {})
 for k in ("prefix_tokens", "prefix_cache_ttft_ms_off", "prefix_cache_ttft_ms_on",
           "prefix_cache_ttft_ratio_off_over_on"):

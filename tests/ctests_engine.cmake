@@ -1,6 +1,7 @@
 # The inference engine from the command line: a short real training run, then
 # `keel verify model` over ref and cpu (f32 must agree on every greedy token;
-# int8 and q4 report their perplexity change), and its error path.
+# int8 and q4 report their perplexity change, and so does a bf16 KV cache),
+# and its error path.
 set(_eb ${CMAKE_CURRENT_BINARY_DIR}/engine_cli)
 set(_sotu ${CMAKE_SOURCE_DIR}/third_party/sotu/data)
 if(EXISTS ${_sotu}/1790_george_washington_n.txt)
@@ -35,6 +36,17 @@ if(EXISTS ${_sotu}/1790_george_washington_n.txt)
     set_tests_properties(engine_verify_model_${q} PROPERTIES TIMEOUT 120 LABELS engine
                          FIXTURES_REQUIRED engine_run)
   endforeach()
+  # A bf16 KV cache on both backends: every greedy token the same, cpu within
+  # 1e-3 of ref (the same roundings, sums in other orders), and the
+  # perplexity change against an f32 cache reported and under 0.1%.
+  add_test(NAME engine_verify_model_kv_bf16
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 0
+                   "with an f32 KV cache: [0-9.]+; a bf16 KV cache changes it by [-+]0\\.0[0-9]+%"
+                   $<TARGET_FILE:keel> verify model --model ${_eb}/run --backends ref,cpu
+                   --kv-dtype bf16 --max-tokens 24 --ppl-tokens 512 --min-top1 1
+                   --max-logit-diff 1e-3)
+  set_tests_properties(engine_verify_model_kv_bf16 PROPERTIES TIMEOUT 120 LABELS engine
+                       FIXTURES_REQUIRED engine_run)
 else()
   keel_missing_dependency(engine_missing_dependency "${KEEL_SOTU_MISSING}")
 endif()

@@ -59,6 +59,12 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
                    ${CMAKE_SOURCE_DIR}/third_party/openai --quant q8_0)
   set_tests_properties(serve_prefix_cache_q8_0 PROPERTIES TIMEOUT 120 LABELS serve
                        FIXTURES_REQUIRED serve_model)
+  # A bf16 KV cache: the prefix cache copies its rows (2 bytes an element).
+  add_test(NAME serve_prefix_cache_kv_bf16
+           COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_prefix_cache.mjs $<TARGET_FILE:keel> ${_sb}/tiny
+                   ${CMAKE_SOURCE_DIR}/third_party/openai --kv-dtype bf16)
+  set_tests_properties(serve_prefix_cache_kv_bf16 PROPERTIES TIMEOUT 120 LABELS serve
+                       FIXTURES_REQUIRED serve_model)
   add_test(NAME serve_response_format
            COMMAND ${KEEL_SERVE_NODE} ${_nd}/serve_response_format.mjs $<TARGET_FILE:keel> ${_sb}/tiny
                    ${CMAKE_SOURCE_DIR}/third_party/openai)
@@ -106,3 +112,11 @@ add_test(NAME serve_cli_missing_model
 [ $rc -eq 1 ] && [ $(printf '%s\\n' \"$out\" | wc -l) -eq 1 ] && printf '%s' \"$out\" | grep -q 'no_such_model'"
                  $<TARGET_FILE:keel> ${_sb}/no_such_model)
 set_tests_properties(serve_cli_missing_model PROPERTIES TIMEOUT 60 LABELS serve)
+# deepseek's latent cache is f32 only: a bf16 KV cache is refused by name.
+add_test(NAME generate_kv_bf16_deepseek_refused
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 1
+                 "deepseek_cli/run: kv_dtype bf16: deepseek's latent cache"
+                 $<TARGET_FILE:keel> generate --model ${CMAKE_CURRENT_BINARY_DIR}/deepseek_cli/run
+                 --kv-dtype bf16 --max-tokens 2 --prompt x)
+set_tests_properties(generate_kv_bf16_deepseek_refused PROPERTIES TIMEOUT 60 LABELS "serve;deepseek"
+                     FIXTURES_REQUIRED deepseek_run)

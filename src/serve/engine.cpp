@@ -89,12 +89,13 @@ class EngineImpl final : public Engine {
       model_id_ = fs::path(w.dir).lexically_normal().parent_path().filename().string();
     if (opt.max_batch < 1) fail<ConfigError>("max_batch: must be >= 1, got {}", opt.max_batch);
     if (opt.threads > 0) backend_->set_threads(opt.threads);
-    model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant));
+    model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant),
+                                              kv_dtype_from_name(opt.kv_dtype));
     pool_ = std::make_unique<KvCachePool>(model_->config().n_layer, model_->kv_dim(),
-                                          opt.max_cache_bytes, backend_.get());
+                                          opt.max_cache_bytes, backend_.get(), model_->kv_dtype());
     prefix_cache_ = std::make_unique<PrefixCache>(
         model_->config().n_layer, model_->kv_dim(), opt.prefix_cache_bytes, backend_.get(),
-        [this](KvSequence& dst, KvSequence& src, int64_t n) {
+        model_->kv_dtype(), [this](KvSequence& dst, KvSequence& src, int64_t n) {
           model_->copy_cache_prefix(dst, src, n);
         });
     eot_ = tokenizer_.eot_id();

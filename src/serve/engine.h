@@ -96,6 +96,7 @@ using EventFn = std::function<bool(const Event&)>;
 struct EngineOptions {
   std::string backend = "cpu";               // "cpu" | "ref"
   std::string quant = "none";                // "none" | "int8" | "q8_0" | "q4"
+  std::string kv_dtype = "f32";              // "f32" | "bf16": the KV cache's elements
   int64_t max_batch = 8;                     // sequences decoded together
   int64_t max_queue = 256;                   // waiting requests beyond this: CapacityError
   size_t max_cache_bytes = size_t(1) << 30;  // KV cache for all sequences together

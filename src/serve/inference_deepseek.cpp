@@ -176,7 +176,7 @@ void DeepSeekInference::attention(const Layer& L, int64_t layer, std::span<const
   linear(L.kv_a, h, ckv, M);
   for (const Segment& s : segs) {
     // Cache rows pos0.. of this layer: [normalised latent | rotated shared key].
-    float* cache = s.seq->keys(layer);
+    float* cache = static_cast<float*>(s.seq->keys(layer));
     for (int64_t t = 0; t < s.rows; ++t)
       rmsnorm(L.kv_a_norm, ckv + (s.row0 + t) * W, cache + (s.pos0 + t) * W, 1, R);
     copy_block(cache + s.pos0 * W + R, W, ckv + s.row0 * W + R, W, s.rows, rope);

@@ -21,6 +21,12 @@ DType weight_format_from_name(const std::string& name) {
   fail<ConfigError>("quant: unknown weight format '{}' (none, int8, q8_0, q4)", name);
 }
 
+DType kv_dtype_from_name(const std::string& name) {
+  if (name == "f32") return DType::F32;
+  if (name == "bf16") return DType::BF16;
+  fail<ConfigError>("kv_dtype: unknown KV cache dtype '{}' (f32, bf16)", name);
+}
+
 namespace {
 
 // The backend's thread count set to n for a scope, then restored.
@@ -48,8 +54,25 @@ const char* ForwardProfile::name(int phase) {
   return phase >= 0 && phase < kCount ? names[phase] : "?";
 }
 
-InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format)
-    : cfg_(w.config), be_(be), format_(format), llama_(w.config.arch == "llama") {
+InferenceModel::InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format,
+                               DType kv_dtype)
+    : cfg_(w.config),
+      be_(be),
+      format_(format),
+      kv_dtype_(kv_dtype),
+      llama_(w.config.arch == "llama") {
+  if (kv_dtype != DType::F32 && kv_dtype != DType::BF16)
+    fail<ConfigError>("kv_dtype: {} is not f32 or bf16", dtype_name(kv_dtype));
+  if (kv_dtype == DType::BF16) {
+    if (cfg_.arch == "deepseek")
+      fail<ConfigError>(
+          "{}: kv_dtype bf16: deepseek's latent cache (normalised latent and rotated key) is "
+          "kept in f32 only; use f32",
+          w.dir);
+    if (!be.supports(backend::Kernel::Attention, DType::BF16) ||
+        !be.supports(backend::Kernel::Cast, DType::BF16))
+      fail<ConfigError>("kv_dtype bf16: backend {} has no bf16 attention; use f32", be.name());
+  }
   if (cfg_.arch == "deepseek") {
     deepseek_ = std::make_unique<DeepSeekInference>(w, be, format);
     kv_dim_ = deepseek_->pool_kv_dim();
@@ -202,8 +225,16 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   };
   using P = ForwardProfile;
   int64_t max_rows = 0;
-  for (const Segment& s : segs) max_rows = std::max(max_rows, s.rows);
+  for (const Segment& s : segs) {
+    max_rows = std::max(max_rows, s.rows);
+    if (s.seq->dtype() != kv_dtype_)
+      fail<KernelError>("KV cache of {} given to a model whose cache is {} (kv_dtype)",
+                        dtype_name(s.seq->dtype()), dtype_name(kv_dtype_));
+  }
   float* lse = grow(lse_, NH * max_rows);
+  const bool kv16 = kv_dtype_ == DType::BF16;
+  const int64_t ke = int64_t(dtype_size(kv_dtype_));
+  char* att_kv = kv16 ? grown<char>(be_, att16_, M * C, DType::BF16) : reinterpret_cast<char*>(att);
   // Token ids and positions are made on the host; a device gets them uploaded.
   const bool device = !be_.host_memory();
   if (device) {
@@ -249,9 +280,8 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     mark(P::kNorm);
     linear(L.qkv, h, qkv, M);
     mark(P::kQkv);
-    for (const Segment& s : segs) {
-      float* q = qkv + s.row0 * R;
-      if (llama_) {
+    if (llama_) {
+      for (const Segment& s : segs) {
         // q and k heads sit side by side in each row: one rotation covers both.
         backend::RopeArgs r;
         r.B = 1;
@@ -262,13 +292,24 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
         r.batch_stride = s.rows * R;
         r.pos0 = s.pos0;
         r.theta = cfg_.rope_theta;
+        float* q = qkv + s.row0 * R;
         be_.rope_forward(r, q, q);
       }
-      float *kc = s.seq->keys(l), *vc = s.seq->values(l);
+    }
+    // A bf16 cache: q, k and v are rounded once here, the attention runs on
+    // bf16 storage (f32 sums) and its output is widened back.
+    char* qkv_kv = reinterpret_cast<char*>(qkv);
+    if (kv16) {
+      qkv_kv = grown<char>(be_, qkv16_, M * R, DType::BF16);
+      be_.cast(DType::F32, qkv, DType::BF16, qkv_kv, M * R);
+    }
+    for (const Segment& s : segs) {
+      const char* q = qkv_kv + s.row0 * R * ke;
+      char *kc = static_cast<char*>(s.seq->keys(l)), *vc = static_cast<char*>(s.seq->values(l));
       // Backend copies: a memmove on the host, a queued copy on a device.
       for (int64_t t = 0; t < s.rows; ++t) {
-        be_.copy(kc + (s.pos0 + t) * kvd, q + t * R + C, size_t(kvd) * sizeof(float));
-        be_.copy(vc + (s.pos0 + t) * kvd, q + t * R + C + kvd, size_t(kvd) * sizeof(float));
+        be_.copy(kc + (s.pos0 + t) * kvd * ke, q + (t * R + C) * ke, size_t(kvd * ke));
+        be_.copy(vc + (s.pos0 + t) * kvd * ke, q + (t * R + C + kvd) * ke, size_t(kvd * ke));
       }
       backend::AttentionArgs a;
       a.B = 1;
@@ -282,9 +323,11 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
       a.kv_row_stride = kvd;
       a.kv_batch_stride = s.seq->capacity() * kvd;
       a.scale = float(1.0 / std::sqrt(double(HS)));
+      a.dt = kv_dtype_;
       const ScopedThreads st(be_, s.rows == 1 ? threads : att_threads);
-      be_.attention_forward(a, q, kc, vc, att + s.row0 * C, lse);
+      be_.attention_forward(a, q, kc, vc, att_kv + s.row0 * C * ke, lse);
     }
+    if (kv16) be_.cast(DType::BF16, att_kv, DType::F32, att, M * C);
     mark(P::kAttention);
     linear(L.out, att, h, M);
     mark(P::kOut);
@@ -344,7 +387,7 @@ void InferenceModel::copy_cache_prefix(KvSequence& dst, KvSequence& src, int64_t
       be_.copy(dst.keys(l), src.keys(l), size_t(T * deepseek_->cache_width()) * sizeof(float));
       continue;
     }
-    const size_t row = size_t(T) * size_t(src.kv_dim()) * sizeof(float);
+    const size_t row = size_t(T) * size_t(src.kv_dim()) * dtype_size(src.dtype());
     be_.copy(dst.keys(l), src.keys(l), row);
     be_.copy(dst.values(l), src.values(l), row);
   }

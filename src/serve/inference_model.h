@@ -24,6 +24,9 @@ namespace keel::serve {
 // "none"/"f32" -> F32, "int8" -> I8 (per output row), "q8_0" -> Q8_0,
 // "q4"/"q4_0" -> Q4_0. RequestError-free: ConfigError naming the value.
 DType weight_format_from_name(const std::string& name);
+// "f32" -> F32, "bf16" -> BF16: the KV cache's element type. ConfigError
+// naming the value otherwise.
+DType kv_dtype_from_name(const std::string& name);
 
 class DeepSeekInference;
 
@@ -52,11 +55,18 @@ class InferenceModel {
  public:
   // Copies (or quantizes) every weight it needs out of w; w may go away after.
   // deepseek runs through DeepSeekInference (serve/inference_deepseek.h).
-  InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format);
+  // kv_dtype: the KV cache's element type, F32 or BF16 (half the memory per
+  // sequence and half the cache bytes a decode step reads; q, k and v are
+  // rounded to bf16 and attention sums in f32). ConfigError for anything
+  // else, for bf16 on deepseek, or on a backend without bf16 attention.
+  InferenceModel(const store::ModelWeights& w, backend::Backend& be, DType format,
+                 DType kv_dtype = DType::F32);
   ~InferenceModel();
 
   const model::ModelConfig& config() const { return cfg_; }
   DType format() const { return format_; }
+  // What KvCachePools for this model must hold (KvCachePool's dtype).
+  DType kv_dtype() const { return kv_dtype_; }
   // The KvCachePool kv_dim: n_kv_head * head_size, or for deepseek half the
   // per-layer latent cache width (rounded up; see DeepSeekInference).
   int64_t kv_dim() const { return kv_dim_; }
@@ -104,6 +114,7 @@ class InferenceModel {
   model::ModelConfig cfg_;
   backend::Backend& be_;
   DType format_;
+  DType kv_dtype_;
   bool llama_;
   int64_t kv_dim_ = 0;
   std::unique_ptr<DeepSeekInference> deepseek_;
@@ -117,6 +128,7 @@ class InferenceModel {
   // Activations in the backend's memory (a device's, or the host's), grown
   // to the largest call so far.
   Tensor x_, h_, qkv_, att_, ff_, ff2_, stats_, lse_, rows_, logits_, ids_, pos_dev_;
+  Tensor qkv16_, att16_;  // bf16 copies of qkv_ and att_ for a bf16 cache
   std::vector<int32_t> pos_;
   ForwardProfile* profile_ = nullptr;
   int linear_threads_ = 1;  // the backend's thread count when forward() began

@@ -2,6 +2,7 @@
 
 #include <new>
 
+#include "core/error.h"
 #include "core/host_memory.h"
 
 namespace keel::serve {
@@ -22,31 +23,39 @@ constexpr size_t kMaxFree = 2;
 
 }  // namespace
 
-KvSequence::KvSequence(KvCachePool* pool, int64_t n_layer, int64_t capacity, int64_t kv_dim)
+KvSequence::KvSequence(KvCachePool* pool, int64_t capacity, int64_t kv_dim)
     : pool_(pool),
       capacity_(capacity),
       kv_dim_(kv_dim),
+      dtype_(pool->dtype_),
+      elem_(int64_t(dtype_size(pool->dtype_))),
       bytes_(pool->bytes_for(capacity)),
-      data_(nullptr, [](float*) {}) {
-  const size_t n = size_t(n_layer) * 2 * size_t(capacity) * size_t(kv_dim);
+      data_(nullptr, [](char*) {}) {
   backend::Backend* be = pool->be_;
   if (be && !be->host_memory()) {
-    data_ = {static_cast<float*>(be->allocate(n * sizeof(float), "KV cache")),
-             [be](float* p) { be->release(p); }};
+    data_ = {static_cast<char*>(be->allocate(bytes_, "KV cache")),
+             [be](char* p) { be->release(p); }};
   } else {
     // Not zeroed: a position is always written before attention reads it.
     size_t got = 0;
-    float* p = pool->take_free(n * sizeof(float), &got);
+    char* p = pool->take_free(bytes_, &got);
     if (!p) {
-      got = n * sizeof(float);
-      p = static_cast<float*>(host_alloc(got, kMappedMin));
+      got = bytes_;
+      p = static_cast<char*>(host_alloc(got, kMappedMin));
     }
-    data_ = {p, [pool, got](float* q) { pool->give_free(q, got); }};
+    data_ = {p, [pool, got](char* q) { pool->give_free(q, got); }};
   }
 }
 
 KvSequence::~KvSequence() {
   pool_->release(bytes_);
+}
+
+KvCachePool::KvCachePool(int64_t n_layer, int64_t kv_dim, size_t limit_bytes, backend::Backend* be,
+                         DType dtype)
+    : n_layer_(n_layer), kv_dim_(kv_dim), dtype_(dtype), limit_(limit_bytes), be_(be) {
+  if (dtype != DType::F32 && dtype != DType::BF16)
+    fail<ConfigError>("KV cache dtype {}: only f32 and bf16 caches exist", dtype_name(dtype));
 }
 
 std::unique_ptr<KvSequence> KvCachePool::try_allocate(int64_t capacity) {
@@ -57,7 +66,7 @@ std::unique_ptr<KvSequence> KvCachePool::try_allocate(int64_t capacity) {
     used_ += need;
   }
   try {
-    return std::unique_ptr<KvSequence>(new KvSequence(this, n_layer_, capacity, kv_dim_));
+    return std::unique_ptr<KvSequence>(new KvSequence(this, capacity, kv_dim_));
   } catch (const std::bad_alloc&) {
     release(need);  // the host itself is out of memory: refuse like a full pool
     return nullptr;
@@ -71,7 +80,7 @@ KvCachePool::~KvCachePool() {
   for (auto& [bytes, p] : free_) host_free(p, bytes, kMappedMin);
 }
 
-float* KvCachePool::take_free(size_t need, size_t* got) {
+char* KvCachePool::take_free(size_t need, size_t* got) {
   std::lock_guard<std::mutex> lock(mu_);
   // The smallest kept buffer that holds need and wastes at most a quarter of it.
   size_t best = free_.size();
@@ -80,14 +89,14 @@ float* KvCachePool::take_free(size_t need, size_t* got) {
         (best == free_.size() || free_[i].first < free_[best].first))
       best = i;
   if (best == free_.size()) return nullptr;
-  float* p = free_[best].second;
+  char* p = free_[best].second;
   *got = free_[best].first;
   free_bytes_ -= *got;
   free_.erase(free_.begin() + std::ptrdiff_t(best));
   return p;
 }
 
-void KvCachePool::give_free(float* p, size_t bytes) {
+void KvCachePool::give_free(char* p, size_t bytes) {
   if (bytes >= kKeptMin) {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.size() < kMaxFree && used_ + free_bytes_ + bytes <= limit_) {

@@ -38,8 +38,8 @@ std::vector<PromptAgreement> compare_greedy(InferenceModel& a, InferenceModel& b
                                             int64_t max_new) {
   const auto& cfg = a.config();
   const int64_t V = cfg.vocab_size;
-  KvCachePool pool_a(cfg.n_layer, a.kv_dim(), SIZE_MAX, &a.backend()),
-      pool_b(cfg.n_layer, b.kv_dim(), SIZE_MAX, &b.backend());
+  KvCachePool pool_a(cfg.n_layer, a.kv_dim(), SIZE_MAX, &a.backend(), a.kv_dtype()),
+      pool_b(cfg.n_layer, b.kv_dim(), SIZE_MAX, &b.backend(), b.kv_dtype());
   std::vector<PromptAgreement> out;
   std::vector<float> la(static_cast<size_t>(V)), lb(static_cast<size_t>(V));
   for (const auto& text : prompts) {
@@ -74,7 +74,7 @@ std::vector<PromptAgreement> compare_greedy(InferenceModel& a, InferenceModel& b
 Perplexity perplexity(InferenceModel& m, std::span<const int32_t> tokens, int64_t max_tokens) {
   const auto& cfg = m.config();
   const int64_t V = cfg.vocab_size, W = cfg.max_seq_len;
-  KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX, &m.backend());
+  KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX, &m.backend(), m.kv_dtype());
   std::vector<float> logits(size_t(W * V));
   Perplexity p;
   double sum = 0;

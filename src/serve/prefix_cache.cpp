@@ -14,8 +14,8 @@ int64_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
 }  // namespace
 
 PrefixCache::PrefixCache(int64_t n_layer, int64_t kv_dim, size_t limit_bytes, backend::Backend* be,
-                         CacheRowCopy copy)
-    : pool_(n_layer, kv_dim, limit_bytes, be), copy_(std::move(copy)) {}
+                         DType dtype, CacheRowCopy copy)
+    : pool_(n_layer, kv_dim, limit_bytes, be, dtype), copy_(std::move(copy)) {}
 
 PrefixCache::Match PrefixCache::find(std::span<const int32_t> ids, int64_t max_length) {
   auto best = entries_.end();

@@ -30,10 +30,10 @@ using CacheRowCopy = std::function<void(KvSequence& dst, KvSequence& src, int64_
 // and needs no index to keep consistent on eviction.
 class PrefixCache {
  public:
-  // limit_bytes: the budget for cached rows (0: the cache is off). be: where
-  // the rows live, as for KvCachePool.
+  // limit_bytes: the budget for cached rows (0: the cache is off). be and
+  // dtype: where the rows live and their element type, as for KvCachePool.
   PrefixCache(int64_t n_layer, int64_t kv_dim, size_t limit_bytes, backend::Backend* be,
-              CacheRowCopy copy);
+              DType dtype, CacheRowCopy copy);
 
   bool enabled() const { return pool_.limit() > 0; }
 

@@ -8,6 +8,8 @@
 // Usage: node vulkan_serve.mjs <keel> <run dir> [max tokens (32)] [quant formats (none,q8_0)]
 //        [host waits per decode step]
 // (deepseek runs with fewer tokens: its context is short, and lavapipe is a CPU).
+import fs from 'node:fs';
+import path from 'node:path';
 import { check, completeText, generateText, startServer, stopServer } from './serve_util.mjs';
 
 const [keel, model, maxArg, quantArg, syncArg] = process.argv.slice(2);
@@ -48,6 +50,18 @@ const onVk = generate(['--backend', 'vulkan', '--max-tokens', String(maxTokens),
 console.log(`greedy f32: cpu ${JSON.stringify(onCpu)}`);
 console.log(`greedy f32: vulkan ${JSON.stringify(onVk)}`);
 check(onCpu === onVk && onCpu.length > 0, 'greedy f32 text on vulkan equals the cpu backend\'s');
+// A bf16 KV cache on the device: q, k, v and the attention output rounded
+// the same way as on the cpu backend.
+const kv16 = (be) => generate(['--backend', be, '--max-tokens', String(maxTokens), '--temperature', '0', '--kv-dtype', 'bf16']);
+// (deepseek's latent cache is f32 only: generate refuses bf16 for it.)
+const arch = /^arch\s*=\s*"(\w+)"/m.exec(fs.readFileSync(path.join(model, 'config.toml'), 'utf8'))?.[1];
+check(arch !== undefined, `model.arch in ${model}/config.toml`);
+if (arch !== 'deepseek') {
+  const [cpu16, vk16] = [kv16('cpu'), kv16('vulkan')];
+  console.log(`greedy bf16 KV cache: cpu ${JSON.stringify(cpu16)}`);
+  console.log(`greedy bf16 KV cache: vulkan ${JSON.stringify(vk16)}`);
+  check(cpu16 === vk16 && cpu16.length > 0, 'greedy text with a bf16 KV cache on vulkan equals the cpu backend\'s');
+}
 if (syncArg !== undefined) {
   // The difference of two lengths leaves out loading and the prefill.
   const stats = (n) => {

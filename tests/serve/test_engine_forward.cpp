@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/error.h"
@@ -87,6 +91,122 @@ TEST(QuantizedForward, CloseToF32AndCpuMatchesRef) {
     EXPECT_GT(max_abs_diff(out[0].data(), f32.data(), T * V), 0.f)
         << dtype_name(fmt) << ": quantization changed nothing";
   }
+}
+
+// A bf16 KV cache: q, k and v rounded to bf16, attention summed in f32.
+// Against the training forward (f32 throughout) the logits move by about
+// bf16's rounding and no more; cpu and ref agree to well within that; every
+// path through the cache (prefill, token by token, batched decode) gives the
+// same logits as the others; and a batch's rows are bit for bit those of
+// each sequence decoded alone.
+TEST_P(ForwardVsTraining, Bf16KvCacheWithinRoundingOfF32) {
+  const Case c = GetParam();
+  auto be = backend::make_backend(c.backend);
+  auto m = model::make_model(config(c.arch), *be);
+  m->init(11);
+  m->sync_compute_weights();
+  const auto w = serve::testing::weights_of(*m);
+  InferenceModel im(w, *be, DType::F32, DType::BF16);
+  EXPECT_EQ(im.kv_dtype(), DType::BF16);
+  const int64_t T = 20, V = m->config().vocab_size;
+  const auto ids = some_ids(T, V, 3);
+  const std::vector<float> f32 = m->logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
+  float spread = 0;
+  for (float v : f32) spread = std::max(spread, std::fabs(v));
+  KvCachePool pool(m->config().n_layer, im.kv_dim(), size_t(1) << 24, nullptr, DType::BF16);
+  auto s = pool.try_allocate(T);
+  std::vector<float> all(size_t(T * V));
+  im.prefill(*s, ids, all.data(), true);
+  const float moved = max_abs_diff(all.data(), f32.data(), T * V);
+  EXPECT_GT(moved, 0.f) << "a bf16 cache changed nothing";
+  EXPECT_LT(moved, 1e-2f * spread);
+  // Prefill, token-by-token decode and batched decode through the bf16 cache.
+  serve::testing::expect_inference_matches_logits(*m, im, T, 6, {3, 9, 14}, 1e-2f * spread);
+  // cpu against ref, both with a bf16 cache: their difference is the f32
+  // sums' order, far below the rounding both share.
+  auto ref = backend::make_backend("ref");
+  InferenceModel im_ref(w, *ref, DType::F32, DType::BF16);
+  auto r = pool.try_allocate(T);
+  std::vector<float> all_ref(size_t(T * V));
+  im_ref.prefill(*r, ids, all_ref.data(), true);
+  EXPECT_LT(max_abs_diff(all.data(), all_ref.data(), T * V), 0.1f * moved + 1e-5f * spread);
+  // Batched decode is each sequence's own decode, bit for bit.
+  std::vector<std::unique_ptr<KvSequence>> alone, batched;
+  std::vector<KvSequence*> ptrs;
+  std::vector<int32_t> next;
+  std::vector<float> row(static_cast<size_t>(V)), rows_alone;
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto other = some_ids(4 + 5 * i + 1, V, 40 + uint64_t(i));
+    const std::span<const int32_t> head(other.data(), other.size() - 1);
+    for (auto* v : {&alone, &batched}) {
+      v->push_back(pool.try_allocate(T));
+      im.prefill(*v->back(), head, row.data());
+    }
+    KvSequence* one[] = {alone.back().get()};
+    im.decode(one, {&other.back(), 1}, row.data());
+    rows_alone.insert(rows_alone.end(), row.begin(), row.end());
+    ptrs.push_back(batched.back().get());
+    next.push_back(other.back());
+  }
+  std::vector<float> rows_batch(size_t(3 * V));
+  im.decode(ptrs, next, rows_batch.data());
+  EXPECT_EQ(rows_batch, rows_alone);
+}
+
+// A prefill long enough for the tiled attention with heads of 64 (on
+// AVX512-BF16 CPUs the bf16 pair-product path, which also rounds the
+// softmax weights to bf16 before P V): still within bf16's rounding of the
+// f32 cache's logits, on cpu as on ref.
+TEST(KvDtype, Bf16TiledPrefillWithinRoundingOfF32) {
+  model::ModelConfig c = config("llama");
+  c.n_embd = 128;
+  c.n_head = 2;
+  c.n_kv_head = 1;
+  c.max_seq_len = 64;
+  auto ref = backend::make_backend("ref");
+  auto m = model::make_model(c, *ref);
+  m->init(7);
+  m->sync_compute_weights();
+  const auto w = serve::testing::weights_of(*m);
+  const int64_t T = 48, V = c.vocab_size;
+  const auto ids = some_ids(T, V, 9);
+  const std::vector<float> f32 = m->logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
+  float spread = 0;
+  for (float v : f32) spread = std::max(spread, std::fabs(v));
+  for (const char* name : {"ref", "cpu"}) {
+    auto be = backend::make_backend(name);
+    InferenceModel im(w, *be, DType::F32, DType::BF16);
+    KvCachePool pool(c.n_layer, im.kv_dim(), size_t(1) << 24, nullptr, DType::BF16);
+    auto s = pool.try_allocate(T);
+    std::vector<float> all(size_t(T * V));
+    im.prefill(*s, ids, all.data(), true);
+    const float moved = max_abs_diff(all.data(), f32.data(), T * V);
+    EXPECT_GT(moved, 0.f) << name;
+    EXPECT_LT(moved, 1e-2f * spread) << name;
+  }
+}
+
+TEST(KvDtype, NamesAndRefusals) {
+  EXPECT_EQ(kv_dtype_from_name("f32"), DType::F32);
+  EXPECT_EQ(kv_dtype_from_name("bf16"), DType::BF16);
+  EXPECT_THROW(kv_dtype_from_name("f16"), ConfigError);
+  auto be = backend::make_backend("cpu");
+  auto m = model::make_model(config("llama"), *be);
+  m->init(1);
+  const auto w = serve::testing::weights_of(*m);
+  try {
+    InferenceModel im(w, *be, DType::F32, DType::I8);
+    ADD_FAILURE() << "an int8 KV cache must be refused";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_dtype"), std::string::npos) << e.what();
+  }
+  // A cache of the other dtype is refused, not read as the wrong type.
+  InferenceModel im(w, *be, DType::F32, DType::BF16);
+  KvCachePool f32_pool(m->config().n_layer, im.kv_dim(), size_t(1) << 20);
+  auto s = f32_pool.try_allocate(4);
+  std::vector<float> logits(static_cast<size_t>(m->config().vocab_size));
+  const int32_t id = 1;
+  EXPECT_THROW(im.prefill(*s, {&id, 1}, logits.data()), KernelError);
 }
 
 TEST(WeightFormat, Names) {

@@ -101,31 +101,32 @@ inline float max_abs_diff(const float* a, const float* b, int64_t n) {
 }
 
 // The inference forward against the training forward m.logits on T tokens,
-// each logit within 1e-4: a prefill of all T (every row's logits); a prefill
+// each logit within tol: a prefill of all T (every row's logits); a prefill
 // of P then one token at a time through the cache; and sequences prefilled to
 // `lens` decoded as one batch, each row equal to its sequence's alone.
 inline void expect_inference_matches_logits(model::Model& m, InferenceModel& im, int64_t T,
-                                            int64_t P, const std::vector<int64_t>& lens) {
+                                            int64_t P, const std::vector<int64_t>& lens,
+                                            float tol = 1e-4f) {
   const int64_t V = m.config().vocab_size;
   const auto ids = some_ids(T, V, 3);
   const std::vector<float> ref = m.logits(Tensor::from_i32(ids, {1, T})).to_f32_vector();
-  KvCachePool pool(m.config().n_layer, im.kv_dim(), size_t(1) << 24);
+  KvCachePool pool(m.config().n_layer, im.kv_dim(), size_t(1) << 24, nullptr, im.kv_dtype());
 
   auto s1 = pool.try_allocate(T);
   ASSERT_TRUE(s1);
   std::vector<float> all(size_t(T * V));
   im.prefill(*s1, ids, all.data(), true);
-  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), 1e-4f);
+  EXPECT_LT(max_abs_diff(all.data(), ref.data(), T * V), tol);
   EXPECT_EQ(s1->length(), T);
 
   auto s2 = pool.try_allocate(T);
   std::vector<float> row(static_cast<size_t>(V));
   im.prefill(*s2, {ids.data(), size_t(P)}, row.data());
-  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), 1e-4f);
+  EXPECT_LT(max_abs_diff(row.data(), ref.data() + (P - 1) * V, V), tol);
   for (int64_t t = P; t < T; ++t) {
     KvSequence* seqs[] = {s2.get()};
     im.decode(seqs, {&ids[size_t(t)], 1}, row.data());
-    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 1e-4f) << "position " << t;
+    EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), tol) << "position " << t;
   }
 
   std::vector<std::unique_ptr<KvSequence>> seqs;
@@ -143,7 +144,7 @@ inline void expect_inference_matches_logits(model::Model& m, InferenceModel& im,
   for (size_t i = 0; i < lens.size(); ++i) {
     const auto other = some_ids(lens[i] + 1, V, 20 + i);
     const auto full = m.logits(Tensor::from_i32(other, {1, lens[i] + 1})).to_f32_vector();
-    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), 1e-4f)
+    EXPECT_LT(max_abs_diff(batch.data() + i * V, full.data() + lens[i] * V, V), tol)
         << "sequence " << i;
     EXPECT_EQ(seqs[i]->length(), lens[i] + 1);
   }

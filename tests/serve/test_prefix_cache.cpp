@@ -25,8 +25,8 @@ void fill(KvSequence& s, std::span<const int32_t> ids) {
   for (int64_t l = 0; l < 2; ++l)
     for (int64_t t = 0; t < int64_t(ids.size()); ++t)
       for (int64_t d = 0; d < s.kv_dim(); ++d) {
-        s.keys(l)[t * s.kv_dim() + d] = float(ids[size_t(t)]);
-        s.values(l)[t * s.kv_dim() + d] = float(-ids[size_t(t)]);
+        static_cast<float*>(s.keys(l))[t * s.kv_dim() + d] = float(ids[size_t(t)]);
+        static_cast<float*>(s.values(l))[t * s.kv_dim() + d] = float(-ids[size_t(t)]);
       }
   s.set_length(int64_t(ids.size()));
 }
@@ -50,7 +50,7 @@ std::vector<int32_t> iota_ids(int32_t from, int64_t n) {
 TEST(PrefixCache, LongestPrefixAndLruWithinBudget) {
   KvCachePool sizes(2, 4, 1 << 20);
   // Room for 60 tokens of rows.
-  PrefixCache cache(2, 4, sizes.bytes_for(60), nullptr, copy_rows());
+  PrefixCache cache(2, 4, sizes.bytes_for(60), nullptr, DType::F32, copy_rows());
   KvCachePool pool(2, 4, 1 << 20);
   auto src = pool.try_allocate(40);
   const auto a = iota_ids(100, 20);
@@ -69,8 +69,8 @@ TEST(PrefixCache, LongestPrefixAndLruWithinBudget) {
   PrefixCache::Match m = cache.find(q, int64_t(q.size()) - 1);
   ASSERT_TRUE(m.rows);
   EXPECT_EQ(m.length, 20);
-  EXPECT_EQ(m.rows->keys(1)[19 * 4], 119.0f);  // a's rows, not b's
-  EXPECT_EQ(cache.find(q, 9).length, 9);       // capped
+  EXPECT_EQ(static_cast<float*>(m.rows->keys(1))[19 * 4], 119.0f);  // a's rows, not b's
+  EXPECT_EQ(cache.find(q, 9).length, 9);                            // capped
   EXPECT_EQ(cache.find(std::vector<int32_t>{1, 2, 3}, 2).length, 0);
 
   // A sequence that extends a replaces it; one inside an entry adds nothing.
@@ -92,7 +92,7 @@ TEST(PrefixCache, LongestPrefixAndLruWithinBudget) {
   EXPECT_EQ(cache.find(b, 19).length, 12);  // only a2's shared start is left
   EXPECT_EQ(cache.find(c, 29).length, 29);
 
-  PrefixCache off(2, 4, 0, nullptr, copy_rows());
+  PrefixCache off(2, 4, 0, nullptr, DType::F32, copy_rows());
   EXPECT_FALSE(off.enabled());
   off.insert(a, *src);
   EXPECT_EQ(off.entries(), 0);

@@ -224,6 +224,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
       ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))
       ->capture_default_str();
+  cmd->add_option("--kv-dtype", a->engine.kv_dtype,
+                  "KV cache elements: f32 | bf16 (half the memory per sequence and half the "
+                  "bytes a decode step reads from the cache)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--threads", a->engine.threads, "compute threads (0 = every core)")
       ->capture_default_str();
   cmd->add_flag("--no-stop", a->no_stop, "keep going past <|endoftext|>");

@@ -90,7 +90,7 @@ void verify_kernels(const VerifyKernelsOptions& o) {
 }
 
 struct VerifyModelOptions {
-  std::string model, backends = "ref,cpu", quant = "none", data;
+  std::string model, backends = "ref,cpu", quant = "none", kv_dtype = "f32", data;
   int64_t max_new = 32;
   int64_t ppl_tokens = 2048;
   double min_top1 = 1.0;
@@ -99,11 +99,11 @@ struct VerifyModelOptions {
 };
 
 serve::Perplexity model_perplexity(const store::ModelWeights& w, const std::string& backend,
-                                   DType format, int threads, const std::vector<int32_t>& tokens,
-                                   int64_t n) {
+                                   DType format, DType kv_dtype, int threads,
+                                   const std::vector<int32_t>& tokens, int64_t n) {
   auto be = backend::make_backend(backend);
   if (threads > 0) be->set_threads(threads);
-  serve::InferenceModel m(w, *be, format);
+  serve::InferenceModel m(w, *be, format, kv_dtype);
   return serve::perplexity(m, tokens, n);
 }
 
@@ -112,6 +112,7 @@ void verify_model(const VerifyModelOptions& o) {
   if (names.size() != 2)
     fail("--backends: give exactly two backends (e.g. ref,cpu), got '{}'", o.backends);
   const DType format = serve::weight_format_from_name(o.quant);
+  const DType kv_dtype = serve::kv_dtype_from_name(o.kv_dtype);
   const store::ModelWeights w = store::load_model_weights(o.model);
   const auto& c = w.config;
   std::vector<std::unique_ptr<backend::Backend>> bes;
@@ -119,12 +120,12 @@ void verify_model(const VerifyModelOptions& o) {
   for (const auto& n : names) {
     bes.push_back(backend::make_backend(n));
     if (o.threads > 0) bes.back()->set_threads(o.threads);
-    ms.push_back(std::make_unique<serve::InferenceModel>(w, *bes.back(), format));
+    ms.push_back(std::make_unique<serve::InferenceModel>(w, *bes.back(), format, kv_dtype));
   }
   fmt::print("model {}: {} layers {} heads {} kv heads {} embd {} vocab {} context {}\n", o.model,
              c.arch, c.n_layer, c.n_head, c.n_kv_head, c.n_embd, c.vocab_size, c.max_seq_len);
-  fmt::print("weights {}; {} decodes greedily, {} is fed the same tokens\n\n", o.quant, names[0],
-             names[1]);
+  fmt::print("weights {}, KV cache {}; {} decodes greedily, {} is fed the same tokens\n\n", o.quant,
+             o.kv_dtype, names[0], names[1]);
   fmt::print("{:>3}  {:>6}  {:>5}  {:>12}  {:>9}  {}\n", "#", "prompt", "steps", "max|dlogit|",
              "top-1", "text");
   const auto rows =
@@ -152,12 +153,22 @@ void verify_model(const VerifyModelOptions& o) {
       fmt::print(
           "perplexity on the held-out split ({} tokens), {} {}: {:.4f} ({:.4f} nats/token)\n",
           p.tokens, names[i], o.quant, p.ppl, p.nats);
+      // What the weight format and the cache's dtype each cost, against f32.
       if (format != DType::F32 && i == 0) {
-        const auto f = model_perplexity(w, names[0], DType::F32, o.threads, tokens, o.ppl_tokens);
+        const auto f =
+            model_perplexity(w, names[0], DType::F32, kv_dtype, o.threads, tokens, o.ppl_tokens);
         fmt::print(
             "perplexity on the held-out split ({} tokens), {} f32: {:.4f}; {} changes it by "
             "{:+.3f}%\n",
             f.tokens, names[0], f.ppl, o.quant, 100.0 * (p.ppl / f.ppl - 1.0));
+      }
+      if (kv_dtype != DType::F32 && i == 0) {
+        const auto f =
+            model_perplexity(w, names[0], format, DType::F32, o.threads, tokens, o.ppl_tokens);
+        fmt::print(
+            "perplexity on the held-out split ({} tokens), {} {} with an f32 KV cache: {:.4f}; "
+            "a {} KV cache changes it by {:+.3f}%\n",
+            f.tokens, names[0], o.quant, f.ppl, o.kv_dtype, 100.0 * (p.ppl / f.ppl - 1.0));
       }
     }
     fmt::print("perplexity delta, {} vs {}: {:+.5f}%\n", names[1], names[0],
@@ -201,6 +212,9 @@ void add_verify_command(CLI::App& app) {
   model->add_option("--backends", mo->backends, "two backends; the first decodes greedily")
       ->capture_default_str();
   model->add_option("--quant", mo->quant, "weight format on both: none, int8, q8_0, q4")
+      ->capture_default_str();
+  model->add_option("--kv-dtype", mo->kv_dtype, "KV cache elements on both: f32, bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   model->add_option("--max-tokens", mo->max_new, "tokens generated per prompt")
       ->capture_default_str();
