@@ -8,7 +8,10 @@
 # a last one with the ratios keel / llama.cpp, the batch-1 roofline fractions
 # of both (weight bytes per token x tokens/s / read bandwidth measured by
 # bench_serve) and the load average before and after (the figures are only
-# as good as the machine was quiet). Raw output: <build>/bench/serve/.
+# as good as the machine was quiet). Every keel format is measured with an
+# f32 and a bf16 KV cache; with LLAMA_BENCH (and llama-batched-bench beside
+# it) a native llama.cpp runs too, batch-1 decode after 2,048 tokens
+# included. Raw output: <build>/bench/serve/.
 # Usage: scripts/bench_serve.sh [build-dir]
 # Environment: KEEL_BENCH_THREADS (2), KEEL_BENCH_PROMPT (128),
 # KEEL_BENCH_STEPS (32 decode steps per window), KEEL_BENCH_REPS (3 windows).
