@@ -57,9 +57,9 @@ void run_serve(ServeArgs& a) {
   std::unique_ptr<serve::Engine> engine = serve::Engine::load(a.model, a.engine);
   serve::HttpServer server(*engine, a.http);
   const int port = server.bind();
-  std::printf("keel serve: model %s (context %lld tokens), backend %s, quant %s\n",
+  std::printf("keel serve: model %s (context %lld tokens), backend %s, quant %s, kv cache %s\n",
               engine->model_id().c_str(), static_cast<long long>(engine->context_length()),
-              a.engine.backend.c_str(), a.engine.quant.c_str());
+              a.engine.backend.c_str(), a.engine.quant.c_str(), a.engine.kv_dtype.c_str());
   std::printf("listening on http://%s:%d%s\n", a.http.host.c_str(), port,
               a.http.api_key.empty() ? "" : " (API key required)");
   std::fflush(stdout);
