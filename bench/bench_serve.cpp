@@ -36,6 +36,7 @@
 
 #include "backend/backend.h"
 #include "core/rng.h"
+#include "instruction_peak.h"
 #include "io/config.h"
 #include "serve/engine.h"
 #include "serve/inference_model.h"
@@ -190,10 +191,39 @@ void save_run_dir(const std::string& dir, const model::ModelConfig& c, model::Mo
   store::save_run(dir, cfg, m, tok, {{"note", "untrained, for bench-serve"}});
 }
 
+// Operations (a multiply-add counts 2) of the forward's matmuls per token
+// (every linear, the head only for rows whose logits are taken) and its
+// attention per cached key, and the instruction peaks they run at: the int8
+// dot for quantized weights, f32 otherwise; attention is f32 throughout.
+struct ComputeRoofline {
+  double layer_ops = 0, head_ops = 0, attention_ops_per_key = 0;
+  double matmul_peak = 0, f32_peak = 0;
+  // Seconds for `rows` tokens whose keys see `keys` cached positions in all,
+  // `logit_rows` of them through the head, at the peaks.
+  double seconds(double rows, double keys, double logit_rows) const {
+    return (rows * layer_ops + logit_rows * head_ops) / matmul_peak +
+           keys * attention_ops_per_key / f32_peak;
+  }
+};
+
+ComputeRoofline compute_roofline(const serve::InferenceModel& m,
+                                 const bench::InstructionPeak& peak) {
+  const auto& c = m.config();
+  const double C = double(c.n_embd), kv = double(m.kv_dim()), F = double(c.ffn_hidden);
+  const double up = c.arch == "llama" ? 2 * F : F;
+  ComputeRoofline r;
+  r.layer_ops = 2.0 * double(c.n_layer) * (C * (C + 2 * kv) + C * C + up * C + C * F);
+  r.head_ops = 2.0 * double(c.vocab_size) * C;
+  r.attention_ops_per_key = 4.0 * C * double(c.n_layer);  // q.k and p v per head element
+  r.matmul_peak = m.format() == DType::F32 ? peak.f32_flops : peak.i8_ops;
+  r.f32_peak = peak.f32_flops;
+  return r;
+}
+
 // The lines of one model; every key gets `suffix` (the bf16-cache pass's
 // "_kv_bf16") but weight_bytes_per_token.
 nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& probe,
-                       const std::string& suffix) {
+                       const bench::InstructionPeak& peak, const std::string& suffix) {
   const auto& cfg = m.config();
   const int64_t V = cfg.vocab_size;
   serve::KvCachePool pool(cfg.n_layer, m.kv_dim(), SIZE_MAX, nullptr, m.kv_dtype());
@@ -249,6 +279,11 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
   };
   const double d1 = decode(1), dB = decode(a.batch);
   std::sort(paired.begin(), paired.end());
+  // Compute rooflines: the prompt's rows (logits for the last), causal keys
+  // 1..T; a batch step's B rows at about 16 + steps / 2 cached positions,
+  // which the bandwidth roofline (add_roofline) may lower further.
+  const ComputeRoofline cr = compute_roofline(m, peak);
+  const double T = double(a.prompt), Bd = double(a.batch);
   nlohmann::json j = {
       {"prefill_tok_s" + suffix, double(a.prompt) / prefill_s},
       {"ttft_ms" + suffix, 1e3 * ttft_s},
@@ -256,6 +291,14 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
       {fmt::format("decode_b{}_tok_s", a.batch) + suffix, dB},
       {"weight_bytes_per_token", bytes},
       {"roofline_fraction_paired" + suffix, paired.empty() ? 0.0 : paired[paired.size() / 2]}};
+  if (cr.matmul_peak > 0 && cr.f32_peak > 0) {  // (no AVX2: no peaks measured)
+    const double prefill_roof_s = cr.seconds(T, T * (T + 1) / 2, 1);
+    const double bd_compute_s = cr.seconds(Bd, Bd * (16.0 + double(a.decode_steps) / 2), Bd);
+    j["prefill_roofline_tok_s" + suffix] = T / prefill_roof_s;
+    j["prefill_roofline_fraction" + suffix] = prefill_roof_s / prefill_s;
+    j["ttft_roofline_fraction" + suffix] = prefill_roof_s / ttft_s;
+    j[fmt::format("decode_b{}_compute_roofline_tok_s", a.batch) + suffix] = Bd / bd_compute_s;
+  }
   // Long context: batch-1 decode with kLongContext positions already in the
   // cache, where reading the keys and values (f32: 151 MB a token for this
   // model; bf16 half) outweighs a small model's
@@ -294,7 +337,7 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
 
 // The roofline of a measured line against the run's best read bandwidth,
 // with the spread of all probe passes (min, median, max in GB/s).
-void add_roofline(nlohmann::json& j, const BandwidthProbe& probe) {
+void add_roofline(nlohmann::json& j, const BandwidthProbe& probe, int64_t batch) {
   std::vector<double> r = probe.rates();
   std::sort(r.begin(), r.end());
   const double bw = r.back(), bytes = j["weight_bytes_per_token"];
@@ -311,6 +354,15 @@ void add_roofline(nlohmann::json& j, const BandwidthProbe& probe) {
       j["roofline_ctx2048_tok_s" + sfx] = bw / all;
       j["roofline_fraction_ctx2048" + sfx] =
           double(j["decode_b1_ctx2048_tok_s" + sfx]) / (bw / all);
+    }
+    // A batch step reads the weights once for `batch` tokens and computes
+    // for each: the lower of its bandwidth and compute rooflines.
+    const std::string bk = fmt::format("decode_b{}", batch);
+    if (j.contains(bk + "_compute_roofline_tok_s" + sfx)) {
+      const double roof =
+          std::min(double(batch) * bw / bytes, double(j[bk + "_compute_roofline_tok_s" + sfx]));
+      j["roofline_" + bk.substr(7) + "_tok_s" + sfx] = roof;
+      j["roofline_fraction_" + bk.substr(7) + sfx] = double(j[bk + "_tok_s" + sfx]) / roof;
     }
   }
 }
@@ -511,6 +563,7 @@ int main(int argc, char** argv) try {
   if (!a.save_run.empty()) save_run_dir(a.save_run, c, *model, tok, a.tokenizer_dir);
   auto be = backend::make_backend("cpu");
   be->set_threads(a.threads);
+  const bench::InstructionPeak peak = bench::i8_peak(a.threads);
   BandwidthProbe probe(a.threads);
   const double bw = probe.best();
   std::fprintf(stderr, "[bench_serve] %s, %d threads, read bandwidth %.2f GB/s\n",
@@ -528,25 +581,27 @@ int main(int argc, char** argv) try {
                         {"model", fmt::format("llama {}L {}H {}C vocab {}", c.n_layer, c.n_head,
                                               c.n_embd, c.vocab_size)},
                         {"threads", a.threads},
-                        {"read_bandwidth_gb_s", bw / 1e9}};
+                        {"read_bandwidth_gb_s", bw / 1e9},
+                        {"f32_instruction_peak_gflops", peak.f32_flops / 1e9},
+                        {"i8_instruction_peak_gops", peak.i8_ops / 1e9}};
     if (a.profile > 0) {
       j.update(profile_decode(m, a));
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);
       continue;
     }
-    j.update(measure(m, a, probe, ""));
+    j.update(measure(m, a, probe, peak, ""));
     if (f == "f32") decode_b1_f32 = j["decode_b1_tok_s"];
     if (a.kv_bf16) {
       serve::InferenceModel m16(w, *be, serve::weight_format_from_name(f), DType::BF16);
-      j.update(measure(m16, a, probe, "_kv_bf16"));
+      j.update(measure(m16, a, probe, peak, "_kv_bf16"));
     }
     lines.push_back(std::move(j));
   }
   if (a.profile > 0) return 0;
   // Printed once every format has run, so all share the run's best bandwidth.
   for (nlohmann::json& j : lines) {
-    add_roofline(j, probe);
+    add_roofline(j, probe, a.batch);
     std::printf("%s\n", j.dump().c_str());
   }
   std::fflush(stdout);

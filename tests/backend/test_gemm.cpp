@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_internal.h"
+#include "backend/cpu/gemv.h"
 #include "backend/cpu/gemv_team.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
@@ -235,6 +236,41 @@ TEST(Gemm, ThreadCountDoesNotChangeBits) {
       }
     }
   }
+}
+
+// The GEMV of every vector level gives the same bits (each output one
+// 16-lane dot in a fixed tree), for 1 to 8 x rows (AVX-512 tiles 4 W rows x
+// 4 x rows and reduces 16 sums at once), W row counts that leave partial
+// tiles, K with and without a tail past the last 16, padded strides, alpha
+// and beta.
+TEST(Gemv, EveryLevelGivesTheSameBits) {
+  std::vector<std::pair<const char*, gemv_detail::GemvFn>> levels = {
+      {"scalar", gemv_detail::gemv_scalar()}};
+  if (keel::cpu_features().avx2 && keel::cpu_features().fma)
+    levels.push_back({"avx2", gemv_detail::gemv_avx2()});
+  if (keel::cpu_features().avx512f) levels.push_back({"avx512", gemv_detail::gemv_avx512()});
+  if (levels.size() < 2) GTEST_SKIP() << "only the scalar level runs here";
+  for (int64_t M = 1; M <= kGemvMaxRows; ++M)
+    for (int64_t N : {1, 3, 4, 7, 64, 70})
+      for (int64_t K : {16, 37, 768}) {
+        const int64_t ldx = K + 3, ldw = K + 5, ldy = N + 2;
+        const auto x = randn(size_t(M * ldx), 11), w = randn(size_t(N * ldw), 12);
+        const auto y0 = randn(size_t(M * ldy), 13);
+        for (float beta : {0.f, 0.5f}) {
+          std::vector<std::vector<float>> out;
+          for (const auto& [name, fn] : levels) {
+            std::vector<float> y = y0;
+            // Two calls over rows [0, N/2) and [N/2, N), as the team's items cut them.
+            fn(x.data(), ldx, M, w.data(), ldw, K, y.data(), ldy, 0, N / 2, 1.5f, beta);
+            fn(x.data(), ldx, M, w.data(), ldw, K, y.data(), ldy, N / 2, N, 1.5f, beta);
+            out.push_back(std::move(y));
+          }
+          for (size_t l = 1; l < levels.size(); ++l)
+            ASSERT_EQ(0, std::memcmp(out[0].data(), out[l].data(), out[0].size() * sizeof(float)))
+                << levels[l].first << " vs scalar: M=" << M << " N=" << N << " K=" << K
+                << " beta=" << beta;
+        }
+      }
 }
 
 // The decode team runs every item once, on up to `threads` threads, and
