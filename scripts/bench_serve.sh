@@ -129,6 +129,13 @@ for lf, j in native.items():
                 if m + sfx in keel[kf]:
                     out[f"{m}_ratio_{kf}_kv_{kv}_vs_native_{lf}_kv_f16"] = round(
                         keel[kf][m + sfx] / j[m], 3)
+# Compute rooflines (bench_serve): prefill and time to first token against the
+# instruction peak of their matmuls, batch-8 decode against the lower of its
+# bandwidth and compute rooflines.
+for m in ("prefill_roofline_fraction", "ttft_roofline_fraction", "roofline_fraction_b8"):
+    got = {f"keel_{f}": round(j[m], 3) for f, j in keel.items() if m in j}
+    if got:
+        out[m] = got
 # Batch 1 with 2,048 positions in the cache, f32 and bf16 caches (--kv-dtype):
 # tokens/s and the fraction of the roofline that counts the cache's bytes.
 for sfx, kv in (("", "f32"), ("_kv_bf16", "bf16")):
