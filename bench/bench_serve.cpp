@@ -300,11 +300,11 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
     j[fmt::format("decode_b{}_compute_roofline_tok_s", a.batch) + suffix] = Bd / bd_compute_s;
   }
   // Long context: batch-1 decode with kLongContext positions already in the
-  // cache, where reading the keys and values (f32: 151 MB a token for this
-  // model; bf16 half) outweighs a small model's
-  // weights and attention runs on every thread. The cache is filled with
-  // values rather than prefilled: a decode step's time does not depend on
-  // them, and 2,048 prefilled tokens would cost seconds per format.
+  // cache, where reading the keys and values (f32: 152 MB a token for this
+  // model; bf16 half) outweighs a small model's weights and attention runs
+  // on every thread. The cache is filled with values rather than prefilled:
+  // a decode step's time does not depend on them, and 2,048 prefilled tokens
+  // would cost seconds per format.
   constexpr int64_t kLongContext = 2048;
   if (cfg.max_seq_len >= kLongContext + a.decode_steps + 1 && m.kv_dim() > 0) {
     double best = 0;
