@@ -57,7 +57,9 @@ inline __m512 reduce16(const __m512* v) {
 // a time (scratch loop, 2 threads, a 154 MB f32 matrix out of cache): 4 x
 // rows 4.5-4.8 against 5.9-6.0 ms, 8 rows 10.0-10.3 either way; a 9.4 MB
 // one on 1 thread, 8 rows: 0.70 against 0.85-0.90 ms. Two W rows at once (two
-// streams, 10 loads for 16 fmas) or four (four streams) were no faster.
+// streams, 10 loads for 16 fmas) or four (four streams) were no faster. x rows
+// off 64-byte alignment cost 30-40% (those figures had them; the engine's
+// activations are aligned: 8 rows on 1 thread then reach 59-78 GFLOP/s).
 template <int MC, int P>
 void rows_group(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y,
                 int64_t ldy, int64_t n, int64_t rows, float alpha, float beta) {
