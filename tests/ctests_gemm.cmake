@@ -6,6 +6,11 @@ if(TARGET test_gemm AND TARGET test_quant)
   add_test(NAME quant_scalar_level COMMAND test_quant)
   set_tests_properties(gemm_scalar_level quant_scalar_level PROPERTIES
                        ENVIRONMENT KEEL_CPU_LEVEL=scalar LABELS backend TIMEOUT 120)
+  # And capped at AVX2: on AVX-512 machines the AVX2 packed kernels then run
+  # and must give the bits of the 512-bit ones.
+  add_test(NAME quant_avx2_level COMMAND test_quant)
+  set_tests_properties(quant_avx2_level PROPERTIES
+                       ENVIRONMENT KEEL_CPU_LEVEL=avx2 LABELS backend TIMEOUT 120)
 endif()
 
 # The OpenBLAS kernel choice under the environments seen on these machines: a

@@ -379,6 +379,84 @@ TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
       expect_rows_equal_decode_rows(qdt, M, /*packed=*/true, 32 * 70);
 }
 
+// The packed kernels' float order, written out in scalar code from
+// quant_internal.h: for Q8_0 and Q4_0, acc = fma(float(p_b), d_w[b] * d_x[b],
+// acc) over the blocks in order, p_b the exact int32 dot of block b; for I8,
+// float(p) * (s_x * s_w). The 512-bit and the AVX2 kernels (the ctest
+// quant_avx2_level runs this with the level capped) must give exactly these
+// bits, so a model serves the same tokens on either.
+std::vector<float> packed_order_reference(DType qdt, const std::vector<float>& x, const void* wq,
+                                          const float* ws, int64_t M, int64_t N, int64_t K) {
+  std::vector<float> y(size_t(M * N));
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x.data() + m * K;
+    if (qdt == DType::I8) {
+      float amax = 0;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+      const float sx = amax / 127.f;
+      for (int64_t n = 0; n < N; ++n) {
+        int32_t p = 0;
+        for (int64_t k = 0; k < K; ++k)
+          p += int32_t(sx == 0 ? 0 : std::nearbyint(xr[k] / sx)) *
+               static_cast<const int8_t*>(wq)[n * K + k];
+        y[size_t(m * N + n)] = float(p) * (sx * ws[n]);
+      }
+      continue;
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = 0.f;
+      for (int64_t b = 0; b < K / 32; ++b) {
+        float amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xr[b * 32 + j]));
+        const float d = amax / 127.f, dx = f16_to_f32(f32_to_f16(d));
+        int32_t p = 0;
+        float dw;
+        for (int j = 0; j < 32; ++j) {
+          const int xq = d == 0 ? 0 : int(std::nearbyint(xr[b * 32 + j] / d));
+          int wv;
+          if (qdt == DType::Q8_0) {
+            const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(wq)[n * K / 32 + b];
+            wv = blk.qs[j];
+            dw = f16_to_f32(blk.d);
+          } else {
+            const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(wq)[n * K / 32 + b];
+            wv = (j < 16 ? (blk.qs[j] & 15) : (blk.qs[j - 16] >> 4)) - 8;
+            dw = f16_to_f32(blk.d);
+          }
+          p += xq * wv;
+        }
+        acc = std::fma(float(p), dw * dx, acc);
+      }
+      y[size_t(m * N + n)] = acc;
+    }
+  }
+  return y;
+}
+
+TEST(Quant, PackedKernelsFollowTheirFloatOrderBitForBit) {
+  if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
+  struct Shape {
+    int64_t M, N, K;
+  };
+  // One and many runs per group (Q8_0: 32 blocks a run, Q4_0: 64), rows past
+  // a tile and past a group, weights of full scale (|q| = 127 at the block
+  // maximum) and activations with a zero block.
+  for (DType qdt : {DType::Q8_0, DType::Q4_0, DType::I8})
+    for (Shape s : {Shape{1, 37, 64}, Shape{1, 40, 32 * 70}, Shape{2, 17, 32 * 9},
+                    Shape{5, 33, 768}, Shape{9, 16, 32 * 70}}) {
+      auto w = randn(size_t(s.N * s.K), 21, 0.1f), x = randn(size_t(s.M * s.K), 22, 3.f);
+      for (int64_t k = 0; k < 32; ++k) x[size_t(k)] = 0.f;
+      std::vector<char> wq(dtype_bytes(qdt, size_t(s.N * s.K)));
+      std::vector<float> ws(static_cast<size_t>(s.N)), y(size_t(s.M * s.N));
+      quantize(qdt, w.data(), wq.data(), ws.data(), s.N, s.K, 2);
+      ASSERT_TRUE(packed_qmatmul(qdt, x.data(), wq.data(), ws.data(), y.data(), s.M, s.N, s.K, 2));
+      const auto want = packed_order_reference(qdt, x, wq.data(), ws.data(), s.M, s.N, s.K);
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_EQ(y[i], want[i]) << dtype_name(qdt) << " M=" << s.M << " N=" << s.N << " K=" << s.K
+                                 << " at " << i;
+    }
+}
+
 TEST(Quant, BlockedTypesNeedKMultipleOf32) {
   std::vector<float> w(40);
   std::vector<char> q(1024);

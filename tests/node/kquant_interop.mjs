@@ -132,6 +132,10 @@ async function evaluate(dtype) {
   let same = 0;
   while (same < greedy.length && greedy[same] === ref.ids[same]) same++;
   const llamaText = prompt + model.detokenize(greedy);
+  // Where the two continuations part: how far below keel's own token keel
+  // puts llama.cpp's (nats).
+  const gapAtSplit = same < ref.ids.length && same < greedy.length
+    ? keelLogp[same][ref.ids[same]] - keelLogp[same][greedy[same]] : Infinity;
 
   // llama.cpp's distributions along keel's tokens, from one pass.
   await seq.clearHistory();
@@ -173,7 +177,7 @@ async function evaluate(dtype) {
     `${same}/${ref.ids.length}`);
   await ctx.dispose();
   await model.dispose();
-  return { ppl, tokNll, maxChosen, top1, same, n: ref.ids.length, keelText, llamaText };
+  return { ppl, tokNll, maxChosen, top1, same, gapAtSplit, n: ref.ids.length, keelText, llamaText };
 }
 
 const res = {};
@@ -205,9 +209,17 @@ check(drift('q8_0') < drift('q6_k') && drift('q6_k') < drift('q5_k_m') &&
 const rt = res.q4_k_m;
 console.log(`[q4_k_m] llama.cpp: ${JSON.stringify(rt.llamaText)}`);
 console.log(`[q4_k_m] keel generate --model model-q4_k_m.gguf: ${JSON.stringify(rt.keelText.trimEnd())}`);
-check(rt.keelText.trimEnd().length > prompt.length && rt.same >= Math.floor(TOP1_MIN * rt.n),
+// Greedy continuations agree until the first near tie: llama.cpp's 8-bit
+// activations move log p by hundredths, so where keel's top two tokens lie
+// within SAME_FILE_CHOSEN_BOUND of each other either may win, and from there
+// the texts go separate ways (measured on a Zen 3: apart after 19 tokens, at
+// a gap of a few hundredths). A misread file parts at once and by whole nats.
+const splitsAtTie = rt.gapAtSplit < SAME_FILE_CHOSEN_BOUND;
+check(rt.keelText.trimEnd().length > prompt.length &&
+  (rt.same >= Math.floor(TOP1_MIN * rt.n) || (rt.same >= 4 && splitsAtTie)),
   `[q4_k_m] round trip: keel continues its own q4_k_m file as llama.cpp does ` +
-  `(${rt.same}/${rt.n} greedy tokens equal)`);
+  `(${rt.same}/${rt.n} greedy tokens equal` +
+  (rt.same < rt.n ? `, then a gap of ${rt.gapAtSplit.toExponential(2)} nats between the two choices in keel's logits)` : ')'));
 
 // `keel train --init` from the q4_k_m file starts where the trained model is
 // (a first loss far below a random model's ln 384 = 5.95).

@@ -312,14 +312,14 @@ void qmatmul(DType qdt, const float* x, const void* wq, const float* wscale, flo
 
 int64_t qpack_bytes(DType qdt, int64_t N, int64_t K) {
   check_qdt("qpack", qdt, K);
-  if (!gemm_detail::allow_avx512()) return 0;
+  if (!gemm_detail::allow_avx2()) return 0;
   return (N + kPackRows - 1) / kPackRows * qpack_group_bytes(qdt, K);
 }
 
 void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N, int64_t K) {
   if (qpack_bytes(qdt, N, K) == 0)
-    fail<KernelError>("[qpack] cpu backend: no packed layout on this CPU (it lacks AVX-512 VNNI)");
-  qpack_avx512(qdt, q, scale, static_cast<uint8_t*>(packed), N, K);
+    fail<KernelError>("[qpack] cpu backend: no packed layout on this CPU (it lacks AVX2)");
+  qpack_layout(qdt, q, scale, static_cast<uint8_t*>(packed), N, K, gemm_detail::allow_avx512());
 }
 
 void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int64_t M, int64_t N,
@@ -327,7 +327,8 @@ void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int
   if (qpack_bytes(qdt, N, K) == 0)
     fail<KernelError>("[qmatmul_packed] cpu backend: no packed layout on this CPU");
   threads = std::max(1, threads);
-  const QDotTable& dot = qdot_avx512();
+  const QDotTable& dot = qdot_best();
+  const bool avx512 = gemm_detail::allow_avx512();
   const bool i8 = qdt == DType::I8;
   const int64_t nb = K / kQBlock, K4 = (K + 3) / 4 * 4;
   // Per x row: I8 takes K4 bytes (zeros past K) and one scale and offset
@@ -370,7 +371,11 @@ void qmatmul_packed(DType qdt, const float* x, const void* packed, float* y, int
   const int nt = int(std::min<int64_t>(threads, nchunks));
   const uint8_t* wp = static_cast<const uint8_t*>(packed);
   for_blocks(team, nt, nchunks, [&](int64_t c) {
-    qmatmul_packed_avx512(qdt, wp, c * chunk, std::min(groups, (c + 1) * chunk), N, K, px, M, y);
+    const int64_t g1 = std::min(groups, (c + 1) * chunk);
+    if (avx512)
+      qmatmul_packed_avx512(qdt, wp, c * chunk, g1, N, K, px, M, y);
+    else
+      qmatmul_packed_avx2(qdt, wp, c * chunk, g1, N, K, px, M, y);
   });
 }
 

@@ -71,14 +71,18 @@ void qgemm_avx512(DType qdt, const void* w, int64_t n0, int64_t n1, int64_t N, c
                   const float* xs, int64_t M, int64_t nb, float* y);
 
 // ---- The packed weight layout of the 512-bit VNNI kernels
-// (quant_packed_avx512.cpp), only when the CPU has them. Weight rows are taken
+// (quant_packed_avx512.cpp) and the AVX2 ones (quant_packed_avx2.cpp), on
+// CPUs with at least AVX2. Weight rows are taken
 // 16 at a time (a group; N padded up with zero rows), and within a group the
 // values of k = 4j .. 4j+3 of the 16 rows form one 64-byte vector (row r in
 // bytes 4r .. 4r+3), so one vpdpbusd with 4 broadcast activation bytes adds
 // 4 products to each of 16 rows' int32 lanes: no horizontal sums, one
 // stream through memory. vpdpbusd multiplies unsigned by signed bytes, so
-// the weights are stored unsigned (Q4_0 nibbles as they are, Q8_0 and I8 as
-// w + 128) and offset * sum(x) is taken off in int32.
+// for the 512-bit kernels the weights are stored unsigned (Q4_0 nibbles as
+// they are, Q8_0 and I8 as w + 128) and offset * sum(x) is taken off in
+// int32. The AVX2 kernels store Q8_0 and I8 as w (two's complement), which
+// they multiply with the sign trick (a layout only ever read on the CPU
+// that wrote it).
 // Per group, at group * qpack_group_bytes, the blocks in runs of 32 (Q8_0)
 // or 64 (Q4_0), 16 KiB of weights, each run followed by its scales: the
 // run of blocks b0 .. b1 starts at b0 * (qb + 32), qb = 512 (Q8_0) or 256
@@ -95,10 +99,25 @@ void qgemm_avx512(DType qdt, const void* w, int64_t n0, int64_t n1, int64_t N, c
 // I8 float(p) * (s_x * s_w) as the plain kernels: the same for every M, row
 // split and thread count.
 inline constexpr int64_t kPackRows = 16;
+// Bytes of one block's vectors in a group: 16 rows x 32 values.
+inline int64_t qpack_block_bytes(bool q4) {
+  return q4 ? 256 : 512;
+}
+// Blocks per run: 16 KiB of weights, half of an L1. A tile of one or two
+// rows sums a whole run before it scales it, and with whole groups as runs,
+// groups past 32 KiB (K >= 2048 for Q8_0, 4096 for Q4_0) read 10-35% fewer
+// bytes per core-second on Zen 4 (Q8_0 at K = 4096: 25-26 against 31; Q4_0:
+// 19-21 against 25-27); runs of 8 KiB were no better, runs of 32 KiB no
+// better than whole groups.
+inline int64_t qpack_run_blocks(bool q4) {
+  return q4 ? 64 : 32;
+}
 int64_t qpack_group_bytes(DType qdt, int64_t K);
-// Writes the packed form of N rows of quantize()'s output (q; scale for I8).
-void qpack_avx512(DType qdt, const void* q, const float* scale, uint8_t* packed, int64_t N,
-                  int64_t K);
+// Writes the packed form of N rows of quantize()'s output (q; scale for I8):
+// plain code (quant_pack.cpp), Q8_0 and I8 as w + 128 when unsigned8 (the
+// 512-bit kernels), else as w.
+void qpack_layout(DType qdt, const void* q, const float* scale, uint8_t* packed, int64_t N,
+                  int64_t K, bool unsigned8);
 // Activations for the packed kernels: Q8_0 blocks xq (row m at xq + m * nb,
 // f32 scales xd) and xoff[m * nb + b] = offset * sum of block b's values,
 // offset 128 for Q8_0 and 8 for Q4_0; for I8, rows of K4 int8 values (zeros
@@ -111,5 +130,9 @@ struct PackedX {
 // y[m * N + n] for m < M and the rows n of groups g0 .. g1.
 void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
                            int64_t K, const PackedX& x, int64_t M, float* y);
+// The same with AVX2 alone (quant_packed_avx2.cpp), each 64-byte vector as
+// two 256-bit halves of 8 rows: bit for bit the 512-bit kernels' results.
+void qmatmul_packed_avx2(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
+                         int64_t K, const PackedX& x, int64_t M, float* y);
 
 }  // namespace keel::backend::cpu::quant_detail

@@ -43,24 +43,6 @@ constexpr int64_t kPrefetchBytes = 2048;
 // the 8-bit layouts gained nothing from a longer lead.
 constexpr int64_t kPrefetchBytesQ4 = 3072;
 
-inline int64_t round64(int64_t n) {
-  return (n + 63) / 64 * 64;
-}
-
-inline int64_t quant_bytes_per_block(DType qdt) {
-  return qdt == DType::Q4_0 ? 256 : 512;
-}
-
-// Blocks per run of a packed group (quant_internal.h): 16 KiB of weights,
-// half of an L1. A tile of one or two rows sums a whole run before it scales
-// it, and with whole groups as runs, groups past 32 KiB (K >= 2048 for Q8_0,
-// 4096 for Q4_0) read 10-35% fewer bytes per core-second on Zen 4 (Q8_0 at K
-// = 4096: 25-26 against 31; Q4_0: 19-21 against 25-27); runs of 8 KiB were
-// no better, runs of 32 KiB no better than whole groups.
-inline int64_t run_blocks(bool q4) {
-  return q4 ? 64 : 32;
-}
-
 // Four activation bytes, broadcast to every lane.
 inline __m512i bcast4(const int8_t* p) {
   int32_t v;
@@ -139,14 +121,14 @@ inline void scale_sums(const uint8_t* sc, int64_t nb, int64_t b0, int64_t b1, co
 // per 8 or 4 vpdpbusd, and the kernel read 12-15 GB/s per core on Zen 4
 // where a plain read loop reads 30 (software prefetch did not help there).
 // So a tile of up to two rows first takes the int32 sums of a whole run
-// (run_blocks) into a buffer of at most 8 KiB, in L1, then scales them from
+// (qpack_run_blocks) into a buffer of at most 8 KiB, in L1, then scales them from
 // the run's scales, which follow it: 27-32 GB/s for Q8_0 and Q4_0. Every
 // output's operations and their order are the same either way.
 template <int R, bool Q4>
 void tile_blocked(const uint8_t* gp, int64_t nb, const BlockQ8_0* xq, const float* xd,
                   const int32_t* xoff, float* y, int64_t ldy, __mmask16 mask) {
   constexpr int64_t qb = Q4 ? 256 : 512;
-  const int64_t run = run_blocks(Q4);
+  const int64_t run = qpack_run_blocks(Q4);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b0 = 0; b0 < nb; b0 += run) {
@@ -218,65 +200,7 @@ void tile(DType qdt, const uint8_t* gp, int64_t K, const PackedX& x, int64_t m0,
     tile_blocked<R, false>(gp, nb, xq, x.xd + m0 * nb, x.xoff + m0 * nb, y, ldy, mask);
 }
 
-// Packs one group's rows n0 .. n0 + 16 (rows past N zero).
-void pack_group(DType qdt, const void* q, const float* scale, uint8_t* gp, int64_t n0, int64_t N,
-                int64_t K) {
-  const int64_t nb = K / kQBlock;
-  const int64_t rows = std::min<int64_t>(kPackRows, N - n0);
-  if (qdt == DType::I8) {
-    const int64_t K4 = (K + 3) / 4 * 4;
-    const int8_t* w = static_cast<const int8_t*>(q);
-    float* sc = reinterpret_cast<float*>(gp + K4 * 16);
-    for (int64_t r = 0; r < kPackRows; ++r) {
-      sc[r] = r < rows ? scale[n0 + r] : 0.f;
-      for (int64_t k = 0; k < K4; ++k) {
-        const int v = r < rows && k < K ? w[(n0 + r) * K + k] : 0;
-        gp[(k / 4) * 64 + r * 4 + k % 4] = uint8_t(v + 128);
-      }
-    }
-    return;
-  }
-  const int64_t qb = quant_bytes_per_block(qdt), run = run_blocks(qdt == DType::Q4_0);
-  for (int64_t r = 0; r < kPackRows; ++r)
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t b0 = b / run * run, b1 = std::min(nb, b0 + run);
-      uint8_t* wb = gp + b0 * (qb + 32) + (b - b0) * qb;
-      uint16_t* sc = reinterpret_cast<uint16_t*>(gp + b0 * (qb + 32) + (b1 - b0) * qb);
-      if (qdt == DType::Q8_0) {
-        const BlockQ8_0* blk =
-            r < rows ? static_cast<const BlockQ8_0*>(q) + (n0 + r) * nb + b : nullptr;
-        sc[(b - b0) * 16 + r] = blk ? blk->d : 0;
-        for (int e = 0; e < kQBlock; ++e)
-          wb[(e / 4) * 64 + r * 4 + e % 4] = uint8_t((blk ? int(blk->qs[e]) : 0) + 128);
-      } else {
-        const BlockQ4_0* blk =
-            r < rows ? static_cast<const BlockQ4_0*>(q) + (n0 + r) * nb + b : nullptr;
-        sc[(b - b0) * 16 + r] = blk ? blk->d : 0;
-        // Element e < 16 is the low nibble of qs[e], e >= 16 the high one of
-        // qs[e - 16]; vector j's low nibbles take e = 4j.., its high ones e = 16 + 4j...
-        for (int e = 0; e < kQBlock / 2; ++e)
-          wb[(e / 4) * 64 + r * 4 + e % 4] = blk ? blk->qs[e] : uint8_t(0x88);
-      }
-    }
-}
-
 }  // namespace
-
-int64_t qpack_group_bytes(DType qdt, int64_t K) {
-  if (qdt == DType::I8) return round64((K + 3) / 4 * 4 * kPackRows + kPackRows * 4);
-  const int64_t nb = K / kQBlock;
-  return round64(nb * (quant_bytes_per_block(qdt) + kPackRows * 2));
-}
-
-void qpack_avx512(DType qdt, const void* q, const float* scale, uint8_t* packed, int64_t N,
-                  int64_t K) {
-  const int64_t gb = qpack_group_bytes(qdt, K), groups = (N + kPackRows - 1) / kPackRows;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
-    std::memset(packed + g * gb, 0, size_t(gb));
-    pack_group(qdt, q, scale, packed + g * gb, g * kPackRows, N, K);
-  }
-}
 
 void qmatmul_packed_avx512(DType qdt, const uint8_t* packed, int64_t g0, int64_t g1, int64_t N,
                            int64_t K, const PackedX& x, int64_t M, float* y) {
