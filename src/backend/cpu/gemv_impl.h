@@ -13,17 +13,15 @@ namespace keel::backend::cpu::gemv_detail {
 namespace {
 
 // Up to 4 x rows against one W row at a time: 4 x 16 accumulators fit the
-// AVX2 register file with room for the loads. With more x rows each W row
-// is taken for all of them before the next (the second pass over it hits
-// L1), so W streams from memory once.
+// AVX2 register file with room for the loads.
 template <class L>
 void gemv_rows(const float* x, int64_t ldx, int64_t M, const float* w, int64_t ldw, int64_t K,
                float* y, int64_t ldy, int64_t r0, int64_t r1, float alpha, float beta) {
   const int64_t K16 = K / 16 * 16;
-  for (int64_t n = r0; n < r1; ++n) {
-    const float* wr = w + n * ldw;
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const int64_t mc = M - m0 < 4 ? M - m0 : 4;
+  for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    const int64_t mc = M - m0 < 4 ? M - m0 : 4;
+    for (int64_t n = r0; n < r1; ++n) {
+      const float* wr = w + n * ldw;
       typename L::Acc acc[4];
       for (int64_t i = 0; i < mc; ++i) acc[i] = L::zero();
       for (int64_t k = 0; k < K16; k += 16) {
