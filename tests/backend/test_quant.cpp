@@ -457,6 +457,32 @@ TEST(Quant, PackedKernelsFollowTheirFloatOrderBitForBit) {
     }
 }
 
+// A -128 weight is not quantize()'s output, and the AVX2 packed kernels
+// could not multiply it: qpack refuses it by row and element.
+TEST(Quant, PackRefusesMinus128) {
+  if (qpack_bytes(DType::Q8_0, 16, 32) == 0) GTEST_SKIP() << "no packed layout on this CPU";
+  const int64_t N = 3, K = 64;
+  std::vector<BlockQ8_0> q8(size_t(N * K / 32));
+  for (auto& b : q8) {
+    b.d = f32_to_f16(1.f);
+    for (auto& v : b.qs) v = 1;
+  }
+  std::vector<uint8_t> p(size_t(qpack_bytes(DType::Q8_0, N, K)));
+  EXPECT_NO_THROW(qpack(DType::Q8_0, q8.data(), nullptr, p.data(), N, K));
+  q8[3].qs[5] = -128;  // row 1, element 37
+  try {
+    qpack(DType::Q8_0, q8.data(), nullptr, p.data(), N, K);
+    FAIL() << "a -128 weight was packed";
+  } catch (const KernelError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1 element 37"), std::string::npos) << e.what();
+  }
+  std::vector<int8_t> i8(size_t(N * K), 2);
+  std::vector<float> ws(size_t(N), 1.f);
+  i8[size_t(2 * K + 9)] = -128;
+  std::vector<uint8_t> pi(size_t(qpack_bytes(DType::I8, N, K)));
+  EXPECT_THROW(qpack(DType::I8, i8.data(), ws.data(), pi.data(), N, K), KernelError);
+}
+
 TEST(Quant, BlockedTypesNeedKMultipleOf32) {
   std::vector<float> w(40);
   std::vector<char> q(1024);

@@ -319,6 +319,30 @@ int64_t qpack_bytes(DType qdt, int64_t N, int64_t K) {
 void qpack(DType qdt, const void* q, const float* scale, void* packed, int64_t N, int64_t K) {
   if (qpack_bytes(qdt, N, K) == 0)
     fail<KernelError>("[qpack] cpu backend: no packed layout on this CPU (it lacks AVX2)");
+  // quantize() keeps 8-bit weights within +-127; the AVX2 kernels' sign trick
+  // (w times x's sign) would overflow at -128, so such a weight is refused
+  // here, at every level, rather than multiplied wrongly on some.
+  if (qdt != DType::Q4_0) {
+    const int64_t nb = K / kQBlock;
+    const auto refuse = [&](int64_t n, int64_t k) {
+      fail<KernelError>(
+          "[qpack] {} weight row {} element {} is -128: quantize() output lies "
+          "within +-127",
+          dtype_name(qdt), n, k);
+    };
+    for (int64_t n = 0; n < N; ++n) {
+      if (qdt == DType::I8) {
+        const int8_t* r = static_cast<const int8_t*>(q) + n * K;
+        if (const int8_t* hit = std::find(r, r + K, int8_t(-128)); hit != r + K) refuse(n, hit - r);
+        continue;
+      }
+      const BlockQ8_0* r = static_cast<const BlockQ8_0*>(q) + n * nb;
+      for (int64_t b = 0; b < nb; ++b)
+        if (const int8_t* hit = std::find(r[b].qs, r[b].qs + kQBlock, int8_t(-128));
+            hit != r[b].qs + kQBlock)
+          refuse(n, b * kQBlock + (hit - r[b].qs));
+    }
+  }
   qpack_layout(qdt, q, scale, static_cast<uint8_t*>(packed), N, K, gemm_detail::allow_avx512());
 }
 
