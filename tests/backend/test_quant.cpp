@@ -98,22 +98,61 @@ TEST(Quant, RoundTripErrorBounds) {
   }
 }
 
+// x as backend.h quantizes it for I8 weights: one scale for the row, which
+// it returns, and the values in q.
+float quantize_x_row(const float* xr, int64_t K, std::vector<int>& q) {
+  float amax = 0;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+  const float sx = amax / 127.f;
+  q.resize(size_t(K));
+  for (int64_t k = 0; k < K; ++k) q[size_t(k)] = sx == 0 ? 0 : int(std::nearbyint(xr[k] / sx));
+  return sx;
+}
+
+// Block b of x row xr as backend.h quantizes it for the blocked types: the
+// values in q, divided by the f32 scale; returns the scale rounded to f16.
+float quantize_x_block(const float* xr, int64_t b, int* q) {
+  float amax = 0;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xr[b * 32 + j]));
+  const float d = amax / 127.f;
+  for (int j = 0; j < 32; ++j) q[j] = d == 0 ? 0 : int(std::nearbyint(xr[b * 32 + j] / d));
+  return f16_to_f32(f32_to_f16(d));
+}
+
+// The exact dot of weight row n's block b (Q8_0 or Q4_0, decoded by hand)
+// with the quantized x block xq; the block's widened scale in *dw.
+int64_t weight_block_dot(DType qdt, const void* wq, int64_t n, int64_t K, int64_t b, const int* xq,
+                         float* dw) {
+  int64_t s = 0;
+  for (int j = 0; j < 32; ++j) {
+    int wv;
+    if (qdt == DType::Q8_0) {
+      const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(wq)[n * K / 32 + b];
+      wv = blk.qs[j];
+      *dw = f16_to_f32(blk.d);
+    } else {
+      const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(wq)[n * K / 32 + b];
+      wv = (j < 16 ? (blk.qs[j] & 15) : (blk.qs[j - 16] >> 4)) - 8;
+      *dw = f16_to_f32(blk.d);
+    }
+    s += int64_t(xq[j]) * wv;
+  }
+  return s;
+}
+
 // Independent reference: quantize x per the spec, exact int64 dots, double scaling.
 std::vector<double> qmatmul_reference(DType qdt, const std::vector<float>& x, const void* wq,
                                       const float* ws, int64_t M, int64_t N, int64_t K) {
   std::vector<double> y(size_t(M * N));
+  std::vector<int> xq;
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x.data() + m * K;
     if (qdt == DType::I8) {
-      float amax = 0;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-      const float sx = amax / 127.f;
-      std::vector<int> xq(static_cast<size_t>(K));
-      for (int64_t k = 0; k < K; ++k) xq[k] = sx == 0 ? 0 : int(std::nearbyint(xr[k] / sx));
+      const float sx = quantize_x_row(xr, K, xq);
       for (int64_t n = 0; n < N; ++n) {
         int64_t acc = 0;
         for (int64_t k = 0; k < K; ++k)
-          acc += int64_t(xq[k]) * static_cast<const int8_t*>(wq)[n * K + k];
+          acc += int64_t(xq[size_t(k)]) * static_cast<const int8_t*>(wq)[n * K + k];
         y[m * N + n] = double(acc) * sx * ws[n];
       }
       continue;
@@ -121,27 +160,11 @@ std::vector<double> qmatmul_reference(DType qdt, const std::vector<float>& x, co
     for (int64_t n = 0; n < N; ++n) {
       double acc = 0;
       for (int64_t b = 0; b < K / 32; ++b) {
-        float amax = 0;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xr[b * 32 + j]));
-        const float d = amax / 127.f;
-        const double dx = f16_to_f32(f32_to_f16(d));
-        int64_t s = 0;
-        double dw;
-        for (int j = 0; j < 32; ++j) {
-          const int xq = d == 0 ? 0 : int(std::nearbyint(xr[b * 32 + j] / d));
-          int wv;
-          if (qdt == DType::Q8_0) {
-            const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(wq)[n * K / 32 + b];
-            wv = blk.qs[j];
-            dw = f16_to_f32(blk.d);
-          } else {
-            const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(wq)[n * K / 32 + b];
-            wv = (j < 16 ? (blk.qs[j] & 15) : (blk.qs[j - 16] >> 4)) - 8;
-            dw = f16_to_f32(blk.d);
-          }
-          s += int64_t(xq) * wv;
-        }
-        acc += double(s) * dw * dx;
+        int q[32];
+        const double dx = quantize_x_block(xr, b, q);
+        float dw;
+        const int64_t s = weight_block_dot(qdt, wq, n, K, b, q, &dw);
+        acc += double(s) * double(dw) * dx;
       }
       y[m * N + n] = acc;
     }
@@ -388,17 +411,15 @@ TEST(Quant, PackedPrefillRowsEqualDecodeRowsBitForBit) {
 std::vector<float> packed_order_reference(DType qdt, const std::vector<float>& x, const void* wq,
                                           const float* ws, int64_t M, int64_t N, int64_t K) {
   std::vector<float> y(size_t(M * N));
+  std::vector<int> xq;
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x.data() + m * K;
     if (qdt == DType::I8) {
-      float amax = 0;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-      const float sx = amax / 127.f;
+      const float sx = quantize_x_row(xr, K, xq);
       for (int64_t n = 0; n < N; ++n) {
         int32_t p = 0;
         for (int64_t k = 0; k < K; ++k)
-          p += int32_t(sx == 0 ? 0 : std::nearbyint(xr[k] / sx)) *
-               static_cast<const int8_t*>(wq)[n * K + k];
+          p += int32_t(xq[size_t(k)]) * static_cast<const int8_t*>(wq)[n * K + k];
         y[size_t(m * N + n)] = float(p) * (sx * ws[n]);
       }
       continue;
@@ -406,25 +427,10 @@ std::vector<float> packed_order_reference(DType qdt, const std::vector<float>& x
     for (int64_t n = 0; n < N; ++n) {
       float acc = 0.f;
       for (int64_t b = 0; b < K / 32; ++b) {
-        float amax = 0;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xr[b * 32 + j]));
-        const float d = amax / 127.f, dx = f16_to_f32(f32_to_f16(d));
-        int32_t p = 0;
+        int q[32];
+        const float dx = quantize_x_block(xr, b, q);
         float dw;
-        for (int j = 0; j < 32; ++j) {
-          const int xq = d == 0 ? 0 : int(std::nearbyint(xr[b * 32 + j] / d));
-          int wv;
-          if (qdt == DType::Q8_0) {
-            const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(wq)[n * K / 32 + b];
-            wv = blk.qs[j];
-            dw = f16_to_f32(blk.d);
-          } else {
-            const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(wq)[n * K / 32 + b];
-            wv = (j < 16 ? (blk.qs[j] & 15) : (blk.qs[j - 16] >> 4)) - 8;
-            dw = f16_to_f32(blk.d);
-          }
-          p += xq * wv;
-        }
+        const int32_t p = int32_t(weight_block_dot(qdt, wq, n, K, b, q, &dw));
         acc = std::fma(float(p), dw * dx, acc);
       }
       y[size_t(m * N + n)] = acc;
