@@ -11,8 +11,7 @@
 // and values each token reads as well as the weights). Each format is then
 // measured again with a bf16 KV cache (keys ending "_kv_bf16"; --kv-bf16 0
 // skips it): the same lines, against the same rooflines, the long-context
-// one counting the cache's halved bytes. decode_b1_prefetch_gain: batch-1
-// decode with the forward's prefetch hints over without, windows in turns.
+// one counting the cache's halved bytes.
 // Prints one JSON line per format, then one on response_format's token-mask
 // cost per token ("serve_json_mask") and one on the time to first token of a
 // request sharing a --prefix-tokens (1000) prefix with an earlier one, prefix
@@ -249,49 +248,37 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
   // Decode at batch B, measured the way bench_serve_llamacpp.js measures
   // llama.cpp: B fresh sequences, each prefilled with its own 16 ids and its
   // first token chosen; then a.decode_steps steps, each one token per
-  // sequence chosen greedily from the logits: one window. Best of a.reps.
+  // sequence chosen greedily from the logits. Best of a.reps windows.
   // Batch 1 also pairs each window with the bandwidth right after it.
   std::vector<double> paired;
   const double bytes = double(m.weight_bytes_per_token());
-  const auto window = [&](int64_t B, bool pair) {
-    std::vector<std::unique_ptr<serve::KvSequence>> seqs;
-    std::vector<serve::KvSequence*> ptrs;
-    std::vector<int32_t> toks(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      seqs.push_back(pool.try_allocate(16 + a.decode_steps + 1));
-      m.prefill(*seqs.back(), {prompt.data() + a.prompt + 16 * b, 16}, logits.data());
-      ptrs.push_back(seqs.back().get());
-      toks[size_t(b)] = serve::sample_next({logits.data(), size_t(V)}, {}, greedy, 0);
-    }
-    const auto t0 = Clock::now();
-    for (int64_t s = 0; s < a.decode_steps; ++s) {
-      m.decode(ptrs, toks, logits.data());
-      for (int64_t b = 0; b < B; ++b)
-        toks[size_t(b)] =
-            serve::sample_next({logits.data() + b * V, size_t(V)}, {}, greedy, uint64_t(s));
-    }
-    const double t = since(t0), rate = double(B * a.decode_steps) / t;
-    if (pair) paired.push_back(rate * bytes / probe.over(t));
-    return rate;
-  };
   const auto decode = [&](int64_t B) {
     double best = 0;
-    for (int rep = 0; rep < a.reps; ++rep) best = std::max(best, window(B, B == 1));
+    for (int rep = 0; rep < a.reps; ++rep) {
+      std::vector<std::unique_ptr<serve::KvSequence>> seqs;
+      std::vector<serve::KvSequence*> ptrs;
+      std::vector<int32_t> toks(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) {
+        seqs.push_back(pool.try_allocate(16 + a.decode_steps + 1));
+        m.prefill(*seqs.back(), {prompt.data() + a.prompt + 16 * b, 16}, logits.data());
+        ptrs.push_back(seqs.back().get());
+        toks[size_t(b)] = serve::sample_next({logits.data(), size_t(V)}, {}, greedy, 0);
+      }
+      const auto t0 = Clock::now();
+      for (int64_t s = 0; s < a.decode_steps; ++s) {
+        m.decode(ptrs, toks, logits.data());
+        for (int64_t b = 0; b < B; ++b)
+          toks[size_t(b)] =
+              serve::sample_next({logits.data() + b * V, size_t(V)}, {}, greedy, uint64_t(s));
+      }
+      const double window = since(t0), rate = double(B * a.decode_steps) / window;
+      best = std::max(best, rate);
+      if (B == 1) paired.push_back(rate * bytes / probe.over(window));
+    }
     return best;
   };
   const double d1 = decode(1), dB = decode(a.batch);
   std::sort(paired.begin(), paired.end());
-  // What the decode prefetch hints (InferenceModel::set_decode_prefetch)
-  // gain at batch 1: windows without and with them in turns, so the host's
-  // drift falls on both; the median of the pairs' ratios.
-  std::vector<double> gains;
-  for (int rep = 0; rep < std::max(a.reps, 6) && suffix.empty(); ++rep) {
-    m.set_decode_prefetch(false);
-    const double off = window(1, false);
-    m.set_decode_prefetch(true);
-    gains.push_back(window(1, false) / off);
-  }
-  std::sort(gains.begin(), gains.end());
   // Compute rooflines: the prompt's rows (logits for the last), causal keys
   // 1..T; a batch step's B rows at about 16 + steps / 2 cached positions,
   // which the bandwidth roofline (add_roofline) may lower further.
@@ -304,7 +291,6 @@ nlohmann::json measure(serve::InferenceModel& m, const Args& a, BandwidthProbe& 
       {fmt::format("decode_b{}_tok_s", a.batch) + suffix, dB},
       {"weight_bytes_per_token", bytes},
       {"roofline_fraction_paired" + suffix, paired.empty() ? 0.0 : paired[paired.size() / 2]}};
-  if (!gains.empty()) j["decode_b1_prefetch_gain"] = gains[gains.size() / 2];
   if (cr.matmul_peak > 0 && cr.f32_peak > 0) {  // (no AVX2: no peaks measured)
     const double prefill_roof_s = cr.seconds(T, T * (T + 1) / 2, 1);
     const double bd_compute_s = cr.seconds(Bd, Bd * (16.0 + double(a.decode_steps) / 2), Bd);

@@ -197,10 +197,6 @@ class Backend {
   virtual void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   // Device to device, ordered on the queue.
   virtual void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
-  // A hint that [p, p + bytes) of device memory is what the next kernel reads
-  // (a decode step's next weight): a backend may start moving it toward its
-  // compute units while the host does other work. Ignored by default.
-  virtual void prefetch(const void* p, size_t bytes) { (void)p, (void)bytes; }
   // Zeroes device bytes, ordered on the queue (gradients before a step).
   virtual void fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
   // Waits until every enqueued kernel and copy has finished.

@@ -274,20 +274,11 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
   const int att_threads = serial && att_work < kSerialAttention ? 1 : threads;
   const ScopedThreads scoped(be_, serial ? 1 : threads);
   linear_threads_ = threads;
-  // At decode sizes the weights are the step's whole cost, read in a fixed
-  // order: each matmul names the next one to the backend, whose idle threads
-  // pull its first bytes while this thread does the serial work in between.
-  const auto next = [&](const Linear& l) {
-    if (!serial || !prefetch_) return;
-    const ScopedThreads st(be_, threads);
-    be_.prefetch(l.w.raw(), l.w.nbytes());
-  };
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
     norm(L.norm1_w, L.norm1_b, x, h, M);
     mark(P::kNorm);
     linear(L.qkv, h, qkv, M);
-    next(L.out);
     mark(P::kQkv);
     if (llama_) {
       for (const Segment& s : segs) {
@@ -339,14 +330,12 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     if (kv16) be_.cast(DType::BF16, att_kv, DType::F32, att, M * C);
     mark(P::kAttention);
     linear(L.out, att, h, M);
-    next(L.up);
     mark(P::kOut);
     be_.add(DType::F32, x, h, x, M * C);
     mark(P::kResidual);
     norm(L.norm2_w, L.norm2_b, x, h, M);
     mark(P::kNorm);
     linear(L.up, h, ff, M);
-    next(L.down);
     mark(P::kUp);
     if (llama_) {
       for (int64_t r = 0; r < M; ++r)
@@ -356,7 +345,6 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     }
     mark(P::kActivation);
     linear(L.down, ff2, h, M);
-    next(l + 1 < cfg_.n_layer ? layers_[size_t(l + 1)].qkv : head_);
     mark(P::kDown);
     be_.add(DType::F32, x, h, x, M * C);
     mark(P::kResidual);
@@ -371,7 +359,6 @@ void InferenceModel::forward(std::span<const Segment> segs, const int32_t* ids, 
     const ScopedThreads st(be_, linear_threads_);
     apply_inference_head(be_, head_, h, logits, NL, logits_);
   }
-  next(layers_[0].qkv);  // the next step's first matmul, during sampling
   mark(P::kHead);
   if (profile_) ++profile_->calls;
 }

@@ -92,10 +92,6 @@ class InferenceModel {
   // Attaches (or with null detaches) a profile that forward() adds its phase
   // times to; the model does not own it. Not for deepseek.
   void set_profile(ForwardProfile* p) { profile_ = p; }
-  // Whether a decode step names each next weight to the backend
-  // (Backend::prefetch) so idle threads pull it between matmuls; on by
-  // default. Results are the same bits either way (bench_serve measures both).
-  void set_decode_prefetch(bool on) { prefetch_ = on; }
 
  private:
   using Linear = InferenceLinear;
@@ -135,7 +131,6 @@ class InferenceModel {
   Tensor qkv16_, att16_;  // bf16 copies of qkv_ and att_ for a bf16 cache
   std::vector<int32_t> pos_;
   ForwardProfile* profile_ = nullptr;
-  bool prefetch_ = true;
   int linear_threads_ = 1;  // the backend's thread count when forward() began
 };
 

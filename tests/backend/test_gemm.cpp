@@ -332,46 +332,6 @@ TEST(GemvTeam, BackToBackJobsEndWithAllTheirItems) {
   }
 }
 
-// Prefetch hints between jobs, as a decode step posts them: one naming
-// memory that is not mapped (prefetch instructions never fault), a null one,
-// and one of 1 GiB (a helper pulls only each share's head and leaves it when
-// a job comes), each kind before a third of the jobs, after as many jobs
-// with no hint at all. Every job still runs each of its items once, and the
-// helper takes items after each kind of hint about as often as with none: a
-// helper stuck in a hint would leave them all to the caller.
-TEST(GemvTeam, PrefetchHintsNeverCostAJobItsItems) {
-  const void* unmapped = reinterpret_cast<const void*>(uintptr_t(1) << 46);
-  std::vector<char> real(size_t(4) << 20);
-  int helper_rounds[4] = {};
-  constexpr int kRounds = 400;
-  for (int round = 0; round < kRounds; ++round) {
-    const int kind = round < kRounds / 4 ? 0 : 1 + round % 3;
-    if (kind == 1) team_prefetch(unmapped, size_t(1) << 30, 2);
-    if (kind == 2) team_prefetch(nullptr, 1 << 20, 2);
-    if (kind == 3) team_prefetch(real.data(), real.size(), 2);
-    constexpr int64_t n = 16;
-    std::vector<std::atomic<int>> runs(n);
-    std::atomic<int> by_helper{0};
-    const auto caller = std::this_thread::get_id();
-    team_for(2, n, [&](int64_t i) {
-      runs[size_t(i)].fetch_add(1);
-      if (std::this_thread::get_id() != caller) by_helper.fetch_add(1);
-      const auto t0 = std::chrono::steady_clock::now();
-      while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(20)) {
-      }
-    });
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(runs[size_t(i)].load(), 1) << "round " << round;
-    helper_rounds[kind] += by_helper.load() > 0;
-  }
-  // On a machine so busy that the helper seldom ran, the hand-over went untested.
-  if (helper_rounds[0] < kRounds / 16)
-    GTEST_SKIP() << "the helper took items in only " << helper_rounds[0] << " plain rounds";
-  for (int kind = 1; kind < 4; ++kind)
-    EXPECT_GE(helper_rounds[kind], helper_rounds[0] / 4)
-        << "after hint kind " << kind << " the helper took items in " << helper_rounds[kind]
-        << " rounds, against " << helper_rounds[0] << " after none";
-}
-
 bool cpu_has_bf16_tile() {
   return cpu_features().avx512_bf16 && gemm_detail::allow_avx512();
 }

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -217,40 +216,6 @@ TEST(KvDtype, NamesAndRefusals) {
   std::vector<float> logits(static_cast<size_t>(m->config().vocab_size));
   const int32_t id = 1;
   EXPECT_THROW(im.prefill(*s, {&id, 1}, logits.data()), KernelError);
-}
-
-// Decode with the prefetch hints (set_decode_prefetch) and without, on two
-// threads, in every weight format: the same logits bit for bit. A hint only
-// moves bytes toward a cache; one that wrote, or raced a matmul, would show.
-TEST(DecodePrefetch, SameBitsWithAndWithoutHints) {
-  auto be = backend::make_backend("cpu");
-  be->set_threads(2);
-  auto m = model::make_model(config("llama"), *be);
-  m->init(21);
-  m->sync_compute_weights();
-  const auto w = serve::testing::weights_of(*m);
-  const int64_t V = m->config().vocab_size, steps = 12;
-  const auto ids = some_ids(4, V, 3);
-  for (DType fmt : {DType::F32, DType::I8, DType::Q8_0, DType::Q4_0}) {
-    std::vector<float> out[2];
-    for (int on = 0; on < 2; ++on) {
-      InferenceModel im(w, *be, fmt);
-      im.set_decode_prefetch(on == 1);
-      KvCachePool pool(m->config().n_layer, im.kv_dim(), size_t(1) << 24);
-      auto s = pool.try_allocate(4 + steps);
-      std::vector<float> logits(static_cast<size_t>(V));
-      im.prefill(*s, ids, logits.data());
-      KvSequence* seq = s.get();
-      for (int64_t t = 0; t < steps; ++t) {
-        const int32_t tok = int32_t((t * 37 + 5) % V);
-        im.decode({&seq, 1}, {&tok, 1}, logits.data());
-        out[on].insert(out[on].end(), logits.begin(), logits.end());
-      }
-    }
-    ASSERT_EQ(out[0].size(), out[1].size());
-    EXPECT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float)), 0)
-        << dtype_name(fmt) << ": logits differ with the prefetch hints";
-  }
 }
 
 TEST(WeightFormat, Names) {

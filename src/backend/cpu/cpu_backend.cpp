@@ -11,7 +11,6 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_moe.h"
 #include "backend/cpu/gemm.h"
-#include "backend/cpu/gemv_team.h"
 #include "backend/ref/ref_kernels.h"
 #include "core/error.h"
 
@@ -36,7 +35,6 @@ class CpuBackend final : public Backend {
 
   void set_threads(int n) override { threads_ = n < 1 ? 1 : n; }
   int threads() const override { return threads_; }
-  void prefetch(const void* p, size_t bytes) override { cpu::team_prefetch(p, bytes, threads_); }
 
   void matmul(const MatmulArgs& a, const void* A, const void* B, void* C) override {
     cpu::gemm(a, A, B, C, threads_);

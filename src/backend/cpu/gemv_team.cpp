@@ -41,12 +41,6 @@ int64_t range_next(uint64_t w) {
   return int64_t(w & kItemMask);
 }
 
-// How much of each share's head team_prefetch pulls: a decode step's gaps
-// between matvecs last microseconds, in which one core reads about this much.
-// 64, 128, 256 and 512 KiB each gained 2-7% a q8_0 or q4 token on a Zen 4,
-// alike within the noise (tokens alternated with hints on and off).
-constexpr size_t kPrefetchHead = size_t(128) << 10;
-
 // How long a helper polls for the next job before it sleeps.
 constexpr auto kSpin = std::chrono::microseconds(200);
 
@@ -80,33 +74,7 @@ class Team {
     while (done_.load(std::memory_order_acquire) < n) _mm_pause();
   }
 
-  void post_prefetch(const void* p, size_t bytes, int parts) {
-    pf_p_.store(static_cast<const char*>(p), std::memory_order_relaxed);
-    pf_bytes_.store(bytes, std::memory_order_relaxed);
-    pf_parts_.store(parts, std::memory_order_relaxed);
-    pf_seq_.fetch_add(1, std::memory_order_release);
-  }
-
  private:
-  // The helper's side of team_prefetch: the head of its own share first
-  // (participant id + 1), then the caller's, a page at a time, returning as
-  // soon as a job is posted (epoch_ moved past seen).
-  void prefetch(int id, uint32_t seen) {
-    const char* p = pf_p_.load(std::memory_order_relaxed);
-    const size_t bytes = pf_bytes_.load(std::memory_order_relaxed);
-    const int parts = pf_parts_.load(std::memory_order_relaxed);
-    if (!p || parts <= id + 1) return;
-    for (const int part : {id + 1, 0}) {
-      if (part == 0 && id != 0) break;  // the first helper takes the caller's
-      const size_t b0 = bytes * size_t(part) / size_t(parts),
-                   b1 = std::min(bytes * size_t(part + 1) / size_t(parts), b0 + kPrefetchHead);
-      for (size_t b = b0 & ~size_t(63); b < b1; b += 64) {
-        _mm_prefetch(p + b, _MM_HINT_T0);
-        if ((b & 4095) == 0 && epoch_.load(std::memory_order_relaxed) != seen) return;
-      }
-    }
-  }
-
   // Claims one item of range r, from its front or its back; -1 when it is empty.
   int64_t claim(int r, bool from_back) {
     for (;;) {
@@ -154,16 +122,10 @@ class Team {
 
   void helper(int id) {
     uint32_t seen = epoch_.load();
-    uint64_t pf_seen = pf_seq_.load();
     for (;;) {
       const auto t0 = std::chrono::steady_clock::now();
       int polls = 0;
       while (epoch_.load(std::memory_order_acquire) == seen) {
-        if (const uint64_t q = pf_seq_.load(std::memory_order_acquire); q != pf_seen) {
-          pf_seen = q;
-          prefetch(id, seen);
-          continue;
-        }
         _mm_pause();
         if (++polls % 64 == 0 && std::chrono::steady_clock::now() - t0 > kSpin) {
           sleepers_.fetch_add(1);
@@ -193,28 +155,15 @@ class Team {
   alignas(64) std::atomic<int64_t> done_{0};
   alignas(64) std::atomic<uint32_t> epoch_{0};
   std::atomic<int> sleepers_{0}, want_{0};
-  // The latest team_prefetch hint; a torn read of it only misdirects prefetches.
-  alignas(64) std::atomic<uint64_t> pf_seq_{0};
-  std::atomic<const char*> pf_p_{nullptr};
-  std::atomic<size_t> pf_bytes_{0};
-  std::atomic<int> pf_parts_{0};
 };
-
-Team* team() {
-  // Never destroyed: the helpers sleep until the process ends, and no static
-  // destructor can race with a kernel still running on another thread.
-  static Team* const t = new Team;
-  return t;
-}
 
 }  // namespace
 
 void team_for(int threads, int64_t n, Body body, const void* ctx) {
-  team()->run(threads, n, body, ctx);
-}
-
-void team_prefetch(const void* p, size_t bytes, int parts) {
-  if (parts > 1) team()->post_prefetch(p, bytes, parts);
+  // Never destroyed: the helpers sleep until the process ends, and no static
+  // destructor can race with a kernel still running on another thread.
+  static Team* const team = new Team;
+  team->run(threads, n, body, ctx);
 }
 
 }  // namespace keel::backend::cpu

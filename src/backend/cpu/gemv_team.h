@@ -2,7 +2,6 @@
 // calling thread and persistent helpers share a list of work items, and the
 // caller never waits for a helper that has not started one.
 #pragma once
-#include <cstddef>
 #include <cstdint>
 
 namespace keel::backend::cpu {
@@ -17,14 +16,6 @@ namespace keel::backend::cpu {
 // are serialized; a call made while the team is busy (another thread, or
 // from inside a body) runs its items on the calling thread alone.
 void team_for(int threads, int64_t n, void (*body)(const void* ctx, int64_t i), const void* ctx);
-
-// A hint that [p, p + bytes) is the next team_for's data, split into `parts`
-// equal shares as its items will be: an idle helper pulls the head of its own
-// share, then the caller's, toward its cache with prefetch instructions
-// (which never fault, so a stale hint costs only bandwidth) and stops at once
-// when a job arrives. It fills the gaps in which the caller works alone
-// (norms, attention, sampling) with the reads the next job starts on.
-void team_prefetch(const void* p, size_t bytes, int parts);
 
 template <class F>
 void team_for(int threads, int64_t n, const F& body) {
