@@ -23,6 +23,19 @@ add_test(NAME serve_fixture_model
                  train.eval_batches=1 train.peak_gflops=100 run.dir=${_sb}/tiny)
 set_tests_properties(serve_fixture_model PROPERTIES TIMEOUT 120 LABELS serve FIXTURES_SETUP serve_model)
 
+# generate and serve share their engine options (cli/commands/engine_options.h):
+# both refuse a negative --threads by name (serve once took it as "every core").
+foreach(_verb serve generate)
+  set(_args --model ${_sb}/tiny --threads -3)
+  if(_verb STREQUAL generate)
+    list(APPEND _args --prompt hi)
+  endif()
+  add_test(NAME ${_verb}_refuses_negative_threads
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 105
+                   "--threads: Value -3 not in range 0 to 4096" $<TARGET_FILE:keel> ${_verb} ${_args})
+  set_tests_properties(${_verb}_refuses_negative_threads PROPERTIES TIMEOUT 30 LABELS serve)
+endforeach()
+
 set(_nd ${CMAKE_SOURCE_DIR}/tests/node)
 if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)
   add_test(NAME serve_openai_client

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "cli/commands/commands.h"
+#include "cli/commands/engine_options.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "serve/engine.h"
@@ -94,7 +95,6 @@ void run_generate(GenerateArgs& a) {
   if (!(s.repetition_penalty > 0))
     fail("--repetition-penalty: must be > 0, got {}", s.repetition_penalty);
   if (a.max_tokens < 0) fail("--max-tokens: must be >= 0, got {}", a.max_tokens);
-  if (a.engine.threads < 0) fail("--threads: must be >= 0, got {}", a.engine.threads);
   if (a.run_dir.empty() == a.model_dir.empty())
     fail("generate: give exactly one of --run DIR (a keel run) or --model FOLDER (a model folder)");
   const std::string path = a.run_dir.empty() ? a.model_dir : a.run_dir;
@@ -218,19 +218,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", a->sampling.seed, "sampling seed (as the server's `seed` field)")
       ->capture_default_str();
   cmd->add_option("--stop", a->sampling.stop, "stop string (repeatable; not printed)");
-  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref | vulkan")
-      ->check(CLI::IsMember({"cpu", "ref", "vulkan"}))
-      ->capture_default_str();
-  cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
-      ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))
-      ->capture_default_str();
-  cmd->add_option("--kv-dtype", a->engine.kv_dtype,
-                  "KV cache elements: f32 | bf16 (half the memory per sequence and half the "
-                  "bytes a decode step reads from the cache)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
-  cmd->add_option("--threads", a->engine.threads, "compute threads (0 = every core)")
-      ->capture_default_str();
+  add_engine_options(cmd, a->engine);
   cmd->add_flag("--no-stop", a->no_stop, "keep going past <|endoftext|>");
   cmd->add_flag("--stats", a->stats,
                 "print token counts and speed (load, first token, decode tokens/s) as one JSON "

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands/commands.h"
+#include "cli/commands/engine_options.h"
 #include "core/error.h"
 #include "serve/engine.h"
 #include "serve/http_server.h"
@@ -98,17 +99,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", a->http.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", a->http.port, "port (0: pick a free one and print it)")
       ->capture_default_str();
-  cmd->add_option("--backend", a->engine.backend, "backend: cpu | ref | vulkan")
-      ->check(CLI::IsMember({"cpu", "ref", "vulkan"}))
-      ->capture_default_str();
-  cmd->add_option("--quant", a->engine.quant, "weight quantization: none | int8 | q8_0 | q4")
-      ->check(CLI::IsMember({"none", "int8", "q8_0", "q4"}))
-      ->capture_default_str();
-  cmd->add_option("--kv-dtype", a->engine.kv_dtype,
-                  "KV cache elements: f32 | bf16 (half the memory per sequence and half the "
-                  "bytes a decode step reads from the cache)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+  add_engine_options(cmd, a->engine);
   cmd->add_option("--max-batch", a->engine.max_batch, "sequences decoded together")
       ->capture_default_str();
   cmd->add_option("--max-queue", a->engine.max_queue, "waiting requests before 429")
@@ -118,8 +109,6 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--prefix-cache-mb", a->prefix_cache_mb,
                   "KV rows of finished requests kept for prompts that repeat their start "
                   "(MiB, beside --cache-mb; 0: no prefix caching)")
-      ->capture_default_str();
-  cmd->add_option("--threads", a->engine.threads, "compute threads (0: every core)")
       ->capture_default_str();
   cmd->add_option("--http-threads", a->http.threads,
                   "connection threads started (a stream holds one)")
