@@ -178,30 +178,8 @@ TEST_P(DeepSeekVsTorch, LossLogitsGradsRoutingAndAdamW) {
   EXPECT_LE(loss_err, 1e-5) << "keel loss " << loss << " torch " << ref_losses[0];
   EXPECT_LE(logits_err, 1e-4);
 
-  std::vector<Tensor> m, v;
-  for (const nn::Parameter* p : params) {
-    m.push_back(Tensor::zeros(p->value.shape(), DType::F32));
-    v.push_back(Tensor::zeros(p->value.shape(), DType::F32));
-  }
-  double worst_step_loss = 0;
-  for (int s = 0; s < steps; ++s) {
-    if (s > 0) {
-      model->zero_grad();
-      const float l = model->forward_backward(tids, ttargets, 1.f);
-      worst_step_loss = std::max(
-          worst_step_loss, std::abs(l - ref_losses[size_t(s)]) / std::abs(ref_losses[size_t(s)]));
-    }
-    for (size_t i = 0; i < params.size(); ++i) {
-      nn::Parameter& p = *params[i];
-      backend::AdamWArgs a = opt;
-      a.weight_decay = p.decay ? opt.weight_decay : 0.f;
-      a.t = s + 1;
-      a.n = p.numel();
-      Tensor none;
-      ops::adamw_update(*be, a, p.value, p.grad, m[i], v[i], none);
-    }
-    model->sync_compute_weights();
-  }
+  const double worst_step_loss =
+      torch_oracle::adamw_steps(*model, *be, params, opt, steps, tids, ttargets, ref_losses);
   double worst_param = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     const nn::Parameter& p = *params[i];

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/ops.h"
+#include "model/model.h"
 #include "nn/parameter.h"
 
 namespace keel::model::torch_oracle {
@@ -95,6 +97,41 @@ inline std::string run_reference(const std::string& script, const fs::path& dir)
   std::ifstream log(dir / "python.log");
   return cmd + ":\n" +
          std::string((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+}
+
+// The reference scripts' AdamW steps on the same batch: step 0 on the
+// gradients params already hold, each later one after a fresh
+// forward_backward, weight decay only where Parameter::decay. Returns the
+// worst relative difference of those later steps' losses from ref_losses.
+inline double adamw_steps(Model& model, backend::Backend& be,
+                          const std::vector<nn::Parameter*>& params, const backend::AdamWArgs& opt,
+                          int steps, const Tensor& ids, const Tensor& targets,
+                          const std::vector<double>& ref_losses) {
+  std::vector<Tensor> m, v;
+  for (const nn::Parameter* p : params) {
+    m.push_back(Tensor::zeros(p->value.shape(), DType::F32));
+    v.push_back(Tensor::zeros(p->value.shape(), DType::F32));
+  }
+  double worst_step_loss = 0;
+  for (int s = 0; s < steps; ++s) {
+    if (s > 0) {
+      model.zero_grad();
+      const float l = model.forward_backward(ids, targets, 1.f);
+      worst_step_loss = std::max(
+          worst_step_loss, std::abs(l - ref_losses[size_t(s)]) / std::abs(ref_losses[size_t(s)]));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      nn::Parameter& p = *params[i];
+      backend::AdamWArgs a = opt;
+      a.weight_decay = p.decay ? opt.weight_decay : 0.f;
+      a.t = s + 1;
+      a.n = p.numel();
+      Tensor none;
+      ops::adamw_update(be, a, p.value, p.grad, m[i], v[i], none);
+    }
+    model.sync_compute_weights();
+  }
+  return worst_step_loss;
 }
 
 }  // namespace keel::model::torch_oracle
