@@ -1,6 +1,7 @@
 // The file exchange between a model test and its PyTorch reference script
 // (tests/reference/*_torch.py): raw little-endian arrays plus manifest.json in
 // a temporary directory; the script writes its float64 results back there.
+// Also the AdamW steps both sides take on the same batch.
 #pragma once
 #include <algorithm>
 #include <cmath>
