@@ -35,6 +35,14 @@ foreach(_verb serve generate)
                    "--threads: Value -3 not in range 0 to 4096" $<TARGET_FILE:keel> ${_verb} ${_args})
   set_tests_properties(${_verb}_refuses_negative_threads PROPERTIES TIMEOUT 30 LABELS serve)
 endforeach()
+# A queue (or batch) below 1 would answer every request 429: refused by name.
+foreach(_opt max-queue max-batch)
+  add_test(NAME serve_refuses_${_opt}_0
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 1
+                   "--${_opt}: must be >= 1, got 0" $<TARGET_FILE:keel> serve --model ${_sb}/tiny
+                   --${_opt} 0)
+  set_tests_properties(serve_refuses_${_opt}_0 PROPERTIES TIMEOUT 30 LABELS serve)
+endforeach()
 
 set(_nd ${CMAKE_SOURCE_DIR}/tests/node)
 if(EXISTS ${CMAKE_SOURCE_DIR}/third_party/openai/index.mjs)

@@ -88,6 +88,9 @@ class EngineImpl final : public Engine {
     if (model_id_.empty() || model_id_ == ".")
       model_id_ = fs::path(w.dir).lexically_normal().parent_path().filename().string();
     if (opt.max_batch < 1) fail<ConfigError>("max_batch: must be >= 1, got {}", opt.max_batch);
+    // Every request waits in the queue until a batch admits it: below 1 the
+    // engine would answer every request "queue full".
+    if (opt.max_queue < 1) fail<ConfigError>("max_queue: must be >= 1, got {}", opt.max_queue);
     if (opt.threads > 0) backend_->set_threads(opt.threads);
     model_ = std::make_unique<InferenceModel>(w, *backend_, weight_format_from_name(opt.quant),
                                               kv_dtype_from_name(opt.kv_dtype));

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <future>
 #include <mutex>
+#include <string>
 #include <thread>
 
+#include "core/error.h"
 #include "serve/engine.h"
 #include "serve/text_stream.h"
 #include "test_engine_util.h"
@@ -248,6 +250,37 @@ TEST(Engine, ShutdownFinishCompletesAndAbortCancels) {
   eng2->shutdown(false);
   EXPECT_EQ(d.finish(), FinishReason::Cancelled);  // never started
   EXPECT_NE(c.finish(), FinishReason::None);
+}
+
+// Every request waits in the queue until a batch admits it, so a queue (or
+// a batch) below 1 would answer every request "full": refused at load,
+// naming the option; a queue of 1 serves.
+TEST(Engine, RefusesAQueueOrBatchBelowOne) {
+  for (int64_t q : {0, -1}) {
+    EngineOptions o;
+    o.max_queue = q;
+    try {
+      load("gpt2", o);
+      ADD_FAILURE() << "max_queue " << q << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("max_queue: must be >= 1"), std::string::npos)
+          << e.what();
+    }
+  }
+  EngineOptions o;
+  o.max_batch = 0;
+  EXPECT_THROW(load("gpt2", o), ConfigError);
+  o.max_batch = 1;
+  o.max_queue = 1;
+  auto eng = load("gpt2", o);
+  Request r;
+  r.prompt = {5, 6, 7};
+  r.sampling.max_tokens = 4;
+  r.sampling.stop_at_eot = false;
+  Collector a;
+  eng->submit(r, a.fn());
+  a.wait();
+  EXPECT_EQ(a.finish(), FinishReason::Length);
 }
 
 TEST(Engine, StopStringEndsTheOutputWithoutIt) {

@@ -36,6 +36,10 @@ void run_serve(ServeArgs& a) {
   if (a.http.max_connections < a.http.threads)
     fail("--max-connections: must be >= --http-threads ({}), got {}", a.http.threads,
          a.http.max_connections);
+  if (a.engine.max_batch < 1) fail("--max-batch: must be >= 1, got {}", a.engine.max_batch);
+  // Every request waits in the queue until a batch admits it: a queue of 0
+  // would answer every request 429.
+  if (a.engine.max_queue < 1) fail("--max-queue: must be >= 1, got {}", a.engine.max_queue);
   if (!(a.max_body_mb > 0)) fail("--max-body-mb: must be > 0, got {}", a.max_body_mb);
   if (!(a.cache_mb > 0)) fail("--cache-mb: must be > 0, got {}", a.cache_mb);
   if (!(a.http.drain_timeout_s >= 0))
