@@ -106,7 +106,9 @@ void add_serve_command(CLI::App& app) {
   add_engine_options(cmd, a->engine);
   cmd->add_option("--max-batch", a->engine.max_batch, "sequences decoded together")
       ->capture_default_str();
-  cmd->add_option("--max-queue", a->engine.max_queue, "waiting requests before 429")
+  cmd->add_option("--max-queue", a->engine.max_queue,
+                  "waiting requests before 429 (at least 1: every request waits there until a "
+                  "batch admits it)")
       ->capture_default_str();
   cmd->add_option("--cache-mb", a->cache_mb, "KV cache memory for all sequences (MiB)")
       ->capture_default_str();
