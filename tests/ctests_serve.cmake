@@ -35,6 +35,12 @@ foreach(_verb serve generate)
                    "--threads: Value -3 not in range 0 to 4096" $<TARGET_FILE:keel> ${_verb} ${_args})
   set_tests_properties(${_verb}_refuses_negative_threads PROPERTIES TIMEOUT 30 LABELS serve)
 endforeach()
+# CLI11's range check lets a NaN through; generate then sampled from NaN logits.
+add_test(NAME generate_refuses_nan_presence_penalty
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/scripts/expect_run.sh 1
+                 "--presence-penalty: must be in \\[-2, 2\\], got nan" $<TARGET_FILE:keel> generate
+                 --model ${_sb}/tiny --prompt hi --presence-penalty nan)
+set_tests_properties(generate_refuses_nan_presence_penalty PROPERTIES TIMEOUT 30 LABELS serve)
 # A queue (or batch) below 1 would answer every request 429: refused by name.
 foreach(_opt max-queue max-batch)
   add_test(NAME serve_refuses_${_opt}_0

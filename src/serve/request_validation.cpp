@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -36,6 +37,11 @@ int64_t validate_request(const Request& req, int64_t vocab_size, int64_t ctx) {
   if (!std::isfinite(s.repetition_penalty) || s.repetition_penalty <= 0)
     bad("repetition_penalty",
         fmt::format("must be a finite number > 0, got {}", s.repetition_penalty));
+  // OpenAI's range; a NaN would pass a range check written as two compares
+  // the other way round and turn every logit it touches into NaN.
+  for (auto [name, v] : {std::pair{"presence_penalty", s.presence_penalty},
+                         std::pair{"frequency_penalty", s.frequency_penalty}})
+    if (!(v >= -2 && v <= 2)) bad(name, fmt::format("must be in [-2, 2], got {}", v));
   for (size_t i = 0; i < s.stop.size(); ++i)
     if (s.stop[i].empty()) bad("stop", fmt::format("stop string {} is empty", i));
   return std::min(s.max_tokens, ctx - T);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <mutex>
 #include <string>
@@ -163,6 +164,18 @@ TEST(Engine, BadRequestsNameTheField) {
   r = ok;
   r.sampling.stop = {"ok", ""};
   expect_field(r, "stop");
+  // NaN and out of [-2, 2] (the command line's range check let a NaN by).
+  for (double v : {std::nan(""), 2.5, -3.0}) {
+    r = ok;
+    r.sampling.presence_penalty = v;
+    expect_field(r, "presence_penalty");
+    r = ok;
+    r.sampling.frequency_penalty = v;
+    expect_field(r, "frequency_penalty");
+  }
+  r = ok;
+  r.sampling.temperature = std::nan("");
+  expect_field(r, "temperature");
 }
 
 TEST(Engine, FullCacheRefusesThenRecovers) {

@@ -3,6 +3,7 @@
 // server's sampler, quantized weights) and stream a continuation to stdout.
 // The same request and seed give the same tokens as `keel serve`.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -89,11 +90,17 @@ void run_generate(GenerateArgs& a) {
   auto& s = a.sampling;
   if (a.prompt.empty())
     fail("--prompt: the prompt is empty or missing (give some text to continue)");
-  if (s.temperature < 0) fail("--temperature: must be >= 0, got {}", s.temperature);
+  if (!std::isfinite(s.temperature) || s.temperature < 0)
+    fail("--temperature: must be a finite number >= 0, got {}", s.temperature);
   if (s.top_k < 0) fail("--top-k: must be >= 0, got {}", s.top_k);
   if (!(s.top_p > 0 && s.top_p <= 1)) fail("--top-p: must be in (0, 1], got {}", s.top_p);
-  if (!(s.repetition_penalty > 0))
-    fail("--repetition-penalty: must be > 0, got {}", s.repetition_penalty);
+  if (!std::isfinite(s.repetition_penalty) || !(s.repetition_penalty > 0))
+    fail("--repetition-penalty: must be a finite number > 0, got {}", s.repetition_penalty);
+  // CLI11's Range lets a NaN through (both of its compares are false).
+  if (!(s.presence_penalty >= -2 && s.presence_penalty <= 2))
+    fail("--presence-penalty: must be in [-2, 2], got {}", s.presence_penalty);
+  if (!(s.frequency_penalty >= -2 && s.frequency_penalty <= 2))
+    fail("--frequency-penalty: must be in [-2, 2], got {}", s.frequency_penalty);
   if (a.max_tokens < 0) fail("--max-tokens: must be >= 0, got {}", a.max_tokens);
   if (a.run_dir.empty() == a.model_dir.empty())
     fail("generate: give exactly one of --run DIR (a keel run) or --model FOLDER (a model folder)");
