@@ -48,6 +48,8 @@ RunLoop::RunLoop(train::Trainer& trainer, const io::Config& cfg, RunLoopOptions 
     so.n_params = trainer_.optimizer().params().size();
     so.config_hash = snapshot_config_hash(config_map_, opt_.tokenizer_id);
     so.halfway = opt_.snapshot_halfway;
+    // The copy runs between steps, when the backend's threads are idle.
+    so.threads = trainer_.optimizer().backend().threads();
     snapshots_ = std::make_unique<SnapshotReplicator>(std::move(so));
     // The buddy copy of snapshot S travels during the next step and must be
     // stored before any rank can finish that step and overwrite its own S-1

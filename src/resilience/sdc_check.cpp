@@ -8,21 +8,27 @@
 
 #include "backend/device_tensor.h"
 #include "core/error.h"
+#include "resilience/piece_digest.h"
 
 namespace keel::resilience {
 
 namespace {
 
-// Hashes t's bytes; a device tensor is read back first (one synchronisation).
+// Folds the piecewise digest of t's bytes into st, on the backend's threads
+// (idle between steps); a device tensor is read back first (one
+// synchronisation).
 void update(XXH3_state_t* st, backend::Backend* be, const Tensor& t) {
+  const int threads = be ? be->threads() : 1;
+  uint64_t d = 0;
   if (t.on_host()) {
-    XXH3_64bits_update(st, t.raw(), t.nbytes());
-    return;
+    d = piece_digest(static_cast<const std::byte*>(t.raw()), t.nbytes(), threads);
+  } else {
+    if (!be)
+      fail("sdc check: tensor {} lives on {} and no backend was given", t.desc(), t.device_name());
+    const Tensor h = backend::to_host(*be, t);
+    d = piece_digest(static_cast<const std::byte*>(h.raw()), h.nbytes(), threads);
   }
-  if (!be)
-    fail("sdc check: tensor {} lives on {} and no backend was given", t.desc(), t.device_name());
-  const Tensor h = backend::to_host(*be, t);
-  XXH3_64bits_update(st, h.raw(), h.nbytes());
+  XXH3_64bits_update(st, &d, sizeof d);
 }
 
 }  // namespace

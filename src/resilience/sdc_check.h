@@ -20,9 +20,11 @@
 
 namespace keel::resilience {
 
-// xxh3-64 over every parameter's name, shape and f32 master bytes, in order.
+// xxh3-64 over every parameter's name, shape and the piece_digest of its f32
+// master bytes, in order (on the backend's threads).
 uint64_t parameters_hash(const std::vector<nn::Parameter*>& params, backend::Backend* be = nullptr);
-// xxh3-64 over the AdamW moments this rank holds (its ZeRO-1 shard, or all).
+// xxh3-64 over the piece_digests of the AdamW moments this rank holds (its
+// ZeRO-1 shard, or all).
 uint64_t moments_hash(const train::AdamW& opt);
 // Folds b into the running digest a (order matters).
 uint64_t mix_hash(uint64_t a, uint64_t b);

@@ -60,6 +60,7 @@ uint64_t snapshot_config_hash(const nlohmann::json& config_map, const std::strin
 
 SnapshotReplicator::SnapshotReplicator(SnapshotOptions opt)
     : opt_(std::move(opt)), store_(opt_.run_dir, opt_.rank) {
+  store_.set_threads(opt_.threads);
   if (opt_.shards.size() != size_t(opt_.world_size))
     fail("SnapshotReplicator: {} shard ranges for a world of {}", opt_.shards.size(),
          opt_.world_size);
@@ -202,12 +203,9 @@ void SnapshotReplicator::take(const CheckpointState& st) {
   h.config_hash = opt_.config_hash;
   own_plan_ = plan_state_image(st, &own_plan_);
   const StateImagePlan& plan = own_plan_;
-  store_.write(SnapshotKind::Own, h, plan.bytes,
-               [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
-                 std::function<void()> halfway;
-                 if (opt_.halfway) halfway = [&] { opt_.halfway(step); };
-                 write_state_image(st, plan, out, halfway, final_through);
-               });
+  std::function<void()> halfway;
+  if (opt_.halfway) halfway = [&] { opt_.halfway(step); };
+  store_.write(SnapshotKind::Own, h, plan.bytes, state_image_segments(st, plan), halfway);
   if (!sharded() || opt_.world_size < 2) return;
   // The shard only this rank holds goes to rank+1: [step][optimizer_t][image].
   CheckpointState part;
@@ -247,10 +245,8 @@ void SnapshotReplicator::finish_exchange() {
   h.run_id = run_id_;
   h.config_hash = opt_.config_hash;
   const auto image = got.subspan(16);
-  store_.write(SnapshotKind::Buddy, h, image.size(),
-               [&](std::span<std::byte> out, const SnapshotStore::FinalThrough& final_through) {
-                 copy_in_pieces(out, 0, image, final_through);
-               });
+  const CopySegment whole{0, image};
+  store_.write(SnapshotKind::Buddy, h, image.size(), {&whole, 1});
   std::tie(send_buf_, recv_buf_) = exchange_->release_buffers();
   exchange_.reset();
 }

@@ -36,6 +36,7 @@ struct SnapshotOptions {
   std::vector<std::pair<size_t, size_t>> shards;
   size_t n_params = 0;
   uint64_t config_hash = 0;  // snapshot_config_hash
+  int threads = 1;           // that copy and checksum a snapshot
   // Fault injection: called once half of the own snapshot of `step` is written.
   std::function<void(int64_t step)> halfway;
 };

@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "resilience/checkpoint_manifest.h"
+#include "resilience/piece_digest.h"
 
 namespace keel::resilience {
 
@@ -105,7 +106,7 @@ std::optional<ReadMap> map_readonly(const std::string& name) {
 // Validates one slot; nullopt with a reason when it cannot be used.
 std::optional<SnapshotSlotHeader> check_slot(const ReadMap& m, const std::string& name,
                                              uint64_t run_id, int world_size, uint64_t config_hash,
-                                             bool check_config, std::string& why) {
+                                             bool check_config, int threads, std::string& why) {
   if (!m.base) {
     why = fmt::format("{}: shorter than its header", name);
     return std::nullopt;
@@ -140,7 +141,7 @@ std::optional<SnapshotSlotHeader> check_slot(const ReadMap& m, const std::string
                       h.payload_bytes, m.size);
     return std::nullopt;
   }
-  const uint64_t x = XXH3_64bits(m.base + kSnapshotHeaderBytes, h.payload_bytes);
+  const uint64_t x = piece_digest(m.base + kSnapshotHeaderBytes, h.payload_bytes, threads);
   if (x != h.payload_xxh3) {
     why = fmt::format("{}: checksum mismatch (xxh3 {:016x}, the header says {:016x})", name, x,
                       h.payload_xxh3);
@@ -151,14 +152,15 @@ std::optional<SnapshotSlotHeader> check_slot(const ReadMap& m, const std::string
 
 std::vector<SnapshotCopy> scan_slots(const std::string& run_dir, int rank, SnapshotKind kind,
                                      uint64_t run_id, int world_size, uint64_t config_hash,
-                                     bool check_config, std::vector<std::string>* rejected) {
+                                     bool check_config, int threads,
+                                     std::vector<std::string>* rejected) {
   std::vector<SnapshotCopy> out;
   for (int s = 0; s < 2; ++s) {
     const std::string name = snapshot_segment_name(run_dir, rank, kind, s);
     const auto m = map_readonly(name);
     if (!m || !m->base) continue;  // absent, or created but never written
     std::string why;
-    if (auto h = check_slot(*m, name, run_id, world_size, config_hash, check_config, why))
+    if (auto h = check_slot(*m, name, run_id, world_size, config_hash, check_config, threads, why))
       out.push_back({*h, s});
     else if (rejected)
       rejected->push_back(why);
@@ -234,7 +236,8 @@ SnapshotStore::Mapping& SnapshotStore::writable(SnapshotKind kind, int slot) {
 std::vector<SnapshotCopy> SnapshotStore::scan(SnapshotKind kind, uint64_t run_id, int world_size,
                                               uint64_t config_hash,
                                               std::vector<std::string>* rejected) const {
-  return scan_slots(run_dir_, rank_, kind, run_id, world_size, config_hash, true, rejected);
+  return scan_slots(run_dir_, rank_, kind, run_id, world_size, config_hash, true, threads_,
+                    rejected);
 }
 
 std::span<const std::byte> SnapshotStore::payload(const SnapshotCopy& c) const {
@@ -261,6 +264,24 @@ int SnapshotStore::write(SnapshotKind kind, SnapshotSlotHeader header, size_t pa
 int SnapshotStore::write(
     SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
     const std::function<void(std::span<std::byte>, const FinalThrough&)>& fill) {
+  return write_digested(kind, header, payload_bytes, [&](std::span<std::byte> out) {
+    PieceDigester digest(out.data(), out.size());
+    fill(out, [&](size_t n) { digest.through(n); });
+    return digest.finish();
+  });
+}
+
+int SnapshotStore::write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+                         std::span<const CopySegment> segments,
+                         const std::function<void()>& halfway) {
+  return write_digested(kind, header, payload_bytes, [&](std::span<std::byte> out) {
+    return copy_and_digest(out, segments, threads_, halfway);
+  });
+}
+
+int SnapshotStore::write_digested(
+    SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+    const std::function<uint64_t(std::span<std::byte>)>& fill_and_digest) {
   // The slot to write: not the one holding the newest complete snapshot.
   int slot = 0;
   int64_t newest = -1;
@@ -306,19 +327,7 @@ int SnapshotStore::write(
   header.payload_xxh3 = 0;
   std::memcpy(m.base, &header, sizeof header);
   const std::span<std::byte> out(m.base + kSnapshotHeaderBytes, payload_bytes);
-  // The streaming digest equals XXH3_64bits over the whole payload.
-  XXH3_state_t hs;
-  XXH3_64bits_reset(&hs);
-  size_t hashed = 0;
-  const FinalThrough final_through = [&](size_t n) {
-    n = std::min(n, out.size());
-    if (n <= hashed) return;
-    XXH3_64bits_update(&hs, out.data() + hashed, n - hashed);
-    hashed = n;
-  };
-  fill(out, final_through);
-  final_through(out.size());
-  const uint64_t x = XXH3_64bits_digest(&hs);
+  const uint64_t x = fill_and_digest(out);
   std::memcpy(m.base + offsetof(SnapshotSlotHeader, payload_xxh3), &x, sizeof x);
   store_complete(m.base, 1);
   return slot;
@@ -444,7 +453,7 @@ int64_t newest_restorable_snapshot_step(const std::string& run_dir, int world_si
     uint64_t n_params = 0;
     for (int r = 0; r < world_size; ++r)
       for (SnapshotKind k : {SnapshotKind::Own, SnapshotKind::Buddy})
-        for (const auto& c : scan_slots(run_dir, r, k, id, world_size, 0, false, nullptr)) {
+        for (const auto& c : scan_slots(run_dir, r, k, id, world_size, 0, false, 1, nullptr)) {
           held[size_t(r)].push_back(c);
           n_params = std::max(n_params, c.header.n_params);
         }

@@ -20,12 +20,15 @@
 #include <string>
 #include <vector>
 
+#include "resilience/piece_digest.h"
+
 namespace keel::resilience {
 
 enum class SnapshotKind : uint32_t { Own = 0, Buddy = 1 };
 
 inline constexpr uint64_t kSnapshotMagic = 0x50414e534c45454bull;  // "KEELSNAP"
-inline constexpr uint32_t kSnapshotVersion = 1;
+// 2: payload_xxh3 is piece_digest (piece_digest.h), no longer XXH3 of the whole.
+inline constexpr uint32_t kSnapshotVersion = 2;
 inline constexpr size_t kSnapshotHeaderBytes = 4096;  // the payload starts page-aligned
 inline constexpr const char* kSnapshotRunIdFile = "snapshot_id";
 
@@ -45,7 +48,7 @@ struct SnapshotSlotHeader {
   uint64_t run_id = 0;       // the run's snapshot_id (a fresh start draws a new one)
   uint64_t config_hash = 0;  // snapshot_config_hash of the run's config
   uint64_t payload_bytes = 0;
-  uint64_t payload_xxh3 = 0;
+  uint64_t payload_xxh3 = 0;  // piece_digest of the payload
 };
 
 // A complete slot whose checksum matched.
@@ -93,6 +96,12 @@ class SnapshotStore {
   using FinalThrough = std::function<void(size_t n)>;
   int write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
             const std::function<void(std::span<std::byte>, const FinalThrough&)>& fill);
+  // The same, with the payload copied from `segments` by set_threads()
+  // threads, each piece checksummed while in cache (copy_and_digest).
+  int write(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+            std::span<const CopySegment> segments, const std::function<void()>& halfway = {});
+  // Threads that copy and checksum payloads (writes and scans); 1 by default.
+  void set_threads(int n) { threads_ = n < 1 ? 1 : n; }
   // Clears the complete flag of every slot of `kind` holding a step other
   // than keep_step (a restored world drops what is newer than its restore).
   void invalidate_except(SnapshotKind kind, int64_t keep_step);
@@ -108,10 +117,13 @@ class SnapshotStore {
     size_t size = 0;
   };
   Mapping& writable(SnapshotKind kind, int slot);
+  int write_digested(SnapshotKind kind, SnapshotSlotHeader header, size_t payload_bytes,
+                     const std::function<uint64_t(std::span<std::byte>)>& fill_and_digest);
   void unmap(Mapping& m);
 
   std::string run_dir_;
   int rank_;
+  int threads_ = 1;
   Mapping maps_[2][2];  // [kind][slot], opened for writing on first use
 };
 

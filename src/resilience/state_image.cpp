@@ -90,6 +90,7 @@ StateImagePlan plan_state_image(const CheckpointState& st, const StateImagePlan*
   // to print it again cost more than the rest of the plan.
   p.header =
       R"({"manifest":)" + manifest_to_json(st.manifest) + R"(,"tensors":)" + p.tensor_table + "}";
+  p.header_length = p.header.size();
   p.data_offset = align_up(8 + p.header.size());
   p.bytes = p.data_offset + p.tensor_bytes;
   return p;
@@ -105,6 +106,21 @@ void copy_in_pieces(std::span<std::byte> out, size_t at, std::span<const std::by
     std::memcpy(out.data() + at + p, src.data() + p, k);
     if (final_through) final_through(at + p + k);
   }
+}
+
+std::vector<CopySegment> state_image_segments(const CheckpointState& st,
+                                              const StateImagePlan& plan) {
+  std::vector<CopySegment> segs;
+  segs.push_back({0, {reinterpret_cast<const std::byte*>(&plan.header_length), 8}});
+  segs.push_back({8, {reinterpret_cast<const std::byte*>(plan.header.data()), plan.header.size()}});
+  size_t off = 0;
+  for (const Group& g : groups_of(st))
+    for (const io::NamedTensor& t : *g.tensors) {
+      const size_t n = t.tensor.nbytes();
+      segs.push_back({plan.data_offset + off, {static_cast<const std::byte*>(t.tensor.raw()), n}});
+      off = align_up(off + n);
+    }
+  return segs;
 }
 
 void write_state_image(const CheckpointState& st, const StateImagePlan& plan,

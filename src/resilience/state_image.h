@@ -16,6 +16,7 @@
 #include "core/dtype.h"
 #include "core/shape.h"
 #include "resilience/checkpoint_state.h"
+#include "resilience/piece_digest.h"
 
 namespace keel::resilience {
 
@@ -28,7 +29,8 @@ inline constexpr const char* kImageExtra = "extra";
 // The header of the image of `st`, built once per write (its size fixes the
 // image's size).
 struct StateImagePlan {
-  std::string header;  // JSON
+  std::string header;          // JSON
+  uint64_t header_length = 0;  // header.size(), the image's first 8 bytes
   size_t data_offset = 0;
   size_t bytes = 0;  // the whole image
   // The tensor table (JSON) and the bytes of tensor data it lays out, with a
@@ -51,6 +53,12 @@ StateImagePlan plan_state_image(const CheckpointState& st,
 void write_state_image(const CheckpointState& st, const StateImagePlan& plan,
                        std::span<std::byte> out, const std::function<void()>& halfway = {},
                        const std::function<void(size_t)>& final_through = {});
+
+// The copies write_state_image makes, as segments of the image (its header
+// length, header and tensors), for copy_and_digest; they point into st and
+// plan.
+std::vector<CopySegment> state_image_segments(const CheckpointState& st,
+                                              const StateImagePlan& plan);
 
 // Copies src into out at offset `at` in pieces of a few hundred KiB, calling
 // final_through(end of the piece) after each (when set), so a checksum can
