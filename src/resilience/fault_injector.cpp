@@ -212,8 +212,9 @@ bool FaultInjector::after_backward(int64_t step, const std::vector<nn::Parameter
   return nan;
 }
 
-void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params,
+bool FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>& params,
                                  train::AdamW* opt) {
+  bool edited = false;
   for (const Fault* f : due(FaultKind::BitFlip, step, after_update_target)) {
     if (f->target == "moment") {
       if (!opt)
@@ -238,7 +239,9 @@ void FaultInjector::after_update(int64_t step, const std::vector<nn::Parameter*>
     const int64_t i = f->index % p->numel();
     record(*f, step, fmt::format("flip bit {} of {}[{}]", f->bit, p->name, i));
     edit_f32(be_, p->value, i, [&](float* x) { flip_f32_bit(x, 0, f->bit); });
+    edited = true;
   }
+  return edited;
 }
 
 double FaultInjector::loss_offset(int64_t step) {

@@ -50,8 +50,9 @@ class FaultInjector {
   // started during the backward.
   bool after_backward(int64_t step, const std::vector<nn::Parameter*>& params);
   // After the optimizer update: bit flip in a parameter, or (opt given) in a
-  // first moment this rank holds (under ZeRO-1 only its shard's).
-  void after_update(int64_t step, const std::vector<nn::Parameter*>& params,
+  // first moment this rank holds (under ZeRO-1 only its shard's). True when a
+  // parameter changed (its compute copy must then be derived again).
+  bool after_update(int64_t step, const std::vector<nn::Parameter*>& params,
                     train::AdamW* opt = nullptr);
   // Nats to add to the loss the spike detector sees at `step` (0: none).
   double loss_offset(int64_t step);

@@ -34,7 +34,7 @@ void InjectingSync::optimizer_step(train::AdamW& opt, double lr, float grad_scal
   else
     opt.step(lr, grad_scale);
   if (on_update_) on_update_(step_, opt);
-  injector_->after_update(step_, opt.params(), &opt);
+  edited_weights_ = injector_->after_update(step_, opt.params(), &opt);
 }
 
 }  // namespace keel::resilience

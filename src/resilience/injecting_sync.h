@@ -39,6 +39,13 @@ class InjectingSync : public train::ReplicaSync {
   void sum_state(std::span<float> x) override {
     if (inner_) inner_->sum_state(x);
   }
+  // Alone (no inner sync) nothing reads a gradient before the backward ends.
+  bool needs_zeroed_gradients() const override {
+    return inner_ && inner_->needs_zeroed_gradients();
+  }
+  bool changed_weights_after_update() const override {
+    return inner_ ? inner_->changed_weights_after_update() : edited_weights_;
+  }
   bool end_step() override { return inner_ && inner_->end_step(); }
   bool replicas_identical() const override { return !inner_ || inner_->replicas_identical(); }
   uint64_t step_bytes_sent() const override { return inner_ ? inner_->step_bytes_sent() : 0; }
@@ -57,6 +64,7 @@ class InjectingSync : public train::ReplicaSync {
   std::function<void(int64_t, int)> on_phase_;
   int64_t step_ = 0;  // 1-based step in progress
   bool poisoned_ = false;
+  bool edited_weights_ = false;  // the injector flipped a parameter after this step's update
 };
 
 }  // namespace keel::resilience

@@ -23,6 +23,16 @@ class ReplicaSync {
   // After the last micro-batch's backward. On return every replica holds the
   // same gradients: the mean over replicas, reduced in a fixed order.
   virtual void finish_gradients(const std::vector<nn::Parameter*>& params) = 0;
+  // Whether the gradients must be zeroed before the backward: a sync that
+  // reduces them as they become ready may read one the backward has not
+  // written yet. Otherwise the trainer clears them lazily
+  // (Parameter::grad_stale), which saves a pass over every gradient.
+  virtual bool needs_zeroed_gradients() const { return true; }
+  // Whether the parameters may have changed after the optimizer wrote them
+  // this step (a gather of ZeRO-1 shards, an injected fault). When not, and
+  // the update wrote the bf16 compute copies itself, the trainer does not
+  // derive them again.
+  virtual bool changed_weights_after_update() const { return true; }
   // Mean of a per-replica scalar (the step's loss), identical on every replica.
   virtual double mean(double x) = 0;
   // Applies the update at rate lr with gradients scaled by grad_scale. The

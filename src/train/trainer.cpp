@@ -59,7 +59,7 @@ StepMetrics Trainer::step() {
   // Alone, the gradients are cleared lazily by the backward pass (see
   // Parameter::grad_stale); replicas reduce gradients as they become ready and
   // may read any of them, so they get them zeroed up front.
-  if (sync_)
+  if (sync_ && sync_->needs_zeroed_gradients())
     zero_grads(be_, params_);
   else
     for (nn::Parameter* p : params_) p->grad_stale = true;
@@ -92,7 +92,8 @@ StepMetrics Trainer::step() {
       opt_state_.step(m.lr, clip);
     // Replicas may change the weights after the update (gathers, outer
     // steps); alone, the update itself may have written the bf16 copies.
-    if (sync_ || !opt_state_.wrote_compute_copies()) model_.sync_compute_weights();
+    if ((sync_ && sync_->changed_weights_after_update()) || !opt_state_.wrote_compute_copies())
+      model_.sync_compute_weights();
   }
   // Routing statistics of this step, then the balancing update they drive;
   // replicas first agree on the global load so their routing biases stay equal.

@@ -145,7 +145,7 @@ TEST(FaultInjector, NanRepeatAndBitFlips) {
   EXPECT_FALSE(std::isnan(p.ptrs[1]->grad.data<float>()[5]));
 
   Params ref;
-  inj.after_update(4, p.ptrs);
+  EXPECT_TRUE(inj.after_update(4, p.ptrs));
   EXPECT_EQ(differing_bits(p.ptrs[0]->value.data<float>(), ref.ptrs[0]->value.data<float>(), 32),
             1);
   EXPECT_NE(p.ptrs[0]->value.data<float>()[9], ref.ptrs[0]->value.data<float>()[9]);
@@ -156,7 +156,7 @@ TEST(FaultInjector, NanRepeatAndBitFlips) {
   uint32_t g;
   std::memcpy(&g, p.ptrs[0]->grad.data<float>() + 1, 4);
   EXPECT_EQ(g, 1u);
-  inj.after_update(6, p.ptrs);  // a grad flip does not touch parameters
+  EXPECT_FALSE(inj.after_update(6, p.ptrs));  // a grad flip does not touch parameters
   EXPECT_EQ(differing_bits(p.ptrs[0]->value.data<float>(), ref.ptrs[0]->value.data<float>(), 32),
             1);
   FaultInjector bad(parse_fault_plan_entries("kind=bitflip,step=1,param=nope"), 0, 1, nullptr);
