@@ -330,3 +330,22 @@ TEST(SnapshotStore, UnlinkRunRemovesEveryRankSlot) {
   // Another run's slots stay.
   EXPECT_EQ(keep.scan(SnapshotKind::Own, kRun, 2, kConfig, nullptr).size(), 1u);
 }
+
+TEST(StateImage, SegmentsLayTheSameBytesAsTheWriter) {
+  // What copy_and_digest lands from state_image_segments is the image
+  // write_state_image writes, header length and padding included.
+  CheckpointState st;
+  st.manifest.step = 3;
+  st.params.push_back({"w", Tensor::from_f32({1, 2, 3}, Shape{3})});
+  st.optimizer.push_back(
+      {"exp_avg.w", Tensor::from_f32(std::vector<float>(70001, 0.25f), Shape{70001})});
+  st.model_state.push_back({"s", Tensor::from_f32({9}, Shape{1})});
+  const StateImagePlan plan = plan_state_image(st);
+  std::vector<std::byte> a(plan.bytes), b(plan.bytes);
+  write_state_image(st, plan, a);
+  const std::vector<CopySegment> segs = state_image_segments(st, plan);
+  const uint64_t h = copy_and_digest(b, segs, 2);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(h, piece_digest(a.data(), a.size(), 1));
+  EXPECT_EQ(parse_state_image(b, "segments").manifest.step, 3);
+}
