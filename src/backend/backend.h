@@ -117,6 +117,11 @@ struct AdamWArgs {
   // for the squared signal), so a rank stepping on its own share of the batch
   // normalises like the whole batch would.
   float variance_keep = 1.f;
+  // When set, and Backend::digests_moments() says so, the update also writes
+  // the piece digests (core/piece_digest.h) of m and of v as it read them and
+  // as it left them: {m before, v before, m after, v after}. The SDC seal of
+  // the moments then costs no pass of its own.
+  uint64_t* moment_digests = nullptr;
 };
 
 enum class ReduceOp : uint8_t { Sum, Mean, Max };
@@ -179,6 +184,8 @@ class Backend {
   // is the host's: malloc, memcpy, nothing to wait for.
   // Whether device addresses are host pointers (the host may read them).
   virtual bool host_memory() const { return true; }
+  // Whether adamw_update fills AdamWArgs::moment_digests.
+  virtual bool digests_moments() const { return false; }
   // `bytes` of zeroed device memory, 64-byte aligned; throws keel::Error
   // naming the size and the budget when it does not fit. `what` names the
   // tensor in that error.

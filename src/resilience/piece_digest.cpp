@@ -18,7 +18,7 @@ size_t piece_count(size_t n) {
 }
 
 uint64_t combine(const std::vector<uint64_t>& digests) {
-  return XXH3_64bits(digests.data(), digests.size() * sizeof(uint64_t));
+  return combine_piece_digests(digests.data(), digests.size());
 }
 
 }  // namespace

@@ -9,10 +9,9 @@
 #include <span>
 #include <vector>
 
-namespace keel::resilience {
+#include "core/piece_digest.h"
 
-// Small enough to stay in L2 between a piece's copy and its checksum.
-inline constexpr size_t kDigestPiece = size_t(256) << 10;
+namespace keel::resilience {
 
 // The piecewise digest of n bytes, on `threads` threads (<= 1: the caller's).
 uint64_t piece_digest(const std::byte* data, size_t n, int threads);

@@ -238,7 +238,8 @@ void ResilienceGuard::begin_step(int64_t s) {
   step_ = s + 1;
   progress(step_, kPhaseBegan);
   if (watchdog_) watchdog_->begin_step(s + 1);
-  if (opt_.sdc) verify_moments(s + 1);
+  // A seal the update itself checks (below) needs no pass of its own here.
+  if (opt_.sdc && !sealed_in_update_) verify_moments(s + 1);
   if (opt_.sdc && opt_.zero1 && world_ > 1 && allgather_ &&
       (!sync_ || sync_->replicas_identical())) {
     step_digest_ = mix_hash(step_digest_, parameters_hash(params_, opt_.backend));
@@ -261,13 +262,27 @@ void ResilienceGuard::after_update(int64_t step, train::AdamW& opt) {
   // moment back each step, so there the replica vote alone watches the state.
   if (!opt.backend().host_memory()) return;
   opt_ptr_ = &opt;
-  moments_seal_ = moments_hash(opt);
+  // From the next update on, a backend that can digests the moments as the
+  // update reads and writes them: the seal and its check then cost no pass
+  // over the moments of their own.
+  opt.digest_moments(true);
+  if (opt.moment_digests_valid()) {
+    if (sealed_ && opt.moments_digest_before() != moments_seal_) moments_changed(step);
+    moments_seal_ = opt.moments_digest_after();
+    sealed_in_update_ = true;
+  } else {
+    moments_seal_ = moments_hash(opt);
+    sealed_in_update_ = false;
+  }
   sealed_ = true;
 }
 
 void ResilienceGuard::verify_moments(int64_t step) {
   if (!sealed_ || !opt_ptr_) return;
-  if (moments_hash(*opt_ptr_) == moments_seal_) return;
+  if (moments_hash(*opt_ptr_) != moments_seal_) moments_changed(step);
+}
+
+void ResilienceGuard::moments_changed(int64_t step) {
   if (local_fault_.empty())
     local_fault_ = fmt::format(
         "the optimizer moments rank {} holds changed between the update of step {} and step {}",

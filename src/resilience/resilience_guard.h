@@ -120,6 +120,7 @@ class ResilienceGuard {
   void after_update(int64_t step, train::AdamW& opt);
   // Whether the moments still match their checksum; a mismatch is kept for the next check.
   void verify_moments(int64_t step);
+  void moments_changed(int64_t step);  // records the local fault
   // This rank reached `phase` (a StepPhase, heartbeat.h) of `step`,
   // published for hang blame.
   void progress(int64_t step, int phase);
@@ -154,6 +155,9 @@ class ResilienceGuard {
   train::AdamW* opt_ptr_ = nullptr;
   uint64_t moments_seal_ = 0;
   bool sealed_ = false;
+  // The last update checked the moments against the seal as it read them
+  // (AdamW::digest_moments): the next step's start need not.
+  bool sealed_in_update_ = false;
   std::string local_fault_;  // what this rank found corrupted since the last check
   std::string progress_dir_;
   int progress_fd_ = -1;

@@ -8,6 +8,7 @@
 #include "backend/device_tensor.h"
 #include "backend/ops.h"
 #include "core/error.h"
+#include "core/piece_digest.h"
 
 namespace keel::train {
 
@@ -68,6 +69,10 @@ void AdamW::step(double lr, float grad_scale, float variance_keep) {
   a.t = t_ + 1;
   Tensor no_bf16;
   bool all = shard_begin_ == 0 && shard_end_ == params_.size();
+  // Per parameter {m before, v before, m after, v after}; folded in
+  // moments_hash's order (m then v of each parameter).
+  const bool digests = digest_moments_ && be_.digests_moments();
+  std::vector<uint64_t> before, after;
   for (size_t i = shard_begin_; i < shard_end_; ++i) {
     nn::Parameter& p = *params_[i];
     a.weight_decay = p.decay ? float(cfg_.weight_decay) : 0.f;
@@ -76,9 +81,20 @@ void AdamW::step(double lr, float grad_scale, float variance_keep) {
                       p.compute.raw() != p.value.raw() && p.compute.numel() == p.value.numel() &&
                       p.compute.is_contiguous();
     all = all && copy;
+    uint64_t d[4] = {};
+    a.moment_digests = digests ? d : nullptr;
     ops::adamw_update(be_, a, p.value, p.grad, m_[i], v_[i], copy ? p.compute : no_bf16);
+    if (digests) {
+      before.insert(before.end(), {d[0], d[1]});
+      after.insert(after.end(), {d[2], d[3]});
+    }
   }
   wrote_compute_copies_ = all;
+  digests_valid_ = digests;
+  if (digests) {
+    digest_before_ = combine_piece_digests(before.data(), before.size());
+    digest_after_ = combine_piece_digests(after.data(), after.size());
+  }
   ++t_;
 }
 

@@ -33,6 +33,16 @@ class AdamW {
   // Whether the last step() also wrote every parameter's bf16 compute copy.
   bool wrote_compute_copies() const { return wrote_compute_copies_; }
 
+  // The SDC seal of the moments (src/resilience/sdc_check.h), taken inside
+  // the update where the backend can (Backend::digests_moments): after a
+  // step() with digest_moments(true), moment_digests_valid() says whether it
+  // did, and the two values equal moments_hash of this optimizer's moments as
+  // the update read them and as it left them.
+  void digest_moments(bool on) { digest_moments_ = on; }
+  bool moment_digests_valid() const { return digests_valid_; }
+  uint64_t moments_digest_before() const { return digest_before_; }
+  uint64_t moments_digest_after() const { return digest_after_; }
+
   // Optimizer steps taken so far.
   int64_t t() const { return t_; }
   void set_t(int64_t t) { t_ = t; }
@@ -73,6 +83,8 @@ class AdamW {
   int64_t t_ = 0;
   size_t shard_begin_ = 0, shard_end_ = 0;  // parameters step() updates
   bool wrote_compute_copies_ = false;
+  bool digest_moments_ = false, digests_valid_ = false;
+  uint64_t digest_before_ = 0, digest_after_ = 0;
 };
 
 // sqrt of the sum over parameters of sum(grad^2), accumulated in f64 in

@@ -5,10 +5,12 @@
 
 #include <memory>
 
+#include "backend/backend.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "resilience/fault_injector.h"
 #include "resilience/sdc_check.h"
+#include "train/adamw.h"
 
 using namespace keel;
 using namespace keel::resilience;
@@ -88,4 +90,47 @@ TEST(SdcCheck, GathersAndVotes) {
   });
   EXPECT_EQ(v.odd_ranks, std::vector<int>{2});
   EXPECT_TRUE(sdc_check(ptrs(a), nullptr).ok);
+}
+
+// The seal taken inside the update (AdamW::digest_moments) is moments_hash of
+// the moments as the update read them and as it left them, for tensors of one
+// piece and of several with a tail, on any thread count and for a ZeRO-1 shard.
+TEST(SdcHash, UpdateDigestsEqualTheMomentsHash) {
+  for (int threads : {1, 3}) {
+    auto be = backend::make_backend("cpu");
+    be->set_threads(threads);
+    ASSERT_TRUE(be->digests_moments());
+    std::vector<std::unique_ptr<nn::Parameter>> ps;
+    const Rng rng(9, 0);
+    const int64_t sizes[] = {5, 70001, 3 * 65536 + 17};
+    const char* names[] = {"a", "b", "c"};
+    for (int k = 0; k < 3; ++k) {
+      const int64_t n = sizes[k];
+      auto p = std::make_unique<nn::Parameter>();
+      p->name = names[k];
+      p->value = Tensor::zeros(Shape{n}, DType::F32);
+      p->grad = Tensor::zeros(Shape{n}, DType::F32);
+      rng.fill_normal(p->value.data<float>(), n, 1.f, 0);
+      rng.fill_normal(p->grad.data<float>(), n, 1.f, uint64_t(n));
+      ps.push_back(std::move(p));
+    }
+    std::vector<nn::Parameter*> ptrs;
+    for (auto& p : ps) ptrs.push_back(p.get());
+    train::AdamW opt(*be, ptrs, train::AdamWConfig{});
+    opt.step(1e-3, 1.f);  // moments no longer zero
+    EXPECT_FALSE(opt.moment_digests_valid());
+    opt.digest_moments(true);
+    for (auto shard : {std::pair<size_t, size_t>{0, 3}, std::pair<size_t, size_t>{1, 3}}) {
+      opt.set_shard(shard.first, shard.second);
+      const uint64_t before = moments_hash(opt);
+      opt.step(1e-3, 0.5f);
+      ASSERT_TRUE(opt.moment_digests_valid());
+      EXPECT_EQ(opt.moments_digest_before(), before) << threads << " threads";
+      EXPECT_EQ(opt.moments_digest_after(), moments_hash(opt)) << threads << " threads";
+      EXPECT_NE(opt.moments_digest_after(), before);
+    }
+  }
+  // A backend that cannot says so, and the optimizer then has no digests.
+  auto ref = backend::make_backend("ref");
+  EXPECT_FALSE(ref->digests_moments());
 }

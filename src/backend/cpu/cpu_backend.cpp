@@ -127,6 +127,7 @@ class CpuBackend final : public Backend {
     k_.cross_entropy_backward(dt, logits, targets, lse, dloss, dlogits, N, V, threads_);
   }
 
+  bool digests_moments() const override { return true; }
   void adamw_update(const AdamWArgs& a, float* param, const float* grad, float* m, float* v,
                     uint16_t* param_bf16) override {
     k_.adamw_update(a, param, grad, m, v, param_bf16, threads_);
