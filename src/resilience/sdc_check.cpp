@@ -18,16 +18,11 @@ namespace {
 // (idle between steps); a device tensor is read back first (one
 // synchronisation).
 void update(XXH3_state_t* st, backend::Backend* be, const Tensor& t) {
-  const int threads = be ? be->threads() : 1;
-  uint64_t d = 0;
-  if (t.on_host()) {
-    d = piece_digest(static_cast<const std::byte*>(t.raw()), t.nbytes(), threads);
-  } else {
-    if (!be)
-      fail("sdc check: tensor {} lives on {} and no backend was given", t.desc(), t.device_name());
-    const Tensor h = backend::to_host(*be, t);
-    d = piece_digest(static_cast<const std::byte*>(h.raw()), h.nbytes(), threads);
-  }
+  if (!t.on_host() && !be)
+    fail("sdc check: tensor {} lives on {} and no backend was given", t.desc(), t.device_name());
+  const Tensor h = t.on_host() ? t : backend::to_host(*be, t);
+  const uint64_t d =
+      piece_digest(static_cast<const std::byte*>(h.raw()), h.nbytes(), be ? be->threads() : 1);
   XXH3_64bits_update(st, &d, sizeof d);
 }
 
