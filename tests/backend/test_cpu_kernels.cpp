@@ -445,8 +445,8 @@ TEST(CpuKernels, Attention) {
                                        {2, 1, 33, 4, 2, 64, false},
                                        {1, 1, 700, 6, 3, 64, false},
                                        // Scores that rise key tile after key tile far
-                                       // past each row's running maximum (the bf16
-                                       // forward's one-pass tiles must give way).
+                                       // past each row's running maximum (the
+                                       // forwards' one-pass tiles must give way).
                                        {1, 400, 400, 2, 1, 64, false, 1.f / 8}};
   for (DType dt : kDtypes)
     for (const AttnCase& c : cases) {
@@ -533,6 +533,12 @@ TEST(CpuKernels, Bf16TileAssemblyMatchesIntrinsics) {
   if (!cpu::level_available(cpu::Level::Avx512) || !keel::cpu_features().avx512_bf16)
     GTEST_SKIP() << "no AVX512-BF16 here";
   EXPECT_EQ(cpu::bf16_tile_block_mismatches(2000), 0);
+}
+
+// The same for the f32 products' 6 x 4 blocks on AVX-512.
+TEST(CpuKernels, F32TileAssemblyMatchesIntrinsics) {
+  if (!cpu::level_available(cpu::Level::Avx512)) GTEST_SKIP() << "no AVX-512 here";
+  EXPECT_EQ(cpu::f32_tile_block_mismatches(2000), 0);
 }
 
 TEST(CpuKernels, CrossEntropy) {

@@ -31,7 +31,7 @@ inline constexpr int64_t kTileK = 64;
 // halves the per-tile work of the softmax bookkeeping (measured +8-15% there,
 // no gain in f32).
 inline constexpr int64_t kTileKDot = 128;
-// How far (base 2) a score may pass its row's running maximum before the bf16
+// How far (base 2) a score may pass its row's running maximum before the
 // forward's one-pass tile gives way to the rescaling one: P <= 2^8 keeps
 // every sum far inside f32.
 inline constexpr float kStaleMaxExcess = 8.f;
@@ -61,6 +61,37 @@ inline F32Rows f32_rows(const T* base, int64_t row_stride, int64_t n, int64_t HS
     for (int64_t j = 0; j < n; ++j) load_row<S>(base + j * row_stride, 1.f, buf + j * HS, HS);
     return {buf, HS};
   }
+}
+
+// out[d * ld + r] = scale * f32(row r at base + r * stride)[d] for d < HS and
+// r < n; on AVX-512 with f32 rows, lanes n .. (n rounded up to 16) - 1 get
+// zero. A tile's queries (or dO) along the lanes, as the B operand of its
+// scores: 16 x 16 transposes in registers where one scattered 4-byte store
+// per element took about a fifth of the forward's time outside its products.
+template <class S, class T>
+inline void transpose_scaled_rows(const T* base, int64_t stride, int64_t n, int64_t HS, float scale,
+                                  float* out, int64_t ld) {
+#if defined(__AVX512F__)
+  if constexpr (S::W == 16 && std::is_same_v<T, float>) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int64_t r0 = 0; r0 < n; r0 += 16)
+      for (int64_t c = 0; c < HS; c += 16) {
+        const int64_t w = imin(HS - c, 16);
+        const __mmask16 m = __mmask16((1u << w) - 1u);
+        __m512i x[16];
+        for (int i = 0; i < 16; ++i)
+          x[i] = r0 + i < n
+                     ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, base + (r0 + i) * stride + c))
+                     : _mm512_setzero_si512();
+        transpose_words_16x16(x);
+        for (int i = 0; i < w; ++i)
+          _mm512_storeu_ps(out + (c + i) * ld + r0, _mm512_mul_ps(_mm512_castsi512_ps(x[i]), sc));
+      }
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t d = 0; d < HS; ++d) out[d * ld + r] = Scalar::load(base + r * stride + d) * scale;
 }
 
 // First query lane of row block t0 that may see key `key`: lanes below it are
@@ -147,17 +178,16 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
     const T* kb = k + b * a.kv_batch_stride + kvh * HS;
     const T* vb = v + b * a.kv_batch_stride + kvh * HS;
     // Qt (HS x kTileQ): queries times scale * log2(e), rows along the lanes. acc (nq x HS).
-    float* buf[5];
-    tile_scratch().carve({HS * kTileQ, kTileQ * HS, kTileK * kTileQ, kTileK * HS, kTileK * HS},
-                         buf);
-    float *Qt = buf[0], *acc = buf[1], *st = buf[2], *kbuf = buf[3], *vbuf = buf[4];
-    alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ], bm[kTileQ];
-    for (int64_t r = 0; r < nq; ++r) {
-      const T* qr = q + b * a.q_batch_stride + (t0 + r) * a.q_row_stride + h * HS;
-      for (int64_t d = 0; d < HS; ++d) Qt[d * kTileQ + r] = Scalar::load(qr + d) * qscale;
-      m[r] = -FLT_MAX;
-      l[r] = 0.f;
-    }
+    // pt (kTileK x kTileQ): a one-pass tile's P, beside its raw scores in st.
+    float* buf[6];
+    tile_scratch().carve(
+        {HS * kTileQ, kTileQ * HS, kTileK * kTileQ, kTileK * HS, kTileK * HS, kTileK * kTileQ},
+        buf);
+    float *Qt = buf[0], *acc = buf[1], *st = buf[2], *kbuf = buf[3], *vbuf = buf[4], *pt = buf[5];
+    alignas(64) float m[kTileQ], l[kTileQ], corr[kTileQ], bm[kTileQ], ls[kTileQ];
+    transpose_scaled_rows<S>(q + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS,
+                             a.q_row_stride, nq, HS, qscale, Qt, kTileQ);
+    for (int64_t r = 0; r < nq; ++r) m[r] = -FLT_MAX, l[r] = 0.f;
     for (int64_t i = 0; i < nq * HS; ++i) acc[i] = 0.f;
     const int64_t nk = visible_keys(a, t0 + nq - 1);
     for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
@@ -168,6 +198,35 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
       const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
       const F32Rows K = f32_rows<S>(kb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, kbuf);
       tile_gemm<S>(jb, nq, HS, K.p, K.ld, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);
+      const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
+      // Past the first tile every lane has a maximum m. A tile no lane's mask
+      // touches takes P = 2^(s - m) against m as it stands, its sums and its
+      // maximum in one pass, with no rescale of acc, while no score passes m
+      // by more than kStaleMaxExcess (P <= 2^8); otherwise it is redone below
+      // from the raw scores, which stay in st.
+      if (j0 > 0 && !crosses) {
+        bool within = true;
+        vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+          using L = decltype(ll);
+          const auto sh = L::load(m + r);
+          auto s = L::load(l + r), x = L::set1(-INFINITY);
+          for (int64_t j = 0; j < jb; ++j) {
+            const auto v = L::load(st + j * kTileQ + r);
+            x = L::max(x, v);
+            const auto e = exp2_nonpos_v<L>(L::sub(v, sh));
+            L::store(pt + j * kTileQ + r, e);
+            s = L::add(s, e);
+          }
+          L::store(ls + r, s);
+          L::store(bm + r, L::sub(x, sh));
+        });
+        for (int64_t r = 0; r < nq; ++r) within &= bm[r] <= kStaleMaxExcess;
+        if (within) {
+          std::memcpy(l, ls, size_t(nq) * sizeof(float));
+          tile_gemm<S>(nq, HS, jb, pt, 1, kTileQ, V.p, V.ld, acc, HS, true);
+          continue;
+        }
+      }
       const bool masked = crosses && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
       vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
         using L = decltype(ll);
@@ -218,7 +277,6 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
       // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j, P[r, j] read from
       // st[j, r]; keys in row r's future (P = 0) are not visited.
       const TileTrim to = crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{};
-      const F32Rows V = f32_rows<S>(vb + j0 * a.kv_row_stride, a.kv_row_stride, jb, HS, vbuf);
       tile_gemm<S>(nq, HS, jb, st, 1, kTileQ, V.p, V.ld, acc, HS, true, rescale ? corr : nullptr,
                    to);
     }
@@ -267,13 +325,11 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
           float* dor = dOr + r * HS;
           load_row<S>(q + q_off, a.scale, qs, HS);
           load_row<S>(dout + o_off, 1.f, dor, HS);
-          for (int64_t d = 0; d < HS; ++d) {
-            Qt[d * kTileQ + r] = qs[d] * kLog2e;
-            dOt[d * kTileQ + r] = dor[d];
-          }
           Dr[r] = dot_row<S>(dor, o + o_off, HS);
           lr[r] = lse[(b * a.NH + h) * a.Tq + t] * kLog2e;
         }
+        transpose_scaled_rows<S>(Qs, HS, nq, HS, kLog2e, Qt, kTileQ);
+        transpose_scaled_rows<S>(dOr, HS, nq, HS, 1.f, dOt, kTileQ);
         for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
         for (int64_t j0 = 0; j0 < nk; j0 += kTileK) {
           const int64_t jb = imin(nk - j0, kTileK);

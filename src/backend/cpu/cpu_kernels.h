@@ -91,4 +91,8 @@ const KernelTable& kernels_for(Level l);
 // intrinsics it replaces, and returns how many gave different bits.
 int bf16_tile_block_mismatches(int trials);
 
+// For tests, on CPUs with AVX-512: the same for the f32 attention products'
+// 6 x 4 blocks (tile_gemm_6x4_asm against tile_gemm_block's intrinsics).
+int f32_tile_block_mismatches(int trials);
+
 }  // namespace keel::backend::cpu

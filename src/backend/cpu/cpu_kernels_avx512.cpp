@@ -22,43 +22,66 @@ const KernelTable& kernels_avx512() {
   return t;
 }
 
-int bf16_tile_block_mismatches(int trials) {
+namespace {
+
+// Runs `trials` random blocks of R x 4 vectors of the attention products
+// through Block(asm = true) and Block(asm = false) and counts the results
+// whose bits differ. Word makes one element of A or B from the generator's
+// values in [-2, 2); K counts Word elements along k.
+template <int R, class Word, class Block>
+int tile_block_mismatches(int trials, Word word, Block block) {
   uint64_t x = 0x9E3779B97F4A7C15ull;
   auto next = [&x] {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     return uint32_t(x >> 33);
   };
-  // Values in [-2, 2), as bf16 (the pair words) or f32.
   auto value = [&] { return float(int32_t(next() % 4096) - 2048) / 1024.f; };
-  auto word = [&] {
-    const uint32_t lo = f32_to_bf16(value()), hi = f32_to_bf16(value());
-    return lo | (hi << 16);
-  };
+  using W = decltype(word(value));
   int bad = 0;
   for (int t = 0; t < trials; ++t) {
-    const int64_t K2 = 1 + int64_t(next() % 80), ldb = 64 + 16 * int64_t(next() % 3);
+    const int64_t K = 1 + int64_t(next() % 80), ldb = 64 + 16 * int64_t(next() % 3);
     const int64_t ldc = 64 + 16 * int64_t(next() % 3);
-    // Rows of words (the scores' K) or pair-major (P V's and dQ's P and dS).
+    // Rows along k (the scores' K) or k-major (P V's and dQ's P and dS).
     const bool rows = next() % 2;
-    const int64_t a_row = rows ? K2 : 1, a_col = rows ? 1 : 4 + int64_t(next() % 3);
-    const int64_t k0 = next() % 3 == 0 ? int64_t(next() % K2) : 0;
-    const int64_t k1 = next() % 3 == 0 ? k0 + int64_t(next() % (K2 - k0 + 1)) : K2;
+    const int64_t a_row = rows ? K : 1, a_col = rows ? 1 : R + int64_t(next() % 3);
+    const int64_t k0 = next() % 3 == 0 ? int64_t(next() % K) : 0;
+    const int64_t k1 = next() % 3 == 0 ? k0 + int64_t(next() % (K - k0 + 1)) : K;
     const bool accumulate = next() % 2, scaled = next() % 2;
-    std::vector<uint32_t> A(size_t(4 * K2 * (rows ? 1 : a_col))), B(size_t(K2 * ldb));
-    std::vector<float> C(size_t(4 * ldc)), scale(4);
-    for (auto& w : A) w = word();
-    for (auto& w : B) w = word();
+    std::vector<W> A(size_t(R * K * (rows ? 1 : a_col))), B(size_t(K * ldb));
+    std::vector<float> C(size_t(R * ldc)), scale(R);
+    for (auto& w : A) w = word(value);
+    for (auto& w : B) w = word(value);
     for (auto& c : C) c = value();
     for (auto& s : scale) s = value();
     std::vector<float> asm_c = C, intr_c = C;
     const float* rs = scaled ? scale.data() : nullptr;
-    avx512::tile_dot_block<4, 4, true>(k0, k1, A.data(), a_row, a_col, B.data(), ldb, asm_c.data(),
-                                       ldc, accumulate, rs);
-    avx512::tile_dot_block<4, 4, false>(k0, k1, A.data(), a_row, a_col, B.data(), ldb,
-                                        intr_c.data(), ldc, accumulate, rs);
+    block(std::true_type{}, k0, k1, A.data(), a_row, a_col, B.data(), ldb, asm_c.data(), ldc,
+          accumulate, rs);
+    block(std::false_type{}, k0, k1, A.data(), a_row, a_col, B.data(), ldb, intr_c.data(), ldc,
+          accumulate, rs);
     bad += std::memcmp(asm_c.data(), intr_c.data(), C.size() * sizeof(float)) != 0;
   }
   return bad;
+}
+
+}  // namespace
+
+int bf16_tile_block_mismatches(int trials) {
+  // Pair words of two bf16 values.
+  auto word = [](auto& value) {
+    const uint32_t lo = f32_to_bf16(value()), hi = f32_to_bf16(value());
+    return lo | (hi << 16);
+  };
+  return tile_block_mismatches<4>(trials, word, [](auto asm_on, auto... args) {
+    avx512::tile_dot_block<4, 4, decltype(asm_on)::value>(args...);
+  });
+}
+
+int f32_tile_block_mismatches(int trials) {
+  auto word = [](auto& value) { return value(); };
+  return tile_block_mismatches<6>(trials, word, [](auto asm_on, auto... args) {
+    avx512::tile_gemm_block<avx512::Avx512, 6, 4, decltype(asm_on)::value>(args...);
+  });
 }
 
 }  // namespace keel::backend::cpu

@@ -18,16 +18,6 @@ namespace keel::backend::cpu::KEEL_CPU_ISA {
 // version in registers inside the k loop but passes them through the stack at
 // its edges: bench_attention bf16 2-6% faster, the same bits.
 // clang-format off
-#define KEEL_C_ROW(op, row, r0, r1, r2, r3) \
-  op(row, "%%zmm" r0) op("64" row, "%%zmm" r1) op("128" row, "%%zmm" r2) op("192" row, "%%zmm" r3)
-#define KEEL_C_LOAD(addr, reg) "vmovups " addr ", " reg " %{%[m]%}%{z%}\n\t"
-#define KEEL_C_STORE(addr, reg) "vmovups " reg ", " addr "\n\t"
-#define KEEL_C_SCALE(s, r0, r1, r2, r3)                \
-  "vbroadcastss " s "(%[s]), %%zmm20\n\t"              \
-  "vmulps %%zmm20, %%zmm" r0 ", %%zmm" r0 "\n\t"       \
-  "vmulps %%zmm20, %%zmm" r1 ", %%zmm" r1 "\n\t"       \
-  "vmulps %%zmm20, %%zmm" r2 ", %%zmm" r2 "\n\t"       \
-  "vmulps %%zmm20, %%zmm" r3 ", %%zmm" r3 "\n\t"
 #define KEEL_DOT_ROW(a, r0, r1, r2, r3)                \
   "vpbroadcastd " a ", %%zmm20\n\t"                    \
   "vdpbf16ps %%zmm16, %%zmm20, %%zmm" r0 "\n\t"        \
@@ -41,16 +31,16 @@ inline void tile_dot_4x4_asm(int64_t n, const uint32_t* A, int64_t a_row, int64_
   const int64_t ra = a_row * 4, ra3 = 3 * ra, ca = a_col * 4, lb = ldb * 4;
   const int64_t lc = ldc * 4, lc3 = 3 * lc;
   asm volatile(
-      KEEL_C_ROW(KEEL_C_LOAD, "(%[C])", "0", "1", "2", "3")
-      KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc])", "4", "5", "6", "7")
-      KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc],2)", "8", "9", "10", "11")
-      KEEL_C_ROW(KEEL_C_LOAD, "(%[C],%[lc3])", "12", "13", "14", "15")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C])", "0", "1", "2", "3")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C],%[lc])", "4", "5", "6", "7")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C],%[lc],2)", "8", "9", "10", "11")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C],%[lc3])", "12", "13", "14", "15")
       "test %[s], %[s]\n\t"
       "jz 3f\n\t"
-      KEEL_C_SCALE("0", "0", "1", "2", "3")
-      KEEL_C_SCALE("4", "4", "5", "6", "7")
-      KEEL_C_SCALE("8", "8", "9", "10", "11")
-      KEEL_C_SCALE("12", "12", "13", "14", "15")
+      KEEL_ASM_C_SCALE("20", "0", "0", "1", "2", "3")
+      KEEL_ASM_C_SCALE("20", "4", "4", "5", "6", "7")
+      KEEL_ASM_C_SCALE("20", "8", "8", "9", "10", "11")
+      KEEL_ASM_C_SCALE("20", "12", "12", "13", "14", "15")
       "3:\n\t"
       "test %[n], %[n]\n\t"
       "jle 2f\n\t"
@@ -68,10 +58,10 @@ inline void tile_dot_4x4_asm(int64_t n, const uint32_t* A, int64_t a_row, int64_
       "dec %[n]\n\t"
       "jnz 1b\n\t"
       "2:\n\t"
-      KEEL_C_ROW(KEEL_C_STORE, "(%[C])", "0", "1", "2", "3")
-      KEEL_C_ROW(KEEL_C_STORE, "(%[C],%[lc])", "4", "5", "6", "7")
-      KEEL_C_ROW(KEEL_C_STORE, "(%[C],%[lc],2)", "8", "9", "10", "11")
-      KEEL_C_ROW(KEEL_C_STORE, "(%[C],%[lc3])", "12", "13", "14", "15")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C])", "0", "1", "2", "3")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C],%[lc])", "4", "5", "6", "7")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C],%[lc],2)", "8", "9", "10", "11")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C],%[lc3])", "12", "13", "14", "15")
       : [A] "+r"(A), [B] "+r"(B), [n] "+r"(n)
       : [ra] "r"(ra), [ra3] "r"(ra3), [ca] "r"(ca), [lb] "r"(lb), [C] "r"(C), [lc] "r"(lc),
         [lc3] "r"(lc3), [m] "Yk"(load), [s] "r"(scale)
@@ -79,10 +69,6 @@ inline void tile_dot_4x4_asm(int64_t n, const uint32_t* A, int64_t a_row, int64_
         "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
         "xmm19", "xmm20");
 }
-#undef KEEL_C_ROW
-#undef KEEL_C_LOAD
-#undef KEEL_C_STORE
-#undef KEEL_C_SCALE
 #undef KEEL_DOT_ROW
 
 // Asm: 4 x 4 blocks in assembly (tile_dot_4x4_asm), else in intrinsics, the
@@ -223,32 +209,6 @@ inline void pack_bf16_pairs(const uint16_t* base, int64_t stride, int64_t rows, 
 inline void pack_bf16_pairs(const bf16_t* base, int64_t stride, int64_t rows, int64_t N,
                             uint32_t* out) {
   pack_bf16_pairs(reinterpret_cast<const uint16_t*>(base), stride, rows, N, out, N);
-}
-
-// x[c] = column c of the 16 x 16 matrix of 32-bit words whose row r is x[r].
-inline void transpose_words_16x16(__m512i x[16]) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 8; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
-  }
-  // b[4 i + j], 128-bit lane k: column 4 k + j of rows 4 i .. 4 i + 3.
-  for (int i = 0; i < 4; ++i) {
-    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i c0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44);
-    const __m512i c1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
-    const __m512i d0 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44);
-    const __m512i d1 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
-    x[j] = _mm512_shuffle_i32x4(c0, d0, 0x88);
-    x[4 + j] = _mm512_shuffle_i32x4(c0, d0, 0xDD);
-    x[8 + j] = _mm512_shuffle_i32x4(c1, d1, 0x88);
-    x[12 + j] = _mm512_shuffle_i32x4(c1, d1, 0xDD);
-  }
 }
 
 // The words of rows r < n (HS bf16 each, at base + r * stride) along the

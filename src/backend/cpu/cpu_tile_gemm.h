@@ -33,10 +33,135 @@ struct TileTrim {
   int64_t shift = 0;
 };
 
-template <class S, int R, int NV>
+#if defined(__AVX512F__)
+// Pieces of the tile kernels' register blocks in assembly (this one and the
+// bf16 one in cpu_tile_dot_bf16.h): a row of C as four zmm registers loaded
+// under the mask %[m] (zero where it is 0), stored, or multiplied by the
+// float at s(%[s]) through the scratch register t.
+// clang-format off
+#define KEEL_ASM_C_ROW(op, row, r0, r1, r2, r3) \
+  op(row, "%%zmm" r0) op("64" row, "%%zmm" r1) op("128" row, "%%zmm" r2) op("192" row, "%%zmm" r3)
+#define KEEL_ASM_C_LOAD(addr, reg) "vmovups " addr ", " reg " %{%[m]%}%{z%}\n\t"
+#define KEEL_ASM_C_STORE(addr, reg) "vmovups " reg ", " addr "\n\t"
+#define KEEL_ASM_C_SCALE(t, s, r0, r1, r2, r3)          \
+  "vbroadcastss " s "(%[s]), %%zmm" t "\n\t"           \
+  "vmulps %%zmm" t ", %%zmm" r0 ", %%zmm" r0 "\n\t"    \
+  "vmulps %%zmm" t ", %%zmm" r1 ", %%zmm" r1 "\n\t"    \
+  "vmulps %%zmm" t ", %%zmm" r2 ", %%zmm" r2 "\n\t"    \
+  "vmulps %%zmm" t ", %%zmm" r3 ", %%zmm" r3 "\n\t"
+#define KEEL_F32_FMA_ROW(a, r0, r1, r2, r3)             \
+  "vbroadcastss " a ", %%zmm28\n\t"                    \
+  "vfmadd231ps %%zmm24, %%zmm28, %%zmm" r0 "\n\t"      \
+  "vfmadd231ps %%zmm25, %%zmm28, %%zmm" r1 "\n\t"      \
+  "vfmadd231ps %%zmm26, %%zmm28, %%zmm" r2 "\n\t"      \
+  "vfmadd231ps %%zmm27, %%zmm28, %%zmm" r3 "\n\t"
+// clang-format on
+
+// A whole 6 x 4 block of 16-float vectors: C (6 rows of 64 floats at ldc)
+// loaded (zero where `load` is 0) and scaled by scale[0..5] unless scale is
+// null, n steps of k of A's 6 rows (byte strides: a row, a step) against B's 4
+// vectors added, C stored. Each element is the same fma chain in k order as
+// the intrinsics version, so the bits are the same (f32_tile_block_mismatches
+// in cpu_kernels.h checks it). In assembly because GCC 12 keeps the 24
+// accumulators in registers inside the k loop but passes them through the
+// stack at its edges, about 7% of the block's time at attention's K = 64.
+inline void tile_gemm_6x4_asm(int64_t n, const float* A, int64_t a_row, int64_t a_col,
+                              const float* B, int64_t ldb, float* C, int64_t ldc, __mmask16 load,
+                              const float* scale) {
+  const int64_t ra = a_row * 4, ca = a_col * 4, lb = ldb * 4, lc = ldc * 4;
+  const float* A3 = A + 3 * a_row;
+  float* C3 = C + 3 * ldc;
+  asm volatile(
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C])", "0", "1", "2", "3")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C],%[lc])", "4", "5", "6", "7")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C],%[lc],2)", "8", "9", "10", "11")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C3])", "12", "13", "14", "15")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C3],%[lc])", "16", "17", "18", "19")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_LOAD, "(%[C3],%[lc],2)", "20", "21", "22", "23")
+      "test %[s], %[s]\n\t"
+      "jz 3f\n\t"
+      KEEL_ASM_C_SCALE("28", "0", "0", "1", "2", "3")
+      KEEL_ASM_C_SCALE("28", "4", "4", "5", "6", "7")
+      KEEL_ASM_C_SCALE("28", "8", "8", "9", "10", "11")
+      KEEL_ASM_C_SCALE("28", "12", "12", "13", "14", "15")
+      KEEL_ASM_C_SCALE("28", "16", "16", "17", "18", "19")
+      KEEL_ASM_C_SCALE("28", "20", "20", "21", "22", "23")
+      "3:\n\t"
+      "test %[n], %[n]\n\t"
+      "jle 2f\n\t"
+      "1:\n\t"
+      "vmovups (%[B]), %%zmm24\n\t"
+      "vmovups 64(%[B]), %%zmm25\n\t"
+      "vmovups 128(%[B]), %%zmm26\n\t"
+      "vmovups 192(%[B]), %%zmm27\n\t"
+      KEEL_F32_FMA_ROW("(%[A])", "0", "1", "2", "3")
+      KEEL_F32_FMA_ROW("(%[A],%[ra])", "4", "5", "6", "7")
+      KEEL_F32_FMA_ROW("(%[A],%[ra],2)", "8", "9", "10", "11")
+      KEEL_F32_FMA_ROW("(%[A3])", "12", "13", "14", "15")
+      KEEL_F32_FMA_ROW("(%[A3],%[ra])", "16", "17", "18", "19")
+      KEEL_F32_FMA_ROW("(%[A3],%[ra],2)", "20", "21", "22", "23")
+      "add %[ca], %[A]\n\t"
+      "add %[ca], %[A3]\n\t"
+      "add %[lb], %[B]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C])", "0", "1", "2", "3")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C],%[lc])", "4", "5", "6", "7")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C],%[lc],2)", "8", "9", "10", "11")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C3])", "12", "13", "14", "15")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C3],%[lc])", "16", "17", "18", "19")
+      KEEL_ASM_C_ROW(KEEL_ASM_C_STORE, "(%[C3],%[lc],2)", "20", "21", "22", "23")
+      : [A] "+r"(A), [A3] "+r"(A3), [B] "+r"(B), [n] "+r"(n)
+      : [ra] "r"(ra), [ca] "r"(ca), [lb] "r"(lb), [C] "r"(C), [C3] "r"(C3), [lc] "r"(lc),
+        [m] "Yk"(load), [s] "r"(scale)
+      : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+        "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
+        "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28");
+}
+#undef KEEL_F32_FMA_ROW
+
+// x[c] = column c of the 16 x 16 matrix of 32-bit words whose row r is x[r].
+inline void transpose_words_16x16(__m512i x[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+  }
+  // b[4 i + j], 128-bit lane k: column 4 k + j of rows 4 i .. 4 i + 3.
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i c0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44);
+    const __m512i c1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+    const __m512i d0 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44);
+    const __m512i d1 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+    x[j] = _mm512_shuffle_i32x4(c0, d0, 0x88);
+    x[4 + j] = _mm512_shuffle_i32x4(c0, d0, 0xDD);
+    x[8 + j] = _mm512_shuffle_i32x4(c1, d1, 0x88);
+    x[12 + j] = _mm512_shuffle_i32x4(c1, d1, 0xDD);
+  }
+}
+#endif
+
+// Asm: the AVX-512 6 x 4 block in assembly (tile_gemm_6x4_asm), else in
+// intrinsics, the same bits.
+template <class S, int R, int NV, bool Asm = true>
 inline void tile_gemm_block(int64_t k0, int64_t k1, const float* A, int64_t a_row, int64_t a_col,
                             const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                             const float* row_scale) {
+#if defined(__AVX512F__)
+  if constexpr (Asm && S::W == 16 && R == 6 && NV == 4) {
+    tile_gemm_6x4_asm(k1 - k0, A + k0 * a_col, a_row, a_col, B + k0 * ldb, ldb, C, ldc,
+                      accumulate ? __mmask16(0xFFFF) : __mmask16(0),
+                      accumulate ? row_scale : nullptr);
+    return;
+  }
+#endif
   using V = typename S::V;
   V c[R][NV];
   for (int i = 0; i < R; ++i)
