@@ -94,6 +94,18 @@ inline void transpose_scaled_rows(const T* base, int64_t stride, int64_t n, int6
     for (int64_t d = 0; d < HS; ++d) out[d * ld + r] = Scalar::load(base + r * stride + d) * scale;
 }
 
+// Asks for n rows of `bytes` bytes each (rows row_stride elements of T apart)
+// to be brought into the cache for writing: a query tile's dq rows, read and
+// added to at the tile's end, are a wide stride apart and otherwise arrive
+// one miss at a time (bf16 backward 2-3% faster; no change measured in f32).
+template <class T>
+inline void prefetch_rows_for_write(T* base, int64_t row_stride, int64_t n, int64_t bytes) {
+  for (int64_t r = 0; r < n; ++r) {
+    const char* row = reinterpret_cast<const char*>(base + r * row_stride);
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 1, 3);
+  }
+}
+
 // First query lane of row block t0 that may see key `key`: lanes below it are
 // masked (row t sees keys < Tk - Tq + t + 1).
 inline int64_t first_seeing_lane(const AttentionArgs& a, int64_t t0, int64_t key) {
@@ -342,21 +354,20 @@ void attention_bwd_t(const AttentionArgs& a, const T* dout, const T* q, const T*
           const TileTrim cols = crosses ? TileTrim{TileTrim::Cols, shift} : TileTrim{};
           tile_gemm<S>(jb, nq, HS, Kj, HS, 1, Qt, kTileQ, st, kTileQ, false, nullptr, cols);  // S^T
           tile_gemm<S>(jb, nq, HS, Vj, HS, 1, dOt, kTileQ, dpt, kTileQ, false, nullptr, cols);
+          // P and dS in one pass, then both zeroed where masked.
           for (int64_t j = 0; j < jb; ++j)
             vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
               using L = decltype(ll);
               float* p = st + j * kTileQ + r;
-              L::store(p, exp2_nonpos_v<L>(L::sub(L::load(p), L::load(lr + r))));
-            });
-          if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
-          for (int64_t j = 0; j < jb; ++j)
-            vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
-              using L = decltype(ll);
               float* ds = dpt + j * kTileQ + r;
-              const auto p = L::load(st + j * kTileQ + r);
-              L::store(ds, L::mul(p, L::sub(L::load(ds), L::load(Dr + r))));
+              const auto e = exp2_nonpos_v<L>(L::sub(L::load(p), L::load(lr + r)));
+              L::store(p, e);
+              L::store(ds, L::mul(e, L::sub(L::load(ds), L::load(Dr + r))));
             });
-          if (crosses) mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
+          if (crosses) {
+            mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
+            mask_tile(a, t0, j0, jb, nq, dpt, kTileQ, 0.f);
+          }
           // dV[j] += sum_r P[r, j] dO[r]; dK[j] += sum_r dS[r, j] (scale q_r).
           const TileTrim from = crosses ? TileTrim{TileTrim::KFrom, shift} : TileTrim{};
           tile_gemm<S>(jb, HS, nq, st, kTileQ, 1, dOr, HS, dVf + j0 * HS, HS, true, nullptr, from);
@@ -597,6 +608,8 @@ void attention_bwd_dot(const AttentionArgs& a, const bf16_t* dout, const bf16_t*
         pack_bf16_pairs(q0, a.q_row_stride, nq, HS, Qr);
         pack_bf16_pairs(do0, a.NH * HS, nq, HS, dOq);
         for (int64_t i = 0; i < nq * HS; ++i) dQa[i] = 0.f;
+        prefetch_rows_for_write(dq + b * a.q_batch_stride + t0 * a.q_row_stride + h * HS,
+                                a.q_row_stride, nq, HS * int64_t(sizeof(bf16_t)));
         for (int64_t j0 = 0; j0 < nk; j0 += kTileKDot) {
           const int64_t jb = imin(nk - j0, kTileKDot);
           const uint32_t* Kj = Kc + j0 * H2;
