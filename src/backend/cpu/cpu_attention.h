@@ -239,53 +239,33 @@ void attention_fwd_tiled(const AttentionArgs& a, const T* q, const T* k, const T
           continue;
         }
       }
-      const bool masked = crosses && mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
-      vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
-        using L = decltype(ll);
-        auto x = L::set1(-INFINITY);
-        for (int64_t j = 0; j < jb; ++j) x = L::max(x, L::load(st + j * kTileQ + r));
-        L::store(bm + r, x);
-      });
+      // Masked scores become -inf, whose exp2 below is exactly 0.
+      if (crosses) mask_tile(a, t0, j0, jb, nq, st, kTileQ, -INFINITY);
       // m starts at -FLT_MAX, not -inf, so a row that has seen no key yet
       // (all its lanes masked to -inf) still has corr = exp2(0) = 1.
       vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
         using L = decltype(ll);
-        const auto m_old = L::load(m + r), m_new = L::max(m_old, L::load(bm + r));
+        auto x = L::set1(-INFINITY);
+        for (int64_t j = 0; j < jb; ++j) x = L::max(x, L::load(st + j * kTileQ + r));
+        const auto m_old = L::load(m + r), m_new = L::max(m_old, x);
         L::store(corr + r, exp2_nonpos_v<L>(L::sub(m_old, m_new)));
         L::store(m + r, m_new);
       });
       bool rescale = false;
       for (int64_t r = 0; r < nq; ++r) rescale |= corr[r] != 1.f;
-      if (masked) {
-        for (int64_t j = 0; j < jb; ++j)
-          vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
-            using L = decltype(ll);
-            float* p = st + j * kTileQ + r;
-            L::store(p, exp2_nonpos_v<L>(L::sub(L::load(p), L::load(m + r))));
-          });
-        mask_tile(a, t0, j0, jb, nq, st, kTileQ, 0.f);
-        // l = l * corr + column sums of P^T, summed in key order.
-        vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
-          using L = decltype(ll);
-          auto s = L::mul(L::load(l + r), L::load(corr + r));
-          for (int64_t j = 0; j < jb; ++j) s = L::add(s, L::load(st + j * kTileQ + r));
-          L::store(l + r, s);
-        });
-      } else {
-        // The same values and summation order in one pass over the tile.
-        vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
-          using L = decltype(ll);
-          const auto sh = L::load(m + r);
-          auto s = L::mul(L::load(l + r), L::load(corr + r));
-          for (int64_t j = 0; j < jb; ++j) {
-            float* p = st + j * kTileQ + r;
-            const auto e = exp2_nonpos_v<L>(L::sub(L::load(p), sh));
-            L::store(p, e);
-            s = L::add(s, e);
-          }
-          L::store(l + r, s);
-        });
-      }
+      // l = l * corr + the tile's P summed in key order.
+      vec_loop<S>(0, nq, [&](auto ll, int64_t r) {
+        using L = decltype(ll);
+        const auto sh = L::load(m + r);
+        auto s = L::mul(L::load(l + r), L::load(corr + r));
+        for (int64_t j = 0; j < jb; ++j) {
+          float* p = st + j * kTileQ + r;
+          const auto e = exp2_nonpos_v<L>(L::sub(L::load(p), sh));
+          L::store(p, e);
+          s = L::add(s, e);
+        }
+        L::store(l + r, s);
+      });
       // acc[r, :] = corr[r] acc[r, :] + sum_j P[r, j] v_j, P[r, j] read from
       // st[j, r]; keys in row r's future (P = 0) are not visited.
       const TileTrim to = crosses ? TileTrim{TileTrim::KTo, -shift} : TileTrim{};
