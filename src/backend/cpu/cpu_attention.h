@@ -64,8 +64,8 @@ inline F32Rows f32_rows(const T* base, int64_t row_stride, int64_t n, int64_t HS
 }
 
 // out[d * ld + r] = scale * f32(row r at base + r * stride)[d] for d < HS and
-// r < n; on AVX-512 with f32 rows, lanes n .. (n rounded up to 16) - 1 get
-// zero. A tile's queries (or dO) along the lanes, as the B operand of its
+// r < n; with f32 rows on AVX-512 (AVX2), lanes n .. (n rounded up to 16
+// (8)) - 1 get zero. A tile's queries (or dO) along the lanes, as the B operand of its
 // scores: 16 x 16 transposes in registers where one scattered 4-byte store
 // per element took about a fifth of the forward's time outside its products.
 template <class S, class T>
@@ -86,6 +86,40 @@ inline void transpose_scaled_rows(const T* base, int64_t stride, int64_t n, int6
         transpose_words_16x16(x);
         for (int i = 0; i < w; ++i)
           _mm512_storeu_ps(out + (c + i) * ld + r0, _mm512_mul_ps(_mm512_castsi512_ps(x[i]), sc));
+      }
+    return;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (S::W == 8 && std::is_same_v<T, float>) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int64_t r0 = 0; r0 < n; r0 += 8)
+      for (int64_t c = 0; c < HS; c += 8) {
+        const int64_t w = imin(HS - c, 8);
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 x[8];
+        for (int i = 0; i < 8; ++i)
+          x[i] = r0 + i < n ? _mm256_maskload_ps(base + (r0 + i) * stride + c, m)
+                            : _mm256_setzero_ps();
+        // 8 x 8 transpose: pairs, then quads, then 128-bit halves.
+        __m256 y[8], z[8];
+        for (int i = 0; i < 4; ++i) {
+          y[2 * i] = _mm256_unpacklo_ps(x[2 * i], x[2 * i + 1]);
+          y[2 * i + 1] = _mm256_unpackhi_ps(x[2 * i], x[2 * i + 1]);
+        }
+        for (int i = 0; i < 2; ++i) {
+          z[4 * i + 0] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0x44);
+          z[4 * i + 1] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0xEE);
+          z[4 * i + 2] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0x44);
+          z[4 * i + 3] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; ++i) {
+          x[i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x20);
+          x[4 + i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x31);
+        }
+        for (int i = 0; i < w; ++i)
+          _mm256_storeu_ps(out + (c + i) * ld + r0, _mm256_mul_ps(x[i], sc));
       }
     return;
   }
