@@ -63,69 +63,72 @@ inline F32Rows f32_rows(const T* base, int64_t row_stride, int64_t n, int64_t HS
   }
 }
 
+#if defined(__AVX512F__)
+// x = the first w (<= 16) floats at p, zero past them.
+inline void load_first(__m512& x, const float* p, int64_t w) {
+  x = _mm512_maskz_loadu_ps(__mmask16((1u << w) - 1u), p);
+}
+// x[c] = column c of the 16 x 16 matrix whose row r is x[r].
+inline void transpose_square(__m512 x[16]) {
+  __m512i w[16];
+  for (int i = 0; i < 16; ++i) w[i] = _mm512_castps_si512(x[i]);
+  transpose_words_16x16(w);
+  for (int i = 0; i < 16; ++i) x[i] = _mm512_castsi512_ps(w[i]);
+}
+#endif
+#if defined(__AVX2__)
+inline void load_first(__m256& x, const float* p, int64_t w) {
+  x = _mm256_maskload_ps(
+      p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+// The same for 8 x 8: pairs, then quads, then 128-bit halves.
+inline void transpose_square(__m256 x[8]) {
+  __m256 y[8], z[8];
+  for (int i = 0; i < 4; ++i) {
+    y[2 * i] = _mm256_unpacklo_ps(x[2 * i], x[2 * i + 1]);
+    y[2 * i + 1] = _mm256_unpackhi_ps(x[2 * i], x[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    z[4 * i + 0] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0x44);
+    z[4 * i + 1] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0xEE);
+    z[4 * i + 2] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0x44);
+    z[4 * i + 3] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    x[i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x20);
+    x[4 + i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x31);
+  }
+}
+#endif
+
 // out[d * ld + r] = scale * f32(row r at base + r * stride)[d] for d < HS and
-// r < n; with f32 rows on AVX-512 (AVX2), lanes n .. (n rounded up to 16
-// (8)) - 1 get zero. A tile's queries (or dO) along the lanes, as the B operand of its
-// scores: 16 x 16 transposes in registers where one scattered 4-byte store
-// per element took about a fifth of the forward's time outside its products.
+// r < n; with f32 rows on AVX2 or AVX-512, lanes n .. (n rounded up to the
+// vector width) - 1 get zero. A tile's queries (or dO) along the lanes, as
+// the B operand of its scores: W x W transposes in registers where one
+// scattered 4-byte store per element took about a fifth of the forward's
+// time outside its products.
 template <class S, class T>
 inline void transpose_scaled_rows(const T* base, int64_t stride, int64_t n, int64_t HS, float scale,
                                   float* out, int64_t ld) {
-#if defined(__AVX512F__)
-  if constexpr (S::W == 16 && std::is_same_v<T, float>) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    for (int64_t r0 = 0; r0 < n; r0 += 16)
-      for (int64_t c = 0; c < HS; c += 16) {
-        const int64_t w = imin(HS - c, 16);
-        const __mmask16 m = __mmask16((1u << w) - 1u);
-        __m512i x[16];
-        for (int i = 0; i < 16; ++i)
-          x[i] = r0 + i < n
-                     ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, base + (r0 + i) * stride + c))
-                     : _mm512_setzero_si512();
-        transpose_words_16x16(x);
-        for (int i = 0; i < w; ++i)
-          _mm512_storeu_ps(out + (c + i) * ld + r0, _mm512_mul_ps(_mm512_castsi512_ps(x[i]), sc));
+  if constexpr (S::W > 1 && std::is_same_v<T, float>) {
+    constexpr int W = S::W;
+    const auto sc = S::set1(scale);
+    for (int64_t r0 = 0; r0 < n; r0 += W)
+      for (int64_t c = 0; c < HS; c += W) {
+        const int64_t w = imin(HS - c, W);
+        typename S::V x[W];
+        for (int i = 0; i < W; ++i) {
+          x[i] = S::zero();
+          if (r0 + i < n) load_first(x[i], base + (r0 + i) * stride + c, w);
+        }
+        transpose_square(x);
+        for (int i = 0; i < w; ++i) S::store(out + (c + i) * ld + r0, S::mul(x[i], sc));
       }
-    return;
+  } else {
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t d = 0; d < HS; ++d)
+        out[d * ld + r] = Scalar::load(base + r * stride + d) * scale;
   }
-#endif
-#if defined(__AVX2__)
-  if constexpr (S::W == 8 && std::is_same_v<T, float>) {
-    const __m256 sc = _mm256_set1_ps(scale);
-    for (int64_t r0 = 0; r0 < n; r0 += 8)
-      for (int64_t c = 0; c < HS; c += 8) {
-        const int64_t w = imin(HS - c, 8);
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(w)),
-                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256 x[8];
-        for (int i = 0; i < 8; ++i)
-          x[i] = r0 + i < n ? _mm256_maskload_ps(base + (r0 + i) * stride + c, m)
-                            : _mm256_setzero_ps();
-        // 8 x 8 transpose: pairs, then quads, then 128-bit halves.
-        __m256 y[8], z[8];
-        for (int i = 0; i < 4; ++i) {
-          y[2 * i] = _mm256_unpacklo_ps(x[2 * i], x[2 * i + 1]);
-          y[2 * i + 1] = _mm256_unpackhi_ps(x[2 * i], x[2 * i + 1]);
-        }
-        for (int i = 0; i < 2; ++i) {
-          z[4 * i + 0] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0x44);
-          z[4 * i + 1] = _mm256_shuffle_ps(y[4 * i], y[4 * i + 2], 0xEE);
-          z[4 * i + 2] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0x44);
-          z[4 * i + 3] = _mm256_shuffle_ps(y[4 * i + 1], y[4 * i + 3], 0xEE);
-        }
-        for (int i = 0; i < 4; ++i) {
-          x[i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x20);
-          x[4 + i] = _mm256_permute2f128_ps(z[i], z[4 + i], 0x31);
-        }
-        for (int i = 0; i < w; ++i)
-          _mm256_storeu_ps(out + (c + i) * ld + r0, _mm256_mul_ps(x[i], sc));
-      }
-    return;
-  }
-#endif
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t d = 0; d < HS; ++d) out[d * ld + r] = Scalar::load(base + r * stride + d) * scale;
 }
 
 // Asks for n rows of `bytes` bytes each (rows row_stride elements of T apart)
